@@ -1,0 +1,230 @@
+//! Pure helpers over the merged response data (a `serde_json::Value` tree).
+//!
+//! Invariant kept by these helpers: the merged data only ever grows; a merge never replaces a
+//! non-null value by `null`, so a fetch that fails halfway cannot erase what an earlier fetch
+//! delivered.
+
+use serde_json::{Map, Value};
+
+use crate::error::PathSegment;
+use crate::plan::{PathStep, Rewrite, RewriteStep, Selection};
+use crate::schema::SchemaModel;
+
+/// `__typename` of an object value, if it has one.
+pub fn typename(value: &Value) -> Option<&str> {
+    value.get("__typename").and_then(Value::as_str)
+}
+
+/// Whether an object matches a type condition (exact name, or a possible type of it).
+/// An object without `__typename` matches nothing: the planner always selects it where a
+/// condition has to be evaluated.
+fn matches_types(value: &Value, types: &[String], schema: &SchemaModel) -> bool {
+    typename(value).is_some_and(|tn| types.iter().any(|t| schema.fragment_applies(t, tn)))
+}
+
+/// Collects the paths of all non-null objects reached by following `steps` from `value`.
+pub fn collect_slots(
+    value: &Value,
+    steps: &[PathStep],
+    schema: &SchemaModel,
+    current: &mut Vec<PathSegment>,
+    out: &mut Vec<Vec<PathSegment>>,
+) {
+    if let Value::Array(items) = value {
+        // Lists are walked transparently, whether or not the path spells out `@`.
+        let steps = match steps.first() {
+            Some(PathStep::List) => &steps[1..],
+            _ => steps,
+        };
+        for (i, item) in items.iter().enumerate() {
+            current.push(PathSegment::Index(i));
+            collect_slots(item, steps, schema, current, out);
+            current.pop();
+        }
+        return;
+    }
+    let Value::Object(object) = value else {
+        return;
+    };
+    match steps.first() {
+        None => out.push(current.clone()),
+        Some(PathStep::Field(key)) => {
+            if let Some(child) = object.get(key) {
+                current.push(PathSegment::Key(key.clone()));
+                collect_slots(child, &steps[1..], schema, current, out);
+                current.pop();
+            }
+        }
+        Some(PathStep::List) => collect_slots(value, &steps[1..], schema, current, out),
+        Some(PathStep::TypeIs(types)) => {
+            if matches_types(value, types, schema) {
+                collect_slots(value, &steps[1..], schema, current, out);
+            }
+        }
+    }
+}
+
+pub fn get<'a>(root: &'a Value, path: &[PathSegment]) -> Option<&'a Value> {
+    path.iter().try_fold(root, |value, segment| match segment {
+        PathSegment::Key(key) => value.get(key.as_str()),
+        PathSegment::Index(i) => value.get(*i),
+    })
+}
+
+pub fn get_mut<'a>(root: &'a mut Value, path: &[PathSegment]) -> Option<&'a mut Value> {
+    path.iter().try_fold(root, |value, segment| match segment {
+        PathSegment::Key(key) => value.get_mut(key.as_str()),
+        PathSegment::Index(i) => value.get_mut(*i),
+    })
+}
+
+/// Merges `source` into `target`: objects key by key, equally long lists element-wise,
+/// anything else replaces the target unless the source is `null`.
+pub fn deep_merge(target: &mut Value, source: Value) {
+    match (target, source) {
+        (Value::Object(t), Value::Object(s)) => {
+            for (key, value) in s {
+                match t.get_mut(&key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        t.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(s)) if t.len() == s.len() => {
+            for (existing, value) in t.iter_mut().zip(s) {
+                deep_merge(existing, value);
+            }
+        }
+        (_, Value::Null) => {}
+        (t, s) => *t = s,
+    }
+}
+
+/// Builds an entity representation: the value of `selections` applied to `entity`.
+/// Output keys are field names (representations are in subgraph-schema terms).
+pub fn select(entity: &Value, selections: &[Selection], schema: &SchemaModel) -> Value {
+    match entity {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| select(item, selections, schema))
+                .collect(),
+        ),
+        Value::Object(_) => {
+            let mut out = Map::new();
+            select_into(entity, selections, schema, &mut out);
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+fn select_into(entity: &Value, selections: &[Selection], schema: &SchemaModel, out: &mut Map<String, Value>) {
+    for selection in selections {
+        match selection {
+            Selection::Field {
+                response_key,
+                name,
+                selections,
+            } => {
+                let Some(value) = entity.get(response_key.as_str()) else {
+                    continue;
+                };
+                let value = if selections.is_empty() {
+                    value.clone()
+                } else {
+                    select(value, selections, schema)
+                };
+                match out.get_mut(name) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        out.insert(name.clone(), value);
+                    }
+                }
+            }
+            Selection::InlineFragment {
+                type_condition,
+                selections,
+            } => {
+                let applies = match type_condition {
+                    None => true,
+                    Some(condition) => matches_types(entity, std::slice::from_ref(condition), schema),
+                };
+                if applies {
+                    select_into(entity, selections, schema, out);
+                }
+            }
+        }
+    }
+}
+
+/// Applies input/output rewrites to a value (a representation or a fetched entity/root).
+pub fn apply_rewrites(value: &mut Value, rewrites: &[Rewrite], schema: &SchemaModel) {
+    for rewrite in rewrites {
+        match rewrite {
+            Rewrite::SetValue { path, value: to } => walk_rewrite(value, path, schema, &mut |object, key| {
+                object.insert(key.to_string(), Value::String(to.clone()));
+            }),
+            Rewrite::RenameKey { path, to } => walk_rewrite(value, path, schema, &mut |object, key| {
+                if let Some(v) = object.remove(key) {
+                    object.insert(to.clone(), v);
+                }
+            }),
+        }
+    }
+}
+
+fn walk_rewrite(
+    value: &mut Value,
+    steps: &[RewriteStep],
+    schema: &SchemaModel,
+    apply: &mut dyn FnMut(&mut Map<String, Value>, &str),
+) {
+    if let Value::Array(items) = value {
+        for item in items {
+            walk_rewrite(item, steps, schema, apply);
+        }
+        return;
+    }
+    let Some(step) = steps.first() else {
+        return;
+    };
+    match step {
+        RewriteStep::TypeIs(types) => {
+            if matches_types(value, types, schema) {
+                walk_rewrite(value, &steps[1..], schema, apply);
+            }
+        }
+        RewriteStep::Key(key) => {
+            let Value::Object(object) = value else {
+                return;
+            };
+            if steps.len() == 1 {
+                apply(object, key);
+            } else if let Some(child) = object.get_mut(key.as_str()) {
+                walk_rewrite(child, &steps[1..], schema, apply);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_never_erases_with_null() {
+        let mut target = json!({"a": {"b": 1}, "list": [{"x": 1}, {"x": 2}]});
+        deep_merge(
+            &mut target,
+            json!({"a": null, "list": [{"y": 1}, {"y": 2}], "c": 3}),
+        );
+        assert_eq!(
+            target,
+            json!({"a": {"b": 1}, "list": [{"x": 1, "y": 1}, {"x": 2, "y": 2}], "c": 3})
+        );
+    }
+}

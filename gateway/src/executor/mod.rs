@@ -1,0 +1,131 @@
+//! Executes a [`Plan`] against the subgraphs and produces the merged (not yet projected) data.
+//!
+//! Shape of an execution: one `serde_json::Value` holds everything fetched so far. Fetch nodes
+//! read it to build their requests and write their results into it. The value lives behind a
+//! `std::sync::Mutex` that is only held for synchronous reads and merges, never across an
+//! `.await`, so `Parallel` branches really run concurrently.
+//!
+//! Failures never abort the execution: a failed fetch records a client-safe error with a path
+//! and leaves its part of the data missing; projection later turns that into `null`s.
+
+mod data;
+mod fetch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{join_all, BoxFuture};
+use serde_json::{Map, Value};
+
+use crate::error::GraphQLError;
+use crate::plan::{Plan, PlanNode};
+use crate::schema::SchemaModel;
+use crate::transport::{HttpTransport, SubgraphTransport};
+
+pub(crate) use data::typename;
+
+/// Hook run on the headers of every subgraph request.
+pub type RequestHook = Arc<dyn Fn(&mut http::HeaderMap) + Send + Sync>;
+
+/// Which transport serves which subgraph.
+pub(crate) struct Transports {
+    pub explicit: HashMap<String, Arc<dyn SubgraphTransport>>,
+    pub http: Arc<HttpTransport>,
+}
+
+impl Transports {
+    pub fn get(&self, subgraph: &str) -> &dyn SubgraphTransport {
+        match self.explicit.get(subgraph) {
+            Some(transport) => transport.as_ref(),
+            None => self.http.as_ref(),
+        }
+    }
+}
+
+/// Everything one plan execution needs; lives for one client request.
+pub(crate) struct Execution<'a> {
+    pub transports: &'a Transports,
+    pub schema: &'a SchemaModel,
+    /// Coerced client variables (defaults applied).
+    pub variables: &'a Map<String, Value>,
+    /// Client headers selected for forwarding; copied into every subgraph request.
+    pub headers: http::HeaderMap,
+    pub request_hook: Option<RequestHook>,
+    pub timeout: Duration,
+    pub data: Mutex<Value>,
+    pub errors: Mutex<Vec<GraphQLError>>,
+}
+
+impl<'a> Execution<'a> {
+    pub fn new(
+        transports: &'a Transports,
+        schema: &'a SchemaModel,
+        variables: &'a Map<String, Value>,
+        headers: http::HeaderMap,
+        request_hook: Option<RequestHook>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            transports,
+            schema,
+            variables,
+            headers,
+            request_hook,
+            timeout,
+            data: Mutex::new(Value::Object(Map::new())),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs the plan; afterwards `data` and `errors` hold the outcome.
+    pub async fn run(&self, plan: &Plan) {
+        if let Some(root) = &plan.root {
+            self.run_node(root).await;
+        }
+    }
+
+    pub fn into_parts(self) -> (Value, Vec<GraphQLError>) {
+        (
+            self.data.into_inner().unwrap_or_else(|p| p.into_inner()),
+            self.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    fn run_node<'n>(&'n self, node: &'n PlanNode) -> BoxFuture<'n, ()> {
+        Box::pin(async move {
+            match node {
+                PlanNode::Root(fetch) => self.root_fetch(fetch).await,
+                PlanNode::Entities(fetch) => self.entity_fetch(fetch).await,
+                PlanNode::Sequence(nodes) => {
+                    for node in nodes {
+                        self.run_node(node).await;
+                    }
+                }
+                PlanNode::Parallel(nodes) => {
+                    join_all(nodes.iter().map(|node| self.run_node(node))).await;
+                }
+                PlanNode::Condition {
+                    variable,
+                    if_true,
+                    if_false,
+                } => {
+                    let condition = self
+                        .variables
+                        .get(variable)
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    let branch = if condition { if_true } else { if_false };
+                    if let Some(branch) = branch {
+                        self.run_node(branch).await;
+                    }
+                }
+            }
+        })
+    }
+
+    fn push_errors(&self, errors: impl IntoIterator<Item = GraphQLError>) {
+        let mut guard = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        guard.extend(errors);
+    }
+}

@@ -1,0 +1,31 @@
+//! Flowfleet's Apollo Federation v2 gateway.
+//!
+//! Layout (each module says why it exists):
+//! - [`planner`]: the only module touching the query-planner library; supergraph in, [`plan`] out.
+//! - [`compose`]: subgraph SDLs in, a supergraph SDL accepted by our planner and Apollo's gateway out.
+//! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`].
+//! - `projection`, `introspection`, `selection`: shape the merged data into the client's response.
+//! - [`http`]: axum routes and graceful serving.
+
+pub mod compose;
+pub mod error;
+mod executor;
+mod gateway;
+pub mod http;
+mod introspection;
+mod operation;
+pub mod plan;
+pub mod planner;
+mod projection;
+pub mod request;
+mod schema;
+mod selection;
+pub mod transport;
+
+pub use compose::{compose, ComposeError, SubgraphSource};
+pub use error::{GatewayError, GraphQLError, PathSegment, RequestError};
+pub use executor::RequestHook;
+pub use gateway::{Gateway, GatewayConfig};
+pub use http::serve;
+pub use request::GraphQLRequest;
+pub use transport::{HttpTransport, SubgraphRequest, SubgraphTransport, TransportError};

@@ -1,0 +1,144 @@
+//! How the executor reaches a subgraph.
+//!
+//! Why a trait: in embedded mode the subgraphs run in the same process and are called
+//! directly; in distributed mode they are called over HTTP. The executor only knows
+//! [`SubgraphTransport`]. Transport errors are internal (they may name hosts and URLs); the
+//! executor turns them into client-safe GraphQL errors and logs the details.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// One request to one subgraph.
+#[derive(Debug, Clone)]
+pub struct SubgraphRequest {
+    /// Subgraph name as declared in the supergraph (`@join__graph(name:)`).
+    pub subgraph: String,
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: Map<String, Value>,
+    pub headers: http::HeaderMap,
+}
+
+impl SubgraphRequest {
+    /// The JSON body of the request as sent over HTTP.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("query".into(), Value::String(self.query.clone()));
+        if let Some(name) = &self.operation_name {
+            body.insert("operationName".into(), Value::String(name.clone()));
+        }
+        if !self.variables.is_empty() {
+            body.insert("variables".into(), Value::Object(self.variables.clone()));
+        }
+        Value::Object(body)
+    }
+}
+
+/// Internal transport failure; may contain URLs and host names, so never shown to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("no transport or URL configured for subgraph `{0}`")]
+    UnknownSubgraph(String),
+    #[error("subgraph request timed out")]
+    Timeout,
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("HTTP status {status}")]
+    Status { status: u16 },
+    #[error("invalid response body: {0}")]
+    InvalidResponse(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[async_trait::async_trait]
+pub trait SubgraphTransport: Send + Sync + 'static {
+    /// Executes the request and returns the subgraph's GraphQL response body
+    /// (an object with `data` and/or `errors`).
+    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError>;
+}
+
+/// GraphQL over HTTP POST with a pooled keep-alive client.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    /// Subgraph name -> endpoint URL.
+    urls: HashMap<String, String>,
+}
+
+impl HttpTransport {
+    /// `timeout` bounds each whole request (connect, send, receive).
+    pub fn new(urls: HashMap<String, String>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client, urls })
+    }
+
+    pub fn url(&self, subgraph: &str) -> Option<&str> {
+        self.urls.get(subgraph).map(String::as_str)
+    }
+}
+
+#[async_trait::async_trait]
+impl SubgraphTransport for HttpTransport {
+    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+        let url = self
+            .urls
+            .get(&request.subgraph)
+            .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
+        let body = serde_json::to_vec(&request.body())
+            .map_err(|e| TransportError::Other(e.to_string()))?;
+        let mut headers = request.headers;
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/graphql-response+json, application/json"),
+        );
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(classify)?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            // A GraphQL response is meaningful even with a non-2xx status
+            // (graphql-response+json uses 4xx for requests that did not execute).
+            Ok(value @ Value::Object(_))
+                if value.get("data").is_some() || value.get("errors").is_some() =>
+            {
+                Ok(value)
+            }
+            _ if !status.is_success() => Err(TransportError::Status {
+                status: status.as_u16(),
+            }),
+            Ok(_) => Err(TransportError::InvalidResponse(
+                "not a GraphQL response object".into(),
+            )),
+            Err(e) => Err(TransportError::InvalidResponse(e.to_string())),
+        }
+    }
+}
+
+fn classify(error: reqwest::Error) -> TransportError {
+    if error.is_timeout() {
+        TransportError::Timeout
+    } else if error.is_connect() {
+        TransportError::Connect(error.to_string())
+    } else {
+        TransportError::Other(error.to_string())
+    }
+}

@@ -1,0 +1,195 @@
+//! Test support: the benchmark subgraphs served on ephemeral ports, an in-process transport,
+//! and the reference computation of the benchmark query's expected response.
+
+#![allow(dead_code)]
+
+pub mod data;
+pub mod subgraphs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::Executor;
+use async_graphql_axum::GraphQL;
+use axum::routing::post_service;
+use axum::Router;
+use flowfleet_gateway::{Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError};
+use serde_json::{json, Value};
+
+pub const SUBGRAPHS: [&str; 4] = ["accounts", "inventory", "products", "reviews"];
+
+pub fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+async fn serve_schema<E: Executor>(schema: E) -> String {
+    let app = Router::new().route("/graphql", post_service(GraphQL::new(schema)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("subgraph server");
+    });
+    format!("http://{addr}/graphql")
+}
+
+/// Running benchmark subgraphs: name -> URL.
+pub struct Subgraphs {
+    pub urls: HashMap<String, String>,
+}
+
+impl Subgraphs {
+    pub async fn start() -> Self {
+        let mut urls = HashMap::new();
+        urls.insert("accounts".to_string(), serve_schema(subgraphs::accounts()).await);
+        urls.insert("inventory".to_string(), serve_schema(subgraphs::inventory()).await);
+        urls.insert("products".to_string(), serve_schema(subgraphs::products()).await);
+        urls.insert("reviews".to_string(), serve_schema(subgraphs::reviews()).await);
+        Self { urls }
+    }
+
+    /// A gateway over `supergraph` that reaches these subgraphs over HTTP.
+    pub fn gateway(&self, supergraph: &str) -> Gateway {
+        let config = GatewayConfig {
+            url_overrides: self.urls.clone(),
+            ..GatewayConfig::default()
+        };
+        Gateway::new(supergraph, config, HashMap::new()).expect("gateway")
+    }
+}
+
+/// The subgraphs' SDL as they publish it for composition (`_service { sdl }`).
+pub async fn subgraph_sdl(url: &str) -> String {
+    let response: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"query": "{ _service { sdl } }"}))
+        .send()
+        .await
+        .expect("sdl request")
+        .json()
+        .await
+        .expect("sdl json");
+    response["data"]["_service"]["sdl"].as_str().expect("sdl").to_string()
+}
+
+/// Calls an async-graphql schema in-process (the embedded-mode transport shape).
+pub struct InProcess<E: Executor>(pub E);
+
+#[async_trait::async_trait]
+impl<E: Executor> SubgraphTransport for InProcess<E> {
+    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+        let variables = async_graphql::Variables::from_json(Value::Object(request.variables));
+        let mut gql = async_graphql::Request::new(request.query).variables(variables);
+        if let Some(name) = request.operation_name {
+            gql = gql.operation_name(name);
+        }
+        let response = self.0.execute(gql).await;
+        serde_json::to_value(response).map_err(|e| TransportError::Other(e.to_string()))
+    }
+}
+
+/// All four subgraphs as in-process transports.
+pub fn in_process_transports() -> HashMap<String, Arc<dyn SubgraphTransport>> {
+    let mut map: HashMap<String, Arc<dyn SubgraphTransport>> = HashMap::new();
+    map.insert("accounts".into(), Arc::new(InProcess(subgraphs::accounts())));
+    map.insert("inventory".into(), Arc::new(InProcess(subgraphs::inventory())));
+    map.insert("products".into(), Arc::new(InProcess(subgraphs::products())));
+    map.insert("reviews".into(), Arc::new(InProcess(subgraphs::reviews())));
+    map
+}
+
+// ---------- reference result of the benchmark query, computed directly from the data ----------
+
+fn user_fields(u: &data::UserRow) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(u.id));
+    m.insert("username".into(), json!(u.username));
+    m.insert("name".into(), json!(u.name));
+    m
+}
+
+fn review_fields(r: &data::ReviewRow) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(r.id));
+    m.insert("body".into(), json!(r.body));
+    m
+}
+
+fn product_fields(p: &data::ProductRow) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("inStock".into(), json!(data::in_stock(p.upc)));
+    m.insert("name".into(), json!(p.name));
+    m.insert("price".into(), json!(p.price));
+    m.insert("shippingEstimate".into(), json!(data::shipping_estimate(p.price, p.weight)));
+    m.insert("upc".into(), json!(p.upc));
+    m.insert("weight".into(), json!(p.weight));
+    m
+}
+
+fn reviews_by_author(id: &str) -> impl Iterator<Item = &'static data::ReviewRow> + '_ {
+    data::REVIEWS.iter().filter(move |r| r.author == id)
+}
+
+fn reviews_of_product(upc: &str) -> impl Iterator<Item = &'static data::ReviewRow> + '_ {
+    data::REVIEWS.iter().filter(move |r| r.product == upc)
+}
+
+/// `author { ...User reviews { ...Review product { ...Product } } }`
+fn author_block(r: &data::ReviewRow) -> Value {
+    let u = data::user(r.author).expect("author");
+    let mut m = user_fields(u);
+    let reviews: Vec<Value> = reviews_by_author(u.id)
+        .map(|r2| {
+            let mut rm = review_fields(r2);
+            rm.insert("product".into(), Value::Object(product_fields(data::product(r2.product).expect("product"))));
+            Value::Object(rm)
+        })
+        .collect();
+    m.insert("reviews".into(), Value::Array(reviews));
+    Value::Object(m)
+}
+
+/// `reviews { ...Review author { ... } }` of a product.
+fn product_reviews_block(p: &data::ProductRow) -> Value {
+    Value::Array(
+        reviews_of_product(p.upc)
+            .map(|r| {
+                let mut rm = review_fields(r);
+                rm.insert("author".into(), author_block(r));
+                Value::Object(rm)
+            })
+            .collect(),
+    )
+}
+
+/// Expected response of `tests/fixtures/query.graphql` with `topProducts` default `first: 5`.
+pub fn expected_bench_response() -> Value {
+    let users: Vec<Value> = data::USERS
+        .iter()
+        .map(|u| {
+            let mut m = user_fields(u);
+            let reviews: Vec<Value> = reviews_by_author(u.id)
+                .map(|r| {
+                    let mut rm = review_fields(r);
+                    let p = data::product(r.product).expect("product");
+                    let mut pm = product_fields(p);
+                    pm.insert("reviews".into(), product_reviews_block(p));
+                    rm.insert("product".into(), Value::Object(pm));
+                    Value::Object(rm)
+                })
+                .collect();
+            m.insert("reviews".into(), Value::Array(reviews));
+            Value::Object(m)
+        })
+        .collect();
+    let top: Vec<Value> = data::PRODUCTS
+        .iter()
+        .take(5)
+        .map(|p| {
+            let mut pm = product_fields(p);
+            pm.insert("reviews".into(), product_reviews_block(p));
+            Value::Object(pm)
+        })
+        .collect();
+    json!({"data": {"users": users, "topProducts": top}})
+}

@@ -1,0 +1,237 @@
+//! The auth subgraph: `User` and `Workspace` entities, sign-up, log-in, `me`.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, InputObject, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::subgraph::caller;
+
+use crate::domain::{self, Email, Name, Password};
+use crate::keys::KeyRing;
+use crate::password;
+use crate::store::Store;
+
+pub type AuthSchema =
+    async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+
+/// What resolvers need, placed in the schema's data.
+pub struct Ctx {
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
+    pub clock: Arc<dyn Clock>,
+    pub token_ttl_secs: u64,
+}
+
+pub fn schema(ctx: Ctx) -> AuthSchema {
+    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+        .enable_federation()
+        .data(ctx)
+        .finish()
+}
+
+/// A user account. Other subgraphs extend it (e.g. with notifications).
+#[derive(SimpleObject)]
+#[graphql(name = "User", complex)]
+pub struct UserNode {
+    pub id: ID,
+    pub name: String,
+    #[graphql(skip)]
+    email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl UserNode {
+    /// Visible to the user themself only.
+    async fn email(&self, ctx: &Context<'_>) -> Result<String> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(ApiError::forbidden("only the user themself can see their e-mail").into());
+        }
+        Ok(self.email.clone())
+    }
+
+    /// The workspaces the user belongs to, with their role in each. Visible to the
+    /// user themself only.
+    async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(ApiError::forbidden("only the user themself can list their memberships").into());
+        }
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.store
+            .memberships(me.user_id)
+            .await?
+            .into_iter()
+            .map(|m| MembershipNode {
+                role: m.role.as_str().to_string(),
+                workspace: m.workspace.into(),
+            })
+            .collect())
+    }
+}
+
+impl From<domain::User> for UserNode {
+    fn from(u: domain::User) -> Self {
+        UserNode {
+            id: ID(u.id.to_string()),
+            name: u.name,
+            email: u.email,
+            created_at: to_datetime(u.created_at),
+        }
+    }
+}
+
+/// A tenant: every resource of the fleet belongs to one workspace.
+#[derive(SimpleObject)]
+#[graphql(name = "Workspace")]
+pub struct WorkspaceNode {
+    pub id: ID,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<domain::Workspace> for WorkspaceNode {
+    fn from(w: domain::Workspace) -> Self {
+        WorkspaceNode {
+            id: ID(w.id.to_string()),
+            name: w.name,
+            created_at: to_datetime(w.created_at),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Membership")]
+pub struct MembershipNode {
+    /// OWNER, ADMIN, EDITOR or VIEWER.
+    pub role: String,
+    pub workspace: WorkspaceNode,
+}
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub user: UserNode,
+}
+
+#[derive(InputObject)]
+pub struct SignUpInput {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct LogInInput {
+    pub email: String,
+    pub password: String,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<UserNode> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let user = c
+            .store
+            .user(me.user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))?;
+        Ok(user.into())
+    }
+
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<UserNode>> {
+        caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &id)?;
+        Ok(c.store.user(id).await?.map(Into::into))
+    }
+
+    #[graphql(entity)]
+    async fn find_workspace_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<WorkspaceNode>> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &id)?;
+        if c.store.role(me.user_id, id).await?.is_none() {
+            return Err(ApiError::forbidden("you are not a member of this workspace").into());
+        }
+        Ok(c.store.workspace(id).await?.map(Into::into))
+    }
+}
+
+pub struct Mutation;
+
+impl Ctx {
+    async fn payload(&self, user: domain::User) -> Result<AuthPayload, ApiError> {
+        let token = self
+            .keys
+            .issue(user.id, &user.email)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(AuthPayload {
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: self.token_ttl_secs,
+            user: user.into(),
+        })
+    }
+}
+
+#[Object]
+impl Mutation {
+    /// Creates an account with a personal workspace and signs it in.
+    #[tracing::instrument(skip_all)]
+    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
+        let c = ctx.data::<Ctx>()?;
+        let email = Email::parse(&input.email)?;
+        let name = Name::parse("name", &input.name)?;
+        let password = Password::parse(&input.password)?;
+        let hash = password::hash(password).await?;
+        let (user, _) = c
+            .store
+            .create_user(&email, &name, &hash, c.clock.now_ms())
+            .await?;
+        Ok(c.payload(user).await?)
+    }
+
+    /// Exchanges an e-mail and password for an access token.
+    #[tracing::instrument(skip_all)]
+    async fn log_in(&self, ctx: &Context<'_>, input: LogInInput) -> Result<AuthPayload> {
+        let c = ctx.data::<Ctx>()?;
+        let wrong = || ApiError::unauthenticated("wrong e-mail or password");
+        let email = Email::parse(&input.email).map_err(|_| wrong())?;
+        let found = c.store.credentials(&email).await?;
+        // Verify against a real hash even for unknown accounts, so timing does
+        // not reveal which e-mails have accounts.
+        let (user, hash) = match found {
+            Some((u, h)) => (Some(u), h),
+            None => (None, password::DUMMY_HASH.to_string()),
+        };
+        let ok = password::verify(input.password, hash).await?;
+        match (user, ok) {
+            (Some(user), true) => Ok(c.payload(user).await?),
+            _ => Err(wrong().into()),
+        }
+    }
+
+    /// Creates a workspace owned by the caller.
+    async fn create_workspace(&self, ctx: &Context<'_>, name: String) -> Result<WorkspaceNode> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let name = Name::parse("name", &name)?;
+        Ok(c.store
+            .create_workspace(me.user_id, &name, c.clock.now_ms())
+            .await?
+            .into())
+    }
+}

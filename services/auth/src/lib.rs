@@ -1,0 +1,86 @@
+//! The auth service: users, workspaces and memberships, access tokens and the
+//! JWKS that every other service verifies them with.
+//!
+//! Reading order: [`domain`] (types and rules), [`store`] (SQL), [`keys`]
+//! (signing key ring), [`graphql`] (subgraph), [`grpc`] (server), and
+//! [`build`], which wires them from explicit dependencies.
+
+pub mod domain;
+pub mod graphql;
+pub mod grpc;
+pub mod keys;
+pub mod password;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::response::IntoResponse;
+use axum::routing::get;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::db::{Db, Migrations};
+use flowfleet_shared::events::outbox::Relay;
+use flowfleet_shared::proto::auth::v1::auth_service_server::AuthServiceServer;
+use flowfleet_shared::subgraph::Subgraph;
+use flowfleet_shared::{Infra, ServiceParts};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &sqlx::migrate!("./migrations/sqlite"),
+    postgres: &sqlx::migrate!("./migrations/postgres"),
+};
+
+/// The auth service's parts, plus its key ring (embedded mode hands it to the
+/// other services' token verifiers in process).
+pub struct Auth {
+    pub parts: ServiceParts,
+    pub keys: Arc<keys::KeyRing>,
+}
+
+pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
+    let store = store::Store::new(db.clone());
+    let sec = &infra.config.security;
+    let keys = Arc::new(keys::KeyRing::new(
+        db.clone(),
+        infra.clock.clone(),
+        &sec.jwt_issuer,
+        &sec.jwt_audience,
+        sec.access_token_ttl_secs,
+    ));
+    let schema = graphql::schema(graphql::Ctx {
+        store: store.clone(),
+        keys: keys.clone(),
+        clock: infra.clock.clone(),
+        token_ttl_secs: sec.access_token_ttl_secs,
+    });
+    let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
+        store: store.clone(),
+    }))
+    .await;
+    let jwks_keys = keys.clone();
+    let http = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || {
+            let keys = jwks_keys.clone();
+            async move {
+                match keys.jwks_json().await {
+                    Ok(doc) => axum::Json(doc).into_response(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "JWKS unavailable");
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "keys unavailable; retry").into_response()
+                    }
+                }
+            }
+        }),
+    );
+    let relay = Relay::new(db, infra.bus.clone());
+    let shutdown = infra.shutdown.clone();
+    Ok(Auth {
+        parts: ServiceParts {
+            name: ServiceName::Auth,
+            subgraph: Subgraph::new("auth", Arc::new(schema), infra.verifier.clone()),
+            grpc,
+            http,
+            tasks: vec![Box::pin(relay.run(shutdown))],
+        },
+        keys,
+    })
+}

@@ -1,0 +1,211 @@
+//! The auth service's tables: users, workspaces, memberships (its own schema).
+
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::db::{is_unique_violation, Db};
+use flowfleet_shared::error::ApiError;
+use flowfleet_shared::events::{outbox, Event};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::domain::{Email, Membership, Name, User, Workspace};
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
+    let s: String = row.try_get(col)?;
+    s.parse().map_err(ApiError::internal)
+}
+
+fn user_from(row: &AnyRow) -> Result<User, ApiError> {
+    Ok(User {
+        id: uuid(row, "id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn workspace_from(row: &AnyRow) -> Result<Workspace, ApiError> {
+    Ok(Workspace {
+        id: uuid(row, "id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Creates a user with a personal workspace they own, and records
+    /// `user.created`, all in one transaction.
+    pub async fn create_user(
+        &self,
+        email: &Email,
+        name: &Name,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<(User, Workspace), ApiError> {
+        let user = User {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_string(),
+            name: name.as_str().to_string(),
+            created_at: now,
+        };
+        let workspace = Workspace {
+            id: Uuid::now_v7(),
+            name: format!("{}'s workspace", name.as_str()),
+            created_at: now,
+        };
+        let mut tx = self.db.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(if is_unique_violation(&e) {
+                ApiError::conflict("an account with this e-mail already exists; log in instead")
+            } else {
+                e.into()
+            });
+        }
+        insert_workspace(&mut tx, &workspace, user.id, now).await?;
+        outbox::record(
+            &mut tx,
+            &Event::new(
+                "user.created",
+                now,
+                serde_json::json!({"userId": user.id, "workspaceId": workspace.id}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((user, workspace))
+    }
+
+    /// The user and their password hash, by e-mail.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<(User, String)>, ApiError> {
+        let row = sqlx::query(
+            "SELECT id, email, name, created_at, password_hash FROM users WHERE email = $1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<Option<User>, ApiError> {
+        let row = sqlx::query("SELECT id, email, name, created_at FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    pub async fn workspace(&self, id: Uuid) -> Result<Option<Workspace>, ApiError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(workspace_from).transpose()
+    }
+
+    /// Creates a workspace owned by `owner`.
+    pub async fn create_workspace(
+        &self,
+        owner: Uuid,
+        name: &Name,
+        now: i64,
+    ) -> Result<Workspace, ApiError> {
+        let workspace = Workspace {
+            id: Uuid::now_v7(),
+            name: name.as_str().to_string(),
+            created_at: now,
+        };
+        let mut tx = self.db.pool().begin().await?;
+        insert_workspace(&mut tx, &workspace, owner, now).await?;
+        outbox::record(
+            &mut tx,
+            &Event::new(
+                "workspace.created",
+                now,
+                serde_json::json!({"workspaceId": workspace.id, "ownerId": owner}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(workspace)
+    }
+
+    pub async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
+        let row = sqlx::query("SELECT role FROM memberships WHERE user_id = $1 AND workspace_id = $2")
+            .bind(user.to_string())
+            .bind(workspace.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<String, _>("role"))
+            .transpose()?
+            .and_then(|r| Role::parse(&r)))
+    }
+
+    /// The user's memberships, oldest workspace first.
+    pub async fn memberships(&self, user: Uuid) -> Result<Vec<Membership>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT w.id, w.name, w.created_at, m.role FROM memberships m \
+             JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = $1 ORDER BY w.id",
+        )
+        .bind(user.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(Membership {
+                    workspace: workspace_from(r)?,
+                    role: Role::parse(&role)
+                        .ok_or_else(|| ApiError::internal(format!("stored role `{role}`")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn insert_workspace(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    w: &Workspace,
+    owner: Uuid,
+    now: i64,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(w.id.to_string())
+        .bind(&w.name)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, 'OWNER', $3)",
+    )
+    .bind(w.id.to_string())
+    .bind(owner.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! Configuration: one TOML file plus `FLOWFLEET_*` environment overrides.
+//!
+//! Every field has a default that works for `flowfleet dev`, so an empty file (or
+//! no file at all) is a valid configuration. Environment variables use `__` as the
+//! nesting separator: `FLOWFLEET_DATABASE__URL` sets `database.url`, and
+//! `FLOWFLEET_SERVICES__WORKFLOW__GRPC_URL` sets `services.workflow.grpc_url`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Which infrastructure backs the fleet. The code path is the same; only the
+/// implementations behind the store, queue, cache and blob traits differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// SQLite files, in-process queue and cache, local-disk blobs.
+    #[default]
+    Embedded,
+    /// PostgreSQL, RabbitMQ, Redis and S3-compatible object storage.
+    Distributed,
+}
+
+/// The six services of the fleet, in the order of their default ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    Workflow,
+    Execution,
+    Auth,
+    Notification,
+    Analytics,
+    Storage,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 6] = [
+        ServiceName::Workflow,
+        ServiceName::Execution,
+        ServiceName::Auth,
+        ServiceName::Notification,
+        ServiceName::Analytics,
+        ServiceName::Storage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Workflow => "workflow",
+            ServiceName::Execution => "execution",
+            ServiceName::Auth => "auth",
+            ServiceName::Notification => "notification",
+            ServiceName::Analytics => "analytics",
+            ServiceName::Storage => "storage",
+        }
+    }
+
+    fn index(self) -> u16 {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0) as u16
+    }
+
+    /// Default HTTP (GraphQL subgraph) port: 8101..8106.
+    pub fn default_http_port(self) -> u16 {
+        8101 + self.index()
+    }
+
+    /// Default gRPC port: 9101..9106.
+    pub fn default_grpc_port(self) -> u16 {
+        9101 + self.index()
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServiceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown service `{s}`; expected one of: workflow, execution, auth, notification, analytics, storage"
+                )
+            })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Where embedded mode keeps its SQLite files and blobs.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub redis: RedisConfig,
+    pub telemetry: TelemetryConfig,
+    pub security: SecurityConfig,
+    pub gateway: GatewayConfig,
+    pub storage: StorageConfig,
+    pub worker: WorkerConfig,
+    /// Where each service listens and is reached (distributed mode).
+    pub services: BTreeMap<ServiceName, ServiceEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL for distributed mode. Each service uses its own schema in it
+    /// (named after the service) unless `services.<name>.database_url` overrides it.
+    pub url: String,
+    pub max_connections: u32,
+    /// Run each service's migrations when it starts (off in production, where the
+    /// migration Job runs `flowfleet migrate`).
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AmqpConfig {
+    pub url: String,
+    pub exchange: String,
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Empty means the in-memory cache, even in distributed mode.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318`. Empty disables export.
+    pub otlp_endpoint: String,
+    /// `pretty` (development) or `json` (production).
+    pub log_format: String,
+    /// An `EnvFilter` directive such as `info,flowfleet=debug`. `RUST_LOG` wins.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// Lifetime of access tokens, in seconds.
+    pub access_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    pub host: String,
+    pub port: u16,
+    /// A supergraph file to serve. Empty means: compose from the services' SDL.
+    pub supergraph: String,
+    pub introspection: bool,
+    pub subgraph_timeout_ms: u64,
+    /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
+    pub subgraph_urls: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// `local` (a directory; the default) or `s3`.
+    pub backend: String,
+    /// Directory for the `local` backend. Empty means `<data_dir>/blobs`.
+    pub local_path: String,
+    pub s3_bucket: String,
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    /// Largest file accepted, in bytes.
+    pub max_file_bytes: u64,
+    /// Lifetime of signed download URLs, in seconds.
+    pub url_ttl_secs: u64,
+    /// Base URL clients use to reach the storage service's HTTP endpoints
+    /// (through the gateway in `flowfleet dev`). Empty means the service's own URL.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceEndpoint {
+    pub host: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    /// How other processes reach this service's GraphQL endpoint.
+    pub http_url: String,
+    /// How other processes reach this service's gRPC server.
+    pub grpc_url: String,
+    /// Overrides `database.url` for this service (e.g. a per-service role).
+    pub database_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let services = ServiceName::ALL
+            .into_iter()
+            .map(|s| (s, ServiceEndpoint::default_for(s)))
+            .collect();
+        Config {
+            mode: Mode::Embedded,
+            data_dir: PathBuf::from(".flowfleet"),
+            database: DatabaseConfig::default(),
+            amqp: AmqpConfig::default(),
+            redis: RedisConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            security: SecurityConfig::default(),
+            gateway: GatewayConfig::default(),
+            storage: StorageConfig::default(),
+            worker: WorkerConfig::default(),
+            services,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://flowfleet:flowfleet@127.0.0.1:5432/flowfleet".into(),
+            max_connections: 10,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "flowfleet.events".into(),
+            prefetch: 32,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            log_format: "pretty".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            jwt_issuer: "flowfleet".into(),
+            jwt_audience: "flowfleet".into(),
+            access_token_ttl_secs: 900,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            host: "127.0.0.1".into(),
+            port: 4000,
+            supergraph: String::new(),
+            introspection: true,
+            subgraph_timeout_ms: 10_000,
+            subgraph_urls: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "local".into(),
+            local_path: String::new(),
+            s3_bucket: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            max_file_bytes: 100 * 1024 * 1024,
+            url_ttl_secs: 3600,
+            public_url: String::new(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { concurrency: 8 }
+    }
+}
+
+impl ServiceEndpoint {
+    pub fn default_for(s: ServiceName) -> Self {
+        let (http_port, grpc_port) = (s.default_http_port(), s.default_grpc_port());
+        ServiceEndpoint {
+            host: "127.0.0.1".into(),
+            http_port,
+            grpc_port,
+            http_url: String::new(),
+            grpc_url: String::new(),
+            database_url: String::new(),
+        }
+    }
+}
+
+impl Default for ServiceEndpoint {
+    fn default() -> Self {
+        ServiceEndpoint::default_for(ServiceName::Workflow)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given; it must exist), then
+    /// `FLOWFLEET_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("FLOWFLEET_").split("__"));
+        figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Where a service listens and is reached. An endpoint overridden only partly
+    /// (say, just its ports) derives its URLs from its host and ports.
+    pub fn service(&self, s: ServiceName) -> ServiceEndpoint {
+        let mut e = self
+            .services
+            .get(&s)
+            .cloned()
+            .unwrap_or_else(|| ServiceEndpoint::default_for(s));
+        if e.http_url.is_empty() {
+            e.http_url = format!("http://{}:{}", e.host, e.http_port);
+        }
+        if e.grpc_url.is_empty() {
+            e.grpc_url = format!("http://{}:{}", e.host, e.grpc_port);
+        }
+        e
+    }
+
+    /// The database URL a service connects to in distributed mode.
+    pub fn database_url_for(&self, s: ServiceName) -> String {
+        let e = self.service(s);
+        if e.database_url.is_empty() {
+            self.database.url.clone()
+        } else {
+            e.database_url
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let c = Config::default();
+        assert_eq!(c.mode, Mode::Embedded);
+        assert_eq!(c.service(ServiceName::Storage).http_port, 8106);
+        assert_eq!(c.service(ServiceName::Workflow).grpc_port, 9101);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowfleet.toml");
+        std::fs::write(
+            &file,
+            "mode = \"distributed\"\n[gateway]\nport = 5000\n[services.auth]\nhttp_port = 9999\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FLOWFLEET_GATEWAY__PORT", "6000");
+            let c = Config::load(Some(&file)).unwrap();
+            assert_eq!(c.mode, Mode::Distributed);
+            assert_eq!(c.gateway.port, 6000);
+            assert_eq!(c.service(ServiceName::Auth).http_port, 9999);
+            assert_eq!(c.service(ServiceName::Auth).http_url, "http://127.0.0.1:9999");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/flowfleet.toml"))).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,120 @@
+//! The transactional outbox.
+//!
+//! Each service's migrations create an `outbox` table (same shape on both
+//! backends). [`record`] inserts an event inside the caller's transaction; the
+//! [`Relay`] publishes committed rows in order and marks them published. A crash
+//! between publish and mark republishes the event: consumers are idempotent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Event, EventBus};
+use crate::db::{Backend, Db};
+
+/// Records `event` in the outbox, as part of the caller's transaction.
+pub async fn record(conn: &mut AnyConnection, event: &Event) -> Result<(), sqlx::Error> {
+    let trace = serde_json::to_string(&event.trace).unwrap_or_else(|_| "{}".into());
+    sqlx::query(
+        "INSERT INTO outbox (id, kind, payload, trace, occurred_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.id.to_string())
+    .bind(&event.kind)
+    .bind(event.payload.to_string())
+    .bind(trace)
+    .bind(event.occurred_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Publishes committed outbox rows to the bus.
+#[derive(Clone)]
+pub struct Relay {
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    pub fn new(db: Db, bus: Arc<dyn EventBus>) -> Self {
+        Relay {
+            db,
+            bus,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Call after committing a transaction that recorded events, so they go out
+    /// now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `shutdown`, polling at least every 500 ms (other replicas and
+    /// processes write outbox rows too).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.publish_batch().await {
+                Ok(n) if n > 0 => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(schema = %self.db.schema(), error = %e, "outbox relay failed; will retry");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(backoff.max(Duration::from_millis(500)).min(Duration::from_secs(5))) => {}
+            }
+        }
+    }
+
+    /// Publishes up to 100 pending events; returns how many went out.
+    pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let mut tx = self.db.pool().begin().await?;
+        // In PostgreSQL, replicas relaying the same outbox skip each other's rows.
+        let lock = match self.db.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT id, kind, payload, trace, occurred_at FROM outbox \
+             WHERE published_at IS NULL ORDER BY occurred_at, id LIMIT 100{lock}"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut published = 0;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let event = Event {
+                id: id.parse()?,
+                kind: row.try_get("kind")?,
+                occurred_at_ms: row.try_get("occurred_at")?,
+                payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
+                trace: serde_json::from_str(&row.try_get::<String, _>("trace")?)
+                    .unwrap_or_default(),
+            };
+            let span = tracing::info_span!("outbox.publish", kind = %event.kind, event_id = %event.id);
+            crate::telemetry::set_parent_from_map(&span, &event.trace);
+            self.bus.publish(&event).instrument(span).await?;
+            sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2")
+                .bind(chrono::Utc::now().timestamp_millis())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            published += 1;
+        }
+        tx.commit().await?;
+        Ok(published)
+    }
+}

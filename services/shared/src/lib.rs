@@ -1,0 +1,23 @@
+//! What every Flowfleet service needs: configuration, telemetry, the database
+//! handle, events (bus, outbox, consumers), cache, blobs, caller verification,
+//! workspace access checks, gRPC and GraphQL plumbing.
+//!
+//! Infrastructure sits behind small traits chosen by configuration at start-up
+//! ([`Infra::start`]); embedded and distributed modes differ only there.
+
+pub mod access;
+pub mod auth;
+pub mod blob;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod proto;
+pub mod runtime;
+pub mod subgraph;
+pub mod telemetry;
+
+pub use runtime::{Infra, ServiceParts};

@@ -1,0 +1,153 @@
+//! Choosing the infrastructure at start-up, and running a service.
+//!
+//! [`Infra`] holds the implementations the configuration selected (bus, cache,
+//! clock, token verifier); each service's constructor takes what it needs from it
+//! plus its own [`Db`], and returns [`ServiceParts`]: its subgraph, its gRPC
+//! routes, extra HTTP routes and background tasks. `flowfleet dev` runs the parts
+//! of all six services in one process; `flowfleet serve <name>` runs one.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{JwksSource, TokenVerifier};
+use crate::cache::{Cache, MemoryCache, RedisCache};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Mode, ServiceName};
+use crate::db::Db;
+use crate::events::amqp::AmqpBus;
+use crate::events::memory::MemoryBus;
+use crate::events::EventBus;
+use crate::subgraph::Subgraph;
+
+#[derive(Clone)]
+pub struct Infra {
+    pub config: Arc<Config>,
+    pub bus: Arc<dyn EventBus>,
+    pub cache: Arc<dyn Cache>,
+    pub clock: Arc<dyn Clock>,
+    pub verifier: Arc<TokenVerifier>,
+    pub shutdown: CancellationToken,
+}
+
+impl Infra {
+    /// Connects to what the configured mode needs.
+    pub async fn start(
+        config: Arc<Config>,
+        jwks: Arc<dyn JwksSource>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Infra> {
+        let bus: Arc<dyn EventBus> = match config.mode {
+            Mode::Embedded => Arc::new(MemoryBus::new()),
+            Mode::Distributed => Arc::new(
+                AmqpBus::connect(&config.amqp.url, &config.amqp.exchange, config.amqp.prefetch)
+                    .await
+                    .context("connecting to RabbitMQ (amqp.url)")?,
+            ),
+        };
+        let cache: Arc<dyn Cache> = if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
+            Arc::new(
+                RedisCache::connect(&config.redis.url, "flowfleet:")
+                    .await
+                    .context("connecting to Redis (redis.url)")?,
+            )
+        } else {
+            Arc::new(MemoryCache::default())
+        };
+        let verifier = Arc::new(TokenVerifier::new(
+            jwks,
+            &config.security.jwt_issuer,
+            &config.security.jwt_audience,
+        ));
+        Ok(Infra {
+            config,
+            bus,
+            cache,
+            clock: Arc::new(SystemClock),
+            verifier,
+            shutdown,
+        })
+    }
+
+    /// The service's database: its SQLite file, or its PostgreSQL schema; migrated
+    /// when `database.migrate_on_start` is set.
+    pub async fn db(
+        &self,
+        service: ServiceName,
+        migrations: &crate::db::Migrations,
+    ) -> anyhow::Result<Db> {
+        let db = match self.config.mode {
+            Mode::Embedded => Db::sqlite(&self.config.data_dir, service.as_str()).await,
+            Mode::Distributed => {
+                Db::postgres(
+                    &self.config.database_url_for(service),
+                    service.as_str(),
+                    self.config.database.max_connections,
+                )
+                .await
+            }
+        }
+        .with_context(|| format!("opening the {service} database"))?;
+        if self.config.database.migrate_on_start {
+            db.migrate(migrations)
+                .await
+                .with_context(|| format!("migrating the {service} database"))?;
+        }
+        Ok(db)
+    }
+}
+
+/// What a service contributes to a process.
+pub struct ServiceParts {
+    pub name: ServiceName,
+    pub subgraph: Subgraph,
+    pub grpc: tonic::service::Routes,
+    /// Extra HTTP routes beside `/graphql` (JWKS, file downloads, ...).
+    pub http: axum::Router,
+    /// Background work (event consumers, outbox relay); each ends on shutdown.
+    pub tasks: Vec<BoxFuture<'static, ()>>,
+}
+
+impl ServiceParts {
+    /// `/graphql`, `/health`, `/metrics` and the service's own routes.
+    pub fn http_router(&self) -> axum::Router {
+        self.subgraph.router().merge(self.http.clone())
+    }
+
+    /// Starts the background tasks.
+    pub fn spawn_tasks(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.tasks.drain(..).map(tokio::spawn).collect()
+    }
+}
+
+/// Serves one service on its own HTTP and gRPC listeners until `shutdown`.
+pub async fn serve(
+    mut parts: ServiceParts,
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = parts.spawn_tasks();
+    let router = parts.http_router();
+    let s1 = shutdown.clone();
+    let http_server = async move {
+        axum::serve(http, router)
+            .with_graceful_shutdown(async move { s1.cancelled().await })
+            .await
+            .context("HTTP server failed")
+    };
+    let s2 = shutdown.clone();
+    let grpc_server = async move {
+        crate::grpc::serve(grpc, parts.grpc, async move { s2.cancelled().await })
+            .await
+            .context("gRPC server failed")
+    };
+    let result = tokio::try_join!(http_server, grpc_server);
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    result.map(|_| ())
+}

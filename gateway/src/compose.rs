@@ -113,10 +113,15 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
             s::Definition::DirectiveDefinition(def) if def.name == "inaccessible" => {}
             s::Definition::TypeDefinition(def) if is_machinery(type_name(&def)) => {}
             s::Definition::TypeDefinition(def) => types.push(def),
-            other => return Err(ComposeError::Render(format!("unexpected definition in composed SDL: {other}"))),
+            other => {
+                return Err(ComposeError::Render(format!(
+                    "unexpected definition in composed SDL: {other}"
+                )))
+            }
         }
     }
-    let mut schema_def = schema_def.ok_or_else(|| ComposeError::Render("no schema definition".into()))?;
+    let mut schema_def =
+        schema_def.ok_or_else(|| ComposeError::Render("no schema definition".into()))?;
 
     // Usage scan (and removal of Grafbase-only @join__owner).
     let mut uses_inaccessible = false;
@@ -126,16 +131,22 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
             directives.retain(|d| d.name != "join__owner");
             for d in directives.iter() {
                 uses_inaccessible |= d.name == "inaccessible";
-                uses_override_label |=
-                    d.name == "join__field" && d.arguments.iter().any(|(n, _)| n == "overrideLabel");
+                uses_override_label |= d.name == "join__field"
+                    && d.arguments.iter().any(|(n, _)| n == "overrideLabel");
             }
         });
     }
 
     let root_names = [
         schema_def.query.clone().unwrap_or_else(|| "Query".into()),
-        schema_def.mutation.clone().unwrap_or_else(|| "Mutation".into()),
-        schema_def.subscription.clone().unwrap_or_else(|| "Subscription".into()),
+        schema_def
+            .mutation
+            .clone()
+            .unwrap_or_else(|| "Mutation".into()),
+        schema_def
+            .subscription
+            .clone()
+            .unwrap_or_else(|| "Subscription".into()),
     ];
     let all_graphs: Vec<String> = types
         .iter()
@@ -157,7 +168,10 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
     let join_version = if uses_override_label { "v0.4" } else { "v0.3" };
     let mut links = vec![
         link_directive(LINK_V1, None),
-        link_directive(&format!("https://specs.apollo.dev/join/{join_version}"), Some("EXECUTION")),
+        link_directive(
+            &format!("https://specs.apollo.dev/join/{join_version}"),
+            Some("EXECUTION"),
+        ),
     ];
     if uses_inaccessible {
         links.push(link_directive(INACCESSIBLE_V02, Some("SECURITY")));
@@ -167,7 +181,11 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
     schema_def.directives = links;
 
     let mut machinery_sdl = String::from(JOIN_COMMON);
-    machinery_sdl.push_str(if uses_override_label { JOIN_FIELD_V04 } else { JOIN_FIELD_V03 });
+    machinery_sdl.push_str(if uses_override_label {
+        JOIN_FIELD_V04
+    } else {
+        JOIN_FIELD_V03
+    });
     if uses_inaccessible {
         machinery_sdl.push_str(INACCESSIBLE_DEF);
     }
@@ -187,14 +205,20 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
     types.sort_by(|a, b| type_name(a).cmp(type_name(b)));
 
     let mut definitions = vec![s::Definition::SchemaDefinition(schema_def)];
-    definitions.extend(directives.into_iter().map(s::Definition::DirectiveDefinition));
+    definitions.extend(
+        directives
+            .into_iter()
+            .map(s::Definition::DirectiveDefinition),
+    );
     definitions.extend(types.into_iter().map(s::Definition::TypeDefinition));
     Ok(s::Document { definitions }.to_string())
 }
 
 /// Definitions owned by the link/join specs; replaced by canonical ones.
 fn is_machinery(name: &str) -> bool {
-    (name.starts_with("join__") && name != "join__Graph") || name.starts_with("link__") || name == "link"
+    (name.starts_with("join__") && name != "join__Graph")
+        || name.starts_with("link__")
+        || name == "link"
 }
 
 fn type_name<'a>(def: &'a s::TypeDefinition<'static, String>) -> &'a str {
@@ -258,8 +282,12 @@ fn add_root_join_types(object: &mut s::ObjectType<'static, String>, all_graphs: 
 }
 
 /// Calls `f` on every directive list of a type definition (type, fields, arguments, values).
-fn for_each_directive_list(def: &mut s::TypeDefinition<'static, String>, f: &mut dyn FnMut(&mut Vec<Directive>)) {
-    let fields = |fields: &mut Vec<s::Field<'static, String>>, f: &mut dyn FnMut(&mut Vec<Directive>)| {
+fn for_each_directive_list(
+    def: &mut s::TypeDefinition<'static, String>,
+    f: &mut dyn FnMut(&mut Vec<Directive>),
+) {
+    let fields = |fields: &mut Vec<s::Field<'static, String>>,
+                  f: &mut dyn FnMut(&mut Vec<Directive>)| {
         for field in fields {
             f(&mut field.directives);
             for arg in &mut field.arguments {

@@ -75,6 +75,9 @@ pub(crate) struct Outcome {
     pub body: Value,
 }
 
+/// (query text, operation name): everything a prepared operation depends on besides the schema.
+type CacheKey = (String, Option<String>);
+
 struct Inner {
     planner: QueryPlanner,
     api_schema: Arc<SchemaDocument>,
@@ -82,7 +85,7 @@ struct Inner {
     transports: Transports,
     config: GatewayConfig,
     preparer: Preparer,
-    cache: Mutex<HashMap<(String, Option<String>), Arc<PreparedOperation>>>,
+    cache: Mutex<HashMap<CacheKey, Arc<PreparedOperation>>>,
 }
 
 /// A federation gateway over one supergraph. Cheap to clone.
@@ -147,7 +150,12 @@ impl Gateway {
 
     /// Names of the subgraphs the supergraph declares, sorted.
     pub fn subgraph_names(&self) -> Vec<String> {
-        self.inner.planner.subgraphs().iter().map(|s| s.name.clone()).collect()
+        self.inner
+            .planner
+            .subgraphs()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Executes a request and returns the full response body (`data` and/or `errors`).
@@ -157,7 +165,12 @@ impl Gateway {
     }
 
     #[tracing::instrument(name = "graphql_request", skip_all, fields(operation_name = req.operation_name.as_deref().unwrap_or("")))]
-    pub(crate) async fn execute_with(&self, req: GraphQLRequest, headers: &http::HeaderMap, method: Method) -> Outcome {
+    pub(crate) async fn execute_with(
+        &self,
+        req: GraphQLRequest,
+        headers: &http::HeaderMap,
+        method: Method,
+    ) -> Outcome {
         match self.run(req, headers, method).await {
             Ok(body) => Outcome {
                 status: http::StatusCode::OK,
@@ -170,15 +183,28 @@ impl Gateway {
         }
     }
 
-    fn prepared(&self, query: &str, operation_name: Option<&str>) -> Result<Arc<PreparedOperation>, RequestError> {
+    fn prepared(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<PreparedOperation>, RequestError> {
         let inner = &self.inner;
         let key = (query.to_string(), operation_name.map(str::to_string));
-        if let Some(hit) = inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(hit) = inner
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(hit.clone());
         }
-        let prepared = inner
-            .preparer
-            .prepare(&inner.planner, &inner.api_schema, &inner.model, query, operation_name)?;
+        let prepared = inner.preparer.prepare(
+            &inner.planner,
+            &inner.api_schema,
+            &inner.model,
+            query,
+            operation_name,
+        )?;
         let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= OPERATION_CACHE_LIMIT {
             cache.clear();
@@ -187,7 +213,12 @@ impl Gateway {
         Ok(prepared)
     }
 
-    async fn run(&self, req: GraphQLRequest, headers: &http::HeaderMap, method: Method) -> Result<Value, RequestError> {
+    async fn run(
+        &self,
+        req: GraphQLRequest,
+        headers: &http::HeaderMap,
+        method: Method,
+    ) -> Result<Value, RequestError> {
         let inner = &self.inner;
         if req.query.trim().is_empty() {
             return Err(RequestError::BadRequest("The request has no query.".into()));
@@ -225,11 +256,17 @@ impl Gateway {
         };
         if operation.uses_introspection {
             if let Value::Object(map) = &mut data {
-                introspection::resolve_root(&ctx, &operation.root_type, &operation.selection_set, map);
+                introspection::resolve_root(
+                    &ctx,
+                    &operation.root_type,
+                    &operation.selection_set,
+                    map,
+                );
             }
         }
         let mut projector = Projector::new(&ctx, &errors);
-        let projected = projector.project_root(&operation.root_type, &operation.selection_set, &data);
+        let projected =
+            projector.project_root(&operation.root_type, &operation.selection_set, &data);
 
         let mut all_errors: Vec<GraphQLError> = errors;
         all_errors.append(&mut projector.errors);

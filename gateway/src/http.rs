@@ -53,20 +53,27 @@ async fn post_graphql(State(gateway): State<Gateway>, headers: HeaderMap, body: 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let request = if content_type.starts_with("application/graphql") && !content_type.contains("json") {
-        Ok(GraphQLRequest::new(String::from_utf8_lossy(&body).into_owned()))
-    } else if content_type.starts_with("application/json") || content_type.contains("+json") {
-        serde_json::from_slice::<GraphQLRequest>(&body)
-            .map_err(|_| RequestError::BadRequest("The request body is not a valid GraphQL request.".into()))
-    } else {
-        return respond(
-            &headers,
-            Outcome {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                body: RequestError::BadRequest("Unsupported content type; use application/json.".into()).to_response(),
-            },
-        );
-    };
+    let request =
+        if content_type.starts_with("application/graphql") && !content_type.contains("json") {
+            Ok(GraphQLRequest::new(
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
+        } else if content_type.starts_with("application/json") || content_type.contains("+json") {
+            serde_json::from_slice::<GraphQLRequest>(&body).map_err(|_| {
+                RequestError::BadRequest("The request body is not a valid GraphQL request.".into())
+            })
+        } else {
+            return respond(
+                &headers,
+                Outcome {
+                    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    body: RequestError::BadRequest(
+                        "Unsupported content type; use application/json.".into(),
+                    )
+                    .to_response(),
+                },
+            );
+        };
     let outcome = match request {
         Ok(request) => gateway.execute_with(request, &headers, Method::Post).await,
         Err(error) => Outcome {
@@ -92,16 +99,20 @@ async fn get_graphql(
     respond(&headers, outcome)
 }
 
-fn request_from_params(mut params: HashMap<String, String>) -> Result<GraphQLRequest, RequestError> {
+fn request_from_params(
+    mut params: HashMap<String, String>,
+) -> Result<GraphQLRequest, RequestError> {
     let query = params
         .remove("query")
         .ok_or_else(|| RequestError::BadRequest("Missing `query` parameter.".into()))?;
-    let json_param = |value: Option<String>, name: &str| -> Result<Option<serde_json::Map<String, Value>>, RequestError> {
+    let json_param = |value: Option<String>,
+                      name: &str|
+     -> Result<Option<serde_json::Map<String, Value>>, RequestError> {
         match value.as_deref().map(str::trim) {
             None | Some("") | Some("null") => Ok(None),
-            Some(raw) => serde_json::from_str(raw)
-                .map(Some)
-                .map_err(|_| RequestError::BadRequest(format!("The `{name}` parameter is not a JSON object."))),
+            Some(raw) => serde_json::from_str(raw).map(Some).map_err(|_| {
+                RequestError::BadRequest(format!("The `{name}` parameter is not a JSON object."))
+            }),
         }
     };
     Ok(GraphQLRequest {

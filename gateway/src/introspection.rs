@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::schema::{DirectiveDef, EnumValueDef, FieldDef, InputValueDef, SchemaModel, TypeDef, TypeKind, TypeRef};
+use crate::schema::{
+    DirectiveDef, EnumValueDef, FieldDef, InputValueDef, SchemaModel, TypeDef, TypeKind, TypeRef,
+};
 use crate::selection::{CollectContext, Field, SelectionSet};
 
 /// Whether a root field name is an introspection entry point.
@@ -16,14 +18,23 @@ pub fn is_introspection_root(name: &str) -> bool {
 }
 
 /// Resolves the introspection root fields of `selection_set` into `data` (keyed by response key).
-pub fn resolve_root(ctx: &CollectContext<'_>, root_type: &str, selection_set: &SelectionSet, data: &mut Map<String, Value>) {
+pub fn resolve_root(
+    ctx: &CollectContext<'_>,
+    root_type: &str,
+    selection_set: &SelectionSet,
+    data: &mut Map<String, Value>,
+) {
     let resolver = Resolver { ctx };
     for (key, fields) in ctx.collect(root_type, &[selection_set]) {
         let value = match fields[0].name.as_str() {
             "__schema" => resolver.object(Node::Schema, &fields),
             "__type" => {
                 let name = ctx.argument(fields[0], "name");
-                match name.as_ref().and_then(Value::as_str).and_then(|n| ctx.schema.get(n)) {
+                match name
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .and_then(|n| ctx.schema.get(n))
+                {
                     Some(def) => resolver.object(Node::Named(def), &fields),
                     None => Value::Null,
                 }
@@ -64,7 +75,9 @@ struct Resolver<'c, 's> {
 }
 
 fn opt_str(value: &Option<String>) -> Value {
-    value.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+    value
+        .as_ref()
+        .map_or(Value::Null, |s| Value::String(s.clone()))
 }
 
 impl<'s> Resolver<'_, 's> {
@@ -117,7 +130,9 @@ impl<'s> Resolver<'_, 's> {
             Node::Wrapper(ty) => match (name, ty) {
                 ("kind", TypeRef::List(_)) => Value::String("LIST".into()),
                 ("kind", _) => Value::String("NON_NULL".into()),
-                ("ofType", TypeRef::List(inner) | TypeRef::NonNull(inner)) => self.type_ref(inner, fields),
+                ("ofType", TypeRef::List(inner) | TypeRef::NonNull(inner)) => {
+                    self.type_ref(inner, fields)
+                }
                 _ => Value::Null,
             },
             Node::Field(def) => match name {
@@ -147,7 +162,12 @@ impl<'s> Resolver<'_, 's> {
             Node::Directive(def) => match name {
                 "name" => Value::String(def.name.clone()),
                 "description" => opt_str(&def.description),
-                "locations" => Value::Array(def.locations.iter().map(|l| Value::String(l.clone())).collect()),
+                "locations" => Value::Array(
+                    def.locations
+                        .iter()
+                        .map(|l| Value::String(l.clone()))
+                        .collect(),
+                ),
                 "args" => self.list(def.args.iter().map(Node::InputValue), fields),
                 "isRepeatable" => Value::Bool(def.repeatable),
                 _ => Value::Null,
@@ -183,13 +203,20 @@ impl<'s> Resolver<'_, 's> {
                 )
             }
             "interfaces" if has_fields => self.list(
-                def.interfaces.iter().filter_map(|i| schema.get(i)).map(Node::Named),
+                def.interfaces
+                    .iter()
+                    .filter_map(|i| schema.get(i))
+                    .map(Node::Named),
                 fields,
             ),
-            "possibleTypes" if matches!(def.kind, TypeKind::Interface | TypeKind::Union) => self.list(
-                def.possible_types.iter().filter_map(|t| schema.get(t)).map(Node::Named),
-                fields,
-            ),
+            "possibleTypes" if matches!(def.kind, TypeKind::Interface | TypeKind::Union) => self
+                .list(
+                    def.possible_types
+                        .iter()
+                        .filter_map(|t| schema.get(t))
+                        .map(Node::Named),
+                    fields,
+                ),
             "enumValues" if def.kind == TypeKind::Enum => {
                 let all = self.include_deprecated(fields);
                 self.list(

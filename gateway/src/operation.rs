@@ -70,18 +70,27 @@ impl Preparer {
 
         let errors = validate(api_schema, &document, &self.validation);
         if !errors.is_empty() {
-            return Err(RequestError::Validation(errors.into_iter().map(|e| e.message).collect()));
+            return Err(RequestError::Validation(
+                errors.into_iter().map(|e| e.message).collect(),
+            ));
         }
 
-        let (kind, operation_selection, variable_defs) = select_operation(&document, operation_name)?;
+        let (kind, operation_selection, variable_defs) =
+            select_operation(&document, operation_name)?;
         let root_type = match kind {
             OperationKind::Query => Some(model.query_type.clone()),
             OperationKind::Mutation => model.mutation_type.clone(),
             OperationKind::Subscription => model.subscription_type.clone(),
         }
-        .ok_or_else(|| RequestError::Validation(vec!["The schema does not support this operation type.".into()]))?;
+        .ok_or_else(|| {
+            RequestError::Validation(vec![
+                "The schema does not support this operation type.".into()
+            ])
+        })?;
         if kind == OperationKind::Subscription {
-            return Err(RequestError::Unsupported("Subscriptions are not supported over this endpoint.".into()));
+            return Err(RequestError::Unsupported(
+                "Subscriptions are not supported over this endpoint.".into(),
+            ));
         }
 
         let fragments: HashMap<String, FragmentDefinition> = document
@@ -96,14 +105,23 @@ impl Preparer {
             .iter()
             .any(|n| is_introspection_root(n));
 
-        let plan = plan_without_meta_fields(planner, &document, operation_name, &operation_selection, &fragments)?;
+        let plan = plan_without_meta_fields(
+            planner,
+            &document,
+            operation_name,
+            &operation_selection,
+            &fragments,
+        )?;
 
         let variables = variable_defs
             .iter()
             .map(|v| VariableDef {
                 name: v.name.clone(),
                 ty: type_ref(&v.var_type),
-                default: v.default_value.as_ref().map(|d| value_to_json(d, &Map::new())),
+                default: v
+                    .default_value
+                    .as_ref()
+                    .map(|d| value_to_json(d, &Map::new())),
             })
             .collect();
 
@@ -125,7 +143,12 @@ fn select_operation(
     document: &QueryDocument,
     operation_name: Option<&str>,
 ) -> Result<(OperationKind, SelectionSet, VariableDefinitions), RequestError> {
-    let operations: Vec<(Option<&String>, OperationKind, &SelectionSet, &VariableDefinitions)> = document
+    let operations: Vec<(
+        Option<&String>,
+        OperationKind,
+        &SelectionSet,
+        &VariableDefinitions,
+    )> = document
         .definitions
         .iter()
         .filter_map(|d| match d {
@@ -134,8 +157,18 @@ fn select_operation(
         })
         .map(|op| match op {
             q::OperationDefinition::SelectionSet(s) => (None, OperationKind::Query, s, &EMPTY_VARS),
-            q::OperationDefinition::Query(o) => (o.name.as_ref(), OperationKind::Query, &o.selection_set, &o.variable_definitions),
-            q::OperationDefinition::Mutation(o) => (o.name.as_ref(), OperationKind::Mutation, &o.selection_set, &o.variable_definitions),
+            q::OperationDefinition::Query(o) => (
+                o.name.as_ref(),
+                OperationKind::Query,
+                &o.selection_set,
+                &o.variable_definitions,
+            ),
+            q::OperationDefinition::Mutation(o) => (
+                o.name.as_ref(),
+                OperationKind::Mutation,
+                &o.selection_set,
+                &o.variable_definitions,
+            ),
             q::OperationDefinition::Subscription(o) => (
                 o.name.as_ref(),
                 OperationKind::Subscription,
@@ -148,10 +181,16 @@ fn select_operation(
         Some(name) => operations
             .iter()
             .find(|(n, ..)| n.map(String::as_str) == Some(name))
-            .ok_or_else(|| RequestError::BadUserInput(format!("Unknown operation named \"{name}\".")))?,
+            .ok_or_else(|| {
+                RequestError::BadUserInput(format!("Unknown operation named \"{name}\"."))
+            })?,
         None => match operations.as_slice() {
             [single] => single,
-            [] => return Err(RequestError::BadUserInput("The document contains no operation.".into())),
+            [] => {
+                return Err(RequestError::BadUserInput(
+                    "The document contains no operation.".into(),
+                ))
+            }
             _ => {
                 return Err(RequestError::BadUserInput(
                     "Must provide operation name if query contains multiple operations.".into(),
@@ -165,7 +204,10 @@ fn select_operation(
 static EMPTY_VARS: VariableDefinitions = Vec::new();
 
 /// Names of root fields, looking through fragments (directives ignored: a conservative view).
-fn root_field_names(set: &SelectionSet, fragments: &HashMap<String, FragmentDefinition>) -> Vec<String> {
+fn root_field_names(
+    set: &SelectionSet,
+    fragments: &HashMap<String, FragmentDefinition>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![set];
     let mut seen = std::collections::HashSet::new();
@@ -209,18 +251,21 @@ fn plan_without_meta_fields(
                 q::OperationDefinition::Mutation(o) => &mut o.selection_set,
                 q::OperationDefinition::Subscription(o) => &mut o.selection_set,
             };
-            set.items
-                .retain(|item| !matches!(item, q::Selection::Field(f) if is_introspection_root(&f.name)));
+            set.items.retain(
+                |item| !matches!(item, q::Selection::Field(f) if is_introspection_root(&f.name)),
+            );
         }
     }
-    planner.plan(&stripped, operation_name).map_err(|error| match error {
-        PlanError::Invalid(message) => RequestError::Validation(vec![message]),
-        PlanError::Unsupported(message) => RequestError::Unsupported(message.to_string()),
-        PlanError::Internal(message) => {
-            tracing::error!(%message, "query planning failed");
-            RequestError::Internal
-        }
-    })
+    planner
+        .plan(&stripped, operation_name)
+        .map_err(|error| match error {
+            PlanError::Invalid(message) => RequestError::Validation(vec![message]),
+            PlanError::Unsupported(message) => RequestError::Unsupported(message.to_string()),
+            PlanError::Internal(message) => {
+                tracing::error!(%message, "query planning failed");
+                RequestError::Internal
+            }
+        })
 }
 
 fn type_ref(ty: &q::Type<'static, String>) -> TypeRef {

@@ -98,7 +98,10 @@ pub enum Selection {
 #[derive(Debug, Clone)]
 pub enum Rewrite {
     /// Set the value at `path` to `value` (a string, e.g. a `__typename`).
-    SetValue { path: Vec<RewriteStep>, value: String },
+    SetValue {
+        path: Vec<RewriteStep>,
+        value: String,
+    },
     /// Rename the key at the end of `path` to `to`.
     RenameKey { path: Vec<RewriteStep>, to: String },
 }
@@ -115,12 +118,12 @@ impl Plan {
         fn count(node: &PlanNode) -> usize {
             match node {
                 PlanNode::Root(_) | PlanNode::Entities(_) => 1,
-                PlanNode::Sequence(nodes) | PlanNode::Parallel(nodes) => nodes.iter().map(count).sum(),
+                PlanNode::Sequence(nodes) | PlanNode::Parallel(nodes) => {
+                    nodes.iter().map(count).sum()
+                }
                 PlanNode::Condition {
                     if_true, if_false, ..
-                } => {
-                    if_true.as_deref().map_or(0, count) + if_false.as_deref().map_or(0, count)
-                }
+                } => if_true.as_deref().map_or(0, count) + if_false.as_deref().map_or(0, count),
             }
         }
         self.root.as_ref().map_or(0, count)

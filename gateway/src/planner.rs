@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use graphql_tools::parser::query as q;
 use graphql_tools::parser::schema as s;
-use hive_router_query_planner as hive;
 use hive::ast::selection_item::SelectionItem;
 use hive::ast::selection_set::SelectionSet;
 use hive::graph::PlannerOverrideContext;
@@ -23,10 +22,10 @@ use hive::planner::plan_nodes::{
 use hive::planner::{Planner, QueryPlannerOptions};
 use hive::state::supergraph_state::OperationKind;
 use hive::utils::cancellation::CancellationToken;
+use hive_router_query_planner as hive;
 
 use crate::plan::{
-    EntityFetch, EntityGroup, PathStep, Plan, PlanNode, Rewrite, RewriteStep, RootFetch,
-    Selection,
+    EntityFetch, EntityGroup, PathStep, Plan, PlanNode, Rewrite, RewriteStep, RootFetch, Selection,
 };
 
 /// A parsed schema document (owned strings).
@@ -165,15 +164,21 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn convert_node(node: &nodes::PlanNode) -> Result<PlanNode, PlanError> {
     Ok(match node {
         nodes::PlanNode::Fetch(fetch) => match &fetch.requires {
-            Some(requires) => PlanNode::Entities(Arc::new(single_group_fetch(fetch, requires, &[]))),
+            Some(requires) => {
+                PlanNode::Entities(Arc::new(single_group_fetch(fetch, requires, &[])))
+            }
             None => PlanNode::Root(Arc::new(root_fetch(fetch))),
         },
         nodes::PlanNode::Flatten(flatten) => {
             let nodes::PlanNode::Fetch(fetch) = flatten.node.as_ref() else {
-                return Err(PlanError::Internal("flatten node wraps a non-fetch node".into()));
+                return Err(PlanError::Internal(
+                    "flatten node wraps a non-fetch node".into(),
+                ));
             };
             let Some(requires) = &fetch.requires else {
-                return Err(PlanError::Internal("flattened fetch without requires".into()));
+                return Err(PlanError::Internal(
+                    "flattened fetch without requires".into(),
+                ));
             };
             PlanNode::Entities(Arc::new(single_group_fetch(
                 fetch,
@@ -213,12 +218,18 @@ fn convert_node(node: &nodes::PlanNode) -> Result<PlanNode, PlanError> {
                 groups,
             }))
         }
-        nodes::PlanNode::Sequence(seq) => {
-            PlanNode::Sequence(seq.nodes.iter().map(convert_node).collect::<Result<_, _>>()?)
-        }
-        nodes::PlanNode::Parallel(par) => {
-            PlanNode::Parallel(par.nodes.iter().map(convert_node).collect::<Result<_, _>>()?)
-        }
+        nodes::PlanNode::Sequence(seq) => PlanNode::Sequence(
+            seq.nodes
+                .iter()
+                .map(convert_node)
+                .collect::<Result<_, _>>()?,
+        ),
+        nodes::PlanNode::Parallel(par) => PlanNode::Parallel(
+            par.nodes
+                .iter()
+                .map(convert_node)
+                .collect::<Result<_, _>>()?,
+        ),
         nodes::PlanNode::Condition(cond) => PlanNode::Condition {
             variable: cond.condition.clone(),
             if_true: cond

@@ -31,17 +31,31 @@ impl<'a> Projector<'a> {
     }
 
     /// Projects the root selection set; returns `Value::Null` if a root field's null propagated.
-    pub fn project_root(&mut self, root_type: &str, selection_set: &SelectionSet, data: &Value) -> Value {
+    pub fn project_root(
+        &mut self,
+        root_type: &str,
+        selection_set: &SelectionSet,
+        data: &Value,
+    ) -> Value {
         let mut path = Vec::new();
         self.complete_object(root_type, data, &[selection_set], &mut path)
             .unwrap_or(Value::Null)
     }
 
     /// `None` means "null here, and this position is non-null": the caller must null itself.
-    fn complete(&mut self, ty: &TypeRef, value: &Value, fields: &[&Field], path: &mut Vec<PathSegment>, label: &str) -> Option<Value> {
+    fn complete(
+        &mut self,
+        ty: &TypeRef,
+        value: &Value,
+        fields: &[&Field],
+        path: &mut Vec<PathSegment>,
+        label: &str,
+    ) -> Option<Value> {
         match ty {
             TypeRef::NonNull(inner) => {
-                let completed = self.complete(inner, value, fields, path, label).unwrap_or(Value::Null);
+                let completed = self
+                    .complete(inner, value, fields, path, label)
+                    .unwrap_or(Value::Null);
                 if completed.is_null() {
                     self.null_error(path, label);
                     None
@@ -69,18 +83,32 @@ impl<'a> Projector<'a> {
                 if value.is_null() {
                     return Some(Value::Null);
                 }
-                let composite = self.ctx.schema.get(name).map(|t| t.kind.is_composite()).unwrap_or(false);
+                let composite = self
+                    .ctx
+                    .schema
+                    .get(name)
+                    .map(|t| t.kind.is_composite())
+                    .unwrap_or(false);
                 if !composite {
                     return Some(value.clone());
                 }
                 let sets: Vec<&SelectionSet> = fields.iter().map(|f| &f.selection_set).collect();
-                Some(self.complete_object(name, value, &sets, path).unwrap_or(Value::Null))
+                Some(
+                    self.complete_object(name, value, &sets, path)
+                        .unwrap_or(Value::Null),
+                )
             }
         }
     }
 
     /// `None` when a non-null field of the object was null (the object becomes null).
-    fn complete_object(&mut self, declared: &str, value: &Value, sets: &[&SelectionSet], path: &mut Vec<PathSegment>) -> Option<Value> {
+    fn complete_object(
+        &mut self,
+        declared: &str,
+        value: &Value,
+        sets: &[&SelectionSet],
+        path: &mut Vec<PathSegment>,
+    ) -> Option<Value> {
         let Value::Object(object) = value else {
             return Some(Value::Null);
         };
@@ -106,7 +134,13 @@ impl<'a> Projector<'a> {
             };
             let label = format!("{concrete}.{name}");
             path.push(PathSegment::Key(key.clone()));
-            let completed = self.complete(&def.ty, object.get(&key).unwrap_or(&Value::Null), &fields, path, &label);
+            let completed = self.complete(
+                &def.ty,
+                object.get(&key).unwrap_or(&Value::Null),
+                &fields,
+                path,
+                &label,
+            );
             path.pop();
             out.insert(key, completed?);
         }
@@ -123,9 +157,11 @@ impl<'a> Projector<'a> {
         }
         self.known.push(path.to_vec());
         self.errors.push(
-            GraphQLError::new(format!("Cannot return null for non-nullable field {label}."))
-                .with_code(codes::NON_NULL_VIOLATION)
-                .with_path(path.to_vec()),
+            GraphQLError::new(format!(
+                "Cannot return null for non-nullable field {label}."
+            ))
+            .with_code(codes::NON_NULL_VIOLATION)
+            .with_path(path.to_vec()),
         );
     }
 }

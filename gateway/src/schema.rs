@@ -65,7 +65,10 @@ impl TypeKind {
     }
 
     pub fn is_composite(self) -> bool {
-        matches!(self, TypeKind::Object | TypeKind::Interface | TypeKind::Union)
+        matches!(
+            self,
+            TypeKind::Object | TypeKind::Interface | TypeKind::Union
+        )
     }
 }
 
@@ -158,7 +161,11 @@ impl SchemaModel {
                 s::Definition::DirectiveDefinition(def) => directives.push(DirectiveDef {
                     name: def.name.clone(),
                     description: def.description.clone(),
-                    locations: def.locations.iter().map(|l| l.as_str().to_string()).collect(),
+                    locations: def
+                        .locations
+                        .iter()
+                        .map(|l| l.as_str().to_string())
+                        .collect(),
                     args: def.arguments.iter().map(input_value).collect(),
                     repeatable: def.repeatable,
                 }),
@@ -215,7 +222,9 @@ impl SchemaModel {
             .collect();
         let has = |name: &str| index.contains_key(name);
         let query_type = roots.0.unwrap_or_else(|| "Query".to_string());
-        let mutation_type = roots.1.or_else(|| has("Mutation").then(|| "Mutation".into()));
+        let mutation_type = roots
+            .1
+            .or_else(|| has("Mutation").then(|| "Mutation".into()));
         let subscription_type = roots
             .2
             .or_else(|| has("Subscription").then(|| "Subscription".into()));

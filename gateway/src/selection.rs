@@ -76,7 +76,13 @@ impl<'a> CollectContext<'a> {
                         }
                     };
                     if applies {
-                        self.collect_into(object_type, &fragment.selection_set, out, index, visited);
+                        self.collect_into(
+                            object_type,
+                            &fragment.selection_set,
+                            out,
+                            index,
+                            visited,
+                        );
                     }
                 }
                 q::Selection::FragmentSpread(spread) => {
@@ -93,7 +99,13 @@ impl<'a> CollectContext<'a> {
                     }
                     let q::TypeCondition::On(cond) = &fragment.type_condition;
                     if self.schema.fragment_applies(cond, object_type) {
-                        self.collect_into(object_type, &fragment.selection_set, out, index, visited);
+                        self.collect_into(
+                            object_type,
+                            &fragment.selection_set,
+                            out,
+                            index,
+                            visited,
+                        );
                     }
                 }
             }

@@ -201,3 +201,26 @@ ff_show_logs() {
     done
     printf '%s\n' "-----" >&2
 }
+
+# ff_npm_install DIR: `npm ci` in DIR if it has a package.json (npm install
+# without a lockfile). Skipped when node_modules was installed by this function
+# from the same package.json, lockfile and node version (never the case in CI's
+# fresh clone).
+ff_npm_install() {
+    local dir=$1 stamp t0
+    [[ -f $dir/package.json ]] || return 0
+    command -v npm >/dev/null 2>&1 || ff_die "npm not found (needed for $dir)"
+    stamp=$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cksum)
+    stamp="$stamp node=$(node --version 2>/dev/null)"
+    if [[ -f $dir/node_modules/.flowfleet-stamp && $(<"$dir/node_modules/.flowfleet-stamp") == "$stamp" ]]; then
+        return 0
+    fi
+    t0=$(ff_now_ms)
+    if [[ -f $dir/package-lock.json ]]; then
+        npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
+    else
+        npm install --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
+    fi
+    printf '%s\n' "$stamp" >"$dir/node_modules/.flowfleet-stamp"
+    ff_log "npm packages of $dir installed ($(ff_since "$t0"))"
+}

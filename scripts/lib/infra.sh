@@ -166,6 +166,7 @@ ff_rabbit_env() {
         "RABBITMQ_ENABLED_PLUGINS_FILE=$r/etc/enabled_plugins" \
         "RABBITMQ_MNESIA_BASE=$r/mnesia" \
         "RABBITMQ_LOG_BASE=$r/log" \
+        "ERL_INETRC=$r/etc/erl_inetrc" \
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
@@ -201,6 +202,13 @@ default_permissions.write = .*
 loopback_users = none
 log.file.level = info
 log.console = false
+EOF
+    # Resolve names in Erlang itself (the node is localhost): no inet_gethost
+    # helper, which outlives the node for a moment after it stops.
+    cat >"$r/etc/erl_inetrc" <<'EOF'
+{host, {127,0,0,1}, ["localhost"]}.
+{hosts_file, "/etc/hosts"}.
+{lookup, [file]}.
 EOF
     # A private Erlang cookie (the CLI tools read the same HOME).
     head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F >"$r/home/.erlang.cookie"
@@ -248,11 +256,12 @@ ff_start_infra() {
     local t0 taken=()
     t0=$(ff_now_ms)
     # Runs started at the same moment must not pick the same free ports: hold a
-    # machine-wide lock from picking the ports until the servers listen on them.
-    exec 9>>"${FF_TMP_BASE:-/tmp}/flowfleet-test.lock"
+    # machine-wide lock (flock on the temp base dir itself, so no lock file is
+    # left behind) from picking the ports until the servers listen on them.
+    exec 9<"${FF_TMP_BASE:-/tmp}"
     if ! flock -n 9; then
         ff_log "another scripts/test is starting its servers; waiting for it"
-        flock -w 600 9 || ff_die "could not take ${FF_TMP_BASE:-/tmp}/flowfleet-test.lock"
+        flock -w 600 9 || ff_die "could not lock ${FF_TMP_BASE:-/tmp} (startup lock)"
     fi
     local pg_port redis_port amqp_port dist_port epmd_port
     pg_port=${FLOWFLEET_TEST_PG_PORT:-$(ff_pick_port 55432)}

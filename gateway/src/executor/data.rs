@@ -121,7 +121,12 @@ pub fn select(entity: &Value, selections: &[Selection], schema: &SchemaModel) ->
     }
 }
 
-fn select_into(entity: &Value, selections: &[Selection], schema: &SchemaModel, out: &mut Map<String, Value>) {
+fn select_into(
+    entity: &Value,
+    selections: &[Selection],
+    schema: &SchemaModel,
+    out: &mut Map<String, Value>,
+) {
     for selection in selections {
         match selection {
             Selection::Field {
@@ -150,7 +155,9 @@ fn select_into(entity: &Value, selections: &[Selection], schema: &SchemaModel, o
             } => {
                 let applies = match type_condition {
                     None => true,
-                    Some(condition) => matches_types(entity, std::slice::from_ref(condition), schema),
+                    Some(condition) => {
+                        matches_types(entity, std::slice::from_ref(condition), schema)
+                    }
                 };
                 if applies {
                     select_into(entity, selections, schema, out);
@@ -164,14 +171,18 @@ fn select_into(entity: &Value, selections: &[Selection], schema: &SchemaModel, o
 pub fn apply_rewrites(value: &mut Value, rewrites: &[Rewrite], schema: &SchemaModel) {
     for rewrite in rewrites {
         match rewrite {
-            Rewrite::SetValue { path, value: to } => walk_rewrite(value, path, schema, &mut |object, key| {
-                object.insert(key.to_string(), Value::String(to.clone()));
-            }),
-            Rewrite::RenameKey { path, to } => walk_rewrite(value, path, schema, &mut |object, key| {
-                if let Some(v) = object.remove(key) {
-                    object.insert(to.clone(), v);
-                }
-            }),
+            Rewrite::SetValue { path, value: to } => {
+                walk_rewrite(value, path, schema, &mut |object, key| {
+                    object.insert(key.to_string(), Value::String(to.clone()));
+                })
+            }
+            Rewrite::RenameKey { path, to } => {
+                walk_rewrite(value, path, schema, &mut |object, key| {
+                    if let Some(v) = object.remove(key) {
+                        object.insert(to.clone(), v);
+                    }
+                })
+            }
         }
     }
 }

@@ -21,8 +21,17 @@ struct GroupInput {
 impl Execution<'_> {
     pub(super) async fn root_fetch(&self, fetch: &RootFetch) {
         let span = tracing::info_span!("subgraph_fetch", subgraph = %fetch.subgraph, kind = "root");
-        let request = self.request(&fetch.subgraph, &fetch.operation, &fetch.variable_usages, Map::new());
-        let error_path: Vec<PathSegment> = fetch.root_keys.first().map(|k| vec![k.as_str().into()]).unwrap_or_default();
+        let request = self.request(
+            &fetch.subgraph,
+            &fetch.operation,
+            &fetch.variable_usages,
+            Map::new(),
+        );
+        let error_path: Vec<PathSegment> = fetch
+            .root_keys
+            .first()
+            .map(|k| vec![k.as_str().into()])
+            .unwrap_or_default();
         let Some(mut body) = self.call(request).instrument(span).await else {
             self.push_errors([self.fetch_failed(&fetch.subgraph, error_path)]);
             return;
@@ -49,7 +58,10 @@ impl Execution<'_> {
         }
         let mut extra = Map::new();
         for (group, input) in fetch.groups.iter().zip(&inputs) {
-            extra.insert(group.variable.clone(), Value::Array(input.representations.clone()));
+            extra.insert(
+                group.variable.clone(),
+                Value::Array(input.representations.clone()),
+            );
         }
         let span = tracing::info_span!(
             "subgraph_fetch",
@@ -57,7 +69,12 @@ impl Execution<'_> {
             kind = "entities",
             representations = inputs.iter().map(|g| g.representations.len()).sum::<usize>()
         );
-        let request = self.request(&fetch.subgraph, &fetch.operation, &fetch.variable_usages, extra);
+        let request = self.request(
+            &fetch.subgraph,
+            &fetch.operation,
+            &fetch.variable_usages,
+            extra,
+        );
         let Some(mut body) = self.call(request).instrument(span).await else {
             let path = fetch
                 .groups
@@ -90,7 +107,11 @@ impl Execution<'_> {
                     path.extend(to_path(&p[2..]));
                     Some(path)
                 });
-                let path = path.or_else(|| inputs.iter().find_map(|g| g.slots.first().map(|(p, _)| p.clone())));
+                let path = path.or_else(|| {
+                    inputs
+                        .iter()
+                        .find_map(|g| g.slots.first().map(|(p, _)| p.clone()))
+                });
                 self.subgraph_error(&fetch.subgraph, e, path)
             })
             .collect();
@@ -157,7 +178,13 @@ impl Execution<'_> {
             .collect()
     }
 
-    fn request(&self, subgraph: &str, query: &str, usages: &[String], mut variables: Map<String, Value>) -> SubgraphRequest {
+    fn request(
+        &self,
+        subgraph: &str,
+        query: &str,
+        usages: &[String],
+        mut variables: Map<String, Value>,
+    ) -> SubgraphRequest {
         for name in usages {
             if let Some(value) = self.variables.get(name) {
                 variables.insert(name.clone(), value.clone());
@@ -209,7 +236,12 @@ impl Execution<'_> {
     }
 
     /// A subgraph's own error, passed through with the path mapped to the client's.
-    fn subgraph_error(&self, subgraph: &str, error: Value, path: Option<Vec<PathSegment>>) -> GraphQLError {
+    fn subgraph_error(
+        &self,
+        subgraph: &str,
+        error: Value,
+        path: Option<Vec<PathSegment>>,
+    ) -> GraphQLError {
         let message = error
             .get("message")
             .and_then(Value::as_str)

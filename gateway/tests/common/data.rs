@@ -23,29 +23,114 @@ pub struct ReviewRow {
 }
 
 pub const USERS: &[UserRow] = &[
-    UserRow { id: "1", name: "Ada Lovelace", username: "ada", birthday: 1815 },
-    UserRow { id: "2", name: "Alan Turing", username: "alan", birthday: 1912 },
-    UserRow { id: "3", name: "Grace Hopper", username: "grace", birthday: 1906 },
-    UserRow { id: "4", name: "Edsger Dijkstra", username: "edsger", birthday: 1930 },
+    UserRow {
+        id: "1",
+        name: "Ada Lovelace",
+        username: "ada",
+        birthday: 1815,
+    },
+    UserRow {
+        id: "2",
+        name: "Alan Turing",
+        username: "alan",
+        birthday: 1912,
+    },
+    UserRow {
+        id: "3",
+        name: "Grace Hopper",
+        username: "grace",
+        birthday: 1906,
+    },
+    UserRow {
+        id: "4",
+        name: "Edsger Dijkstra",
+        username: "edsger",
+        birthday: 1930,
+    },
 ];
 
 pub const PRODUCTS: &[ProductRow] = &[
-    ProductRow { upc: "1", name: "Table", price: 899, weight: 100 },
-    ProductRow { upc: "2", name: "Couch", price: 1299, weight: 1000 },
-    ProductRow { upc: "3", name: "Glass", price: 15, weight: 20 },
-    ProductRow { upc: "4", name: "Chair", price: 499, weight: 80 },
-    ProductRow { upc: "5", name: "Lamp", price: 45, weight: 5 },
-    ProductRow { upc: "6", name: "Shelf", price: 150, weight: 40 },
+    ProductRow {
+        upc: "1",
+        name: "Table",
+        price: 899,
+        weight: 100,
+    },
+    ProductRow {
+        upc: "2",
+        name: "Couch",
+        price: 1299,
+        weight: 1000,
+    },
+    ProductRow {
+        upc: "3",
+        name: "Glass",
+        price: 15,
+        weight: 20,
+    },
+    ProductRow {
+        upc: "4",
+        name: "Chair",
+        price: 499,
+        weight: 80,
+    },
+    ProductRow {
+        upc: "5",
+        name: "Lamp",
+        price: 45,
+        weight: 5,
+    },
+    ProductRow {
+        upc: "6",
+        name: "Shelf",
+        price: 150,
+        weight: 40,
+    },
 ];
 
 pub const REVIEWS: &[ReviewRow] = &[
-    ReviewRow { id: "1", body: "Love it!", author: "1", product: "1" },
-    ReviewRow { id: "2", body: "Too expensive.", author: "1", product: "2" },
-    ReviewRow { id: "3", body: "Could be better.", author: "2", product: "3" },
-    ReviewRow { id: "4", body: "Prefer something else.", author: "2", product: "1" },
-    ReviewRow { id: "5", body: "Sturdy.", author: "3", product: "4" },
-    ReviewRow { id: "6", body: "Bright enough.", author: "4", product: "5" },
-    ReviewRow { id: "7", body: "Holds my books.", author: "3", product: "6" },
+    ReviewRow {
+        id: "1",
+        body: "Love it!",
+        author: "1",
+        product: "1",
+    },
+    ReviewRow {
+        id: "2",
+        body: "Too expensive.",
+        author: "1",
+        product: "2",
+    },
+    ReviewRow {
+        id: "3",
+        body: "Could be better.",
+        author: "2",
+        product: "3",
+    },
+    ReviewRow {
+        id: "4",
+        body: "Prefer something else.",
+        author: "2",
+        product: "1",
+    },
+    ReviewRow {
+        id: "5",
+        body: "Sturdy.",
+        author: "3",
+        product: "4",
+    },
+    ReviewRow {
+        id: "6",
+        body: "Bright enough.",
+        author: "4",
+        product: "5",
+    },
+    ReviewRow {
+        id: "7",
+        body: "Holds my books.",
+        author: "3",
+        product: "6",
+    },
 ];
 
 pub fn user(id: &str) -> Option<&'static UserRow> {

@@ -13,19 +13,25 @@ use async_graphql::Executor;
 use async_graphql_axum::GraphQL;
 use axum::routing::post_service;
 use axum::Router;
-use flowfleet_gateway::{Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError};
+use flowfleet_gateway::{
+    Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
+};
 use serde_json::{json, Value};
 
 pub const SUBGRAPHS: [&str; 4] = ["accounts", "inventory", "products", "reviews"];
 
 pub fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 async fn serve_schema<E: Executor>(schema: E) -> String {
     let app = Router::new().route("/graphql", post_service(GraphQL::new(schema)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("subgraph server");
@@ -41,10 +47,22 @@ pub struct Subgraphs {
 impl Subgraphs {
     pub async fn start() -> Self {
         let mut urls = HashMap::new();
-        urls.insert("accounts".to_string(), serve_schema(subgraphs::accounts()).await);
-        urls.insert("inventory".to_string(), serve_schema(subgraphs::inventory()).await);
-        urls.insert("products".to_string(), serve_schema(subgraphs::products()).await);
-        urls.insert("reviews".to_string(), serve_schema(subgraphs::reviews()).await);
+        urls.insert(
+            "accounts".to_string(),
+            serve_schema(subgraphs::accounts()).await,
+        );
+        urls.insert(
+            "inventory".to_string(),
+            serve_schema(subgraphs::inventory()).await,
+        );
+        urls.insert(
+            "products".to_string(),
+            serve_schema(subgraphs::products()).await,
+        );
+        urls.insert(
+            "reviews".to_string(),
+            serve_schema(subgraphs::reviews()).await,
+        );
         Self { urls }
     }
 
@@ -69,7 +87,10 @@ pub async fn subgraph_sdl(url: &str) -> String {
         .json()
         .await
         .expect("sdl json");
-    response["data"]["_service"]["sdl"].as_str().expect("sdl").to_string()
+    response["data"]["_service"]["sdl"]
+        .as_str()
+        .expect("sdl")
+        .to_string()
 }
 
 /// Calls an async-graphql schema in-process (the embedded-mode transport shape).
@@ -91,9 +112,18 @@ impl<E: Executor> SubgraphTransport for InProcess<E> {
 /// All four subgraphs as in-process transports.
 pub fn in_process_transports() -> HashMap<String, Arc<dyn SubgraphTransport>> {
     let mut map: HashMap<String, Arc<dyn SubgraphTransport>> = HashMap::new();
-    map.insert("accounts".into(), Arc::new(InProcess(subgraphs::accounts())));
-    map.insert("inventory".into(), Arc::new(InProcess(subgraphs::inventory())));
-    map.insert("products".into(), Arc::new(InProcess(subgraphs::products())));
+    map.insert(
+        "accounts".into(),
+        Arc::new(InProcess(subgraphs::accounts())),
+    );
+    map.insert(
+        "inventory".into(),
+        Arc::new(InProcess(subgraphs::inventory())),
+    );
+    map.insert(
+        "products".into(),
+        Arc::new(InProcess(subgraphs::products())),
+    );
     map.insert("reviews".into(), Arc::new(InProcess(subgraphs::reviews())));
     map
 }
@@ -120,7 +150,10 @@ fn product_fields(p: &data::ProductRow) -> serde_json::Map<String, Value> {
     m.insert("inStock".into(), json!(data::in_stock(p.upc)));
     m.insert("name".into(), json!(p.name));
     m.insert("price".into(), json!(p.price));
-    m.insert("shippingEstimate".into(), json!(data::shipping_estimate(p.price, p.weight)));
+    m.insert(
+        "shippingEstimate".into(),
+        json!(data::shipping_estimate(p.price, p.weight)),
+    );
     m.insert("upc".into(), json!(p.upc));
     m.insert("weight".into(), json!(p.weight));
     m
@@ -141,7 +174,10 @@ fn author_block(r: &data::ReviewRow) -> Value {
     let reviews: Vec<Value> = reviews_by_author(u.id)
         .map(|r2| {
             let mut rm = review_fields(r2);
-            rm.insert("product".into(), Value::Object(product_fields(data::product(r2.product).expect("product"))));
+            rm.insert(
+                "product".into(),
+                Value::Object(product_fields(data::product(r2.product).expect("product"))),
+            );
             Value::Object(rm)
         })
         .collect();

@@ -1,6 +1,8 @@
 //! The four subgraphs of the standard federation benchmark, with async-graphql 7 federation.
 
-use async_graphql::{ComplexObject, Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID};
+use async_graphql::{
+    ComplexObject, Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID,
+};
 
 use super::data;
 
@@ -25,7 +27,7 @@ fn account(row: &data::UserRow) -> User {
 
 pub struct AccountsQuery;
 
-#[Object]
+#[Object(name = "Query")]
 impl AccountsQuery {
     async fn me(&self) -> Option<User> {
         data::USERS.first().map(account)
@@ -71,11 +73,20 @@ fn product(row: &data::ProductRow) -> Product {
 
 pub struct ProductsQuery;
 
-#[Object]
+#[Object(name = "Query")]
 impl ProductsQuery {
-    async fn top_products(&self, #[graphql(default = 5)] first: i32) -> Option<Vec<Option<Product>>> {
+    async fn top_products(
+        &self,
+        #[graphql(default = 5)] first: i32,
+    ) -> Option<Vec<Option<Product>>> {
         let n = usize::try_from(first).unwrap_or(0);
-        Some(data::PRODUCTS.iter().take(n).map(|p| Some(product(p))).collect())
+        Some(
+            data::PRODUCTS
+                .iter()
+                .take(n)
+                .map(|p| Some(product(p)))
+                .collect(),
+        )
     }
     #[graphql(entity)]
     async fn find_product_by_upc(&self, upc: String) -> Option<Product> {
@@ -116,7 +127,7 @@ impl InventoryProduct {
 
 pub struct InventoryQuery;
 
-#[Object]
+#[Object(name = "Query")]
 impl InventoryQuery {
     #[graphql(entity)]
     async fn find_product_by_upc(
@@ -211,7 +222,7 @@ impl ReviewProduct {
 
 pub struct ReviewsQuery;
 
-#[Object]
+#[Object(name = "Query")]
 impl ReviewsQuery {
     #[graphql(entity)]
     async fn find_user_by_id(&self, id: ID) -> ReviewUser {
@@ -223,7 +234,10 @@ impl ReviewsQuery {
     }
     #[graphql(entity)]
     async fn find_review_by_id(&self, _ctx: &Context<'_>, id: ID) -> Option<Review> {
-        data::REVIEWS.iter().find(|r| r.id == id.as_str()).map(|row| Review { row })
+        data::REVIEWS
+            .iter()
+            .find(|r| r.id == id.as_str())
+            .map(|row| Review { row })
     }
 }
 
@@ -231,6 +245,38 @@ pub type ReviewsSchema = Schema<ReviewsQuery, EmptyMutation, EmptySubscription>;
 
 pub fn reviews() -> ReviewsSchema {
     Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+}
+
+// ---------- counter (not part of the benchmark; exercises mutations) ----------
+
+pub struct CounterQuery;
+
+#[Object(name = "Query")]
+impl CounterQuery {
+    async fn value(&self, ctx: &Context<'_>) -> i32 {
+        ctx.data_unchecked::<std::sync::Arc<std::sync::atomic::AtomicI32>>()
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub struct CounterMutation;
+
+#[Object(name = "Mutation")]
+impl CounterMutation {
+    async fn increment(&self, ctx: &Context<'_>, by: i32) -> i32 {
+        ctx.data_unchecked::<std::sync::Arc<std::sync::atomic::AtomicI32>>()
+            .fetch_add(by, std::sync::atomic::Ordering::SeqCst)
+            + by
+    }
+}
+
+pub type CounterSchema = Schema<CounterQuery, CounterMutation, EmptySubscription>;
+
+pub fn counter() -> CounterSchema {
+    Schema::build(CounterQuery, CounterMutation, EmptySubscription)
+        .data(std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0)))
         .enable_federation()
         .finish()
 }

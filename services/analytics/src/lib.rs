@@ -1,1 +1,53 @@
-//! The analytics service.
+//! The analytics service: execution facts from the fleet's events, hourly
+//! rollups over them, and workflow statistics (`Workflow.stats`, gRPC).
+//!
+//! Reading order: [`domain`] (outcomes, percentile arithmetic), [`store`]
+//! (SQL), [`handlers::events`] (the consumer), [`graphql`] (subgraph), [`grpc`]
+//! (server), and [`build`], which wires them from explicit dependencies.
+//!
+//! Analytics only listens: it records no events of its own, so it has no
+//! outbox and no relay.
+
+pub mod domain;
+pub mod graphql;
+pub mod grpc;
+pub mod handlers;
+pub mod store;
+
+use std::sync::Arc;
+
+use flowfleet_shared::access::Access;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::db::{Db, Migrations};
+use flowfleet_shared::proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
+use flowfleet_shared::subgraph::Subgraph;
+use flowfleet_shared::{Infra, ServiceParts};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &sqlx::migrate!("./migrations/sqlite"),
+    postgres: &sqlx::migrate!("./migrations/postgres"),
+};
+
+pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
+    let store = store::Store::new(db);
+    // Bound now, before anything can publish, so no outcome is missed.
+    let consumer = handlers::events::bind(&infra.bus).await?;
+    let handler = Arc::new(handlers::events::ExecutionFacts {
+        store: store.clone(),
+    });
+    let schema = graphql::schema(graphql::Ctx {
+        store: store.clone(),
+        access,
+    });
+    let grpc = flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(
+        grpc::AnalyticsGrpc { store },
+    ))
+    .await;
+    Ok(ServiceParts {
+        name: ServiceName::Analytics,
+        subgraph: Subgraph::new("analytics", Arc::new(schema), infra.verifier.clone()),
+        grpc,
+        http: axum::Router::new(),
+        tasks: vec![Box::pin(consumer.run(handler, infra.shutdown.clone()))],
+    })
+}

@@ -1,1 +1,64 @@
-//! The notification service.
+//! The notification service: in-app notifications about what happens in a
+//! user's workspaces (execution outcomes, `notify` nodes), the inbox on
+//! `User.notifications`, and `notification.created` events for live updates.
+//!
+//! Reading order: [`domain`] (channels, states, messages), [`store`] (SQL and
+//! outbox), [`handlers::events`] (the consumer), [`graphql`] (subgraph),
+//! [`grpc`] (server), and [`build`], which wires them from explicit
+//! dependencies.
+
+pub mod domain;
+pub mod graphql;
+pub mod grpc;
+pub mod handlers;
+pub mod store;
+
+use std::sync::Arc;
+
+use flowfleet_shared::access::Access;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::db::{Db, Migrations};
+use flowfleet_shared::events::outbox::Relay;
+use flowfleet_shared::proto::notification::v1::notification_service_server::NotificationServiceServer;
+use flowfleet_shared::subgraph::Subgraph;
+use flowfleet_shared::{Infra, ServiceParts};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &sqlx::migrate!("./migrations/sqlite"),
+    postgres: &sqlx::migrate!("./migrations/postgres"),
+};
+
+pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
+    let store = store::Store::new(db.clone());
+    let relay = Relay::new(db, infra.bus.clone());
+    // Bound now, before anything can publish, so no outcome is missed.
+    let consumer = handlers::events::bind(&infra.bus).await?;
+    let handler = Arc::new(handlers::events::ExecutionOutcomes {
+        store: store.clone(),
+        relay: relay.clone(),
+        clock: infra.clock.clone(),
+    });
+    let schema = graphql::schema(graphql::Ctx {
+        store: store.clone(),
+        clock: infra.clock.clone(),
+    });
+    let grpc = flowfleet_shared::grpc::service_routes(NotificationServiceServer::new(
+        grpc::NotificationGrpc {
+            store,
+            relay: relay.clone(),
+            access,
+            clock: infra.clock.clone(),
+        },
+    ))
+    .await;
+    Ok(ServiceParts {
+        name: ServiceName::Notification,
+        subgraph: Subgraph::new("notification", Arc::new(schema), infra.verifier.clone()),
+        grpc,
+        http: axum::Router::new(),
+        tasks: vec![
+            Box::pin(consumer.run(handler, infra.shutdown.clone())),
+            Box::pin(relay.run(infra.shutdown.clone())),
+        ],
+    })
+}

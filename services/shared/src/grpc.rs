@@ -9,43 +9,73 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use tokio_stream::wrappers::TcpListenerStream;
+use futures::StreamExt;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::service::Routes;
-use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::{Interceptor, Routes};
+use tonic::transport::{Channel, Endpoint};
+
+/// Puts the current span's W3C trace context into every call's metadata.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceInterceptor;
+
+impl Interceptor for TraceInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut headers = http::HeaderMap::new();
+        crate::telemetry::inject_headers(&mut headers);
+        for (name, value) in headers.iter() {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        Ok(request)
+    }
+}
 
 /// A channel any generated client can use, remote or in process.
-pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
-
-fn with_trace_context(req: http::Request<Body>) -> http::Request<Body> {
-    let mut req = req;
-    crate::telemetry::inject_headers(req.headers_mut());
-    req
-}
+pub type GrpcChannel = InterceptedService<Channel, TraceInterceptor>;
 
 /// A channel to a remote gRPC server; connects on first use and reconnects.
 pub fn remote(url: &str) -> Result<GrpcChannel, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+    let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .connect_lazy();
-    let svc = ServiceBuilder::new()
-        .map_request(with_trace_context)
-        .service(channel)
-        .map_err(BoxError::from);
-    Ok(BoxCloneSyncService::new(svc))
+    Ok(InterceptedService::new(channel, TraceInterceptor))
 }
 
-/// A channel that calls `routes` in process.
+/// A channel to `routes` served in this process over in-memory pipes: the
+/// same HTTP/2 framing, codecs and server as over TCP, without a socket.
 pub fn in_process(routes: Routes) -> GrpcChannel {
-    let svc = ServiceBuilder::new()
-        .map_request(with_trace_context)
-        .service(routes)
-        .map_err(|e: Infallible| -> BoxError { match e {} });
-    BoxCloneSyncService::new(svc)
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+    tokio::spawn(async move {
+        let incoming = UnboundedReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "in-process gRPC server stopped");
+        }
+    });
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let tx = tx.clone();
+        async move {
+            let (client, server) = tokio::io::duplex(256 * 1024);
+            tx.send(server)
+                .map_err(|_| std::io::Error::other("the in-process gRPC server has stopped"))?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+        }
+    });
+    let channel = Endpoint::from_static("http://in-process.invalid")
+        .connect_with_connector_lazy(connector);
+    InterceptedService::new(channel, TraceInterceptor)
 }
 
 /// Routes for one service plus the standard health (reporting it SERVING) and

@@ -1,1 +1,46 @@
-//! The workflow service.
+//! The workflow service: workflow definitions, their validation against the
+//! node catalog, and immutable published versions.
+//!
+//! Reading order: [`domain`], [`store`], [`graphql`], [`grpc`], then [`build`].
+
+pub mod domain;
+pub mod graphql;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+
+use flowfleet_shared::access::Access;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::db::{Db, Migrations};
+use flowfleet_shared::events::outbox::Relay;
+use flowfleet_shared::proto::workflow::v1::workflow_service_server::WorkflowServiceServer;
+use flowfleet_shared::subgraph::Subgraph;
+use flowfleet_shared::{Infra, ServiceParts};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &sqlx::migrate!("./migrations/sqlite"),
+    postgres: &sqlx::migrate!("./migrations/postgres"),
+};
+
+pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
+    let store = store::Store::new(db.clone());
+    let relay = Relay::new(db, infra.bus.clone());
+    let schema = graphql::schema(graphql::Ctx {
+        store: store.clone(),
+        access,
+        clock: infra.clock.clone(),
+        relay: relay.clone(),
+    });
+    let grpc = flowfleet_shared::grpc::service_routes(WorkflowServiceServer::new(grpc::WorkflowGrpc {
+        store,
+    }))
+    .await;
+    Ok(ServiceParts {
+        name: ServiceName::Workflow,
+        subgraph: Subgraph::new("workflow", Arc::new(schema), infra.verifier.clone()),
+        grpc,
+        http: axum::Router::new(),
+        tasks: vec![Box::pin(relay.run(infra.shutdown.clone()))],
+    })
+}

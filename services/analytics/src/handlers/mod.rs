@@ -1,0 +1,3 @@
+//! What the analytics service does when something happens elsewhere in the fleet.
+
+pub mod events;

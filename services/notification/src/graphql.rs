@@ -1,0 +1,172 @@
+//! The notification subgraph: contributes `User.notifications` and
+//! `User.unreadNotificationCount` to the auth service's `User` entity, and
+//! `markNotificationRead`. A user's inbox is theirs alone.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use flowfleet_shared::auth::Identity;
+use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::subgraph::caller;
+use uuid::Uuid;
+
+use crate::domain::{self, Channel, Status};
+use crate::store::Store;
+
+pub type NotificationSchema =
+    async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+
+/// What resolvers need, placed in the schema's data.
+pub struct Ctx {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn schema(ctx: Ctx) -> NotificationSchema {
+    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+        .enable_federation()
+        .data(ctx)
+        .finish()
+}
+
+/// Largest page of notifications.
+const MAX_PAGE: i32 = 100;
+
+/// The auth service's entity, known here by its key only.
+#[derive(SimpleObject)]
+#[graphql(name = "User", complex)]
+pub struct UserRef {
+    pub id: ID,
+}
+
+impl UserRef {
+    /// The signed-in caller, who must be this user.
+    fn owner<'a>(&self, ctx: &'a Context<'_>) -> Result<&'a Identity, ApiError> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(ApiError::forbidden(
+                "only the user themself can read their notifications",
+            ));
+        }
+        Ok(me)
+    }
+}
+
+#[ComplexObject]
+impl UserRef {
+    /// The user's notifications, newest first. Visible to the user themself only.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        #[graphql(default = false)] unread_only: bool,
+    ) -> Result<NotificationConnection> {
+        let me = self.owner(ctx)?;
+        let c = ctx.data::<Ctx>()?;
+        if !(0..=MAX_PAGE).contains(&first) {
+            return Err(ApiError::bad_input(format!("`first` must be 0 to {MAX_PAGE}")).into());
+        }
+        let after = after.map(|a| parse_id("after", &a)).transpose()?;
+        let page = c
+            .store
+            .page(me.user_id, unread_only, after, first.into())
+            .await?;
+        let total_count = c.store.count(me.user_id, unread_only).await?;
+        let end_cursor = page.nodes.last().map(|n| n.id.to_string());
+        Ok(NotificationConnection {
+            nodes: page.nodes.into_iter().map(Into::into).collect(),
+            page_info: PageInfo {
+                has_next_page: page.has_next_page,
+                end_cursor,
+            },
+            total_count,
+        })
+    }
+
+    /// How many of the user's notifications are unread. The user themself only.
+    async fn unread_notification_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let me = self.owner(ctx)?;
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.store.count(me.user_id, true).await?)
+    }
+}
+
+/// A message to a user about something in one of their workspaces.
+#[derive(SimpleObject)]
+#[graphql(name = "Notification")]
+pub struct NotificationNode {
+    pub id: ID,
+    pub workspace_id: ID,
+    pub channel: Channel,
+    pub subject: String,
+    pub body: String,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    /// When the recipient marked it read; null while unread.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<domain::Notification> for NotificationNode {
+    fn from(n: domain::Notification) -> Self {
+        NotificationNode {
+            id: ID(n.id.to_string()),
+            workspace_id: ID(n.workspace_id.to_string()),
+            channel: n.channel,
+            subject: n.subject,
+            body: n.body,
+            status: n.status,
+            created_at: to_datetime(n.created_at),
+            read_at: n.read_at.map(to_datetime),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct NotificationConnection {
+    pub nodes: Vec<NotificationNode>,
+    pub page_info: PageInfo,
+    /// All notifications matching the filter, across pages.
+    pub total_count: i64,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` to read the next page; null on an empty page.
+    pub end_cursor: Option<String>,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Resolves a `User` reference without I/O: each field checks that the
+    /// caller is that user.
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, id: ID) -> UserRef {
+        UserRef { id }
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Marks one of the caller's notifications read. Another user's
+    /// notification is `NOT_FOUND`, exactly like a missing one.
+    #[tracing::instrument(skip_all)]
+    async fn mark_notification_read(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id: Uuid = parse_id("id", &id)?;
+        let n = c
+            .store
+            .mark_read(id, me.user_id, c.clock.now_ms())
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such notification"))?;
+        Ok(n.into())
+    }
+}

@@ -1,1 +1,108 @@
-fn main() {}
+//! `flowfleet`: one binary for every part of the fleet.
+//!
+//! `dev` runs everything in one process on embedded defaults; `serve <service>`,
+//! `gateway` and `worker` run one part each (distributed mode, one process per
+//! Kubernetes Deployment); `migrate` applies every service's migrations;
+//! `compose` writes the supergraph; `schema` prints a subgraph's SDL.
+
+mod dev;
+mod fleet;
+mod processes;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use flowfleet_shared::config::{Config, ServiceName};
+
+#[derive(Parser)]
+#[command(
+    name = "flowfleet",
+    version,
+    about = "Workflow automation as a fleet of federated Rust services"
+)]
+struct Cli {
+    /// A TOML configuration file (FLOWFLEET_* environment variables override it).
+    #[arg(long, global = true, env = "FLOWFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole fleet in one process on embedded defaults.
+    Dev {
+        /// Port of the GraphQL endpoint.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where SQLite files and blobs live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run one service (its subgraph over HTTP and its gRPC server).
+    Serve { service: ServiceName },
+    /// Run the federation gateway.
+    Gateway {
+        /// A supergraph file; without it the gateway composes one from the
+        /// running subgraphs' SDL.
+        #[arg(long)]
+        supergraph: Option<PathBuf>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Run a worker pool that executes workflow steps from the queue.
+    Worker {
+        /// Concurrent tasks.
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Apply every service's database migrations and exit.
+    Migrate,
+    /// Write the supergraph composed from all six subgraphs.
+    Compose {
+        #[arg(long, default_value = "schemas/supergraph.graphql")]
+        out: PathBuf,
+    },
+    /// Print a service's Federation v2 subgraph SDL.
+    Schema { service: ServiceName },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev { port, data_dir } => {
+                if let Some(p) = port {
+                    config.gateway.port = p;
+                }
+                if let Some(d) = data_dir {
+                    config.data_dir = d;
+                }
+                processes::dev(config).await
+            }
+            Command::Serve { service } => processes::serve(config, service).await,
+            Command::Gateway { supergraph, port } => {
+                if let Some(p) = port {
+                    config.gateway.port = p;
+                }
+                if let Some(s) = supergraph {
+                    config.gateway.supergraph = s.display().to_string();
+                }
+                processes::gateway(config).await
+            }
+            Command::Worker { concurrency } => {
+                if let Some(c) = concurrency {
+                    config.worker.concurrency = c;
+                }
+                processes::worker(config).await
+            }
+            Command::Migrate => processes::migrate(config).await,
+            Command::Compose { out } => processes::compose(config, &out).await,
+            Command::Schema { service } => processes::schema(config, service).await,
+        }
+    })
+}

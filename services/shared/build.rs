@@ -5,7 +5,14 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let services = ["workflow", "execution", "auth", "notification", "analytics", "storage"];
+    let services = [
+        "workflow",
+        "execution",
+        "auth",
+        "notification",
+        "analytics",
+        "storage",
+    ];
     let files: Vec<_> = services
         .iter()
         .map(|s| proto_root.join(format!("flowfleet/{s}/v1/{s}.proto")))
@@ -15,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(&files, [&proto_root])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("flowfleet_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("flowfleet_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

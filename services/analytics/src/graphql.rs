@@ -3,13 +3,11 @@
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{Identity, Role};
+use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::error::parse_id;
 use flowfleet_shared::subgraph::caller;
-use uuid::Uuid;
 
 use crate::domain;
 use crate::store::Store;
@@ -50,25 +48,11 @@ impl WorkflowRef {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        let workspaces = c.store.workspaces_of(id).await?;
-        require_viewer(&c.access, me, workspaces).await?;
+        for workspace in c.store.workspaces_of(id).await? {
+            c.access.require(me, workspace, Role::Viewer).await?;
+        }
         Ok(c.store.stats(id).await?.into())
     }
-}
-
-/// Membership (Viewer or above) in every one of `workspaces`. Boxed so that the
-/// gRPC call's future is `Send` to the resolver's (higher-ranked) bound.
-fn require_viewer<'a>(
-    access: &'a Access,
-    who: &'a Identity,
-    workspaces: Vec<Uuid>,
-) -> BoxFuture<'a, Result<(), ApiError>> {
-    Box::pin(async move {
-        for workspace in workspaces {
-            access.require(who, workspace, Role::Viewer).await?;
-        }
-        Ok(())
-    })
 }
 
 /// Statistics of a workflow's finished executions (succeeded or failed).

@@ -39,10 +39,11 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         store: store.clone(),
         access,
     });
-    let grpc = flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(
-        grpc::AnalyticsGrpc { store },
-    ))
-    .await;
+    let grpc =
+        flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
+            store,
+        }))
+        .await;
     Ok(ServiceParts {
         name: ServiceName::Analytics,
         subgraph: Subgraph::new("analytics", Arc::new(schema), infra.verifier.clone()),

@@ -13,8 +13,7 @@ use crate::keys::KeyRing;
 use crate::password;
 use crate::store::Store;
 
-pub type AuthSchema =
-    async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+pub type AuthSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
 
 /// What resolvers need, placed in the schema's data.
 pub struct Ctx {
@@ -58,7 +57,9 @@ impl UserNode {
     async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
         let me = caller(ctx).require()?;
         if me.user_id.to_string() != self.id.as_str() {
-            return Err(ApiError::forbidden("only the user themself can list their memberships").into());
+            return Err(
+                ApiError::forbidden("only the user themself can list their memberships").into(),
+            );
         }
         let c = ctx.data::<Ctx>()?;
         Ok(c.store
@@ -158,7 +159,11 @@ impl Query {
     }
 
     #[graphql(entity)]
-    async fn find_workspace_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<WorkspaceNode>> {
+    async fn find_workspace_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<Option<WorkspaceNode>> {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;

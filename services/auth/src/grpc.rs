@@ -2,9 +2,7 @@
 
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::proto::auth::v1::auth_service_server::AuthService;
-use flowfleet_shared::proto::auth::v1::{
-    CheckMembershipRequest, GetUserRequest, Membership, User,
-};
+use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
 use tonic::{Request, Response, Status};
 
 use crate::store::Store;

@@ -65,7 +65,11 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
                     Ok(doc) => axum::Json(doc).into_response(),
                     Err(e) => {
                         tracing::error!(error = %e, "JWKS unavailable");
-                        (http::StatusCode::SERVICE_UNAVAILABLE, "keys unavailable; retry").into_response()
+                        (
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "keys unavailable; retry",
+                        )
+                            .into_response()
                     }
                 }
             }

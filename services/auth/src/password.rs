@@ -34,7 +34,9 @@ pub async fn hash(password: Password) -> Result<String, ApiError> {
 pub async fn verify(password: String, hash: String) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(ApiError::internal)?;
-        Ok(argon().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok(argon()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
     .map_err(ApiError::internal)?

@@ -154,11 +154,12 @@ impl Store {
     }
 
     pub async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
-        let row = sqlx::query("SELECT role FROM memberships WHERE user_id = $1 AND workspace_id = $2")
-            .bind(user.to_string())
-            .bind(workspace.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT role FROM memberships WHERE user_id = $1 AND workspace_id = $2")
+                .bind(user.to_string())
+                .bind(workspace.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
         Ok(row
             .map(|r| r.try_get::<String, _>("role"))
             .transpose()?

@@ -113,7 +113,9 @@ impl Message {
             return Err(ApiError::bad_input("`subject` must be 1 to 200 characters"));
         }
         if body.chars().count() > 10_000 {
-            return Err(ApiError::bad_input("`body` must be at most 10000 characters"));
+            return Err(ApiError::bad_input(
+                "`body` must be at most 10000 characters",
+            ));
         }
         Ok(Message {
             subject: subject.to_string(),
@@ -219,7 +221,11 @@ mod tests {
         let o: ExecutionOutcome = serde_json::from_value(payload).unwrap();
         let m = o.message();
         assert_eq!(m.subject, "Workflow \"Nightly sync\" failed");
-        assert!(m.body.contains("1.5 s") && m.body.contains("HTTP 502"), "{}", m.body);
+        assert!(
+            m.body.contains("1.5 s") && m.body.contains("HTTP 502"),
+            "{}",
+            m.body
+        );
         assert_eq!(o.source_key(), format!("execution:{id}"));
     }
 

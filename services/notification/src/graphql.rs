@@ -132,7 +132,9 @@ pub struct NotificationConnection {
     pub total_count: i64,
 }
 
+/// Shared with the other subgraphs' connections.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PageInfo {
     pub has_next_page: bool,
     /// Pass as `after` to read the next page; null on an empty page.

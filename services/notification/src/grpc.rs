@@ -51,7 +51,9 @@ impl NotificationService for NotificationGrpc {
         }
         // A workflow may only notify people of its own workspace.
         if self.access.role(recipient, workspace).await?.is_none() {
-            return Err(ApiError::forbidden("the recipient is not a member of this workspace").into());
+            return Err(
+                ApiError::forbidden("the recipient is not a member of this workspace").into(),
+            );
         }
         let n = Notification::in_app(workspace, recipient, message, self.clock.now_ms());
         self.store.insert(&n, None).await?;

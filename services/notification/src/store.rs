@@ -115,7 +115,11 @@ impl Store {
         after: Option<Uuid>,
         first: i64,
     ) -> Result<Page, ApiError> {
-        let unread = if unread_only { " AND read_at IS NULL" } else { "" };
+        let unread = if unread_only {
+            " AND read_at IS NULL"
+        } else {
+            ""
+        };
         // '~' sorts after every UUID character, so no cursor means "from the top".
         let after = after.map(|a| a.to_string()).unwrap_or_else(|| "~".into());
         let rows = sqlx::query(&format!(
@@ -140,7 +144,11 @@ impl Store {
     }
 
     pub async fn count(&self, recipient: Uuid, unread_only: bool) -> Result<i64, ApiError> {
-        let unread = if unread_only { " AND read_at IS NULL" } else { "" };
+        let unread = if unread_only {
+            " AND read_at IS NULL"
+        } else {
+            ""
+        };
         let row = sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM notifications WHERE recipient_id = $1{unread}"
         ))

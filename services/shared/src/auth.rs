@@ -232,11 +232,10 @@ impl TokenVerifier {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Caller::Anonymous;
         };
-        let Some(token) = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        else {
+        let Some(token) = value.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) else {
             return Caller::Rejected(
                 "the Authorization header must be `Bearer <access token>`".into(),
             );

@@ -402,7 +402,10 @@ mod tests {
             assert_eq!(c.mode, Mode::Distributed);
             assert_eq!(c.gateway.port, 6000);
             assert_eq!(c.service(ServiceName::Auth).http_port, 9999);
-            assert_eq!(c.service(ServiceName::Auth).http_url, "http://127.0.0.1:9999");
+            assert_eq!(
+                c.service(ServiceName::Auth).http_url,
+                "http://127.0.0.1:9999"
+            );
             Ok(())
         });
     }

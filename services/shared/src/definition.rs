@@ -72,7 +72,9 @@ pub enum Trigger {
         path: String,
     },
     #[serde(rename_all = "camelCase")]
-    Event { event: String },
+    Event {
+        event: String,
+    },
 }
 
 fn utc() -> String {
@@ -140,36 +142,64 @@ impl Definition {
         let mut seen = BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.id.trim().is_empty() {
-                p(format!("nodes[{i}].id"), "node ids must not be empty".into());
+                p(
+                    format!("nodes[{i}].id"),
+                    "node ids must not be empty".into(),
+                );
             } else if !seen.insert(n.id.as_str()) {
-                p(format!("nodes[{i}].id"), format!("duplicate node id `{}`", n.id));
+                p(
+                    format!("nodes[{i}].id"),
+                    format!("duplicate node id `{}`", n.id),
+                );
             }
             if catalog::find(&n.node_type).is_none() {
                 let known: Vec<&str> = catalog::CATALOG.iter().map(|t| t.name).collect();
                 p(
                     format!("nodes[{i}].type"),
-                    format!("unknown node type `{}`; known types: {}", n.node_type, known.join(", ")),
+                    format!(
+                        "unknown node type `{}`; known types: {}",
+                        n.node_type,
+                        known.join(", ")
+                    ),
                 );
             }
             if !n.config.is_object() {
-                p(format!("nodes[{i}].config"), "config must be a JSON object".into());
+                p(
+                    format!("nodes[{i}].config"),
+                    "config must be a JSON object".into(),
+                );
             } else if n.node_type == catalog::SET && n.config.get("value").is_none() {
-                p(format!("nodes[{i}].config.value"), "a `set` node needs a `value`".into());
+                p(
+                    format!("nodes[{i}].config.value"),
+                    "a `set` node needs a `value`".into(),
+                );
             }
         }
         for (i, e) in self.edges.iter().enumerate() {
             if !seen.contains(e.source.as_str()) {
-                p(format!("edges[{i}].source"), format!("no node `{}`", e.source));
+                p(
+                    format!("edges[{i}].source"),
+                    format!("no node `{}`", e.source),
+                );
             }
             if !seen.contains(e.target.as_str()) {
-                p(format!("edges[{i}].target"), format!("no node `{}`", e.target));
+                p(
+                    format!("edges[{i}].target"),
+                    format!("no node `{}`", e.target),
+                );
             }
             if e.source == e.target {
-                p(format!("edges[{i}]"), "an edge cannot connect a node to itself".into());
+                p(
+                    format!("edges[{i}]"),
+                    "an edge cannot connect a node to itself".into(),
+                );
             }
         }
         if self.settings.priority > 9 {
-            p("settings.priority".into(), "priority must be between 0 and 9".into());
+            p(
+                "settings.priority".into(),
+                "priority must be between 0 and 9".into(),
+            );
         }
         if out.is_empty() && self.topological_order().is_none() {
             out.push(Problem {
@@ -199,7 +229,9 @@ impl Definition {
             next[s].push(t);
             indegree[t] += 1;
         }
-        let mut ready: VecDeque<usize> = (0..self.nodes.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut ready: VecDeque<usize> = (0..self.nodes.len())
+            .filter(|&i| indegree[i] == 0)
+            .collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop_front() {
             order.push(self.nodes[i].id.clone());
@@ -262,7 +294,13 @@ mod tests {
         let paths: Vec<String> = d.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(
             paths,
-            vec!["triggers", "nodes[0].type", "nodes[1].id", "nodes[1].config.value", "edges[0].target"]
+            vec![
+                "triggers",
+                "nodes[0].type",
+                "nodes[1].id",
+                "nodes[1].config.value",
+                "edges[0].target"
+            ]
         );
     }
 
@@ -273,7 +311,10 @@ mod tests {
             "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
             "triggers": [{"kind": "MANUAL"}]
         }));
-        assert_eq!(d.problems()[0].message, "the graph has a cycle; workflows must be acyclic");
+        assert_eq!(
+            d.problems()[0].message,
+            "the graph has a cycle; workflows must be acyclic"
+        );
     }
 
     #[test]

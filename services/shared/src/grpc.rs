@@ -22,7 +22,10 @@ use tonic::transport::{Channel, Endpoint};
 pub struct TraceInterceptor;
 
 impl Interceptor for TraceInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let mut headers = http::HeaderMap::new();
         crate::telemetry::inject_headers(&mut headers);
         for (name, value) in headers.iter() {
@@ -73,8 +76,8 @@ pub fn in_process(routes: Routes) -> GrpcChannel {
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
         }
     });
-    let channel = Endpoint::from_static("http://in-process.invalid")
-        .connect_with_connector_lazy(connector);
+    let channel =
+        Endpoint::from_static("http://in-process.invalid").connect_with_connector_lazy(connector);
     InterceptedService::new(channel, TraceInterceptor)
 }
 
@@ -101,7 +104,9 @@ where
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the compiled descriptor set is valid");
-    Routes::new(service).add_service(health).add_service(reflection)
+    Routes::new(service)
+        .add_service(health)
+        .add_service(reflection)
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, with a tracing

@@ -42,20 +42,25 @@ impl Infra {
         let bus: Arc<dyn EventBus> = match config.mode {
             Mode::Embedded => Arc::new(MemoryBus::new()),
             Mode::Distributed => Arc::new(
-                AmqpBus::connect(&config.amqp.url, &config.amqp.exchange, config.amqp.prefetch)
-                    .await
-                    .context("connecting to RabbitMQ (amqp.url)")?,
+                AmqpBus::connect(
+                    &config.amqp.url,
+                    &config.amqp.exchange,
+                    config.amqp.prefetch,
+                )
+                .await
+                .context("connecting to RabbitMQ (amqp.url)")?,
             ),
         };
-        let cache: Arc<dyn Cache> = if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
-            Arc::new(
-                RedisCache::connect(&config.redis.url, "flowfleet:")
-                    .await
-                    .context("connecting to Redis (redis.url)")?,
-            )
-        } else {
-            Arc::new(MemoryCache::default())
-        };
+        let cache: Arc<dyn Cache> =
+            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
+                Arc::new(
+                    RedisCache::connect(&config.redis.url, "flowfleet:")
+                        .await
+                        .context("connecting to Redis (redis.url)")?,
+                )
+            } else {
+                Arc::new(MemoryCache::default())
+            };
         let verifier = Arc::new(TokenVerifier::new(
             jwks,
             &config.security.jwt_issuer,

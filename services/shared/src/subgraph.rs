@@ -115,7 +115,10 @@ impl Subgraph {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/graphql", post(graphql_handler))
-            .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/health",
+                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/metrics", get(crate::telemetry::metrics_endpoint))
             .with_state(self.clone())
     }

@@ -73,7 +73,11 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if cfg.log_format == "json" {
         registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false),
+            )
             .try_init()
     } else {
         registry

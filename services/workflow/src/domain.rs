@@ -68,7 +68,9 @@ pub fn parse_name(raw: &str) -> Result<String, ApiError> {
 
 pub fn parse_description(raw: &str) -> Result<String, ApiError> {
     if raw.chars().count() > 5000 {
-        return Err(ApiError::bad_input("`description` must be at most 5000 characters"));
+        return Err(ApiError::bad_input(
+            "`description` must be at most 5000 characters",
+        ));
     }
     Ok(raw.to_string())
 }

@@ -75,7 +75,9 @@ impl WorkspaceRef {
     }
 }
 
+/// Shared with the other subgraphs' connections.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PageInfo {
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
@@ -163,7 +165,12 @@ pub struct CreateWorkflowInput {
 
 impl Ctx {
     /// Loads a workflow the caller may act on with at least `min`.
-    async fn authorized(&self, ctx: &Context<'_>, id: &ID, min: Role) -> Result<Workflow, ApiError> {
+    async fn authorized(
+        &self,
+        ctx: &Context<'_>,
+        id: &ID,
+        min: Role,
+    ) -> Result<Workflow, ApiError> {
         let me = caller(ctx).require()?;
         let id = parse_id("id", id)?;
         let w = self
@@ -211,6 +218,12 @@ impl Query {
         Ok(WorkflowNode(c.authorized(ctx, &id, Role::Viewer).await?))
     }
 
+    /// A user reference (owners); its fields live in the auth subgraph.
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, id: ID) -> UserRef {
+        UserRef { id }
+    }
+
     /// Resolving a workspace reference does no I/O: access is checked by the
     /// fields that read the workspace's data.
     #[graphql(entity)]
@@ -225,7 +238,11 @@ pub struct Mutation;
 impl Mutation {
     /// Creates a draft workflow in a workspace (EDITOR or above).
     #[tracing::instrument(skip_all)]
-    async fn create_workflow(&self, ctx: &Context<'_>, input: CreateWorkflowInput) -> Result<WorkflowNode> {
+    async fn create_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkflowInput,
+    ) -> Result<WorkflowNode> {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let ws = parse_id("workspaceId", &input.workspace_id)?;
@@ -260,7 +277,10 @@ impl Mutation {
         let me = caller(ctx).require()?.clone();
         let w = c.authorized(ctx, &id, Role::Editor).await?;
         if w.status == Status::Archived {
-            return Err(ApiError::conflict("an archived workflow cannot be published; restore it first").into());
+            return Err(ApiError::conflict(
+                "an archived workflow cannot be published; restore it first",
+            )
+            .into());
         }
         domain::check_publishable(&w.definition)?;
         let now = c.clock.now_ms();

@@ -21,11 +21,15 @@ impl WorkflowService for WorkflowGrpc {
         let r = request.get_ref();
         let id = parse_id("workflow_id", &r.workflow_id)?;
         if r.version < 0 {
-            return Err(ApiError::bad_input("`version` must be 0 (newest) or a version number").into());
+            return Err(
+                ApiError::bad_input("`version` must be 0 (newest) or a version number").into(),
+            );
         }
         let number = (r.version > 0).then_some(r.version as i64);
         let (w, v) = self.store.version(id, number).await?.ok_or_else(|| {
-            ApiError::not_found("the workflow does not exist or has no such published version; publish it first")
+            ApiError::not_found(
+                "the workflow does not exist or has no such published version; publish it first",
+            )
         })?;
         Ok(Response::new(WorkflowVersion {
             workflow_id: w.id.to_string(),

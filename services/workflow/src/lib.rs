@@ -32,10 +32,11 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         clock: infra.clock.clone(),
         relay: relay.clone(),
     });
-    let grpc = flowfleet_shared::grpc::service_routes(WorkflowServiceServer::new(grpc::WorkflowGrpc {
-        store,
-    }))
-    .await;
+    let grpc =
+        flowfleet_shared::grpc::service_routes(WorkflowServiceServer::new(grpc::WorkflowGrpc {
+            store,
+        }))
+        .await;
     Ok(ServiceParts {
         name: ServiceName::Workflow,
         subgraph: Subgraph::new("workflow", Arc::new(schema), infra.verifier.clone()),

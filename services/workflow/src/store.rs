@@ -102,7 +102,10 @@ impl Store {
             .fetch_one(self.db.pool())
             .await?
             .try_get("n")?;
-        let mut items = rows.iter().map(workflow_from).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(workflow_from)
+            .collect::<Result<Vec<_>, _>>()?;
         let has_next = items.len() as i64 > first;
         items.truncate(first as usize);
         Ok(Page {
@@ -115,12 +118,7 @@ impl Store {
     /// Freezes the current draft as the next version, marks the workflow
     /// ACTIVE and records `workflow.published`, in one transaction. The draft's
     /// revision must still be `expected_revision` (else `CONFLICT`).
-    pub async fn publish(
-        &self,
-        w: &Workflow,
-        by: Uuid,
-        now: i64,
-    ) -> Result<Version, ApiError> {
+    pub async fn publish(&self, w: &Workflow, by: Uuid, now: i64) -> Result<Version, ApiError> {
         let mut tx = self.db.pool().begin().await?;
         let next: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM workflow_versions WHERE workflow_id = $1",

@@ -93,7 +93,8 @@ impl Inner {
 
     async fn publish_once(&self, event: &Event, body: &[u8]) -> Result<(), BusError> {
         let mut guard = self.publisher.lock().await;
-        let usable = matches!(&*guard, Some((c, ch)) if c.status().connected() && ch.status().connected());
+        let usable =
+            matches!(&*guard, Some((c, ch)) if c.status().connected() && ch.status().connected());
         if !usable {
             *guard = Some(self.open_publisher().await?);
         }

@@ -54,11 +54,16 @@ impl Consumer {
                 redelivered = delivery.redelivered,
             );
             crate::telemetry::set_parent_from_map(&span, &delivery.event.trace);
-            let result = handler.handle(&delivery.event).instrument(span.clone()).await;
+            let result = handler
+                .handle(&delivery.event)
+                .instrument(span.clone())
+                .await;
             let settle = match result {
                 Ok(()) => delivery.ack().await,
                 Err(e) => {
-                    span.in_scope(|| tracing::warn!(error = %e, "event handler failed; requeueing"));
+                    span.in_scope(
+                        || tracing::warn!(error = %e, "event handler failed; requeueing"),
+                    );
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     delivery.nack(true).await
                 }

@@ -120,7 +120,13 @@ impl Subscription for MemorySubscription {
                 .pop_front();
             if let Some((event, redelivered)) = item {
                 // Wake a competing consumer if more is waiting.
-                if !self.queue.ready.lock().expect("queue lock poisoned").is_empty() {
+                if !self
+                    .queue
+                    .ready
+                    .lock()
+                    .expect("queue lock poisoned")
+                    .is_empty()
+                {
                     self.queue.notify.notify_one();
                 }
                 let acker = MemoryAcker {

@@ -104,7 +104,8 @@ impl Relay {
                 trace: serde_json::from_str(&row.try_get::<String, _>("trace")?)
                     .unwrap_or_default(),
             };
-            let span = tracing::info_span!("outbox.publish", kind = %event.kind, event_id = %event.id);
+            let span =
+                tracing::info_span!("outbox.publish", kind = %event.kind, event_id = %event.id);
             crate::telemetry::set_parent_from_map(&span, &event.trace);
             self.bus.publish(&event).instrument(span).await?;
             sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2")

@@ -1,0 +1,362 @@
+//! The analytics service against real embedded backends: SQLite, the in-process
+//! bus and cache. Workspace membership comes from a small AuthService that
+//! answers from a map (the auth service's gRPC contract, in process).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowfleet_analytics::domain::hour_start;
+use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
+use flowfleet_analytics::handlers::events::{ExecutionFacts, QUEUE};
+use flowfleet_analytics::store::Store;
+use flowfleet_analytics::{build, MIGRATIONS};
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::{Caller, DeferredJwks, Identity, Role, TokenVerifier};
+use flowfleet_shared::cache::MemoryCache;
+use flowfleet_shared::clock::SystemClock;
+use flowfleet_shared::config::Config;
+use flowfleet_shared::db::Db;
+use flowfleet_shared::events::consumer::EventHandler;
+use flowfleet_shared::events::memory::MemoryBus;
+use flowfleet_shared::events::{Event, EventBus};
+use flowfleet_shared::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use flowfleet_shared::proto::analytics::v1::GetWorkflowStatsRequest;
+use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
+use flowfleet_shared::Infra;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The auth service's membership contract, answered from a map.
+struct Memberships(HashMap<(Uuid, Uuid), Role>);
+
+#[tonic::async_trait]
+impl AuthService for Memberships {
+    async fn get_user(
+        &self,
+        _: tonic::Request<GetUserRequest>,
+    ) -> Result<tonic::Response<User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this fixture"))
+    }
+    async fn check_membership(
+        &self,
+        request: tonic::Request<CheckMembershipRequest>,
+    ) -> Result<tonic::Response<Membership>, tonic::Status> {
+        let r = request.into_inner();
+        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
+        let role = self.0.get(&key);
+        Ok(tonic::Response::new(Membership {
+            member: role.is_some(),
+            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
+    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
+    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
+    Access::new(
+        flowfleet_shared::grpc::in_process(routes),
+        Arc::new(MemoryCache::default()),
+    )
+}
+
+async fn db(dir: &tempfile::TempDir) -> Db {
+    let db = Db::sqlite(dir.path(), "analytics").await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    db
+}
+
+fn infra(dir: &tempfile::TempDir, bus: Arc<dyn EventBus>) -> Infra {
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    Infra {
+        config: Arc::new(config),
+        bus,
+        cache: Arc::new(MemoryCache::default()),
+        clock: Arc::new(SystemClock),
+        verifier: Arc::new(TokenVerifier::new(
+            Arc::new(DeferredJwks::default()),
+            "flowfleet",
+            "flowfleet",
+        )),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+struct Run {
+    workflow: Uuid,
+    workspace: Uuid,
+    succeeded: bool,
+    duration_ms: i64,
+    finished_at_ms: i64,
+}
+
+fn outcome(run: &Run) -> Event {
+    let (kind, status, error) = if run.succeeded {
+        ("execution.succeeded", "SUCCEEDED", Value::Null)
+    } else {
+        (
+            "execution.failed",
+            "FAILED",
+            json!("step `fetch` failed: HTTP 502"),
+        )
+    };
+    Event::new(
+        kind,
+        run.finished_at_ms,
+        json!({
+            "executionId": Uuid::now_v7(), "workflowId": run.workflow,
+            "workspaceId": run.workspace, "version": 1, "status": status,
+            "triggeredBy": Uuid::now_v7(), "workflowName": "Nightly sync",
+            "startedAtMs": run.finished_at_ms - run.duration_ms,
+            "finishedAtMs": run.finished_at_ms, "durationMs": run.duration_ms,
+            "error": error,
+        }),
+    )
+}
+
+fn as_user(user: Uuid) -> Caller {
+    Caller::User(Identity {
+        user_id: user,
+        email: "ada@example.com".into(),
+    })
+}
+
+async fn stats(schema: &AnalyticsSchema, caller: Caller, workflow: Uuid) -> Value {
+    let query = "query($reps: [_Any!]!) { _entities(representations: $reps) { ... on Workflow { id stats { \
+        runs succeeded failed successRate averageDurationMs p50DurationMs p95DurationMs p99DurationMs lastRunAt } } } }";
+    let request = async_graphql::Request::new(query)
+        .variables(async_graphql::Variables::from_json(json!({
+            "reps": [{"__typename": "Workflow", "id": workflow}]
+        })))
+        .data(caller);
+    serde_json::to_value(schema.execute(request).await).unwrap()
+}
+
+fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn consuming_the_same_event_twice_counts_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let bus = Arc::new(MemoryBus::new());
+    let infra = infra(&dir, bus.clone());
+    let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
+    let tasks = parts.spawn_tasks();
+
+    let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = outcome(&Run {
+        workflow,
+        workspace,
+        succeeded: true,
+        duration_ms: 120,
+        finished_at_ms: 1_700_000_000_000,
+    });
+    // Published before anything consumed: the queue was bound in `build`.
+    bus.publish(&first).await.unwrap();
+    bus.publish(&first).await.unwrap();
+    let later = outcome(&Run {
+        workflow,
+        workspace,
+        succeeded: false,
+        duration_ms: 80,
+        finished_at_ms: 1_700_000_100_000,
+    });
+    bus.publish(&later).await.unwrap();
+
+    let store = Store::new(db.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.stats(workflow).await.unwrap().failed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events were not consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One consumer handles a queue in order: the duplicate came before `later`.
+    assert_eq!(bus.depth(QUEUE), 0);
+    let s = store.stats(workflow).await.unwrap();
+    assert_eq!(
+        (s.runs, s.succeeded, s.failed, s.total_duration_ms),
+        (2, 1, 1, 200)
+    );
+
+    // Through gRPC as well.
+    let mut client =
+        AnalyticsServiceClient::new(flowfleet_shared::grpc::in_process(parts.grpc.clone()));
+    let reply = client
+        .get_workflow_stats(GetWorkflowStatsRequest {
+            workflow_id: workflow.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.runs, reply.succeeded, reply.failed), (2, 1, 1));
+    assert_eq!(reply.average_duration_ms, 100.0);
+    assert_eq!(reply.last_run_at_ms, 1_700_000_100_000);
+    let bad = client
+        .get_workflow_stats(GetWorkflowStatsRequest {
+            workflow_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    infra.shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn handler_is_idempotent_and_rollups_match_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let handler = ExecutionFacts {
+        store: Store::new(db.clone()),
+    };
+    let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+    let base = 1_700_000_000_000_i64;
+    let mut events = Vec::new();
+    for i in 0..10 {
+        events.push(outcome(&Run {
+            workflow,
+            workspace,
+            succeeded: i % 3 != 0,
+            duration_ms: 100 * (i + 1),
+            // Spread across three hours.
+            finished_at_ms: base + i * 20 * 60_000,
+        }));
+    }
+    for e in events.iter().chain(events.iter()) {
+        handler.handle(e).await.unwrap();
+    }
+    // A malformed payload is dropped, not retried forever.
+    let junk = Event::new("execution.failed", base, json!({"executionId": 7}));
+    handler.handle(&junk).await.unwrap();
+
+    let facts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM facts")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(facts, 10);
+    let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT hour_start, runs, succeeded, failed, total_duration_ms FROM hourly_rollups \
+         WHERE workflow_id = $1 ORDER BY hour_start",
+    )
+    .bind(workflow.to_string())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let mut expected: Vec<(i64, i64, i64, i64, i64)> = Vec::new();
+    for i in 0..10_i64 {
+        let hour = hour_start(base + i * 20 * 60_000);
+        let ok = i % 3 != 0;
+        match expected.last_mut() {
+            Some(last) if last.0 == hour => {
+                last.1 += 1;
+                last.2 += ok as i64;
+                last.3 += (!ok) as i64;
+                last.4 += 100 * (i + 1);
+            }
+            _ => expected.push((hour, 1, ok as i64, (!ok) as i64, 100 * (i + 1))),
+        }
+    }
+    assert_eq!(rows, expected);
+    assert!(rows.len() >= 3, "the runs span several hours");
+}
+
+#[tokio::test]
+async fn stats_and_percentiles_come_from_the_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let handler = ExecutionFacts {
+        store: Store::new(db.clone()),
+    };
+    let (workflow, workspace, viewer) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let base = 1_700_000_000_000_i64;
+    // Durations 1..=100 ms in a shuffled order; every fourth run failed.
+    for k in 0..100_i64 {
+        let d = (k * 37) % 100 + 1;
+        handler
+            .handle(&outcome(&Run {
+                workflow,
+                workspace,
+                succeeded: d % 4 != 0,
+                duration_ms: d,
+                finished_at_ms: base + k * 1_000,
+            }))
+            .await
+            .unwrap();
+    }
+    let schema = schema(Ctx {
+        store: Store::new(db.clone()),
+        access: access(&[(viewer, workspace, Role::Viewer)]),
+    });
+    let r = stats(&schema, as_user(viewer), workflow).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let s = &r["data"]["_entities"][0]["stats"];
+    assert_eq!(s["runs"], 100);
+    assert_eq!(s["succeeded"], 75);
+    assert_eq!(s["failed"], 25);
+    assert_eq!(s["successRate"], 0.75);
+    assert_eq!(s["averageDurationMs"], 50.5);
+    assert_eq!(s["p50DurationMs"], 50.0);
+    assert_eq!(s["p95DurationMs"], 95.0);
+    assert_eq!(s["p99DurationMs"], 99.0);
+    let last = chrono::DateTime::parse_from_rfc3339(s["lastRunAt"].as_str().unwrap()).unwrap();
+    assert_eq!(last.timestamp_millis(), base + 99 * 1_000);
+}
+
+#[tokio::test]
+async fn stats_need_a_member_and_are_zero_without_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+    let (member, stranger) = (Uuid::now_v7(), Uuid::now_v7());
+    ExecutionFacts {
+        store: Store::new(db.clone()),
+    }
+    .handle(&outcome(&Run {
+        workflow,
+        workspace,
+        succeeded: true,
+        duration_ms: 10,
+        finished_at_ms: 1_700_000_000_000,
+    }))
+    .await
+    .unwrap();
+    let schema = schema(Ctx {
+        store: Store::new(db.clone()),
+        access: access(&[(member, workspace, Role::Owner)]),
+    });
+
+    let r = stats(&schema, as_user(stranger), workflow).await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    let r = stats(&schema, Caller::Anonymous, workflow).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    let r = stats(&schema, as_user(member), workflow).await;
+    assert_eq!(r["data"]["_entities"][0]["stats"]["runs"], 1, "{r}");
+
+    // A workflow that never finished a run: zeros and nulls, for anyone signed in.
+    let r = stats(&schema, as_user(stranger), Uuid::now_v7()).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let s = &r["data"]["_entities"][0]["stats"];
+    assert_eq!(
+        *s,
+        json!({
+            "runs": 0, "succeeded": 0, "failed": 0, "successRate": 0.0,
+            "averageDurationMs": 0.0, "p50DurationMs": null, "p95DurationMs": null,
+            "p99DurationMs": null, "lastRunAt": null
+        })
+    );
+}

@@ -1,0 +1,370 @@
+//! The execution subgraph: the `Execution` entity, `Workflow.executions` and
+//! `Workflow.lastExecution`, and starting an execution.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::definition::Definition;
+use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::events::outbox::Relay;
+use flowfleet_shared::grpc::GrpcChannel;
+use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest;
+use flowfleet_shared::subgraph::caller;
+use uuid::Uuid;
+
+use crate::domain::{Execution, Status, StepRun};
+use crate::store::Store;
+
+pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+
+pub struct Ctx {
+    pub store: Store,
+    pub access: Access,
+    pub clock: Arc<dyn Clock>,
+    pub relay: Relay,
+    pub workflows: WorkflowServiceClient<GrpcChannel>,
+}
+
+pub fn schema(ctx: Ctx) -> ExecutionSchema {
+    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+        .enable_federation()
+        .data(ctx)
+        .finish()
+}
+
+impl Ctx {
+    /// Checks the caller's role in an execution's workspace. A non-member gets
+    /// NOT_FOUND, the same as for an execution that does not exist.
+    async fn check(&self, ctx: &Context<'_>, e: &Execution, min: Role) -> Result<(), ApiError> {
+        let me = caller(ctx).require()?;
+        match self.access.role(me.user_id, e.workspace_id).await? {
+            None => Err(ApiError::not_found("no execution with this id")),
+            Some(r) if r < min => Err(ApiError::forbidden(format!(
+                "your role in this workspace is {}; this needs {} or above",
+                r.as_str(),
+                min.as_str()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn load(&self, ctx: &Context<'_>, id: &ID) -> Result<Execution, ApiError> {
+        let id = parse_id("id", id)?;
+        let e = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no execution with this id"))?;
+        self.check(ctx, &e, Role::Viewer).await?;
+        Ok(e)
+    }
+}
+
+/// A workflow (owned by the workflow subgraph); this subgraph adds its runs.
+#[derive(SimpleObject)]
+#[graphql(name = "Workflow", complex)]
+pub struct WorkflowRef {
+    pub id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct ExecutionPageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ExecutionConnection {
+    pub nodes: Vec<ExecutionNode>,
+    pub page_info: ExecutionPageInfo,
+    pub total_count: i64,
+}
+
+#[ComplexObject]
+impl WorkflowRef {
+    /// The workflow's executions, newest first.
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<ExecutionConnection> {
+        caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        if !(1..=100).contains(&first) {
+            return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
+        }
+        let workflow = parse_id("id", &self.id)?;
+        let after = after.map(|a| parse_id("after", &a)).transpose()?;
+        let (items, more, total) = c
+            .store
+            .list_for_workflow(workflow, first as i64, after)
+            .await?;
+        // All executions of a workflow share its workspace: one check covers the page.
+        if let Some(first) = items.first() {
+            c.check(ctx, first, Role::Viewer).await?;
+        }
+        Ok(ExecutionConnection {
+            page_info: ExecutionPageInfo {
+                has_next_page: more,
+                end_cursor: items.last().map(|e| e.id.to_string()),
+            },
+            total_count: total,
+            nodes: items.into_iter().map(ExecutionNode).collect(),
+        })
+    }
+
+    /// The most recent execution, if the workflow ever ran.
+    async fn last_execution(&self, ctx: &Context<'_>) -> Result<Option<ExecutionNode>> {
+        caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let workflow = parse_id("id", &self.id)?;
+        let (items, _, _) = c.store.list_for_workflow(workflow, 1, None).await?;
+        match items.into_iter().next() {
+            Some(e) => {
+                c.check(ctx, &e, Role::Viewer).await?;
+                Ok(Some(ExecutionNode(e)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Progress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// One run of a node within an execution.
+pub struct StepRunNode(StepRun);
+
+#[Object(name = "StepRun")]
+impl StepRunNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+    async fn node_type(&self) -> &str {
+        &self.0.node_type
+    }
+    /// SUCCEEDED or FAILED.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    async fn attempt(&self) -> i64 {
+        self.0.attempt
+    }
+    async fn input(&self) -> Json<serde_json::Value> {
+        Json(self.0.input.clone())
+    }
+    async fn output(&self) -> Option<Json<serde_json::Value>> {
+        self.0.output.clone().map(Json)
+    }
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn worker(&self) -> &str {
+        &self.0.worker
+    }
+    async fn started_at(&self) -> DateTime<Utc> {
+        to_datetime(self.0.started_at)
+    }
+    async fn finished_at(&self) -> DateTime<Utc> {
+        to_datetime(self.0.finished_at)
+    }
+}
+
+/// One run of a published workflow version.
+pub struct ExecutionNode(pub Execution);
+
+#[Object(name = "Execution")]
+impl ExecutionNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn workflow(&self) -> WorkflowRef {
+        WorkflowRef {
+            id: ID(self.0.workflow_id.to_string()),
+        }
+    }
+    async fn workspace_id(&self) -> ID {
+        ID(self.0.workspace_id.to_string())
+    }
+    /// The published version this execution runs.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    async fn status(&self) -> Status {
+        self.0.status
+    }
+    /// How it was started: MANUAL (API), CRON, WEBHOOK or EVENT.
+    async fn trigger(&self) -> &str {
+        &self.0.trigger
+    }
+    async fn input(&self) -> Json<serde_json::Value> {
+        Json(self.0.input.clone())
+    }
+    async fn output(&self) -> Option<Json<serde_json::Value>> {
+        self.0.output.clone().map(Json)
+    }
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn priority(&self) -> i64 {
+        self.0.priority
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        to_datetime(self.0.created_at)
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at.map(to_datetime)
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at.map(to_datetime)
+    }
+    /// Milliseconds from start to finish, once finished.
+    async fn duration_ms(&self) -> Option<i64> {
+        Some(self.0.finished_at? - self.0.started_at?)
+    }
+    async fn progress(&self) -> Progress {
+        Progress {
+            done: self.0.steps_done,
+            total: self.0.steps_total,
+        }
+    }
+    async fn steps(&self, ctx: &Context<'_>) -> Result<Vec<StepRunNode>> {
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.store
+            .steps(self.0.id)
+            .await?
+            .into_iter()
+            .map(StepRunNode)
+            .collect())
+    }
+}
+
+#[derive(InputObject)]
+pub struct StartExecutionInput {
+    pub workflow_id: ID,
+    pub input: Option<Json<serde_json::Value>>,
+    /// 0 (lowest) to 9 (highest); defaults to the workflow's setting.
+    pub priority: Option<i32>,
+    /// Starting twice with the same key returns the first execution.
+    pub idempotency_key: Option<String>,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    async fn execution(&self, ctx: &Context<'_>, id: ID) -> Result<ExecutionNode> {
+        let c = ctx.data::<Ctx>()?;
+        Ok(ExecutionNode(c.load(ctx, &id).await?))
+    }
+
+    #[graphql(entity)]
+    async fn find_execution_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<ExecutionNode> {
+        let c = ctx.data::<Ctx>()?;
+        Ok(ExecutionNode(c.load(ctx, &id).await?))
+    }
+
+    /// Resolving a workflow reference does no I/O: its fields check access.
+    #[graphql(entity)]
+    async fn find_workflow_by_id(&self, id: ID) -> WorkflowRef {
+        WorkflowRef { id }
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Starts the newest published version of a workflow (EDITOR or above).
+    #[tracing::instrument(skip_all)]
+    async fn start_execution(
+        &self,
+        ctx: &Context<'_>,
+        input: StartExecutionInput,
+    ) -> Result<ExecutionNode> {
+        let me = caller(ctx).require()?.clone();
+        let c = ctx.data::<Ctx>()?;
+        let workflow_id = parse_id("workflowId", &input.workflow_id)?;
+        if let Some(p) = input.priority {
+            if !(0..=9).contains(&p) {
+                return Err(ApiError::bad_input("`priority` must be between 0 and 9").into());
+            }
+        }
+        if let Some(k) = &input.idempotency_key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(
+                    ApiError::bad_input("`idempotencyKey` must be 1 to 200 characters").into(),
+                );
+            }
+        }
+        let version = c
+            .workflows
+            .clone()
+            .get_published_version(GetPublishedVersionRequest {
+                workflow_id: workflow_id.to_string(),
+                version: 0,
+            })
+            .await
+            .map_err(ApiError::from)?
+            .into_inner();
+        let workspace: Uuid = parse_id("workspaceId", &version.workspace_id)?;
+        // Non-members learn nothing about the workflow's existence.
+        match c.access.role(me.user_id, workspace).await? {
+            None => return Err(ApiError::not_found(
+                "the workflow does not exist or has no such published version; publish it first",
+            )
+            .into()),
+            Some(r) if r < Role::Editor => {
+                return Err(ApiError::forbidden(format!(
+                    "your role in this workspace is {}; starting executions needs EDITOR or above",
+                    r.as_str()
+                ))
+                .into())
+            }
+            Some(_) => {}
+        }
+        let definition: Definition =
+            serde_json::from_str(&version.definition_json).map_err(ApiError::internal)?;
+        let now = c.clock.now_ms();
+        let e = Execution {
+            id: Uuid::now_v7(),
+            workspace_id: workspace,
+            workflow_id,
+            workflow_name: version.name.clone(),
+            version: version.version as i64,
+            steps_total: definition.nodes.len() as i64,
+            priority: input
+                .priority
+                .map(i64::from)
+                .unwrap_or(definition.settings.priority as i64),
+            definition,
+            status: Status::Queued,
+            trigger: "MANUAL".into(),
+            input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
+            output: None,
+            error: None,
+            idempotency_key: input.idempotency_key,
+            triggered_by: me.user_id,
+            steps_done: 0,
+            artifact_file_id: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+        };
+        let e = c.store.create(&e, now).await?;
+        c.relay.wake();
+        Ok(ExecutionNode(e))
+    }
+}

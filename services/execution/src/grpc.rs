@@ -1,0 +1,35 @@
+//! The execution service's gRPC server.
+
+use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionService;
+use flowfleet_shared::proto::execution::v1::{ExecutionSummary, GetExecutionRequest};
+use tonic::{Request, Response, Status};
+
+use crate::store::Store;
+
+pub struct ExecutionGrpc {
+    pub store: Store,
+}
+
+#[tonic::async_trait]
+impl ExecutionService for ExecutionGrpc {
+    #[tracing::instrument(skip_all)]
+    async fn get_execution(
+        &self,
+        request: Request<GetExecutionRequest>,
+    ) -> Result<Response<ExecutionSummary>, Status> {
+        let id = parse_id("execution_id", &request.get_ref().execution_id)?;
+        let e = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such execution"))?;
+        Ok(Response::new(ExecutionSummary {
+            execution_id: e.id.to_string(),
+            workflow_id: e.workflow_id.to_string(),
+            workspace_id: e.workspace_id.to_string(),
+            status: e.status.as_str().into(),
+            version: e.version as i32,
+        }))
+    }
+}

@@ -1,0 +1,431 @@
+//! The notification service against real embedded backends: SQLite, the
+//! in-process bus and cache. Workspace membership comes from a small
+//! AuthService that answers from a map (the auth service's gRPC contract, in
+//! process).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowfleet_notification::domain::Message;
+use flowfleet_notification::graphql::{schema, Ctx, NotificationSchema};
+use flowfleet_notification::store::Store;
+use flowfleet_notification::{build, MIGRATIONS};
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::{Caller, DeferredJwks, Identity, Role, TokenVerifier};
+use flowfleet_shared::cache::MemoryCache;
+use flowfleet_shared::clock::SystemClock;
+use flowfleet_shared::config::Config;
+use flowfleet_shared::db::Db;
+use flowfleet_shared::events::memory::MemoryBus;
+use flowfleet_shared::events::{Event, EventBus};
+use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
+use flowfleet_shared::proto::notification::v1::notification_service_client::NotificationServiceClient;
+use flowfleet_shared::proto::notification::v1::SendNotificationRequest;
+use flowfleet_shared::Infra;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The auth service's membership contract, answered from a map.
+struct Memberships(HashMap<(Uuid, Uuid), Role>);
+
+#[tonic::async_trait]
+impl AuthService for Memberships {
+    async fn get_user(
+        &self,
+        _: tonic::Request<GetUserRequest>,
+    ) -> Result<tonic::Response<User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this fixture"))
+    }
+    async fn check_membership(
+        &self,
+        request: tonic::Request<CheckMembershipRequest>,
+    ) -> Result<tonic::Response<Membership>, tonic::Status> {
+        let r = request.into_inner();
+        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
+        let role = self.0.get(&key);
+        Ok(tonic::Response::new(Membership {
+            member: role.is_some(),
+            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
+    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
+    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
+    Access::new(
+        flowfleet_shared::grpc::in_process(routes),
+        Arc::new(MemoryCache::default()),
+    )
+}
+
+async fn db(dir: &tempfile::TempDir) -> Db {
+    let db = Db::sqlite(dir.path(), "notification").await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    db
+}
+
+fn infra(dir: &tempfile::TempDir, bus: Arc<dyn EventBus>) -> Infra {
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    Infra {
+        config: Arc::new(config),
+        bus,
+        cache: Arc::new(MemoryCache::default()),
+        clock: Arc::new(SystemClock),
+        verifier: Arc::new(TokenVerifier::new(
+            Arc::new(DeferredJwks::default()),
+            "flowfleet",
+            "flowfleet",
+        )),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+fn graphql(db: &Db) -> NotificationSchema {
+    schema(Ctx {
+        store: Store::new(db.clone()),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+fn as_user(user: Uuid) -> Caller {
+    Caller::User(Identity {
+        user_id: user,
+        email: "ada@example.com".into(),
+    })
+}
+
+fn outcome(workspace: Uuid, triggered_by: Uuid, succeeded: bool, name: &str) -> Event {
+    let (kind, status, error) = if succeeded {
+        ("execution.succeeded", "SUCCEEDED", Value::Null)
+    } else {
+        (
+            "execution.failed",
+            "FAILED",
+            json!("step `fetch` failed: HTTP 502"),
+        )
+    };
+    Event::new(
+        kind,
+        1_700_000_002_500,
+        json!({
+            "executionId": Uuid::now_v7(), "workflowId": Uuid::now_v7(),
+            "workspaceId": workspace, "version": 2, "status": status,
+            "triggeredBy": triggered_by, "workflowName": name,
+            "startedAtMs": 1_700_000_000_000_i64, "finishedAtMs": 1_700_000_002_500_i64,
+            "durationMs": 2_500, "error": error,
+        }),
+    )
+}
+
+async fn run(schema: &NotificationSchema, caller: Caller, query: &str, vars: Value) -> Value {
+    let request = async_graphql::Request::new(query)
+        .variables(async_graphql::Variables::from_json(vars))
+        .data(caller);
+    serde_json::to_value(schema.execute(request).await).unwrap()
+}
+
+const INBOX: &str = "query($reps: [_Any!]!, $first: Int, $after: String, $unread: Boolean) { \
+    _entities(representations: $reps) { ... on User { \
+      unreadNotificationCount \
+      notifications(first: $first, after: $after, unreadOnly: $unread) { \
+        totalCount pageInfo { hasNextPage endCursor } \
+        nodes { id workspaceId channel subject body status createdAt readAt } } } } }";
+
+async fn inbox(schema: &NotificationSchema, caller: Caller, user: Uuid, vars: Value) -> Value {
+    let mut vars = vars;
+    vars["reps"] = json!([{"__typename": "User", "id": user}]);
+    run(schema, caller, INBOX, vars).await
+}
+
+const MARK_READ: &str = "mutation($id: ID!) { markNotificationRead(id: $id) { id status readAt } }";
+
+fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn execution_events_notify_whoever_triggered_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let bus = Arc::new(MemoryBus::new());
+    let infra = infra(&dir, bus.clone());
+    let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
+    // Someone else listening for what the notification service announces.
+    let mut announced = bus
+        .subscribe("test.notifications", &["notification.*"])
+        .await
+        .unwrap();
+    let tasks = parts.spawn_tasks();
+
+    let (workspace, ada) = (Uuid::now_v7(), Uuid::now_v7());
+    let failed = outcome(workspace, ada, false, "Nightly sync");
+    bus.publish(&failed).await.unwrap();
+    bus.publish(&failed).await.unwrap();
+    bus.publish(&outcome(workspace, ada, true, "Billing export"))
+        .await
+        .unwrap();
+
+    let schema = graphql(&db);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = inbox(&schema, as_user(ada), ada, json!({})).await;
+        let nodes = r["data"]["_entities"][0]["notifications"]["nodes"].as_array();
+        // The queue is consumed in order: the duplicate came before the success.
+        if nodes.is_some_and(|n| {
+            n.iter()
+                .any(|n| n["subject"].as_str().unwrap().contains("succeeded"))
+        }) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events were not consumed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let user = &r["data"]["_entities"][0];
+    assert_eq!(user["unreadNotificationCount"], 2, "{r}");
+    let list = &user["notifications"];
+    assert_eq!(list["totalCount"], 2);
+    let nodes = list["nodes"].as_array().unwrap();
+    assert_eq!(
+        nodes[0]["subject"], "Workflow \"Billing export\" succeeded",
+        "newest first"
+    );
+    assert_eq!(nodes[1]["subject"], "Workflow \"Nightly sync\" failed");
+    let body = nodes[1]["body"].as_str().unwrap();
+    assert!(
+        body.contains("2.5 s") && body.contains("HTTP 502"),
+        "{body}"
+    );
+    assert_eq!(nodes[1]["channel"], "IN_APP");
+    assert_eq!(nodes[1]["status"], "SENT");
+    assert_eq!(nodes[1]["workspaceId"], workspace.to_string());
+    assert!(nodes[1]["readAt"].is_null());
+
+    // Each stored notification is announced once, through the outbox.
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(5), announced.next())
+            .await
+            .expect("notification.created was not published")
+            .unwrap();
+        assert_eq!(d.event.kind, "notification.created");
+        assert_eq!(d.event.payload["recipientId"], ada.to_string());
+        d.ack().await.unwrap();
+    }
+
+    infra.shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_inbox_is_visible_to_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    Store::new(db.clone())
+        .insert(
+            &flowfleet_notification::domain::Notification::in_app(
+                Uuid::now_v7(),
+                ada,
+                Message::parse("Hello", "").unwrap(),
+                1,
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let schema = graphql(&db);
+
+    let r = inbox(&schema, as_user(bob), ada, json!({})).await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    assert!(!r.to_string().contains("Hello"), "{r}");
+    let r = inbox(&schema, Caller::Anonymous, ada, json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    let r = inbox(&schema, as_user(bob), bob, json!({})).await;
+    assert_eq!(
+        r["data"]["_entities"][0]["notifications"]["totalCount"], 0,
+        "{r}"
+    );
+    let r = inbox(&schema, as_user(ada), ada, json!({})).await;
+    assert_eq!(
+        r["data"]["_entities"][0]["notifications"]["totalCount"], 1,
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn marking_read_is_for_the_recipient_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let store = Store::new(db.clone());
+    let mut ids = Vec::new();
+    for subject in ["one", "two"] {
+        let n = flowfleet_notification::domain::Notification::in_app(
+            Uuid::now_v7(),
+            ada,
+            Message::parse(subject, "").unwrap(),
+            1,
+        );
+        store.insert(&n, None).await.unwrap();
+        ids.push(n.id);
+    }
+    let schema = graphql(&db);
+    let vars = json!({"id": ids[0]});
+
+    // Someone else's notification looks exactly like a missing one.
+    let r = run(&schema, as_user(bob), MARK_READ, vars.clone()).await;
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+    let r = run(
+        &schema,
+        as_user(ada),
+        MARK_READ,
+        json!({"id": Uuid::now_v7()}),
+    )
+    .await;
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+    let r = run(&schema, Caller::Anonymous, MARK_READ, vars.clone()).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+
+    let r = run(&schema, as_user(ada), MARK_READ, vars.clone()).await;
+    let marked = &r["data"]["markNotificationRead"];
+    assert_eq!(marked["status"], "READ", "{r}");
+    let read_at = marked["readAt"].as_str().unwrap().to_string();
+    // Marking again keeps the first read time.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = run(&schema, as_user(ada), MARK_READ, vars).await;
+    assert_eq!(
+        r["data"]["markNotificationRead"]["readAt"],
+        read_at.as_str()
+    );
+
+    let r = inbox(&schema, as_user(ada), ada, json!({"unread": true})).await;
+    let user = &r["data"]["_entities"][0];
+    assert_eq!(user["unreadNotificationCount"], 1, "{r}");
+    assert_eq!(user["notifications"]["totalCount"], 1);
+    assert_eq!(user["notifications"]["nodes"][0]["id"], ids[1].to_string());
+}
+
+#[tokio::test]
+async fn inbox_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let ada = Uuid::now_v7();
+    let store = Store::new(db.clone());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let n = flowfleet_notification::domain::Notification::in_app(
+            Uuid::now_v7(),
+            ada,
+            Message::parse(&format!("n{i}"), "").unwrap(),
+            i,
+        );
+        store.insert(&n, None).await.unwrap();
+        ids.push(n.id.to_string());
+    }
+    ids.reverse();
+    let schema = graphql(&db);
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let r = inbox(
+            &schema,
+            as_user(ada),
+            ada,
+            json!({"first": 2, "after": after}),
+        )
+        .await;
+        let list = &r["data"]["_entities"][0]["notifications"];
+        assert_eq!(list["totalCount"], 5, "{r}");
+        for n in list["nodes"].as_array().unwrap() {
+            seen.push(n["id"].as_str().unwrap().to_string());
+        }
+        if list["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = list["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen, ids);
+
+    let r = inbox(&schema, as_user(ada), ada, json!({"first": 101})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+    let r = inbox(&schema, as_user(ada), ada, json!({"after": "nope"})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+}
+
+#[tokio::test]
+async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let bus = Arc::new(MemoryBus::new());
+    let infra = infra(&dir, bus.clone());
+    let (workspace, ada, stranger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let parts = build(
+        &infra,
+        db.clone(),
+        access(&[(ada, workspace, Role::Viewer)]),
+    )
+    .await
+    .unwrap();
+    let mut client =
+        NotificationServiceClient::new(flowfleet_shared::grpc::in_process(parts.grpc.clone()));
+    let request = |recipient: Uuid, channel: &str| SendNotificationRequest {
+        workspace_id: workspace.to_string(),
+        recipient_id: recipient.to_string(),
+        channel: channel.into(),
+        subject: "Report ready".into(),
+        body: "The weekly report is in the files.".into(),
+    };
+
+    let sent = client
+        .send_notification(request(ada, "IN_APP"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.status, "SENT");
+    let r = inbox(&graphql(&db), as_user(ada), ada, json!({})).await;
+    let nodes = &r["data"]["_entities"][0]["notifications"]["nodes"];
+    assert_eq!(nodes[0]["id"], sent.notification_id, "{r}");
+    assert_eq!(nodes[0]["subject"], "Report ready");
+
+    for channel in ["EMAIL", "WEBHOOK", "SMS"] {
+        let e = client
+            .send_notification(request(ada, channel))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{channel}");
+        assert!(e.message().contains("not configured"), "{}", e.message());
+    }
+    let e = client
+        .send_notification(request(ada, "PIGEON"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = client
+        .send_notification(request(stranger, "IN_APP"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut empty = request(ada, "IN_APP");
+    empty.subject = " ".into();
+    let e = client.send_notification(empty).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "refused requests store nothing");
+}

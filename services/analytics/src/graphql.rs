@@ -44,14 +44,20 @@ impl WorkflowRef {
     /// Statistics over the workflow's finished executions. Readable by members
     /// (Viewer or above) of the workflow's workspace; a workflow that never
     /// finished a run has all-zero statistics.
-    async fn stats(&self, ctx: &Context<'_>) -> Result<WorkflowStats> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let id = parse_id("id", &self.id)?;
-        for workspace in c.store.workspaces_of(id).await? {
-            c.access.require(me, workspace, Role::Viewer).await?;
+    async fn stats(&self, ctx: &Context<'_>) -> Result<Option<WorkflowStats>> {
+        // Nullable on purpose: a failure here (or this subgraph being down)
+        // nulls only this field, not the parent object.
+        let result: Result<WorkflowStats> = async {
+            let me = caller(ctx).require()?;
+            let c = ctx.data::<Ctx>()?;
+            let id = parse_id("id", &self.id)?;
+            for workspace in c.store.workspaces_of(id).await? {
+                c.access.require(me, workspace, Role::Viewer).await?;
+            }
+            Ok(c.store.stats(id).await?.into())
         }
-        Ok(c.store.stats(id).await?.into())
+        .await;
+        result.map(Some)
     }
 }
 

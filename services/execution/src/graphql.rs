@@ -93,30 +93,36 @@ impl WorkflowRef {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<ExecutionConnection> {
-        caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        if !(1..=100).contains(&first) {
-            return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
+    ) -> Result<Option<ExecutionConnection>> {
+        // Nullable on purpose: a failure here (or this subgraph being down)
+        // nulls only this field, not the parent object.
+        let result: Result<ExecutionConnection> = async {
+            caller(ctx).require()?;
+            let c = ctx.data::<Ctx>()?;
+            if !(1..=100).contains(&first) {
+                return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
+            }
+            let workflow = parse_id("id", &self.id)?;
+            let after = after.map(|a| parse_id("after", &a)).transpose()?;
+            let (items, more, total) = c
+                .store
+                .list_for_workflow(workflow, first as i64, after)
+                .await?;
+            // All executions of a workflow share its workspace: one check covers the page.
+            if let Some(first) = items.first() {
+                c.check(ctx, first, Role::Viewer).await?;
+            }
+            Ok(ExecutionConnection {
+                page_info: ExecutionPageInfo {
+                    has_next_page: more,
+                    end_cursor: items.last().map(|e| e.id.to_string()),
+                },
+                total_count: total,
+                nodes: items.into_iter().map(ExecutionNode).collect(),
+            })
         }
-        let workflow = parse_id("id", &self.id)?;
-        let after = after.map(|a| parse_id("after", &a)).transpose()?;
-        let (items, more, total) = c
-            .store
-            .list_for_workflow(workflow, first as i64, after)
-            .await?;
-        // All executions of a workflow share its workspace: one check covers the page.
-        if let Some(first) = items.first() {
-            c.check(ctx, first, Role::Viewer).await?;
-        }
-        Ok(ExecutionConnection {
-            page_info: ExecutionPageInfo {
-                has_next_page: more,
-                end_cursor: items.last().map(|e| e.id.to_string()),
-            },
-            total_count: total,
-            nodes: items.into_iter().map(ExecutionNode).collect(),
-        })
+        .await;
+        result.map(Some)
     }
 
     /// The most recent execution, if the workflow ever ran.

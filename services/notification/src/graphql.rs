@@ -31,7 +31,8 @@ pub fn schema(ctx: Ctx) -> NotificationSchema {
         .finish()
 }
 
-/// Largest page of notifications.
+/// Page sizes of notifications.
+const DEFAULT_PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
 
 /// The auth service's entity, known here by its key only.
@@ -60,30 +61,39 @@ impl UserRef {
     async fn notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(DEFAULT_PAGE)")] first: Option<i32>,
         after: Option<String>,
-        #[graphql(default = false)] unread_only: bool,
-    ) -> Result<NotificationConnection> {
-        let me = self.owner(ctx)?;
-        let c = ctx.data::<Ctx>()?;
-        if !(0..=MAX_PAGE).contains(&first) {
-            return Err(ApiError::bad_input(format!("`first` must be 0 to {MAX_PAGE}")).into());
+        #[graphql(default_with = "Some(false)")] unread_only: Option<bool>,
+    ) -> Result<Option<NotificationConnection>> {
+        // Nullable on purpose: a failure here (or this subgraph being down)
+        // nulls only this field, not the parent object.
+        let result: Result<NotificationConnection> = async {
+            let me = self.owner(ctx)?;
+            // An explicit null (e.g. an unset variable) means the default.
+            let first = first.unwrap_or(DEFAULT_PAGE);
+            let unread_only = unread_only.unwrap_or(false);
+            let c = ctx.data::<Ctx>()?;
+            if !(0..=MAX_PAGE).contains(&first) {
+                return Err(ApiError::bad_input(format!("`first` must be 0 to {MAX_PAGE}")).into());
+            }
+            let after = after.map(|a| parse_id("after", &a)).transpose()?;
+            let page = c
+                .store
+                .page(me.user_id, unread_only, after, first.into())
+                .await?;
+            let total_count = c.store.count(me.user_id, unread_only).await?;
+            let end_cursor = page.nodes.last().map(|n| n.id.to_string());
+            Ok(NotificationConnection {
+                nodes: page.nodes.into_iter().map(Into::into).collect(),
+                page_info: PageInfo {
+                    has_next_page: page.has_next_page,
+                    end_cursor,
+                },
+                total_count,
+            })
         }
-        let after = after.map(|a| parse_id("after", &a)).transpose()?;
-        let page = c
-            .store
-            .page(me.user_id, unread_only, after, first.into())
-            .await?;
-        let total_count = c.store.count(me.user_id, unread_only).await?;
-        let end_cursor = page.nodes.last().map(|n| n.id.to_string());
-        Ok(NotificationConnection {
-            nodes: page.nodes.into_iter().map(Into::into).collect(),
-            page_info: PageInfo {
-                has_next_page: page.has_next_page,
-                end_cursor,
-            },
-            total_count,
-        })
+        .await;
+        result.map(Some)
     }
 
     /// How many of the user's notifications are unread. The user themself only.

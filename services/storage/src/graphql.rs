@@ -81,30 +81,36 @@ pub struct ExecutionRef {
 impl ExecutionRef {
     /// Files the execution produced, oldest first: those in workspaces where the
     /// caller is a member (Viewer or above).
-    async fn artifacts(&self, ctx: &Context<'_>) -> Result<Vec<FileNode>> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let id = parse_id("id", &self.id)?;
-        let mut visible: HashMap<Uuid, bool> = HashMap::new();
-        let mut out = Vec::new();
-        for file in c.files.by_execution(id).await? {
-            let allowed = match visible.get(&file.workspace_id) {
-                Some(v) => *v,
-                None => {
-                    let v = c
-                        .access
-                        .role(me.user_id, file.workspace_id)
-                        .await?
-                        .is_some();
-                    visible.insert(file.workspace_id, v);
-                    v
+    async fn artifacts(&self, ctx: &Context<'_>) -> Result<Option<Vec<FileNode>>> {
+        // Nullable on purpose: a failure here (or this subgraph being down)
+        // nulls only this field, not the parent object.
+        let result: Result<Vec<FileNode>> = async {
+            let me = caller(ctx).require()?;
+            let c = ctx.data::<Ctx>()?;
+            let id = parse_id("id", &self.id)?;
+            let mut visible: HashMap<Uuid, bool> = HashMap::new();
+            let mut out = Vec::new();
+            for file in c.files.by_execution(id).await? {
+                let allowed = match visible.get(&file.workspace_id) {
+                    Some(v) => *v,
+                    None => {
+                        let v = c
+                            .access
+                            .role(me.user_id, file.workspace_id)
+                            .await?
+                            .is_some();
+                        visible.insert(file.workspace_id, v);
+                        v
+                    }
+                };
+                if allowed {
+                    out.push(FileNode::new(file, &c.files));
                 }
-            };
-            if allowed {
-                out.push(FileNode::new(file, &c.files));
             }
+            Ok(out)
         }
-        Ok(out)
+        .await;
+        result.map(Some)
     }
 }
 

@@ -54,24 +54,30 @@ impl WorkspaceRef {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<WorkflowConnection> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let ws = parse_id("id", &self.id)?;
-        c.access.require(me, ws, Role::Viewer).await?;
-        if !(1..=100).contains(&first) {
-            return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
+    ) -> Result<Option<WorkflowConnection>> {
+        // Nullable on purpose: a failure here (or this subgraph being down)
+        // nulls only this field, not the parent object.
+        let result: Result<WorkflowConnection> = async {
+            let me = caller(ctx).require()?;
+            let c = ctx.data::<Ctx>()?;
+            let ws = parse_id("id", &self.id)?;
+            c.access.require(me, ws, Role::Viewer).await?;
+            if !(1..=100).contains(&first) {
+                return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
+            }
+            let after = after.map(|a| parse_id("after", &a)).transpose()?;
+            let page = c.store.list(ws, first as i64, after).await?;
+            Ok(WorkflowConnection {
+                page_info: PageInfo {
+                    has_next_page: page.has_next,
+                    end_cursor: page.items.last().map(|w| w.id.to_string()),
+                },
+                total_count: page.total,
+                nodes: page.items.into_iter().map(WorkflowNode).collect(),
+            })
         }
-        let after = after.map(|a| parse_id("after", &a)).transpose()?;
-        let page = c.store.list(ws, first as i64, after).await?;
-        Ok(WorkflowConnection {
-            page_info: PageInfo {
-                has_next_page: page.has_next,
-                end_cursor: page.items.last().map(|w| w.id.to_string()),
-            },
-            total_count: page.total,
-            nodes: page.items.into_iter().map(WorkflowNode).collect(),
-        })
+        .await;
+        result.map(Some)
     }
 }
 

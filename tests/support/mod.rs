@@ -1,0 +1,286 @@
+//! Test support: running the real `flowfleet` binary and talking GraphQL to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flowfleet");
+
+/// A running `flowfleet` process, stopped with SIGTERM when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Stops the process with SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&mut self.child);
+        }
+    }
+}
+
+/// Starts `flowfleet dev` on a free port and returns it with its GraphQL URL.
+pub fn start_dev(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (Proc, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn flowfleet dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("flowfleet dev exited before printing its URL")
+            .expect("read stdout");
+        if let Some(url) = line.trim().strip_prefix("GraphQL: ") {
+            break url.to_string();
+        }
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Proc {
+            child,
+            name: "dev".into(),
+        },
+        url,
+    )
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            token: None,
+        }
+    }
+
+    /// Sends a GraphQL request; returns the HTTP status and the JSON body.
+    pub async fn raw(&self, query: &str, variables: Value) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// Sends a GraphQL request that must succeed without errors; returns `data`.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.raw(query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+}
+
+/// Polls `f` until it returns Some, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub const CROSS_SIX: &str = r#"
+query Dashboard {
+  me {
+    id name
+    unreadNotificationCount
+    notifications { nodes { subject status } }
+    memberships {
+      role
+      workspace {
+        id name
+        workflows {
+          totalCount
+          nodes {
+            id name status version
+            lastExecution {
+              status output progress { done total }
+              artifacts { name contentType size sha256 downloadUrl }
+            }
+            stats { runs succeeded successRate lastRunAt }
+          }
+        }
+      }
+    }
+  }
+}"#;
+
+/// Signs up, creates and publishes a two-step workflow, runs it, and waits until
+/// every subgraph has seen the outcome. Returns the signed-in client and the
+/// workflow id.
+pub async fn run_scenario(url: &str, email: &str) -> (Client, String) {
+    let mut c = Client::new(url);
+    let data = c
+        .ok(
+            "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken user { id name } } }",
+            json!({"i": {"email": email, "password": "correct horse battery", "name": "Ada"}}),
+        )
+        .await;
+    c.token = Some(data["signUp"]["accessToken"].as_str().unwrap().to_string());
+    let me = c
+        .ok(
+            "{ me { memberships { role workspace { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(me["me"]["memberships"][0]["role"], "OWNER");
+    let ws = me["me"]["memberships"][0]["workspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let definition = json!({
+        "nodes": [
+            {"id": "greet", "type": "set", "config": {"value": {"greeting": "hello"}}},
+            {"id": "merge", "type": "set", "config": {"value": {"from": "flowfleet"}, "merge": true}}
+        ],
+        "edges": [{"source": "greet", "target": "merge"}],
+        "triggers": [{"kind": "MANUAL"}]
+    });
+    let created = c
+        .ok(
+            "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id status } }",
+            json!({"i": {"workspaceId": ws, "name": "Greeter", "definition": definition}}),
+        )
+        .await;
+    assert_eq!(created["createWorkflow"]["status"], "DRAFT");
+    let wf = created["createWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let published = c
+        .ok(
+            "mutation($id: ID!) { publishWorkflow(id: $id) { version } }",
+            json!({"id": wf}),
+        )
+        .await;
+    assert_eq!(published["publishWorkflow"]["version"], 1);
+    let started = c
+        .ok(
+            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id status } }",
+            json!({"i": {"workflowId": wf, "input": {"n": 1}, "idempotencyKey": "first"}}),
+        )
+        .await;
+    let exec_id = started["startExecution"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same idempotency key returns the same execution.
+    let again = c
+        .ok(
+            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+            json!({"i": {"workflowId": wf, "idempotencyKey": "first"}}),
+        )
+        .await;
+    assert_eq!(again["startExecution"]["id"], exec_id.as_str());
+    // Wait for the worker (execution), the artifact (storage), and the outcome
+    // event's consumers (analytics, notification).
+    eventually(60, || {
+        let c = &c;
+        async move {
+            let (_, body) = c.raw(CROSS_SIX, json!({})).await;
+            let wf = &body["data"]["me"]["memberships"][0]["workspace"]["workflows"]["nodes"][0];
+            let ready = wf["lastExecution"]["status"] == "SUCCEEDED"
+                && wf["stats"]["runs"] == 1
+                && body["data"]["me"]["unreadNotificationCount"] == 1;
+            ready.then_some(())
+        }
+    })
+    .await;
+    (c, wf)
+}
+
+/// Checks the cross-six response in full.
+pub fn assert_cross_six(data: &Value, wf: &str) {
+    let me = &data["me"];
+    assert_eq!(me["name"], "Ada");
+    assert_eq!(me["unreadNotificationCount"], 1);
+    assert_eq!(
+        me["notifications"]["nodes"][0]["subject"],
+        "Workflow \"Greeter\" succeeded"
+    );
+    let ws = &me["memberships"][0]["workspace"];
+    assert_eq!(ws["name"], "Ada's workspace");
+    assert_eq!(ws["workflows"]["totalCount"], 1);
+    let w = &ws["workflows"]["nodes"][0];
+    assert_eq!(w["id"], wf);
+    assert_eq!(w["status"], "ACTIVE");
+    assert_eq!(w["version"], 1);
+    let last = &w["lastExecution"];
+    assert_eq!(last["status"], "SUCCEEDED");
+    assert_eq!(
+        last["output"],
+        json!({"greeting": "hello", "from": "flowfleet"})
+    );
+    assert_eq!(last["progress"], json!({"done": 2, "total": 2}));
+    let artifact = &last["artifacts"][0];
+    assert_eq!(artifact["name"], "output.json");
+    assert_eq!(artifact["contentType"], "application/json");
+    assert_eq!(artifact["sha256"].as_str().unwrap().len(), 64);
+    assert!(artifact["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .contains("signature="));
+    assert_eq!(w["stats"]["runs"], 1);
+    assert_eq!(w["stats"]["succeeded"], 1);
+    assert_eq!(w["stats"]["successRate"], 1.0);
+}

@@ -360,3 +360,18 @@ async fn stats_need_a_member_and_are_zero_without_runs() {
         })
     );
 }
+
+#[tokio::test]
+async fn the_subgraph_extends_workflow_with_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let parts = build(&infra(&dir, Arc::new(MemoryBus::new())), db, access(&[]))
+        .await
+        .unwrap();
+    let sdl = parts.subgraph.sdl();
+    println!("{sdl}");
+    assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
+    assert!(sdl.contains("stats: WorkflowStats!"), "{sdl}");
+    assert!(sdl.contains("p95DurationMs: Float"), "{sdl}");
+    assert!(sdl.contains("lastRunAt: DateTime"), "{sdl}");
+}

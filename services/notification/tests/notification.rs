@@ -429,3 +429,21 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
         .unwrap();
     assert_eq!(count, 1, "refused requests store nothing");
 }
+
+#[tokio::test]
+async fn the_subgraph_extends_user_with_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(&dir).await;
+    let parts = build(&infra(&dir, Arc::new(MemoryBus::new())), db, access(&[]))
+        .await
+        .unwrap();
+    let sdl = parts.subgraph.sdl();
+    println!("{sdl}");
+    assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
+    assert!(
+        sdl.contains("notifications(first: Int = 20, after: String, unreadOnly: Boolean = false): NotificationConnection!"),
+        "{sdl}"
+    );
+    assert!(sdl.contains("unreadNotificationCount: Int!"), "{sdl}");
+    assert!(sdl.contains("markNotificationRead(id: ID!): Notification!"), "{sdl}");
+}

@@ -1,0 +1,593 @@
+//! The storage service against real embedded backends: SQLite, blobs on a temp
+//! directory, the in-process bus and cache, real Ed25519 access tokens.
+//! Workspace membership comes from a small AuthService that answers from a map
+//! (the auth service's gRPC contract, in process).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::{Caller, Claims, Identity, JwksSource, Role, TokenVerifier};
+use flowfleet_shared::blob::Blobs;
+use flowfleet_shared::cache::MemoryCache;
+use flowfleet_shared::clock::ManualClock;
+use flowfleet_shared::config::Config;
+use flowfleet_shared::db::Db;
+use flowfleet_shared::events::memory::MemoryBus;
+use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use flowfleet_shared::proto::auth::v1::{
+    CheckMembershipRequest, GetUserRequest, Membership, User,
+};
+use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
+use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
+use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_storage::graphql::{schema, Ctx};
+use flowfleet_storage::{build, MIGRATIONS};
+use jsonwebtoken::jwk::JwkSet;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+/// The auth service's membership contract, answered from a map.
+struct Memberships(HashMap<(Uuid, Uuid), Role>);
+
+#[tonic::async_trait]
+impl AuthService for Memberships {
+    async fn get_user(
+        &self,
+        _: tonic::Request<GetUserRequest>,
+    ) -> Result<tonic::Response<User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this fixture"))
+    }
+    async fn check_membership(
+        &self,
+        request: tonic::Request<CheckMembershipRequest>,
+    ) -> Result<tonic::Response<Membership>, tonic::Status> {
+        let r = request.into_inner();
+        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
+        let role = self.0.get(&key);
+        Ok(tonic::Response::new(Membership {
+            member: role.is_some(),
+            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
+    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
+    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
+    Access::new(
+        flowfleet_shared::grpc::in_process(routes),
+        Arc::new(MemoryCache::default()),
+    )
+}
+
+/// Signs access tokens the way the auth service does (EdDSA, with a `kid`),
+/// and serves its public key as the JWKS.
+struct Issuer {
+    pkcs8: Vec<u8>,
+    public_x: String,
+}
+
+const KID: &str = "test-key";
+
+impl Issuer {
+    fn new() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Issuer {
+            public_x: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            pkcs8: pkcs8.as_ref().to_vec(),
+        }
+    }
+
+    fn token(&self, user: Uuid) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: "flowfleet".into(),
+            aud: "flowfleet".into(),
+            exp: now + 600,
+            iat: now,
+            nbf: now,
+            email: "ada@example.com".into(),
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(KID.into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+}
+
+#[async_trait]
+impl JwksSource for Issuer {
+    async fn jwks(&self) -> anyhow::Result<JwkSet> {
+        Ok(serde_json::from_value(json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
+            "kid": KID, "x": self.public_x,
+        }]}))?)
+    }
+}
+
+const START_MS: i64 = 1_700_000_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: Db,
+    clock: Arc<ManualClock>,
+    issuer: Arc<Issuer>,
+    parts: ServiceParts,
+    access: Access,
+    files: flowfleet_storage::files::Files,
+    blob_dir: std::path::PathBuf,
+}
+
+const MAX_BYTES: u64 = 1024;
+
+async fn fixture(members: &[(Uuid, Uuid, Role)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.storage.max_file_bytes = MAX_BYTES;
+    config.storage.url_ttl_secs = 600;
+    config.storage.public_url = "https://files.example.com/".into();
+    let db = Db::sqlite(dir.path(), "storage").await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    let blobs = Blobs::from_config(&config).unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let issuer = Arc::new(Issuer::new());
+    let infra = Infra {
+        config: Arc::new(config),
+        bus: Arc::new(MemoryBus::new()),
+        cache: Arc::new(MemoryCache::default()),
+        clock: clock.clone(),
+        verifier: Arc::new(TokenVerifier::new(issuer.clone(), "flowfleet", "flowfleet")),
+        shutdown: CancellationToken::new(),
+    };
+    let access = access(members);
+    let parts = build(&infra, db.clone(), access.clone(), blobs.clone())
+        .await
+        .unwrap();
+    // The same wiring as `build`, for executing the schema with a chosen caller.
+    let store = flowfleet_storage::store::Store::new(db.clone());
+    let files = flowfleet_storage::files::Files::new(
+        store.clone(),
+        blobs,
+        flowfleet_shared::events::outbox::Relay::new(db.clone(), infra.bus.clone()),
+        clock.clone(),
+        store.signing_key().await.unwrap(),
+        flowfleet_storage::files::FilesConfig {
+            max_bytes: MAX_BYTES,
+            url_base: "https://files.example.com/".into(),
+            url_ttl_secs: 600,
+        },
+    );
+    Fixture {
+        blob_dir: dir.path().join("blobs"),
+        _dir: dir,
+        db,
+        clock,
+        issuer,
+        parts,
+        access,
+        files,
+    }
+}
+
+impl Fixture {
+    fn grpc(&self) -> StorageServiceClient<flowfleet_shared::grpc::GrpcChannel> {
+        StorageServiceClient::new(flowfleet_shared::grpc::in_process(self.parts.grpc.clone()))
+    }
+
+    async fn http(&self, request: http::Request<Body>) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+        let response = self.parts.http.clone().oneshot(request).await.unwrap();
+        let (head, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (head.status, head.headers, bytes.to_vec())
+    }
+
+    async fn get(&self, path_and_query: &str) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+        self.http(
+            http::Request::get(path_and_query)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn graphql(&self, caller: Caller, query: &str, vars: Value) -> Value {
+        let schema = schema(Ctx {
+            files: self.files.clone(),
+            access: self.access.clone(),
+        });
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(vars))
+            .data(caller);
+        serde_json::to_value(schema.execute(request).await).unwrap()
+    }
+
+    fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.blob_dir.join("sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn put(workspace: Uuid, execution: Option<Uuid>, name: &str, content: &[u8]) -> PutFileRequest {
+    PutFileRequest {
+        workspace_id: workspace.to_string(),
+        owner_id: Uuid::now_v7().to_string(),
+        execution_id: execution.map(|e| e.to_string()).unwrap_or_default(),
+        name: name.into(),
+        content_type: "text/csv".into(),
+        content: content.to_vec(),
+    }
+}
+
+fn as_user(user: Uuid) -> Caller {
+    Caller::User(Identity {
+        user_id: user,
+        email: "ada@example.com".into(),
+    })
+}
+
+fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+}
+
+const FILE: &str = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
+    ... on File { id name contentType size sha256 workspaceId createdAt downloadUrl } } }";
+
+/// The path and query of a download URL (its base is the configured public URL).
+fn local(url: &str) -> String {
+    url.strip_prefix("https://files.example.com")
+        .unwrap_or_else(|| panic!("{url} is not under the public URL"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn identical_contents_share_one_blob() {
+    let f = fixture(&[]).await;
+    let workspace = Uuid::now_v7();
+    let mut grpc = f.grpc();
+    let a = grpc
+        .put_file(put(workspace, None, "a.csv", b"id,total\n1,42\n"))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = grpc
+        .put_file(put(workspace, None, "b.csv", b"id,total\n1,42\n"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(a.id, b.id, "two files");
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(a.size, 14);
+    assert_eq!(f.blob_count(), 1, "one blob");
+    grpc.put_file(put(workspace, None, "c.csv", b"other"))
+        .await
+        .unwrap();
+    assert_eq!(f.blob_count(), 2);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+
+    // Read back, only within the file's own workspace.
+    let got = grpc
+        .get_file(GetFileRequest {
+            file_id: a.id.clone(),
+            workspace_id: workspace.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.content, b"id,total\n1,42\n");
+    assert_eq!(got.file.unwrap().name, "a.csv");
+    let e = grpc
+        .get_file(GetFileRequest {
+            file_id: a.id,
+            workspace_id: Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn put_file_enforces_size_and_name() {
+    let f = fixture(&[]).await;
+    let workspace = Uuid::now_v7();
+    let mut grpc = f.grpc();
+    let at_limit = vec![7u8; MAX_BYTES as usize];
+    grpc.put_file(put(workspace, None, "full.bin", &at_limit))
+        .await
+        .unwrap();
+    let over = vec![7u8; MAX_BYTES as usize + 1];
+    let e = grpc
+        .put_file(put(workspace, None, "big.bin", &over))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("limit"), "{}", e.message());
+    let e = grpc
+        .put_file(put(workspace, None, "  ", b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let mut bad_type = put(workspace, None, "x.txt", b"x");
+    bad_type.content_type = "not a type".into();
+    assert_eq!(
+        grpc.put_file(bad_type).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(f.blob_count(), 1, "refused uploads store nothing");
+}
+
+#[tokio::test]
+async fn signed_links_download_until_they_expire() {
+    let (ada, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+    let f = fixture(&[(ada, workspace, Role::Viewer)]).await;
+    let file = f
+        .grpc()
+        .put_file(put(workspace, None, "résumé \"v2\".csv", b"a,b\n"))
+        .await
+        .unwrap()
+        .into_inner();
+    let reps = json!({"reps": [{"__typename": "File", "id": file.id}]});
+    let r = f.graphql(as_user(ada), FILE, reps.clone()).await;
+    let node = &r["data"]["_entities"][0];
+    assert_eq!(node["size"], 4, "{r}");
+    assert_eq!(node["contentType"], "text/csv");
+    assert_eq!(node["workspaceId"], workspace.to_string());
+    let url = node["downloadUrl"].as_str().unwrap().to_string();
+    let expected_expiry = START_MS / 1000 + 600;
+    assert!(
+        url.starts_with(&format!(
+            "https://files.example.com/files/{}/content?expires={expected_expiry}&signature=",
+            file.id
+        )),
+        "{url}"
+    );
+
+    let (status, headers, body) = f.get(&local(&url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, b"a,b\n");
+    assert_eq!(headers["content-type"], "text/csv");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment; filename=\"r_sum_ _v2_.csv\""), "{disposition}");
+
+    // Tampering with any part of the link invalidates it.
+    let tampered_sig = {
+        let (head, sig) = url.rsplit_once('=').unwrap();
+        let flipped = if sig.starts_with('0') { "1" } else { "0" };
+        format!("{head}={flipped}{}", &sig[1..])
+    };
+    let later = url.replace(
+        &format!("expires={expected_expiry}"),
+        &format!("expires={}", expected_expiry + 3600),
+    );
+    let other_file = url.replace(&file.id, &Uuid::now_v7().to_string());
+    let unsigned = url.split_once("&signature").unwrap().0.to_string();
+    for bad in [tampered_sig, later, other_file, unsigned] {
+        let (status, _, body) = f.get(&local(&bad)).await;
+        assert_eq!(status, 403, "{bad}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "FORBIDDEN");
+        assert_eq!(body["error"]["message"], "invalid download link");
+    }
+
+    // Valid until its expiry second, refused after.
+    f.clock.advance(600 * 1000);
+    assert_eq!(f.get(&local(&url)).await.0, 200);
+    f.clock.advance(1000);
+    let (status, _, body) = f.get(&local(&url)).await;
+    assert_eq!(status, 403);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+
+    // A valid link to a file that is gone.
+    let fresh = f.graphql(as_user(ada), FILE, reps).await["data"]["_entities"][0]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("DELETE FROM files WHERE id = $1")
+        .bind(&file.id)
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(f.get(&local(&fresh)).await.0, 404);
+}
+
+#[tokio::test]
+async fn files_and_artifacts_are_visible_to_members_only() {
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let (ours, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    let f = fixture(&[(ada, ours, Role::Viewer), (bob, theirs, Role::Owner)]).await;
+    let execution = Uuid::now_v7();
+    let mut grpc = f.grpc();
+    let mine = grpc
+        .put_file(put(ours, Some(execution), "out.json", b"{}"))
+        .await
+        .unwrap()
+        .into_inner();
+    // An artifact in another workspace under the same execution id.
+    grpc.put_file(put(theirs, Some(execution), "secret.json", b"[]"))
+        .await
+        .unwrap();
+
+    let reps = json!({"reps": [{"__typename": "File", "id": mine.id}]});
+    let r = f.graphql(as_user(bob), FILE, reps.clone()).await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    let r = f.graphql(Caller::Anonymous, FILE, reps).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    let missing = json!({"reps": [{"__typename": "File", "id": Uuid::now_v7()}]});
+    let r = f.graphql(as_user(ada), FILE, missing).await;
+    assert!(r["errors"].is_null() && r["data"]["_entities"][0].is_null(), "{r}");
+
+    let artifacts = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
+        ... on Execution { id artifacts { id name } } } }";
+    let reps = json!({"reps": [{"__typename": "Execution", "id": execution}]});
+    let r = f.graphql(as_user(ada), artifacts, reps.clone()).await;
+    assert_eq!(
+        r["data"]["_entities"][0]["artifacts"],
+        json!([{"id": mine.id, "name": "out.json"}]),
+        "{r}"
+    );
+    let r = f.graphql(as_user(bob), artifacts, reps.clone()).await;
+    let names: Vec<&str> = r["data"]["_entities"][0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["secret.json"]);
+    let r = f.graphql(as_user(Uuid::now_v7()), artifacts, reps).await;
+    assert_eq!(r["data"]["_entities"][0]["artifacts"], json!([]), "{r}");
+}
+
+fn upload(token: Option<&str>, query: &str, content_type: Option<&str>, body: Vec<u8>) -> http::Request<Body> {
+    let mut b = http::Request::post(format!("/files?{query}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    b.body(Body::from(body)).unwrap()
+}
+
+#[tokio::test]
+async fn http_upload_needs_an_editor_and_respects_the_limit() {
+    let (editor, viewer, workspace) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let f = fixture(&[(editor, workspace, Role::Editor), (viewer, workspace, Role::Viewer)]).await;
+    let q = format!("workspaceId={workspace}&name=notes.txt");
+    let token = f.issuer.token(editor);
+
+    let (status, _, body) = f
+        .http(upload(Some(&token), &q, Some("text/plain"), b"hello".to_vec()))
+        .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let file: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(file["name"], "notes.txt");
+    assert_eq!(file["contentType"], "text/plain");
+    assert_eq!(file["size"], 5);
+    assert_eq!(
+        file["sha256"],
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    let (status, _, content) = f.get(&local(file["downloadUrl"].as_str().unwrap())).await;
+    assert_eq!((status.as_u16(), content.as_slice()), (200, b"hello".as_slice()));
+
+    // No Content-Type: stored as octet-stream.
+    let (status, _, body) = f.http(upload(Some(&token), &q, None, b"raw".to_vec())).await;
+    assert_eq!(status, 201);
+    let file: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(file["contentType"], "application/octet-stream");
+
+    // Over the limit: 413, whether declared up front or discovered while reading.
+    let over = vec![0u8; MAX_BYTES as usize + 1];
+    let (status, _, body) = f
+        .http(upload(Some(&token), &q, None, over.clone()))
+        .await;
+    assert_eq!(status, 413);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = over.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let streamed = http::Request::post(format!("/files?{q}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    assert_eq!(f.http(streamed).await.0, 413);
+
+    // Who may upload.
+    let (status, _, _) = f
+        .http(upload(Some(&f.issuer.token(viewer)), &q, None, b"x".to_vec()))
+        .await;
+    assert_eq!(status, 403, "a viewer cannot upload");
+    let (status, _, _) = f
+        .http(upload(Some(&f.issuer.token(Uuid::now_v7())), &q, None, b"x".to_vec()))
+        .await;
+    assert_eq!(status, 403, "a stranger cannot upload");
+    let (status, _, _) = f.http(upload(None, &q, None, b"x".to_vec())).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = f
+        .http(upload(Some("not-a-token"), &q, None, b"x".to_vec()))
+        .await;
+    assert_eq!(status, 401);
+
+    // Bad input.
+    let (status, _, _) = f
+        .http(upload(Some(&token), &format!("workspaceId={workspace}"), None, b"x".to_vec()))
+        .await;
+    assert_eq!(status, 400, "a name is required");
+    let (status, _, _) = f
+        .http(upload(Some(&token), "name=a.txt&workspaceId=nope", None, b"x".to_vec()))
+        .await;
+    assert_eq!(status, 400);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "only the accepted uploads are stored");
+}
+
+#[tokio::test]
+async fn the_signing_key_is_generated_once() {
+    let f = fixture(&[]).await;
+    let store = flowfleet_storage::store::Store::new(f.db.clone());
+    let first = store.signing_key().await.unwrap().to_hex();
+    let again = store.signing_key().await.unwrap().to_hex();
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 64);
+}
+
+#[tokio::test]
+async fn sizes_above_graphql_int_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.storage.max_file_bytes = 4 * 1024 * 1024 * 1024;
+    let db = Db::sqlite(dir.path(), "storage").await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    let blobs = Blobs::from_config(&config).unwrap();
+    let infra = Infra {
+        config: Arc::new(config),
+        bus: Arc::new(MemoryBus::new()),
+        cache: Arc::new(MemoryCache::default()),
+        clock: Arc::new(ManualClock::new(START_MS)),
+        verifier: Arc::new(TokenVerifier::new(Arc::new(Issuer::new()), "flowfleet", "flowfleet")),
+        shutdown: CancellationToken::new(),
+    };
+    let err = build(&infra, db, access(&[]), blobs).await.err().unwrap();
+    assert!(err.to_string().contains("max_file_bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn the_subgraph_declares_file_and_extends_execution() {
+    let f = fixture(&[]).await;
+    let sdl = f.parts.subgraph.sdl();
+    println!("{sdl}");
+    assert!(sdl.contains("type File @key(fields: \"id\")"), "{sdl}");
+    assert!(sdl.contains("size: Int!"), "{sdl}");
+    assert!(sdl.contains("downloadUrl: String!"), "{sdl}");
+    assert!(sdl.contains("type Execution @key(fields: \"id\")"), "{sdl}");
+    assert!(sdl.contains("artifacts: [File!]!"), "{sdl}");
+}

@@ -369,9 +369,9 @@ async fn the_subgraph_extends_workflow_with_stats() {
         .await
         .unwrap();
     let sdl = parts.subgraph.sdl();
-    println!("{sdl}");
     assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
-    assert!(sdl.contains("stats: WorkflowStats!"), "{sdl}");
+    // Nullable on purpose: a failure nulls only this field, not the workflow.
+    assert!(sdl.contains("stats: WorkflowStats\n"), "{sdl}");
     assert!(sdl.contains("p95DurationMs: Float"), "{sdl}");
     assert!(sdl.contains("lastRunAt: DateTime"), "{sdl}");
 }

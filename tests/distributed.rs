@@ -1,0 +1,135 @@
+//! The whole fleet in distributed mode: each service, the gateway and a worker
+//! as separate `flowfleet` processes talking HTTP and gRPC, with PostgreSQL and
+//! RabbitMQ started by `scripts/test` (FLOWFLEET_TEST_DATABASE_URL,
+//! FLOWFLEET_TEST_AMQP_URL).
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use sqlx::Connection;
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn infra() -> Option<(String, String)> {
+    match (
+        std::env::var("FLOWFLEET_TEST_DATABASE_URL"),
+        std::env::var("FLOWFLEET_TEST_AMQP_URL"),
+    ) {
+        (Ok(db), Ok(amqp)) => Some((db, amqp)),
+        _ => {
+            assert!(
+                std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
+                "FLOWFLEET_TEST_REQUIRE_INFRA is set but the server URLs are missing"
+            );
+            eprintln!("skipped: run through scripts/test, which starts PostgreSQL and RabbitMQ");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_six_subgraph_query_across_processes() {
+    let Some((admin_url, amqp_url)) = infra() else { return };
+    // A fresh database for this test; each service creates its own schema in it.
+    let db_name = format!("ff_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let db_url = format!("{base}/{db_name}");
+    let blobs = tempfile::tempdir().unwrap();
+
+    let services = ["workflow", "execution", "auth", "notification", "analytics", "storage"];
+    let mut env: Vec<(String, String)> = vec![
+        ("FLOWFLEET_MODE".into(), "distributed".into()),
+        ("FLOWFLEET_DATABASE__URL".into(), db_url.clone()),
+        ("FLOWFLEET_DATABASE__MAX_CONNECTIONS".into(), "4".into()),
+        ("FLOWFLEET_AMQP__URL".into(), amqp_url.clone()),
+        ("FLOWFLEET_AMQP__EXCHANGE".into(), format!("{db_name}.events")),
+        ("FLOWFLEET_STORAGE__LOCAL_PATH".into(), blobs.path().display().to_string()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    for s in services {
+        let upper = s.to_uppercase();
+        env.push((format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT"), free_port().to_string()));
+        env.push((format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT"), free_port().to_string()));
+    }
+    let spawn = |args: &[&str]| Proc {
+        child: Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+        name: args.join(" "),
+    };
+    // Migrations first, as the Kubernetes Job does, so services don't race.
+    let migrated = Command::new(BIN)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .status()
+        .unwrap();
+    assert!(migrated.success());
+    let mut procs: Vec<Proc> = services.iter().map(|s| spawn(&["serve", s])).collect();
+    procs.push(spawn(&["worker", "--concurrency", "2"]));
+    let gateway_port = free_port();
+    procs.push(spawn(&["gateway", "--port", &gateway_port.to_string()]));
+    let url = format!("http://127.0.0.1:{gateway_port}/graphql");
+    // The gateway composes from the subgraphs' SDL once they all answer.
+    eventually(90, || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(url.replace("/graphql", "/health")).await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+
+    let (c, wf) = run_scenario(&url, "ada@example.com").await;
+    let data = c.ok(CROSS_SIX, json!({})).await;
+    assert_cross_six(&data, &wf);
+
+    // Each service wrote only its own schema.
+    let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();
+    let schemas: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT table_schema::text FROM information_schema.tables \
+         WHERE table_name = 'outbox' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let schemas: Vec<String> = schemas.into_iter().map(|(s,)| s).collect();
+    assert!(schemas.contains(&"execution".to_string()) && schemas.contains(&"auth".to_string()), "{schemas:?}");
+
+    // Stopping the analytics process leaves partial data and an error with a path.
+    let idx = procs.iter().position(|p| p.name == "serve analytics").unwrap();
+    assert!(procs.remove(idx).stop().success(), "analytics did not exit cleanly on SIGTERM");
+    let (status, body) = c
+        .raw("{ me { name memberships { workspace { workflows { nodes { name stats { runs } } } } } } }", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["name"], "Ada", "{body}");
+    assert_eq!(
+        body["errors"][0]["path"],
+        json!(["me", "memberships", 0, "workspace", "workflows", "nodes", 0, "stats"]),
+        "{body}"
+    );
+
+    for p in procs {
+        let name = p.name.clone();
+        assert!(p.stop().success(), "{name} did not exit cleanly on SIGTERM");
+    }
+    drop(conn);
+    let _ = sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+}

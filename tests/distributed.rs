@@ -38,29 +38,53 @@ fn infra() -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_six_subgraph_query_across_processes() {
-    let Some((admin_url, amqp_url)) = infra() else { return };
+    let Some((admin_url, amqp_url)) = infra() else {
+        return;
+    };
     // A fresh database for this test; each service creates its own schema in it.
     let db_name = format!("ff_{}", uuid::Uuid::now_v7().simple());
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
     let db_url = format!("{base}/{db_name}");
     let blobs = tempfile::tempdir().unwrap();
 
-    let services = ["workflow", "execution", "auth", "notification", "analytics", "storage"];
+    let services = [
+        "workflow",
+        "execution",
+        "auth",
+        "notification",
+        "analytics",
+        "storage",
+    ];
     let mut env: Vec<(String, String)> = vec![
         ("FLOWFLEET_MODE".into(), "distributed".into()),
         ("FLOWFLEET_DATABASE__URL".into(), db_url.clone()),
         ("FLOWFLEET_DATABASE__MAX_CONNECTIONS".into(), "4".into()),
         ("FLOWFLEET_AMQP__URL".into(), amqp_url.clone()),
-        ("FLOWFLEET_AMQP__EXCHANGE".into(), format!("{db_name}.events")),
-        ("FLOWFLEET_STORAGE__LOCAL_PATH".into(), blobs.path().display().to_string()),
+        (
+            "FLOWFLEET_AMQP__EXCHANGE".into(),
+            format!("{db_name}.events"),
+        ),
+        (
+            "FLOWFLEET_STORAGE__LOCAL_PATH".into(),
+            blobs.path().display().to_string(),
+        ),
         ("RUST_LOG".into(), "warn".into()),
     ];
     for s in services {
         let upper = s.to_uppercase();
-        env.push((format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT"), free_port().to_string()));
-        env.push((format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT"), free_port().to_string()));
+        env.push((
+            format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT"),
+            free_port().to_string(),
+        ));
+        env.push((
+            format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT"),
+            free_port().to_string(),
+        ));
     }
     let spawn = |args: &[&str]| Proc {
         child: Command::new(BIN)
@@ -80,6 +104,21 @@ async fn cross_six_subgraph_query_across_processes() {
         .unwrap();
     assert!(migrated.success());
     let mut procs: Vec<Proc> = services.iter().map(|s| spawn(&["serve", s])).collect();
+    let worker_port = free_port();
+    env.push((
+        "FLOWFLEET_WORKER__METRICS_PORT".into(),
+        worker_port.to_string(),
+    ));
+    let spawn = |args: &[&str]| Proc {
+        child: Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+        name: args.join(" "),
+    };
     procs.push(spawn(&["worker", "--concurrency", "2"]));
     let gateway_port = free_port();
     procs.push(spawn(&["gateway", "--port", &gateway_port.to_string()]));
@@ -88,7 +127,9 @@ async fn cross_six_subgraph_query_across_processes() {
     eventually(90, || {
         let url = url.clone();
         async move {
-            let r = reqwest::get(url.replace("/graphql", "/health")).await.ok()?;
+            let r = reqwest::get(url.replace("/graphql", "/health"))
+                .await
+                .ok()?;
             r.status().is_success().then_some(())
         }
     })
@@ -97,6 +138,12 @@ async fn cross_six_subgraph_query_across_processes() {
     let (c, wf) = run_scenario(&url, "ada@example.com").await;
     let data = c.ok(CROSS_SIX, json!({})).await;
     assert_cross_six(&data, &wf);
+
+    // The gateway process serves Prometheus metrics.
+    let gateway_metrics = reqwest::get(url.replace("/graphql", "/metrics"))
+        .await
+        .unwrap();
+    assert!(gateway_metrics.status().is_success());
 
     // Each service wrote only its own schema.
     let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();
@@ -108,11 +155,20 @@ async fn cross_six_subgraph_query_across_processes() {
     .await
     .unwrap();
     let schemas: Vec<String> = schemas.into_iter().map(|(s,)| s).collect();
-    assert!(schemas.contains(&"execution".to_string()) && schemas.contains(&"auth".to_string()), "{schemas:?}");
+    assert!(
+        schemas.contains(&"execution".to_string()) && schemas.contains(&"auth".to_string()),
+        "{schemas:?}"
+    );
 
     // Stopping the analytics process leaves partial data and an error with a path.
-    let idx = procs.iter().position(|p| p.name == "serve analytics").unwrap();
-    assert!(procs.remove(idx).stop().success(), "analytics did not exit cleanly on SIGTERM");
+    let idx = procs
+        .iter()
+        .position(|p| p.name == "serve analytics")
+        .unwrap();
+    assert!(
+        procs.remove(idx).stop().success(),
+        "analytics did not exit cleanly on SIGTERM"
+    );
     let (status, body) = c
         .raw("{ me { name memberships { workspace { workflows { nodes { name stats { runs } } } } } } }", json!({}))
         .await;
@@ -120,7 +176,16 @@ async fn cross_six_subgraph_query_across_processes() {
     assert_eq!(body["data"]["me"]["name"], "Ada", "{body}");
     assert_eq!(
         body["errors"][0]["path"],
-        json!(["me", "memberships", 0, "workspace", "workflows", "nodes", 0, "stats"]),
+        json!([
+            "me",
+            "memberships",
+            0,
+            "workspace",
+            "workflows",
+            "nodes",
+            0,
+            "stats"
+        ]),
         "{body}"
     );
 

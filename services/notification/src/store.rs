@@ -120,17 +120,20 @@ impl Store {
         } else {
             ""
         };
-        // '~' sorts after every UUID character, so no cursor means "from the top".
-        let after = after.map(|a| a.to_string()).unwrap_or_else(|| "~".into());
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE recipient_id = $1 AND id < $2{unread} \
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(recipient.to_string())
-        .bind(after)
-        .bind(first + 1)
-        .fetch_all(self.db.pool())
-        .await?;
+        // Without a cursor the page starts at the newest. (No sentinel value:
+        // PostgreSQL collations need not order punctuation after hex digits.)
+        let before = if after.is_some() { " AND id < $3" } else { "" };
+        let query = format!(
+            "SELECT {COLUMNS} FROM notifications WHERE recipient_id = $1{before}{unread} \
+             ORDER BY id DESC LIMIT $2"
+        );
+        let mut query = sqlx::query(&query)
+            .bind(recipient.to_string())
+            .bind(first + 1);
+        if let Some(after) = after {
+            query = query.bind(after.to_string());
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
         let has_next_page = rows.len() as i64 > first;
         let nodes = rows
             .iter()

@@ -444,5 +444,8 @@ async fn the_subgraph_extends_user_with_notifications() {
         "{sdl}"
     );
     assert!(sdl.contains("unreadNotificationCount: Int!"), "{sdl}");
-    assert!(sdl.contains("markNotificationRead(id: ID!): Notification!"), "{sdl}");
+    assert!(
+        sdl.contains("markNotificationRead(id: ID!): Notification!"),
+        "{sdl}"
+    );
 }

@@ -193,6 +193,9 @@ pub struct StorageConfig {
 #[serde(default)]
 pub struct WorkerConfig {
     pub concurrency: usize,
+    /// Where `flowfleet worker` serves `/metrics` and `/health`.
+    pub host: String,
+    pub metrics_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,7 +304,11 @@ impl Default for StorageConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { concurrency: 8 }
+        WorkerConfig {
+            concurrency: 8,
+            host: "127.0.0.1".into(),
+            metrics_port: 9100,
+        }
     }
 }
 

@@ -19,9 +19,7 @@ use flowfleet_shared::config::Config;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::memory::MemoryBus;
 use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use flowfleet_shared::proto::auth::v1::{
-    CheckMembershipRequest, GetUserRequest, Membership, User,
-};
+use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
 use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
 use flowfleet_shared::{Infra, ServiceParts};
@@ -192,7 +190,10 @@ impl Fixture {
         StorageServiceClient::new(flowfleet_shared::grpc::in_process(self.parts.grpc.clone()))
     }
 
-    async fn http(&self, request: http::Request<Body>) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+    async fn http(
+        &self,
+        request: http::Request<Body>,
+    ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
         let response = self.parts.http.clone().oneshot(request).await.unwrap();
         let (head, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
@@ -245,7 +246,9 @@ fn as_user(user: Uuid) -> Caller {
 }
 
 fn error_code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
 }
 
 const FILE: &str = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
@@ -370,7 +373,10 @@ async fn signed_links_download_until_they_expire() {
     assert_eq!(headers["content-type"], "text/csv");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     let disposition = headers["content-disposition"].to_str().unwrap();
-    assert!(disposition.starts_with("attachment; filename=\"r_sum_ _v2_.csv\""), "{disposition}");
+    assert!(
+        disposition.starts_with("attachment; filename=\"r_sum_ _v2_.csv\""),
+        "{disposition}"
+    );
 
     // Tampering with any part of the link invalidates it.
     let tampered_sig = {
@@ -399,7 +405,10 @@ async fn signed_links_download_until_they_expire() {
     let (status, _, body) = f.get(&local(&url)).await;
     assert_eq!(status, 403);
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
 
     // A valid link to a file that is gone.
     let fresh = f.graphql(as_user(ada), FILE, reps).await["data"]["_entities"][0]["downloadUrl"]
@@ -438,7 +447,10 @@ async fn files_and_artifacts_are_visible_to_members_only() {
     assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
     let missing = json!({"reps": [{"__typename": "File", "id": Uuid::now_v7()}]});
     let r = f.graphql(as_user(ada), FILE, missing).await;
-    assert!(r["errors"].is_null() && r["data"]["_entities"][0].is_null(), "{r}");
+    assert!(
+        r["errors"].is_null() && r["data"]["_entities"][0].is_null(),
+        "{r}"
+    );
 
     let artifacts = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
         ... on Execution { id artifacts { id name } } } }";
@@ -461,7 +473,12 @@ async fn files_and_artifacts_are_visible_to_members_only() {
     assert_eq!(r["data"]["_entities"][0]["artifacts"], json!([]), "{r}");
 }
 
-fn upload(token: Option<&str>, query: &str, content_type: Option<&str>, body: Vec<u8>) -> http::Request<Body> {
+fn upload(
+    token: Option<&str>,
+    query: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> http::Request<Body> {
     let mut b = http::Request::post(format!("/files?{query}"));
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -475,12 +492,21 @@ fn upload(token: Option<&str>, query: &str, content_type: Option<&str>, body: Ve
 #[tokio::test]
 async fn http_upload_needs_an_editor_and_respects_the_limit() {
     let (editor, viewer, workspace) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(&[(editor, workspace, Role::Editor), (viewer, workspace, Role::Viewer)]).await;
+    let f = fixture(&[
+        (editor, workspace, Role::Editor),
+        (viewer, workspace, Role::Viewer),
+    ])
+    .await;
     let q = format!("workspaceId={workspace}&name=notes.txt");
     let token = f.issuer.token(editor);
 
     let (status, _, body) = f
-        .http(upload(Some(&token), &q, Some("text/plain"), b"hello".to_vec()))
+        .http(upload(
+            Some(&token),
+            &q,
+            Some("text/plain"),
+            b"hello".to_vec(),
+        ))
         .await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let file: Value = serde_json::from_slice(&body).unwrap();
@@ -492,23 +518,27 @@ async fn http_upload_needs_an_editor_and_respects_the_limit() {
         "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     );
     let (status, _, content) = f.get(&local(file["downloadUrl"].as_str().unwrap())).await;
-    assert_eq!((status.as_u16(), content.as_slice()), (200, b"hello".as_slice()));
+    assert_eq!(
+        (status.as_u16(), content.as_slice()),
+        (200, b"hello".as_slice())
+    );
 
     // No Content-Type: stored as octet-stream.
-    let (status, _, body) = f.http(upload(Some(&token), &q, None, b"raw".to_vec())).await;
+    let (status, _, body) = f
+        .http(upload(Some(&token), &q, None, b"raw".to_vec()))
+        .await;
     assert_eq!(status, 201);
     let file: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(file["contentType"], "application/octet-stream");
 
     // Over the limit: 413, whether declared up front or discovered while reading.
     let over = vec![0u8; MAX_BYTES as usize + 1];
-    let (status, _, body) = f
-        .http(upload(Some(&token), &q, None, over.clone()))
-        .await;
+    let (status, _, body) = f.http(upload(Some(&token), &q, None, over.clone())).await;
     assert_eq!(status, 413);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = over.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        over.chunks(100).map(|c| Ok(c.to_vec())).collect();
     let streamed = http::Request::post(format!("/files?{q}"))
         .header("authorization", format!("Bearer {token}"))
         .body(Body::from_stream(futures::stream::iter(chunks)))
@@ -517,11 +547,21 @@ async fn http_upload_needs_an_editor_and_respects_the_limit() {
 
     // Who may upload.
     let (status, _, _) = f
-        .http(upload(Some(&f.issuer.token(viewer)), &q, None, b"x".to_vec()))
+        .http(upload(
+            Some(&f.issuer.token(viewer)),
+            &q,
+            None,
+            b"x".to_vec(),
+        ))
         .await;
     assert_eq!(status, 403, "a viewer cannot upload");
     let (status, _, _) = f
-        .http(upload(Some(&f.issuer.token(Uuid::now_v7())), &q, None, b"x".to_vec()))
+        .http(upload(
+            Some(&f.issuer.token(Uuid::now_v7())),
+            &q,
+            None,
+            b"x".to_vec(),
+        ))
         .await;
     assert_eq!(status, 403, "a stranger cannot upload");
     let (status, _, _) = f.http(upload(None, &q, None, b"x".to_vec())).await;
@@ -533,11 +573,21 @@ async fn http_upload_needs_an_editor_and_respects_the_limit() {
 
     // Bad input.
     let (status, _, _) = f
-        .http(upload(Some(&token), &format!("workspaceId={workspace}"), None, b"x".to_vec()))
+        .http(upload(
+            Some(&token),
+            &format!("workspaceId={workspace}"),
+            None,
+            b"x".to_vec(),
+        ))
         .await;
     assert_eq!(status, 400, "a name is required");
     let (status, _, _) = f
-        .http(upload(Some(&token), "name=a.txt&workspaceId=nope", None, b"x".to_vec()))
+        .http(upload(
+            Some(&token),
+            "name=a.txt&workspaceId=nope",
+            None,
+            b"x".to_vec(),
+        ))
         .await;
     assert_eq!(status, 400);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
@@ -573,7 +623,11 @@ async fn sizes_above_graphql_int_are_refused_at_start() {
         bus: Arc::new(MemoryBus::new()),
         cache: Arc::new(MemoryCache::default()),
         clock: Arc::new(ManualClock::new(START_MS)),
-        verifier: Arc::new(TokenVerifier::new(Arc::new(Issuer::new()), "flowfleet", "flowfleet")),
+        verifier: Arc::new(TokenVerifier::new(
+            Arc::new(Issuer::new()),
+            "flowfleet",
+            "flowfleet",
+        )),
         shutdown: CancellationToken::new(),
     };
     let err = build(&infra, db, access(&[]), blobs).await.err().unwrap();

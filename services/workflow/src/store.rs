@@ -88,12 +88,13 @@ impl Store {
         first: i64,
         after: Option<Uuid>,
     ) -> Result<Page<Workflow>, ApiError> {
-        let after = after.map(|a| a.to_string()).unwrap_or_else(|| "~".into());
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM workflows WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            "SELECT {COLUMNS} FROM workflows WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
         ))
         .bind(workspace.to_string())
-        .bind(after)
+        // No cursor: the empty string disables the condition (no sentinel that
+        // depends on the collation's ordering).
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
         .bind(first + 1)
         .fetch_all(self.db.pool())
         .await?;

@@ -1,6 +1,7 @@
 //! The auth service's tables: users, workspaces, memberships (its own schema).
 
 use flowfleet_shared::auth::Role;
+use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::{is_unique_violation, Db};
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
@@ -15,14 +16,9 @@ pub struct Store {
     db: Db,
 }
 
-fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
-    let s: String = row.try_get(col)?;
-    s.parse().map_err(ApiError::internal)
-}
-
 fn user_from(row: &AnyRow) -> Result<User, ApiError> {
     Ok(User {
-        id: uuid(row, "id")?,
+        id: uuid_column(row, "id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
@@ -31,7 +27,7 @@ fn user_from(row: &AnyRow) -> Result<User, ApiError> {
 
 fn workspace_from(row: &AnyRow) -> Result<Workspace, ApiError> {
     Ok(Workspace {
-        id: uuid(row, "id")?,
+        id: uuid_column(row, "id")?,
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
     })

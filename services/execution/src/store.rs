@@ -1,5 +1,6 @@
 //! The execution service's tables: executions and step runs.
 
+use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::{is_unique_violation, Db};
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
@@ -12,12 +13,6 @@ use crate::domain::{Execution, Status, StepRun};
 #[derive(Clone)]
 pub struct Store {
     db: Db,
-}
-
-fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
-    row.try_get::<String, _>(col)?
-        .parse()
-        .map_err(ApiError::internal)
 }
 
 fn json(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>, ApiError> {
@@ -35,9 +30,9 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
     let status: String = row.try_get("status")?;
     let definition: String = row.try_get("definition")?;
     Ok(Execution {
-        id: uuid(row, "id")?,
-        workspace_id: uuid(row, "workspace_id")?,
-        workflow_id: uuid(row, "workflow_id")?,
+        id: uuid_column(row, "id")?,
+        workspace_id: uuid_column(row, "workspace_id")?,
+        workflow_id: uuid_column(row, "workflow_id")?,
         workflow_name: row.try_get("workflow_name")?,
         version: row.try_get("version")?,
         definition: serde_json::from_str(&definition).map_err(ApiError::internal)?,
@@ -49,7 +44,7 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
         error: row.try_get("error")?,
         priority: row.try_get("priority")?,
         idempotency_key: row.try_get("idempotency_key")?,
-        triggered_by: uuid(row, "triggered_by")?,
+        triggered_by: uuid_column(row, "triggered_by")?,
         steps_total: row.try_get("steps_total")?,
         steps_done: row.try_get("steps_done")?,
         artifact_file_id: row.try_get("artifact_file_id")?,
@@ -61,8 +56,8 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
 
 fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
     Ok(StepRun {
-        id: uuid(row, "id")?,
-        execution_id: uuid(row, "execution_id")?,
+        id: uuid_column(row, "id")?,
+        execution_id: uuid_column(row, "execution_id")?,
         node_id: row.try_get("node_id")?,
         node_type: row.try_get("node_type")?,
         status: row.try_get("status")?,

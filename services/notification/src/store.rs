@@ -3,6 +3,7 @@
 //! Every inbox query is scoped by `recipient_id` in SQL, so a notification can
 //! only ever be read or changed by the user it was sent to.
 
+use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
@@ -20,18 +21,13 @@ pub struct Store {
 const COLUMNS: &str =
     "id, workspace_id, recipient_id, channel, subject, body, status, attempts, created_at, read_at";
 
-fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
-    let s: String = row.try_get(col)?;
-    s.parse().map_err(ApiError::internal)
-}
-
 fn notification_from(row: &AnyRow) -> Result<Notification, ApiError> {
     let channel: String = row.try_get("channel")?;
     let status: String = row.try_get("status")?;
     Ok(Notification {
-        id: uuid(row, "id")?,
-        workspace_id: uuid(row, "workspace_id")?,
-        recipient_id: uuid(row, "recipient_id")?,
+        id: uuid_column(row, "id")?,
+        workspace_id: uuid_column(row, "workspace_id")?,
+        recipient_id: uuid_column(row, "recipient_id")?,
         channel: Channel::parse(&channel)
             .ok_or_else(|| ApiError::internal(format!("stored channel `{channel}`")))?,
         subject: row.try_get("subject")?,

@@ -174,6 +174,18 @@ impl Db {
 
 use sqlx::Connection;
 
+/// Reads a UUID stored as text (ids are UUIDv7 text on both backends). A value
+/// that does not parse is a corrupt row: an internal error, logged, not shown.
+pub fn uuid_column(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<uuid::Uuid, crate::error::ApiError> {
+    use sqlx::Row;
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(crate::error::ApiError::internal)
+}
+
 /// Is this error a unique-constraint violation (same meaning on both backends)?
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {

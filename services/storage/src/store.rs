@@ -1,6 +1,7 @@
 //! The storage service's tables (its own schema): file metadata, settings and
 //! the outbox.
 
+use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
@@ -20,17 +21,12 @@ const COLUMNS: &str =
 
 const SIGNING_KEY: &str = "url_signing_key";
 
-fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
-    let s: String = row.try_get(col)?;
-    s.parse().map_err(ApiError::internal)
-}
-
 fn file_from(row: &AnyRow) -> Result<StoredFile, ApiError> {
     let execution_id: Option<String> = row.try_get("execution_id")?;
     Ok(StoredFile {
-        id: uuid(row, "id")?,
-        workspace_id: uuid(row, "workspace_id")?,
-        owner_id: uuid(row, "owner_id")?,
+        id: uuid_column(row, "id")?,
+        workspace_id: uuid_column(row, "workspace_id")?,
+        owner_id: uuid_column(row, "owner_id")?,
         execution_id: execution_id
             .map(|e| e.parse().map_err(ApiError::internal))
             .transpose()?,

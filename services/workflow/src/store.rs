@@ -1,5 +1,6 @@
 //! The workflow service's tables: workflows and their immutable versions.
 
+use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
@@ -14,12 +15,6 @@ pub struct Store {
     db: Db,
 }
 
-fn uuid(row: &AnyRow, col: &str) -> Result<Uuid, ApiError> {
-    row.try_get::<String, _>(col)?
-        .parse()
-        .map_err(ApiError::internal)
-}
-
 const COLUMNS: &str = "id, workspace_id, owner_id, name, description, status, definition, \
                        revision, published_version, created_at, updated_at";
 
@@ -27,9 +22,9 @@ fn workflow_from(row: &AnyRow) -> Result<Workflow, ApiError> {
     let status: String = row.try_get("status")?;
     let definition: String = row.try_get("definition")?;
     Ok(Workflow {
-        id: uuid(row, "id")?,
-        workspace_id: uuid(row, "workspace_id")?,
-        owner_id: uuid(row, "owner_id")?,
+        id: uuid_column(row, "id")?,
+        workspace_id: uuid_column(row, "workspace_id")?,
+        owner_id: uuid_column(row, "owner_id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         status: Status::parse(&status)

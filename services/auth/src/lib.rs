@@ -23,10 +23,7 @@ use flowfleet_shared::proto::auth::v1::auth_service_server::AuthServiceServer;
 use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &sqlx::migrate!("./migrations/sqlite"),
-    postgres: &sqlx::migrate!("./migrations/postgres"),
-};
+pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 /// The auth service's parts, plus its key ring (embedded mode hands it to the
 /// other services' token verifiers in process).

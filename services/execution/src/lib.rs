@@ -25,10 +25,7 @@ use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 use futures::future::BoxFuture;
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &sqlx::migrate!("./migrations/sqlite"),
-    postgres: &sqlx::migrate!("./migrations/postgres"),
-};
+pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 /// The execution service (subgraph, gRPC, outbox relay). `workflow` is a channel
 /// to the workflow service.

@@ -23,10 +23,7 @@ use flowfleet_shared::proto::notification::v1::notification_service_server::Noti
 use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &sqlx::migrate!("./migrations/sqlite"),
-    postgres: &sqlx::migrate!("./migrations/postgres"),
-};
+pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
     let store = store::Store::new(db.clone());

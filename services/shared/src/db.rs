@@ -3,8 +3,9 @@
 //! One code path for both runtimes: stores write portable SQL against
 //! [`sqlx::AnyPool`] with `$1`-style parameters (which SQLite also accepts).
 //! Ids are UUIDv7 text, times are milliseconds since the epoch (`BIGINT`), JSON
-//! documents are text; each service keeps one migration directory per backend
-//! for the DDL that differs.
+//! documents are text. A service's migrations are one set of portable DDL
+//! ([`Migrations::portable`]) until a backend needs its own (say, PostgreSQL
+//! partitioning), when it ships one set per backend.
 //!
 //! Isolation between services: in PostgreSQL every service lives in its own
 //! schema (named after the service) and its connections set `search_path` to
@@ -43,10 +44,20 @@ pub struct Db {
     schema: String,
 }
 
-/// The pair of migration sets a service ships, one per backend.
+/// The migration sets a service ships, one per backend.
 pub struct Migrations {
     pub sqlite: &'static Migrator,
     pub postgres: &'static Migrator,
+}
+
+impl Migrations {
+    /// The same DDL for both backends.
+    pub const fn portable(migrator: &'static Migrator) -> Migrations {
+        Migrations {
+            sqlite: migrator,
+            postgres: migrator,
+        }
+    }
 }
 
 fn valid_schema_name(schema: &str) -> bool {

@@ -25,10 +25,7 @@ use flowfleet_shared::proto::storage::v1::storage_service_server::StorageService
 use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &sqlx::migrate!("./migrations/sqlite"),
-    postgres: &sqlx::migrate!("./migrations/postgres"),
-};
+pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 /// Room for the other fields of a `PutFile` request around its content.
 const GRPC_ENVELOPE_BYTES: usize = 64 * 1024;

@@ -18,10 +18,7 @@ use flowfleet_shared::proto::workflow::v1::workflow_service_server::WorkflowServ
 use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &sqlx::migrate!("./migrations/sqlite"),
-    postgres: &sqlx::migrate!("./migrations/postgres"),
-};
+pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
     let store = store::Store::new(db.clone());

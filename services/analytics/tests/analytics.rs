@@ -2,7 +2,6 @@
 //! bus and cache. Workspace membership comes from a small AuthService that
 //! answers from a map (the auth service's gRPC contract, in process).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,81 +10,21 @@ use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
 use flowfleet_analytics::handlers::events::{ExecutionFacts, QUEUE};
 use flowfleet_analytics::store::Store;
 use flowfleet_analytics::{build, MIGRATIONS};
-use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{Caller, DeferredJwks, Identity, Role, TokenVerifier};
-use flowfleet_shared::cache::MemoryCache;
-use flowfleet_shared::clock::SystemClock;
-use flowfleet_shared::config::Config;
+use flowfleet_shared::auth::{Caller, Identity, Role};
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::consumer::EventHandler;
 use flowfleet_shared::events::memory::MemoryBus;
 use flowfleet_shared::events::{Event, EventBus};
 use flowfleet_shared::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use flowfleet_shared::proto::analytics::v1::GetWorkflowStatsRequest;
-use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
-use flowfleet_shared::Infra;
+use flowfleet_shared::testing::{access, embedded_infra};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// The auth service's membership contract, answered from a map.
-struct Memberships(HashMap<(Uuid, Uuid), Role>);
-
-#[tonic::async_trait]
-impl AuthService for Memberships {
-    async fn get_user(
-        &self,
-        _: tonic::Request<GetUserRequest>,
-    ) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not part of this fixture"))
-    }
-    async fn check_membership(
-        &self,
-        request: tonic::Request<CheckMembershipRequest>,
-    ) -> Result<tonic::Response<Membership>, tonic::Status> {
-        let r = request.into_inner();
-        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
-        let role = self.0.get(&key);
-        Ok(tonic::Response::new(Membership {
-            member: role.is_some(),
-            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
-        }))
-    }
-}
-
-fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
-    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
-    Access::new(
-        flowfleet_shared::grpc::in_process(routes),
-        Arc::new(MemoryCache::default()),
-    )
-}
 
 async fn db(dir: &tempfile::TempDir) -> Db {
     let db = Db::sqlite(dir.path(), "analytics").await.unwrap();
     db.migrate(&MIGRATIONS).await.unwrap();
     db
-}
-
-fn infra(dir: &tempfile::TempDir, bus: Arc<dyn EventBus>) -> Infra {
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    Infra {
-        config: Arc::new(config),
-        bus,
-        cache: Arc::new(MemoryCache::default()),
-        clock: Arc::new(SystemClock),
-        verifier: Arc::new(TokenVerifier::new(
-            Arc::new(DeferredJwks::default()),
-            "flowfleet",
-            "flowfleet",
-        )),
-        shutdown: CancellationToken::new(),
-    }
 }
 
 struct Run {
@@ -149,7 +88,7 @@ async fn consuming_the_same_event_twice_counts_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = db(&dir).await;
     let bus = Arc::new(MemoryBus::new());
-    let infra = infra(&dir, bus.clone());
+    let infra = embedded_infra(dir.path(), bus.clone());
     let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
     let tasks = parts.spawn_tasks();
 
@@ -365,9 +304,13 @@ async fn stats_need_a_member_and_are_zero_without_runs() {
 async fn the_subgraph_extends_workflow_with_stats() {
     let dir = tempfile::tempdir().unwrap();
     let db = db(&dir).await;
-    let parts = build(&infra(&dir, Arc::new(MemoryBus::new())), db, access(&[]))
-        .await
-        .unwrap();
+    let parts = build(
+        &embedded_infra(dir.path(), Arc::new(MemoryBus::new())),
+        db,
+        access(&[]),
+    )
+    .await
+    .unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
     // Nullable on purpose: a failure nulls only this field, not the workflow.

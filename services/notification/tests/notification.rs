@@ -3,7 +3,6 @@
 //! AuthService that answers from a map (the auth service's gRPC contract, in
 //! process).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,80 +10,21 @@ use flowfleet_notification::domain::Message;
 use flowfleet_notification::graphql::{schema, Ctx, NotificationSchema};
 use flowfleet_notification::store::Store;
 use flowfleet_notification::{build, MIGRATIONS};
-use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{Caller, DeferredJwks, Identity, Role, TokenVerifier};
-use flowfleet_shared::cache::MemoryCache;
+use flowfleet_shared::auth::{Caller, Identity, Role};
 use flowfleet_shared::clock::SystemClock;
-use flowfleet_shared::config::Config;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::memory::MemoryBus;
 use flowfleet_shared::events::{Event, EventBus};
-use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
 use flowfleet_shared::proto::notification::v1::notification_service_client::NotificationServiceClient;
 use flowfleet_shared::proto::notification::v1::SendNotificationRequest;
-use flowfleet_shared::Infra;
+use flowfleet_shared::testing::{access, embedded_infra};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// The auth service's membership contract, answered from a map.
-struct Memberships(HashMap<(Uuid, Uuid), Role>);
-
-#[tonic::async_trait]
-impl AuthService for Memberships {
-    async fn get_user(
-        &self,
-        _: tonic::Request<GetUserRequest>,
-    ) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not part of this fixture"))
-    }
-    async fn check_membership(
-        &self,
-        request: tonic::Request<CheckMembershipRequest>,
-    ) -> Result<tonic::Response<Membership>, tonic::Status> {
-        let r = request.into_inner();
-        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
-        let role = self.0.get(&key);
-        Ok(tonic::Response::new(Membership {
-            member: role.is_some(),
-            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
-        }))
-    }
-}
-
-fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
-    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
-    Access::new(
-        flowfleet_shared::grpc::in_process(routes),
-        Arc::new(MemoryCache::default()),
-    )
-}
 
 async fn db(dir: &tempfile::TempDir) -> Db {
     let db = Db::sqlite(dir.path(), "notification").await.unwrap();
     db.migrate(&MIGRATIONS).await.unwrap();
     db
-}
-
-fn infra(dir: &tempfile::TempDir, bus: Arc<dyn EventBus>) -> Infra {
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    Infra {
-        config: Arc::new(config),
-        bus,
-        cache: Arc::new(MemoryCache::default()),
-        clock: Arc::new(SystemClock),
-        verifier: Arc::new(TokenVerifier::new(
-            Arc::new(DeferredJwks::default()),
-            "flowfleet",
-            "flowfleet",
-        )),
-        shutdown: CancellationToken::new(),
-    }
 }
 
 fn graphql(db: &Db) -> NotificationSchema {
@@ -157,7 +97,7 @@ async fn execution_events_notify_whoever_triggered_them_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = db(&dir).await;
     let bus = Arc::new(MemoryBus::new());
-    let infra = infra(&dir, bus.clone());
+    let infra = embedded_infra(dir.path(), bus.clone());
     let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
     // Someone else listening for what the notification service announces.
     let mut announced = bus
@@ -373,7 +313,7 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
     let dir = tempfile::tempdir().unwrap();
     let db = db(&dir).await;
     let bus = Arc::new(MemoryBus::new());
-    let infra = infra(&dir, bus.clone());
+    let infra = embedded_infra(dir.path(), bus.clone());
     let (workspace, ada, stranger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let parts = build(
         &infra,
@@ -437,9 +377,13 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
 async fn the_subgraph_extends_user_with_notifications() {
     let dir = tempfile::tempdir().unwrap();
     let db = db(&dir).await;
-    let parts = build(&infra(&dir, Arc::new(MemoryBus::new())), db, access(&[]))
-        .await
-        .unwrap();
+    let parts = build(
+        &embedded_infra(dir.path(), Arc::new(MemoryBus::new())),
+        db,
+        access(&[]),
+    )
+    .await
+    .unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
     assert!(

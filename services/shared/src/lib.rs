@@ -21,5 +21,7 @@ pub mod proto;
 pub mod runtime;
 pub mod subgraph;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use runtime::{Infra, ServiceParts};

@@ -3,7 +3,6 @@
 //! Workspace membership comes from a small AuthService that answers from a map
 //! (the auth service's gRPC contract, in process).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,10 +17,9 @@ use flowfleet_shared::clock::ManualClock;
 use flowfleet_shared::config::Config;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::memory::MemoryBus;
-use flowfleet_shared::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
 use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
+use flowfleet_shared::testing::access;
 use flowfleet_shared::{Infra, ServiceParts};
 use flowfleet_storage::graphql::{schema, Ctx};
 use flowfleet_storage::{build, MIGRATIONS};
@@ -31,40 +29,6 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-/// The auth service's membership contract, answered from a map.
-struct Memberships(HashMap<(Uuid, Uuid), Role>);
-
-#[tonic::async_trait]
-impl AuthService for Memberships {
-    async fn get_user(
-        &self,
-        _: tonic::Request<GetUserRequest>,
-    ) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not part of this fixture"))
-    }
-    async fn check_membership(
-        &self,
-        request: tonic::Request<CheckMembershipRequest>,
-    ) -> Result<tonic::Response<Membership>, tonic::Status> {
-        let r = request.into_inner();
-        let key = (r.user_id.parse().unwrap(), r.workspace_id.parse().unwrap());
-        let role = self.0.get(&key);
-        Ok(tonic::Response::new(Membership {
-            member: role.is_some(),
-            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
-        }))
-    }
-}
-
-fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
-    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
-    Access::new(
-        flowfleet_shared::grpc::in_process(routes),
-        Arc::new(MemoryCache::default()),
-    )
-}
 
 /// Signs access tokens the way the auth service does (EdDSA, with a `kid`),
 /// and serves its public key as the JWKS.

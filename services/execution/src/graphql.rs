@@ -104,21 +104,21 @@ impl WorkflowRef {
             }
             let workflow = parse_id("id", &self.id)?;
             let after = after.map(|a| parse_id("after", &a)).transpose()?;
-            let (items, more, total) = c
+            let page = c
                 .store
                 .list_for_workflow(workflow, first as i64, after)
                 .await?;
             // All executions of a workflow share its workspace: one check covers the page.
-            if let Some(first) = items.first() {
+            if let Some(first) = page.items.first() {
                 c.check(ctx, first, Role::Viewer).await?;
             }
             Ok(ExecutionConnection {
                 page_info: ExecutionPageInfo {
-                    has_next_page: more,
-                    end_cursor: items.last().map(|e| e.id.to_string()),
+                    has_next_page: page.has_next,
+                    end_cursor: page.items.last().map(|e| e.id.to_string()),
                 },
-                total_count: total,
-                nodes: items.into_iter().map(ExecutionNode).collect(),
+                total_count: page.total,
+                nodes: page.items.into_iter().map(ExecutionNode).collect(),
             })
         }
         .await;
@@ -130,8 +130,7 @@ impl WorkflowRef {
         caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let workflow = parse_id("id", &self.id)?;
-        let (items, _, _) = c.store.list_for_workflow(workflow, 1, None).await?;
-        match items.into_iter().next() {
+        match c.store.latest_for_workflow(workflow).await? {
             Some(e) => {
                 c.check(ctx, &e, Role::Viewer).await?;
                 Ok(Some(ExecutionNode(e)))

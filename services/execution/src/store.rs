@@ -1,7 +1,7 @@
 //! The execution service's tables: executions and step runs.
 
 use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::{is_unique_violation, Db};
+use flowfleet_shared::db::{is_unique_violation, Db, Page};
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
 use sqlx::any::AnyRow;
@@ -173,35 +173,36 @@ impl Store {
         row.as_ref().map(execution_from).transpose()
     }
 
-    /// A page of a workflow's executions, newest first, and whether more follow.
+    /// The workflow's most recent execution (no count: this runs per workflow
+    /// in every list that shows `lastExecution`).
+    pub async fn latest_for_workflow(&self, workflow: Uuid) -> Result<Option<Execution>, ApiError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM executions WHERE workflow_id = $1 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(workflow.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(execution_from).transpose()
+    }
+
+    /// A page of a workflow's executions, newest first.
     pub async fn list_for_workflow(
         &self,
         workflow: Uuid,
         first: i64,
         after: Option<Uuid>,
-    ) -> Result<(Vec<Execution>, bool, i64), ApiError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM executions WHERE workflow_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(workflow.to_string())
-        // No cursor: the empty string disables the condition (no sentinel that
-        // depends on the collation's ordering).
-        .bind(after.map(|a| a.to_string()).unwrap_or_default())
-        .bind(first + 1)
-        .fetch_all(self.db.pool())
-        .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE workflow_id = $1")
-            .bind(workflow.to_string())
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?;
-        let mut items = rows
-            .iter()
-            .map(execution_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() as i64 > first;
-        items.truncate(first as usize);
-        Ok((items, more, total))
+    ) -> Result<Page<Execution>, ApiError> {
+        self.db
+            .page_newest_first(
+                "executions",
+                COLUMNS,
+                "workflow_id",
+                workflow,
+                first,
+                after,
+                execution_from,
+            )
+            .await
     }
 
     pub async fn steps(&self, execution: Uuid) -> Result<Vec<StepRun>, ApiError> {

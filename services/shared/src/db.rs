@@ -185,6 +185,60 @@ impl Db {
 
 use sqlx::Connection;
 
+/// One page of a keyset-paginated list, newest first.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More rows follow the last item.
+    pub has_next: bool,
+    /// Rows matching the filter, on all pages.
+    pub total: i64,
+}
+
+impl Db {
+    /// Up to `first` rows of `table` whose `filter_column` is `filter`, newest
+    /// (highest UUIDv7 id) first, after the cursor `after` (an id). `table`,
+    /// `columns` and `filter_column` are the caller's static SQL, never input.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn page_newest_first<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        filter_column: &str,
+        filter: uuid::Uuid,
+        first: i64,
+        after: Option<uuid::Uuid>,
+        decode: impl Fn(&sqlx::any::AnyRow) -> Result<T, crate::error::ApiError>,
+    ) -> Result<Page<T>, crate::error::ApiError> {
+        use sqlx::Row;
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM {table} WHERE {filter_column} = $1 AND ($2 = '' OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(filter.to_string())
+        // No cursor: the empty string disables the condition (no sentinel whose
+        // order against the ids depends on the collation).
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(first + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM {table} WHERE {filter_column} = $1"
+        ))
+        .bind(filter.to_string())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let mut items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let has_next = items.len() as i64 > first;
+        items.truncate(first.max(0) as usize);
+        Ok(Page {
+            items,
+            has_next,
+            total,
+        })
+    }
+}
+
 /// Reads a UUID stored as text (ids are UUIDv7 text on both backends). A value
 /// that does not parse is a corrupt row: an internal error, logged, not shown.
 pub fn uuid_column(

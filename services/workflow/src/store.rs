@@ -1,7 +1,7 @@
 //! The workflow service's tables: workflows and their immutable versions.
 
 use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::Db;
+use flowfleet_shared::db::{Db, Page};
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
 use sqlx::any::AnyRow;
@@ -35,13 +35,6 @@ fn workflow_from(row: &AnyRow) -> Result<Workflow, ApiError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-/// One page of a keyset-paginated list, newest first.
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub has_next: bool,
-    pub total: i64,
 }
 
 impl Store {
@@ -83,32 +76,17 @@ impl Store {
         first: i64,
         after: Option<Uuid>,
     ) -> Result<Page<Workflow>, ApiError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM workflows WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(workspace.to_string())
-        // No cursor: the empty string disables the condition (no sentinel that
-        // depends on the collation's ordering).
-        .bind(after.map(|a| a.to_string()).unwrap_or_default())
-        .bind(first + 1)
-        .fetch_all(self.db.pool())
-        .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM workflows WHERE workspace_id = $1")
-            .bind(workspace.to_string())
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?;
-        let mut items = rows
-            .iter()
-            .map(workflow_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let has_next = items.len() as i64 > first;
-        items.truncate(first as usize);
-        Ok(Page {
-            items,
-            has_next,
-            total,
-        })
+        self.db
+            .page_newest_first(
+                "workflows",
+                COLUMNS,
+                "workspace_id",
+                workspace,
+                first,
+                after,
+                workflow_from,
+            )
+            .await
     }
 
     /// Freezes the current draft as the next version, marks the workflow

@@ -51,3 +51,26 @@ fn schema_files_match_the_code() {
         "schemas/supergraph.graphql is stale: run `cargo run -- compose`"
     );
 }
+
+/// Issue #2: whatever composes the supergraph, Apollo's own gateway must accept it too.
+/// Together with the test above, this holds for what `flowfleet compose` produces.
+#[test]
+fn apollo_gateway_accepts_the_fleet_supergraph() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let apollo = root.join("gateway/tests/apollo");
+    assert!(
+        apollo.join("node_modules/@apollo/gateway").exists(),
+        "@apollo/gateway is not installed: run `npm ci --prefix gateway/tests/apollo` first"
+    );
+    let out = Command::new("node")
+        .arg(apollo.join("check-supergraph.mjs"))
+        .arg(root.join("schemas/supergraph.graphql"))
+        .output()
+        .expect("running node (is Node.js installed?)");
+    assert!(
+        out.status.success(),
+        "@apollo/gateway rejected schemas/supergraph.graphql:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

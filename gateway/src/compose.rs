@@ -9,10 +9,12 @@
 //!   `overrideLabel` is used), and Grafbase-only `@join__owner` is dropped;
 //! - the `inaccessible` link is kept (with its directive definition) only when used;
 //! - root operation types get a `@join__type` per subgraph that contributes fields;
+//! - custom scalars get a `@join__type` per subgraph that defines them (Grafbase emits none,
+//!   and Apollo's gateway then cannot find the scalar when it extracts each subgraph);
 //! - definitions are emitted in a fixed order (schema, directives, types by name), so the
 //!   output is deterministic for a given set of subgraphs, whatever their input order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use graphql_tools::parser::schema as s;
 
@@ -80,7 +82,27 @@ pub fn compose(subgraphs: &[SubgraphSource]) -> Result<String, ComposeError> {
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut ingested = graphql_composition::Subgraphs::default();
+    let mut scalar_definers = ScalarDefiners::new();
     for subgraph in sorted {
+        // graphql-tools' parser rejects `extend schema @link(...)`, so cynic-parser (the one
+        // graphql-composition itself uses) reads the subgraph here.
+        let parsed = cynic_parser::parse_type_system_document(&subgraph.sdl).map_err(|e| {
+            ComposeError::Ingest {
+                subgraph: subgraph.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        for definition in parsed.definitions() {
+            if let cynic_parser::type_system::Definition::Type(
+                cynic_parser::type_system::TypeDefinition::Scalar(scalar),
+            ) = definition
+            {
+                scalar_definers
+                    .entry(scalar.name().to_string())
+                    .or_default()
+                    .insert(subgraph.name.clone());
+            }
+        }
         ingested
             .ingest_str(&subgraph.sdl, &subgraph.name, Some(&subgraph.url))
             .map_err(|e| ComposeError::Ingest {
@@ -95,11 +117,14 @@ pub fn compose(subgraphs: &[SubgraphSource]) -> Result<String, ComposeError> {
         })?;
     let raw = graphql_composition::render_federated_sdl(&graph)
         .map_err(|e| ComposeError::Render(e.to_string()))?;
-    canonicalize(&raw)
+    canonicalize(&raw, &scalar_definers)
 }
 
+/// Scalar name → names of the subgraphs whose SDL defines it.
+type ScalarDefiners = BTreeMap<String, BTreeSet<String>>;
+
 /// The post-processing described in the module docs.
-fn canonicalize(raw: &str) -> Result<String, ComposeError> {
+fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, ComposeError> {
     let parsed: Document = graphql_tools::parser::parse_schema::<String>(raw)
         .map_err(|e| ComposeError::Render(e.to_string()))?
         .into_static();
@@ -157,11 +182,16 @@ fn canonicalize(raw: &str) -> Result<String, ComposeError> {
             _ => None,
         })
         .unwrap_or_default();
+    let graph_by_subgraph = graph_enum_values(&types);
     for def in &mut types {
-        if let s::TypeDefinition::Object(object) = def {
-            if root_names.contains(&object.name) {
+        match def {
+            s::TypeDefinition::Object(object) if root_names.contains(&object.name) => {
                 add_root_join_types(object, &all_graphs);
             }
+            s::TypeDefinition::Scalar(scalar) => {
+                add_scalar_join_types(scalar, scalar_definers, &graph_by_subgraph);
+            }
+            _ => {}
         }
     }
 
@@ -277,6 +307,60 @@ fn add_root_join_types(object: &mut s::ObjectType<'static, String>, all_graphs: 
             position: Default::default(),
             name: "join__type".to_string(),
             arguments: vec![("graph".to_string(), s::Value::Enum(graph))],
+        });
+    }
+}
+
+/// Subgraph name → its `join__Graph` enum value, read from the `@join__graph(name:)` arguments.
+fn graph_enum_values(types: &[s::TypeDefinition<'static, String>]) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for def in types {
+        let s::TypeDefinition::Enum(graphs) = def else {
+            continue;
+        };
+        if graphs.name != "join__Graph" {
+            continue;
+        }
+        for value in &graphs.values {
+            let name = value
+                .directives
+                .iter()
+                .filter(|d| d.name == "join__graph")
+                .flat_map(|d| d.arguments.iter())
+                .find_map(|(n, v)| match v {
+                    s::Value::String(name) if n == "name" => Some(name.clone()),
+                    _ => None,
+                });
+            if let Some(name) = name {
+                values.insert(name, value.name.clone());
+            }
+        }
+    }
+    values
+}
+
+/// A custom scalar needs a `@join__type` for every subgraph that defines it, or Apollo's
+/// subgraph extraction leaves it out of those subgraphs' schemas.
+fn add_scalar_join_types(
+    scalar: &mut s::ScalarType<'static, String>,
+    scalar_definers: &ScalarDefiners,
+    graph_by_subgraph: &BTreeMap<String, String>,
+) {
+    if scalar.directives.iter().any(|d| d.name == "join__type") {
+        return;
+    }
+    let Some(definers) = scalar_definers.get(&scalar.name) else {
+        return;
+    };
+    let graphs: BTreeSet<&String> = definers
+        .iter()
+        .filter_map(|subgraph| graph_by_subgraph.get(subgraph))
+        .collect();
+    for graph in graphs {
+        scalar.directives.push(Directive {
+            position: Default::default(),
+            name: "join__type".to_string(),
+            arguments: vec![("graph".to_string(), s::Value::Enum(graph.clone()))],
         });
     }
 }

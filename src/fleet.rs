@@ -178,6 +178,9 @@ pub fn gateway_config(config: &Config) -> GatewayConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         request_hook: Some(Arc::new(flowfleet_shared::telemetry::inject_headers)),
+        span_hook: Some(Arc::new(
+            flowfleet_shared::telemetry::set_parent_from_headers,
+        )),
         ..GatewayConfig::default()
     }
 }

@@ -147,6 +147,15 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let _telemetry = flowfleet_shared::telemetry::init("flowfleet-worker", &config.telemetry);
     let config = Arc::new(config);
     let shutdown = shutdown_on_signal();
+    // Bind first, so a taken port fails start-up instead of silently serving no metrics.
+    let addr = format!("{}:{}", config.worker.host, config.worker.metrics_port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {addr}; set worker.metrics_port (FLOWFLEET_WORKER__METRICS_PORT)"
+            )
+        })?;
     let infra = Infra::start(config.clone(), remote_jwks(&config), shutdown.clone()).await?;
     let channels = fleet::remote_channels(&config)?;
     let db = infra
@@ -155,9 +164,28 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let tasks =
         flowfleet_execution::build_worker(&infra, db, channels.storage, config.worker.concurrency)
             .await?;
-    tracing::info!(concurrency = config.worker.concurrency, "worker started");
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(flowfleet_shared::telemetry::metrics_endpoint),
+        )
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        );
+    let stop = shutdown.clone();
+    let metrics_server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(concurrency = config.worker.concurrency, %addr, "worker started");
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     shutdown.cancelled().await;
+    metrics_server
+        .await
+        .context("the metrics server panicked")?
+        .context("serving worker metrics")?;
     for h in handles {
         let _ = h.await;
     }

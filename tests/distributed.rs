@@ -51,6 +51,8 @@ async fn cross_six_subgraph_query_across_processes() {
     let (base, _) = admin_url.rsplit_once('/').unwrap();
     let db_url = format!("{base}/{db_name}");
     let blobs = tempfile::tempdir().unwrap();
+    // Every process exports its spans here, to check one trace crosses them all.
+    let collector = support::otlp::Collector::start().await;
 
     let services = [
         "workflow",
@@ -74,6 +76,10 @@ async fn cross_six_subgraph_query_across_processes() {
             blobs.path().display().to_string(),
         ),
         ("RUST_LOG".into(), "warn".into()),
+        (
+            "FLOWFLEET_TELEMETRY__OTLP_ENDPOINT".into(),
+            collector.endpoint(),
+        ),
     ];
     for s in services {
         let upper = s.to_uppercase();
@@ -144,6 +150,49 @@ async fn cross_six_subgraph_query_across_processes() {
         .await
         .unwrap();
     assert!(gateway_metrics.status().is_success());
+    // So does the worker, on its own port, counting the steps it ran.
+    let worker_metrics = reqwest::get(format!("http://127.0.0.1:{worker_port}/metrics"))
+        .await
+        .unwrap();
+    assert!(worker_metrics.status().is_success());
+    let worker_metrics = worker_metrics.text().await.unwrap();
+    assert!(
+        worker_metrics
+            .lines()
+            .any(|l| l.starts_with("flowfleet_steps_total{") && l.contains("SUCCEEDED")),
+        "{worker_metrics}"
+    );
+
+    // A client's W3C trace continues through every hop of a run: gateway → execution
+    // subgraph (HTTP) → workflow (gRPC) → outbox → RabbitMQ → worker → storage (gRPC) →
+    // outcome event → analytics and notification.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let client_span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let mut traced = Client::new(&url);
+    traced.token = c.token.clone();
+    traced.headers.insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span_id}-01")
+            .parse()
+            .unwrap(),
+    );
+    traced
+        .ok(
+            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+            json!({"i": {"workflowId": wf, "idempotencyKey": "traced"}}),
+        )
+        .await;
+    eventually(60, || {
+        let c = &c;
+        async move {
+            let (_, body) = c.raw(CROSS_SIX, json!({})).await;
+            let wf = &body["data"]["me"]["memberships"][0]["workspace"]["workflows"]["nodes"][0];
+            let ready =
+                wf["stats"]["runs"] == 2 && body["data"]["me"]["unreadNotificationCount"] == 2;
+            ready.then_some(())
+        }
+    })
+    .await;
 
     // Each service wrote only its own schema.
     let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();
@@ -192,6 +241,41 @@ async fn cross_six_subgraph_query_across_processes() {
     for p in procs {
         let name = p.name.clone();
         assert!(p.stop().success(), "{name} did not exit cleanly on SIGTERM");
+    }
+
+    // Each process flushed its spans on exit.
+    let spans = collector.trace(&trace_id);
+    let services: std::collections::BTreeSet<&str> =
+        spans.iter().map(|s| s.service.as_str()).collect();
+    for expected in [
+        "flowfleet-gateway",
+        "flowfleet-execution",
+        "flowfleet-workflow",
+        "flowfleet-worker",
+        "flowfleet-storage",
+        "flowfleet-analytics",
+        "flowfleet-notification",
+    ] {
+        assert!(
+            services.contains(expected),
+            "no {expected} span in the client's trace; got {services:?}"
+        );
+    }
+    // One connected tree: the gateway's request span is the client span's child, and
+    // every other span's parent is a span of the same trace.
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    for span in &spans {
+        if span.parent_span_id == client_span_id {
+            assert_eq!(
+                (span.service.as_str(), span.name.as_str()),
+                ("flowfleet-gateway", "graphql_request")
+            );
+        } else {
+            assert!(
+                ids.contains(span.parent_span_id.as_str()),
+                "{span:?} has a parent outside the trace"
+            );
+        }
     }
     drop(conn);
     let _ = sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)"))

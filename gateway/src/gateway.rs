@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::error::{GatewayError, GraphQLError, RequestError};
-use crate::executor::{Execution, RequestHook, Transports};
+use crate::executor::{Execution, RequestHook, SpanHook, Transports};
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
 use crate::planner::{QueryPlanner, SchemaDocument};
 use crate::request::GraphQLRequest;
@@ -32,6 +33,8 @@ pub struct GatewayConfig {
     pub forward_headers: Vec<http::HeaderName>,
     /// Called on the headers of every subgraph request (e.g. to inject W3C trace context).
     pub request_hook: Option<RequestHook>,
+    /// Called with each client request's span and headers (e.g. to adopt the client's trace).
+    pub span_hook: Option<SpanHook>,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +49,7 @@ impl Default for GatewayConfig {
                 http::HeaderName::from_static("tracestate"),
             ],
             request_hook: None,
+            span_hook: None,
         }
     }
 }
@@ -58,6 +62,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("url_overrides", &self.url_overrides)
             .field("forward_headers", &self.forward_headers)
             .field("request_hook", &self.request_hook.is_some())
+            .field("span_hook", &self.span_hook.is_some())
             .finish()
     }
 }
@@ -164,14 +169,20 @@ impl Gateway {
         self.execute_with(req, headers, Method::Post).await.body
     }
 
-    #[tracing::instrument(name = "graphql_request", skip_all, fields(operation_name = req.operation_name.as_deref().unwrap_or("")))]
     pub(crate) async fn execute_with(
         &self,
         req: GraphQLRequest,
         headers: &http::HeaderMap,
         method: Method,
     ) -> Outcome {
-        match self.run(req, headers, method).await {
+        let span = tracing::info_span!(
+            "graphql_request",
+            operation_name = req.operation_name.as_deref().unwrap_or("")
+        );
+        if let Some(hook) = &self.inner.config.span_hook {
+            hook(&span, headers);
+        }
+        match self.run(req, headers, method).instrument(span).await {
             Ok(body) => Outcome {
                 status: http::StatusCode::OK,
                 body,

@@ -24,7 +24,7 @@ pub mod transport;
 
 pub use compose::{compose, ComposeError, SubgraphSource};
 pub use error::{GatewayError, GraphQLError, PathSegment, RequestError};
-pub use executor::RequestHook;
+pub use executor::{RequestHook, SpanHook};
 pub use gateway::{Gateway, GatewayConfig};
 pub use http::serve;
 pub use request::GraphQLRequest;

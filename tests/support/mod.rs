@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +88,8 @@ pub struct Client {
     pub http: reqwest::Client,
     pub url: String,
     pub token: Option<String>,
+    /// Sent with every request (e.g. a client's `traceparent`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Client {
@@ -94,6 +98,7 @@ impl Client {
             http: reqwest::Client::new(),
             url: url.to_string(),
             token: None,
+            headers: Default::default(),
         }
     }
 
@@ -102,6 +107,7 @@ impl Client {
         let mut req = self
             .http
             .post(&self.url)
+            .headers(self.headers.clone())
             .json(&json!({"query": query, "variables": variables}));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

@@ -21,12 +21,15 @@ struct GroupInput {
 impl Execution<'_> {
     pub(super) async fn root_fetch(&self, fetch: &RootFetch) {
         let span = tracing::info_span!("subgraph_fetch", subgraph = %fetch.subgraph, kind = "root");
-        let request = self.request(
-            &fetch.subgraph,
-            &fetch.operation,
-            &fetch.variable_usages,
-            Map::new(),
-        );
+        // Built inside the span, so a request hook injects this fetch as the parent.
+        let request = span.in_scope(|| {
+            self.request(
+                &fetch.subgraph,
+                &fetch.operation,
+                &fetch.variable_usages,
+                Map::new(),
+            )
+        });
         let error_path: Vec<PathSegment> = fetch
             .root_keys
             .first()
@@ -69,12 +72,14 @@ impl Execution<'_> {
             kind = "entities",
             representations = inputs.iter().map(|g| g.representations.len()).sum::<usize>()
         );
-        let request = self.request(
-            &fetch.subgraph,
-            &fetch.operation,
-            &fetch.variable_usages,
-            extra,
-        );
+        let request = span.in_scope(|| {
+            self.request(
+                &fetch.subgraph,
+                &fetch.operation,
+                &fetch.variable_usages,
+                extra,
+            )
+        });
         let Some(mut body) = self.call(request).instrument(span).await else {
             let path = fetch
                 .groups

@@ -28,6 +28,10 @@ pub(crate) use data::typename;
 /// Hook run on the headers of every subgraph request.
 pub type RequestHook = Arc<dyn Fn(&mut http::HeaderMap) + Send + Sync>;
 
+/// Hook run once per client request with the request's span and the client's headers,
+/// before anything else happens in that span (e.g. to continue the client's W3C trace).
+pub type SpanHook = Arc<dyn Fn(&tracing::Span, &http::HeaderMap) + Send + Sync>;
+
 /// Which transport serves which subgraph.
 pub(crate) struct Transports {
     pub explicit: HashMap<String, Arc<dyn SubgraphTransport>>,

@@ -144,8 +144,11 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
     /// `pretty` (development) or `json` (production).
     pub log_format: String,
-    /// An `EnvFilter` directive such as `info,flowfleet=debug`. `RUST_LOG` wins.
+    /// An `EnvFilter` directive such as `info,flowfleet=debug`, for logs only. `RUST_LOG` wins.
     pub log_level: String,
+    /// An `EnvFilter` directive choosing which spans are traced (and exported), kept apart
+    /// from `log_level` so quiet logs do not break traces.
+    pub trace_level: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +263,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: String::new(),
             log_format: "pretty".into(),
             log_level: "info".into(),
+            trace_level: "info".into(),
         }
     }
 }

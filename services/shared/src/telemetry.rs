@@ -21,7 +21,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +48,9 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
     if INSTALLED.get().is_some() {
         return TelemetryGuard { provider: None };
     }
+    // Install the metrics recorder now: counters recorded before the first scrape would
+    // otherwise go to the no-op recorder and be lost.
+    metrics_handle();
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
             .with_service_name(service_name.to_string())
@@ -67,21 +70,31 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
     let provider = builder.build();
     let tracer = provider.tracer("flowfleet");
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Per-layer filters: what is logged and what is traced are chosen separately.
+    let log_filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&cfg.log_level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let trace_filter =
+        EnvFilter::try_new(&cfg.trace_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(otel.with_filter(trace_filter));
     let result = if cfg.log_format == "json" {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(false),
+                    .with_current_span(false)
+                    .with_filter(log_filter()),
             )
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_filter(log_filter()),
+            )
             .try_init()
     };
     let _ = INSTALLED.set(());

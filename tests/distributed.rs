@@ -1,7 +1,7 @@
 //! The whole fleet in distributed mode: each service, the gateway and a worker
-//! as separate `flowfleet` processes talking HTTP and gRPC, with PostgreSQL and
-//! RabbitMQ started by `scripts/test` (FLOWFLEET_TEST_DATABASE_URL,
-//! FLOWFLEET_TEST_AMQP_URL).
+//! as separate `flowfleet` processes talking HTTP and gRPC, with PostgreSQL,
+//! RabbitMQ and Redis started by `scripts/test` (FLOWFLEET_TEST_DATABASE_URL,
+//! FLOWFLEET_TEST_AMQP_URL, FLOWFLEET_TEST_REDIS_URL).
 
 mod support;
 
@@ -19,18 +19,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn infra() -> Option<(String, String)> {
+fn infra() -> Option<(String, String, String)> {
     match (
         std::env::var("FLOWFLEET_TEST_DATABASE_URL"),
         std::env::var("FLOWFLEET_TEST_AMQP_URL"),
+        std::env::var("FLOWFLEET_TEST_REDIS_URL"),
     ) {
-        (Ok(db), Ok(amqp)) => Some((db, amqp)),
+        (Ok(db), Ok(amqp), Ok(redis)) => Some((db, amqp, redis)),
         _ => {
             assert!(
                 std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
                 "FLOWFLEET_TEST_REQUIRE_INFRA is set but the server URLs are missing"
             );
-            eprintln!("skipped: run through scripts/test, which starts PostgreSQL and RabbitMQ");
+            eprintln!(
+                "skipped: run through scripts/test, which starts PostgreSQL, RabbitMQ and Redis"
+            );
             None
         }
     }
@@ -38,7 +41,7 @@ fn infra() -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_six_subgraph_query_across_processes() {
-    let Some((admin_url, amqp_url)) = infra() else {
+    let Some((admin_url, amqp_url, redis_url)) = infra() else {
         return;
     };
     // A fresh database for this test; each service creates its own schema in it.
@@ -67,6 +70,9 @@ async fn cross_six_subgraph_query_across_processes() {
         ("FLOWFLEET_DATABASE__URL".into(), db_url.clone()),
         ("FLOWFLEET_DATABASE__MAX_CONNECTIONS".into(), "4".into()),
         ("FLOWFLEET_AMQP__URL".into(), amqp_url.clone()),
+        // Membership answers and other caches go through Redis, as in production.
+        ("FLOWFLEET_REDIS__URL".into(), redis_url.clone()),
+        ("FLOWFLEET_REDIS__KEY_PREFIX".into(), format!("{db_name}:")),
         (
             "FLOWFLEET_AMQP__EXCHANGE".into(),
             format!("{db_name}.events"),
@@ -144,6 +150,19 @@ async fn cross_six_subgraph_query_across_processes() {
     let (c, wf) = run_scenario(&url, "ada@example.com").await;
     let data = c.ok(CROSS_SIX, json!({})).await;
     assert_cross_six(&data, &wf);
+
+    // The services cached membership answers in Redis, under this fleet's prefix.
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{db_name}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "nothing cached in Redis");
 
     // The gateway process serves Prometheus metrics.
     let gateway_metrics = reqwest::get(url.replace("/graphql", "/metrics"))

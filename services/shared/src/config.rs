@@ -130,11 +130,22 @@ pub struct AmqpConfig {
     pub prefetch: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
     /// Empty means the in-memory cache, even in distributed mode.
     pub url: String,
+    /// Prefix of every key this fleet writes (so fleets can share one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            key_prefix: "flowfleet:".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

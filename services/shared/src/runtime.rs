@@ -54,7 +54,7 @@ impl Infra {
         let cache: Arc<dyn Cache> =
             if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
                 Arc::new(
-                    RedisCache::connect(&config.redis.url, "flowfleet:")
+                    RedisCache::connect(&config.redis.url, &config.redis.key_prefix)
                         .await
                         .context("connecting to Redis (redis.url)")?,
                 )

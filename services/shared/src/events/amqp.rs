@@ -6,6 +6,10 @@
 //! backoff when the connection drops; unacknowledged messages are redelivered
 //! by the broker, so a consumer that dies mid-message loses nothing.
 //! The W3C trace context also travels in the AMQP headers.
+//!
+//! Queue names are namespaced by the exchange (`<exchange>.<queue>`): a queue is
+//! global to its vhost, so two fleets (or two test runs) sharing one vhost with
+//! different exchanges must never share a queue and steal each other's messages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,7 +161,7 @@ impl EventBus for AmqpBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         let (tx, rx) = mpsc::channel(self.inner.prefetch as usize);
         let inner = self.inner.clone();
-        let queue = queue.to_string();
+        let queue = format!("{}.{queue}", inner.exchange);
         let bindings: Vec<String> = bindings.iter().map(|b| b.to_string()).collect();
         // Declare once up front so that events published right after `subscribe`
         // returns are routed to the queue.

@@ -1,30 +1,30 @@
-//! The analytics service against real embedded backends: SQLite, the in-process
-//! bus and cache. Workspace membership comes from a small AuthService that
-//! answers from a map (the auth service's gRPC contract, in process).
+//! The analytics service on every backend of `Backend::all()`: embedded (SQLite,
+//! the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ, Redis).
+//! Workspace membership comes from a small AuthService that answers from a map
+//! (the auth service's gRPC contract, in process), until the auth service can
+//! grant roles other than owner.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flowfleet_analytics::domain::hour_start;
 use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
-use flowfleet_analytics::handlers::events::{ExecutionFacts, QUEUE};
+use flowfleet_analytics::handlers::events::ExecutionFacts;
 use flowfleet_analytics::store::Store;
 use flowfleet_analytics::{build, MIGRATIONS};
 use flowfleet_shared::auth::{Caller, Identity, Role};
+use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::consumer::EventHandler;
-use flowfleet_shared::events::memory::MemoryBus;
-use flowfleet_shared::events::{Event, EventBus};
+use flowfleet_shared::events::Event;
 use flowfleet_shared::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use flowfleet_shared::proto::analytics::v1::GetWorkflowStatsRequest;
-use flowfleet_shared::testing::{access, embedded_infra};
+use flowfleet_shared::testing::{access, Backend, TestInfra};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn db(dir: &tempfile::TempDir) -> Db {
-    let db = Db::sqlite(dir.path(), "analytics").await.unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
-    db
+/// The service's database on `env`'s backend, migrated.
+async fn db(env: &TestInfra) -> Db {
+    env.db(ServiceName::Analytics, &MIGRATIONS).await
 }
 
 struct Run {
@@ -85,10 +85,16 @@ fn error_code(response: &Value) -> &str {
 
 #[tokio::test]
 async fn consuming_the_same_event_twice_counts_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
-    let bus = Arc::new(MemoryBus::new());
-    let infra = embedded_infra(dir.path(), bus.clone());
+    for backend in Backend::all() {
+        consuming_the_same_event_twice_counts_it_once_on(&backend).await;
+    }
+}
+
+async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
+    let infra = env.infra.clone();
+    let bus = infra.bus.clone();
     let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
     let tasks = parts.spawn_tasks();
 
@@ -121,8 +127,8 @@ async fn consuming_the_same_event_twice_counts_it_once() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // One consumer handles a queue in order: the duplicate came before `later`.
-    assert_eq!(bus.depth(QUEUE), 0);
+    // One consumer handles a queue in order: the duplicate came before `later`, so once
+    // `later` counted, the duplicate was handled too, and counted once.
     let s = store.stats(workflow).await.unwrap();
     assert_eq!(
         (s.runs, s.succeeded, s.failed, s.total_duration_ms),
@@ -158,8 +164,14 @@ async fn consuming_the_same_event_twice_counts_it_once() {
 
 #[tokio::test]
 async fn handler_is_idempotent_and_rollups_match_facts() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        handler_is_idempotent_and_rollups_match_facts_on(&backend).await;
+    }
+}
+
+async fn handler_is_idempotent_and_rollups_match_facts_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let handler = ExecutionFacts {
         store: Store::new(db.clone()),
     };
@@ -216,8 +228,14 @@ async fn handler_is_idempotent_and_rollups_match_facts() {
 
 #[tokio::test]
 async fn stats_and_percentiles_come_from_the_facts() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        stats_and_percentiles_come_from_the_facts_on(&backend).await;
+    }
+}
+
+async fn stats_and_percentiles_come_from_the_facts_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let handler = ExecutionFacts {
         store: Store::new(db.clone()),
     };
@@ -258,8 +276,14 @@ async fn stats_and_percentiles_come_from_the_facts() {
 
 #[tokio::test]
 async fn stats_need_a_member_and_are_zero_without_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        stats_need_a_member_and_are_zero_without_runs_on(&backend).await;
+    }
+}
+
+async fn stats_need_a_member_and_are_zero_without_runs_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
     let (member, stranger) = (Uuid::now_v7(), Uuid::now_v7());
     ExecutionFacts {
@@ -302,15 +326,15 @@ async fn stats_need_a_member_and_are_zero_without_runs() {
 
 #[tokio::test]
 async fn the_subgraph_extends_workflow_with_stats() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
-    let parts = build(
-        &embedded_infra(dir.path(), Arc::new(MemoryBus::new())),
-        db,
-        access(&[]),
-    )
-    .await
-    .unwrap();
+    for backend in Backend::all() {
+        the_subgraph_extends_workflow_with_stats_on(&backend).await;
+    }
+}
+
+async fn the_subgraph_extends_workflow_with_stats_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
+    let parts = build(&env.infra, db, access(&[])).await.unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
     // Nullable on purpose: a failure nulls only this field, not the workflow.

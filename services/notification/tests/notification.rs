@@ -1,7 +1,8 @@
-//! The notification service against real embedded backends: SQLite, the
-//! in-process bus and cache. Workspace membership comes from a small
-//! AuthService that answers from a map (the auth service's gRPC contract, in
-//! process).
+//! The notification service on every backend of `Backend::all()`: embedded
+//! (SQLite, the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ,
+//! Redis). Workspace membership comes from a small AuthService that answers
+//! from a map (the auth service's gRPC contract, in process), until the auth
+//! service can grant roles other than owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +13,18 @@ use flowfleet_notification::store::Store;
 use flowfleet_notification::{build, MIGRATIONS};
 use flowfleet_shared::auth::{Caller, Identity, Role};
 use flowfleet_shared::clock::SystemClock;
+use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::db::Db;
-use flowfleet_shared::events::memory::MemoryBus;
-use flowfleet_shared::events::{Event, EventBus};
+use flowfleet_shared::events::Event;
 use flowfleet_shared::proto::notification::v1::notification_service_client::NotificationServiceClient;
 use flowfleet_shared::proto::notification::v1::SendNotificationRequest;
-use flowfleet_shared::testing::{access, embedded_infra};
+use flowfleet_shared::testing::{access, Backend, TestInfra};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn db(dir: &tempfile::TempDir) -> Db {
-    let db = Db::sqlite(dir.path(), "notification").await.unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
-    db
+/// The service's database on `env`'s backend, migrated.
+async fn db(env: &TestInfra) -> Db {
+    env.db(ServiceName::Notification, &MIGRATIONS).await
 }
 
 fn graphql(db: &Db) -> NotificationSchema {
@@ -94,10 +94,16 @@ fn error_code(response: &Value) -> &str {
 
 #[tokio::test]
 async fn execution_events_notify_whoever_triggered_them_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
-    let bus = Arc::new(MemoryBus::new());
-    let infra = embedded_infra(dir.path(), bus.clone());
+    for backend in Backend::all() {
+        execution_events_notify_whoever_triggered_them_once_on(&backend).await;
+    }
+}
+
+async fn execution_events_notify_whoever_triggered_them_once_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
+    let infra = env.infra.clone();
+    let bus = infra.bus.clone();
     let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
     // Someone else listening for what the notification service announces.
     let mut announced = bus
@@ -174,8 +180,14 @@ async fn execution_events_notify_whoever_triggered_them_once() {
 
 #[tokio::test]
 async fn an_inbox_is_visible_to_its_owner_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        an_inbox_is_visible_to_its_owner_only_on(&backend).await;
+    }
+}
+
+async fn an_inbox_is_visible_to_its_owner_only_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
     Store::new(db.clone())
         .insert(
@@ -210,8 +222,14 @@ async fn an_inbox_is_visible_to_its_owner_only() {
 
 #[tokio::test]
 async fn marking_read_is_for_the_recipient_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        marking_read_is_for_the_recipient_only_on(&backend).await;
+    }
+}
+
+async fn marking_read_is_for_the_recipient_only_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let store = Store::new(db.clone());
     let mut ids = Vec::new();
@@ -263,8 +281,14 @@ async fn marking_read_is_for_the_recipient_only() {
 
 #[tokio::test]
 async fn inbox_pages_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
+    for backend in Backend::all() {
+        inbox_pages_newest_first_on(&backend).await;
+    }
+}
+
+async fn inbox_pages_newest_first_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
     let ada = Uuid::now_v7();
     let store = Store::new(db.clone());
     let mut ids = Vec::new();
@@ -310,10 +334,15 @@ async fn inbox_pages_newest_first() {
 
 #[tokio::test]
 async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
-    let bus = Arc::new(MemoryBus::new());
-    let infra = embedded_infra(dir.path(), bus.clone());
+    for backend in Backend::all() {
+        send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(&backend).await;
+    }
+}
+
+async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
+    let infra = env.infra.clone();
     let (workspace, ada, stranger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let parts = build(
         &infra,
@@ -375,15 +404,15 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
 
 #[tokio::test]
 async fn the_subgraph_extends_user_with_notifications() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = db(&dir).await;
-    let parts = build(
-        &embedded_infra(dir.path(), Arc::new(MemoryBus::new())),
-        db,
-        access(&[]),
-    )
-    .await
-    .unwrap();
+    for backend in Backend::all() {
+        the_subgraph_extends_user_with_notifications_on(&backend).await;
+    }
+}
+
+async fn the_subgraph_extends_user_with_notifications_on(backend: &Backend) {
+    let env = backend.start().await;
+    let db = db(&env).await;
+    let parts = build(&env.infra, db, access(&[])).await.unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
     assert!(

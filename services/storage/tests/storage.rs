@@ -1,7 +1,9 @@
-//! The storage service against real embedded backends: SQLite, blobs on a temp
-//! directory, the in-process bus and cache, real Ed25519 access tokens.
+//! The storage service on every backend of `Backend::all()`: embedded (SQLite,
+//! the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ, Redis),
+//! with blobs on a temporary directory and real Ed25519 access tokens.
 //! Workspace membership comes from a small AuthService that answers from a map
-//! (the auth service's gRPC contract, in process).
+//! (the auth service's gRPC contract, in process), until the auth service can
+//! grant roles other than owner.
 
 use std::sync::Arc;
 
@@ -14,12 +16,12 @@ use flowfleet_shared::auth::{Caller, Claims, Identity, JwksSource, Role, TokenVe
 use flowfleet_shared::blob::Blobs;
 use flowfleet_shared::cache::MemoryCache;
 use flowfleet_shared::clock::ManualClock;
-use flowfleet_shared::config::Config;
+use flowfleet_shared::config::{Config, ServiceName};
 use flowfleet_shared::db::Db;
 use flowfleet_shared::events::memory::MemoryBus;
 use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
-use flowfleet_shared::testing::access;
+use flowfleet_shared::testing::{access, Backend, TestInfra};
 use flowfleet_shared::{Infra, ServiceParts};
 use flowfleet_storage::graphql::{schema, Ctx};
 use flowfleet_storage::{build, MIGRATIONS};
@@ -85,6 +87,7 @@ impl JwksSource for Issuer {
 const START_MS: i64 = 1_700_000_000_000;
 
 struct Fixture {
+    _env: TestInfra,
     _dir: tempfile::TempDir,
     db: Db,
     clock: Arc<ManualClock>,
@@ -97,7 +100,8 @@ struct Fixture {
 
 const MAX_BYTES: u64 = 1024;
 
-async fn fixture(members: &[(Uuid, Uuid, Role)]) -> Fixture {
+async fn fixture(backend: &Backend, members: &[(Uuid, Uuid, Role)]) -> Fixture {
+    let env = backend.start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
@@ -106,18 +110,16 @@ async fn fixture(members: &[(Uuid, Uuid, Role)]) -> Fixture {
     config.storage.max_file_bytes = MAX_BYTES;
     config.storage.url_ttl_secs = 600;
     config.storage.public_url = "https://files.example.com/".into();
-    let db = Db::sqlite(dir.path(), "storage").await.unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
+    let db = env.db(ServiceName::Storage, &MIGRATIONS).await;
     let blobs = Blobs::from_config(&config).unwrap();
     let clock = Arc::new(ManualClock::new(START_MS));
     let issuer = Arc::new(Issuer::new());
+    // The backend's bus and cache, with this test's clock, tokens and limits.
     let infra = Infra {
         config: Arc::new(config),
-        bus: Arc::new(MemoryBus::new()),
-        cache: Arc::new(MemoryCache::default()),
         clock: clock.clone(),
         verifier: Arc::new(TokenVerifier::new(issuer.clone(), "flowfleet", "flowfleet")),
-        shutdown: CancellationToken::new(),
+        ..env.infra.clone()
     };
     let access = access(members);
     let parts = build(&infra, db.clone(), access.clone(), blobs.clone())
@@ -139,6 +141,7 @@ async fn fixture(members: &[(Uuid, Uuid, Role)]) -> Fixture {
     );
     Fixture {
         blob_dir: dir.path().join("blobs"),
+        _env: env,
         _dir: dir,
         db,
         clock,
@@ -227,7 +230,13 @@ fn local(url: &str) -> String {
 
 #[tokio::test]
 async fn identical_contents_share_one_blob() {
-    let f = fixture(&[]).await;
+    for backend in Backend::all() {
+        identical_contents_share_one_blob_on(&backend).await;
+    }
+}
+
+async fn identical_contents_share_one_blob_on(backend: &Backend) {
+    let f = fixture(backend, &[]).await;
     let workspace = Uuid::now_v7();
     let mut grpc = f.grpc();
     let a = grpc
@@ -277,7 +286,13 @@ async fn identical_contents_share_one_blob() {
 
 #[tokio::test]
 async fn put_file_enforces_size_and_name() {
-    let f = fixture(&[]).await;
+    for backend in Backend::all() {
+        put_file_enforces_size_and_name_on(&backend).await;
+    }
+}
+
+async fn put_file_enforces_size_and_name_on(backend: &Backend) {
+    let f = fixture(backend, &[]).await;
     let workspace = Uuid::now_v7();
     let mut grpc = f.grpc();
     let at_limit = vec![7u8; MAX_BYTES as usize];
@@ -307,8 +322,14 @@ async fn put_file_enforces_size_and_name() {
 
 #[tokio::test]
 async fn signed_links_download_until_they_expire() {
+    for backend in Backend::all() {
+        signed_links_download_until_they_expire_on(&backend).await;
+    }
+}
+
+async fn signed_links_download_until_they_expire_on(backend: &Backend) {
     let (ada, workspace) = (Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(&[(ada, workspace, Role::Viewer)]).await;
+    let f = fixture(backend, &[(ada, workspace, Role::Viewer)]).await;
     let file = f
         .grpc()
         .put_file(put(workspace, None, "résumé \"v2\".csv", b"a,b\n"))
@@ -389,9 +410,19 @@ async fn signed_links_download_until_they_expire() {
 
 #[tokio::test]
 async fn files_and_artifacts_are_visible_to_members_only() {
+    for backend in Backend::all() {
+        files_and_artifacts_are_visible_to_members_only_on(&backend).await;
+    }
+}
+
+async fn files_and_artifacts_are_visible_to_members_only_on(backend: &Backend) {
     let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let (ours, theirs) = (Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(&[(ada, ours, Role::Viewer), (bob, theirs, Role::Owner)]).await;
+    let f = fixture(
+        backend,
+        &[(ada, ours, Role::Viewer), (bob, theirs, Role::Owner)],
+    )
+    .await;
     let execution = Uuid::now_v7();
     let mut grpc = f.grpc();
     let mine = grpc
@@ -455,11 +486,20 @@ fn upload(
 
 #[tokio::test]
 async fn http_upload_needs_an_editor_and_respects_the_limit() {
+    for backend in Backend::all() {
+        http_upload_needs_an_editor_and_respects_the_limit_on(&backend).await;
+    }
+}
+
+async fn http_upload_needs_an_editor_and_respects_the_limit_on(backend: &Backend) {
     let (editor, viewer, workspace) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(&[
-        (editor, workspace, Role::Editor),
-        (viewer, workspace, Role::Viewer),
-    ])
+    let f = fixture(
+        backend,
+        &[
+            (editor, workspace, Role::Editor),
+            (viewer, workspace, Role::Viewer),
+        ],
+    )
     .await;
     let q = format!("workspaceId={workspace}&name=notes.txt");
     let token = f.issuer.token(editor);
@@ -563,7 +603,13 @@ async fn http_upload_needs_an_editor_and_respects_the_limit() {
 
 #[tokio::test]
 async fn the_signing_key_is_generated_once() {
-    let f = fixture(&[]).await;
+    for backend in Backend::all() {
+        the_signing_key_is_generated_once_on(&backend).await;
+    }
+}
+
+async fn the_signing_key_is_generated_once_on(backend: &Backend) {
+    let f = fixture(backend, &[]).await;
     let store = flowfleet_storage::store::Store::new(f.db.clone());
     let first = store.signing_key().await.unwrap().to_hex();
     let again = store.signing_key().await.unwrap().to_hex();
@@ -600,7 +646,13 @@ async fn sizes_above_graphql_int_are_refused_at_start() {
 
 #[tokio::test]
 async fn the_subgraph_declares_file_and_extends_execution() {
-    let f = fixture(&[]).await;
+    for backend in Backend::all() {
+        the_subgraph_declares_file_and_extends_execution_on(&backend).await;
+    }
+}
+
+async fn the_subgraph_declares_file_and_extends_execution_on(backend: &Backend) {
+    let f = fixture(backend, &[]).await;
     let sdl = f.parts.subgraph.sdl();
     assert!(sdl.contains("type File @key(fields: \"id\")"), "{sdl}");
     assert!(sdl.contains("size: Int!"), "{sdl}");

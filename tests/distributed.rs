@@ -151,6 +151,70 @@ async fn cross_six_subgraph_query_across_processes() {
     let data = c.ok(CROSS_SIX, json!({})).await;
     assert_cross_six(&data, &wf);
 
+    // The CLI contract other tools rely on: `gateway --supergraph FILE --port N`, here with
+    // the committed supergraph and each subgraph's URL overridden to this test's ports.
+    let file_gateway_port = free_port();
+    let mut file_gateway = Command::new(BIN);
+    file_gateway
+        .args(["gateway", "--supergraph"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/supergraph.graphql"
+        ))
+        .args(["--port", &file_gateway_port.to_string()])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for s in services {
+        let port = &env
+            .iter()
+            .find(|(k, _)| *k == format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()))
+            .unwrap()
+            .1;
+        file_gateway.env(
+            format!("FLOWFLEET_GATEWAY__SUBGRAPH_URLS__{}", s.to_uppercase()),
+            format!("http://127.0.0.1:{port}/graphql"),
+        );
+    }
+    let file_gateway = Proc {
+        child: file_gateway.spawn().unwrap(),
+        name: "gateway --supergraph".into(),
+    };
+    let file_url = format!("http://127.0.0.1:{file_gateway_port}/graphql");
+    eventually(30, || {
+        let url = file_url.replace("/graphql", "/health");
+        async move {
+            reqwest::get(url)
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        }
+    })
+    .await;
+    let mut via_file = Client::new(&file_url);
+    via_file.token = c.token.clone();
+    let data = via_file.ok(CROSS_SIX, json!({})).await;
+    assert_cross_six(&data, &wf);
+    // GET /graphql serves queries too.
+    let got: serde_json::Value = via_file
+        .http
+        .get(&file_url)
+        .query(&[("query", "{ me { name } }")])
+        .bearer_auth(c.token.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"data": {"me": {"name": "Ada"}}}));
+    assert!(
+        file_gateway.stop().success(),
+        "gateway --supergraph did not exit cleanly on SIGTERM"
+    );
+
     // The services cached membership answers in Redis, under this fleet's prefix.
     let mut redis = redis::Client::open(redis_url.as_str())
         .unwrap()

@@ -25,10 +25,10 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Collector {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-    pub addr: Option<SocketAddr>,
+    addr: SocketAddr,
 }
 
 impl Collector {
@@ -36,8 +36,8 @@ impl Collector {
     pub async fn start() -> Collector {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let collector = Collector {
-            addr: Some(listener.local_addr().unwrap()),
-            ..Collector::default()
+            spans: Arc::default(),
+            addr: listener.local_addr().unwrap(),
         };
         let app = axum::Router::new()
             .route("/v1/traces", post(receive))
@@ -48,7 +48,7 @@ impl Collector {
 
     /// The value for `telemetry.otlp_endpoint`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr.expect("started"))
+        format!("http://{}", self.addr)
     }
 
     /// The spans of one trace received so far.

@@ -164,15 +164,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let tasks =
         flowfleet_execution::build_worker(&infra, db, channels.storage, config.worker.concurrency)
             .await?;
-    let router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(flowfleet_shared::telemetry::metrics_endpoint),
-        )
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        );
+    let router: axum::Router = flowfleet_shared::telemetry::ops_routes();
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -7,6 +7,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
+use flowfleet_shared::testing::{fresh_database, Backend};
 use serde_json::json;
 use sqlx::Connection;
 use support::*;
@@ -19,40 +20,40 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn infra() -> Option<(String, String, String)> {
-    match (
-        std::env::var("FLOWFLEET_TEST_DATABASE_URL"),
-        std::env::var("FLOWFLEET_TEST_AMQP_URL"),
-        std::env::var("FLOWFLEET_TEST_REDIS_URL"),
-    ) {
-        (Ok(db), Ok(amqp), Ok(redis)) => Some((db, amqp, redis)),
-        _ => {
-            assert!(
-                std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
-                "FLOWFLEET_TEST_REQUIRE_INFRA is set but the server URLs are missing"
-            );
-            eprintln!(
-                "skipped: run through scripts/test, which starts PostgreSQL, RabbitMQ and Redis"
-            );
-            None
-        }
+/// A `flowfleet` process with the test's environment.
+fn spawn(env: &[(String, String)], args: &[&str]) -> Proc {
+    Proc {
+        child: Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+        name: args.join(" "),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_six_subgraph_query_across_processes() {
-    let Some((admin_url, amqp_url, redis_url)) = infra() else {
+    // Backend::all() says why when the servers are missing (and fails under scripts/test).
+    let Some((admin_url, amqp_url, redis_url)) =
+        Backend::all()
+            .into_iter()
+            .find_map(|backend| match backend {
+                Backend::Distributed {
+                    database_url,
+                    amqp_url,
+                    redis_url,
+                } => Some((database_url, amqp_url, redis_url)),
+                Backend::Embedded => None,
+            })
+    else {
         return;
     };
     // A fresh database for this test; each service creates its own schema in it.
     let db_name = format!("ff_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let db_url = format!("{base}/{db_name}");
+    let db_url = fresh_database(&admin_url, &db_name).await;
     let blobs = tempfile::tempdir().unwrap();
     // Every process exports its spans here, to check one trace crosses them all.
     let collector = support::otlp::Collector::start().await;
@@ -98,16 +99,6 @@ async fn cross_six_subgraph_query_across_processes() {
             free_port().to_string(),
         ));
     }
-    let spawn = |args: &[&str]| Proc {
-        child: Command::new(BIN)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-        name: args.join(" "),
-    };
     // Migrations first, as the Kubernetes Job does, so services don't race.
     let migrated = Command::new(BIN)
         .arg("migrate")
@@ -115,25 +106,21 @@ async fn cross_six_subgraph_query_across_processes() {
         .status()
         .unwrap();
     assert!(migrated.success());
-    let mut procs: Vec<Proc> = services.iter().map(|s| spawn(&["serve", s])).collect();
+    let mut procs: Vec<Proc> = services
+        .iter()
+        .map(|s| spawn(&env, &["serve", s]))
+        .collect();
     let worker_port = free_port();
     env.push((
         "FLOWFLEET_WORKER__METRICS_PORT".into(),
         worker_port.to_string(),
     ));
-    let spawn = |args: &[&str]| Proc {
-        child: Command::new(BIN)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-        name: args.join(" "),
-    };
-    procs.push(spawn(&["worker", "--concurrency", "2"]));
+    procs.push(spawn(&env, &["worker", "--concurrency", "2"]));
     let gateway_port = free_port();
-    procs.push(spawn(&["gateway", "--port", &gateway_port.to_string()]));
+    procs.push(spawn(
+        &env,
+        &["gateway", "--port", &gateway_port.to_string()],
+    ));
     let url = format!("http://127.0.0.1:{gateway_port}/graphql");
     // The gateway composes from the subgraphs' SDL once they all answer.
     eventually(90, || {
@@ -154,32 +141,28 @@ async fn cross_six_subgraph_query_across_processes() {
     // The CLI contract other tools rely on: `gateway --supergraph FILE --port N`, here with
     // the committed supergraph and each subgraph's URL overridden to this test's ports.
     let file_gateway_port = free_port();
-    let mut file_gateway = Command::new(BIN);
-    file_gateway
-        .args(["gateway", "--supergraph"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/supergraph.graphql"
-        ))
-        .args(["--port", &file_gateway_port.to_string()])
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    let mut file_env = env.clone();
     for s in services {
         let port = &env
             .iter()
             .find(|(k, _)| *k == format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()))
             .unwrap()
             .1;
-        file_gateway.env(
+        file_env.push((
             format!("FLOWFLEET_GATEWAY__SUBGRAPH_URLS__{}", s.to_uppercase()),
             format!("http://127.0.0.1:{port}/graphql"),
-        );
+        ));
     }
-    let file_gateway = Proc {
-        child: file_gateway.spawn().unwrap(),
-        name: "gateway --supergraph".into(),
-    };
+    let file_gateway = spawn(
+        &file_env,
+        &[
+            "gateway",
+            "--supergraph",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/supergraph.graphql"),
+            "--port",
+            &file_gateway_port.to_string(),
+        ],
+    );
     let file_url = format!("http://127.0.0.1:{file_gateway_port}/graphql");
     eventually(30, || {
         let url = file_url.replace("/graphql", "/health");
@@ -361,6 +344,7 @@ async fn cross_six_subgraph_query_across_processes() {
         }
     }
     drop(conn);
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     let _ = sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;

@@ -173,16 +173,8 @@ fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, C
             .clone()
             .unwrap_or_else(|| "Subscription".into()),
     ];
-    let all_graphs: Vec<String> = types
-        .iter()
-        .find_map(|def| match def {
-            s::TypeDefinition::Enum(e) if e.name == "join__Graph" => {
-                Some(e.values.iter().map(|v| v.name.clone()).collect())
-            }
-            _ => None,
-        })
-        .unwrap_or_default();
     let graph_by_subgraph = graph_enum_values(&types);
+    let all_graphs: Vec<String> = graph_by_subgraph.values().cloned().collect();
     for def in &mut types {
         match def {
             s::TypeDefinition::Object(object) if root_names.contains(&object.name) => {
@@ -302,12 +294,15 @@ fn add_root_join_types(object: &mut s::ObjectType<'static, String>, all_graphs: 
             graphs.extend(owners);
         }
     }
-    for graph in graphs {
-        object.directives.push(Directive {
-            position: Default::default(),
-            name: "join__type".to_string(),
-            arguments: vec![("graph".to_string(), s::Value::Enum(graph))],
-        });
+    object.directives.extend(graphs.into_iter().map(join_type));
+}
+
+/// `@join__type(graph: <graph>)`.
+fn join_type(graph: String) -> Directive {
+    Directive {
+        position: Default::default(),
+        name: "join__type".to_string(),
+        arguments: vec![("graph".to_string(), s::Value::Enum(graph))],
     }
 }
 
@@ -356,13 +351,9 @@ fn add_scalar_join_types(
         .iter()
         .filter_map(|subgraph| graph_by_subgraph.get(subgraph))
         .collect();
-    for graph in graphs {
-        scalar.directives.push(Directive {
-            position: Default::default(),
-            name: "join__type".to_string(),
-            arguments: vec![("graph".to_string(), s::Value::Enum(graph.clone()))],
-        });
-    }
+    scalar
+        .directives
+        .extend(graphs.into_iter().cloned().map(join_type));
 }
 
 /// Calls `f` on every directive list of a type definition (type, fields, arguments, values).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -115,11 +115,7 @@ impl Subgraph {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/graphql", post(graphql_handler))
-            .route(
-                "/health",
-                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-            )
-            .route("/metrics", get(crate::telemetry::metrics_endpoint))
+            .merge(crate::telemetry::ops_routes())
             .with_state(self.clone())
     }
 }

@@ -127,6 +127,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// `GET /health` (the process is up) and `GET /metrics`: what every long-running
+/// process serves beside its own routes.
+pub fn ops_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", axum::routing::get(metrics_endpoint))
+}
+
 /// An axum handler body for `GET /metrics`.
 pub async fn metrics_endpoint() -> impl axum::response::IntoResponse {
     (

@@ -120,7 +120,7 @@ impl Backend {
 }
 
 /// Creates database `name` through the administrative `url` and returns its URL.
-async fn fresh_database(url: &str, name: &str) -> String {
+pub async fn fresh_database(url: &str, name: &str) -> String {
     use sqlx::Connection as _;
     let mut admin = sqlx::PgConnection::connect(url)
         .await

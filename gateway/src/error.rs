@@ -24,6 +24,7 @@ pub mod codes {
     pub const SUBGRAPH_TIMEOUT: &str = "SUBGRAPH_TIMEOUT";
     pub const DOWNSTREAM_SERVICE_ERROR: &str = "DOWNSTREAM_SERVICE_ERROR";
     pub const NON_NULL_VIOLATION: &str = "NON_NULL_VIOLATION";
+    pub const INVALID_ENUM_VALUE: &str = "INVALID_ENUM_VALUE";
 }
 
 /// Failure to build a [`crate::Gateway`]; for operators.

@@ -83,8 +83,11 @@ pub enum PathStep {
 /// A minimal selection (for `requires`): no arguments, no directives.
 #[derive(Debug, Clone)]
 pub enum Selection {
+    /// Copies the merged data's `data_key` into the representation's `name`. They differ when
+    /// the planner fetched a field under an internal alias (e.g. a `@requires` field with
+    /// arguments that conflict with the client's): the planner writes `name: data_key`.
     Field {
-        response_key: String,
+        data_key: String,
         name: String,
         selections: Vec<Selection>,
     },

@@ -143,6 +143,7 @@ impl QueryPlanner {
                     &CancellationToken::new(),
                 )
                 .map_err(|e| PlanError::Internal(e.to_string()))?;
+            tracing::trace!(%plan, "query plan");
             Ok(Plan {
                 root: plan.node.as_ref().map(convert_node).transpose()?,
             })
@@ -324,8 +325,8 @@ fn convert_selections(set: &SelectionSet) -> Vec<Selection> {
         .iter()
         .filter_map(|item| match item {
             SelectionItem::Field(field) => Some(Selection::Field {
-                response_key: field.selection_identifier().to_string(),
-                name: field.name.clone(),
+                data_key: field.name.clone(),
+                name: field.selection_identifier().to_string(),
                 selections: convert_selections(&field.selections),
             }),
             SelectionItem::InlineFragment(fragment) => Some(Selection::InlineFragment {

@@ -83,14 +83,29 @@ impl<'a> Projector<'a> {
                 if value.is_null() {
                     return Some(Value::Null);
                 }
-                let composite = self
-                    .ctx
-                    .schema
-                    .get(name)
-                    .map(|t| t.kind.is_composite())
-                    .unwrap_or(false);
-                if !composite {
-                    return Some(value.clone());
+                let type_def = self.ctx.schema.get(name);
+                match type_def.map(|t| t.kind) {
+                    Some(kind) if kind.is_composite() => {}
+                    // A subgraph may know enum values the API schema hides (`@inaccessible`)
+                    // or lacks: such a value cannot be serialized for this client.
+                    Some(TypeKind::Enum) => {
+                        let known = value.as_str().is_some_and(|v| {
+                            type_def.is_some_and(|t| t.enum_values.iter().any(|e| e.name == v))
+                        });
+                        if !known {
+                            self.errors.push(
+                                GraphQLError::new(format!(
+                                    "Enum \"{name}\" cannot represent the value returned for {label}."
+                                ))
+                                .with_code(codes::INVALID_ENUM_VALUE)
+                                .with_path(path.clone()),
+                            );
+                            self.known.push(path.clone());
+                            return Some(Value::Null);
+                        }
+                        return Some(value.clone());
+                    }
+                    _ => return Some(value.clone()),
                 }
                 let sets: Vec<&SelectionSet> = fields.iter().map(|f| &f.selection_set).collect();
                 Some(
@@ -115,10 +130,13 @@ impl<'a> Projector<'a> {
         let schema = self.ctx.schema;
         let concrete = match schema.get(declared).map(|t| t.kind) {
             Some(TypeKind::Object) | None => declared.to_string(),
-            Some(_) => typename(value)
-                .filter(|tn| schema.fragment_applies(declared, tn))
-                .unwrap_or(declared)
-                .to_string(),
+            Some(_) => match typename(value) {
+                Some(tn) if schema.fragment_applies(declared, tn) => tn.to_string(),
+                // A type the API schema does not expose (`@inaccessible`, or unknown to
+                // the supergraph): the client cannot be shown this object.
+                Some(_) => return Some(Value::Null),
+                None => declared.to_string(),
+            },
         };
         let type_def = schema.get(&concrete).or_else(|| schema.get(declared));
         let grouped = self.ctx.collect(&concrete, sets);
@@ -162,6 +180,94 @@ impl<'a> Projector<'a> {
             ))
             .with_code(codes::NON_NULL_VIOLATION)
             .with_path(path.to_vec()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use graphql_tools::parser::query as q;
+    use serde_json::{json, Map, Value};
+
+    use super::Projector;
+    use crate::planner::{parse_query, parse_schema};
+    use crate::schema::SchemaModel;
+    use crate::selection::CollectContext;
+
+    /// An API schema as clients see it: the supergraph's `@inaccessible` parts are gone.
+    const API_SCHEMA: &str = r#"
+        type Query { users: [User] owner: User! pets: [Pet] }
+        type User { id: ID! kind: Kind strictKind: Kind! }
+        enum Kind { REGULAR ADMIN }
+        interface Pet { name: String }
+        type Dog implements Pet { name: String }
+    "#;
+
+    fn project(query: &str, data: Value) -> Value {
+        let schema = SchemaModel::from_document(&parse_schema(API_SCHEMA).expect("schema"));
+        let document = parse_query(query).expect("query");
+        let Some(q::Definition::Operation(q::OperationDefinition::SelectionSet(set))) =
+            document.definitions.first()
+        else {
+            panic!("expected an anonymous query");
+        };
+        let variables = Map::new();
+        let fragments = HashMap::new();
+        let ctx = CollectContext {
+            schema: &schema,
+            fragments: &fragments,
+            variables: &variables,
+        };
+        let mut projector = Projector::new(&ctx, &[]);
+        let data = projector.project_root("Query", set, &data);
+        let errors: Vec<Value> = projector.errors.iter().map(|e| e.to_json()).collect();
+        json!({ "data": data, "errors": errors })
+    }
+
+    #[test]
+    fn enum_value_unknown_to_the_api_schema_becomes_null_with_an_error() {
+        let out = project(
+            "{ users { id kind } }",
+            json!({"users": [{"id": "1", "kind": "REGULAR"}, {"id": "2", "kind": "HIDDEN"}]}),
+        );
+        assert_eq!(
+            out["data"],
+            json!({"users": [{"id": "1", "kind": "REGULAR"}, {"id": "2", "kind": null}]})
+        );
+        assert_eq!(out["errors"].as_array().map(Vec::len), Some(1), "{out}");
+        assert_eq!(out["errors"][0]["path"], json!(["users", 1, "kind"]));
+        assert_eq!(
+            out["errors"][0]["extensions"]["code"],
+            json!("INVALID_ENUM_VALUE")
+        );
+    }
+
+    #[test]
+    fn unknown_enum_value_in_non_null_position_nulls_the_parent_with_one_error() {
+        let out = project(
+            "{ owner { id strictKind } }",
+            json!({"owner": {"id": "1", "strictKind": "HIDDEN"}}),
+        );
+        // `owner` is non-null too, so the null reaches `data`.
+        assert_eq!(out["data"], Value::Null);
+        assert_eq!(out["errors"].as_array().map(Vec::len), Some(1), "{out}");
+        assert_eq!(out["errors"][0]["path"], json!(["owner", "strictKind"]));
+    }
+
+    #[test]
+    fn object_of_a_type_hidden_from_the_api_schema_becomes_null() {
+        let out = project(
+            "{ pets { __typename name } }",
+            json!({"pets": [
+                {"__typename": "Dog", "name": "Rex"},
+                {"__typename": "Cat", "name": "Tom"}
+            ]}),
+        );
+        assert_eq!(
+            out["data"],
+            json!({"pets": [{"__typename": "Dog", "name": "Rex"}, null]})
         );
     }
 }

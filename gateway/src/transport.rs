@@ -93,8 +93,10 @@ impl SubgraphTransport for HttpTransport {
             .urls
             .get(&request.subgraph)
             .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
-        let body = serde_json::to_vec(&request.body())
-            .map_err(|e| TransportError::Other(e.to_string()))?;
+        let body: bytes::Bytes = serde_json::to_vec(&request.body())
+            .map_err(|e| TransportError::Other(e.to_string()))?
+            .into();
+        let subgraph = request.subgraph;
         let mut headers = request.headers;
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -108,12 +110,18 @@ impl SubgraphTransport for HttpTransport {
             .client
             .post(url)
             .headers(headers)
-            .body(body)
+            .body(body.clone())
             .send()
             .await
             .map_err(classify)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(classify)?;
+        tracing::trace!(
+            %subgraph,
+            request = %String::from_utf8_lossy(&body),
+            response = %String::from_utf8_lossy(&bytes),
+            "subgraph exchange"
+        );
         match serde_json::from_slice::<Value>(&bytes) {
             // A GraphQL response is meaningful even with a non-2xx status
             // (graphql-response+json uses 4xx for requests that did not execute).

@@ -104,20 +104,23 @@ pub fn deep_merge(target: &mut Value, source: Value) {
 
 /// Builds an entity representation: the value of `selections` applied to `entity`.
 /// Output keys are field names (representations are in subgraph-schema terms).
-pub fn select(entity: &Value, selections: &[Selection], schema: &SchemaModel) -> Value {
+///
+/// `None` when a selected field is absent from the entity: an earlier fetch could not provide
+/// it (e.g. the entity was `null` in the subgraph that owns the key), so no subgraph can
+/// resolve a representation built from it.
+pub fn select(entity: &Value, selections: &[Selection], schema: &SchemaModel) -> Option<Value> {
     match entity {
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| select(item, selections, schema))
-                .collect(),
-        ),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| select(item, selections, schema))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array),
         Value::Object(_) => {
             let mut out = Map::new();
-            select_into(entity, selections, schema, &mut out);
-            Value::Object(out)
+            select_into(entity, selections, schema, &mut out)?;
+            Some(Value::Object(out))
         }
-        other => other.clone(),
+        other => Some(other.clone()),
     }
 }
 
@@ -126,21 +129,19 @@ fn select_into(
     selections: &[Selection],
     schema: &SchemaModel,
     out: &mut Map<String, Value>,
-) {
+) -> Option<()> {
     for selection in selections {
         match selection {
             Selection::Field {
-                response_key,
+                data_key,
                 name,
                 selections,
             } => {
-                let Some(value) = entity.get(response_key.as_str()) else {
-                    continue;
-                };
+                let value = entity.get(data_key.as_str())?;
                 let value = if selections.is_empty() {
                     value.clone()
                 } else {
-                    select(value, selections, schema)
+                    select(value, selections, schema)?
                 };
                 match out.get_mut(name) {
                     Some(existing) => deep_merge(existing, value),
@@ -160,11 +161,12 @@ fn select_into(
                     }
                 };
                 if applies {
-                    select_into(entity, selections, schema, out);
+                    select_into(entity, selections, schema, out)?;
                 }
             }
         }
     }
+    Some(())
 }
 
 /// Applies input/output rewrites to a value (a representation or a fetched entity/root).
@@ -225,6 +227,58 @@ fn walk_rewrite(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn schema() -> SchemaModel {
+        let sdl = "type Query { book: Book } type Book { id: ID upc: ID price: Int }";
+        SchemaModel::from_document(&crate::planner::parse_schema(sdl).expect("schema"))
+    }
+
+    fn field(data_key: &str, name: &str) -> Selection {
+        Selection::Field {
+            data_key: data_key.into(),
+            name: name.into(),
+            selections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn representation_is_not_built_when_a_key_field_is_missing() {
+        let requires = [field("__typename", "__typename"), field("id", "id")];
+        let schema = schema();
+        // The subgraph that provides `id` returned null for this entity: no `id` key.
+        assert_eq!(
+            select(
+                &json!({"__typename": "Book", "upc": "b3"}),
+                &requires,
+                &schema
+            ),
+            None
+        );
+        // A present null is a value (nullable `@requires` fields may be null).
+        assert_eq!(
+            select(
+                &json!({"__typename": "Book", "id": null}),
+                &requires,
+                &schema
+            ),
+            Some(json!({"__typename": "Book", "id": null}))
+        );
+    }
+
+    #[test]
+    fn representation_reads_the_planner_alias_and_writes_the_field_name() {
+        // The planner fetched `_internal_qp_alias_0: price(currency: "EUR")` next to the
+        // client's `price(currency: "USD")`, and requires `price: _internal_qp_alias_0`.
+        let requires = [
+            field("__typename", "__typename"),
+            field("_internal_qp_alias_0", "price"),
+        ];
+        let entity = json!({"__typename": "Book", "price": 11, "_internal_qp_alias_0": 22});
+        assert_eq!(
+            select(&entity, &requires, &schema()),
+            Some(json!({"__typename": "Book", "price": 22}))
+        );
+    }
 
     #[test]
     fn merge_never_erases_with_null() {

@@ -161,7 +161,10 @@ impl Execution<'_> {
                     let Some(entity) = get(&merged, &slot) else {
                         continue;
                     };
-                    let mut representation = select(entity, &group.requires, self.schema);
+                    let Some(mut representation) = select(entity, &group.requires, self.schema)
+                    else {
+                        continue;
+                    };
                     apply_rewrites(&mut representation, &group.input_rewrites, self.schema);
                     // A representation without __typename cannot be resolved (the entity
                     // did not match any type condition of `requires`).

@@ -170,6 +170,8 @@ impl Fleet {
 pub fn gateway_config(config: &Config) -> GatewayConfig {
     GatewayConfig {
         introspection: config.gateway.introspection,
+        graphiql: config.gateway.graphiql,
+        max_batch_size: config.gateway.max_batch_size,
         subgraph_timeout: std::time::Duration::from_millis(config.gateway.subgraph_timeout_ms),
         url_overrides: config
             .gateway

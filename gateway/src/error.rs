@@ -25,6 +25,9 @@ pub mod codes {
     pub const DOWNSTREAM_SERVICE_ERROR: &str = "DOWNSTREAM_SERVICE_ERROR";
     pub const NON_NULL_VIOLATION: &str = "NON_NULL_VIOLATION";
     pub const INVALID_ENUM_VALUE: &str = "INVALID_ENUM_VALUE";
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
 }
 
 /// Failure to build a [`crate::Gateway`]; for operators.
@@ -113,17 +116,43 @@ pub enum RequestError {
     MutationOverGet,
     #[error("Introspection is disabled.")]
     IntrospectionDisabled,
+    #[error("The Accept header allows no response type this endpoint produces; accept application/graphql-response+json or application/json.")]
+    NotAcceptable,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// Our fault; the details were logged where the error was created.
     #[error("Internal server error.")]
     Internal,
 }
 
 impl RequestError {
-    pub fn status(&self) -> http::StatusCode {
+    /// The HTTP status of a response made of this error alone.
+    ///
+    /// `lenient` is true for `application/json` responses: GraphQL-over-HTTP answers every
+    /// well-formed GraphQL request with 200 there (the errors are in the body), and keeps 4xx
+    /// for requests that are not GraphQL requests at all.
+    pub fn status(&self, lenient: bool) -> http::StatusCode {
+        use http::StatusCode;
         match self {
-            RequestError::MutationOverGet => http::StatusCode::METHOD_NOT_ALLOWED,
-            RequestError::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
-            _ => http::StatusCode::BAD_REQUEST,
+            RequestError::Parse(_)
+            | RequestError::Validation(_)
+            | RequestError::BadUserInput(_)
+            | RequestError::Unsupported(_)
+            | RequestError::IntrospectionDisabled => {
+                if lenient {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }
+            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            RequestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -136,6 +165,9 @@ impl RequestError {
             RequestError::Unsupported(_) => codes::OPERATION_NOT_SUPPORTED,
             RequestError::MutationOverGet => codes::METHOD_NOT_ALLOWED,
             RequestError::IntrospectionDisabled => codes::INTROSPECTION_DISABLED,
+            RequestError::NotAcceptable => codes::NOT_ACCEPTABLE,
+            RequestError::UnsupportedMediaType(_) => codes::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::PayloadTooLarge(_) => codes::PAYLOAD_TOO_LARGE,
             RequestError::Internal => codes::INTERNAL,
         };
         match self {

@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub request_hook: Option<RequestHook>,
     /// Called with each client request's span and headers (e.g. to adopt the client's trace).
     pub span_hook: Option<SpanHook>,
+    /// Whether browsers asking for `GET /graphql` (Accept: text/html) get GraphiQL.
+    pub graphiql: bool,
+    /// Most operations accepted in one batched request (a JSON array); 0 disables batching.
+    pub max_batch_size: usize,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +54,8 @@ impl Default for GatewayConfig {
             ],
             request_hook: None,
             span_hook: None,
+            graphiql: true,
+            max_batch_size: 32,
         }
     }
 }
@@ -63,6 +69,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("forward_headers", &self.forward_headers)
             .field("request_hook", &self.request_hook.is_some())
             .field("span_hook", &self.span_hook.is_some())
+            .field("graphiql", &self.graphiql)
+            .field("max_batch_size", &self.max_batch_size)
             .finish()
     }
 }
@@ -72,12 +80,6 @@ impl std::fmt::Debug for GatewayConfig {
 pub(crate) enum Method {
     Get,
     Post,
-}
-
-/// A request outcome: an HTTP status and a GraphQL response body.
-pub(crate) struct Outcome {
-    pub status: http::StatusCode,
-    pub body: Value,
 }
 
 /// (query text, operation name): everything a prepared operation depends on besides the schema.
@@ -166,7 +168,10 @@ impl Gateway {
     /// Executes a request and returns the full response body (`data` and/or `errors`).
     /// Request errors (parse, validation, bad input) give a body with `errors` only.
     pub async fn execute(&self, req: GraphQLRequest, headers: &http::HeaderMap) -> Value {
-        self.execute_with(req, headers, Method::Post).await.body
+        match self.execute_with(req, headers, Method::Post).await {
+            Ok(body) => body,
+            Err(error) => error.to_response(),
+        }
     }
 
     pub(crate) async fn execute_with(
@@ -174,7 +179,7 @@ impl Gateway {
         req: GraphQLRequest,
         headers: &http::HeaderMap,
         method: Method,
-    ) -> Outcome {
+    ) -> Result<Value, RequestError> {
         let span = tracing::info_span!(
             "graphql_request",
             operation_name = req.operation_name.as_deref().unwrap_or("")
@@ -182,16 +187,11 @@ impl Gateway {
         if let Some(hook) = &self.inner.config.span_hook {
             hook(&span, headers);
         }
-        match self.run(req, headers, method).instrument(span).await {
-            Ok(body) => Outcome {
-                status: http::StatusCode::OK,
-                body,
-            },
-            Err(error) => Outcome {
-                status: error.status(),
-                body: error.to_response(),
-            },
-        }
+        self.run(req, headers, method).instrument(span).await
+    }
+
+    pub(crate) fn config(&self) -> &GatewayConfig {
+        &self.inner.config
     }
 
     fn prepared(

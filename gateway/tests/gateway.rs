@@ -6,34 +6,15 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{expected_bench_response, fixture, in_process_transports, subgraph_sdl, Subgraphs};
+use common::{
+    expected_bench_response, fixture, in_process_transports, post, start_gateway, subgraph_sdl,
+    Subgraphs,
+};
 use flowfleet_gateway::{
-    compose, serve, Gateway, GatewayConfig, GraphQLRequest, SubgraphRequest, SubgraphSource,
+    compose, Gateway, GatewayConfig, GraphQLRequest, SubgraphRequest, SubgraphSource,
     SubgraphTransport, TransportError,
 };
 use serde_json::{json, Value};
-
-/// Serves `gateway` on an ephemeral port; returns the base URL.
-async fn start_gateway(gateway: &Gateway) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = gateway.router();
-    tokio::spawn(serve(listener, router, std::future::pending()));
-    format!("http://{addr}")
-}
-
-async fn post(base: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .json(&body)
-        .send()
-        .await
-        .expect("gateway request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json body"))
-}
 
 async fn composed_supergraph(subgraphs: &Subgraphs) -> String {
     let mut sources = Vec::new();
@@ -145,62 +126,6 @@ async fn subgraph_down_gives_partial_data_and_error_with_path() {
         !text.contains("127.0.0.1") && !text.contains("http://"),
         "internal address leaked: {text}"
     );
-}
-
-#[tokio::test]
-async fn request_errors_are_400_with_codes() {
-    let gateway = Gateway::new(
-        &fixture("supergraph.graphql"),
-        GatewayConfig::default(),
-        in_process_transports(),
-    )
-    .expect("gateway");
-    let base = start_gateway(&gateway).await;
-
-    let (status, body) = post(&base, json!({"query": "{ users { id "})).await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_PARSE_FAILED"
-    );
-    assert!(body.get("data").is_none());
-
-    let (status, body) = post(&base, json!({"query": "{ users { id nope } }"})).await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
-    );
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("nope"),
-        "{body}"
-    );
-
-    let (status, body) = post(&base, json!({"query": "{ nothing }"})).await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
-    );
-
-    let (status, body) = post(
-        &base,
-        json!({"query": "query A { me { id } }", "operationName": "B"}),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
-
-    let (status, body) = post(
-        &base,
-        json!({"query": "query($id: ID!) { user(id: $id) { id } }"}),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
 }
 
 #[tokio::test]
@@ -378,50 +303,6 @@ async fn null_in_non_null_field_nulls_nearest_nullable_parent() {
 }
 
 #[tokio::test]
-async fn get_requests_health_and_response_media_type() {
-    let gateway = Gateway::new(
-        &fixture("supergraph.graphql"),
-        GatewayConfig::default(),
-        in_process_transports(),
-    )
-    .expect("gateway");
-    let base = start_gateway(&gateway).await;
-    let client = reqwest::Client::new();
-
-    let health: Value = client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(health, json!({"status": "ok"}));
-
-    let response = client
-        .get(format!("{base}/graphql"))
-        .query(&[
-            ("query", "query($id: ID!) { user(id: $id) { name } }"),
-            ("variables", r#"{"id":"3"}"#),
-        ])
-        .header("accept", "application/graphql-response+json")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(response.status().as_u16(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        content_type.starts_with("application/graphql-response+json"),
-        "{content_type}"
-    );
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body, json!({"data": {"user": {"name": "Grace Hopper"}}}));
-}
-
-#[tokio::test]
 async fn headers_are_forwarded_and_hook_runs() {
     use std::sync::Mutex;
     struct Recording(
@@ -563,6 +444,7 @@ async fn mutations_run_in_order_and_are_refused_over_get() {
         .await
         .expect("get");
     assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
     let body: Value = response.json().await.expect("json");
     assert_eq!(
         body["errors"][0]["extensions"]["code"],

@@ -108,6 +108,8 @@ impl Client {
             .http
             .post(&self.url)
             .headers(self.headers.clone())
+            // A current GraphQL-over-HTTP client: request errors come back as 4xx.
+            .header("accept", "application/graphql-response+json")
             .json(&json!({"query": query, "variables": variables}));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

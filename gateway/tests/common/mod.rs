@@ -14,7 +14,7 @@ use async_graphql_axum::GraphQL;
 use axum::routing::post_service;
 use axum::Router;
 use flowfleet_gateway::{
-    Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
+    serve, Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
 };
 use serde_json::{json, Value};
 
@@ -228,4 +228,26 @@ pub fn expected_bench_response() -> Value {
         })
         .collect();
     json!({"data": {"users": users, "topProducts": top}})
+}
+
+/// Serves `gateway` on an ephemeral port; returns the base URL.
+pub async fn start_gateway(gateway: &Gateway) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = gateway.router();
+    tokio::spawn(serve(listener, router, std::future::pending()));
+    format!("http://{addr}")
+}
+
+pub async fn post(base: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
 }

@@ -179,6 +179,10 @@ pub struct GatewayConfig {
     /// A supergraph file to serve. Empty means: compose from the services' SDL.
     pub supergraph: String,
     pub introspection: bool,
+    /// Serve GraphiQL to browsers at `GET /graphql`.
+    pub graphiql: bool,
+    /// Most operations in one batched request (a JSON array body); 0 disables batching.
+    pub max_batch_size: usize,
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
@@ -296,6 +300,8 @@ impl Default for GatewayConfig {
             port: 4000,
             supergraph: String::new(),
             introspection: true,
+            graphiql: true,
+            max_batch_size: 32,
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
         }

@@ -1,0 +1,232 @@
+//! HTTP surface: `POST /graphql`, `GET /graphql`, `GET /health`, and graceful serving.
+//!
+//! A request goes through these stages, each a function below:
+//! 1. negotiate: which response media type the client accepts (406 if none we produce);
+//! 2. read: the GraphQL request(s) from the query string (GET) or the body (POST: JSON, a
+//!    JSON array for a batch, or `application/graphql`), with 4xx for anything malformed;
+//! 3. execute: [`Gateway::execute_with`] per operation (a batch runs its operations
+//!    concurrently);
+//! 4. respond: the status follows GraphQL-over-HTTP. 200 whenever the operation executed,
+//!    even with errors or partial data. For requests that could not execute,
+//!    `application/graphql-response+json` gets 4xx and `application/json` gets 200 for a
+//!    well-formed GraphQL request (parse, validation and variable errors) and 4xx otherwise.
+
+mod graphiql;
+mod negotiate;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::error::RequestError;
+use crate::gateway::{Gateway, Method};
+use crate::request::{GraphQLRequest, Incoming};
+use negotiate::{accepts, content_type, ResponseFormat};
+
+impl Gateway {
+    /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers),
+    /// `GET /health`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/graphql", get(get_graphql).post(post_graphql))
+            .route("/health", get(health))
+            .with_state(self.clone())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+#[tracing::instrument(name = "http_post", skip_all)]
+async fn post_graphql(State(gateway): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(format) = accepts(&headers).json else {
+        return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
+    };
+    let incoming = match read_post(&headers, &body, gateway.config().max_batch_size) {
+        Ok(incoming) => incoming,
+        Err(error) => return error_response(format, error),
+    };
+    match incoming {
+        Incoming::Single(request) => {
+            let result = match request {
+                Ok(request) => gateway.execute_with(request, &headers, Method::Post).await,
+                Err(error) => Err(error),
+            };
+            single_response(format, result)
+        }
+        Incoming::Batch(requests) => {
+            let results = join_all(requests.into_iter().map(|request| {
+                let gateway = &gateway;
+                let headers = &headers;
+                async move {
+                    match request {
+                        Ok(request) => gateway.execute_with(request, headers, Method::Post).await,
+                        Err(error) => Err(error),
+                    }
+                }
+            }))
+            .await;
+            let bodies: Vec<Value> = results
+                .into_iter()
+                .map(|result| result.unwrap_or_else(|error| error.to_response()))
+                .collect();
+            // Each entry carries its own errors; the batch itself was well-formed.
+            json_response(format, StatusCode::OK, &Value::Array(bodies))
+        }
+    }
+}
+
+/// Stage 2 for POST: the body as one request or a batch.
+fn read_post(headers: &HeaderMap, body: &[u8], max_batch: usize) -> Result<Incoming, RequestError> {
+    let Some(content_type) = content_type(headers) else {
+        return Err(RequestError::UnsupportedMediaType(
+            "The request has no Content-Type; send application/json.".into(),
+        ));
+    };
+    if content_type
+        .charset
+        .as_deref()
+        .is_some_and(|c| c != "utf-8" && c != "utf8")
+    {
+        return Err(RequestError::UnsupportedMediaType(
+            "Only UTF-8 request bodies are accepted.".into(),
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| RequestError::BadRequest("The request body is not valid UTF-8.".into()))?;
+    match content_type.essence.as_str() {
+        "application/json" => {
+            if text.trim().is_empty() {
+                return Err(RequestError::BadRequest(
+                    "The request body is empty; send a JSON object with a `query`.".into(),
+                ));
+            }
+            let value: Value = serde_json::from_str(text).map_err(|_| {
+                RequestError::BadRequest("The request body is not valid JSON.".into())
+            })?;
+            let incoming = Incoming::from_json(value);
+            if let Incoming::Batch(requests) = &incoming {
+                if max_batch == 0 {
+                    return Err(RequestError::BadRequest(
+                        "Batched requests are disabled on this endpoint.".into(),
+                    ));
+                }
+                if requests.is_empty() {
+                    return Err(RequestError::BadRequest("The batch is empty.".into()));
+                }
+                if requests.len() > max_batch {
+                    return Err(RequestError::BadRequest(format!(
+                        "The batch has {} operations; at most {max_batch} are allowed.",
+                        requests.len()
+                    )));
+                }
+            }
+            Ok(incoming)
+        }
+        "application/graphql" => Ok(Incoming::Single(Ok(GraphQLRequest::new(text)))),
+        _ => Err(RequestError::UnsupportedMediaType(format!(
+            "Unsupported Content-Type `{}`; send application/json.",
+            content_type.essence
+        ))),
+    }
+}
+
+#[tracing::instrument(name = "http_get", skip_all)]
+async fn get_graphql(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let accepted = accepts(&headers);
+    if accepted.html && gateway.config().graphiql && !params.contains_key("query") {
+        return Html(graphiql::PAGE).into_response();
+    }
+    let Some(format) = accepted.json else {
+        return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
+    };
+    let result = match request_from_params(params) {
+        Ok(request) => gateway.execute_with(request, &headers, Method::Get).await,
+        Err(error) => Err(error),
+    };
+    single_response(format, result)
+}
+
+/// Stage 2 for GET: the query string's `query`, `operationName`, `variables` and
+/// `extensions` (the last two URL-encoded JSON).
+fn request_from_params(
+    mut params: HashMap<String, String>,
+) -> Result<GraphQLRequest, RequestError> {
+    let query = params
+        .remove("query")
+        .ok_or_else(|| RequestError::BadRequest("Missing `query` parameter.".into()))?;
+    let json_param = |value: Option<String>,
+                      name: &str|
+     -> Result<Option<serde_json::Map<String, Value>>, RequestError> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str(raw).map(Some).map_err(|_| {
+                RequestError::BadRequest(format!("The `{name}` parameter is not a JSON map."))
+            }),
+        }
+    };
+    Ok(GraphQLRequest {
+        query,
+        operation_name: params.remove("operationName").filter(|n| !n.is_empty()),
+        variables: json_param(params.remove("variables"), "variables")?,
+        extensions: json_param(params.remove("extensions"), "extensions")?,
+    })
+}
+
+/// Stage 4 for one operation.
+fn single_response(format: ResponseFormat, result: Result<Value, RequestError>) -> Response {
+    match result {
+        Ok(body) => json_response(format, StatusCode::OK, &body),
+        Err(error) => error_response(format, error),
+    }
+}
+
+fn error_response(format: ResponseFormat, error: RequestError) -> Response {
+    let status = error.status(format == ResponseFormat::Json);
+    let mut response = json_response(format, status, &error.to_response());
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+fn json_response(format: ResponseFormat, status: StatusCode, body: &Value) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(match format {
+            ResponseFormat::Json => "application/json; charset=utf-8",
+            ResponseFormat::GraphQLResponseJson => {
+                "application/graphql-response+json; charset=utf-8"
+            }
+        }),
+    );
+    response
+}

@@ -129,6 +129,52 @@ async fn subgraph_down_gives_partial_data_and_error_with_path() {
 }
 
 #[tokio::test]
+async fn slow_subgraph_times_out_with_partial_data_and_a_timeout_code() {
+    let subgraphs = Subgraphs::start().await;
+    // A server that accepts connections and never answers.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stalled_url = format!("http://{}/graphql", stalled.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut urls = subgraphs.urls.clone();
+    urls.insert("inventory".into(), stalled_url);
+    let config = GatewayConfig {
+        url_overrides: urls,
+        subgraph_timeout: std::time::Duration::from_millis(300),
+        ..GatewayConfig::default()
+    };
+    let gateway =
+        Gateway::new(&fixture("supergraph.graphql"), config, HashMap::new()).expect("gateway");
+    let base = start_gateway(&gateway).await;
+
+    let (status, body) = post(
+        &base,
+        json!({"query": "{ topProducts(first: 1) { upc inStock } }"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"],
+        json!({"topProducts": [{"upc": "1", "inStock": null}]})
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "SUBGRAPH_TIMEOUT",
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["path"],
+        json!(["topProducts", 0, "inStock"])
+    );
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
+
+#[tokio::test]
 async fn variables_aliases_fragments_directives_and_typename() {
     let gateway = Gateway::new(
         &fixture("supergraph.graphql"),

@@ -11,6 +11,13 @@ use crate::error::{codes, GraphQLError, PathSegment};
 use crate::plan::{EntityFetch, RootFetch};
 use crate::transport::{SubgraphRequest, TransportError};
 
+/// Why a subgraph call gave no response; the client sees only this, never the cause.
+#[derive(Debug, Clone, Copy)]
+enum FetchFailure {
+    TimedOut,
+    Failed,
+}
+
 /// Per `_entities` field: the deduplicated representations and where each result goes.
 struct GroupInput {
     representations: Vec<Value>,
@@ -35,9 +42,12 @@ impl Execution<'_> {
             .first()
             .map(|k| vec![k.as_str().into()])
             .unwrap_or_default();
-        let Some(mut body) = self.call(request).instrument(span).await else {
-            self.push_errors([self.fetch_failed(&fetch.subgraph, error_path)]);
-            return;
+        let mut body = match self.call(request).instrument(span).await {
+            Ok(body) => body,
+            Err(failure) => {
+                self.push_errors([self.fetch_failed(&fetch.subgraph, failure, error_path)]);
+                return;
+            }
         };
         let errors = take_errors(&mut body);
         self.push_errors(errors.into_iter().map(|e| {
@@ -80,21 +90,24 @@ impl Execution<'_> {
                 extra,
             )
         });
-        let Some(mut body) = self.call(request).instrument(span).await else {
-            let path = fetch
-                .groups
-                .iter()
-                .zip(&inputs)
-                .find_map(|(group, input)| {
-                    input.slots.first().map(|(path, _)| {
-                        let mut path = path.clone();
-                        path.extend(group.first_field.as_deref().map(PathSegment::from));
-                        path
+        let mut body = match self.call(request).instrument(span).await {
+            Ok(body) => body,
+            Err(failure) => {
+                let path = fetch
+                    .groups
+                    .iter()
+                    .zip(&inputs)
+                    .find_map(|(group, input)| {
+                        input.slots.first().map(|(path, _)| {
+                            let mut path = path.clone();
+                            path.extend(group.first_field.as_deref().map(PathSegment::from));
+                            path
+                        })
                     })
-                })
-                .unwrap_or_default();
-            self.push_errors([self.fetch_failed(&fetch.subgraph, path)]);
-            return;
+                    .unwrap_or_default();
+                self.push_errors([self.fetch_failed(&fetch.subgraph, failure, path)]);
+                return;
+            }
         };
 
         // Subgraph errors: `[<_entities key>, i, ...rest]` maps to the first entity that sent
@@ -211,8 +224,8 @@ impl Execution<'_> {
         }
     }
 
-    /// Calls the subgraph; `None` means it failed (already logged).
-    async fn call(&self, request: SubgraphRequest) -> Option<Value> {
+    /// Calls the subgraph; a failure has already been logged with its internal details.
+    async fn call(&self, request: SubgraphRequest) -> Result<Value, FetchFailure> {
         let subgraph = request.subgraph.clone();
         let transport = self.transports.get(&subgraph);
         let outcome = match tokio::time::timeout(self.timeout, transport.execute(request)).await {
@@ -220,22 +233,39 @@ impl Execution<'_> {
             Err(_) => Err(TransportError::Timeout),
         };
         match outcome {
-            Ok(body @ Value::Object(_)) => Some(body),
+            Ok(body @ Value::Object(_)) => Ok(body),
             Ok(_) => {
                 tracing::warn!(%subgraph, "subgraph returned a non-object response body");
-                None
+                Err(FetchFailure::Failed)
+            }
+            Err(TransportError::Timeout) => {
+                tracing::warn!(%subgraph, timeout = ?self.timeout, "subgraph request timed out");
+                Err(FetchFailure::TimedOut)
             }
             Err(error) => {
                 tracing::warn!(%subgraph, %error, "subgraph request failed");
-                None
+                Err(FetchFailure::Failed)
             }
         }
     }
 
-    fn fetch_failed(&self, subgraph: &str, path: Vec<PathSegment>) -> GraphQLError {
-        let error = GraphQLError::new(format!("Request to subgraph \"{subgraph}\" failed."))
-            .with_code(codes::SUBGRAPH_REQUEST_FAILED)
-            .with_extension("serviceName", Value::String(subgraph.to_string()));
+    fn fetch_failed(
+        &self,
+        subgraph: &str,
+        failure: FetchFailure,
+        path: Vec<PathSegment>,
+    ) -> GraphQLError {
+        let error = match failure {
+            FetchFailure::TimedOut => {
+                GraphQLError::new(format!("Request to subgraph \"{subgraph}\" timed out."))
+                    .with_code(codes::SUBGRAPH_TIMEOUT)
+            }
+            FetchFailure::Failed => {
+                GraphQLError::new(format!("Request to subgraph \"{subgraph}\" failed."))
+                    .with_code(codes::SUBGRAPH_REQUEST_FAILED)
+            }
+        }
+        .with_extension("serviceName", Value::String(subgraph.to_string()));
         if path.is_empty() {
             error
         } else {

@@ -172,6 +172,9 @@ pub fn gateway_config(config: &Config) -> GatewayConfig {
         introspection: config.gateway.introspection,
         graphiql: config.gateway.graphiql,
         max_batch_size: config.gateway.max_batch_size,
+        plan_cache_size: config.gateway.plan_cache_size,
+        dedupe_subgraph_requests: config.gateway.dedupe_subgraph_requests,
+        h2c_subgraphs: config.gateway.h2c_subgraphs.iter().cloned().collect(),
         subgraph_timeout: std::time::Duration::from_millis(config.gateway.subgraph_timeout_ms),
         url_overrides: config
             .gateway

@@ -184,68 +184,63 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches a subgraph's SDL with `_service { sdl }`, retrying while it starts.
-async fn fetch_sdl(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    let mut last = None;
-    for _ in 0..60 {
-        let attempt = async {
-            let body: serde_json::Value = client
-                .post(url)
-                .json(&serde_json::json!({"query": "{ _service { sdl } }"}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            body.pointer("/data/_service/sdl")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("no SDL in the response"))
-        };
-        match attempt.await {
-            Ok(sdl) => return Ok(sdl),
-            Err(e) => last = Some(e),
+/// Loads the supergraph. Subgraphs are retried for up to 30 s while they start; a missing
+/// or unreadable file fails at once.
+async fn load_supergraph(source: &flowfleet_gateway::SupergraphSource) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let mut attempts = 0;
+    loop {
+        match source.load(&client).await {
+            Ok(supergraph) => return Ok(supergraph),
+            Err(error)
+                if attempts < 60
+                    && matches!(source, flowfleet_gateway::SupergraphSource::Subgraphs(_)) =>
+            {
+                attempts += 1;
+                tracing::debug!(%error, "supergraph not available yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error).context("loading the supergraph"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
-        .with_context(|| format!("fetching the subgraph SDL from {url}"))
 }
 
 pub async fn gateway(config: Config) -> anyhow::Result<()> {
     let _telemetry = flowfleet_shared::telemetry::init("flowfleet-gateway", &config.telemetry);
     let shutdown = shutdown_on_signal();
-    let supergraph = if config.gateway.supergraph.is_empty() {
-        let client = reqwest::Client::new();
-        let mut sources = Vec::new();
-        for s in ServiceName::ALL {
-            let url = config
-                .gateway
-                .subgraph_urls
-                .get(s.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("{}/graphql", config.service(s).http_url));
-            let sdl = fetch_sdl(&client, &url).await?;
-            sources.push(flowfleet_gateway::SubgraphSource {
+    let source = if config.gateway.supergraph.is_empty() {
+        let endpoints = ServiceName::ALL
+            .iter()
+            .map(|s| flowfleet_gateway::SubgraphEndpoint {
                 name: s.as_str().to_string(),
-                url,
-                sdl,
-            });
-        }
-        flowfleet_gateway::compose(&sources).context("composing the supergraph")?
+                url: config
+                    .gateway
+                    .subgraph_urls
+                    .get(s.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}/graphql", config.service(*s).http_url)),
+            })
+            .collect();
+        flowfleet_gateway::SupergraphSource::Subgraphs(endpoints)
     } else {
-        std::fs::read_to_string(&config.gateway.supergraph).with_context(|| {
-            format!(
-                "cannot read the supergraph file {}",
-                config.gateway.supergraph
-            )
-        })?
+        flowfleet_gateway::SupergraphSource::File(config.gateway.supergraph.clone().into())
     };
+    let supergraph = load_supergraph(&source).await?;
     let gateway = flowfleet_gateway::Gateway::new(
         &supergraph,
         fleet::gateway_config(&config),
         Default::default(),
     )?;
+    if config.gateway.reload_interval_ms > 0 {
+        let every = std::time::Duration::from_millis(config.gateway.reload_interval_ms);
+        let stop = shutdown.clone();
+        tokio::spawn(flowfleet_gateway::watch(
+            gateway.clone(),
+            source,
+            every,
+            async move { stop.cancelled().await },
+        ));
+    }
     let router = gateway.router().route(
         "/metrics",
         get(flowfleet_shared::telemetry::metrics_endpoint),

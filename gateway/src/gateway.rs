@@ -1,25 +1,24 @@
 //! The [`Gateway`]: a loaded supergraph plus transports, executing client requests.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::error::{GatewayError, GraphQLError, RequestError};
-use crate::executor::{Execution, RequestHook, SpanHook, Transports};
+use crate::executor::{Execution, RequestHook, SpanHook, SubgraphDedupe, Transports};
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
+use crate::operation_cache::OperationCache;
 use crate::planner::{QueryPlanner, SchemaDocument};
 use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
 use crate::transport::{HttpTransport, SubgraphTransport};
 use crate::{introspection, projection::Projector};
-
-/// Upper bound of cached prepared operations; the cache is cleared when it is reached
-/// (simple, and prepared operations are cheap to rebuild).
-const OPERATION_CACHE_LIMIT: usize = 1024;
 
 #[derive(Clone)]
 pub struct GatewayConfig {
@@ -29,12 +28,19 @@ pub struct GatewayConfig {
     pub subgraph_timeout: Duration,
     /// Subgraph name -> URL, replacing the supergraph's `@join__graph(url:)`.
     pub url_overrides: HashMap<String, String>,
+    /// Subgraphs reached over cleartext HTTP/2 (h2c, prior knowledge). HTTPS subgraphs get
+    /// HTTP/2 by ALPN without being listed.
+    pub h2c_subgraphs: HashSet<String>,
     /// Client headers copied into every subgraph request.
     pub forward_headers: Vec<http::HeaderName>,
     /// Called on the headers of every subgraph request (e.g. to inject W3C trace context).
     pub request_hook: Option<RequestHook>,
     /// Called with each client request's span and headers (e.g. to adopt the client's trace).
     pub span_hook: Option<SpanHook>,
+    /// Entries of each level of the prepared-operation (query plan) cache.
+    pub plan_cache_size: u64,
+    /// Let concurrent query operations share identical in-flight subgraph requests.
+    pub dedupe_subgraph_requests: bool,
     /// Whether browsers asking for `GET /graphql` (Accept: text/html) get GraphiQL.
     pub graphiql: bool,
     /// Most operations accepted in one batched request (a JSON array); 0 disables batching.
@@ -47,6 +53,7 @@ impl Default for GatewayConfig {
             introspection: true,
             subgraph_timeout: Duration::from_secs(30),
             url_overrides: HashMap::new(),
+            h2c_subgraphs: HashSet::new(),
             forward_headers: vec![
                 http::header::AUTHORIZATION,
                 http::HeaderName::from_static("traceparent"),
@@ -56,6 +63,8 @@ impl Default for GatewayConfig {
             span_hook: None,
             graphiql: true,
             max_batch_size: 32,
+            plan_cache_size: 1024,
+            dedupe_subgraph_requests: true,
         }
     }
 }
@@ -66,11 +75,14 @@ impl std::fmt::Debug for GatewayConfig {
             .field("introspection", &self.introspection)
             .field("subgraph_timeout", &self.subgraph_timeout)
             .field("url_overrides", &self.url_overrides)
+            .field("h2c_subgraphs", &self.h2c_subgraphs)
             .field("forward_headers", &self.forward_headers)
             .field("request_hook", &self.request_hook.is_some())
             .field("span_hook", &self.span_hook.is_some())
             .field("graphiql", &self.graphiql)
             .field("max_batch_size", &self.max_batch_size)
+            .field("plan_cache_size", &self.plan_cache_size)
+            .field("dedupe_subgraph_requests", &self.dedupe_subgraph_requests)
             .finish()
     }
 }
@@ -82,43 +94,51 @@ pub(crate) enum Method {
     Post,
 }
 
-/// (query text, operation name): everything a prepared operation depends on besides the schema.
-type CacheKey = (String, Option<String>);
-
-struct Inner {
+/// Everything derived from one supergraph. Replaced as a whole on reload; a request holds
+/// the `Arc` it started with, so a reload never changes a request halfway.
+struct Supergraph {
+    sdl: String,
     planner: QueryPlanner,
     api_schema: Arc<SchemaDocument>,
     model: SchemaModel,
     transports: Transports,
-    config: GatewayConfig,
     preparer: Preparer,
-    cache: Mutex<HashMap<CacheKey, Arc<PreparedOperation>>>,
+    operations: OperationCache,
 }
 
-/// A federation gateway over one supergraph. Cheap to clone.
+/// What outlives a reload.
+struct Shared {
+    current: ArcSwap<Supergraph>,
+    config: GatewayConfig,
+    /// Transports given by the embedder (in-process subgraphs), kept across reloads.
+    explicit: HashMap<String, Arc<dyn SubgraphTransport>>,
+    /// `None` when deduplication is switched off.
+    dedupe: Option<SubgraphDedupe>,
+}
+
+/// A federation gateway over one supergraph, which [`Gateway::reload`] can replace while
+/// requests are in flight. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("planner", &self.inner.planner)
-            .field("config", &self.inner.config)
+            .field("planner", &self.shared.current.load().planner)
+            .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
 }
 
-impl Gateway {
-    /// Loads the supergraph. Subgraphs without an entry in `transports` are called over HTTP
-    /// at their `@join__graph(url:)` (or `config.url_overrides`).
-    pub fn new(
-        supergraph_sdl: &str,
-        config: GatewayConfig,
-        transports: HashMap<String, Arc<dyn SubgraphTransport>>,
+impl Supergraph {
+    fn load(
+        sdl: &str,
+        config: &GatewayConfig,
+        explicit: &HashMap<String, Arc<dyn SubgraphTransport>>,
     ) -> Result<Self, GatewayError> {
-        let planner = QueryPlanner::new(supergraph_sdl)?;
+        let planner = QueryPlanner::new(sdl)?;
         let mut urls: HashMap<String, String> = planner
             .subgraphs()
             .iter()
@@ -130,34 +150,74 @@ impl Gateway {
             }
             urls.insert(name.clone(), url.clone());
         }
-        for name in transports.keys() {
+        for name in explicit.keys() {
             if !urls.contains_key(name) {
                 tracing::warn!(subgraph = %name, "transport given for a subgraph the supergraph does not declare");
             }
         }
-        let http = HttpTransport::new(urls, config.subgraph_timeout)
+        let http = HttpTransport::new(urls, config.subgraph_timeout, config.h2c_subgraphs.clone())
             .map_err(|e| GatewayError::HttpClient(e.to_string()))?;
         let api_schema = planner.api_schema().clone();
         let model = SchemaModel::from_document(&api_schema);
         Ok(Self {
-            inner: Arc::new(Inner {
-                planner,
-                api_schema,
-                model,
-                transports: Transports {
-                    explicit: transports,
-                    http: Arc::new(http),
-                },
+            sdl: sdl.to_string(),
+            planner,
+            api_schema,
+            model,
+            transports: Transports {
+                explicit: explicit.clone(),
+                http: Arc::new(http),
+            },
+            preparer: Preparer::default(),
+            operations: OperationCache::new(config.plan_cache_size),
+        })
+    }
+}
+
+impl Gateway {
+    /// Loads the supergraph. Subgraphs without an entry in `transports` are called over HTTP
+    /// at their `@join__graph(url:)` (or `config.url_overrides`).
+    pub fn new(
+        supergraph_sdl: &str,
+        config: GatewayConfig,
+        transports: HashMap<String, Arc<dyn SubgraphTransport>>,
+    ) -> Result<Self, GatewayError> {
+        let supergraph = Supergraph::load(supergraph_sdl, &config, &transports)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(supergraph),
+                dedupe: config
+                    .dedupe_subgraph_requests
+                    .then(SubgraphDedupe::default),
                 config,
-                preparer: Preparer::default(),
-                cache: Mutex::new(HashMap::new()),
+                explicit: transports,
             }),
         })
     }
 
+    /// Replaces the supergraph. Requests already running finish on the one they started
+    /// with; new requests use the new one. On error the current supergraph stays.
+    /// Returns `false` when `supergraph_sdl` is the one already loaded (nothing to do).
+    pub fn reload(&self, supergraph_sdl: &str) -> Result<bool, GatewayError> {
+        if self.shared.current.load().sdl == supergraph_sdl {
+            return Ok(false);
+        }
+        let next = Supergraph::load(supergraph_sdl, &self.shared.config, &self.shared.explicit)?;
+        self.shared.current.store(Arc::new(next));
+        tracing::info!(subgraphs = ?self.subgraph_names(), "supergraph reloaded");
+        Ok(true)
+    }
+
+    /// The supergraph SDL being served.
+    pub fn supergraph(&self) -> String {
+        self.shared.current.load().sdl.clone()
+    }
+
     /// Names of the subgraphs the supergraph declares, sorted.
     pub fn subgraph_names(&self) -> Vec<String> {
-        self.inner
+        self.shared
+            .current
+            .load()
             .planner
             .subgraphs()
             .iter()
@@ -184,43 +244,34 @@ impl Gateway {
             "graphql_request",
             operation_name = req.operation_name.as_deref().unwrap_or("")
         );
-        if let Some(hook) = &self.inner.config.span_hook {
+        if let Some(hook) = &self.shared.config.span_hook {
             hook(&span, headers);
         }
         self.run(req, headers, method).instrument(span).await
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {
-        &self.inner.config
+        &self.shared.config
     }
 
     fn prepared(
-        &self,
+        supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedOperation>, RequestError> {
-        let inner = &self.inner;
-        let key = (query.to_string(), operation_name.map(str::to_string));
-        if let Some(hit) = inner
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(hit.clone());
-        }
-        let prepared = inner.preparer.prepare(
-            &inner.planner,
-            &inner.api_schema,
-            &inner.model,
-            query,
-            operation_name,
-        )?;
-        let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= OPERATION_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, prepared.clone());
+        let (prepared, lookup) =
+            supergraph
+                .operations
+                .get_or_prepare(query, operation_name, || {
+                    supergraph.preparer.prepare(
+                        &supergraph.planner,
+                        &supergraph.api_schema,
+                        &supergraph.model,
+                        query,
+                        operation_name,
+                    )
+                })?;
+        tracing::trace!(?lookup, "operation cache");
         Ok(prepared)
     }
 
@@ -230,38 +281,44 @@ impl Gateway {
         headers: &http::HeaderMap,
         method: Method,
     ) -> Result<Value, RequestError> {
-        let inner = &self.inner;
+        let config = &self.shared.config;
+        // This request's supergraph, whatever reloads happen while it runs.
+        let supergraph = self.shared.current.load_full();
         if req.query.trim().is_empty() {
             return Err(RequestError::BadRequest("The request has no query.".into()));
         }
-        let operation = self.prepared(&req.query, req.operation_name.as_deref())?;
+        let operation = Self::prepared(&supergraph, &req.query, req.operation_name.as_deref())?;
         if method == Method::Get && operation.kind == OperationKind::Mutation {
             return Err(RequestError::MutationOverGet);
         }
-        if operation.uses_introspection && !inner.config.introspection {
+        if operation.uses_introspection && !config.introspection {
             return Err(RequestError::IntrospectionDisabled);
         }
         let variables = coerce_variables(&operation.variables, req.variables.as_ref())?;
 
         let mut forwarded = http::HeaderMap::new();
-        for name in &inner.config.forward_headers {
+        for name in &config.forward_headers {
             for value in headers.get_all(name) {
                 forwarded.append(name.clone(), value.clone());
             }
         }
         let execution = Execution::new(
-            &inner.transports,
-            &inner.model,
+            &supergraph.transports,
+            &supergraph.model,
             &variables,
             forwarded,
-            inner.config.request_hook.clone(),
-            inner.config.subgraph_timeout,
+            config.request_hook.clone(),
+            config.subgraph_timeout,
+            self.shared
+                .dedupe
+                .as_ref()
+                .filter(|_| operation.kind == OperationKind::Query),
         );
         execution.run(&operation.plan).await;
         let (mut data, errors) = execution.into_parts();
 
         let ctx = CollectContext {
-            schema: &inner.model,
+            schema: &supergraph.model,
             fragments: &operation.fragments,
             variables: &variables,
         };

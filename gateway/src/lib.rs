@@ -6,6 +6,7 @@
 //! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`].
 //! - `projection`, `introspection`, `selection`: shape the merged data into the client's response.
 //! - [`http`]: axum routes and graceful serving.
+//! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
 pub mod compose;
 pub mod error;
@@ -14,9 +15,11 @@ mod gateway;
 pub mod http;
 mod introspection;
 mod operation;
+mod operation_cache;
 pub mod plan;
 pub mod planner;
 mod projection;
+pub mod reload;
 pub mod request;
 mod schema;
 mod selection;
@@ -27,5 +30,6 @@ pub use error::{GatewayError, GraphQLError, PathSegment, RequestError};
 pub use executor::{RequestHook, SpanHook};
 pub use gateway::{Gateway, GatewayConfig};
 pub use http::serve;
+pub use reload::{watch, SubgraphEndpoint, SupergraphSource};
 pub use request::GraphQLRequest;
 pub use transport::{HttpTransport, SubgraphRequest, SubgraphTransport, TransportError};

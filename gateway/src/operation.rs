@@ -43,6 +43,26 @@ pub struct PreparedOperation {
     pub plan: Plan,
 }
 
+#[cfg(test)]
+impl PreparedOperation {
+    /// An empty query operation around `plan`.
+    pub fn for_tests(plan: Plan) -> Self {
+        let pos = graphql_tools::parser::Pos { line: 1, column: 1 };
+        Self {
+            kind: OperationKind::Query,
+            root_type: "Query".into(),
+            selection_set: SelectionSet {
+                span: (pos, pos),
+                items: Vec::new(),
+            },
+            fragments: HashMap::new(),
+            variables: Vec::new(),
+            uses_introspection: false,
+            plan,
+        }
+    }
+}
+
 pub struct Preparer {
     validation: ValidationPlan,
 }

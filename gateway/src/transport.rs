@@ -5,7 +5,7 @@
 //! [`SubgraphTransport`]. Transport errors are internal (they may name hosts and URLs); the
 //! executor turns them into client-safe GraphQL errors and logs the details.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -60,25 +60,42 @@ pub trait SubgraphTransport: Send + Sync + 'static {
     async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError>;
 }
 
-/// GraphQL over HTTP POST with a pooled keep-alive client.
+/// GraphQL over HTTP POST with pooled keep-alive connections.
+///
+/// HTTPS subgraphs that offer HTTP/2 (ALPN `h2`) are spoken to in HTTP/2, others in
+/// HTTP/1.1. Cleartext HTTP cannot advertise HTTP/2, so subgraphs known to speak it without
+/// TLS (h2c) are listed in `GatewayConfig::h2c_subgraphs` and get a prior-knowledge client.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    h2c_client: reqwest::Client,
     /// Subgraph name -> endpoint URL.
     urls: HashMap<String, String>,
+    h2c: HashSet<String>,
 }
 
 impl HttpTransport {
     /// `timeout` bounds each whole request (connect, send, receive).
-    pub fn new(urls: HashMap<String, String>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { client, urls })
+    pub fn new(
+        urls: HashMap<String, String>,
+        timeout: Duration,
+        h2c: HashSet<String>,
+    ) -> Result<Self, reqwest::Error> {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(5)))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .tcp_nodelay(true)
+                .http2_adaptive_window(true)
+        };
+        Ok(Self {
+            client: builder().build()?,
+            h2c_client: builder().http2_prior_knowledge().build()?,
+            urls,
+            h2c,
+        })
     }
 
     pub fn url(&self, subgraph: &str) -> Option<&str> {
@@ -106,8 +123,12 @@ impl SubgraphTransport for HttpTransport {
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/graphql-response+json, application/json"),
         );
-        let response = self
-            .client
+        let client = if self.h2c.contains(&subgraph) {
+            &self.h2c_client
+        } else {
+            &self.client
+        };
+        let response = client
             .post(url)
             .headers(headers)
             .body(body.clone())

@@ -1,19 +1,23 @@
 //! Root and entity fetches: build the subgraph request, call the transport, merge the result.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
 
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::data::{apply_rewrites, collect_slots, deep_merge, get, get_mut, select};
-use super::Execution;
+use super::{dedupe, Execution};
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::plan::{EntityFetch, RootFetch};
-use crate::transport::{SubgraphRequest, TransportError};
+use crate::transport::{SubgraphRequest, SubgraphTransport, TransportError};
 
 /// Why a subgraph call gave no response; the client sees only this, never the cause.
-#[derive(Debug, Clone, Copy)]
-enum FetchFailure {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FetchFailure {
     TimedOut,
     Failed,
 }
@@ -224,29 +228,28 @@ impl Execution<'_> {
         }
     }
 
-    /// Calls the subgraph; a failure has already been logged with its internal details.
+    /// Calls the subgraph, or joins an identical in-flight call when this execution may;
+    /// a failure has already been logged with its internal details.
     async fn call(&self, request: SubgraphRequest) -> Result<Value, FetchFailure> {
-        let subgraph = request.subgraph.clone();
-        let transport = self.transports.get(&subgraph);
-        let outcome = match tokio::time::timeout(self.timeout, transport.execute(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout),
+        let Some(dedupe) = self.dedupe else {
+            return call_transport(
+                self.transports.get(&request.subgraph),
+                request,
+                self.timeout,
+            )
+            .await;
         };
-        match outcome {
-            Ok(body @ Value::Object(_)) => Ok(body),
-            Ok(_) => {
-                tracing::warn!(%subgraph, "subgraph returned a non-object response body");
-                Err(FetchFailure::Failed)
-            }
-            Err(TransportError::Timeout) => {
-                tracing::warn!(%subgraph, timeout = ?self.timeout, "subgraph request timed out");
-                Err(FetchFailure::TimedOut)
-            }
-            Err(error) => {
-                tracing::warn!(%subgraph, %error, "subgraph request failed");
-                Err(FetchFailure::Failed)
-            }
+        let key = dedupe::Key::of(&request);
+        let fetch = call_transport(
+            self.transports.get(&request.subgraph),
+            request,
+            self.timeout,
+        );
+        let (result, sent) = dedupe.run(key, fetch.boxed()).await;
+        if !sent {
+            tracing::debug!("shared an identical in-flight subgraph request");
         }
+        result
     }
 
     fn fetch_failed(
@@ -296,6 +299,33 @@ impl Execution<'_> {
         match path {
             Some(path) if !path.is_empty() => out.with_path(path),
             _ => out,
+        }
+    }
+}
+
+async fn call_transport(
+    transport: Arc<dyn SubgraphTransport>,
+    request: SubgraphRequest,
+    timeout: Duration,
+) -> Result<Value, FetchFailure> {
+    let subgraph = request.subgraph.clone();
+    let outcome = match tokio::time::timeout(timeout, transport.execute(request)).await {
+        Ok(result) => result,
+        Err(_) => Err(TransportError::Timeout),
+    };
+    match outcome {
+        Ok(body @ Value::Object(_)) => Ok(body),
+        Ok(_) => {
+            tracing::warn!(%subgraph, "subgraph returned a non-object response body");
+            Err(FetchFailure::Failed)
+        }
+        Err(TransportError::Timeout) => {
+            tracing::warn!(%subgraph, ?timeout, "subgraph request timed out");
+            Err(FetchFailure::TimedOut)
+        }
+        Err(error) => {
+            tracing::warn!(%subgraph, %error, "subgraph request failed");
+            Err(FetchFailure::Failed)
         }
     }
 }

@@ -9,6 +9,7 @@
 //! and leaves its part of the data missing; projection later turns that into `null`s.
 
 mod data;
+mod dedupe;
 mod fetch;
 
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ use crate::schema::SchemaModel;
 use crate::transport::{HttpTransport, SubgraphTransport};
 
 pub(crate) use data::typename;
+pub(crate) use fetch::FetchFailure;
+
+/// The gateway-wide registry of in-flight subgraph queries.
+pub(crate) type SubgraphDedupe = dedupe::Dedupe<FetchFailure>;
 
 /// Hook run on the headers of every subgraph request.
 pub type RequestHook = Arc<dyn Fn(&mut http::HeaderMap) + Send + Sync>;
@@ -39,10 +44,10 @@ pub(crate) struct Transports {
 }
 
 impl Transports {
-    pub fn get(&self, subgraph: &str) -> &dyn SubgraphTransport {
+    pub fn get(&self, subgraph: &str) -> Arc<dyn SubgraphTransport> {
         match self.explicit.get(subgraph) {
-            Some(transport) => transport.as_ref(),
-            None => self.http.as_ref(),
+            Some(transport) => transport.clone(),
+            None => self.http.clone(),
         }
     }
 }
@@ -57,6 +62,9 @@ pub(crate) struct Execution<'a> {
     pub headers: http::HeaderMap,
     pub request_hook: Option<RequestHook>,
     pub timeout: Duration,
+    /// Set when this execution's subgraph queries may be shared with identical in-flight
+    /// ones (query operations only: a mutation's fetches must all run).
+    pub dedupe: Option<&'a SubgraphDedupe>,
     pub data: Mutex<Value>,
     pub errors: Mutex<Vec<GraphQLError>>,
 }
@@ -69,6 +77,7 @@ impl<'a> Execution<'a> {
         headers: http::HeaderMap,
         request_hook: Option<RequestHook>,
         timeout: Duration,
+        dedupe: Option<&'a SubgraphDedupe>,
     ) -> Self {
         Self {
             transports,
@@ -77,6 +86,7 @@ impl<'a> Execution<'a> {
             headers,
             request_hook,
             timeout,
+            dedupe,
             data: Mutex::new(Value::Object(Map::new())),
             errors: Mutex::new(Vec::new()),
         }

@@ -183,6 +183,16 @@ pub struct GatewayConfig {
     pub graphiql: bool,
     /// Most operations in one batched request (a JSON array body); 0 disables batching.
     pub max_batch_size: usize,
+    /// Entries of each level of the query-plan cache (exact text, normalized text).
+    pub plan_cache_size: u64,
+    /// Let concurrent requests share one in-flight subgraph query with identical
+    /// operation, variables and forwarded headers.
+    pub dedupe_subgraph_requests: bool,
+    /// How often the supergraph's source (the file, or the subgraphs' SDL) is checked for
+    /// changes, which are loaded without dropping requests. 0 disables hot reload.
+    pub reload_interval_ms: u64,
+    /// Subgraphs reached over cleartext HTTP/2 (h2c); HTTPS subgraphs negotiate HTTP/2.
+    pub h2c_subgraphs: Vec<String>,
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
@@ -302,6 +312,10 @@ impl Default for GatewayConfig {
             introspection: true,
             graphiql: true,
             max_batch_size: 32,
+            plan_cache_size: 1024,
+            dedupe_subgraph_requests: true,
+            reload_interval_ms: 5_000,
+            h2c_subgraphs: Vec::new(),
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
         }

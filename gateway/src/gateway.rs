@@ -96,7 +96,7 @@ pub(crate) enum Method {
 
 /// Everything derived from one supergraph. Replaced as a whole on reload; a request holds
 /// the `Arc` it started with, so a reload never changes a request halfway.
-struct Supergraph {
+pub(crate) struct Supergraph {
     sdl: String,
     planner: QueryPlanner,
     api_schema: Arc<SchemaDocument>,
@@ -104,6 +104,13 @@ struct Supergraph {
     transports: Transports,
     preparer: Preparer,
     operations: OperationCache,
+}
+
+/// A request that passed every check, ready to execute.
+pub(crate) struct Admitted {
+    pub supergraph: Arc<Supergraph>,
+    pub operation: Arc<PreparedOperation>,
+    pub variables: Map<String, Value>,
 }
 
 /// What outlives a reload.
@@ -157,7 +164,12 @@ impl Supergraph {
         }
         let http = HttpTransport::new(urls, config.subgraph_timeout, config.h2c_subgraphs.clone())
             .map_err(|e| GatewayError::HttpClient(e.to_string()))?;
-        let api_schema = planner.api_schema().clone();
+        // The gateway itself implements `@defer`, so its API schema declares it.
+        let mut api_schema = (**planner.api_schema()).clone();
+        if let Ok(directive) = crate::planner::parse_schema(crate::defer::DIRECTIVE_SDL) {
+            api_schema.definitions.extend(directive.definitions);
+        }
+        let api_schema = Arc::new(api_schema);
         let model = SchemaModel::from_document(&api_schema);
         Ok(Self {
             sdl: sdl.to_string(),
@@ -240,6 +252,16 @@ impl Gateway {
         headers: &http::HeaderMap,
         method: Method,
     ) -> Result<Value, RequestError> {
+        let span = self.request_span(&req, headers);
+        self.run(req, headers, method).instrument(span).await
+    }
+
+    /// The span of one client operation, continuing the client's trace when a hook says how.
+    pub(crate) fn request_span(
+        &self,
+        req: &GraphQLRequest,
+        headers: &http::HeaderMap,
+    ) -> tracing::Span {
         let span = tracing::info_span!(
             "graphql_request",
             operation_name = req.operation_name.as_deref().unwrap_or("")
@@ -247,14 +269,14 @@ impl Gateway {
         if let Some(hook) = &self.shared.config.span_hook {
             hook(&span, headers);
         }
-        self.run(req, headers, method).instrument(span).await
+        span
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {
         &self.shared.config
     }
 
-    fn prepared(
+    pub(crate) fn prepared(
         supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
@@ -281,6 +303,24 @@ impl Gateway {
         headers: &http::HeaderMap,
         method: Method,
     ) -> Result<Value, RequestError> {
+        let admitted = self.admit(&req, method)?;
+        Ok(self
+            .execute_prepared(
+                &admitted.supergraph,
+                &admitted.operation,
+                &admitted.variables,
+                headers,
+            )
+            .await)
+    }
+
+    /// Everything that can refuse a request before anything is fetched: parse, validation,
+    /// planning (cached), method and introspection rules, variable coercion.
+    pub(crate) fn admit(
+        &self,
+        req: &GraphQLRequest,
+        method: Method,
+    ) -> Result<Admitted, RequestError> {
         let config = &self.shared.config;
         // This request's supergraph, whatever reloads happen while it runs.
         let supergraph = self.shared.current.load_full();
@@ -295,7 +335,23 @@ impl Gateway {
             return Err(RequestError::IntrospectionDisabled);
         }
         let variables = coerce_variables(&operation.variables, req.variables.as_ref())?;
+        Ok(Admitted {
+            supergraph,
+            operation,
+            variables,
+        })
+    }
 
+    /// Runs a prepared operation: fetch, merge, introspection, projection. Never fails:
+    /// subgraph failures become errors next to partial data.
+    pub(crate) async fn execute_prepared(
+        &self,
+        supergraph: &Supergraph,
+        operation: &PreparedOperation,
+        variables: &Map<String, Value>,
+        headers: &http::HeaderMap,
+    ) -> Value {
+        let config = &self.shared.config;
         let mut forwarded = http::HeaderMap::new();
         for name in &config.forward_headers {
             for value in headers.get_all(name) {
@@ -305,7 +361,7 @@ impl Gateway {
         let execution = Execution::new(
             &supergraph.transports,
             &supergraph.model,
-            &variables,
+            variables,
             forwarded,
             config.request_hook.clone(),
             config.subgraph_timeout,
@@ -320,7 +376,7 @@ impl Gateway {
         let ctx = CollectContext {
             schema: &supergraph.model,
             fragments: &operation.fragments,
-            variables: &variables,
+            variables,
         };
         if operation.uses_introspection {
             if let Value::Object(map) = &mut data {
@@ -346,6 +402,10 @@ impl Gateway {
                 Value::Array(all_errors.iter().map(GraphQLError::to_json).collect()),
             );
         }
-        Ok(Value::Object(body))
+        Value::Object(body)
+    }
+
+    pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {
+        &supergraph.model
     }
 }

@@ -9,10 +9,12 @@
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
 pub mod compose;
+mod defer;
 pub mod error;
 mod executor;
 mod gateway;
 pub mod http;
+mod incremental;
 mod introspection;
 mod operation;
 mod operation_cache;

@@ -9,6 +9,7 @@ use graphql_tools::validation::rules::default_rules_validation_plan;
 use graphql_tools::validation::validate::{validate, ValidationPlan};
 use serde_json::{Map, Value};
 
+use crate::defer::{strip_all, DeferPlan};
 use crate::error::RequestError;
 use crate::introspection::is_introspection_root;
 use crate::plan::Plan;
@@ -40,7 +41,10 @@ pub struct PreparedOperation {
     pub variables: Vec<VariableDef>,
     /// Whether the root selection asks for `__schema` or `__type`.
     pub uses_introspection: bool,
+    /// The plan of the whole operation (with any `@defer` ignored).
     pub plan: Plan,
+    /// What the operation defers, if it uses `@defer`.
+    pub defer: Option<DeferPlan>,
 }
 
 #[cfg(test)]
@@ -59,6 +63,7 @@ impl PreparedOperation {
             variables: Vec::new(),
             uses_introspection: false,
             plan,
+            defer: None,
         }
     }
 }
@@ -125,9 +130,16 @@ impl Preparer {
             .iter()
             .any(|n| is_introspection_root(n));
 
+        // The planner does not know `@defer`: it plans the operation without it, and the
+        // deferred parts are delivered around it (see `defer`).
+        let defer = DeferPlan::analyze(&document, operation_name);
+        let planned = match &defer {
+            Some(_) => strip_all(&document),
+            None => document,
+        };
         let plan = plan_without_meta_fields(
             planner,
-            &document,
+            &planned,
             operation_name,
             &operation_selection,
             &fragments,
@@ -153,6 +165,7 @@ impl Preparer {
             variables,
             uses_introspection,
             plan,
+            defer,
         }))
     }
 }

@@ -6,10 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{
-    expected_bench_response, fixture, in_process_transports, post, start_gateway, subgraph_sdl,
-    Subgraphs,
-};
+use common::{fixture, in_process_transports, post, start_gateway, subgraph_sdl, Subgraphs};
 use flowfleet_gateway::{
     compose, Gateway, GatewayConfig, GraphQLRequest, SubgraphRequest, SubgraphSource,
     SubgraphTransport, TransportError,
@@ -41,7 +38,10 @@ async fn bench_query_over_http_matches_reference() {
     let (status, body) = post(&base, json!({"query": fixture("query.graphql")})).await;
     assert_eq!(status, 200);
     // String comparison: field order must follow the client's selection order too.
-    assert_eq!(body.to_string(), expected_bench_response().to_string());
+    assert_eq!(
+        body.to_string(),
+        flowfleet_bench::expected_response().to_string()
+    );
 }
 
 #[tokio::test]
@@ -55,7 +55,10 @@ async fn bench_query_with_in_process_transports() {
     let body = gateway
         .execute(bench_request(), &http::HeaderMap::new())
         .await;
-    assert_eq!(body.to_string(), expected_bench_response().to_string());
+    assert_eq!(
+        body.to_string(),
+        flowfleet_bench::expected_response().to_string()
+    );
 }
 
 #[tokio::test]
@@ -83,7 +86,10 @@ async fn composed_supergraph_serves_bench_query_and_is_deterministic() {
     let body = gateway
         .execute(bench_request(), &http::HeaderMap::new())
         .await;
-    assert_eq!(body.to_string(), expected_bench_response().to_string());
+    assert_eq!(
+        body.to_string(),
+        flowfleet_bench::expected_response().to_string()
+    );
 }
 
 #[tokio::test]
@@ -440,7 +446,7 @@ async fn apollo_gateway_accepts_our_composed_supergraph_and_agrees_on_bench_quer
 
     // Differential: Apollo's gateway and ours, same supergraph, same subgraphs, same query.
     let query_file =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/query.graphql");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/query.graphql");
     let file = supergraph_file.clone();
     let output = tokio::task::spawn_blocking(move || run_apollo_check(&[&file, &query_file]))
         .await
@@ -457,7 +463,10 @@ async fn apollo_gateway_accepts_our_composed_supergraph_and_agrees_on_bench_quer
         .execute(bench_request(), &http::HeaderMap::new())
         .await;
     assert_eq!(ours.to_string(), apollo.to_string());
-    assert_eq!(ours.to_string(), expected_bench_response().to_string());
+    assert_eq!(
+        ours.to_string(),
+        flowfleet_bench::expected_response().to_string()
+    );
 }
 
 #[tokio::test]

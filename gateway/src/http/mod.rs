@@ -12,6 +12,7 @@
 //!    well-formed GraphQL request (parse, validation and variable errors) and 4xx otherwise.
 
 mod graphiql;
+mod multipart;
 mod negotiate;
 
 use std::collections::HashMap;
@@ -28,8 +29,9 @@ use serde_json::{json, Value};
 
 use crate::error::RequestError;
 use crate::gateway::{Gateway, Method};
+use crate::incremental::Delivery;
 use crate::request::{GraphQLRequest, Incoming};
-use negotiate::{accepts, content_type, ResponseFormat};
+use negotiate::{accepts, content_type, Accepts, ResponseFormat};
 
 impl Gateway {
     /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers),
@@ -59,7 +61,8 @@ async fn health() -> Response {
 
 #[tracing::instrument(name = "http_post", skip_all)]
 async fn post_graphql(State(gateway): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(format) = accepts(&headers).json else {
+    let accepted = accepts(&headers);
+    let Some(format) = response_format(&accepted) else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
     let incoming = match read_post(&headers, &body, gateway.config().max_batch_size) {
@@ -67,13 +70,10 @@ async fn post_graphql(State(gateway): State<Gateway>, headers: HeaderMap, body: 
         Err(error) => return error_response(format, error),
     };
     match incoming {
-        Incoming::Single(request) => {
-            let result = match request {
-                Ok(request) => gateway.execute_with(request, &headers, Method::Post).await,
-                Err(error) => Err(error),
-            };
-            single_response(format, result)
-        }
+        Incoming::Single(request) => match request {
+            Ok(request) => execute(&gateway, request, &headers, Method::Post, &accepted).await,
+            Err(error) => error_response(format, error),
+        },
         Incoming::Batch(requests) => {
             let results = join_all(requests.into_iter().map(|request| {
                 let gateway = &gateway;
@@ -161,14 +161,54 @@ async fn get_graphql(
     if accepted.html && gateway.config().graphiql && !params.contains_key("query") {
         return Html(graphiql::PAGE).into_response();
     }
-    let Some(format) = accepted.json else {
+    let Some(format) = response_format(&accepted) else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
-    let result = match request_from_params(params) {
-        Ok(request) => gateway.execute_with(request, &headers, Method::Get).await,
-        Err(error) => Err(error),
-    };
-    single_response(format, result)
+    match request_from_params(params) {
+        Ok(request) => execute(&gateway, request, &headers, Method::Get, &accepted).await,
+        Err(error) => error_response(format, error),
+    }
+}
+
+/// The JSON format for single responses and errors. A client that accepts only
+/// `multipart/mixed` still gets JSON errors (a request error is not incremental).
+fn response_format(accepted: &Accepts) -> Option<ResponseFormat> {
+    match accepted.json {
+        Some(format) => Some(format),
+        None if accepted.multipart => Some(ResponseFormat::Json),
+        None => None,
+    }
+}
+
+/// Stage 3 for one operation: incrementally (`multipart/mixed`) when the client accepts it
+/// and the operation defers something, as one JSON body otherwise.
+async fn execute(
+    gateway: &Gateway,
+    request: GraphQLRequest,
+    headers: &HeaderMap,
+    method: Method,
+    accepted: &Accepts,
+) -> Response {
+    let format = response_format(accepted).unwrap_or(ResponseFormat::Json);
+    if !accepted.multipart {
+        return single_response(format, gateway.execute_with(request, headers, method).await);
+    }
+    match gateway.execute_incremental(request, headers, method).await {
+        Ok(Delivery::Single(body)) if accepted.json.is_some() => {
+            json_response(format, StatusCode::OK, &body)
+        }
+        Ok(Delivery::Single(mut body)) => {
+            // Only multipart is acceptable: one part, and nothing follows.
+            if let Value::Object(map) = &mut body {
+                map.insert("hasNext".into(), Value::Bool(false));
+            }
+            let (sender, receiver) = tokio::sync::mpsc::channel(1);
+            let _ = sender.try_send(body);
+            multipart::response(receiver)
+        }
+        Ok(Delivery::Parts(parts)) => multipart::response(parts),
+        Err(error) => error_response(format, error),
+    }
 }
 
 /// Stage 2 for GET: the query string's `query`, `operationName`, `variables` and

@@ -1,0 +1,222 @@
+//! Load generation: a closed loop (fixed concurrency, as fast as the gateway answers) for peak
+//! throughput, and an open loop (fixed arrival rate) for latency under normal load.
+//!
+//! Latency in the open loop is measured from when a request was due, not from when it was
+//! sent, so a stalled gateway cannot hide its stalls (coordinated omission).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+pub struct Settings {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Every n-th response is compared with the reference in full; the others by status.
+const CHECK_EVERY: u64 = 32;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+fn body() -> Vec<u8> {
+    json!({"query": flowfleet_bench::QUERY, "operationName": "TestQuery"})
+        .to_string()
+        .into_bytes()
+}
+
+/// One request; `Err` when the status is not 200 or, when checked, the body differs.
+async fn one(
+    client: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    expected: &Value,
+    check: bool,
+) -> Result<(), String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    if check {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if &value != expected {
+            return Err(format!(
+                "wrong response: {}",
+                value.to_string().chars().take(300).collect::<String>()
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn wait_until_correct(
+    url: &str,
+    expected: &Value,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = client();
+    let body = body();
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match one(&client, url, &body, expected, true).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(anyhow::anyhow!(last)).context("last attempt")
+}
+
+fn summarize(mut latencies_us: Vec<u64>, errors: u64, elapsed: Duration) -> Summary {
+    latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
+        latencies_us[rank.clamp(1, latencies_us.len()) - 1] as f64 / 1000.0
+    };
+    let requests = latencies_us.len() as u64 + errors;
+    Summary {
+        requests,
+        errors,
+        rps: latencies_us.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(50.0),
+        p95_ms: pct(95.0),
+        p99_ms: pct(99.0),
+    }
+}
+
+pub async fn closed_loop(
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    expected: &Value,
+) -> Summary {
+    let client = client();
+    let body = Arc::new(body());
+    let expected = Arc::new(expected.clone());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, body, expected, url) = (
+                client.clone(),
+                body.clone(),
+                expected.clone(),
+                url.to_string(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    n += 1;
+                    match one(
+                        &client,
+                        &url,
+                        &body,
+                        &expected,
+                        n.is_multiple_of(CHECK_EVERY),
+                    )
+                    .await
+                    {
+                        Ok(()) => latencies.push(t0.elapsed().as_micros() as u64),
+                        Err(e) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("    error: {e}");
+                            }
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((l, e)) = worker.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    summarize(latencies, errors, started.elapsed())
+}
+
+pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Value) -> Summary {
+    let client = client();
+    let body = Arc::new(body());
+    let expected = Arc::new(expected.clone());
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(0u64));
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, body, expected, url) = (
+            client.clone(),
+            body.clone(),
+            expected.clone(),
+            url.to_string(),
+        );
+        let (latencies, errors) = (latencies.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            match one(
+                &client,
+                &url,
+                &body,
+                &expected,
+                i.is_multiple_of(CHECK_EVERY),
+            )
+            .await
+            {
+                Ok(()) => latencies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(due.elapsed().as_micros() as u64),
+                Err(_) => *errors.lock().unwrap_or_else(|p| p.into_inner()) += 1,
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let errors = *errors.lock().unwrap_or_else(|p| p.into_inner());
+    summarize(latencies, errors, elapsed)
+}

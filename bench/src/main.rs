@@ -1,0 +1,209 @@
+//! `flowfleet-bench`: measures federation gateways side by side on the standard benchmark.
+//!
+//! `flowfleet-bench gateway --gateway NAME=COMMAND ...` serves the four benchmark subgraphs,
+//! then for each gateway in turn: starts COMMAND (through `sh -c`, with `SUPERGRAPH_FILE_PATH`,
+//! `PORT` and `HOST` set), waits until it answers the benchmark query with exactly the
+//! reference response, warms it up, drives the query at a fixed concurrency for a fixed time
+//! (closed loop: peak throughput), then at half that rate (open loop: latency under normal
+//! load), samples the resident memory of its process tree all along, and stops it. The report
+//! is a Markdown table with ratios to the first gateway.
+//!
+//! `flowfleet-bench subgraphs --port N` only serves the subgraphs (for manual runs).
+
+mod load;
+mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "The standard federation benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the four benchmark subgraphs at /accounts, /inventory, /products, /reviews.
+    Subgraphs {
+        #[arg(long, default_value_t = 4200)]
+        port: u16,
+    },
+    /// Measure gateways on the benchmark query.
+    Gateway {
+        /// NAME=COMMAND, repeatable; the first is the baseline of the ratios.
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<String>,
+        /// Concurrent connections of the closed-loop (peak) phase.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 20)]
+        duration_secs: u64,
+        #[arg(long, default_value_t = 5)]
+        warmup_secs: u64,
+        /// Where to write the Markdown report (also printed).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// One gateway's measurements.
+pub struct Measured {
+    pub name: String,
+    pub peak: load::Summary,
+    pub half: load::Summary,
+    pub peak_rss_bytes: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Subgraphs { port } => {
+                let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+                println!("benchmark subgraphs on http://{}", listener.local_addr()?);
+                flowfleet_bench::serve(listener).await?;
+                Ok(())
+            }
+            Command::Gateway {
+                gateways,
+                concurrency,
+                duration_secs,
+                warmup_secs,
+                out,
+            } => {
+                let specs = gateways
+                    .iter()
+                    .map(|g| {
+                        g.split_once('=')
+                            .map(|(n, c)| (n.trim().to_string(), c.trim().to_string()))
+                            .with_context(|| format!("`{g}` is not NAME=COMMAND"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let settings = load::Settings {
+                    concurrency,
+                    duration: Duration::from_secs(duration_secs),
+                    warmup: Duration::from_secs(warmup_secs),
+                };
+                let report = run(&specs, &settings).await?;
+                println!("{report}");
+                if let Some(out) = out {
+                    if let Some(dir) = out.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&out, &report)
+                        .with_context(|| format!("writing {}", out.display()))?;
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn run(specs: &[(String, String)], settings: &load::Settings) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let subgraphs_addr = listener.local_addr()?;
+    tokio::spawn(flowfleet_bench::serve(listener));
+    let dir = std::env::temp_dir().join(format!("flowfleet-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let supergraph_file = dir.join("supergraph.graphql");
+    std::fs::write(
+        &supergraph_file,
+        flowfleet_bench::supergraph_at(subgraphs_addr),
+    )?;
+    let expected = flowfleet_bench::expected_response();
+
+    let mut results = Vec::new();
+    for (name, command) in specs {
+        eprintln!("==> {name}: {command}");
+        let mut gateway = process::Gateway::start(name, command, &supergraph_file)?;
+        let url = gateway.url();
+        let outcome = async {
+            load::wait_until_correct(&url, &expected, Duration::from_secs(90))
+                .await
+                .with_context(|| format!("{name} never answered the benchmark query correctly"))?;
+            let sampler = gateway.sample_rss();
+            load::closed_loop(&url, settings.concurrency, settings.warmup, &expected).await;
+            let peak =
+                load::closed_loop(&url, settings.concurrency, settings.duration, &expected).await;
+            let half_rate = (peak.rps / 2.0).max(1.0);
+            let half = load::open_loop(&url, half_rate, settings.duration, &expected).await;
+            let peak_rss_bytes = sampler.stop().await;
+            eprintln!(
+                "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms, peak RSS {:.1} MiB",
+                peak.rps,
+                peak.p99_ms,
+                half.p99_ms,
+                peak_rss_bytes as f64 / 1048576.0
+            );
+            anyhow::Ok(Measured {
+                name: name.clone(),
+                peak,
+                half,
+                peak_rss_bytes,
+            })
+        }
+        .await;
+        gateway.stop().await;
+        results.push(outcome?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report(&results, settings))
+}
+
+fn report(results: &[Measured], settings: &load::Settings) -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Standard federation benchmark query; {} concurrent connections for {} s after {} s of \
+         warm-up (closed loop), then {} s at half the measured peak rate (open loop); every \
+         response checked; subgraphs, load generator and gateway on one machine ({cpus} \
+         CPUs, {cpu_model}).\n\n",
+        settings.concurrency,
+        settings.duration.as_secs(),
+        settings.warmup.as_secs(),
+        settings.duration.as_secs(),
+    ));
+    out.push_str("| gateway | req/s | p50 ms | p95 ms | p99 ms | p99 ms at half rate | errors | peak RSS MiB | req/s vs first | RSS vs first |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let base = results.first();
+    for r in results {
+        let (rps_ratio, rss_ratio) = match base {
+            Some(b) => (
+                r.peak.rps / b.peak.rps.max(f64::EPSILON),
+                r.peak_rss_bytes as f64 / (b.peak_rss_bytes.max(1)) as f64,
+            ),
+            None => (1.0, 1.0),
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |\n",
+            r.name,
+            r.peak.rps,
+            r.peak.p50_ms,
+            r.peak.p95_ms,
+            r.peak.p99_ms,
+            r.half.p99_ms,
+            r.peak.errors + r.half.errors,
+            r.peak_rss_bytes as f64 / 1048576.0,
+            rps_ratio,
+            rss_ratio,
+        ));
+    }
+    out
+}

@@ -172,6 +172,11 @@ pub fn gateway_config(config: &Config) -> GatewayConfig {
         introspection: config.gateway.introspection,
         graphiql: config.gateway.graphiql,
         max_batch_size: config.gateway.max_batch_size,
+        uploads: flowfleet_gateway::UploadLimits {
+            max_files: config.gateway.upload_max_files,
+            max_file_bytes: config.gateway.upload_max_file_bytes,
+        },
+        max_request_bytes: config.gateway.max_request_bytes,
         plan_cache_size: config.gateway.plan_cache_size,
         dedupe_subgraph_requests: config.gateway.dedupe_subgraph_requests,
         h2c_subgraphs: config.gateway.h2c_subgraphs.iter().cloned().collect(),

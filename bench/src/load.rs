@@ -76,16 +76,22 @@ async fn one(
     Ok(())
 }
 
+/// Polls until the gateway answers the query correctly; gives up when `alive` says the
+/// process is gone (its log says why) or after `timeout`.
 pub async fn wait_until_correct(
     url: &str,
     expected: &Value,
     timeout: Duration,
+    alive: &mut dyn FnMut() -> bool,
 ) -> anyhow::Result<()> {
     let client = client();
     let body = body();
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
+        if !alive() {
+            anyhow::bail!("the gateway process exited ({last})");
+        }
         match one(&client, url, &body, expected, true).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,

@@ -125,10 +125,19 @@ async fn run(specs: &[(String, String)], settings: &load::Settings) -> anyhow::R
         eprintln!("==> {name}: {command}");
         let mut gateway = process::Gateway::start(name, command, &supergraph_file)?;
         let url = gateway.url();
+        let log = gateway.log.clone();
+        let ready = load::wait_until_correct(&url, &expected, Duration::from_secs(90), &mut || {
+            gateway.alive()
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{name} never answered the benchmark query correctly (see {})",
+                log.display()
+            )
+        });
         let outcome = async {
-            load::wait_until_correct(&url, &expected, Duration::from_secs(90))
-                .await
-                .with_context(|| format!("{name} never answered the benchmark query correctly"))?;
+            ready?;
             let sampler = gateway.sample_rss();
             load::closed_loop(&url, settings.concurrency, settings.warmup, &expected).await;
             let peak =

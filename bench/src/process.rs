@@ -10,6 +10,7 @@ use anyhow::Context;
 pub struct Gateway {
     child: tokio::process::Child,
     port: u16,
+    pub log: std::path::PathBuf,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -24,6 +25,8 @@ impl Gateway {
         let stderr = std::fs::File::create(&log)?;
         let child = tokio::process::Command::new("sh")
             .arg("-c")
+            // `exec`: the gateway replaces the shell, so signals and memory are its own.
+            // Environment assignments go through `env` (`env A=1 cmd`).
             .arg(format!("exec {command}"))
             .env("SUPERGRAPH_FILE_PATH", supergraph)
             .env("PORT", port.to_string())
@@ -35,7 +38,12 @@ impl Gateway {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         eprintln!("    port {port}, log {}", log.display());
-        Ok(Self { child, port })
+        Ok(Self { child, port, log })
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn url(&self) -> String {

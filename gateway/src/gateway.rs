@@ -10,14 +10,15 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::error::{GatewayError, GraphQLError, RequestError};
-use crate::executor::{Execution, RequestHook, SpanHook, SubgraphDedupe, Transports};
+use crate::executor::{Execution, FetchOptions, RequestHook, SpanHook, SubgraphDedupe, Transports};
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
 use crate::operation_cache::OperationCache;
 use crate::planner::{QueryPlanner, SchemaDocument};
 use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
-use crate::transport::{HttpTransport, SubgraphTransport};
+use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
+use crate::upload::{UploadLimits, UploadRequest};
 use crate::{introspection, projection::Projector};
 
 #[derive(Clone)]
@@ -45,6 +46,10 @@ pub struct GatewayConfig {
     pub graphiql: bool,
     /// Most operations accepted in one batched request (a JSON array); 0 disables batching.
     pub max_batch_size: usize,
+    /// Limits of multipart file uploads (`max_files: 0` refuses them).
+    pub uploads: UploadLimits,
+    /// Largest JSON request body, in bytes.
+    pub max_request_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +68,8 @@ impl Default for GatewayConfig {
             span_hook: None,
             graphiql: true,
             max_batch_size: 32,
+            uploads: UploadLimits::default(),
+            max_request_bytes: 2 * 1024 * 1024,
             plan_cache_size: 1024,
             dedupe_subgraph_requests: true,
         }
@@ -81,6 +88,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("span_hook", &self.span_hook.is_some())
             .field("graphiql", &self.graphiql)
             .field("max_batch_size", &self.max_batch_size)
+            .field("uploads", &self.uploads)
+            .field("max_request_bytes", &self.max_request_bytes)
             .field("plan_cache_size", &self.plan_cache_size)
             .field("dedupe_subgraph_requests", &self.dedupe_subgraph_requests)
             .finish()
@@ -310,8 +319,67 @@ impl Gateway {
                 &admitted.operation,
                 &admitted.variables,
                 headers,
+                None,
             )
             .await)
+    }
+
+    /// Executes a multipart upload request: the files stream to the one subgraph request
+    /// whose operation uses their variables.
+    pub(crate) async fn execute_upload(
+        &self,
+        upload: UploadRequest,
+        headers: &http::HeaderMap,
+    ) -> Result<Value, RequestError> {
+        let span = self.request_span(&upload.request, headers);
+        // The files' `null` placeholders stand for values that will be there: variable
+        // coercion must not refuse them as nulls in non-null positions.
+        let placeholders: Vec<&str> = upload
+            .files
+            .map
+            .iter()
+            .flat_map(|(_, paths)| paths.iter().map(String::as_str))
+            .collect();
+        let mut request = upload.request.clone();
+        for path in &placeholders {
+            set_variable(&mut request, path, Value::String("<upload>".into()));
+        }
+        let mut admitted = span.in_scope(|| self.admit(&request, Method::Post))?;
+        let mut restored = GraphQLRequest {
+            variables: Some(std::mem::take(&mut admitted.variables)),
+            ..GraphQLRequest::default()
+        };
+        for path in &placeholders {
+            set_variable(&mut restored, path, Value::Null);
+        }
+        admitted.variables = restored.variables.unwrap_or_default();
+        let names = upload.files.variables();
+        if admitted.operation.plan.fetches_using(&names) > 1 {
+            return Err(RequestError::BadRequest(
+                "The files of one request must go to one subgraph request; this operation \
+                 uses them in several."
+                    .into(),
+            ));
+        }
+        let too_large = upload.files.too_large.clone();
+        let uploads = SubgraphUploads::new(upload.files);
+        let body = self
+            .execute_prepared(
+                &admitted.supergraph,
+                &admitted.operation,
+                &admitted.variables,
+                headers,
+                Some((names, uploads)),
+            )
+            .instrument(span)
+            .await;
+        if too_large.load(std::sync::atomic::Ordering::SeqCst) {
+            let limit = self.shared.config.uploads.max_file_bytes;
+            return Err(RequestError::PayloadTooLarge(format!(
+                "A file is larger than the limit of {limit} bytes."
+            )));
+        }
+        Ok(body)
     }
 
     /// Everything that can refuse a request before anything is fetched: parse, validation,
@@ -350,6 +418,7 @@ impl Gateway {
         operation: &PreparedOperation,
         variables: &Map<String, Value>,
         headers: &http::HeaderMap,
+        uploads: Option<(Vec<String>, SubgraphUploads)>,
     ) -> Value {
         let config = &self.shared.config;
         let mut forwarded = http::HeaderMap::new();
@@ -362,13 +431,17 @@ impl Gateway {
             &supergraph.transports,
             &supergraph.model,
             variables,
-            forwarded,
-            config.request_hook.clone(),
-            config.subgraph_timeout,
-            self.shared
-                .dedupe
-                .as_ref()
-                .filter(|_| operation.kind == OperationKind::Query),
+            FetchOptions {
+                headers: forwarded,
+                request_hook: config.request_hook.clone(),
+                timeout: config.subgraph_timeout,
+                dedupe: self
+                    .shared
+                    .dedupe
+                    .as_ref()
+                    .filter(|_| operation.kind == OperationKind::Query),
+                uploads,
+            },
         );
         execution.run(&operation.plan).await;
         let (mut data, errors) = execution.into_parts();
@@ -408,4 +481,33 @@ impl Gateway {
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {
         &supergraph.model
     }
+}
+
+/// Sets the value at `path` (`variables.a.0.b`) of a request's variables, if it exists.
+fn set_variable(request: &mut GraphQLRequest, path: &str, value: Value) {
+    let Some(rest) = path.strip_prefix("variables.") else {
+        return;
+    };
+    let Some(variables) = request.variables.as_mut() else {
+        return;
+    };
+    let mut segments = rest.split('.');
+    let Some(first) = segments.next() else {
+        return;
+    };
+    let Some(mut target) = variables.get_mut(first) else {
+        return;
+    };
+    for segment in segments {
+        let next = match target {
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            Value::Object(map) => map.get_mut(segment),
+            _ => None,
+        };
+        match next {
+            Some(next) => target = next,
+            None => return,
+        }
+    }
+    *target = value;
 }

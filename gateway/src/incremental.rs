@@ -43,6 +43,7 @@ impl Gateway {
                         &admitted.operation,
                         &admitted.variables,
                         headers,
+                        None,
                     )
                     .instrument(span)
                     .await;
@@ -71,9 +72,14 @@ impl Gateway {
             async move {
                 let a = &admitted;
                 let first =
-                    gateway.execute_prepared(&a.supergraph, &primary, &a.variables, &headers);
-                let full =
-                    gateway.execute_prepared(&a.supergraph, &a.operation, &a.variables, &headers);
+                    gateway.execute_prepared(&a.supergraph, &primary, &a.variables, &headers, None);
+                let full = gateway.execute_prepared(
+                    &a.supergraph,
+                    &a.operation,
+                    &a.variables,
+                    &headers,
+                    None,
+                );
                 tokio::pin!(first, full);
                 let mut full_result = None;
                 // Both run concurrently; the primary payload goes out as soon as it is ready.

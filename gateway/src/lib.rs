@@ -26,6 +26,7 @@ pub mod request;
 mod schema;
 mod selection;
 pub mod transport;
+mod upload;
 
 pub use compose::{compose, ComposeError, SubgraphSource};
 pub use error::{GatewayError, GraphQLError, PathSegment, RequestError};
@@ -34,4 +35,7 @@ pub use gateway::{Gateway, GatewayConfig};
 pub use http::serve;
 pub use reload::{watch, SubgraphEndpoint, SupergraphSource};
 pub use request::GraphQLRequest;
-pub use transport::{HttpTransport, SubgraphRequest, SubgraphTransport, TransportError};
+pub use transport::{
+    HttpTransport, SubgraphRequest, SubgraphTransport, SubgraphUploads, TransportError,
+};
+pub use upload::UploadLimits;

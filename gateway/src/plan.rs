@@ -116,6 +116,27 @@ pub enum RewriteStep {
 }
 
 impl Plan {
+    /// Number of fetches whose operation uses any of `variables`.
+    pub fn fetches_using(&self, variables: &[String]) -> usize {
+        fn count(node: &PlanNode, variables: &[String]) -> usize {
+            let uses = |usages: &[String]| usages.iter().any(|u| variables.contains(u)) as usize;
+            match node {
+                PlanNode::Root(fetch) => uses(&fetch.variable_usages),
+                PlanNode::Entities(fetch) => uses(&fetch.variable_usages),
+                PlanNode::Sequence(nodes) | PlanNode::Parallel(nodes) => {
+                    nodes.iter().map(|n| count(n, variables)).sum()
+                }
+                PlanNode::Condition {
+                    if_true, if_false, ..
+                } => {
+                    if_true.as_deref().map_or(0, |n| count(n, variables))
+                        + if_false.as_deref().map_or(0, |n| count(n, variables))
+                }
+            }
+        }
+        self.root.as_ref().map_or(0, |root| count(root, variables))
+    }
+
     /// Number of subgraph requests the plan can make at most; handy for tests and logs.
     pub fn fetch_count(&self) -> usize {
         fn count(node: &PlanNode) -> usize {

@@ -13,6 +13,18 @@ use crate::executor::typename;
 use crate::schema::{TypeKind, TypeRef};
 use crate::selection::{CollectContext, Field, SelectionSet};
 
+/// `Type.field`, formatted only when an error needs it (projection visits every field).
+pub struct FieldLabel<'a> {
+    type_name: &'a str,
+    field: &'a str,
+}
+
+impl std::fmt::Display for FieldLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.type_name, self.field)
+    }
+}
+
 pub struct Projector<'a> {
     ctx: &'a CollectContext<'a>,
     /// Errors already known (from subgraphs); a null-propagation error is only added when no
@@ -49,7 +61,7 @@ impl<'a> Projector<'a> {
         value: &Value,
         fields: &[&Field],
         path: &mut Vec<PathSegment>,
-        label: &str,
+        label: &FieldLabel<'_>,
     ) -> Option<Value> {
         match ty {
             TypeRef::NonNull(inner) => {
@@ -150,7 +162,10 @@ impl<'a> Projector<'a> {
             let Some(def) = type_def.and_then(|t| t.field(name)) else {
                 continue;
             };
-            let label = format!("{concrete}.{name}");
+            let label = FieldLabel {
+                type_name: &concrete,
+                field: name,
+            };
             path.push(PathSegment::Key(key.clone()));
             let completed = self.complete(
                 &def.ty,
@@ -165,7 +180,7 @@ impl<'a> Projector<'a> {
         Some(Value::Object(out))
     }
 
-    fn null_error(&mut self, path: &[PathSegment], label: &str) {
+    fn null_error(&mut self, path: &[PathSegment], label: &FieldLabel<'_>) {
         let explained = self
             .known
             .iter()

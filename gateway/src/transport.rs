@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::upload::SubgraphUploads;
+
 /// One request to one subgraph.
 #[derive(Debug, Clone)]
 pub struct SubgraphRequest {
@@ -19,6 +21,8 @@ pub struct SubgraphRequest {
     pub operation_name: Option<String>,
     pub variables: Map<String, Value>,
     pub headers: http::HeaderMap,
+    /// Files for this request (GraphQL multipart request), streamed from the client.
+    pub uploads: Option<SubgraphUploads>,
 }
 
 impl SubgraphRequest {
@@ -58,6 +62,11 @@ pub trait SubgraphTransport: Send + Sync + 'static {
     /// Executes the request and returns the subgraph's GraphQL response body
     /// (an object with `data` and/or `errors`).
     async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError>;
+
+    /// Whether requests with `uploads` can be sent (as multipart); others get no files.
+    fn supports_uploads(&self) -> bool {
+        false
+    }
 }
 
 /// GraphQL over HTTP POST with pooled keep-alive connections.
@@ -103,14 +112,24 @@ impl HttpTransport {
     }
 }
 
+/// Boundary of multipart requests to subgraphs (file parts never contain it: each is
+/// framed by the multipart parser that read it, and this string is long and unusual).
+const UPLOAD_BOUNDARY: &str = "flowfleet-upload-7f3c9a1e5b2d4c60";
+const UPLOAD_CONTENT_TYPE: &str = "multipart/form-data; boundary=flowfleet-upload-7f3c9a1e5b2d4c60";
+
 #[async_trait::async_trait]
 impl SubgraphTransport for HttpTransport {
+    fn supports_uploads(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
         let url = self
             .urls
             .get(&request.subgraph)
             .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
-        let body: bytes::Bytes = serde_json::to_vec(&request.body())
+        let operations = request.body();
+        let body: bytes::Bytes = serde_json::to_vec(&operations)
             .map_err(|e| TransportError::Other(e.to_string()))?
             .into();
         let subgraph = request.subgraph;
@@ -119,6 +138,30 @@ impl SubgraphTransport for HttpTransport {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
+        let multipart = request.uploads.as_ref().and_then(|uploads| {
+            uploads
+                .take_body(&operations, UPLOAD_BOUNDARY)
+                .map(reqwest::Body::wrap_stream)
+        });
+        let payload = match multipart {
+            Some(stream) => {
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(UPLOAD_CONTENT_TYPE),
+                );
+                // Subgraph servers that guard multipart against CSRF want this.
+                headers.insert(
+                    "graphql-require-preflight",
+                    http::HeaderValue::from_static("true"),
+                );
+                headers.insert(
+                    "apollo-require-preflight",
+                    http::HeaderValue::from_static("true"),
+                );
+                stream
+            }
+            None => reqwest::Body::from(body.clone()),
+        };
         headers.insert(
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/graphql-response+json, application/json"),
@@ -131,7 +174,7 @@ impl SubgraphTransport for HttpTransport {
         let response = client
             .post(url)
             .headers(headers)
-            .body(body.clone())
+            .body(payload)
             .send()
             .await
             .map_err(classify)?;

@@ -125,6 +125,7 @@ mod tests {
             operation_name: None,
             variables: variables.as_object().cloned().unwrap_or_else(Map::new),
             headers,
+            uploads: None,
         }
     }
 

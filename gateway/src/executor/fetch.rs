@@ -219,18 +219,35 @@ impl Execution<'_> {
         if let Some(hook) = &self.request_hook {
             hook(&mut headers);
         }
+        // The files go with the (only, checked at admission) request using their variables.
+        let uploads = self.uploads.as_ref().and_then(|(names, uploads)| {
+            usages
+                .iter()
+                .any(|u| names.contains(u))
+                .then(|| uploads.clone())
+        });
         SubgraphRequest {
             subgraph: subgraph.to_string(),
             query: query.to_string(),
             operation_name: None,
             variables,
             headers,
+            uploads,
         }
     }
 
     /// Calls the subgraph, or joins an identical in-flight call when this execution may;
     /// a failure has already been logged with its internal details.
     async fn call(&self, request: SubgraphRequest) -> Result<Value, FetchFailure> {
+        if request.uploads.is_some() {
+            let transport = self.transports.get(&request.subgraph);
+            if !transport.supports_uploads() {
+                tracing::warn!(subgraph = %request.subgraph, "files cannot be sent over this subgraph's transport");
+                return Err(FetchFailure::Failed);
+            }
+            // Never shared: the files can be read once.
+            return call_transport(transport, request, self.timeout).await;
+        }
         let Some(dedupe) = self.dedupe else {
             return call_transport(
                 self.transports.get(&request.subgraph),

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::error::GraphQLError;
 use crate::plan::{Plan, PlanNode};
 use crate::schema::SchemaModel;
-use crate::transport::{HttpTransport, SubgraphTransport};
+use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
 
 pub(crate) use data::typename;
 pub(crate) use fetch::FetchFailure;
@@ -52,12 +52,8 @@ impl Transports {
     }
 }
 
-/// Everything one plan execution needs; lives for one client request.
-pub(crate) struct Execution<'a> {
-    pub transports: &'a Transports,
-    pub schema: &'a SchemaModel,
-    /// Coerced client variables (defaults applied).
-    pub variables: &'a Map<String, Value>,
+/// How this execution's subgraph requests are made.
+pub(crate) struct FetchOptions<'a> {
     /// Client headers selected for forwarding; copied into every subgraph request.
     pub headers: http::HeaderMap,
     pub request_hook: Option<RequestHook>,
@@ -65,6 +61,21 @@ pub(crate) struct Execution<'a> {
     /// Set when this execution's subgraph queries may be shared with identical in-flight
     /// ones (query operations only: a mutation's fetches must all run).
     pub dedupe: Option<&'a SubgraphDedupe>,
+    /// Files of an upload request and the variables holding them.
+    pub uploads: Option<(Vec<String>, SubgraphUploads)>,
+}
+
+/// Everything one plan execution needs; lives for one client request.
+pub(crate) struct Execution<'a> {
+    pub transports: &'a Transports,
+    pub schema: &'a SchemaModel,
+    /// Coerced client variables (defaults applied).
+    pub variables: &'a Map<String, Value>,
+    pub headers: http::HeaderMap,
+    pub request_hook: Option<RequestHook>,
+    pub timeout: Duration,
+    pub dedupe: Option<&'a SubgraphDedupe>,
+    pub uploads: Option<(Vec<String>, SubgraphUploads)>,
     pub data: Mutex<Value>,
     pub errors: Mutex<Vec<GraphQLError>>,
 }
@@ -74,19 +85,17 @@ impl<'a> Execution<'a> {
         transports: &'a Transports,
         schema: &'a SchemaModel,
         variables: &'a Map<String, Value>,
-        headers: http::HeaderMap,
-        request_hook: Option<RequestHook>,
-        timeout: Duration,
-        dedupe: Option<&'a SubgraphDedupe>,
+        options: FetchOptions<'a>,
     ) -> Self {
         Self {
             transports,
             schema,
             variables,
-            headers,
-            request_hook,
-            timeout,
-            dedupe,
+            headers: options.headers,
+            request_hook: options.request_hook,
+            timeout: options.timeout,
+            dedupe: options.dedupe,
+            uploads: options.uploads,
             data: Mutex::new(Value::Object(Map::new())),
             errors: Mutex::new(Vec::new()),
         }

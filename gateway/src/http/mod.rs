@@ -3,7 +3,8 @@
 //! A request goes through these stages, each a function below:
 //! 1. negotiate: which response media type the client accepts (406 if none we produce);
 //! 2. read: the GraphQL request(s) from the query string (GET) or the body (POST: JSON, a
-//!    JSON array for a batch, or `application/graphql`), with 4xx for anything malformed;
+//!    JSON array for a batch, `application/graphql`, or a multipart upload whose files
+//!    stream on to a subgraph), with 4xx for anything malformed;
 //! 3. execute: [`Gateway::execute_with`] per operation (a batch runs its operations
 //!    concurrently);
 //! 4. respond: the status follows GraphQL-over-HTTP. 200 whenever the operation executed,
@@ -18,8 +19,7 @@ mod negotiate;
 use std::collections::HashMap;
 use std::future::Future;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -31,6 +31,7 @@ use crate::error::RequestError;
 use crate::gateway::{Gateway, Method};
 use crate::incremental::Delivery;
 use crate::request::{GraphQLRequest, Incoming};
+use crate::upload;
 use negotiate::{accepts, content_type, Accepts, ResponseFormat};
 
 impl Gateway {
@@ -60,10 +61,38 @@ async fn health() -> Response {
 }
 
 #[tracing::instrument(name = "http_post", skip_all)]
-async fn post_graphql(State(gateway): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let accepted = accepts(&headers);
     let Some(format) = response_format(&accepted) else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
+    };
+    if let Some(content_type) = content_type(&headers) {
+        if content_type.essence == "multipart/form-data" {
+            let raw = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let limits = gateway.config().uploads;
+            let result = match upload::read(&headers, raw, body, limits).await {
+                Ok(upload) => gateway.execute_upload(upload, &headers).await,
+                Err(error) => Err(error),
+            };
+            return single_response(format, result);
+        }
+    }
+    let limit = gateway.config().max_request_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error_response(
+                format,
+                RequestError::PayloadTooLarge(format!(
+                    "The request body is larger than {limit} bytes."
+                )),
+            )
+        }
     };
     let incoming = match read_post(&headers, &body, gateway.config().max_batch_size) {
         Ok(incoming) => incoming,

@@ -183,6 +183,12 @@ pub struct GatewayConfig {
     pub graphiql: bool,
     /// Most operations in one batched request (a JSON array body); 0 disables batching.
     pub max_batch_size: usize,
+    /// Files per multipart upload request; 0 refuses uploads.
+    pub upload_max_files: usize,
+    /// Largest uploaded file, in bytes (streamed to the subgraph, never buffered).
+    pub upload_max_file_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    pub max_request_bytes: usize,
     /// Entries of each level of the query-plan cache (exact text, normalized text).
     pub plan_cache_size: u64,
     /// Let concurrent requests share one in-flight subgraph query with identical
@@ -312,6 +318,9 @@ impl Default for GatewayConfig {
             introspection: true,
             graphiql: true,
             max_batch_size: 32,
+            upload_max_files: 10,
+            upload_max_file_bytes: 50 * 1024 * 1024,
+            max_request_bytes: 2 * 1024 * 1024,
             plan_cache_size: 1024,
             dedupe_subgraph_requests: true,
             reload_interval_ms: 5_000,

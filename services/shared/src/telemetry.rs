@@ -51,11 +51,11 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
     // Install the metrics recorder now: counters recorded before the first scrape would
     // otherwise go to the no-op recorder and be lost.
     metrics_handle();
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service_name.to_string())
-            .build(),
-    );
+    // Spans are only turned into OpenTelemetry spans when they are exported: without an
+    // endpoint the layer would build and drop a span (ids, attributes, timing) for every
+    // request, task and subgraph fetch, for nothing (measured: several percent of the
+    // gateway's throughput). Trace context still crosses hops only while exporting.
+    let mut provider = None;
     if !cfg.otlp_endpoint.is_empty() {
         let endpoint = format!("{}/v1/traces", cfg.otlp_endpoint.trim_end_matches('/'));
         match opentelemetry_otlp::SpanExporter::builder()
@@ -63,13 +63,24 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
             .with_endpoint(endpoint)
             .build()
         {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Ok(exporter) => {
+                provider = Some(
+                    SdkTracerProvider::builder()
+                        .with_resource(
+                            Resource::builder()
+                                .with_service_name(service_name.to_string())
+                                .build(),
+                        )
+                        .with_batch_exporter(exporter)
+                        .build(),
+                );
+            }
             Err(e) => eprintln!("flowfleet: OTLP exporter disabled: {e}"),
         }
     }
-    let provider = builder.build();
-    let tracer = provider.tracer("flowfleet");
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("flowfleet")));
     // Per-layer filters: what is logged and what is traced are chosen separately.
     let log_filter = || {
         EnvFilter::try_from_default_env()
@@ -99,9 +110,7 @@ pub fn init(service_name: &str, cfg: &TelemetryConfig) -> TelemetryGuard {
     };
     let _ = INSTALLED.set(());
     match result {
-        Ok(()) => TelemetryGuard {
-            provider: Some(provider),
-        },
+        Ok(()) => TelemetryGuard { provider },
         Err(_) => TelemetryGuard { provider: None },
     }
 }

@@ -1,0 +1,354 @@
+//! File uploads: the GraphQL multipart request specification
+//! (<https://github.com/jaydenseric/graphql-multipart-request-spec>), streamed through.
+//!
+//! A client sends `multipart/form-data` with an `operations` field (the GraphQL request,
+//! files as `null` placeholders), a `map` field (file field name → paths of the placeholders
+//! in `variables`), then the files. The gateway reads `operations` and `map`, plans the
+//! operation, and the one subgraph request that uses the file variables is sent as the same
+//! kind of multipart request, its file parts fed from the client's request as they arrive:
+//! files are never held in memory or on disk by the gateway.
+//!
+//! Limits: `max_files` per request and `max_file_bytes` per file (exceeding it fails the
+//! request with `PAYLOAD_TOO_LARGE`, and the subgraph sees a broken body, not a short file).
+//! Multipart is a form encoding browsers send cross-site without a preflight, so a request
+//! must carry a header a form cannot set (`GraphQL-Require-Preflight`,
+//! `Apollo-Require-Preflight` or `X-Apollo-Operation-Name`), as protection against CSRF.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use futures::stream::{self, Stream, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::error::RequestError;
+use crate::request::GraphQLRequest;
+
+/// Size bounds of upload requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Files per request; 0 refuses uploads.
+    pub max_files: usize,
+    pub max_file_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_files: 10,
+            max_file_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// Headers only scripts can set: their presence shows the request is not a plain form post.
+const PREFLIGHT_HEADERS: [&str; 3] = [
+    "graphql-require-preflight",
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+];
+
+const OPERATIONS_MAX_BYTES: u64 = 1024 * 1024;
+const MAP_MAX_BYTES: u64 = 64 * 1024;
+
+/// An upload request whose `operations` and `map` have been read; the files follow.
+pub(crate) struct UploadRequest {
+    pub request: GraphQLRequest,
+    pub files: Files,
+}
+
+/// The files still to come, and where they go. Taken by the one subgraph request that
+/// uses them.
+pub(crate) struct Files {
+    /// (file field name, `variables.`-prefixed paths), in `map` order.
+    pub map: Vec<(String, Vec<String>)>,
+    multipart: multer::Multipart<'static>,
+    pub too_large: Arc<AtomicBool>,
+}
+
+impl Files {
+    /// Names of the variables that hold files.
+    pub fn variables(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .map
+            .iter()
+            .flat_map(|(_, paths)| paths.iter())
+            .filter_map(|p| p.strip_prefix("variables.")?.split('.').next())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Uploads attached to one subgraph request. Cloning shares them: whoever sends the
+/// request first takes them.
+#[derive(Clone)]
+pub struct SubgraphUploads {
+    inner: Arc<Mutex<Option<Files>>>,
+}
+
+impl std::fmt::Debug for SubgraphUploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubgraphUploads").finish_non_exhaustive()
+    }
+}
+
+impl SubgraphUploads {
+    pub(crate) fn new(files: Files) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Some(files))),
+        }
+    }
+
+    /// The multipart body for the subgraph: `operations` (this request's body), `map`, then
+    /// each mapped file as it arrives from the client. `None` if already taken.
+    pub fn take_body(
+        &self,
+        operations: &Value,
+        boundary: &str,
+    ) -> Option<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static> {
+        let files = self.inner.lock().ok()?.take()?;
+        let map: serde_json::Map<String, Value> = files
+            .map
+            .iter()
+            .map(|(name, paths)| {
+                (
+                    name.clone(),
+                    Value::Array(paths.iter().cloned().map(Value::String).collect()),
+                )
+            })
+            .collect();
+        let head = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"operations\"\r\n\
+             content-type: application/json\r\n\r\n{operations}\r\n\
+             --{boundary}\r\ncontent-disposition: form-data; name=\"map\"\r\n\
+             content-type: application/json\r\n\r\n{}\r\n",
+            Value::Object(map)
+        );
+        let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let boundary = boundary.to_string();
+        tokio::spawn(forward_files(files, boundary, sender));
+        let body = stream::once(async move { Ok(Bytes::from(head)) })
+            .chain(stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|item| (item, receiver))
+            }));
+        Some(body)
+    }
+}
+
+/// Copies the mapped file fields from the client's multipart stream into `sender`.
+async fn forward_files(
+    mut files: Files,
+    boundary: String,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let fail = |error: multer::Error, too_large: &AtomicBool| {
+        if matches!(
+            error,
+            multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }
+        ) {
+            too_large.store(true, Ordering::SeqCst);
+        }
+        std::io::Error::other(error.to_string())
+    };
+    loop {
+        let mut field = match files.multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = sender.send(Err(fail(error, &files.too_large))).await;
+                return;
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if !files.map.iter().any(|(key, _)| *key == name) {
+            continue; // Not mapped: not forwarded (and skipped by the parser).
+        }
+        let file_name = field
+            .file_name()
+            .unwrap_or("file")
+            .replace(['"', '\r', '\n'], "_");
+        let content_type = field
+            .content_type()
+            .map_or_else(|| "application/octet-stream".to_string(), |m| m.to_string());
+        let header = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"; \
+             filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n"
+        );
+        if sender.send(Ok(Bytes::from(header))).await.is_err() {
+            return;
+        }
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = sender.send(Err(fail(error, &files.too_large))).await;
+                    return;
+                }
+            }
+        }
+        if sender.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+            return;
+        }
+    }
+    let _ = sender
+        .send(Ok(Bytes::from(format!("--{boundary}--\r\n"))))
+        .await;
+}
+
+/// Reads `operations` and `map` from a multipart request; the files stay in the stream.
+pub(crate) async fn read(
+    headers: &http::HeaderMap,
+    content_type: &str,
+    body: Body,
+    limits: UploadLimits,
+) -> Result<UploadRequest, RequestError> {
+    if limits.max_files == 0 {
+        return Err(RequestError::UnsupportedMediaType(
+            "File uploads are disabled on this endpoint; send application/json.".into(),
+        ));
+    }
+    if !PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return Err(RequestError::BadRequest(
+            "Multipart requests must carry a `GraphQL-Require-Preflight` (or \
+             `Apollo-Require-Preflight`) header, as protection against cross-site requests."
+                .into(),
+        ));
+    }
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        RequestError::BadRequest("The multipart Content-Type has no boundary.".into())
+    })?;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .for_field("operations", OPERATIONS_MAX_BYTES)
+            .for_field("map", MAP_MAX_BYTES)
+            .per_field(limits.max_file_bytes),
+    );
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+
+    let operations = text_field(&mut multipart, "operations").await?;
+    let operations: Value = serde_json::from_str(&operations).map_err(|_| {
+        RequestError::BadRequest("The `operations` field is not valid JSON.".into())
+    })?;
+    if operations.is_array() {
+        return Err(RequestError::BadRequest(
+            "Batched operations are not supported with file uploads; send one operation.".into(),
+        ));
+    }
+    let request = GraphQLRequest::from_json(operations)?;
+
+    let map = text_field(&mut multipart, "map").await?;
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&map).map_err(|_| {
+        RequestError::BadRequest(
+            "The `map` field must be a JSON object of file field names to path lists.".into(),
+        )
+    })?;
+    if map.len() > limits.max_files {
+        return Err(RequestError::PayloadTooLarge(format!(
+            "The request has {} files; at most {} are accepted.",
+            map.len(),
+            limits.max_files
+        )));
+    }
+    let mut entries = Vec::with_capacity(map.len());
+    for (name, paths) in map {
+        let paths: Vec<String> = paths
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if paths.is_empty() || paths.iter().any(|p| !placeholder_exists(&request, p)) {
+            return Err(RequestError::BadRequest(format!(
+                "The `map` entry `{name}` must list paths like `variables.file` that point \
+                 at null placeholders in `operations`."
+            )));
+        }
+        entries.push((name, paths));
+    }
+    Ok(UploadRequest {
+        request,
+        files: Files {
+            map: entries,
+            multipart,
+            too_large: Arc::new(AtomicBool::new(false)),
+        },
+    })
+}
+
+async fn text_field(
+    multipart: &mut multer::Multipart<'static>,
+    expected: &str,
+) -> Result<String, RequestError> {
+    let missing = || {
+        RequestError::BadRequest(format!(
+            "A multipart GraphQL request starts with the `operations` and `map` fields; \
+             `{expected}` is missing."
+        ))
+    };
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(|e| match e {
+            multer::Error::FieldSizeExceeded { .. } => {
+                RequestError::PayloadTooLarge(format!("The `{expected}` field is too large."))
+            }
+            _ => RequestError::BadRequest("The multipart body is malformed.".into()),
+        })?
+        .ok_or_else(missing)?;
+    if field.name() != Some(expected) {
+        return Err(missing());
+    }
+    field.text().await.map_err(|e| match e {
+        multer::Error::FieldSizeExceeded { .. } => {
+            RequestError::PayloadTooLarge(format!("The `{expected}` field is too large."))
+        }
+        _ => RequestError::BadRequest("The multipart body is malformed.".into()),
+    })
+}
+
+/// Whether `path` (`variables.a.0.b`) names a `null` in the request's variables.
+fn placeholder_exists(request: &GraphQLRequest, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("variables.") else {
+        return false;
+    };
+    let Some(variables) = &request.variables else {
+        return false;
+    };
+    let mut segments = rest.split('.');
+    let Some(first) = segments.next() else {
+        return false;
+    };
+    let mut value = match variables.get(first) {
+        Some(v) => v,
+        None => return false,
+    };
+    for segment in segments {
+        value = match (value, segment.parse::<usize>()) {
+            (Value::Array(items), Ok(i)) => match items.get(i) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Value::Object(map), _) => match map.get(segment) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    value.is_null()
+}

@@ -6,12 +6,23 @@
 //! is also where GraphQL null propagation happens: a `null` in a non-null position nulls the
 //! nearest nullable parent, with one error at the origin.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use serde_json::{Map, Value};
 
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::executor::typename;
 use crate::schema::{TypeKind, TypeRef};
-use crate::selection::{CollectContext, Field, SelectionSet};
+use crate::selection::{CollectContext, Field, Grouped, SelectionSet};
+
+/// Identifies one field collection: the object type and the selection sets (by address:
+/// they live in the prepared operation, which outlives the projection).
+#[derive(PartialEq, Eq, Hash)]
+struct CollectKey {
+    object_type: String,
+    sets: Vec<usize>,
+}
 
 /// `Type.field`, formatted only when an error needs it (projection visits every field).
 pub struct FieldLabel<'a> {
@@ -27,6 +38,9 @@ impl std::fmt::Display for FieldLabel<'_> {
 
 pub struct Projector<'a> {
     ctx: &'a CollectContext<'a>,
+    /// Field collection results by (object type, selection sets): list items of one type
+    /// share them, and collecting is a large part of projection's cost otherwise.
+    collected: HashMap<CollectKey, Rc<Grouped<'a>>>,
     /// Errors already known (from subgraphs); a null-propagation error is only added when no
     /// known error explains the null (same path, an ancestor or a descendant).
     known: Vec<Vec<PathSegment>>,
@@ -37,6 +51,7 @@ impl<'a> Projector<'a> {
     pub fn new(ctx: &'a CollectContext<'a>, existing: &[GraphQLError]) -> Self {
         Self {
             ctx,
+            collected: HashMap::new(),
             known: existing.iter().filter_map(|e| e.path.clone()).collect(),
             errors: Vec::new(),
         }
@@ -46,7 +61,7 @@ impl<'a> Projector<'a> {
     pub fn project_root(
         &mut self,
         root_type: &str,
-        selection_set: &SelectionSet,
+        selection_set: &'a SelectionSet,
         data: &Value,
     ) -> Value {
         let mut path = Vec::new();
@@ -59,7 +74,7 @@ impl<'a> Projector<'a> {
         &mut self,
         ty: &TypeRef,
         value: &Value,
-        fields: &[&Field],
+        fields: &[&'a Field],
         path: &mut Vec<PathSegment>,
         label: &FieldLabel<'_>,
     ) -> Option<Value> {
@@ -119,7 +134,7 @@ impl<'a> Projector<'a> {
                     }
                     _ => return Some(value.clone()),
                 }
-                let sets: Vec<&SelectionSet> = fields.iter().map(|f| &f.selection_set).collect();
+                let sets: Vec<&'a SelectionSet> = fields.iter().map(|f| &f.selection_set).collect();
                 Some(
                     self.complete_object(name, value, &sets, path)
                         .unwrap_or(Value::Null),
@@ -133,51 +148,67 @@ impl<'a> Projector<'a> {
         &mut self,
         declared: &str,
         value: &Value,
-        sets: &[&SelectionSet],
+        sets: &[&'a SelectionSet],
         path: &mut Vec<PathSegment>,
     ) -> Option<Value> {
         let Value::Object(object) = value else {
             return Some(Value::Null);
         };
         let schema = self.ctx.schema;
-        let concrete = match schema.get(declared).map(|t| t.kind) {
-            Some(TypeKind::Object) | None => declared.to_string(),
+        let concrete: &str = match schema.get(declared).map(|t| t.kind) {
+            Some(TypeKind::Object) | None => declared,
             Some(_) => match typename(value) {
-                Some(tn) if schema.fragment_applies(declared, tn) => tn.to_string(),
+                Some(tn) if schema.fragment_applies(declared, tn) => tn,
                 // A type the API schema does not expose (`@inaccessible`, or unknown to
                 // the supergraph): the client cannot be shown this object.
                 Some(_) => return Some(Value::Null),
-                None => declared.to_string(),
+                None => declared,
             },
         };
-        let type_def = schema.get(&concrete).or_else(|| schema.get(declared));
-        let grouped = self.ctx.collect(&concrete, sets);
+        let type_def = schema.get(concrete).or_else(|| schema.get(declared));
+        let grouped = self.collect(concrete, sets);
         let mut out = Map::with_capacity(grouped.len());
-        for (key, fields) in grouped {
+        for (key, fields) in grouped.iter() {
             let name = fields[0].name.as_str();
             if name == "__typename" {
-                out.insert(key, Value::String(concrete.clone()));
+                out.insert(key.clone(), Value::String(concrete.to_string()));
                 continue;
             }
             let Some(def) = type_def.and_then(|t| t.field(name)) else {
                 continue;
             };
             let label = FieldLabel {
-                type_name: &concrete,
+                type_name: concrete,
                 field: name,
             };
             path.push(PathSegment::Key(key.clone()));
             let completed = self.complete(
                 &def.ty,
-                object.get(&key).unwrap_or(&Value::Null),
-                &fields,
+                object.get(key).unwrap_or(&Value::Null),
+                fields,
                 path,
                 &label,
             );
             path.pop();
-            out.insert(key, completed?);
+            out.insert(key.clone(), completed?);
         }
         Some(Value::Object(out))
+    }
+
+    fn collect(&mut self, object_type: &str, sets: &[&'a SelectionSet]) -> Rc<Grouped<'a>> {
+        let key = CollectKey {
+            object_type: object_type.to_string(),
+            sets: sets
+                .iter()
+                .map(|s| *s as *const SelectionSet as usize)
+                .collect(),
+        };
+        if let Some(hit) = self.collected.get(&key) {
+            return hit.clone();
+        }
+        let grouped = Rc::new(self.ctx.collect(object_type, sets));
+        self.collected.insert(key, grouped.clone());
+        grouped
     }
 
     fn null_error(&mut self, path: &[PathSegment], label: &FieldLabel<'_>) {

@@ -23,20 +23,56 @@ pub struct SubgraphRequest {
     pub headers: http::HeaderMap,
     /// Files for this request (GraphQL multipart request), streamed from the client.
     pub uploads: Option<SubgraphUploads>,
+    /// The JSON body, encoded once (deduplication keys on it, HTTP sends it).
+    pub(crate) encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+/// The JSON body of a subgraph request, borrowing from it.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    query: &'a str,
+    #[serde(rename = "operationName", skip_serializing_if = "Option::is_none")]
+    operation_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    variables: &'a Map<String, Value>,
 }
 
 impl SubgraphRequest {
+    /// A request with no files.
+    pub fn new(
+        subgraph: impl Into<String>,
+        query: impl Into<String>,
+        variables: Map<String, Value>,
+        headers: http::HeaderMap,
+    ) -> Self {
+        Self {
+            subgraph: subgraph.into(),
+            query: query.into(),
+            operation_name: None,
+            variables,
+            headers,
+            uploads: None,
+            encoded: Default::default(),
+        }
+    }
+
     /// The JSON body of the request as sent over HTTP.
     pub fn body(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("query".into(), Value::String(self.query.clone()));
-        if let Some(name) = &self.operation_name {
-            body.insert("operationName".into(), Value::String(name.clone()));
-        }
-        if !self.variables.is_empty() {
-            body.insert("variables".into(), Value::Object(self.variables.clone()));
-        }
-        Value::Object(body)
+        serde_json::from_slice(&self.encoded()).unwrap_or(Value::Null)
+    }
+
+    /// The JSON body, encoded once and then shared.
+    pub fn encoded(&self) -> bytes::Bytes {
+        self.encoded
+            .get_or_init(|| {
+                let body = Body {
+                    query: &self.query,
+                    operation_name: self.operation_name.as_deref(),
+                    variables: &self.variables,
+                };
+                serde_json::to_vec(&body).unwrap_or_default().into()
+            })
+            .clone()
     }
 }
 
@@ -128,10 +164,7 @@ impl SubgraphTransport for HttpTransport {
             .urls
             .get(&request.subgraph)
             .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
-        let operations = request.body();
-        let body: bytes::Bytes = serde_json::to_vec(&operations)
-            .map_err(|e| TransportError::Other(e.to_string()))?
-            .into();
+        let body = request.encoded();
         let subgraph = request.subgraph;
         let mut headers = request.headers;
         headers.insert(
@@ -140,7 +173,7 @@ impl SubgraphTransport for HttpTransport {
         );
         let multipart = request.uploads.as_ref().and_then(|uploads| {
             uploads
-                .take_body(&operations, UPLOAD_BOUNDARY)
+                .take_body(&String::from_utf8_lossy(&body), UPLOAD_BOUNDARY)
                 .map(reqwest::Body::wrap_stream)
         });
         let payload = match multipart {

@@ -107,7 +107,7 @@ impl SubgraphUploads {
     /// each mapped file as it arrives from the client. `None` if already taken.
     pub fn take_body(
         &self,
-        operations: &Value,
+        operations: &str,
         boundary: &str,
     ) -> Option<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static> {
         let files = self.inner.lock().ok()?.take()?;

@@ -22,13 +22,23 @@ fn matches_types(value: &Value, types: &[String], schema: &SchemaModel) -> bool 
     typename(value).is_some_and(|tn| types.iter().any(|t| schema.fragment_applies(t, tn)))
 }
 
-/// Collects the paths of all non-null objects reached by following `steps` from `value`.
-pub fn collect_slots(
+/// Calls `f` with the path and value of every non-null object reached by following `steps`
+/// from `value` (one walk: the callers need both, and paths are costly to walk again).
+pub fn for_each_entity(
+    value: &Value,
+    steps: &[PathStep],
+    schema: &SchemaModel,
+    f: &mut dyn FnMut(&[PathSegment], &Value),
+) {
+    walk_entities(value, steps, schema, &mut Vec::new(), f);
+}
+
+fn walk_entities(
     value: &Value,
     steps: &[PathStep],
     schema: &SchemaModel,
     current: &mut Vec<PathSegment>,
-    out: &mut Vec<Vec<PathSegment>>,
+    f: &mut dyn FnMut(&[PathSegment], &Value),
 ) {
     if let Value::Array(items) = value {
         // Lists are walked transparently, whether or not the path spells out `@`.
@@ -38,7 +48,7 @@ pub fn collect_slots(
         };
         for (i, item) in items.iter().enumerate() {
             current.push(PathSegment::Index(i));
-            collect_slots(item, steps, schema, current, out);
+            walk_entities(item, steps, schema, current, f);
             current.pop();
         }
         return;
@@ -47,35 +57,86 @@ pub fn collect_slots(
         return;
     };
     match steps.first() {
-        None => out.push(current.clone()),
+        None => f(current, value),
         Some(PathStep::Field(key)) => {
             if let Some(child) = object.get(key) {
                 current.push(PathSegment::Key(key.clone()));
-                collect_slots(child, &steps[1..], schema, current, out);
+                walk_entities(child, &steps[1..], schema, current, f);
                 current.pop();
             }
         }
-        Some(PathStep::List) => collect_slots(value, &steps[1..], schema, current, out),
+        Some(PathStep::List) => walk_entities(value, &steps[1..], schema, current, f),
         Some(PathStep::TypeIs(types)) => {
             if matches_types(value, types, schema) {
-                collect_slots(value, &steps[1..], schema, current, out);
+                walk_entities(value, &steps[1..], schema, current, f);
             }
         }
     }
 }
 
-pub fn get<'a>(root: &'a Value, path: &[PathSegment]) -> Option<&'a Value> {
-    path.iter().try_fold(root, |value, segment| match segment {
-        PathSegment::Key(key) => value.get(key.as_str()),
-        PathSegment::Index(i) => value.get(*i),
-    })
+/// Calls `f` with every non-null object reached by following `steps`, mutably, in the same
+/// order as [`for_each_entity`].
+pub fn for_each_entity_mut(
+    value: &mut Value,
+    steps: &[PathStep],
+    schema: &SchemaModel,
+    f: &mut dyn FnMut(&mut Value),
+) {
+    if let Value::Array(items) = value {
+        let steps = match steps.first() {
+            Some(PathStep::List) => &steps[1..],
+            _ => steps,
+        };
+        for item in items.iter_mut() {
+            for_each_entity_mut(item, steps, schema, f);
+        }
+        return;
+    }
+    if !value.is_object() {
+        return;
+    }
+    match steps.first() {
+        None => f(value),
+        Some(PathStep::Field(key)) => {
+            if let Some(child) = value.get_mut(key.as_str()) {
+                for_each_entity_mut(child, &steps[1..], schema, f);
+            }
+        }
+        Some(PathStep::List) => for_each_entity_mut(value, &steps[1..], schema, f),
+        Some(PathStep::TypeIs(types)) => {
+            if matches_types(value, types, schema) {
+                for_each_entity_mut(value, &steps[1..], schema, f);
+            }
+        }
+    }
 }
 
-pub fn get_mut<'a>(root: &'a mut Value, path: &[PathSegment]) -> Option<&'a mut Value> {
-    path.iter().try_fold(root, |value, segment| match segment {
-        PathSegment::Key(key) => value.get_mut(key.as_str()),
-        PathSegment::Index(i) => value.get_mut(*i),
-    })
+/// A structural hash of a JSON value (object keys in order), for finding equal values
+/// without serializing them. Equal values hash equally; callers still compare on a match.
+pub fn hash_value(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(value: &Value, h: &mut std::collections::hash_map::DefaultHasher) {
+        match value {
+            Value::Null => 0u8.hash(h),
+            Value::Bool(b) => (1u8, b).hash(h),
+            Value::Number(n) => (2u8, n).hash(h),
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(items) => {
+                (4u8, items.len()).hash(h);
+                items.iter().for_each(|i| feed(i, h));
+            }
+            Value::Object(map) => {
+                (5u8, map.len()).hash(h);
+                for (k, v) in map {
+                    k.hash(h);
+                    feed(v, h);
+                }
+            }
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(value, &mut h);
+    h.finish()
 }
 
 /// Merges `source` into `target`: objects key by key, equally long lists element-wise,

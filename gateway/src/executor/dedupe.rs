@@ -27,8 +27,8 @@ pub(crate) type SharedResponse<E> = Result<Arc<Value>, E>;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     subgraph: String,
-    query: String,
-    variables: String,
+    /// The encoded request body (operation and variables), shared with the transport.
+    body: bytes::Bytes,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -43,8 +43,7 @@ impl Key {
         headers.sort();
         Self {
             subgraph: request.subgraph.clone(),
-            query: request.query.clone(),
-            variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+            body: request.encoded(),
             headers,
         }
     }
@@ -126,6 +125,7 @@ mod tests {
             variables: variables.as_object().cloned().unwrap_or_else(Map::new),
             headers,
             uploads: None,
+            encoded: Default::default(),
         }
     }
 

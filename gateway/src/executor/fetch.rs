@@ -9,10 +9,12 @@ use futures::FutureExt;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use super::data::{apply_rewrites, collect_slots, deep_merge, get, get_mut, select};
+use super::data::{
+    apply_rewrites, deep_merge, for_each_entity, for_each_entity_mut, hash_value, select,
+};
 use super::{dedupe, Execution};
 use crate::error::{codes, GraphQLError, PathSegment};
-use crate::plan::{EntityFetch, RootFetch};
+use crate::plan::{EntityFetch, EntityGroup, RootFetch};
 use crate::transport::{SubgraphRequest, SubgraphTransport, TransportError};
 
 /// Why a subgraph call gave no response; the client sees only this, never the cause.
@@ -23,10 +25,28 @@ pub(crate) enum FetchFailure {
 }
 
 /// Per `_entities` field: the deduplicated representations and where each result goes.
+///
+/// Entities are identified by their visit order along the group's paths, not by stored
+/// paths: walking the merged data again in the same order finds them without building and
+/// cloning a path per entity. Invariant this relies on: fetches running in parallel never
+/// change what lies on each other's paths (the planner sequences dependent fetches), and
+/// merges only add fields, so the walk at merge time visits the same entities in the same
+/// order as the walk that built the representations.
 struct GroupInput {
     representations: Vec<Value>,
-    /// (entity path in the merged data, index into `representations`)
-    slots: Vec<(Vec<PathSegment>, usize)>,
+    /// Per visited entity, in visit order: the index of its representation, if it has one.
+    order: Vec<Option<usize>>,
+}
+
+impl GroupInput {
+    /// Visit number of the first entity that sent representation `index`.
+    fn first_visit(&self, index: usize) -> Option<usize> {
+        self.order.iter().position(|o| *o == Some(index))
+    }
+
+    fn first_with_representation(&self) -> Option<usize> {
+        self.order.iter().position(Option::is_some)
+    }
 }
 
 impl Execution<'_> {
@@ -68,23 +88,25 @@ impl Execution<'_> {
     }
 
     pub(super) async fn entity_fetch(&self, fetch: &EntityFetch) {
-        let inputs = self.collect_representations(fetch);
-        if inputs.iter().all(|g| g.representations.is_empty()) {
+        let mut inputs = self.collect_representations(fetch);
+        let count: usize = inputs.iter().map(|g| g.representations.len()).sum();
+        if count == 0 {
             // Nothing to resolve (e.g. every parent is null): no request at all.
             return;
         }
         let mut extra = Map::new();
-        for (group, input) in fetch.groups.iter().zip(&inputs) {
+        for (group, input) in fetch.groups.iter().zip(&mut inputs) {
+            // Moved, not copied: only the slots are needed once the request is built.
             extra.insert(
                 group.variable.clone(),
-                Value::Array(input.representations.clone()),
+                Value::Array(std::mem::take(&mut input.representations)),
             );
         }
         let span = tracing::info_span!(
             "subgraph_fetch",
             subgraph = %fetch.subgraph,
             kind = "entities",
-            representations = inputs.iter().map(|g| g.representations.len()).sum::<usize>()
+            representations = count
         );
         let request = span.in_scope(|| {
             self.request(
@@ -102,11 +124,10 @@ impl Execution<'_> {
                     .iter()
                     .zip(&inputs)
                     .find_map(|(group, input)| {
-                        input.slots.first().map(|(path, _)| {
-                            let mut path = path.clone();
-                            path.extend(group.first_field.as_deref().map(PathSegment::from));
-                            path
-                        })
+                        let mut path =
+                            self.entity_path(group, input.first_with_representation()?)?;
+                        path.extend(group.first_field.as_deref().map(PathSegment::from));
+                        Some(path)
                     })
                     .unwrap_or_default();
                 self.push_errors([self.fetch_failed(&fetch.subgraph, failure, path)]);
@@ -124,15 +145,15 @@ impl Execution<'_> {
                     let key = p.first()?.as_str()?;
                     let index = p.get(1)?.as_u64()? as usize;
                     let group = fetch.groups.iter().position(|g| g.response_key == key)?;
-                    let (slot, _) = inputs[group].slots.iter().find(|(_, rep)| *rep == index)?;
-                    let mut path = slot.clone();
+                    let visit = inputs[group].first_visit(index)?;
+                    let mut path = self.entity_path(&fetch.groups[group], visit)?;
                     path.extend(to_path(&p[2..]));
                     Some(path)
                 });
                 let path = path.or_else(|| {
-                    inputs
-                        .iter()
-                        .find_map(|g| g.slots.first().map(|(p, _)| p.clone()))
+                    fetch.groups.iter().zip(&inputs).find_map(|(group, input)| {
+                        self.entity_path(group, input.first_with_representation()?)
+                    })
                 });
                 self.subgraph_error(&fetch.subgraph, e, path)
             })
@@ -150,15 +171,58 @@ impl Execution<'_> {
             for result in results.iter_mut() {
                 apply_rewrites(result, &group.output_rewrites, self.schema);
             }
-            for (slot, index) in input.slots {
-                let Some(result) = results.get(index) else {
-                    continue;
-                };
-                if let Some(target) = get_mut(&mut merged, &slot) {
-                    deep_merge(target, result.clone());
+            // Each result goes to every entity that sent its representation; the last of
+            // them takes it by value instead of a copy.
+            let mut remaining = vec![0usize; results.len()];
+            for index in input.order.iter().flatten() {
+                if let Some(n) = remaining.get_mut(*index) {
+                    *n += 1;
                 }
             }
+            let mut visit = 0;
+            for path in &group.paths {
+                for_each_entity_mut(&mut merged, path, self.schema, &mut |entity| {
+                    let slot = input.order.get(visit).copied().flatten();
+                    visit += 1;
+                    let Some(index) = slot else {
+                        return;
+                    };
+                    let Some(result) = results.get_mut(index) else {
+                        return;
+                    };
+                    remaining[index] -= 1;
+                    if remaining[index] == 0 {
+                        deep_merge(entity, result.take());
+                    } else {
+                        deep_merge(entity, result.clone());
+                    }
+                });
+            }
+            if visit != input.order.len() {
+                tracing::warn!(
+                    subgraph = %fetch.subgraph,
+                    expected = input.order.len(),
+                    found = visit,
+                    "entities changed between building representations and merging results"
+                );
+            }
         }
+    }
+
+    /// The response path of the `visit`-th entity along a group's paths (for errors only).
+    fn entity_path(&self, group: &EntityGroup, visit: usize) -> Option<Vec<PathSegment>> {
+        let merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = 0;
+        let mut found = None;
+        for path in &group.paths {
+            for_each_entity(&merged, path, self.schema, &mut |slot, _| {
+                if seen == visit && found.is_none() {
+                    found = Some(slot.to_vec());
+                }
+                seen += 1;
+            });
+        }
+        found
     }
 
     fn collect_representations(&self, fetch: &EntityFetch) -> Vec<GroupInput> {
@@ -167,40 +231,48 @@ impl Execution<'_> {
             .groups
             .iter()
             .map(|group| {
-                let mut slots = Vec::new();
+                let mut representations: Vec<Value> = Vec::new();
+                // Equal representations are sent once: hash -> indexes into `representations`.
+                let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+                let mut order = Vec::new();
                 for path in &group.paths {
-                    collect_slots(&merged, path, self.schema, &mut Vec::new(), &mut slots);
-                }
-                let mut representations = Vec::new();
-                let mut seen: HashMap<String, usize> = HashMap::new();
-                let mut placed = Vec::with_capacity(slots.len());
-                for slot in slots {
-                    let Some(entity) = get(&merged, &slot) else {
-                        continue;
-                    };
-                    let Some(mut representation) = select(entity, &group.requires, self.schema)
-                    else {
-                        continue;
-                    };
-                    apply_rewrites(&mut representation, &group.input_rewrites, self.schema);
-                    // A representation without __typename cannot be resolved (the entity
-                    // did not match any type condition of `requires`).
-                    if representation.get("__typename").is_none() {
-                        continue;
-                    }
-                    let key = representation.to_string();
-                    let index = *seen.entry(key).or_insert_with(|| {
-                        representations.push(representation);
-                        representations.len() - 1
+                    for_each_entity(&merged, path, self.schema, &mut |_, entity| {
+                        order.push(self.representation_index(
+                            group,
+                            entity,
+                            &mut representations,
+                            &mut seen,
+                        ));
                     });
-                    placed.push((slot, index));
                 }
                 GroupInput {
                     representations,
-                    slots: placed,
+                    order,
                 }
             })
             .collect()
+    }
+
+    /// Builds an entity's representation and returns its index among the distinct ones.
+    fn representation_index(
+        &self,
+        group: &EntityGroup,
+        entity: &Value,
+        representations: &mut Vec<Value>,
+        seen: &mut HashMap<u64, Vec<usize>>,
+    ) -> Option<usize> {
+        let mut representation = select(entity, &group.requires, self.schema)?;
+        apply_rewrites(&mut representation, &group.input_rewrites, self.schema);
+        // A representation without __typename cannot be resolved (the entity did not match
+        // any type condition of `requires`).
+        representation.get("__typename")?;
+        let same = seen.entry(hash_value(&representation)).or_default();
+        if let Some(&index) = same.iter().find(|&&i| representations[i] == representation) {
+            return Some(index);
+        }
+        representations.push(representation);
+        same.push(representations.len() - 1);
+        Some(representations.len() - 1)
     }
 
     fn request(
@@ -233,6 +305,7 @@ impl Execution<'_> {
             variables,
             headers,
             uploads,
+            encoded: Default::default(),
         }
     }
 

@@ -115,6 +115,16 @@ pub(crate) struct Supergraph {
     operations: OperationCache,
 }
 
+/// A complete GraphQL response (`data`, `errors`) as JSON text, written without building a
+/// value tree for it.
+pub(crate) struct ResponseJson(pub Vec<u8>);
+
+impl ResponseJson {
+    pub fn into_value(self) -> Value {
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+}
+
 /// A request that passed every check, ready to execute.
 pub(crate) struct Admitted {
     pub supergraph: Arc<Supergraph>,
@@ -250,7 +260,7 @@ impl Gateway {
     /// Request errors (parse, validation, bad input) give a body with `errors` only.
     pub async fn execute(&self, req: GraphQLRequest, headers: &http::HeaderMap) -> Value {
         match self.execute_with(req, headers, Method::Post).await {
-            Ok(body) => body,
+            Ok(body) => body.into_value(),
             Err(error) => error.to_response(),
         }
     }
@@ -260,7 +270,7 @@ impl Gateway {
         req: GraphQLRequest,
         headers: &http::HeaderMap,
         method: Method,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<ResponseJson, RequestError> {
         let span = self.request_span(&req, headers);
         self.run(req, headers, method).instrument(span).await
     }
@@ -311,7 +321,7 @@ impl Gateway {
         req: GraphQLRequest,
         headers: &http::HeaderMap,
         method: Method,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<ResponseJson, RequestError> {
         let admitted = self.admit(&req, method)?;
         Ok(self
             .execute_prepared(
@@ -330,7 +340,7 @@ impl Gateway {
         &self,
         upload: UploadRequest,
         headers: &http::HeaderMap,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<ResponseJson, RequestError> {
         let span = self.request_span(&upload.request, headers);
         // The files' `null` placeholders stand for values that will be there: variable
         // coercion must not refuse them as nulls in non-null positions.
@@ -419,7 +429,7 @@ impl Gateway {
         variables: &Map<String, Value>,
         headers: &http::HeaderMap,
         uploads: Option<(Vec<String>, SubgraphUploads)>,
-    ) -> Value {
+    ) -> ResponseJson {
         let config = &self.shared.config;
         let mut forwarded = http::HeaderMap::new();
         for name in &config.forward_headers {
@@ -463,19 +473,20 @@ impl Gateway {
         }
         let mut projector = Projector::new(&ctx, &errors);
         let projected =
-            projector.project_root(&operation.root_type, &operation.selection_set, &data);
+            projector.project_root_json(&operation.root_type, &operation.selection_set, &data);
 
         let mut all_errors: Vec<GraphQLError> = errors;
         all_errors.append(&mut projector.errors);
-        let mut body = Map::new();
-        body.insert("data".into(), projected);
+        // `{"data":...,"errors":[...]}` around the projected text, without a value tree.
+        let mut body = Vec::with_capacity(projected.len() + 16);
+        body.extend_from_slice(b"{\"data\":");
+        body.extend_from_slice(&projected);
         if !all_errors.is_empty() {
-            body.insert(
-                "errors".into(),
-                Value::Array(all_errors.iter().map(GraphQLError::to_json).collect()),
-            );
+            body.extend_from_slice(b",\"errors\":");
+            let _ = serde_json::to_writer(&mut body, &all_errors);
         }
-        Value::Object(body)
+        body.push(b'}');
+        ResponseJson(body)
     }
 
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {

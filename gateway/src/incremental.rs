@@ -46,7 +46,8 @@ impl Gateway {
                         None,
                     )
                     .instrument(span)
-                    .await;
+                    .await
+                    .into_value();
                 return Ok(Delivery::Single(body));
             }
         };
@@ -85,7 +86,7 @@ impl Gateway {
                 // Both run concurrently; the primary payload goes out as soon as it is ready.
                 let mut first_result = loop {
                     tokio::select! {
-                        first = &mut first => break first,
+                        first = &mut first => break first.into_value(),
                         done = &mut full, if full_result.is_none() => full_result = Some(done),
                     }
                 };
@@ -98,7 +99,8 @@ impl Gateway {
                 let full_result = match full_result {
                     Some(done) => done,
                     None => full.await,
-                };
+                }
+                .into_value();
                 let Some(defer) = a.operation.defer.as_ref() else {
                     return;
                 };

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::executor::typename;
@@ -45,7 +45,14 @@ pub struct Projector<'a> {
     /// known error explains the null (same path, an ancestor or a descendant).
     known: Vec<Vec<PathSegment>>,
     pub errors: Vec<GraphQLError>,
+    /// The response `data` as JSON text, written as the operation is walked: no second
+    /// value tree is built for the response. Null propagation truncates back to the start
+    /// of the value being nulled and writes `null` there.
+    out: Vec<u8>,
 }
+
+/// "A `null` reached a non-null position here": the enclosing nullable value becomes null.
+struct Propagate;
 
 impl<'a> Projector<'a> {
     pub fn new(ctx: &'a CollectContext<'a>, existing: &[GraphQLError]) -> Self {
@@ -54,22 +61,48 @@ impl<'a> Projector<'a> {
             collected: HashMap::new(),
             known: existing.iter().filter_map(|e| e.path.clone()).collect(),
             errors: Vec::new(),
+            out: Vec::with_capacity(4096),
         }
     }
 
-    /// Projects the root selection set; returns `Value::Null` if a root field's null propagated.
+    /// Projects the root selection set into JSON text (`null` if a root field's null
+    /// propagated).
+    pub fn project_root_json(
+        &mut self,
+        root_type: &str,
+        selection_set: &'a SelectionSet,
+        data: &Value,
+    ) -> Vec<u8> {
+        self.out.clear();
+        let mut path = Vec::new();
+        if self
+            .complete_object(root_type, data, &[selection_set], &mut path)
+            .is_err()
+        {
+            self.out.clear();
+            self.out.extend_from_slice(b"null");
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// [`Self::project_root_json`] as a value.
+    #[cfg(test)]
     pub fn project_root(
         &mut self,
         root_type: &str,
         selection_set: &'a SelectionSet,
         data: &Value,
     ) -> Value {
-        let mut path = Vec::new();
-        self.complete_object(root_type, data, &[selection_set], &mut path)
-            .unwrap_or(Value::Null)
+        let json = self.project_root_json(root_type, selection_set, data);
+        serde_json::from_slice(&json).unwrap_or(Value::Null)
     }
 
-    /// `None` means "null here, and this position is non-null": the caller must null itself.
+    fn write_value(&mut self, value: &Value) {
+        // Writing JSON to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+
+    /// Writes the completed value; `Ok(false)` when it wrote `null`.
     fn complete(
         &mut self,
         ty: &TypeRef,
@@ -77,38 +110,42 @@ impl<'a> Projector<'a> {
         fields: &[&'a Field],
         path: &mut Vec<PathSegment>,
         label: &FieldLabel<'_>,
-    ) -> Option<Value> {
+    ) -> Result<bool, Propagate> {
         match ty {
-            TypeRef::NonNull(inner) => {
-                let completed = self
-                    .complete(inner, value, fields, path, label)
-                    .unwrap_or(Value::Null);
-                if completed.is_null() {
+            TypeRef::NonNull(inner) => match self.complete(inner, value, fields, path, label) {
+                Ok(true) => Ok(true),
+                Ok(false) | Err(Propagate) => {
                     self.null_error(path, label);
-                    None
-                } else {
-                    Some(completed)
+                    Err(Propagate)
                 }
-            }
+            },
             TypeRef::List(inner) => {
                 let Value::Array(items) = value else {
-                    return Some(Value::Null);
+                    self.out.extend_from_slice(b"null");
+                    return Ok(false);
                 };
-                let mut out = Vec::with_capacity(items.len());
+                let start = self.out.len();
+                self.out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
                     path.push(PathSegment::Index(i));
                     let completed = self.complete(inner, item, fields, path, label);
                     path.pop();
-                    match completed {
-                        Some(v) => out.push(v),
-                        None => return Some(Value::Null),
+                    if completed.is_err() {
+                        self.out.truncate(start);
+                        self.out.extend_from_slice(b"null");
+                        return Ok(false);
                     }
                 }
-                Some(Value::Array(out))
+                self.out.push(b']');
+                Ok(true)
             }
             TypeRef::Named(name) => {
                 if value.is_null() {
-                    return Some(Value::Null);
+                    self.out.extend_from_slice(b"null");
+                    return Ok(false);
                 }
                 let type_def = self.ctx.schema.get(name);
                 match type_def.map(|t| t.kind) {
@@ -128,31 +165,44 @@ impl<'a> Projector<'a> {
                                 .with_path(path.clone()),
                             );
                             self.known.push(path.clone());
-                            return Some(Value::Null);
+                            self.out.extend_from_slice(b"null");
+                            return Ok(false);
                         }
-                        return Some(value.clone());
+                        self.write_value(value);
+                        return Ok(true);
                     }
-                    _ => return Some(value.clone()),
+                    _ => {
+                        self.write_value(value);
+                        return Ok(true);
+                    }
                 }
                 let sets: Vec<&'a SelectionSet> = fields.iter().map(|f| &f.selection_set).collect();
-                Some(
-                    self.complete_object(name, value, &sets, path)
-                        .unwrap_or(Value::Null),
-                )
+                let start = self.out.len();
+                match self.complete_object(name, value, &sets, path) {
+                    Ok(true) => Ok(true),
+                    Ok(false) => Ok(false),
+                    Err(Propagate) => {
+                        self.out.truncate(start);
+                        self.out.extend_from_slice(b"null");
+                        Ok(false)
+                    }
+                }
             }
         }
     }
 
-    /// `None` when a non-null field of the object was null (the object becomes null).
+    /// Writes the object; `Ok(false)` when it wrote `null` (not an object, or a type the
+    /// client cannot see); `Err` when a non-null field was null (the caller nulls it).
     fn complete_object(
         &mut self,
         declared: &str,
         value: &Value,
         sets: &[&'a SelectionSet],
         path: &mut Vec<PathSegment>,
-    ) -> Option<Value> {
+    ) -> Result<bool, Propagate> {
         let Value::Object(object) = value else {
-            return Some(Value::Null);
+            self.out.extend_from_slice(b"null");
+            return Ok(false);
         };
         let schema = self.ctx.schema;
         let concrete: &str = match schema.get(declared).map(|t| t.kind) {
@@ -161,20 +211,39 @@ impl<'a> Projector<'a> {
                 Some(tn) if schema.fragment_applies(declared, tn) => tn,
                 // A type the API schema does not expose (`@inaccessible`, or unknown to
                 // the supergraph): the client cannot be shown this object.
-                Some(_) => return Some(Value::Null),
+                Some(_) => {
+                    self.out.extend_from_slice(b"null");
+                    return Ok(false);
+                }
                 None => declared,
             },
         };
         let type_def = schema.get(concrete).or_else(|| schema.get(declared));
         let grouped = self.collect(concrete, sets);
-        let mut out = Map::with_capacity(grouped.len());
+        self.out.push(b'{');
+        let mut first = true;
         for (key, fields) in grouped.iter() {
             let name = fields[0].name.as_str();
-            if name == "__typename" {
-                out.insert(key.clone(), Value::String(concrete.to_string()));
-                continue;
+            let def = if name == "__typename" {
+                None
+            } else {
+                match type_def.and_then(|t| t.field(name)) {
+                    Some(def) => Some(def),
+                    None => continue,
+                }
+            };
+            if !first {
+                self.out.push(b',');
             }
-            let Some(def) = type_def.and_then(|t| t.field(name)) else {
+            first = false;
+            // Response keys are GraphQL names (letters, digits, `_`): nothing to escape.
+            self.out.push(b'"');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"\":");
+            let Some(def) = def else {
+                self.out.push(b'"');
+                self.out.extend_from_slice(concrete.as_bytes());
+                self.out.push(b'"');
                 continue;
             };
             let label = FieldLabel {
@@ -190,9 +259,10 @@ impl<'a> Projector<'a> {
                 &label,
             );
             path.pop();
-            out.insert(key.clone(), completed?);
+            completed?;
         }
-        Some(Value::Object(out))
+        self.out.push(b'}');
+        Ok(true)
     }
 
     fn collect(&mut self, object_type: &str, sets: &[&'a SelectionSet]) -> Rc<Grouped<'a>> {

@@ -28,7 +28,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::error::RequestError;
-use crate::gateway::{Gateway, Method};
+use crate::gateway::{Gateway, Method, ResponseJson};
 use crate::incremental::Delivery;
 use crate::request::{GraphQLRequest, Incoming};
 use crate::upload;
@@ -115,12 +115,21 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
                 }
             }))
             .await;
-            let bodies: Vec<Value> = results
-                .into_iter()
-                .map(|result| result.unwrap_or_else(|error| error.to_response()))
-                .collect();
+            let mut body = vec![b'['];
+            for (i, result) in results.into_iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                match result {
+                    Ok(json) => body.extend_from_slice(&json.0),
+                    Err(error) => {
+                        let _ = serde_json::to_writer(&mut body, &error.to_response());
+                    }
+                }
+            }
+            body.push(b']');
             // Each entry carries its own errors; the batch itself was well-formed.
-            json_response(format, StatusCode::OK, &Value::Array(bodies))
+            bytes_response(format, StatusCode::OK, body)
         }
     }
 }
@@ -267,9 +276,9 @@ fn request_from_params(
 }
 
 /// Stage 4 for one operation.
-fn single_response(format: ResponseFormat, result: Result<Value, RequestError>) -> Response {
+fn single_response(format: ResponseFormat, result: Result<ResponseJson, RequestError>) -> Response {
     match result {
-        Ok(body) => json_response(format, StatusCode::OK, &body),
+        Ok(body) => bytes_response(format, StatusCode::OK, body.0),
         Err(error) => error_response(format, error),
     }
 }
@@ -287,6 +296,10 @@ fn error_response(format: ResponseFormat, error: RequestError) -> Response {
 
 fn json_response(format: ResponseFormat, status: StatusCode, body: &Value) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes_response(format, status, body)
+}
+
+fn bytes_response(format: ResponseFormat, status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

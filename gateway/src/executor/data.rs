@@ -111,32 +111,211 @@ pub fn for_each_entity_mut(
     }
 }
 
+type ValueHasher = std::collections::hash_map::DefaultHasher;
+
+fn feed(value: &Value, h: &mut ValueHasher) {
+    use std::hash::Hash;
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            items.iter().for_each(|i| feed(i, h));
+        }
+        Value::Object(map) => {
+            5u8.hash(h);
+            for (k, v) in map {
+                k.hash(h);
+                feed(v, h);
+            }
+            6u8.hash(h);
+        }
+    }
+}
+
 /// A structural hash of a JSON value (object keys in order), for finding equal values
 /// without serializing them. Equal values hash equally; callers still compare on a match.
 pub fn hash_value(value: &Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    fn feed(value: &Value, h: &mut std::collections::hash_map::DefaultHasher) {
-        match value {
-            Value::Null => 0u8.hash(h),
-            Value::Bool(b) => (1u8, b).hash(h),
-            Value::Number(n) => (2u8, n).hash(h),
-            Value::String(s) => (3u8, s).hash(h),
-            Value::Array(items) => {
-                (4u8, items.len()).hash(h);
-                items.iter().for_each(|i| feed(i, h));
-            }
-            Value::Object(map) => {
-                (5u8, map.len()).hash(h);
-                for (k, v) in map {
-                    k.hash(h);
-                    feed(v, h);
+    use std::hash::Hasher;
+    let mut h = ValueHasher::new();
+    feed(value, &mut h);
+    h.finish()
+}
+
+/// Whether no selection list (at any depth) names one field twice: then [`select`] never
+/// merges, and [`select_hash`] / [`select_equals`] agree with it exactly.
+pub fn selections_are_flat(selections: &[Selection]) -> bool {
+    fn names<'s>(selections: &'s [Selection], out: &mut Vec<&'s str>) -> bool {
+        for selection in selections {
+            match selection {
+                Selection::Field {
+                    name, selections, ..
+                } => {
+                    if out.contains(&name.as_str()) || !selections_are_flat(selections) {
+                        return false;
+                    }
+                    out.push(name);
+                }
+                Selection::InlineFragment { selections, .. } => {
+                    if !names(selections, out) {
+                        return false;
+                    }
                 }
             }
         }
+        true
     }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    feed(value, &mut h);
-    h.finish()
+    names(selections, &mut Vec::new())
+}
+
+/// `hash_value(&select(entity, selections)?)` without building the representation.
+/// Only for flat selections (see [`selections_are_flat`]).
+pub fn select_hash(entity: &Value, selections: &[Selection], schema: &SchemaModel) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    fn value(
+        entity: &Value,
+        selections: &[Selection],
+        schema: &SchemaModel,
+        h: &mut ValueHasher,
+    ) -> Option<()> {
+        match entity {
+            Value::Array(items) => {
+                (4u8, items.len()).hash(h);
+                for item in items {
+                    value(item, selections, schema, h)?;
+                }
+                Some(())
+            }
+            Value::Object(_) => {
+                5u8.hash(h);
+                object(entity, selections, schema, h)?;
+                6u8.hash(h);
+                Some(())
+            }
+            other => {
+                feed(other, h);
+                Some(())
+            }
+        }
+    }
+    fn object(
+        entity: &Value,
+        selections: &[Selection],
+        schema: &SchemaModel,
+        h: &mut ValueHasher,
+    ) -> Option<()> {
+        for selection in selections {
+            match selection {
+                Selection::Field {
+                    data_key,
+                    name,
+                    selections,
+                } => {
+                    let child = entity.get(data_key.as_str())?;
+                    name.hash(h);
+                    if selections.is_empty() {
+                        feed(child, h);
+                    } else {
+                        value(child, selections, schema, h)?;
+                    }
+                }
+                Selection::InlineFragment {
+                    type_condition,
+                    selections,
+                } => {
+                    let applies = type_condition
+                        .as_ref()
+                        .is_none_or(|c| matches_types(entity, std::slice::from_ref(c), schema));
+                    if applies {
+                        object(entity, selections, schema, h)?;
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+    let mut h = ValueHasher::new();
+    value(entity, selections, schema, &mut h)?;
+    Some(h.finish())
+}
+
+/// `select(entity, selections) == Some(candidate)` without building the representation.
+/// Only for flat selections (see [`selections_are_flat`]).
+pub fn select_equals(
+    entity: &Value,
+    selections: &[Selection],
+    schema: &SchemaModel,
+    candidate: &Value,
+) -> bool {
+    fn value(
+        entity: &Value,
+        selections: &[Selection],
+        schema: &SchemaModel,
+        candidate: &Value,
+    ) -> bool {
+        match (entity, candidate) {
+            (Value::Array(items), Value::Array(expected)) => {
+                items.len() == expected.len()
+                    && items
+                        .iter()
+                        .zip(expected)
+                        .all(|(i, e)| value(i, selections, schema, e))
+            }
+            (Value::Object(_), Value::Object(expected)) => {
+                let mut matched = 0;
+                object(entity, selections, schema, expected, &mut matched)
+                    && matched == expected.len()
+            }
+            (other, expected) => other == expected,
+        }
+    }
+    fn object(
+        entity: &Value,
+        selections: &[Selection],
+        schema: &SchemaModel,
+        expected: &Map<String, Value>,
+        matched: &mut usize,
+    ) -> bool {
+        for selection in selections {
+            match selection {
+                Selection::Field {
+                    data_key,
+                    name,
+                    selections,
+                } => {
+                    let (Some(child), Some(want)) =
+                        (entity.get(data_key.as_str()), expected.get(name))
+                    else {
+                        return false;
+                    };
+                    let same = if selections.is_empty() {
+                        child == want
+                    } else {
+                        value(child, selections, schema, want)
+                    };
+                    if !same {
+                        return false;
+                    }
+                    *matched += 1;
+                }
+                Selection::InlineFragment {
+                    type_condition,
+                    selections,
+                } => {
+                    let applies = type_condition
+                        .as_ref()
+                        .is_none_or(|c| matches_types(entity, std::slice::from_ref(c), schema));
+                    if applies && !object(entity, selections, schema, expected, matched) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+    value(entity, selections, schema, candidate)
 }
 
 /// Merges `source` into `target`: objects key by key, equally long lists element-wise,
@@ -339,6 +518,41 @@ mod tests {
             select(&entity, &requires, &schema()),
             Some(json!({"__typename": "Book", "price": 22}))
         );
+    }
+
+    #[test]
+    fn streaming_hash_and_equality_agree_with_built_representations() {
+        let schema = schema();
+        let requires = [
+            field("__typename", "__typename"),
+            Selection::InlineFragment {
+                type_condition: Some("Book".into()),
+                selections: vec![field("upc", "upc"), field("_internal_qp_alias_0", "price")],
+            },
+        ];
+        assert!(selections_are_flat(&requires));
+        let a = json!({"__typename": "Book", "upc": "b1", "_internal_qp_alias_0": 3, "id": 9});
+        let b = json!({"__typename": "Book", "upc": "b2", "_internal_qp_alias_0": 3});
+        let built = select(&a, &requires, &schema).expect("representation");
+        assert_eq!(
+            select_hash(&a, &requires, &schema),
+            Some(hash_value(&built))
+        );
+        assert!(select_equals(&a, &requires, &schema, &built));
+        assert!(!select_equals(&b, &requires, &schema, &built));
+        assert_ne!(
+            select_hash(&b, &requires, &schema),
+            Some(hash_value(&built))
+        );
+        // Missing key field: no representation, no hash.
+        assert_eq!(
+            select_hash(&json!({"__typename": "Book"}), &requires, &schema),
+            None
+        );
+        assert!(!selections_are_flat(&[
+            field("upc", "upc"),
+            field("upc", "upc")
+        ]));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::data::{
     apply_rewrites, deep_merge, for_each_entity, for_each_entity_mut, hash_value, select,
+    select_equals, select_hash, selections_are_flat,
 };
 use super::{dedupe, Execution};
 use crate::error::{codes, GraphQLError, PathSegment};
@@ -235,14 +236,29 @@ impl Execution<'_> {
                 // Equal representations are sent once: hash -> indexes into `representations`.
                 let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
                 let mut order = Vec::new();
+                // Most entities repeat (the same product under many reviews): when the
+                // selection allows, a repeat is recognized without building its
+                // representation.
+                let streaming =
+                    group.input_rewrites.is_empty() && selections_are_flat(&group.requires);
                 for path in &group.paths {
                     for_each_entity(&merged, path, self.schema, &mut |_, entity| {
-                        order.push(self.representation_index(
-                            group,
-                            entity,
-                            &mut representations,
-                            &mut seen,
-                        ));
+                        let index = if streaming {
+                            self.streamed_representation_index(
+                                group,
+                                entity,
+                                &mut representations,
+                                &mut seen,
+                            )
+                        } else {
+                            self.representation_index(
+                                group,
+                                entity,
+                                &mut representations,
+                                &mut seen,
+                            )
+                        };
+                        order.push(index);
                     });
                 }
                 GroupInput {
@@ -251,6 +267,31 @@ impl Execution<'_> {
                 }
             })
             .collect()
+    }
+
+    /// Like [`Self::representation_index`], hashing and comparing without building first.
+    fn streamed_representation_index(
+        &self,
+        group: &EntityGroup,
+        entity: &Value,
+        representations: &mut Vec<Value>,
+        seen: &mut HashMap<u64, Vec<usize>>,
+    ) -> Option<usize> {
+        let hash = select_hash(entity, &group.requires, self.schema)?;
+        let same = seen.entry(hash).or_default();
+        if let Some(&index) = same
+            .iter()
+            .find(|&&i| select_equals(entity, &group.requires, self.schema, &representations[i]))
+        {
+            return Some(index);
+        }
+        let representation = select(entity, &group.requires, self.schema)?;
+        // A representation without __typename cannot be resolved (the entity did not match
+        // any type condition of `requires`).
+        representation.get("__typename")?;
+        representations.push(representation);
+        same.push(representations.len() - 1);
+        Some(representations.len() - 1)
     }
 
     /// Builds an entity's representation and returns its index among the distinct ones.

@@ -51,6 +51,36 @@ pub struct Projector<'a> {
     out: Vec<u8>,
 }
 
+/// The response path of the value being completed, as a list linked through the stack:
+/// walking builds no vector and copies no key; one is only made for an error.
+enum PathNode<'p> {
+    Root,
+    Key(&'p PathNode<'p>, &'p str),
+    Index(&'p PathNode<'p>, usize),
+}
+
+impl PathNode<'_> {
+    fn to_vec(&self) -> Vec<PathSegment> {
+        let mut out = Vec::new();
+        let mut node = self;
+        loop {
+            match node {
+                PathNode::Root => break,
+                PathNode::Key(parent, key) => {
+                    out.push(PathSegment::Key((*key).to_string()));
+                    node = parent;
+                }
+                PathNode::Index(parent, i) => {
+                    out.push(PathSegment::Index(*i));
+                    node = parent;
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
 /// "A `null` reached a non-null position here": the enclosing nullable value becomes null.
 struct Propagate;
 
@@ -74,9 +104,8 @@ impl<'a> Projector<'a> {
         data: &Value,
     ) -> Vec<u8> {
         self.out.clear();
-        let mut path = Vec::new();
         if self
-            .complete_object(root_type, data, &[selection_set], &mut path)
+            .complete_object(root_type, data, &[selection_set], &PathNode::Root)
             .is_err()
         {
             self.out.clear();
@@ -108,7 +137,7 @@ impl<'a> Projector<'a> {
         ty: &TypeRef,
         value: &Value,
         fields: &[&'a Field],
-        path: &mut Vec<PathSegment>,
+        path: &PathNode<'_>,
         label: &FieldLabel<'_>,
     ) -> Result<bool, Propagate> {
         match ty {
@@ -130,9 +159,8 @@ impl<'a> Projector<'a> {
                     if i > 0 {
                         self.out.push(b',');
                     }
-                    path.push(PathSegment::Index(i));
-                    let completed = self.complete(inner, item, fields, path, label);
-                    path.pop();
+                    let item_path = PathNode::Index(path, i);
+                    let completed = self.complete(inner, item, fields, &item_path, label);
                     if completed.is_err() {
                         self.out.truncate(start);
                         self.out.extend_from_slice(b"null");
@@ -162,9 +190,9 @@ impl<'a> Projector<'a> {
                                     "Enum \"{name}\" cannot represent the value returned for {label}."
                                 ))
                                 .with_code(codes::INVALID_ENUM_VALUE)
-                                .with_path(path.clone()),
+                                .with_path(path.to_vec()),
                             );
-                            self.known.push(path.clone());
+                            self.known.push(path.to_vec());
                             self.out.extend_from_slice(b"null");
                             return Ok(false);
                         }
@@ -198,7 +226,7 @@ impl<'a> Projector<'a> {
         declared: &str,
         value: &Value,
         sets: &[&'a SelectionSet],
-        path: &mut Vec<PathSegment>,
+        path: &PathNode<'_>,
     ) -> Result<bool, Propagate> {
         let Value::Object(object) = value else {
             self.out.extend_from_slice(b"null");
@@ -250,15 +278,14 @@ impl<'a> Projector<'a> {
                 type_name: concrete,
                 field: name,
             };
-            path.push(PathSegment::Key(key.clone()));
+            let field_path = PathNode::Key(path, key);
             let completed = self.complete(
                 &def.ty,
                 object.get(key).unwrap_or(&Value::Null),
                 fields,
-                path,
+                &field_path,
                 &label,
             );
-            path.pop();
             completed?;
         }
         self.out.push(b'}');
@@ -281,7 +308,9 @@ impl<'a> Projector<'a> {
         grouped
     }
 
-    fn null_error(&mut self, path: &[PathSegment], label: &FieldLabel<'_>) {
+    fn null_error(&mut self, path: &PathNode<'_>, label: &FieldLabel<'_>) {
+        let path = path.to_vec();
+        let path = path.as_slice();
         let explained = self
             .known
             .iter()

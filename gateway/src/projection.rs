@@ -6,8 +6,9 @@
 //! is also where GraphQL null propagation happens: a `null` in a non-null position nulls the
 //! nearest nullable parent, with one error at the origin.
 
-use std::collections::HashMap;
 use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
 
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ pub struct Projector<'a> {
     ctx: &'a CollectContext<'a>,
     /// Field collection results by (object type, selection sets): list items of one type
     /// share them, and collecting is a large part of projection's cost otherwise.
-    collected: HashMap<CollectKey, Rc<Grouped<'a>>>,
+    collected: FxHashMap<CollectKey, Rc<Grouped<'a>>>,
     /// Errors already known (from subgraphs); a null-propagation error is only added when no
     /// known error explains the null (same path, an ancestor or a descendant).
     known: Vec<Vec<PathSegment>>,
@@ -88,7 +89,7 @@ impl<'a> Projector<'a> {
     pub fn new(ctx: &'a CollectContext<'a>, existing: &[GraphQLError]) -> Self {
         Self {
             ctx,
-            collected: HashMap::new(),
+            collected: FxHashMap::default(),
             known: existing.iter().filter_map(|e| e.path.clone()).collect(),
             errors: Vec::new(),
             out: Vec::with_capacity(4096),

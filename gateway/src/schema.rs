@@ -4,7 +4,7 @@
 //! need fast lookups by type and field name, which a parsed SDL document does not give. The
 //! model is built once per supergraph from the planner's API (consumer) schema document.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use graphql_tools::parser::schema as s;
 
@@ -135,8 +135,10 @@ pub struct SchemaModel {
     pub subscription_type: Option<String>,
     /// In document order (introspection lists them in this order).
     pub types: Vec<TypeDef>,
-    index: HashMap<String, usize>,
-    possible: HashMap<String, HashSet<String>>,
+    // Fx hashing: these are looked up for every object and field of every response, with
+    // keys from our own schema (no untrusted keys, so no need for DoS-resistant hashing).
+    index: FxHashMap<String, usize>,
+    possible: FxHashMap<String, FxHashSet<String>>,
     pub directives: Vec<DirectiveDef>,
 }
 
@@ -209,12 +211,12 @@ impl SchemaModel {
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
-            .collect::<HashMap<_, _>>();
+            .collect::<FxHashMap<_, _>>();
         let possible = types
             .iter()
             .map(|t| {
                 let set = match t.kind {
-                    TypeKind::Object => HashSet::from([t.name.clone()]),
+                    TypeKind::Object => std::iter::once(t.name.clone()).collect(),
                     _ => t.possible_types.iter().cloned().collect(),
                 };
                 (t.name.clone(), set)

@@ -4,7 +4,9 @@
 //! with fragments expanded, `@skip`/`@include` applied and fields grouped by response key in
 //! document order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use graphql_tools::parser::query as q;
 use serde_json::{Map, Value};
@@ -32,8 +34,8 @@ impl<'a> CollectContext<'a> {
         'a: 'd,
     {
         let mut out: Grouped<'d> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut visited = HashSet::new();
+        let mut index: FxHashMap<String, usize> = FxHashMap::default();
+        let mut visited = FxHashSet::default();
         for set in sets {
             self.collect_into(object_type, set, &mut out, &mut index, &mut visited);
         }
@@ -45,8 +47,8 @@ impl<'a> CollectContext<'a> {
         object_type: &str,
         set: &'d SelectionSet,
         out: &mut Grouped<'d>,
-        index: &mut HashMap<String, usize>,
-        visited: &mut HashSet<&'d str>,
+        index: &mut FxHashMap<String, usize>,
+        visited: &mut FxHashSet<&'d str>,
     ) where
         'a: 'd,
     {

@@ -1,6 +1,6 @@
 //! Root and entity fetches: build the subgraph request, call the transport, merge the result.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,7 +234,7 @@ impl Execution<'_> {
             .map(|group| {
                 let mut representations: Vec<Value> = Vec::new();
                 // Equal representations are sent once: hash -> indexes into `representations`.
-                let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+                let mut seen: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
                 let mut order = Vec::new();
                 // Most entities repeat (the same product under many reviews): when the
                 // selection allows, a repeat is recognized without building its
@@ -275,7 +275,7 @@ impl Execution<'_> {
         group: &EntityGroup,
         entity: &Value,
         representations: &mut Vec<Value>,
-        seen: &mut HashMap<u64, Vec<usize>>,
+        seen: &mut FxHashMap<u64, Vec<usize>>,
     ) -> Option<usize> {
         let hash = select_hash(entity, &group.requires, self.schema)?;
         let same = seen.entry(hash).or_default();
@@ -300,7 +300,7 @@ impl Execution<'_> {
         group: &EntityGroup,
         entity: &Value,
         representations: &mut Vec<Value>,
-        seen: &mut HashMap<u64, Vec<usize>>,
+        seen: &mut FxHashMap<u64, Vec<usize>>,
     ) -> Option<usize> {
         let mut representation = select(entity, &group.requires, self.schema)?;
         apply_rewrites(&mut representation, &group.input_rewrites, self.schema);

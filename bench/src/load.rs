@@ -14,6 +14,7 @@ pub struct Settings {
     pub concurrency: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone, Default)]

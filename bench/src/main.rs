@@ -45,6 +45,9 @@ enum Command {
         duration_secs: u64,
         #[arg(long, default_value_t = 5)]
         warmup_secs: u64,
+        /// Rounds over all gateways; each is reported by its median round.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Where to write the Markdown report (also printed).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -57,6 +60,8 @@ pub struct Measured {
     pub peak: load::Summary,
     pub half: load::Summary,
     pub peak_rss_bytes: u64,
+    /// Lowest and highest peak req/s over the rounds.
+    pub rps_range: (f64, f64),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 duration_secs,
                 warmup_secs,
+                rounds,
                 out,
             } => {
                 let specs = gateways
@@ -91,6 +97,7 @@ fn main() -> anyhow::Result<()> {
                     concurrency,
                     duration: Duration::from_secs(duration_secs),
                     warmup: Duration::from_secs(warmup_secs),
+                    rounds: rounds.max(1),
                 };
                 let report = run(&specs, &settings).await?;
                 println!("{report}");
@@ -120,51 +127,88 @@ async fn run(specs: &[(String, String)], settings: &load::Settings) -> anyhow::R
     )?;
     let expected = flowfleet_bench::expected_response();
 
-    let mut results = Vec::new();
-    for (name, command) in specs {
-        eprintln!("==> {name}: {command}");
-        let mut gateway = process::Gateway::start(name, command, &supergraph_file)?;
-        let url = gateway.url();
-        let log = gateway.log.clone();
-        let ready = load::wait_until_correct(&url, &expected, Duration::from_secs(90), &mut || {
-            gateway.alive()
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "{name} never answered the benchmark query correctly (see {})",
-                log.display()
-            )
-        });
-        let outcome = async {
-            ready?;
-            let sampler = gateway.sample_rss();
-            load::closed_loop(&url, settings.concurrency, settings.warmup, &expected).await;
-            let peak =
-                load::closed_loop(&url, settings.concurrency, settings.duration, &expected).await;
-            let half_rate = (peak.rps / 2.0).max(1.0);
-            let half = load::open_loop(&url, half_rate, settings.duration, &expected).await;
-            let peak_rss_bytes = sampler.stop().await;
+    // Rounds alternate the gateways, so that a slow spell of a shared machine hits them
+    // alike; each gateway is reported by its median round.
+    let mut rounds: Vec<Vec<Measured>> = specs.iter().map(|_| Vec::new()).collect();
+    for round in 0..settings.rounds {
+        for (slot, (name, command)) in specs.iter().enumerate() {
             eprintln!(
-                "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms, peak RSS {:.1} MiB",
-                peak.rps,
-                peak.p99_ms,
-                half.p99_ms,
-                peak_rss_bytes as f64 / 1048576.0
+                "==> round {}/{}: {name}: {command}",
+                round + 1,
+                settings.rounds
             );
-            anyhow::Ok(Measured {
-                name: name.clone(),
-                peak,
-                half,
-                peak_rss_bytes,
-            })
+            let measured = measure(name, command, &supergraph_file, &expected, settings).await?;
+            rounds[slot].push(measured);
         }
-        .await;
-        gateway.stop().await;
-        results.push(outcome?);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let results: Vec<Measured> = rounds
+        .into_iter()
+        .filter_map(|mut measured| {
+            let spread = (
+                measured
+                    .iter()
+                    .map(|m| m.peak.rps)
+                    .fold(f64::INFINITY, f64::min),
+                measured.iter().map(|m| m.peak.rps).fold(0.0, f64::max),
+            );
+            measured.sort_by(|a, b| a.peak.rps.total_cmp(&b.peak.rps));
+            let median = measured.len() / 2;
+            let mut chosen = measured.into_iter().nth(median)?;
+            chosen.rps_range = spread;
+            Some(chosen)
+        })
+        .collect();
     Ok(report(&results, settings))
+}
+
+async fn measure(
+    name: &str,
+    command: &str,
+    supergraph_file: &std::path::Path,
+    expected: &serde_json::Value,
+    settings: &load::Settings,
+) -> anyhow::Result<Measured> {
+    let mut gateway = process::Gateway::start(name, command, supergraph_file)?;
+    let url = gateway.url();
+    let log = gateway.log.clone();
+    let ready = load::wait_until_correct(&url, &expected, Duration::from_secs(90), &mut || {
+        gateway.alive()
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "{name} never answered the benchmark query correctly (see {})",
+            log.display()
+        )
+    });
+    let outcome = async {
+        ready?;
+        let sampler = gateway.sample_rss();
+        load::closed_loop(&url, settings.concurrency, settings.warmup, &expected).await;
+        let peak =
+            load::closed_loop(&url, settings.concurrency, settings.duration, &expected).await;
+        let half_rate = (peak.rps / 2.0).max(1.0);
+        let half = load::open_loop(&url, half_rate, settings.duration, &expected).await;
+        let peak_rss_bytes = sampler.stop().await;
+        eprintln!(
+            "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms, peak RSS {:.1} MiB",
+            peak.rps,
+            peak.p99_ms,
+            half.p99_ms,
+            peak_rss_bytes as f64 / 1048576.0
+        );
+        anyhow::Ok(Measured {
+            name: name.to_string(),
+            peak,
+            half,
+            peak_rss_bytes,
+            rps_range: (0.0, 0.0),
+        })
+    }
+    .await;
+    gateway.stop().await;
+    outcome
 }
 
 fn report(results: &[Measured], settings: &load::Settings) -> String {
@@ -182,15 +226,17 @@ fn report(results: &[Measured], settings: &load::Settings) -> String {
     out.push_str(&format!(
         "Standard federation benchmark query; {} concurrent connections for {} s after {} s of \
          warm-up (closed loop), then {} s at half the measured peak rate (open loop); every \
-         response checked; subgraphs, load generator and gateway on one machine ({cpus} \
-         CPUs, {cpu_model}).\n\n",
+         response checked; {} rounds alternating the gateways, each reported by its median \
+         round; subgraphs, load generator and gateway on one machine ({cpus} CPUs, \
+         {cpu_model}).\n\n",
         settings.concurrency,
         settings.duration.as_secs(),
         settings.warmup.as_secs(),
         settings.duration.as_secs(),
+        settings.rounds,
     ));
-    out.push_str("| gateway | req/s | p50 ms | p95 ms | p99 ms | p99 ms at half rate | errors | peak RSS MiB | req/s vs first | RSS vs first |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| gateway | req/s | req/s range | p50 ms | p95 ms | p99 ms | p99 ms at half rate | errors | peak RSS MiB | req/s vs first | RSS vs first |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let base = results.first();
     for r in results {
         let (rps_ratio, rss_ratio) = match base {
@@ -201,9 +247,11 @@ fn report(results: &[Measured], settings: &load::Settings) -> String {
             None => (1.0, 1.0),
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |\n",
             r.name,
             r.peak.rps,
+            r.rps_range.0,
+            r.rps_range.1,
             r.peak.p50_ms,
             r.peak.p95_ms,
             r.peak.p99_ms,

@@ -172,7 +172,7 @@ async fn measure(
     let mut gateway = process::Gateway::start(name, command, supergraph_file)?;
     let url = gateway.url();
     let log = gateway.log.clone();
-    let ready = load::wait_until_correct(&url, &expected, Duration::from_secs(90), &mut || {
+    let ready = load::wait_until_correct(&url, expected, Duration::from_secs(90), &mut || {
         gateway.alive()
     })
     .await
@@ -185,11 +185,10 @@ async fn measure(
     let outcome = async {
         ready?;
         let sampler = gateway.sample_rss();
-        load::closed_loop(&url, settings.concurrency, settings.warmup, &expected).await;
-        let peak =
-            load::closed_loop(&url, settings.concurrency, settings.duration, &expected).await;
+        load::closed_loop(&url, settings.concurrency, settings.warmup, expected).await;
+        let peak = load::closed_loop(&url, settings.concurrency, settings.duration, expected).await;
         let half_rate = (peak.rps / 2.0).max(1.0);
-        let half = load::open_loop(&url, half_rate, settings.duration, &expected).await;
+        let half = load::open_loop(&url, half_rate, settings.duration, expected).await;
         let peak_rss_bytes = sampler.stop().await;
         eprintln!(
             "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms, peak RSS {:.1} MiB",

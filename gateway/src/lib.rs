@@ -3,9 +3,13 @@
 //! Layout (each module says why it exists):
 //! - [`planner`]: the only module touching the query-planner library; supergraph in, [`plan`] out.
 //! - [`compose`]: subgraph SDLs in, a supergraph SDL accepted by our planner and Apollo's gateway out.
-//! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`].
+//! - `operation`, `operation_cache`: parse, validate and plan a request, cached in two levels.
+//! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`], sharing
+//!   identical in-flight subgraph queries.
 //! - `projection`, `introspection`, `selection`: shape the merged data into the client's response.
-//! - [`http`]: axum routes and graceful serving.
+//! - `defer`, `incremental`: `@defer` around a planner that does not plan it.
+//! - `upload`: multipart file uploads streamed through to the subgraph that takes them.
+//! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
 pub mod compose;

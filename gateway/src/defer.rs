@@ -19,6 +19,7 @@ use graphql_tools::parser::query as q;
 use serde_json::{Map, Value};
 
 use crate::error::PathSegment;
+use crate::executor::deep_merge;
 use crate::planner::QueryDocument;
 use crate::selection::{CollectContext, FragmentDefinition, SelectionSet};
 
@@ -68,22 +69,6 @@ pub struct DeferPlan {
     pub fragments: Vec<DeferredFragment>,
 }
 
-fn has_defer(document: &QueryDocument) -> bool {
-    fn in_set(set: &SelectionSet) -> bool {
-        set.items.iter().any(|item| match item {
-            q::Selection::Field(f) => in_set(&f.selection_set),
-            q::Selection::InlineFragment(f) => {
-                defer_directive(&f.directives).is_some() || in_set(&f.selection_set)
-            }
-            q::Selection::FragmentSpread(s) => defer_directive(&s.directives).is_some(),
-        })
-    }
-    document.definitions.iter().any(|d| match d {
-        q::Definition::Operation(op) => in_set(operation_set(op)),
-        q::Definition::Fragment(f) => in_set(&f.selection_set),
-    })
-}
-
 fn operation_set<'a>(op: &'a q::OperationDefinition<'static, String>) -> &'a SelectionSet {
     match op {
         q::OperationDefinition::SelectionSet(s) => s,
@@ -113,7 +98,14 @@ impl DeferPlan {
     /// `None` when the document uses no `@defer`. `operation_name` chooses the operation as
     /// for execution (the document was validated and the choice checked before).
     pub fn analyze(document: &QueryDocument, operation_name: Option<&str>) -> Option<Self> {
-        if !has_defer(document) {
+        // Number every occurrence in document order.
+        let mut ordinals = HashMap::new();
+        let mut directives = Vec::new();
+        for_each_defer(document, &mut |addr, d| {
+            ordinals.insert(addr, directives.len());
+            directives.push(d.to_vec());
+        });
+        if directives.is_empty() {
             return None;
         }
         // The walk below identifies occurrences by address, so it must walk `document`
@@ -130,13 +122,6 @@ impl DeferPlan {
             }
             _ => None,
         })?;
-        // Number every occurrence in document order.
-        let mut ordinals = HashMap::new();
-        let mut directives = Vec::new();
-        for_each_defer(document, &mut |addr, d| {
-            ordinals.insert(addr, directives.len());
-            directives.push(d.to_vec());
-        });
         // Where each occurrence lands in the response, following spreads.
         let mut out = Vec::new();
         let fragments_by_name: HashMap<&str, &FragmentDefinition> = document
@@ -172,17 +157,7 @@ impl DeferPlan {
 
     /// The operation without the active deferred fragments, as text.
     pub fn primary_query(&self, active: &[bool]) -> String {
-        let mut document = self.document.clone();
-        let mut counter = 0;
-        for definition in &mut document.definitions {
-            let set = match definition {
-                q::Definition::Operation(op) => operation_set_mut(op),
-                q::Definition::Fragment(f) => &mut f.selection_set,
-            };
-            remove_active(set, active, &mut counter);
-        }
-        prune_unused(&mut document);
-        document.to_string()
+        without_deferred(&self.document, active).to_string()
     }
 }
 
@@ -340,6 +315,12 @@ fn remove_active(set: &mut SelectionSet, active: &[bool], counter: &mut usize) {
 
 /// The document with every `@defer` removed: the operation as if nothing were deferred.
 pub fn strip_all(document: &QueryDocument) -> QueryDocument {
+    without_deferred(document, &[])
+}
+
+/// A copy of `document` without the fragments `active` marks (by ordinal), without any
+/// `@defer` directive, and without what only the removed fragments used.
+fn without_deferred(document: &QueryDocument, active: &[bool]) -> QueryDocument {
     let mut document = document.clone();
     let mut counter = 0;
     for definition in &mut document.definitions {
@@ -347,7 +328,7 @@ pub fn strip_all(document: &QueryDocument) -> QueryDocument {
             q::Definition::Operation(op) => operation_set_mut(op),
             q::Definition::Fragment(f) => &mut f.selection_set,
         };
-        remove_active(set, &[], &mut counter);
+        remove_active(set, active, &mut counter);
     }
     prune_unused(&mut document);
     document
@@ -474,7 +455,7 @@ fn pick_into(
                     pick(value, &field.selection_set, ctx)
                 };
                 match out.get_mut(key) {
-                    Some(existing) => merge(existing, picked),
+                    Some(existing) => deep_merge(existing, picked),
                     None => {
                         out.insert(key.clone(), picked);
                     }
@@ -497,27 +478,6 @@ fn pick_into(
                 }
             }
         }
-    }
-}
-
-fn merge(target: &mut Value, source: Value) {
-    match (target, source) {
-        (Value::Object(t), Value::Object(s)) => {
-            for (k, v) in s {
-                match t.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        t.insert(k, v);
-                    }
-                }
-            }
-        }
-        (Value::Array(t), Value::Array(s)) => {
-            for (existing, v) in t.iter_mut().zip(s) {
-                merge(existing, v);
-            }
-        }
-        (t, s) => *t = s,
     }
 }
 

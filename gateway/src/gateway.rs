@@ -18,7 +18,7 @@ use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
 use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
-use crate::upload::{UploadLimits, UploadRequest};
+use crate::upload::{variable_at_mut, UploadLimits, UploadRequest};
 use crate::{introspection, projection::Projector};
 
 #[derive(Clone)]
@@ -351,18 +351,19 @@ impl Gateway {
             .flat_map(|(_, paths)| paths.iter().map(String::as_str))
             .collect();
         let mut request = upload.request.clone();
-        for path in &placeholders {
-            set_variable(&mut request, path, Value::String("<upload>".into()));
+        if let Some(variables) = request.variables.as_mut() {
+            for path in &placeholders {
+                if let Some(value) = variable_at_mut(variables, path) {
+                    *value = Value::String("<upload>".into());
+                }
+            }
         }
         let mut admitted = span.in_scope(|| self.admit(&request, Method::Post))?;
-        let mut restored = GraphQLRequest {
-            variables: Some(std::mem::take(&mut admitted.variables)),
-            ..GraphQLRequest::default()
-        };
         for path in &placeholders {
-            set_variable(&mut restored, path, Value::Null);
+            if let Some(value) = variable_at_mut(&mut admitted.variables, path) {
+                *value = Value::Null;
+            }
         }
-        admitted.variables = restored.variables.unwrap_or_default();
         let names = upload.files.variables();
         if admitted.operation.plan.fetches_using(&names) > 1 {
             return Err(RequestError::BadRequest(
@@ -492,33 +493,4 @@ impl Gateway {
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {
         &supergraph.model
     }
-}
-
-/// Sets the value at `path` (`variables.a.0.b`) of a request's variables, if it exists.
-fn set_variable(request: &mut GraphQLRequest, path: &str, value: Value) {
-    let Some(rest) = path.strip_prefix("variables.") else {
-        return;
-    };
-    let Some(variables) = request.variables.as_mut() else {
-        return;
-    };
-    let mut segments = rest.split('.');
-    let Some(first) = segments.next() else {
-        return;
-    };
-    let Some(mut target) = variables.get_mut(first) else {
-        return;
-    };
-    for segment in segments {
-        let next = match target {
-            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
-            Value::Object(map) => map.get_mut(segment),
-            _ => None,
-        };
-        match next {
-            Some(next) => target = next,
-            None => return,
-        }
-    }
-    *target = value;
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use futures::stream::{self, Stream, StreamExt};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::error::RequestError;
@@ -247,7 +247,7 @@ pub(crate) async fn read(
             "Batched operations are not supported with file uploads; send one operation.".into(),
         ));
     }
-    let request = GraphQLRequest::from_json(operations)?;
+    let mut request = GraphQLRequest::from_json(operations)?;
 
     let map = text_field(&mut multipart, "map").await?;
     let map: serde_json::Map<String, Value> = serde_json::from_str(&map).map_err(|_| {
@@ -272,7 +272,14 @@ pub(crate) async fn read(
                     .collect()
             })
             .unwrap_or_default();
-        if paths.is_empty() || paths.iter().any(|p| !placeholder_exists(&request, p)) {
+        let placeholder = |path: &String| {
+            request
+                .variables
+                .as_mut()
+                .and_then(|variables| variable_at_mut(variables, path))
+                .is_some_and(|value| value.is_null())
+        };
+        if paths.is_empty() || !paths.iter().all(placeholder) {
             return Err(RequestError::BadRequest(format!(
                 "The `map` entry `{name}` must list paths like `variables.file` that point \
                  at null placeholders in `operations`."
@@ -321,34 +328,19 @@ async fn text_field(
     })
 }
 
-/// Whether `path` (`variables.a.0.b`) names a `null` in the request's variables.
-fn placeholder_exists(request: &GraphQLRequest, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("variables.") else {
-        return false;
-    };
-    let Some(variables) = &request.variables else {
-        return false;
-    };
-    let mut segments = rest.split('.');
-    let Some(first) = segments.next() else {
-        return false;
-    };
-    let mut value = match variables.get(first) {
-        Some(v) => v,
-        None => return false,
-    };
+/// The value at `path` (`variables.a.0.b`, the `map` syntax) in a request's variables.
+pub(crate) fn variable_at_mut<'v>(
+    variables: &'v mut Map<String, Value>,
+    path: &str,
+) -> Option<&'v mut Value> {
+    let mut segments = path.strip_prefix("variables.")?.split('.');
+    let mut value = variables.get_mut(segments.next()?)?;
     for segment in segments {
-        value = match (value, segment.parse::<usize>()) {
-            (Value::Array(items), Ok(i)) => match items.get(i) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Value::Object(map), _) => match map.get(segment) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
+        value = match value {
+            Value::Array(items) => items.get_mut(segment.parse::<usize>().ok()?)?,
+            Value::Object(map) => map.get_mut(segment)?,
+            _ => return None,
         };
     }
-    value.is_null()
+    Some(value)
 }

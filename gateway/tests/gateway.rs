@@ -92,6 +92,19 @@ async fn composed_supergraph_serves_bench_query_and_is_deterministic() {
     );
 }
 
+/// A gateway over the benchmark subgraphs, except `inventory`, which is reached at `url`.
+async fn with_inventory_at(subgraphs: &Subgraphs, url: String, config: GatewayConfig) -> String {
+    let mut urls = subgraphs.urls.clone();
+    urls.insert("inventory".into(), url);
+    let config = GatewayConfig {
+        url_overrides: urls,
+        ..config
+    };
+    let gateway =
+        Gateway::new(&fixture("supergraph.graphql"), config, HashMap::new()).expect("gateway");
+    start_gateway(&gateway).await
+}
+
 #[tokio::test]
 async fn subgraph_down_gives_partial_data_and_error_with_path() {
     let subgraphs = Subgraphs::start().await;
@@ -100,15 +113,7 @@ async fn subgraph_down_gives_partial_data_and_error_with_path() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         format!("http://{}/graphql", listener.local_addr().expect("addr"))
     };
-    let mut urls = subgraphs.urls.clone();
-    urls.insert("inventory".into(), closed);
-    let config = GatewayConfig {
-        url_overrides: urls,
-        ..GatewayConfig::default()
-    };
-    let gateway =
-        Gateway::new(&fixture("supergraph.graphql"), config, HashMap::new()).expect("gateway");
-    let base = start_gateway(&gateway).await;
+    let base = with_inventory_at(&subgraphs, closed, GatewayConfig::default()).await;
 
     let (status, body) = post(
         &base,
@@ -148,16 +153,11 @@ async fn slow_subgraph_times_out_with_partial_data_and_a_timeout_code() {
             held.push(socket);
         }
     });
-    let mut urls = subgraphs.urls.clone();
-    urls.insert("inventory".into(), stalled_url);
     let config = GatewayConfig {
-        url_overrides: urls,
         subgraph_timeout: std::time::Duration::from_millis(300),
         ..GatewayConfig::default()
     };
-    let gateway =
-        Gateway::new(&fixture("supergraph.graphql"), config, HashMap::new()).expect("gateway");
-    let base = start_gateway(&gateway).await;
+    let base = with_inventory_at(&subgraphs, stalled_url, config).await;
 
     let (status, body) = post(
         &base,

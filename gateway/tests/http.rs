@@ -242,22 +242,28 @@ async fn batched_requests_are_answered_in_order_each_with_its_own_errors() {
         .contains("at most 2"));
 }
 
-#[tokio::test]
-async fn browsers_get_graphiql_unless_disabled() {
-    let html_accept = "text/html,application/xhtml+xml,*/*;q=0.8";
-    let base = gateway_with(GatewayConfig::default()).await;
+/// `GET /graphql` as a browser sends it: status, content type, body.
+async fn browse(base: &str) -> (u16, String, String) {
     let response = reqwest::Client::new()
         .get(format!("{base}/graphql"))
-        .header("accept", html_accept)
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
         .send()
         .await
         .expect("get");
-    assert_eq!(response.status().as_u16(), 200);
-    assert!(response.headers()["content-type"]
+    let status = response.status().as_u16();
+    let media = response.headers()["content-type"]
         .to_str()
         .unwrap_or("")
-        .starts_with("text/html"));
-    let page = response.text().await.expect("page");
+        .to_string();
+    (status, media, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn browsers_get_graphiql_unless_disabled() {
+    let base = gateway_with(GatewayConfig::default()).await;
+    let (status, media, page) = browse(&base).await;
+    assert_eq!(status, 200);
+    assert!(media.starts_with("text/html"), "{media}");
     assert!(page.contains("GraphiQL.createFetcher"), "{page}");
 
     let base = gateway_with(GatewayConfig {
@@ -265,18 +271,10 @@ async fn browsers_get_graphiql_unless_disabled() {
         ..GatewayConfig::default()
     })
     .await;
-    let response = reqwest::Client::new()
-        .get(format!("{base}/graphql"))
-        .header("accept", html_accept)
-        .send()
-        .await
-        .expect("get");
     // No page, and no query either: a JSON error, never HTML.
-    assert_eq!(response.status().as_u16(), 400);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .starts_with("application/json"));
+    let (status, media, _) = browse(&base).await;
+    assert_eq!(status, 400);
+    assert!(media.starts_with("application/json"), "{media}");
 }
 
 #[tokio::test]

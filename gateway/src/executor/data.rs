@@ -22,6 +22,11 @@ fn matches_types(value: &Value, types: &[String], schema: &SchemaModel) -> bool 
     typename(value).is_some_and(|tn| types.iter().any(|t| schema.fragment_applies(t, tn)))
 }
 
+/// Whether an inline fragment of `requires` (with this optional type condition) applies.
+fn condition_applies(value: &Value, condition: Option<&str>, schema: &SchemaModel) -> bool {
+    condition.is_none_or(|c| typename(value).is_some_and(|tn| schema.fragment_applies(c, tn)))
+}
+
 /// Calls `f` with the path and value of every non-null object reached by following `steps`
 /// from `value` (one walk: the callers need both, and paths are costly to walk again).
 pub fn for_each_entity(
@@ -225,9 +230,7 @@ pub fn select_hash(entity: &Value, selections: &[Selection], schema: &SchemaMode
                     type_condition,
                     selections,
                 } => {
-                    let applies = type_condition
-                        .as_ref()
-                        .is_none_or(|c| matches_types(entity, std::slice::from_ref(c), schema));
+                    let applies = condition_applies(entity, type_condition.as_deref(), schema);
                     if applies {
                         object(entity, selections, schema, h)?;
                     }
@@ -304,9 +307,7 @@ pub fn select_equals(
                     type_condition,
                     selections,
                 } => {
-                    let applies = type_condition
-                        .as_ref()
-                        .is_none_or(|c| matches_types(entity, std::slice::from_ref(c), schema));
+                    let applies = condition_applies(entity, type_condition.as_deref(), schema);
                     if applies && !object(entity, selections, schema, expected, matched) {
                         return false;
                     }
@@ -394,12 +395,7 @@ fn select_into(
                 type_condition,
                 selections,
             } => {
-                let applies = match type_condition {
-                    None => true,
-                    Some(condition) => {
-                        matches_types(entity, std::slice::from_ref(condition), schema)
-                    }
-                };
+                let applies = condition_applies(entity, type_condition.as_deref(), schema);
                 if applies {
                     select_into(entity, selections, schema, out)?;
                 }

@@ -286,12 +286,7 @@ impl Execution<'_> {
             return Some(index);
         }
         let representation = select(entity, &group.requires, self.schema)?;
-        // A representation without __typename cannot be resolved (the entity did not match
-        // any type condition of `requires`).
-        representation.get("__typename")?;
-        representations.push(representation);
-        same.push(representations.len() - 1);
-        Some(representations.len() - 1)
+        add_representation(representations, same, representation)
     }
 
     /// Builds an entity's representation and returns its index among the distinct ones.
@@ -304,16 +299,11 @@ impl Execution<'_> {
     ) -> Option<usize> {
         let mut representation = select(entity, &group.requires, self.schema)?;
         apply_rewrites(&mut representation, &group.input_rewrites, self.schema);
-        // A representation without __typename cannot be resolved (the entity did not match
-        // any type condition of `requires`).
-        representation.get("__typename")?;
         let same = seen.entry(hash_value(&representation)).or_default();
         if let Some(&index) = same.iter().find(|&&i| representations[i] == representation) {
             return Some(index);
         }
-        representations.push(representation);
-        same.push(representations.len() - 1);
-        Some(representations.len() - 1)
+        add_representation(representations, same, representation)
     }
 
     fn request(
@@ -432,6 +422,20 @@ impl Execution<'_> {
             _ => out,
         }
     }
+}
+
+/// Adds a new distinct representation (`same` lists those with its hash) and returns its
+/// index. A representation without `__typename` cannot be resolved (the entity matched no
+/// type condition of `requires`): it is not added.
+fn add_representation(
+    representations: &mut Vec<Value>,
+    same: &mut Vec<usize>,
+    representation: Value,
+) -> Option<usize> {
+    representation.get("__typename")?;
+    representations.push(representation);
+    same.push(representations.len() - 1);
+    Some(representations.len() - 1)
 }
 
 async fn call_transport(

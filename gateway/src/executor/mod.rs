@@ -24,7 +24,7 @@ use crate::plan::{Plan, PlanNode};
 use crate::schema::SchemaModel;
 use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
 
-pub(crate) use data::typename;
+pub(crate) use data::{deep_merge, typename};
 pub(crate) use fetch::FetchFailure;
 
 /// The gateway-wide registry of in-flight subgraph queries.

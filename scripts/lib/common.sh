@@ -38,11 +38,14 @@ ff_alive() {
     [[ ${FF_STAT[0]} != Z ]]
 }
 
-# Is anything listening on 127.0.0.1:PORT (or on the wildcard address)?
+# Is PORT taken on this host (a listener, or any TCP socket bound to it)?
 ff_port_busy() {
     local port=$1
     if command -v ss >/dev/null 2>&1; then
-        [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]] && return 0
+        # Any socket on the port counts, not only listeners: a client connection that
+        # happened to get it as its ephemeral port (or lingers in TIME-WAIT) makes a
+        # server's bind fail just the same.
+        [[ -n $(ss -Htan "sport = :$port" 2>/dev/null) ]] && return 0
     fi
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     Gateway, GatewayConfig, SubgraphRequest, SubgraphSource, SubgraphTransport, TransportError,
 };
@@ -200,13 +201,13 @@ struct InProcess(Subgraph);
 
 #[async_trait]
 impl SubgraphTransport for InProcess {
-    async fn execute(&self, request: SubgraphRequest) -> Result<serde_json::Value, TransportError> {
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
         let body = GraphQLBody {
             query: request.query,
             operation_name: request.operation_name,
             variables: Some(serde_json::Value::Object(request.variables)),
         };
-        Ok(self.0.execute(body, &request.headers).await)
+        Ok(self.0.execute(body, &request.headers).await.into())
     }
 }
 

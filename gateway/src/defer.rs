@@ -19,7 +19,6 @@ use graphql_tools::parser::query as q;
 use serde_json::{Map, Value};
 
 use crate::error::PathSegment;
-use crate::executor::deep_merge;
 use crate::planner::QueryDocument;
 use crate::selection::{CollectContext, FragmentDefinition, SelectionSet};
 
@@ -433,6 +432,29 @@ pub fn pick(value: &Value, set: &SelectionSet, ctx: &CollectContext<'_>) -> Valu
     }
 }
 
+/// Merges a field picked again (it is selected more than once) into the first pick. Both
+/// come from the same response value, so they differ only in which subfields they hold.
+fn merge_picked(target: &mut Value, source: Value) {
+    match (target, source) {
+        (Value::Object(t), Value::Object(s)) => {
+            for (key, value) in s {
+                match t.get_mut(&key) {
+                    Some(existing) => merge_picked(existing, value),
+                    None => {
+                        t.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(s)) => {
+            for (existing, value) in t.iter_mut().zip(s) {
+                merge_picked(existing, value);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn pick_into(
     object: &Map<String, Value>,
     set: &SelectionSet,
@@ -455,7 +477,7 @@ fn pick_into(
                     pick(value, &field.selection_set, ctx)
                 };
                 match out.get_mut(key) {
-                    Some(existing) => deep_merge(existing, picked),
+                    Some(existing) => merge_picked(existing, picked),
                     None => {
                         out.insert(key.clone(), picked);
                     }

@@ -463,7 +463,7 @@ impl Gateway {
             variables,
         };
         if operation.uses_introspection {
-            if let Value::Object(map) = &mut data {
+            if let crate::value::Value::Object(map) = &mut data {
                 introspection::resolve_root(
                     &ctx,
                     &operation.root_type,

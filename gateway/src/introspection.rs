@@ -22,7 +22,7 @@ pub fn resolve_root(
     ctx: &CollectContext<'_>,
     root_type: &str,
     selection_set: &SelectionSet,
-    data: &mut Map<String, Value>,
+    data: &mut crate::value::Object,
 ) {
     let resolver = Resolver { ctx };
     for (key, fields) in ctx.collect(root_type, &[selection_set]) {
@@ -41,7 +41,7 @@ pub fn resolve_root(
             }
             _ => continue,
         };
-        data.insert(key, value);
+        data.insert(key, value.into());
     }
 }
 

@@ -31,6 +31,7 @@ mod schema;
 mod selection;
 pub mod transport;
 mod upload;
+pub mod value;
 
 pub use compose::{compose, ComposeError, SubgraphSource};
 pub use error::{GatewayError, GraphQLError, PathSegment, RequestError};

@@ -10,12 +10,11 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
 
-use serde_json::Value;
-
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::executor::typename;
 use crate::schema::{TypeKind, TypeRef};
 use crate::selection::{CollectContext, Field, Grouped, SelectionSet};
+use crate::value::Value;
 
 /// Identifies one field collection: the object type and the selection sets (by address:
 /// they live in the prepared operation, which outlives the projection).
@@ -122,9 +121,9 @@ impl<'a> Projector<'a> {
         root_type: &str,
         selection_set: &'a SelectionSet,
         data: &Value,
-    ) -> Value {
+    ) -> serde_json::Value {
         let json = self.project_root_json(root_type, selection_set, data);
-        serde_json::from_slice(&json).unwrap_or(Value::Null)
+        serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null)
     }
 
     fn write_value(&mut self, value: &Value) {
@@ -367,7 +366,7 @@ mod tests {
             variables: &variables,
         };
         let mut projector = Projector::new(&ctx, &[]);
-        let data = projector.project_root("Query", set, &data);
+        let data = projector.project_root("Query", set, &data.into());
         let errors: Vec<Value> = projector.errors.iter().map(|e| e.to_json()).collect();
         json!({ "data": data, "errors": errors })
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::upload::SubgraphUploads;
+use crate::value::Value as ResponseValue;
 
 /// One request to one subgraph.
 #[derive(Debug, Clone)]
@@ -96,8 +97,9 @@ pub enum TransportError {
 #[async_trait::async_trait]
 pub trait SubgraphTransport: Send + Sync + 'static {
     /// Executes the request and returns the subgraph's GraphQL response body
-    /// (an object with `data` and/or `errors`).
-    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError>;
+    /// (an object with `data` and/or `errors`). A transport holding a `serde_json::Value`
+    /// converts it with `.into()`.
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError>;
 
     /// Whether requests with `uploads` can be sent (as multipart); others get no files.
     fn supports_uploads(&self) -> bool {
@@ -159,7 +161,7 @@ impl SubgraphTransport for HttpTransport {
         true
     }
 
-    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
         let url = self
             .urls
             .get(&request.subgraph)
@@ -219,10 +221,10 @@ impl SubgraphTransport for HttpTransport {
             response = %String::from_utf8_lossy(&bytes),
             "subgraph exchange"
         );
-        match serde_json::from_slice::<Value>(&bytes) {
+        match serde_json::from_slice::<ResponseValue>(&bytes) {
             // A GraphQL response is meaningful even with a non-2xx status
             // (graphql-response+json uses 4xx for requests that did not execute).
-            Ok(value @ Value::Object(_))
+            Ok(value @ ResponseValue::Object(_))
                 if value.get("data").is_some() || value.get("errors").is_some() =>
             {
                 Ok(value)

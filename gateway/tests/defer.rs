@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{in_process_transports, start_gateway};
+use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
 };
@@ -19,7 +20,7 @@ struct Slow(Arc<dyn SubgraphTransport>, Duration);
 
 #[async_trait::async_trait]
 impl SubgraphTransport for Slow {
-    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
         tokio::time::sleep(self.1).await;
         self.0.execute(request).await
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::{fixture, in_process_transports, post, start_gateway, subgraph_sdl, Subgraphs};
+use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     compose, Gateway, GatewayConfig, GraphQLRequest, SubgraphRequest, SubgraphSource,
     SubgraphTransport, TransportError,
@@ -313,12 +314,12 @@ struct NullingSecondUpc(common::InProcess<common::subgraphs::ProductsSchema>);
 
 #[async_trait::async_trait]
 impl SubgraphTransport for NullingSecondUpc {
-    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
-        let mut body = self.0.execute(request).await?;
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
+        let mut body = Value::from(self.0.execute(request).await?);
         if let Some(item) = body.pointer_mut("/data/topProducts/1/upc") {
             *item = Value::Null;
         }
-        Ok(body)
+        Ok(body.into())
     }
 }
 
@@ -363,7 +364,7 @@ async fn headers_are_forwarded_and_hook_runs() {
     );
     #[async_trait::async_trait]
     impl SubgraphTransport for Recording {
-        async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+        async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
             self.0.lock().expect("lock").push(request.headers.clone());
             self.1.execute(request).await
         }

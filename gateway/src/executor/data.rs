@@ -1,14 +1,13 @@
-//! Pure helpers over the merged response data (a `serde_json::Value` tree).
+//! Pure helpers over the merged response data (a [`Value`] tree).
 //!
 //! Invariant kept by these helpers: the merged data only ever grows; a merge never replaces a
 //! non-null value by `null`, so a fetch that fails halfway cannot erase what an earlier fetch
 //! delivered.
 
-use serde_json::{Map, Value};
-
 use crate::error::PathSegment;
 use crate::plan::{PathStep, Rewrite, RewriteStep, Selection};
 use crate::schema::SchemaModel;
+use crate::value::{Object, Value};
 
 /// `__typename` of an object value, if it has one.
 pub fn typename(value: &Value) -> Option<&str> {
@@ -27,23 +26,70 @@ fn condition_applies(value: &Value, condition: Option<&str>, schema: &SchemaMode
     condition.is_none_or(|c| typename(value).is_some_and(|tn| schema.fragment_applies(c, tn)))
 }
 
-/// Calls `f` with the path and value of every non-null object reached by following `steps`
-/// from `value` (one walk: the callers need both, and paths are costly to walk again).
+/// Where a walk is in the response: nothing for walks that only need the entities, the
+/// path segments for the rare walk that reports a path (errors).
+trait Trail {
+    fn push_key(&mut self, key: &str);
+    fn push_index(&mut self, index: usize);
+    fn pop(&mut self);
+}
+
+impl Trail for () {
+    fn push_key(&mut self, _: &str) {}
+    fn push_index(&mut self, _: usize) {}
+    fn pop(&mut self) {}
+}
+
+impl Trail for Vec<PathSegment> {
+    fn push_key(&mut self, key: &str) {
+        self.push(PathSegment::Key(key.to_string()));
+    }
+    fn push_index(&mut self, index: usize) {
+        self.push(PathSegment::Index(index));
+    }
+    fn pop(&mut self) {
+        Vec::pop(self);
+    }
+}
+
+/// Calls `f` with every non-null object reached by following `steps` from `value`.
 pub fn for_each_entity(
     value: &Value,
     steps: &[PathStep],
     schema: &SchemaModel,
-    f: &mut dyn FnMut(&[PathSegment], &Value),
+    f: &mut dyn FnMut(&Value),
 ) {
-    walk_entities(value, steps, schema, &mut Vec::new(), f);
+    walk_entities(value, steps, schema, &mut (), &mut |_, entity| f(entity));
 }
 
-fn walk_entities(
+/// The path of the `visit`-th object (0-based) that [`for_each_entity`] would visit along
+/// each of `paths` in turn.
+pub fn entity_path_at(
+    value: &Value,
+    paths: &[Vec<PathStep>],
+    schema: &SchemaModel,
+    visit: usize,
+) -> Option<Vec<PathSegment>> {
+    let mut seen = 0;
+    let mut found = None;
+    let mut trail = Vec::new();
+    for steps in paths {
+        walk_entities(value, steps, schema, &mut trail, &mut |path, _| {
+            if seen == visit && found.is_none() {
+                found = Some(path.clone());
+            }
+            seen += 1;
+        });
+    }
+    found
+}
+
+fn walk_entities<T: Trail>(
     value: &Value,
     steps: &[PathStep],
     schema: &SchemaModel,
-    current: &mut Vec<PathSegment>,
-    f: &mut dyn FnMut(&[PathSegment], &Value),
+    trail: &mut T,
+    f: &mut dyn FnMut(&T, &Value),
 ) {
     if let Value::Array(items) = value {
         // Lists are walked transparently, whether or not the path spells out `@`.
@@ -52,9 +98,9 @@ fn walk_entities(
             _ => steps,
         };
         for (i, item) in items.iter().enumerate() {
-            current.push(PathSegment::Index(i));
-            walk_entities(item, steps, schema, current, f);
-            current.pop();
+            trail.push_index(i);
+            walk_entities(item, steps, schema, trail, f);
+            trail.pop();
         }
         return;
     }
@@ -62,18 +108,18 @@ fn walk_entities(
         return;
     };
     match steps.first() {
-        None => f(current, value),
+        None => f(trail, value),
         Some(PathStep::Field(key)) => {
             if let Some(child) = object.get(key) {
-                current.push(PathSegment::Key(key.clone()));
-                walk_entities(child, &steps[1..], schema, current, f);
-                current.pop();
+                trail.push_key(key);
+                walk_entities(child, &steps[1..], schema, trail, f);
+                trail.pop();
             }
         }
-        Some(PathStep::List) => walk_entities(value, &steps[1..], schema, current, f),
+        Some(PathStep::List) => walk_entities(value, &steps[1..], schema, trail, f),
         Some(PathStep::TypeIs(types)) => {
             if matches_types(value, types, schema) {
-                walk_entities(value, &steps[1..], schema, current, f);
+                walk_entities(value, &steps[1..], schema, trail, f);
             }
         }
     }
@@ -103,7 +149,7 @@ pub fn for_each_entity_mut(
     match steps.first() {
         None => f(value),
         Some(PathStep::Field(key)) => {
-            if let Some(child) = value.get_mut(key.as_str()) {
+            if let Some(child) = value.get_mut(key) {
                 for_each_entity_mut(child, &steps[1..], schema, f);
             }
         }
@@ -116,7 +162,9 @@ pub fn for_each_entity_mut(
     }
 }
 
-type ValueHasher = std::collections::hash_map::DefaultHasher;
+/// Fast and unkeyed: a collision (even a contrived one in subgraph data) only costs a
+/// comparison, since every hash match is confirmed by comparing values.
+type ValueHasher = rustc_hash::FxHasher;
 
 fn feed(value: &Value, h: &mut ValueHasher) {
     use std::hash::Hash;
@@ -124,15 +172,15 @@ fn feed(value: &Value, h: &mut ValueHasher) {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
         Value::Number(n) => (2u8, n).hash(h),
-        Value::String(s) => (3u8, s).hash(h),
+        Value::String(s) => (3u8, s.as_str()).hash(h),
         Value::Array(items) => {
             (4u8, items.len()).hash(h);
             items.iter().for_each(|i| feed(i, h));
         }
         Value::Object(map) => {
             5u8.hash(h);
-            for (k, v) in map {
-                k.hash(h);
+            for (k, v) in map.iter() {
+                k.as_str().hash(h);
                 feed(v, h);
             }
             6u8.hash(h);
@@ -144,7 +192,7 @@ fn feed(value: &Value, h: &mut ValueHasher) {
 /// without serializing them. Equal values hash equally; callers still compare on a match.
 pub fn hash_value(value: &Value) -> u64 {
     use std::hash::Hasher;
-    let mut h = ValueHasher::new();
+    let mut h = ValueHasher::default();
     feed(value, &mut h);
     h.finish()
 }
@@ -218,8 +266,8 @@ pub fn select_hash(entity: &Value, selections: &[Selection], schema: &SchemaMode
                     name,
                     selections,
                 } => {
-                    let child = entity.get(data_key.as_str())?;
-                    name.hash(h);
+                    let child = entity.get(data_key)?;
+                    name.as_str().hash(h);
                     if selections.is_empty() {
                         feed(child, h);
                     } else {
@@ -239,7 +287,7 @@ pub fn select_hash(entity: &Value, selections: &[Selection], schema: &SchemaMode
         }
         Some(())
     }
-    let mut h = ValueHasher::new();
+    let mut h = ValueHasher::default();
     value(entity, selections, schema, &mut h)?;
     Some(h.finish())
 }
@@ -278,7 +326,7 @@ pub fn select_equals(
         entity: &Value,
         selections: &[Selection],
         schema: &SchemaModel,
-        expected: &Map<String, Value>,
+        expected: &Object,
         matched: &mut usize,
     ) -> bool {
         for selection in selections {
@@ -288,8 +336,7 @@ pub fn select_equals(
                     name,
                     selections,
                 } => {
-                    let (Some(child), Some(want)) =
-                        (entity.get(data_key.as_str()), expected.get(name))
+                    let (Some(child), Some(want)) = (entity.get(data_key), expected.get(name))
                     else {
                         return false;
                     };
@@ -357,7 +404,7 @@ pub fn select(entity: &Value, selections: &[Selection], schema: &SchemaModel) ->
             .collect::<Option<Vec<_>>>()
             .map(Value::Array),
         Value::Object(_) => {
-            let mut out = Map::new();
+            let mut out = Object::new();
             select_into(entity, selections, schema, &mut out)?;
             Some(Value::Object(out))
         }
@@ -369,7 +416,7 @@ fn select_into(
     entity: &Value,
     selections: &[Selection],
     schema: &SchemaModel,
-    out: &mut Map<String, Value>,
+    out: &mut Object,
 ) -> Option<()> {
     for selection in selections {
         match selection {
@@ -378,7 +425,7 @@ fn select_into(
                 name,
                 selections,
             } => {
-                let value = entity.get(data_key.as_str())?;
+                let value = entity.get(data_key)?;
                 let value = if selections.is_empty() {
                     value.clone()
                 } else {
@@ -387,7 +434,7 @@ fn select_into(
                 match out.get_mut(name) {
                     Some(existing) => deep_merge(existing, value),
                     None => {
-                        out.insert(name.clone(), value);
+                        out.insert(name.as_str(), value);
                     }
                 }
             }
@@ -411,13 +458,13 @@ pub fn apply_rewrites(value: &mut Value, rewrites: &[Rewrite], schema: &SchemaMo
         match rewrite {
             Rewrite::SetValue { path, value: to } => {
                 walk_rewrite(value, path, schema, &mut |object, key| {
-                    object.insert(key.to_string(), Value::String(to.clone()));
+                    object.insert(key, Value::from(to.as_str()));
                 })
             }
             Rewrite::RenameKey { path, to } => {
                 walk_rewrite(value, path, schema, &mut |object, key| {
                     if let Some(v) = object.remove(key) {
-                        object.insert(to.clone(), v);
+                        object.insert(to.as_str(), v);
                     }
                 })
             }
@@ -429,7 +476,7 @@ fn walk_rewrite(
     value: &mut Value,
     steps: &[RewriteStep],
     schema: &SchemaModel,
-    apply: &mut dyn FnMut(&mut Map<String, Value>, &str),
+    apply: &mut dyn FnMut(&mut Object, &str),
 ) {
     if let Value::Array(items) = value {
         for item in items {
@@ -452,7 +499,7 @@ fn walk_rewrite(
             };
             if steps.len() == 1 {
                 apply(object, key);
-            } else if let Some(child) = object.get_mut(key.as_str()) {
+            } else if let Some(child) = object.get_mut(key) {
                 walk_rewrite(child, &steps[1..], schema, apply);
             }
         }
@@ -462,7 +509,12 @@ fn walk_rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    macro_rules! json {
+        ($($t:tt)+) => {
+            Value::from(serde_json::json!($($t)+))
+        };
+    }
 
     fn schema() -> SchemaModel {
         let sdl = "type Query { book: Book } type Book { id: ID upc: ID price: Int }";

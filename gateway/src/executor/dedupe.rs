@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
-use serde_json::Value;
-
 use crate::transport::SubgraphRequest;
+use crate::value::Value;
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 /// Headers that differ on every request without changing the answer (trace context): they
 /// are not part of the key, and a follower's trace shows no fetch of its own.
@@ -110,11 +109,17 @@ impl<E: Clone + Send + Sync + 'static> Dedupe<E> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use serde_json::{json, Map};
+    use serde_json::Map;
 
     use super::*;
 
-    fn request(variables: Value, traceparent: &str) -> SubgraphRequest {
+    macro_rules! json {
+        ($($t:tt)+) => {
+            Value::from(serde_json::json!($($t)+))
+        };
+    }
+
+    fn request(variables: serde_json::Value, traceparent: &str) -> SubgraphRequest {
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", traceparent.parse().expect("header"));
         headers.insert("authorization", "Bearer a".parse().expect("header"));
@@ -143,15 +148,15 @@ mod tests {
             .boxed()
         };
         let a = dedupe.run(
-            Key::of(&request(json!({"first": 5}), "00-a-01")),
+            Key::of(&request(serde_json::json!({"first": 5}), "00-a-01")),
             fetch(calls.clone(), gate.clone()),
         );
         let b = dedupe.run(
-            Key::of(&request(json!({"first": 5}), "00-b-01")),
+            Key::of(&request(serde_json::json!({"first": 5}), "00-b-01")),
             fetch(calls.clone(), gate.clone()),
         );
         let c = dedupe.run(
-            Key::of(&request(json!({"first": 6}), "00-c-01")),
+            Key::of(&request(serde_json::json!({"first": 6}), "00-c-01")),
             fetch(calls.clone(), gate.clone()),
         );
         let opener = async {
@@ -177,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn a_finished_request_is_not_reused() {
         let dedupe: Dedupe<()> = Dedupe::default();
-        let key = Key::of(&request(json!({}), "00-a-01"));
+        let key = Key::of(&request(serde_json::json!({}), "00-a-01"));
         let (first, led) = dedupe
             .run(key.clone(), async { Ok(json!(1)) }.boxed())
             .await;
@@ -189,7 +194,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_leader_is_driven_by_the_next_caller_and_then_removed() {
         let dedupe: Dedupe<()> = Dedupe::default();
-        let key = Key::of(&request(json!({}), "00-a-01"));
+        let key = Key::of(&request(serde_json::json!({}), "00-a-01"));
         let slow = async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             Ok(json!(1))

@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 use tracing::Instrument;
 
 use super::data::{
-    apply_rewrites, deep_merge, for_each_entity, for_each_entity_mut, hash_value, select,
-    select_equals, select_hash, selections_are_flat,
+    apply_rewrites, deep_merge, entity_path_at, for_each_entity, for_each_entity_mut, hash_value,
+    select, select_equals, select_hash, selections_are_flat,
 };
 use super::{dedupe, Execution};
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::plan::{EntityFetch, EntityGroup, RootFetch};
 use crate::transport::{SubgraphRequest, SubgraphTransport, TransportError};
+use crate::value::Value;
 
 /// Why a subgraph call gave no response; the client sees only this, never the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,7 @@ impl Execution<'_> {
             // Moved, not copied: only the slots are needed once the request is built.
             extra.insert(
                 group.variable.clone(),
-                Value::Array(std::mem::take(&mut input.representations)),
+                Value::Array(std::mem::take(&mut input.representations)).into(),
             );
         }
         let span = tracing::info_span!(
@@ -213,17 +214,7 @@ impl Execution<'_> {
     /// The response path of the `visit`-th entity along a group's paths (for errors only).
     fn entity_path(&self, group: &EntityGroup, visit: usize) -> Option<Vec<PathSegment>> {
         let merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = 0;
-        let mut found = None;
-        for path in &group.paths {
-            for_each_entity(&merged, path, self.schema, &mut |slot, _| {
-                if seen == visit && found.is_none() {
-                    found = Some(slot.to_vec());
-                }
-                seen += 1;
-            });
-        }
-        found
+        entity_path_at(&merged, &group.paths, self.schema, visit)
     }
 
     fn collect_representations(&self, fetch: &EntityFetch) -> Vec<GroupInput> {
@@ -242,7 +233,7 @@ impl Execution<'_> {
                 let streaming =
                     group.input_rewrites.is_empty() && selections_are_flat(&group.requires);
                 for path in &group.paths {
-                    for_each_entity(&merged, path, self.schema, &mut |_, entity| {
+                    for_each_entity(&merged, path, self.schema, &mut |entity| {
                         let index = if streaming {
                             self.streamed_representation_index(
                                 group,
@@ -311,7 +302,7 @@ impl Execution<'_> {
         subgraph: &str,
         query: &str,
         usages: &[String],
-        mut variables: Map<String, Value>,
+        mut variables: Map<String, serde_json::Value>,
     ) -> SubgraphRequest {
         for name in usages {
             if let Some(value) = self.variables.get(name) {
@@ -389,7 +380,10 @@ impl Execution<'_> {
                     .with_code(codes::SUBGRAPH_REQUEST_FAILED)
             }
         }
-        .with_extension("serviceName", Value::String(subgraph.to_string()));
+        .with_extension(
+            "serviceName",
+            serde_json::Value::String(subgraph.to_string()),
+        );
         if path.is_empty() {
             error
         } else {
@@ -401,7 +395,7 @@ impl Execution<'_> {
     fn subgraph_error(
         &self,
         subgraph: &str,
-        error: Value,
+        mut error: Value,
         path: Option<Vec<PathSegment>>,
     ) -> GraphQLError {
         let message = error
@@ -410,13 +404,19 @@ impl Execution<'_> {
             .unwrap_or("Subgraph returned an error.")
             .to_string();
         let mut out = GraphQLError::new(message);
-        if let Some(Value::Object(extensions)) = error.get("extensions") {
-            out.extensions = extensions.clone();
+        if let Some(Value::Object(extensions)) = error.get_mut("extensions").map(Value::take) {
+            out.extensions = extensions
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
         }
         if out.code().is_none() {
             out = out.with_code(codes::DOWNSTREAM_SERVICE_ERROR);
         }
-        out = out.with_extension("serviceName", Value::String(subgraph.to_string()));
+        out = out.with_extension(
+            "serviceName",
+            serde_json::Value::String(subgraph.to_string()),
+        );
         match path {
             Some(path) if !path.is_empty() => out.with_path(path),
             _ => out,
@@ -476,7 +476,7 @@ fn to_path(segments: &[Value]) -> Vec<PathSegment> {
     segments
         .iter()
         .filter_map(|s| match s {
-            Value::String(key) => Some(PathSegment::Key(key.clone())),
+            Value::String(key) => Some(PathSegment::Key(key.to_string())),
             Value::Number(n) => n.as_u64().map(|i| PathSegment::Index(i as usize)),
             _ => None,
         })

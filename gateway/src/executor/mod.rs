@@ -1,6 +1,6 @@
 //! Executes a [`Plan`] against the subgraphs and produces the merged (not yet projected) data.
 //!
-//! Shape of an execution: one `serde_json::Value` holds everything fetched so far. Fetch nodes
+//! Shape of an execution: one [`Value`] holds everything fetched so far. Fetch nodes
 //! read it to build their requests and write their results into it. The value lives behind a
 //! `std::sync::Mutex` that is only held for synchronous reads and merges, never across an
 //! `.await`, so `Parallel` branches really run concurrently.
@@ -17,14 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use crate::error::GraphQLError;
 use crate::plan::{Plan, PlanNode};
 use crate::schema::SchemaModel;
 use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
+use crate::value::{Object, Value};
 
-pub(crate) use data::{deep_merge, typename};
+pub(crate) use data::typename;
 pub(crate) use fetch::FetchFailure;
 
 /// The gateway-wide registry of in-flight subgraph queries.
@@ -70,7 +71,7 @@ pub(crate) struct Execution<'a> {
     pub transports: &'a Transports,
     pub schema: &'a SchemaModel,
     /// Coerced client variables (defaults applied).
-    pub variables: &'a Map<String, Value>,
+    pub variables: &'a Map<String, serde_json::Value>,
     pub headers: http::HeaderMap,
     pub request_hook: Option<RequestHook>,
     pub timeout: Duration,
@@ -84,7 +85,7 @@ impl<'a> Execution<'a> {
     pub fn new(
         transports: &'a Transports,
         schema: &'a SchemaModel,
-        variables: &'a Map<String, Value>,
+        variables: &'a Map<String, serde_json::Value>,
         options: FetchOptions<'a>,
     ) -> Self {
         Self {
@@ -96,7 +97,7 @@ impl<'a> Execution<'a> {
             timeout: options.timeout,
             dedupe: options.dedupe,
             uploads: options.uploads,
-            data: Mutex::new(Value::Object(Map::new())),
+            data: Mutex::new(Value::Object(Object::new())),
             errors: Mutex::new(Vec::new()),
         }
     }
@@ -136,7 +137,7 @@ impl<'a> Execution<'a> {
                     let condition = self
                         .variables
                         .get(variable)
-                        .and_then(Value::as_bool)
+                        .and_then(serde_json::Value::as_bool)
                         .unwrap_or(false);
                     let branch = if condition { if_true } else { if_false };
                     if let Some(branch) = branch {

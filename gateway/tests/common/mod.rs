@@ -12,6 +12,7 @@ use async_graphql::Executor;
 use async_graphql_axum::GraphQL;
 use axum::routing::post_service;
 use axum::Router;
+use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     serve, Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
 };
@@ -97,14 +98,16 @@ pub struct InProcess<E: Executor>(pub E);
 
 #[async_trait::async_trait]
 impl<E: Executor> SubgraphTransport for InProcess<E> {
-    async fn execute(&self, request: SubgraphRequest) -> Result<Value, TransportError> {
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
         let variables = async_graphql::Variables::from_json(Value::Object(request.variables));
         let mut gql = async_graphql::Request::new(request.query).variables(variables);
         if let Some(name) = request.operation_name {
             gql = gql.operation_name(name);
         }
         let response = self.0.execute(gql).await;
-        serde_json::to_value(response).map_err(|e| TransportError::Other(e.to_string()))
+        serde_json::to_value(response)
+            .map(Into::into)
+            .map_err(|e| TransportError::Other(e.to_string()))
     }
 }
 

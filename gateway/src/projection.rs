@@ -12,16 +12,33 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{codes, GraphQLError, PathSegment};
 use crate::executor::typename;
-use crate::schema::{TypeKind, TypeRef};
+use crate::schema::{TypeDef, TypeKind, TypeRef};
 use crate::selection::{CollectContext, Field, Grouped, SelectionSet};
 use crate::value::Value;
 
-/// Identifies one field collection: the object type and the selection sets (by address:
-/// they live in the prepared operation, which outlives the projection).
+/// Identifies one field collection: the object type and the selection sets, both by
+/// address (the type lives in the schema, the sets in the prepared operation; both outlive
+/// the projection), so looking one up allocates nothing in the usual single-set case.
 #[derive(PartialEq, Eq, Hash)]
 struct CollectKey {
-    object_type: String,
-    sets: Vec<usize>,
+    object_type: usize,
+    sets: CollectSets,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+enum CollectSets {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl CollectSets {
+    fn of(sets: &[&SelectionSet]) -> Self {
+        let address = |s: &&SelectionSet| *s as *const SelectionSet as usize;
+        match sets {
+            [one] => CollectSets::One(address(one)),
+            _ => CollectSets::Many(sets.iter().map(address).collect()),
+        }
+    }
 }
 
 /// `Type.field`, formatted only when an error needs it (projection visits every field).
@@ -246,8 +263,9 @@ impl<'a> Projector<'a> {
                 None => declared,
             },
         };
-        let type_def = schema.get(concrete).or_else(|| schema.get(declared));
-        let grouped = self.collect(concrete, sets);
+        let concrete_def = schema.get(concrete);
+        let type_def = concrete_def.or_else(|| schema.get(declared));
+        let grouped = self.collect(concrete, concrete_def, sets);
         self.out.push(b'{');
         let mut first = true;
         for (key, fields) in grouped.iter() {
@@ -292,13 +310,19 @@ impl<'a> Projector<'a> {
         Ok(true)
     }
 
-    fn collect(&mut self, object_type: &str, sets: &[&'a SelectionSet]) -> Rc<Grouped<'a>> {
+    fn collect(
+        &mut self,
+        object_type: &str,
+        def: Option<&TypeDef>,
+        sets: &[&'a SelectionSet],
+    ) -> Rc<Grouped<'a>> {
+        let Some(def) = def else {
+            // A type outside the schema: rare, not worth a cache entry.
+            return Rc::new(self.ctx.collect(object_type, sets));
+        };
         let key = CollectKey {
-            object_type: object_type.to_string(),
-            sets: sets
-                .iter()
-                .map(|s| *s as *const SelectionSet as usize)
-                .collect(),
+            object_type: def as *const TypeDef as usize,
+            sets: CollectSets::of(sets),
         };
         if let Some(hit) = self.collected.get(&key) {
             return hit.clone();

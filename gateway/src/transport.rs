@@ -117,8 +117,16 @@ pub struct HttpTransport {
     client: reqwest::Client,
     h2c_client: reqwest::Client,
     /// Subgraph name -> endpoint URL.
-    urls: HashMap<String, String>,
+    /// Subgraph name -> endpoint URL, parsed once (a request only clones it).
+    urls: HashMap<String, SubgraphUrl>,
     h2c: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct SubgraphUrl {
+    text: String,
+    /// `None` when the URL does not parse: each request then fails with the reason.
+    parsed: Option<reqwest::Url>,
 }
 
 impl HttpTransport {
@@ -140,13 +148,19 @@ impl HttpTransport {
         Ok(Self {
             client: builder().build()?,
             h2c_client: builder().http2_prior_knowledge().build()?,
-            urls,
+            urls: urls
+                .into_iter()
+                .map(|(name, text)| {
+                    let parsed = reqwest::Url::parse(&text).ok();
+                    (name, SubgraphUrl { text, parsed })
+                })
+                .collect(),
             h2c,
         })
     }
 
     pub fn url(&self, subgraph: &str) -> Option<&str> {
-        self.urls.get(subgraph).map(String::as_str)
+        self.urls.get(subgraph).map(|url| url.text.as_str())
     }
 }
 
@@ -206,8 +220,11 @@ impl SubgraphTransport for HttpTransport {
         } else {
             &self.client
         };
-        let response = client
-            .post(url)
+        let builder = match &url.parsed {
+            Some(parsed) => client.post(parsed.clone()),
+            None => client.post(url.text.as_str()),
+        };
+        let response = builder
             .headers(headers)
             .body(payload)
             .send()

@@ -15,6 +15,7 @@
 //! Client variables, errors and the final response stay `serde_json` values: they are built
 //! once per request, not copied per entity. [`From`] converts at those edges.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -34,40 +35,53 @@ pub enum Value {
 }
 
 /// A JSON object: keys in insertion order, each at most once.
+///
+/// Small objects (the usual case) are searched linearly. From [`INDEXED_FROM`] keys on, a
+/// hash index (SipHash, randomly keyed: keys may come from clients' aliases) keeps lookups
+/// constant-time, so an operation with thousands of aliases cannot make parsing and merging
+/// quadratic.
 #[derive(Clone, Debug, Default)]
-pub struct Object(Vec<(SmolStr, Value)>);
+pub struct Object {
+    entries: Vec<(SmolStr, Value)>,
+    index: Option<Box<HashMap<SmolStr, usize>>>,
+}
+
+/// Size from which an [`Object`] keeps a hash index of its keys.
+const INDEXED_FROM: usize = 24;
 
 impl Object {
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self::default()
     }
 
     pub fn with_capacity(capacity: usize) -> Self {
-        Self(Vec::with_capacity(capacity))
+        Self {
+            entries: Vec::with_capacity(capacity),
+            index: None,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.0.iter().position(|(k, _)| k.as_str() == key)
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.entries.iter().position(|(k, _)| k.as_str() == key),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0
-            .iter()
-            .find_map(|(k, v)| (k.as_str() == key).then_some(v))
+        self.position(key).map(|i| &self.entries[i].1)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
-        self.0
-            .iter_mut()
-            .find_map(|(k, v)| (k.as_str() == key).then_some(v))
+        self.position(key).map(|i| &mut self.entries[i].1)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -77,23 +91,43 @@ impl Object {
     /// Sets `key` to `value`, in place when present (returning the old value), else last.
     pub fn insert(&mut self, key: impl Into<SmolStr>, value: Value) -> Option<Value> {
         let key = key.into();
-        match self.position(&key) {
-            Some(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
-            None => {
-                self.0.push((key, value));
-                None
-            }
+        if let Some(i) = self.position(&key) {
+            return Some(std::mem::replace(&mut self.entries[i].1, value));
         }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.entries.len());
+        }
+        self.entries.push((key, value));
+        if self.index.is_none() && self.entries.len() >= INDEXED_FROM {
+            self.reindex();
+        }
+        None
     }
 
     /// Removes `key`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let i = self.position(key)?;
-        Some(self.0.remove(i).1)
+        let (_, value) = self.entries.remove(i);
+        if self.index.is_some() {
+            self.reindex();
+        }
+        Some(value)
+    }
+
+    fn reindex(&mut self) {
+        self.index = (self.entries.len() >= INDEXED_FROM).then(|| {
+            Box::new(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), i))
+                    .collect(),
+            )
+        });
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&SmolStr, &Value)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.entries.iter().map(|(k, v)| (k, v))
     }
 }
 
@@ -102,7 +136,7 @@ impl IntoIterator for Object {
     type IntoIter = std::vec::IntoIter<(SmolStr, Value)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.entries.into_iter()
     }
 }
 
@@ -202,8 +236,7 @@ impl From<serde_json::Value> for Value {
             serde_json::Value::Object(map) => {
                 let mut object = Object::with_capacity(map.len());
                 for (key, value) in map {
-                    // Keys of a map are distinct: no search needed.
-                    object.0.push((key.into(), value.into()));
+                    object.insert(key, value.into());
                 }
                 Value::Object(object)
             }
@@ -384,5 +417,23 @@ mod tests {
         let keys: Vec<&str> = object.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "c"]);
         assert_eq!(object.get("a").and_then(Value::as_str), Some("x"));
+    }
+
+    #[test]
+    fn large_objects_are_indexed_and_stay_consistent() {
+        let mut object = Object::new();
+        for i in 0..100 {
+            object.insert(format!("k{i}"), Value::from(i.to_string().as_str()));
+        }
+        assert!(object.index.is_some());
+        assert_eq!(object.insert("k7", Value::Null), Some(Value::from("7")));
+        assert_eq!(object.remove("k3"), Some(Value::from("3")));
+        assert_eq!(object.len(), 99);
+        assert_eq!(object.get("k4"), Some(&Value::from("4")));
+        assert_eq!(object.get("k3"), None);
+        assert_eq!(object.iter().nth(3).map(|(k, _)| k.as_str()), Some("k4"));
+        let parsed: Value =
+            serde_json::from_str(&serde_json::to_string(&object).expect("write")).expect("parse");
+        assert_eq!(parsed, Value::Object(object));
     }
 }

@@ -79,10 +79,18 @@ async fn serve_observed<E: Executor>(executor: E, delay: Duration) -> (String, A
 async fn bench_subgraphs(
     delay: Duration,
 ) -> (HashMap<String, String>, HashMap<String, Arc<Observed>>) {
+    bench_subgraphs_delaying(delay, &["products"]).await
+}
+
+/// The four benchmark subgraphs, observed, with `delay` on those `delayed`.
+async fn bench_subgraphs_delaying(
+    delay: Duration,
+    delayed: &[&str],
+) -> (HashMap<String, String>, HashMap<String, Arc<Observed>>) {
     let mut urls = HashMap::new();
     let mut observed = HashMap::new();
     for name in SUBGRAPHS {
-        let wait = if name == "products" {
+        let wait = if delayed.contains(&name) {
             delay
         } else {
             Duration::ZERO
@@ -147,6 +155,52 @@ async fn identical_concurrent_queries_share_one_subgraph_request() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn clients_sharing_entity_fetches_each_get_the_whole_response() {
+    // Every subgraph answers late, so identical queries meet at every fetch of the plan:
+    // the root fetch and each entity fetch after it are all shared, and the followers read
+    // the leader's responses instead of owning them.
+    let (urls, observed) = bench_subgraphs_delaying(Duration::from_millis(300), &SUBGRAPHS).await;
+    let supergraph = supergraph_of(&urls, &SUBGRAPHS).await;
+    let gateway =
+        Gateway::new(&supergraph, GatewayConfig::default(), HashMap::new()).expect("gateway");
+    let base = start_gateway(&gateway).await;
+    let counts = || -> Vec<usize> {
+        SUBGRAPHS
+            .iter()
+            .map(|name| observed[*name].requests.load(Ordering::SeqCst))
+            .collect()
+    };
+    let query = json!({"query": flowfleet_bench::QUERY});
+    let expected = flowfleet_bench::expected_response();
+
+    let before = counts();
+    let (status, alone) = post_json(&base, query.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(alone, expected);
+    let after_one = counts();
+    let one_query: Vec<usize> = after_one.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        one_query.iter().all(|n| *n > 0),
+        "the query reaches every subgraph: {one_query:?}"
+    );
+
+    let responses = join_all((0..8).map(|_| post_json(&base, query.clone()))).await;
+    for (status, body) in &responses {
+        assert_eq!(*status, 200);
+        assert_eq!(body, &expected);
+    }
+    let eight_queries: Vec<usize> = counts()
+        .iter()
+        .zip(&after_one)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(
+        eight_queries, one_query,
+        "8 identical concurrent queries send what one sends, per subgraph"
+    );
 }
 
 #[tokio::test]

@@ -390,6 +390,29 @@ pub fn deep_merge(target: &mut Value, source: Value) {
     }
 }
 
+/// [`deep_merge`] from a borrowed source: copies only what the target lacks.
+pub fn deep_merge_ref(target: &mut Value, source: &Value) {
+    match (target, source) {
+        (Value::Object(t), Value::Object(s)) => {
+            for (key, value) in s.iter() {
+                match t.get_mut(key) {
+                    Some(existing) => deep_merge_ref(existing, value),
+                    None => {
+                        t.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(s)) if t.len() == s.len() => {
+            for (existing, value) in t.iter_mut().zip(s) {
+                deep_merge_ref(existing, value);
+            }
+        }
+        (_, Value::Null) => {}
+        (t, s) => *t = s.clone(),
+    }
+}
+
 /// Builds an entity representation: the value of `selections` applied to `entity`.
 /// Output keys are field names (representations are in subgraph-schema terms).
 ///

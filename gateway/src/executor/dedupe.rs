@@ -65,12 +65,14 @@ impl<E: Clone + Send + Sync + 'static> Default for Dedupe<E> {
 
 impl<E: Clone + Send + Sync + 'static> Dedupe<E> {
     /// Runs `fetch` unless an identical request is in flight, in which case its response is
-    /// shared. Returns the response and whether this caller sent the request.
+    /// shared. Returns the response and whether this caller sent the request. The response
+    /// is not copied per caller: when it is still shared, callers read it (see
+    /// `fetch::Response`).
     pub async fn run(
         &self,
         key: Key,
         fetch: BoxFuture<'static, Result<Value, E>>,
-    ) -> (Result<Value, E>, bool) {
+    ) -> (SharedResponse<E>, bool) {
         let (shared, leader) = {
             let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
@@ -93,10 +95,7 @@ impl<E: Clone + Send + Sync + 'static> Dedupe<E> {
                 }
             }
         };
-        let result = shared
-            .await
-            .map(|value| Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone()));
-        (result, leader)
+        (shared.await, leader)
     }
 
     #[cfg(test)]
@@ -117,6 +116,10 @@ mod tests {
         ($($t:tt)+) => {
             Value::from(serde_json::json!($($t)+))
         };
+    }
+
+    fn unshare(response: SharedResponse<()>) -> Result<Value, ()> {
+        response.map(|value| (*value).clone())
     }
 
     fn request(variables: serde_json::Value, traceparent: &str) -> SubgraphRequest {
@@ -164,6 +167,7 @@ mod tests {
             release.send(true).expect("gate");
         };
         let ((a, a_led), (b, b_led), (c, c_led), ()) = tokio::join!(a, b, c, opener);
+        let (a, b, c) = (unshare(a), unshare(b), unshare(c));
         assert_eq!(a, Ok(json!({"data": {"n": 1}})));
         assert_eq!(a, b);
         assert_eq!(a, c);
@@ -186,9 +190,9 @@ mod tests {
         let (first, led) = dedupe
             .run(key.clone(), async { Ok(json!(1)) }.boxed())
             .await;
-        assert_eq!((first, led), (Ok(json!(1)), true));
+        assert_eq!((unshare(first), led), (Ok(json!(1)), true));
         let (second, led) = dedupe.run(key, async { Ok(json!(2)) }.boxed()).await;
-        assert_eq!((second, led), (Ok(json!(2)), true));
+        assert_eq!((unshare(second), led), (Ok(json!(2)), true));
     }
 
     #[tokio::test]
@@ -207,7 +211,7 @@ mod tests {
         let (result, led) = dedupe
             .run(key.clone(), async { Ok(json!(2)) }.boxed())
             .await;
-        assert_eq!((result, led), (Ok(json!(1)), false));
+        assert_eq!((unshare(result), led), (Ok(json!(1)), false));
         assert_eq!(dedupe.in_flight(), 0);
     }
 }

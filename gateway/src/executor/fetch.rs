@@ -1,6 +1,7 @@
 //! Root and entity fetches: build the subgraph request, call the transport, merge the result.
 
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use serde_json::Map;
 use tracing::Instrument;
 
 use super::data::{
-    apply_rewrites, deep_merge, entity_path_at, for_each_entity, for_each_entity_mut, hash_value,
-    select, select_equals, select_hash, selections_are_flat,
+    apply_rewrites, deep_merge, deep_merge_ref, entity_path_at, for_each_entity,
+    for_each_entity_mut, hash_value, select, select_equals, select_hash, selections_are_flat,
 };
 use super::{dedupe, Execution};
 use crate::error::{codes, GraphQLError, PathSegment};
@@ -68,24 +69,33 @@ impl Execution<'_> {
             .first()
             .map(|k| vec![k.as_str().into()])
             .unwrap_or_default();
-        let mut body = match self.call(request).instrument(span).await {
+        let shared = match self.call(request).instrument(span).await {
             Ok(body) => body,
             Err(failure) => {
                 self.push_errors([self.fetch_failed(&fetch.subgraph, failure, error_path)]);
                 return;
             }
         };
+        let mut keep = None;
+        let mut body = unshare(shared, &mut keep);
         let errors = take_errors(&mut body);
         self.push_errors(errors.into_iter().map(|e| {
             let path = e.get("path").and_then(Value::as_array).map(|p| to_path(p));
             self.subgraph_error(&fetch.subgraph, e, path)
         }));
-        if let Some(mut data) = body.get_mut("data").map(Value::take) {
-            if data.is_object() {
-                apply_rewrites(&mut data, &fetch.output_rewrites, self.schema);
-                let mut merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
-                deep_merge(&mut merged, data);
-            }
+        let Some(mut data) = take_field(&mut body, "data") else {
+            return;
+        };
+        if !data.is_object() {
+            return;
+        }
+        if !fetch.output_rewrites.is_empty() {
+            apply_rewrites(data.to_mut(), &fetch.output_rewrites, self.schema);
+        }
+        let mut merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        match data {
+            Cow::Owned(data) => deep_merge(&mut merged, data),
+            Cow::Borrowed(data) => deep_merge_ref(&mut merged, data),
         }
     }
 
@@ -118,7 +128,7 @@ impl Execution<'_> {
                 extra,
             )
         });
-        let mut body = match self.call(request).instrument(span).await {
+        let shared = match self.call(request).instrument(span).await {
             Ok(body) => body,
             Err(failure) => {
                 let path = fetch
@@ -137,6 +147,8 @@ impl Execution<'_> {
             }
         };
 
+        let mut keep = None;
+        let mut body = unshare(shared, &mut keep);
         // Subgraph errors: `[<_entities key>, i, ...rest]` maps to the first entity that sent
         // representation `i`, followed by `rest`.
         let errors = take_errors(&mut body);
@@ -162,19 +174,28 @@ impl Execution<'_> {
             .collect();
         self.push_errors(mapped);
 
-        let Some(Value::Object(mut data)) = body.get_mut("data").map(Value::take) else {
+        let Some(mut data) = take_field(&mut body, "data") else {
             return;
         };
         let mut merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
         for (group, input) in fetch.groups.iter().zip(inputs) {
-            let Some(Value::Array(mut results)) = data.remove(&group.response_key) else {
+            let Some(mut results) = take_field(&mut data, &group.response_key) else {
                 continue;
             };
-            for result in results.iter_mut() {
-                apply_rewrites(result, &group.output_rewrites, self.schema);
+            if !group.output_rewrites.is_empty() {
+                if let Value::Array(items) = results.to_mut() {
+                    for result in items {
+                        apply_rewrites(result, &group.output_rewrites, self.schema);
+                    }
+                }
             }
+            let mut results = match &mut results {
+                Cow::Owned(Value::Array(items)) => Results::Owned(items),
+                Cow::Borrowed(Value::Array(items)) => Results::Shared(items),
+                _ => continue,
+            };
             // Each result goes to every entity that sent its representation; the last of
-            // them takes it by value instead of a copy.
+            // them takes it by value instead of a copy (when this execution owns it).
             let mut remaining = vec![0usize; results.len()];
             for index in input.order.iter().flatten() {
                 if let Some(n) = remaining.get_mut(*index) {
@@ -189,15 +210,11 @@ impl Execution<'_> {
                     let Some(index) = slot else {
                         return;
                     };
-                    let Some(result) = results.get_mut(index) else {
+                    if index >= remaining.len() {
                         return;
-                    };
-                    remaining[index] -= 1;
-                    if remaining[index] == 0 {
-                        deep_merge(entity, result.take());
-                    } else {
-                        deep_merge(entity, result.clone());
                     }
+                    remaining[index] -= 1;
+                    results.merge_into(entity, index, remaining[index] == 0);
                 });
             }
             if visit != input.order.len() {
@@ -333,7 +350,7 @@ impl Execution<'_> {
 
     /// Calls the subgraph, or joins an identical in-flight call when this execution may;
     /// a failure has already been logged with its internal details.
-    async fn call(&self, request: SubgraphRequest) -> Result<Value, FetchFailure> {
+    async fn call(&self, request: SubgraphRequest) -> Result<Arc<Value>, FetchFailure> {
         if request.uploads.is_some() {
             let transport = self.transports.get(&request.subgraph);
             if !transport.supports_uploads() {
@@ -341,7 +358,9 @@ impl Execution<'_> {
                 return Err(FetchFailure::Failed);
             }
             // Never shared: the files can be read once.
-            return call_transport(transport, request, self.timeout).await;
+            return call_transport(transport, request, self.timeout)
+                .await
+                .map(Arc::new);
         }
         let Some(dedupe) = self.dedupe else {
             return call_transport(
@@ -349,7 +368,8 @@ impl Execution<'_> {
                 request,
                 self.timeout,
             )
-            .await;
+            .await
+            .map(Arc::new);
         };
         let key = dedupe::Key::of(&request);
         let fetch = call_transport(
@@ -465,10 +485,53 @@ async fn call_transport(
     }
 }
 
-fn take_errors(body: &mut Value) -> Vec<Value> {
-    match body.get_mut("errors").map(Value::take) {
-        Some(Value::Array(errors)) => errors,
+/// A response this execution alone holds is owned (its parts are moved into the merged
+/// data); one that deduplication handed to several executions stays shared and is read in
+/// place, so only the parts merged are copied. `keep` holds the shared response.
+fn unshare(response: Arc<Value>, keep: &mut Option<Arc<Value>>) -> Cow<'_, Value> {
+    match Arc::try_unwrap(response) {
+        Ok(owned) => Cow::Owned(owned),
+        Err(shared) => Cow::Borrowed(keep.insert(shared)),
+    }
+}
+
+/// The field `key` of a response object: moved out when owned, borrowed when shared.
+fn take_field<'a>(value: &mut Cow<'a, Value>, key: &str) -> Option<Cow<'a, Value>> {
+    match value {
+        Cow::Borrowed(value) => value.get(key).map(Cow::Borrowed),
+        Cow::Owned(value) => value.get_mut(key).map(|field| Cow::Owned(field.take())),
+    }
+}
+
+fn take_errors(body: &mut Cow<'_, Value>) -> Vec<Value> {
+    match take_field(body, "errors") {
+        Some(Cow::Owned(Value::Array(errors))) => errors,
+        Some(Cow::Borrowed(Value::Array(errors))) => errors.clone(),
         _ => Vec::new(),
+    }
+}
+
+/// The `_entities` results of one group, owned or shared (see [`unshare`]).
+enum Results<'r> {
+    Owned(&'r mut Vec<Value>),
+    Shared(&'r [Value]),
+}
+
+impl Results<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Results::Owned(items) => items.len(),
+            Results::Shared(items) => items.len(),
+        }
+    }
+
+    /// Merges result `index` into `entity`; an owned result is moved on its `last` use.
+    fn merge_into(&mut self, entity: &mut Value, index: usize, last: bool) {
+        match self {
+            Results::Owned(items) if last => deep_merge(entity, items[index].take()),
+            Results::Owned(items) => deep_merge_ref(entity, &items[index]),
+            Results::Shared(items) => deep_merge_ref(entity, &items[index]),
+        }
     }
 }
 

@@ -161,15 +161,23 @@ impl Fleet {
         }
         Ok(Gateway::new(
             &sdl,
-            gateway_config(&self.infra.config),
+            gateway_config(&self.infra.config)?,
             transports,
         )?)
     }
 }
 
-/// The gateway's settings from the fleet's configuration.
-pub fn gateway_config(config: &Config) -> GatewayConfig {
-    GatewayConfig {
+/// The gateway's settings from the fleet's configuration (reads `gateway.subgraph_ca_file`).
+pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
+    let ca_file = &config.gateway.subgraph_ca_file;
+    let subgraph_ca_pem = if ca_file.is_empty() {
+        None
+    } else {
+        Some(std::fs::read(ca_file).with_context(|| {
+            format!("cannot read gateway.subgraph_ca_file `{ca_file}` (a PEM file of certificate authorities)")
+        })?)
+    };
+    Ok(GatewayConfig {
         introspection: config.gateway.introspection,
         graphiql: config.gateway.graphiql,
         max_batch_size: config.gateway.max_batch_size,
@@ -181,6 +189,7 @@ pub fn gateway_config(config: &Config) -> GatewayConfig {
         plan_cache_size: config.gateway.plan_cache_size,
         dedupe_subgraph_requests: config.gateway.dedupe_subgraph_requests,
         h2c_subgraphs: config.gateway.h2c_subgraphs.iter().cloned().collect(),
+        subgraph_ca_pem,
         subgraph_timeout: std::time::Duration::from_millis(config.gateway.subgraph_timeout_ms),
         url_overrides: config
             .gateway
@@ -193,7 +202,7 @@ pub fn gateway_config(config: &Config) -> GatewayConfig {
             flowfleet_shared::telemetry::set_parent_from_headers,
         )),
         ..GatewayConfig::default()
-    }
+    })
 }
 
 /// The gateway's transport to a subgraph in the same process.

@@ -228,7 +228,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     let supergraph = load_supergraph(&source).await?;
     let gateway = flowfleet_gateway::Gateway::new(
         &supergraph,
-        fleet::gateway_config(&config),
+        fleet::gateway_config(&config)?,
         Default::default(),
     )?;
     if config.gateway.reload_interval_ms > 0 {

@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     /// Subgraphs reached over cleartext HTTP/2 (h2c, prior knowledge). HTTPS subgraphs get
     /// HTTP/2 by ALPN without being listed.
     pub h2c_subgraphs: HashSet<String>,
+    /// Extra certificate authorities (PEM) trusted for HTTPS subgraphs, besides the public
+    /// web roots.
+    pub subgraph_ca_pem: Option<Vec<u8>>,
     /// Client headers copied into every subgraph request.
     pub forward_headers: Vec<http::HeaderName>,
     /// Called on the headers of every subgraph request (e.g. to inject W3C trace context).
@@ -59,6 +62,7 @@ impl Default for GatewayConfig {
             subgraph_timeout: Duration::from_secs(30),
             url_overrides: HashMap::new(),
             h2c_subgraphs: HashSet::new(),
+            subgraph_ca_pem: None,
             forward_headers: vec![
                 http::header::AUTHORIZATION,
                 http::HeaderName::from_static("traceparent"),
@@ -83,6 +87,10 @@ impl std::fmt::Debug for GatewayConfig {
             .field("subgraph_timeout", &self.subgraph_timeout)
             .field("url_overrides", &self.url_overrides)
             .field("h2c_subgraphs", &self.h2c_subgraphs)
+            .field(
+                "subgraph_ca_pem",
+                &self.subgraph_ca_pem.as_ref().map(Vec::len),
+            )
             .field("forward_headers", &self.forward_headers)
             .field("request_hook", &self.request_hook.is_some())
             .field("span_hook", &self.span_hook.is_some())
@@ -181,8 +189,13 @@ impl Supergraph {
                 tracing::warn!(subgraph = %name, "transport given for a subgraph the supergraph does not declare");
             }
         }
-        let http = HttpTransport::new(urls, config.subgraph_timeout, config.h2c_subgraphs.clone())
-            .map_err(|e| GatewayError::HttpClient(e.to_string()))?;
+        let http = HttpTransport::new(
+            urls,
+            config.subgraph_timeout,
+            config.h2c_subgraphs.clone(),
+            config.subgraph_ca_pem.as_deref(),
+        )
+        .map_err(|e| GatewayError::HttpClient(e.to_string()))?;
         // The gateway itself implements `@defer`, so its API schema declares it.
         let mut api_schema = (**planner.api_schema()).clone();
         if let Ok(directive) = crate::planner::parse_schema(crate::defer::DIRECTIVE_SDL) {

@@ -6,6 +6,8 @@
 //! - `operation`, `operation_cache`: parse, validate and plan a request, cached in two levels.
 //! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`], sharing
 //!   identical in-flight subgraph queries.
+//! - [`value`]: the value type of subgraph responses and merged data, built for cheap
+//!   lookups and copies.
 //! - `projection`, `introspection`, `selection`: shape the merged data into the client's response.
 //! - `defer`, `incremental`: `@defer` around a planner that does not plan it.
 //! - `upload`: multipart file uploads streamed through to the subgraph that takes them.

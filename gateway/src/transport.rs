@@ -130,14 +130,24 @@ struct SubgraphUrl {
 }
 
 impl HttpTransport {
-    /// `timeout` bounds each whole request (connect, send, receive).
+    /// `timeout` bounds each whole request (connect, send, receive); `ca_pem` adds trusted
+    /// certificate authorities (PEM, one or more) for HTTPS subgraphs.
     pub fn new(
         urls: HashMap<String, String>,
         timeout: Duration,
         h2c: HashSet<String>,
+        ca_pem: Option<&[u8]>,
     ) -> Result<Self, reqwest::Error> {
+        let authorities = match ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)?,
+            None => Vec::new(),
+        };
         let builder = || {
-            reqwest::Client::builder()
+            authorities
+                .iter()
+                .fold(reqwest::Client::builder(), |b, ca| {
+                    b.add_root_certificate(ca.clone())
+                })
                 .timeout(timeout)
                 .connect_timeout(timeout.min(Duration::from_secs(5)))
                 .pool_idle_timeout(Duration::from_secs(90))

@@ -31,9 +31,9 @@ struct Observed {
     peers: Mutex<HashSet<SocketAddr>>,
 }
 
-/// Serves `executor` at `/graphql` (HTTP/1.1 and h2c), recording every request and delaying
-/// each answer by `delay`. Returns the URL and the observations.
-async fn serve_observed<E: Executor>(executor: E, delay: Duration) -> (String, Arc<Observed>) {
+/// `executor` at `/graphql`, recording every request and delaying each answer by `delay`.
+/// Returns the app and the observations.
+fn observed_app<E: Executor>(executor: E, delay: Duration) -> (Router, Arc<Observed>) {
     let observed = Arc::new(Observed::default());
     async fn record(
         State((observed, delay)): State<(Arc<Observed>, Duration)>,
@@ -60,6 +60,13 @@ async fn serve_observed<E: Executor>(executor: E, delay: Duration) -> (String, A
             (observed.clone(), delay),
             record,
         ));
+    (app, observed)
+}
+
+/// Serves `executor` at `/graphql` (HTTP/1.1 and h2c), recording every request and delaying
+/// each answer by `delay`. Returns the URL and the observations.
+async fn serve_observed<E: Executor>(executor: E, delay: Duration) -> (String, Arc<Observed>) {
+    let (app, observed) = observed_app(executor, delay);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -73,6 +80,69 @@ async fn serve_observed<E: Executor>(executor: E, delay: Duration) -> (String, A
         .expect("subgraph server");
     });
     (format!("http://{addr}/graphql"), observed)
+}
+
+/// Serves `executor` over HTTPS with a certificate for `localhost` issued by a new
+/// certificate authority, offering `h2` and `http/1.1` by ALPN. Returns the URL, the
+/// authority's certificate (PEM) and the observations.
+async fn serve_observed_tls<E: Executor>(executor: E) -> (String, String, Arc<Observed>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .expect("TLS config");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let (app, observed) = observed_app(executor, Duration::ZERO);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    (
+        format!("https://localhost:{port}/graphql"),
+        ca.pem(),
+        observed,
+    )
 }
 
 /// The four benchmark subgraphs, observed, with `delay` on `products`.
@@ -418,4 +488,61 @@ async fn subgraphs_get_http2_when_configured_and_keep_alive_connections() {
             "{name}: {peers} connections for 10 sequential requests"
         );
     }
+}
+
+#[tokio::test]
+async fn https_subgraphs_offering_http2_get_it_by_alpn_with_a_configured_authority() {
+    let products = subgraphs::products();
+    let sdl = products.execute("{ _service { sdl } }").await.data;
+    let sdl = sdl.into_json().expect("json")["_service"]["sdl"]
+        .as_str()
+        .expect("sdl")
+        .to_string();
+    let (url, ca_pem, observed) = serve_observed_tls(products).await;
+    let supergraph = compose(&[SubgraphSource {
+        name: "products".into(),
+        url,
+        sdl,
+    }])
+    .expect("composition");
+    let query = json!({"query": "{ topProducts(first: 2) { upc name } }"});
+
+    // Without the authority the subgraph's certificate is not trusted: no data, a
+    // client-safe error, and nothing reaches the subgraph.
+    let untrusting =
+        Gateway::new(&supergraph, GatewayConfig::default(), HashMap::new()).expect("gateway");
+    let (status, body) = post_json(&start_gateway(&untrusting).await, query.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], json!({"topProducts": null}), "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "SUBGRAPH_REQUEST_FAILED"
+    );
+    assert_eq!(observed.requests.load(Ordering::SeqCst), 0);
+
+    let config = GatewayConfig {
+        subgraph_ca_pem: Some(ca_pem.into_bytes()),
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::new(&supergraph, config, HashMap::new()).expect("gateway");
+    let base = start_gateway(&gateway).await;
+    for _ in 0..5 {
+        let (status, body) = post_json(&base, query.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"data": {"topProducts": [
+                {"upc": "1", "name": "Table"},
+                {"upc": "2", "name": "Couch"}
+            ]}})
+        );
+    }
+    let versions = observed.versions.lock().expect("lock").clone();
+    assert_eq!(
+        versions,
+        vec![http::Version::HTTP_2; 5],
+        "h2 chosen by ALPN"
+    );
+    let connections = observed.peers.lock().expect("lock").len();
+    assert_eq!(connections, 1, "one multiplexed connection for 5 requests");
 }

@@ -199,6 +199,9 @@ pub struct GatewayConfig {
     pub reload_interval_ms: u64,
     /// Subgraphs reached over cleartext HTTP/2 (h2c); HTTPS subgraphs negotiate HTTP/2.
     pub h2c_subgraphs: Vec<String>,
+    /// PEM file of extra certificate authorities trusted for HTTPS subgraphs (an internal
+    /// CA, a service mesh's); empty trusts only the public web roots.
+    pub subgraph_ca_file: String,
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
@@ -325,6 +328,7 @@ impl Default for GatewayConfig {
             dedupe_subgraph_requests: true,
             reload_interval_ms: 5_000,
             h2c_subgraphs: Vec::new(),
+            subgraph_ca_file: String::new(),
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
         }

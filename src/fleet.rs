@@ -190,6 +190,7 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         dedupe_subgraph_requests: config.gateway.dedupe_subgraph_requests,
         h2c_subgraphs: config.gateway.h2c_subgraphs.iter().cloned().collect(),
         subgraph_ca_pem,
+        server_timing: config.gateway.server_timing,
         subgraph_timeout: std::time::Duration::from_millis(config.gateway.subgraph_timeout_ms),
         url_overrides: config
             .gateway

@@ -25,6 +25,9 @@ pub struct Summary {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// The gateway's own time per request from its `Server-Timing` header (`gateway;dur=`),
+    /// p50 and p99 in ms; `None` when the gateway does not send one.
+    pub overhead_ms: Option<(f64, f64)>,
 }
 
 /// Every n-th response is compared with the reference in full; the others by status.
@@ -45,14 +48,30 @@ fn body() -> Vec<u8> {
         .into_bytes()
 }
 
+/// The `gateway;dur=<ms>` entry of a `Server-Timing` header, in microseconds.
+fn own_time_us(response: &reqwest::Response) -> Option<u64> {
+    let header = response.headers().get("server-timing")?.to_str().ok()?;
+    header.split(',').find_map(|metric| {
+        let mut params = metric.trim().split(';');
+        if params.next()?.trim() != "gateway" {
+            return None;
+        }
+        params.find_map(|p| {
+            let ms: f64 = p.trim().strip_prefix("dur=")?.parse().ok()?;
+            Some((ms * 1000.0).round() as u64)
+        })
+    })
+}
+
 /// One request; `Err` when the status is not 200 or, when checked, the body differs.
+/// `Ok` carries the gateway's own time when it reports one.
 async fn one(
     client: &reqwest::Client,
     url: &str,
     body: &[u8],
     expected: &Value,
     check: bool,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -61,6 +80,7 @@ async fn one(
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
+    let own_time = own_time_us(&response);
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
@@ -74,7 +94,7 @@ async fn one(
             ));
         }
     }
-    Ok(())
+    Ok(own_time)
 }
 
 /// Polls until the gateway answers the query correctly; gives up when `alive` says the
@@ -94,7 +114,7 @@ pub async fn wait_until_correct(
             anyhow::bail!("the gateway process exited ({last})");
         }
         match one(&client, url, &body, expected, true).await {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -102,23 +122,37 @@ pub async fn wait_until_correct(
     Err(anyhow::anyhow!(last)).context("last attempt")
 }
 
-fn summarize(mut latencies_us: Vec<u64>, errors: u64, elapsed: Duration) -> Summary {
+/// The `p`th percentile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
+}
+
+fn summarize(
+    mut latencies_us: Vec<u64>,
+    mut own_times_us: Vec<u64>,
+    errors: u64,
+    elapsed: Duration,
+) -> Summary {
     latencies_us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies_us.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
-        latencies_us[rank.clamp(1, latencies_us.len()) - 1] as f64 / 1000.0
-    };
+    own_times_us.sort_unstable();
     let requests = latencies_us.len() as u64 + errors;
     Summary {
         requests,
         errors,
         rps: latencies_us.len() as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(50.0),
-        p95_ms: pct(95.0),
-        p99_ms: pct(99.0),
+        p50_ms: percentile_ms(&latencies_us, 50.0),
+        p95_ms: percentile_ms(&latencies_us, 95.0),
+        p99_ms: percentile_ms(&latencies_us, 99.0),
+        overhead_ms: (!own_times_us.is_empty()).then(|| {
+            (
+                percentile_ms(&own_times_us, 50.0),
+                percentile_ms(&own_times_us, 99.0),
+            )
+        }),
     }
 }
 
@@ -143,6 +177,7 @@ pub async fn closed_loop(
             );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut own_times = Vec::new();
                 let mut errors = 0u64;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
@@ -157,7 +192,10 @@ pub async fn closed_loop(
                     )
                     .await
                     {
-                        Ok(()) => latencies.push(t0.elapsed().as_micros() as u64),
+                        Ok(own_time) => {
+                            latencies.push(t0.elapsed().as_micros() as u64);
+                            own_times.extend(own_time);
+                        }
                         Err(e) => {
                             errors += 1;
                             if errors == 1 {
@@ -166,19 +204,21 @@ pub async fn closed_loop(
                         }
                     }
                 }
-                (latencies, errors)
+                (latencies, own_times, errors)
             })
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut own_times = Vec::new();
     let mut errors = 0;
     for worker in workers {
-        if let Ok((l, e)) = worker.await {
+        if let Ok((l, o, e)) = worker.await {
             latencies.extend(l);
+            own_times.extend(o);
             errors += e;
         }
     }
-    summarize(latencies, errors, started.elapsed())
+    summarize(latencies, own_times, errors, started.elapsed())
 }
 
 pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Value) -> Summary {
@@ -186,6 +226,7 @@ pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Valu
     let body = Arc::new(body());
     let expected = Arc::new(expected.clone());
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let own_times = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0u64));
     let period = Duration::from_secs_f64(1.0 / rate);
     let started = Instant::now();
@@ -200,7 +241,7 @@ pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Valu
             expected.clone(),
             url.to_string(),
         );
-        let (latencies, errors) = (latencies.clone(), errors.clone());
+        let (latencies, own_times, errors) = (latencies.clone(), own_times.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             match one(
                 &client,
@@ -211,10 +252,16 @@ pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Valu
             )
             .await
             {
-                Ok(()) => latencies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(due.elapsed().as_micros() as u64),
+                Ok(own_time) => {
+                    latencies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(due.elapsed().as_micros() as u64);
+                    own_times
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(own_time);
+                }
                 Err(_) => *errors.lock().unwrap_or_else(|p| p.into_inner()) += 1,
             }
         }));
@@ -224,6 +271,7 @@ pub async fn open_loop(url: &str, rate: f64, duration: Duration, expected: &Valu
     }
     let elapsed = started.elapsed();
     let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let own_times = std::mem::take(&mut *own_times.lock().unwrap_or_else(|p| p.into_inner()));
     let errors = *errors.lock().unwrap_or_else(|p| p.into_inner());
-    summarize(latencies, errors, elapsed)
+    summarize(latencies, own_times, errors, elapsed)
 }

@@ -191,10 +191,12 @@ async fn measure(
         let half = load::open_loop(&url, half_rate, settings.duration, expected).await;
         let peak_rss_bytes = sampler.stop().await;
         eprintln!(
-            "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms, peak RSS {:.1} MiB",
+            "    {:.0} req/s, p99 {:.2} ms, at half rate p99 {:.2} ms (own time p99 {}), peak RSS {:.1} MiB",
             peak.rps,
             peak.p99_ms,
             half.p99_ms,
+            half.overhead_ms
+                .map_or("not reported".to_string(), |(_, p99)| format!("{p99:.3} ms")),
             peak_rss_bytes as f64 / 1048576.0
         );
         anyhow::Ok(Measured {
@@ -227,15 +229,16 @@ fn report(results: &[Measured], settings: &load::Settings) -> String {
          warm-up (closed loop), then {} s at half the measured peak rate (open loop); every \
          response checked; {} rounds alternating the gateways, each reported by its median \
          round; subgraphs, load generator and gateway on one machine ({cpus} CPUs, \
-         {cpu_model}).\n\n",
+         {cpu_model}). Own time is what a gateway reports in `Server-Timing` (`gateway;dur=`): \
+         its time per request minus its wait for subgraphs on the critical path.\n\n",
         settings.concurrency,
         settings.duration.as_secs(),
         settings.warmup.as_secs(),
         settings.duration.as_secs(),
         settings.rounds,
     ));
-    out.push_str("| gateway | req/s | req/s range | p50 ms | p95 ms | p99 ms | p99 ms at half rate | errors | peak RSS MiB | req/s vs first | RSS vs first |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| gateway | req/s | req/s range | p50 ms | p95 ms | p99 ms | p99 ms at half rate | own time p50 / p99 ms at half rate | errors | peak RSS MiB | req/s vs first | RSS vs first |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let base = results.first();
     for r in results {
         let (rps_ratio, rss_ratio) = match base {
@@ -246,7 +249,7 @@ fn report(results: &[Measured], settings: &load::Settings) -> String {
             None => (1.0, 1.0),
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.2} | {:.2} |\n",
             r.name,
             r.peak.rps,
             r.rps_range.0,
@@ -255,6 +258,9 @@ fn report(results: &[Measured], settings: &load::Settings) -> String {
             r.peak.p95_ms,
             r.peak.p99_ms,
             r.half.p99_ms,
+            r.half
+                .overhead_ms
+                .map_or("—".to_string(), |(p50, p99)| format!("{p50:.3} / {p99:.3}")),
             r.peak.errors + r.half.errors,
             r.peak_rss_bytes as f64 / 1048576.0,
             rps_ratio,

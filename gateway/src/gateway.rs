@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     /// Extra certificate authorities (PEM) trusted for HTTPS subgraphs, besides the public
     /// web roots.
     pub subgraph_ca_pem: Option<Vec<u8>>,
+    /// Send a `Server-Timing` header with the gateway's own time and the time it waited for
+    /// subgraphs. Off by default: it tells clients how fast the subgraphs are.
+    pub server_timing: bool,
     /// Client headers copied into every subgraph request.
     pub forward_headers: Vec<http::HeaderName>,
     /// Called on the headers of every subgraph request (e.g. to inject W3C trace context).
@@ -63,6 +66,7 @@ impl Default for GatewayConfig {
             url_overrides: HashMap::new(),
             h2c_subgraphs: HashSet::new(),
             subgraph_ca_pem: None,
+            server_timing: false,
             forward_headers: vec![
                 http::header::AUTHORIZATION,
                 http::HeaderName::from_static("traceparent"),
@@ -125,11 +129,15 @@ pub(crate) struct Supergraph {
 
 /// A complete GraphQL response (`data`, `errors`) as JSON text, written without building a
 /// value tree for it.
-pub(crate) struct ResponseJson(pub Vec<u8>);
+pub(crate) struct ResponseJson {
+    pub body: Vec<u8>,
+    /// How long the execution waited for subgraphs along its critical path.
+    pub subgraph_wait: std::time::Duration,
+}
 
 impl ResponseJson {
     pub fn into_value(self) -> Value {
-        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
@@ -467,7 +475,7 @@ impl Gateway {
                 uploads,
             },
         );
-        execution.run(&operation.plan).await;
+        let subgraph_wait = execution.run(&operation.plan).await;
         let (mut data, errors) = execution.into_parts();
 
         let ctx = CollectContext {
@@ -500,7 +508,10 @@ impl Gateway {
             let _ = serde_json::to_writer(&mut body, &all_errors);
         }
         body.push(b'}');
-        ResponseJson(body)
+        ResponseJson {
+            body,
+            subgraph_wait,
+        }
     }
 
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {

@@ -310,3 +310,93 @@ async fn graphql_http_conformance_audits_all_pass() {
     let failed: Vec<&Value> = results.iter().filter(|r| r["status"] != "ok").collect();
     assert!(failed.is_empty(), "audits not passed: {failed:#?}");
 }
+
+/// Answers like `inner`, `delay` later.
+struct Delayed(
+    std::sync::Arc<dyn flowfleet_gateway::SubgraphTransport>,
+    std::time::Duration,
+);
+
+#[async_trait::async_trait]
+impl flowfleet_gateway::SubgraphTransport for Delayed {
+    async fn execute(
+        &self,
+        request: flowfleet_gateway::SubgraphRequest,
+    ) -> Result<flowfleet_gateway::value::Value, flowfleet_gateway::TransportError> {
+        tokio::time::sleep(self.1).await;
+        self.0.execute(request).await
+    }
+}
+
+/// The `name;dur=<ms>` entries of a `Server-Timing` header.
+fn timings(header: &str) -> Vec<(String, f64)> {
+    header
+        .split(',')
+        .filter_map(|metric| {
+            let (name, params) = metric.trim().split_once(';')?;
+            let dur = params.trim().strip_prefix("dur=")?.parse().ok()?;
+            Some((name.to_string(), dur))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_timing_reports_own_time_and_the_critical_path_subgraph_wait_when_enabled() {
+    let delay = std::time::Duration::from_millis(120);
+    let mut transports = in_process_transports();
+    for name in ["products", "inventory"] {
+        let inner = transports.remove(name).expect("transport");
+        transports.insert(name.into(), std::sync::Arc::new(Delayed(inner, delay)));
+    }
+    let query = json!({"query": "{ topProducts(first: 2) { upc inStock } }"}).to_string();
+    let post = |base: String, query: String| async move {
+        let started = std::time::Instant::now();
+        let response = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .header("content-type", "application/json")
+            .body(query)
+            .send()
+            .await
+            .expect("gateway request");
+        let header = response
+            .headers()
+            .get("server-timing")
+            .map(|v| v.to_str().expect("ascii").to_string());
+        let body: Value = response.json().await.expect("json");
+        (header, body, started.elapsed())
+    };
+
+    let quiet = Gateway::new(
+        &fixture("supergraph.graphql"),
+        GatewayConfig::default(),
+        transports.clone(),
+    )
+    .expect("gateway");
+    let (header, body, _) = post(start_gateway(&quiet).await, query.clone()).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(header, None, "off by default");
+
+    let config = GatewayConfig {
+        server_timing: true,
+        ..GatewayConfig::default()
+    };
+    let gateway =
+        Gateway::new(&fixture("supergraph.graphql"), config, transports).expect("gateway");
+    let (header, body, client_total) = post(start_gateway(&gateway).await, query).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let header = header.expect("a Server-Timing header");
+    let entries = timings(&header);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["gateway", "subgraphs"], "{header}");
+    let (own, subgraphs) = (entries[0].1, entries[1].1);
+    // products, then inventory for `inStock`: two delayed calls in sequence.
+    assert!(
+        subgraphs >= 2.0 * delay.as_secs_f64() * 1000.0,
+        "the subgraph wait covers both calls of the sequence: {header}"
+    );
+    assert!(own >= 0.0);
+    assert!(
+        own + subgraphs <= client_total.as_secs_f64() * 1000.0 + 0.01,
+        "the gateway's time fits in what the client waited: {header}, {client_total:?}"
+    );
+}

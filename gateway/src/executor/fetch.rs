@@ -3,7 +3,7 @@
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
@@ -53,7 +53,8 @@ impl GroupInput {
 }
 
 impl Execution<'_> {
-    pub(super) async fn root_fetch(&self, fetch: &RootFetch) {
+    /// Returns how long the subgraph call took.
+    pub(super) async fn root_fetch(&self, fetch: &RootFetch) -> Duration {
         let span = tracing::info_span!("subgraph_fetch", subgraph = %fetch.subgraph, kind = "root");
         // Built inside the span, so a request hook injects this fetch as the parent.
         let request = span.in_scope(|| {
@@ -69,11 +70,14 @@ impl Execution<'_> {
             .first()
             .map(|k| vec![k.as_str().into()])
             .unwrap_or_default();
-        let shared = match self.call(request).instrument(span).await {
+        let called = Instant::now();
+        let response = self.call(request).instrument(span).await;
+        let waited = called.elapsed();
+        let shared = match response {
             Ok(body) => body,
             Err(failure) => {
                 self.push_errors([self.fetch_failed(&fetch.subgraph, failure, error_path)]);
-                return;
+                return waited;
             }
         };
         let mut keep = None;
@@ -84,10 +88,10 @@ impl Execution<'_> {
             self.subgraph_error(&fetch.subgraph, e, path)
         }));
         let Some(mut data) = take_field(&mut body, "data") else {
-            return;
+            return waited;
         };
         if !data.is_object() {
-            return;
+            return waited;
         }
         if !fetch.output_rewrites.is_empty() {
             apply_rewrites(data.to_mut(), &fetch.output_rewrites, self.schema);
@@ -97,14 +101,16 @@ impl Execution<'_> {
             Cow::Owned(data) => deep_merge(&mut merged, data),
             Cow::Borrowed(data) => deep_merge_ref(&mut merged, data),
         }
+        waited
     }
 
-    pub(super) async fn entity_fetch(&self, fetch: &EntityFetch) {
+    /// Returns how long the subgraph call took (zero when there was nothing to fetch).
+    pub(super) async fn entity_fetch(&self, fetch: &EntityFetch) -> Duration {
         let mut inputs = self.collect_representations(fetch);
         let count: usize = inputs.iter().map(|g| g.representations.len()).sum();
         if count == 0 {
             // Nothing to resolve (e.g. every parent is null): no request at all.
-            return;
+            return Duration::ZERO;
         }
         let mut extra = Map::new();
         for (group, input) in fetch.groups.iter().zip(&mut inputs) {
@@ -128,7 +134,10 @@ impl Execution<'_> {
                 extra,
             )
         });
-        let shared = match self.call(request).instrument(span).await {
+        let called = Instant::now();
+        let response = self.call(request).instrument(span).await;
+        let waited = called.elapsed();
+        let shared = match response {
             Ok(body) => body,
             Err(failure) => {
                 let path = fetch
@@ -143,7 +152,7 @@ impl Execution<'_> {
                     })
                     .unwrap_or_default();
                 self.push_errors([self.fetch_failed(&fetch.subgraph, failure, path)]);
-                return;
+                return waited;
             }
         };
 
@@ -175,7 +184,7 @@ impl Execution<'_> {
         self.push_errors(mapped);
 
         let Some(mut data) = take_field(&mut body, "data") else {
-            return;
+            return waited;
         };
         let mut merged = self.data.lock().unwrap_or_else(|p| p.into_inner());
         for (group, input) in fetch.groups.iter().zip(inputs) {
@@ -226,6 +235,7 @@ impl Execution<'_> {
                 );
             }
         }
+        waited
     }
 
     /// The response path of the `visit`-th entity along a group's paths (for errors only).

@@ -121,7 +121,7 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
                     body.push(b',');
                 }
                 match result {
-                    Ok(json) => body.extend_from_slice(&json.0),
+                    Ok(json) => body.extend_from_slice(&json.body),
                     Err(error) => {
                         let _ = serde_json::to_writer(&mut body, &error.to_response());
                     }
@@ -229,7 +229,19 @@ async fn execute(
 ) -> Response {
     let format = response_format(accepted).unwrap_or(ResponseFormat::Json);
     if !accepted.multipart {
-        return single_response(format, gateway.execute_with(request, headers, method).await);
+        let started = std::time::Instant::now();
+        let result = gateway.execute_with(request, headers, method).await;
+        let timing = match &result {
+            Ok(json) if gateway.config().server_timing => {
+                Some(server_timing(started.elapsed(), json.subgraph_wait))
+            }
+            _ => None,
+        };
+        let mut response = single_response(format, result);
+        if let Some(timing) = timing {
+            response.headers_mut().insert("server-timing", timing);
+        }
+        return response;
     }
     match gateway.execute_incremental(request, headers, method).await {
         Ok(Delivery::Single(body)) if accepted.json.is_some() => {
@@ -275,10 +287,24 @@ fn request_from_params(
     })
 }
 
+/// `Server-Timing` for an executed operation: the gateway's own time (parsing, planning,
+/// building requests, merging, projecting: everything but waiting for subgraphs on the
+/// critical path) and the subgraph wait, in milliseconds.
+fn server_timing(total: std::time::Duration, subgraphs: std::time::Duration) -> HeaderValue {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let own = total.saturating_sub(subgraphs);
+    HeaderValue::from_str(&format!(
+        "gateway;dur={:.3}, subgraphs;dur={:.3}",
+        ms(own),
+        ms(subgraphs)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("gateway"))
+}
+
 /// Stage 4 for one operation.
 fn single_response(format: ResponseFormat, result: Result<ResponseJson, RequestError>) -> Response {
     match result {
-        Ok(body) => bytes_response(format, StatusCode::OK, body.0),
+        Ok(json) => bytes_response(format, StatusCode::OK, json.body),
         Err(error) => error_response(format, error),
     }
 }

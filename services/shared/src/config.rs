@@ -202,6 +202,9 @@ pub struct GatewayConfig {
     /// PEM file of extra certificate authorities trusted for HTTPS subgraphs (an internal
     /// CA, a service mesh's); empty trusts only the public web roots.
     pub subgraph_ca_file: String,
+    /// Answer with a `Server-Timing` header (the gateway's own time and its subgraph wait).
+    /// Off by default: it tells clients how fast the subgraphs are.
+    pub server_timing: bool,
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
@@ -329,6 +332,7 @@ impl Default for GatewayConfig {
             reload_interval_ms: 5_000,
             h2c_subgraphs: Vec::new(),
             subgraph_ca_file: String::new(),
+            server_timing: false,
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
         }

@@ -71,6 +71,13 @@ enum Command {
     },
     /// Print a service's Federation v2 subgraph SDL.
     Schema { service: ServiceName },
+    /// Print a new key for `security.secret_keys` (`kid:base64`). Append it to the list to
+    /// rotate: new secrets are sealed with it, older ones still open.
+    SecretKey {
+        /// Key id: letters, digits, `-` or `_`.
+        #[arg(long, default_value = "key-1")]
+        kid: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +116,13 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate => processes::migrate(config).await,
             Command::Compose { out } => processes::compose(config, &out).await,
             Command::Schema { service } => processes::schema(config, service).await,
+            Command::SecretKey { kid } => {
+                println!(
+                    "{}",
+                    flowfleet_shared::secrets::SecretKeyRing::generate_entry(&kid)?
+                );
+                Ok(())
+            }
         }
     })
 }

@@ -169,6 +169,12 @@ pub struct SecurityConfig {
     pub jwt_audience: String,
     /// Lifetime of access tokens, in seconds.
     pub access_token_ttl_secs: u64,
+    /// Keys sealing stored secrets, `kid:base64-of-32-bytes` each (`flowfleet secret-key`
+    /// makes one). Empty in embedded mode: a key is generated into `<data_dir>/secret-keys`.
+    /// Distributed processes must all have the same keys.
+    pub secret_keys: Vec<String>,
+    /// The key id new secrets are sealed with; empty means the last of `secret_keys`.
+    pub active_secret_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +317,8 @@ impl Default for SecurityConfig {
             jwt_issuer: "flowfleet".into(),
             jwt_audience: "flowfleet".into(),
             access_token_ttl_secs: 900,
+            secret_keys: Vec::new(),
+            active_secret_key: String::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What every Flowfleet service needs: configuration, telemetry, the database
 //! handle, events (bus, outbox, consumers), cache, blobs, caller verification,
-//! workspace access checks, gRPC and GraphQL plumbing.
+//! workspace access checks, sealing of stored secrets, gRPC and GraphQL plumbing.
 //!
 //! Infrastructure sits behind small traits chosen by configuration at start-up
 //! ([`Infra::start`]); embedded and distributed modes differ only there.
@@ -19,6 +19,7 @@ pub mod events;
 pub mod grpc;
 pub mod proto;
 pub mod runtime;
+pub mod secrets;
 pub mod subgraph;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod proto;
 pub mod runtime;
 pub mod secrets;
+pub mod sessions;
 pub mod subgraph;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::events::amqp::AmqpBus;
 use crate::events::memory::MemoryBus;
 use crate::events::EventBus;
+use crate::sessions::{MemorySessions, RedisSessions, SessionStore};
 use crate::subgraph::Subgraph;
 
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct Infra {
     pub config: Arc<Config>,
     pub bus: Arc<dyn EventBus>,
     pub cache: Arc<dyn Cache>,
+    /// Refresh-token sessions (shared through Redis when `redis.url` is set).
+    pub sessions: Arc<dyn SessionStore>,
     pub clock: Arc<dyn Clock>,
     pub verifier: Arc<TokenVerifier>,
     pub shutdown: CancellationToken,
@@ -61,6 +64,16 @@ impl Infra {
             } else {
                 Arc::new(MemoryCache::default())
             };
+        let sessions: Arc<dyn SessionStore> =
+            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
+                Arc::new(
+                    RedisSessions::connect(&config.redis.url, &config.redis.key_prefix)
+                        .await
+                        .context("connecting to Redis for sessions (redis.url)")?,
+                )
+            } else {
+                Arc::new(MemorySessions::default())
+            };
         let verifier = Arc::new(TokenVerifier::new(
             jwks,
             &config.security.jwt_issuer,
@@ -70,6 +83,7 @@ impl Infra {
             config,
             bus,
             cache,
+            sessions,
             clock: Arc::new(SystemClock),
             verifier,
             shutdown,

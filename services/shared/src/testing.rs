@@ -211,6 +211,7 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
         config: Arc::new(config),
         bus,
         cache: Arc::new(MemoryCache::default()),
+        sessions: Arc::new(crate::sessions::MemorySessions::default()),
         clock: Arc::new(SystemClock),
         verifier: Arc::new(TokenVerifier::new(
             Arc::new(DeferredJwks::default()),

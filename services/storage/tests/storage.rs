@@ -632,6 +632,7 @@ async fn sizes_above_graphql_int_are_refused_at_start() {
         config: Arc::new(config),
         bus: Arc::new(MemoryBus::new()),
         cache: Arc::new(MemoryCache::default()),
+        sessions: Arc::new(flowfleet_shared::sessions::MemorySessions::default()),
         clock: Arc::new(ManualClock::new(START_MS)),
         verifier: Arc::new(TokenVerifier::new(
             Arc::new(Issuer::new()),

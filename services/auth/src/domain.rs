@@ -78,6 +78,49 @@ impl Name {
     }
 }
 
+/// A refresh token as the client holds it: `rt_` and 256 random bits (base64url). Only its
+/// SHA-256 is stored, so the session store never holds a usable token.
+pub struct RefreshToken(String);
+
+impl RefreshToken {
+    /// A new token from `random` (32 bytes from a CSPRNG).
+    pub fn from_random(random: [u8; 32]) -> RefreshToken {
+        use base64::Engine;
+        RefreshToken(format!(
+            "rt_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        ))
+    }
+
+    /// A token presented by a client; anything not shaped like one is refused as an
+    /// invalid session without touching the store.
+    pub fn parse(raw: &str) -> Result<RefreshToken, ApiError> {
+        let valid = raw.strip_prefix("rt_").is_some_and(|rest| {
+            rest.len() == 43
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if valid {
+            Ok(RefreshToken(raw.to_string()))
+        } else {
+            Err(ApiError::unauthenticated(
+                "this refresh token is not valid; sign in again",
+            ))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The form the session store keeps.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.0.as_bytes()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: Uuid,
@@ -120,6 +163,26 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn refresh_tokens_round_trip_and_only_their_hash_is_kept() {
+        let token = RefreshToken::from_random([7; 32]);
+        let parsed = RefreshToken::parse(token.expose()).expect("a valid token");
+        assert_eq!(parsed.hash(), token.hash());
+        assert_eq!(token.hash().len(), 64);
+        assert!(!token.hash().contains(&token.expose()[3..]));
+        assert_ne!(RefreshToken::from_random([8; 32]).hash(), token.hash());
+        for bad in [
+            "",
+            "rt_",
+            "rt_short",
+            "xx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(RefreshToken::parse(bad).is_err(), "{bad} accepted");
+        }
+        let spaced = format!("{} ", token.expose());
+        assert!(RefreshToken::parse(&spaced).is_err());
     }
 
     #[test]

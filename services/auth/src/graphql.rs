@@ -1,4 +1,5 @@
-//! The auth subgraph: `User` and `Workspace` entities, sign-up, log-in, `me`.
+//! The auth subgraph: `User` and `Workspace` entities, sign-up, log-in, refresh-token
+//! sessions, `me`.
 
 use std::sync::Arc;
 
@@ -6,9 +7,10 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, Result, SimpleO
 use chrono::{DateTime, Utc};
 use flowfleet_shared::clock::{to_datetime, Clock};
 use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::sessions::{Rotation, SessionStore};
 use flowfleet_shared::subgraph::caller;
 
-use crate::domain::{self, Email, Name, Password};
+use crate::domain::{self, Email, Name, Password, RefreshToken};
 use crate::keys::KeyRing;
 use crate::password;
 use crate::store::Store;
@@ -21,6 +23,9 @@ pub struct Ctx {
     pub keys: Arc<KeyRing>,
     pub clock: Arc<dyn Clock>,
     pub token_ttl_secs: u64,
+    pub sessions: Arc<dyn SessionStore>,
+    /// How long a session lives without a refresh.
+    pub refresh_ttl_secs: u64,
 }
 
 pub fn schema(ctx: Ctx) -> AuthSchema {
@@ -118,6 +123,11 @@ pub struct AuthPayload {
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// Exchange it with `refreshSession` for new tokens before the session expires. Each
+    /// refresh token works once: presenting a used one ends the session.
+    pub refresh_token: String,
+    /// Seconds until the session expires unless refreshed.
+    pub refresh_expires_in: u64,
     pub user: UserNode,
 }
 
@@ -177,7 +187,31 @@ impl Query {
 pub struct Mutation;
 
 impl Ctx {
-    async fn payload(&self, user: domain::User) -> Result<AuthPayload, ApiError> {
+    fn refresh_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refresh_ttl_secs)
+    }
+
+    /// Tokens for a new sign-in: a new session family.
+    async fn sign_in(&self, user: domain::User) -> Result<AuthPayload, ApiError> {
+        let refresh = new_refresh_token()?;
+        let family = uuid::Uuid::new_v4().to_string();
+        self.sessions
+            .start(
+                &user.id.to_string(),
+                &family,
+                &refresh.hash(),
+                self.refresh_ttl(),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        self.payload(user, refresh).await
+    }
+
+    async fn payload(
+        &self,
+        user: domain::User,
+        refresh: RefreshToken,
+    ) -> Result<AuthPayload, ApiError> {
         let token = self
             .keys
             .issue(user.id, &user.email)
@@ -187,9 +221,20 @@ impl Ctx {
             access_token: token,
             token_type: "Bearer".into(),
             expires_in: self.token_ttl_secs,
+            refresh_token: refresh.expose().to_string(),
+            refresh_expires_in: self.refresh_ttl_secs,
             user: user.into(),
         })
     }
+}
+
+fn new_refresh_token() -> Result<RefreshToken, ApiError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut random = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| ApiError::internal("the system random number generator failed"))?;
+    Ok(RefreshToken::from_random(random))
 }
 
 #[Object]
@@ -206,7 +251,7 @@ impl Mutation {
             .store
             .create_user(&email, &name, &hash, c.clock.now_ms())
             .await?;
-        Ok(c.payload(user).await?)
+        Ok(c.sign_in(user).await?)
     }
 
     /// Exchanges an e-mail and password for an access token.
@@ -224,8 +269,75 @@ impl Mutation {
         };
         let ok = password::verify(input.password, hash).await?;
         match (user, ok) {
-            (Some(user), true) => Ok(c.payload(user).await?),
+            (Some(user), true) => Ok(c.sign_in(user).await?),
             _ => Err(wrong().into()),
+        }
+    }
+
+    /// Exchanges a refresh token for new tokens. Each refresh token works once; presenting
+    /// one that was already exchanged ends its session (it may have been stolen), and the
+    /// user must sign in again.
+    #[tracing::instrument(skip_all)]
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> Result<AuthPayload> {
+        let c = ctx.data::<Ctx>()?;
+        let presented = RefreshToken::parse(&refresh_token)?;
+        let next = new_refresh_token()?;
+        let rotation = c
+            .sessions
+            .rotate(&presented.hash(), &next.hash(), c.refresh_ttl())
+            .await
+            .map_err(ApiError::internal)?;
+        let (user, family) = match rotation {
+            Rotation::Rotated { user, family } => (user, family),
+            Rotation::Reused { user, family } => {
+                tracing::warn!(%user, %family, "refresh token reused; session ended");
+                return Err(ApiError::unauthenticated(
+                    "this refresh token was already used, so the session has been ended \
+                     for safety; sign in again",
+                )
+                .into());
+            }
+            Rotation::Unknown => {
+                return Err(ApiError::unauthenticated(
+                    "this session has expired or ended; sign in again",
+                )
+                .into())
+            }
+        };
+        let account = match uuid::Uuid::parse_str(&user) {
+            Ok(id) => c.store.user(id).await?,
+            Err(_) => None,
+        };
+        let Some(account) = account else {
+            c.sessions.end(&family).await.map_err(ApiError::internal)?;
+            return Err(ApiError::unauthenticated("this account no longer exists").into());
+        };
+        Ok(c.payload(account, next).await?)
+    }
+
+    /// Ends the session of a refresh token (signing out on this device). Returns whether a
+    /// session was ended; an unknown or expired token has none.
+    #[tracing::instrument(skip_all)]
+    async fn log_out(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
+        let c = ctx.data::<Ctx>()?;
+        let Ok(presented) = RefreshToken::parse(&refresh_token) else {
+            return Ok(false);
+        };
+        let found = c
+            .sessions
+            .family_of(&presented.hash())
+            .await
+            .map_err(ApiError::internal)?;
+        match found {
+            Some((_, family)) => {
+                c.sessions.end(&family).await.map_err(ApiError::internal)?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 

@@ -47,6 +47,8 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         keys: keys.clone(),
         clock: infra.clock.clone(),
         token_ttl_secs: sec.access_token_ttl_secs,
+        sessions: infra.sessions.clone(),
+        refresh_ttl_secs: sec.refresh_token_ttl_secs,
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),

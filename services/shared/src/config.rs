@@ -169,6 +169,9 @@ pub struct SecurityConfig {
     pub jwt_audience: String,
     /// Lifetime of access tokens, in seconds.
     pub access_token_ttl_secs: u64,
+    /// How long a sign-in lasts without being refreshed, in seconds: each refresh token
+    /// rotation extends the session by this much.
+    pub refresh_token_ttl_secs: u64,
     /// Keys sealing stored secrets, `kid:base64-of-32-bytes` each (`flowfleet secret-key`
     /// makes one). Empty in embedded mode: a key is generated into `<data_dir>/secret-keys`.
     /// Distributed processes must all have the same keys.
@@ -317,6 +320,7 @@ impl Default for SecurityConfig {
             jwt_issuer: "flowfleet".into(),
             jwt_audience: "flowfleet".into(),
             access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
             secret_keys: Vec::new(),
             active_secret_key: String::new(),
         }

@@ -319,6 +319,35 @@ impl Mutation {
         Ok(c.payload(account, next).await?)
     }
 
+    /// Changes the caller's password after checking the current one. Every session of the
+    /// account ends (other devices must sign in again with the new password); the answer
+    /// is a new session for this device.
+    #[tracing::instrument(skip_all)]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<AuthPayload> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let Some((user, hash)) = c.store.credentials_of(me.user_id).await? else {
+            return Err(ApiError::unauthenticated("this account no longer exists").into());
+        };
+        if !password::verify(current_password, hash).await? {
+            return Err(ApiError::unauthenticated("the current password is wrong").into());
+        }
+        let new_hash = password::hash(Password::parse(&new_password)?).await?;
+        c.store.set_password_hash(user.id, &new_hash).await?;
+        let ended = c
+            .sessions
+            .end_all(&user.id.to_string(), None)
+            .await
+            .map_err(ApiError::internal)?;
+        tracing::info!(user = %user.id, sessions_ended = ended, "password changed");
+        Ok(c.sign_in(user).await?)
+    }
+
     /// Ends the session of a refresh token (signing out on this device). Returns whether a
     /// session was ended; an unknown or expired token has none.
     #[tracing::instrument(skip_all)]

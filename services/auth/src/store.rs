@@ -106,6 +106,28 @@ impl Store {
             .transpose()
     }
 
+    /// The user and password hash of an account, by id.
+    pub async fn credentials_of(&self, id: Uuid) -> Result<Option<(User, String)>, ApiError> {
+        let row = sqlx::query(
+            "SELECT id, email, name, created_at, password_hash FROM users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    /// Replaces an account's password hash; `false` when the account does not exist.
+    pub async fn set_password_hash(&self, id: Uuid, hash: &str) -> Result<bool, ApiError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id.to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, ApiError> {
         let row = sqlx::query("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())

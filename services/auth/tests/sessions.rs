@@ -141,3 +141,121 @@ async fn refresh_tokens_rotate_reuse_ends_the_session_and_log_out_ends_one() {
         }
     }
 }
+
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
+    use flowfleet_shared::auth::DeferredJwks;
+    for backend in Backend::all() {
+        let name = backend.name();
+        let env = backend.start().await;
+        let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
+        // The subgraph verifies callers' access tokens with the service's own keys.
+        let jwks = Arc::new(DeferredJwks::default());
+        let infra = flowfleet_shared::Infra {
+            verifier: Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet")),
+            ..env.infra.clone()
+        };
+        let auth = build(&infra, db).await.expect("auth service");
+        jwks.set(auth.keys.clone());
+
+        let signed_up = run(
+            &auth,
+            &format!(
+                "mutation {{ signUp(input: {{email: \"bo@example.com\", password: \"first password\", name: \"Bo\"}}) {{ {PAYLOAD} }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+        let here = signed_up["data"]["signUp"].clone();
+        let log_in = |password: &str| {
+            format!(
+                "mutation {{ logIn(input: {{email: \"bo@example.com\", password: \"{password}\"}}) {{ {PAYLOAD} }} }}"
+            )
+        };
+        let elsewhere = run(&auth, &log_in("first password"), json!({})).await["data"]["logIn"]
+            ["refreshToken"]
+            .clone();
+        let change = |current: &str, new: &str| {
+            format!(
+                "mutation {{ changePassword(currentPassword: \"{current}\", newPassword: \"{new}\") {{ {PAYLOAD} }} }}"
+            )
+        };
+        let as_user = |token: &Value| {
+            let mut headers = http::HeaderMap::new();
+            let bearer = format!("Bearer {}", token.as_str().expect("access token"));
+            headers.insert("authorization", bearer.parse().expect("header"));
+            headers
+        };
+        let with_headers = |query: String, headers: http::HeaderMap| {
+            let auth = &auth;
+            async move {
+                auth.parts
+                    .subgraph
+                    .execute(
+                        GraphQLBody {
+                            query,
+                            operation_name: None,
+                            variables: None,
+                        },
+                        &headers,
+                    )
+                    .await
+            }
+        };
+
+        // Anonymous, or with the wrong current password: refused, nothing changes.
+        let anonymous = with_headers(
+            change("first password", "second password"),
+            http::HeaderMap::new(),
+        )
+        .await;
+        assert_eq!(code(&anonymous), "UNAUTHENTICATED", "{name}: {anonymous}");
+        let wrong = with_headers(
+            change("not my password", "second password"),
+            as_user(&here["accessToken"]),
+        )
+        .await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED", "{name}: {wrong}");
+        let weak = with_headers(
+            change("first password", "short"),
+            as_user(&here["accessToken"]),
+        )
+        .await;
+        assert_eq!(code(&weak), "BAD_USER_INPUT", "{name}: {weak}");
+        assert!(
+            refresh(&auth, &elsewhere).await["data"]["refreshSession"].is_object(),
+            "{name}"
+        );
+        let elsewhere = run(&auth, &log_in("first password"), json!({})).await["data"]["logIn"]
+            ["refreshToken"]
+            .clone();
+
+        let changed = with_headers(
+            change("first password", "second password"),
+            as_user(&here["accessToken"]),
+        )
+        .await;
+        let fresh = &changed["data"]["changePassword"];
+        assert!(fresh["refreshToken"].is_string(), "{name}: {changed}");
+        // Every earlier session ended, this device's included; the new one works.
+        for old in [&here["refreshToken"], &elsewhere] {
+            assert_eq!(
+                code(&refresh(&auth, old).await),
+                "UNAUTHENTICATED",
+                "{name}"
+            );
+        }
+        assert!(
+            refresh(&auth, &fresh["refreshToken"]).await["data"]["refreshSession"].is_object(),
+            "{name}"
+        );
+        // Only the new password signs in.
+        let old = run(&auth, &log_in("first password"), json!({})).await;
+        assert_eq!(code(&old), "UNAUTHENTICATED", "{name}: {old}");
+        let new = run(&auth, &log_in("second password"), json!({})).await;
+        assert!(
+            new["data"]["logIn"]["accessToken"].is_string(),
+            "{name}: {new}"
+        );
+    }
+}

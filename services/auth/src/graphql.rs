@@ -6,6 +6,8 @@ use std::sync::Arc;
 use async_graphql::{ComplexObject, Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::counters::Counters;
+use flowfleet_shared::error::ErrorCode;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::sessions::{Rotation, SessionStore};
 use flowfleet_shared::subgraph::caller;
@@ -26,6 +28,15 @@ pub struct Ctx {
     pub sessions: Arc<dyn SessionStore>,
     /// How long a session lives without a refresh.
     pub refresh_ttl_secs: u64,
+    pub counters: Arc<dyn Counters>,
+    pub login_throttle: LoginThrottle,
+}
+
+/// Sign-in attempts allowed per account and window.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    pub max_failures: u64,
+    pub window: std::time::Duration,
 }
 
 pub fn schema(ctx: Ctx) -> AuthSchema {
@@ -254,12 +265,35 @@ impl Mutation {
         Ok(c.sign_in(user).await?)
     }
 
-    /// Exchanges an e-mail and password for an access token.
+    /// Exchanges an e-mail and password for an access token. After
+    /// `security.login_max_failures` failures within `security.login_lockout_secs`, the
+    /// account's sign-in is locked until that window closes (`RATE_LIMITED`).
     #[tracing::instrument(skip_all)]
     async fn log_in(&self, ctx: &Context<'_>, input: LogInInput) -> Result<AuthPayload> {
         let c = ctx.data::<Ctx>()?;
         let wrong = || ApiError::unauthenticated("wrong e-mail or password");
         let email = Email::parse(&input.email).map_err(|_| wrong())?;
+        // Counted before the check, so concurrent guesses cannot slip past the limit;
+        // unknown e-mails count too, so a lockout does not reveal which accounts exist.
+        let throttle = c.login_throttle;
+        let key = format!("login:account:{}", email.as_str());
+        let attempt = c
+            .counters
+            .hit(&key, throttle.window)
+            .await
+            .map_err(ApiError::internal)?;
+        let locked = || {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many failed sign-ins for this account; try again in {} seconds",
+                    attempt.resets_in.as_secs().max(1)
+                ),
+            )
+        };
+        if attempt.hits > throttle.max_failures {
+            return Err(locked().into());
+        }
         let found = c.store.credentials(&email).await?;
         // Verify against a real hash even for unknown accounts, so timing does
         // not reveal which e-mails have accounts.
@@ -269,7 +303,14 @@ impl Mutation {
         };
         let ok = password::verify(input.password, hash).await?;
         match (user, ok) {
-            (Some(user), true) => Ok(c.sign_in(user).await?),
+            (Some(user), true) => {
+                c.counters.reset(&key).await.map_err(ApiError::internal)?;
+                Ok(c.sign_in(user).await?)
+            }
+            _ if attempt.hits >= throttle.max_failures => {
+                tracing::warn!(failures = attempt.hits, "sign-in locked for an account");
+                Err(locked().into())
+            }
             _ => Err(wrong().into()),
         }
     }

@@ -49,6 +49,11 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         token_ttl_secs: sec.access_token_ttl_secs,
         sessions: infra.sessions.clone(),
         refresh_ttl_secs: sec.refresh_token_ttl_secs,
+        counters: infra.counters.clone(),
+        login_throttle: graphql::LoginThrottle {
+            max_failures: sec.login_max_failures.max(1),
+            window: std::time::Duration::from_secs(sec.login_lockout_secs.max(1)),
+        },
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),

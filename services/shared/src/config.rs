@@ -172,6 +172,10 @@ pub struct SecurityConfig {
     /// How long a sign-in lasts without being refreshed, in seconds: each refresh token
     /// rotation extends the session by this much.
     pub refresh_token_ttl_secs: u64,
+    /// Failed sign-ins allowed per account within `login_lockout_secs`; more lock the
+    /// account's sign-in until that window closes.
+    pub login_max_failures: u64,
+    pub login_lockout_secs: u64,
     /// Keys sealing stored secrets, `kid:base64-of-32-bytes` each (`flowfleet secret-key`
     /// makes one). Empty in embedded mode: a key is generated into `<data_dir>/secret-keys`.
     /// Distributed processes must all have the same keys.
@@ -321,6 +325,8 @@ impl Default for SecurityConfig {
             jwt_audience: "flowfleet".into(),
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_max_failures: 5,
+            login_lockout_secs: 15 * 60,
             secret_keys: Vec::new(),
             active_secret_key: String::new(),
         }

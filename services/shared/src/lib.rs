@@ -12,6 +12,7 @@ pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod definition;
 pub mod error;

@@ -16,6 +16,7 @@ use crate::auth::{JwksSource, TokenVerifier};
 use crate::cache::{Cache, MemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Mode, ServiceName};
+use crate::counters::{Counters, MemoryCounters, RedisCounters};
 use crate::db::Db;
 use crate::events::amqp::AmqpBus;
 use crate::events::memory::MemoryBus;
@@ -30,6 +31,8 @@ pub struct Infra {
     pub cache: Arc<dyn Cache>,
     /// Refresh-token sessions (shared through Redis when `redis.url` is set).
     pub sessions: Arc<dyn SessionStore>,
+    /// Expiring counters for throttling (shared through Redis when `redis.url` is set).
+    pub counters: Arc<dyn Counters>,
     pub clock: Arc<dyn Clock>,
     pub verifier: Arc<TokenVerifier>,
     pub shutdown: CancellationToken,
@@ -74,6 +77,16 @@ impl Infra {
             } else {
                 Arc::new(MemorySessions::default())
             };
+        let counters: Arc<dyn Counters> =
+            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
+                Arc::new(
+                    RedisCounters::connect(&config.redis.url, &config.redis.key_prefix)
+                        .await
+                        .context("connecting to Redis for counters (redis.url)")?,
+                )
+            } else {
+                Arc::new(MemoryCounters::default())
+            };
         let verifier = Arc::new(TokenVerifier::new(
             jwks,
             &config.security.jwt_issuer,
@@ -84,6 +97,7 @@ impl Infra {
             bus,
             cache,
             sessions,
+            counters,
             clock: Arc::new(SystemClock),
             verifier,
             shutdown,

@@ -212,6 +212,7 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
         bus,
         cache: Arc::new(MemoryCache::default()),
         sessions: Arc::new(crate::sessions::MemorySessions::default()),
+        counters: Arc::new(crate::counters::MemoryCounters::default()),
         clock: Arc::new(SystemClock),
         verifier: Arc::new(TokenVerifier::new(
             Arc::new(DeferredJwks::default()),

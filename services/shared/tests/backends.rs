@@ -310,3 +310,31 @@ async fn sessions_rotate_once_detect_reuse_and_end() {
         );
     }
 }
+
+#[tokio::test]
+async fn counters_count_within_a_window_then_start_again() {
+    for backend in Backend::all() {
+        let infra = backend.start().await;
+        let counters = &infra.infra.counters;
+        let name = backend.name();
+        let window = Duration::from_millis(400);
+        assert_eq!(counters.peek("a").await.unwrap(), None, "{name}");
+        for expected in 1..=3 {
+            let count = counters.hit("a", window).await.unwrap();
+            assert_eq!(count.hits, expected, "{name}");
+            assert!(count.resets_in <= window, "{name}");
+        }
+        assert_eq!(counters.hit("b", window).await.unwrap().hits, 1, "{name}");
+        assert_eq!(
+            counters.peek("a").await.unwrap().map(|c| c.hits),
+            Some(3),
+            "{name}"
+        );
+        counters.reset("b").await.unwrap();
+        assert_eq!(counters.peek("b").await.unwrap(), None, "{name}");
+        // The window closes; counting starts again.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(counters.peek("a").await.unwrap(), None, "{name}");
+        assert_eq!(counters.hit("a", window).await.unwrap().hits, 1, "{name}");
+    }
+}

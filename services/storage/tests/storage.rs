@@ -633,6 +633,7 @@ async fn sizes_above_graphql_int_are_refused_at_start() {
         bus: Arc::new(MemoryBus::new()),
         cache: Arc::new(MemoryCache::default()),
         sessions: Arc::new(flowfleet_shared::sessions::MemorySessions::default()),
+        counters: Arc::new(flowfleet_shared::counters::MemoryCounters::default()),
         clock: Arc::new(ManualClock::new(START_MS)),
         verifier: Arc::new(TokenVerifier::new(
             Arc::new(Issuer::new()),

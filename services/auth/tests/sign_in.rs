@@ -1,6 +1,7 @@
-//! Sign-in sessions on every backend of `Backend::all()`: in memory (embedded) and in Redis
-//! (distributed). Refresh tokens rotate on use, a reused one ends its session, log-out ends
-//! one session, and every access token they give verifies as the right user.
+//! Signing in, on every backend of `Backend::all()`: sessions and counters in memory
+//! (embedded) and in Redis (distributed). Refresh tokens rotate on use, a reused one ends its
+//! session, log-out ends one session, every access token they give verifies as the right
+//! user; changing the password ends every session; repeated failures lock sign-in.
 
 use std::sync::Arc;
 
@@ -256,6 +257,97 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
         assert!(
             new["data"]["logIn"]["accessToken"].is_string(),
             "{name}: {new}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
+    for backend in Backend::all() {
+        let name = backend.name();
+        let env = backend.start().await;
+        let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
+        let mut config = (*env.infra.config).clone();
+        config.security.login_max_failures = 3;
+        config.security.login_lockout_secs = 2;
+        let infra = flowfleet_shared::Infra {
+            config: Arc::new(config),
+            ..env.infra.clone()
+        };
+        let auth = build(&infra, db).await.expect("auth service");
+        for (email, who) in [("cy@example.com", "Cy"), ("di@example.com", "Di")] {
+            let signed_up = run(
+                &auth,
+                &format!(
+                    "mutation {{ signUp(input: {{email: \"{email}\", password: \"right password\", name: \"{who}\"}}) {{ accessToken }} }}"
+                ),
+                json!({}),
+            )
+            .await;
+            assert!(
+                signed_up["data"]["signUp"]["accessToken"].is_string(),
+                "{name}: {signed_up}"
+            );
+        }
+        let log_in = |email: &str, password: &str| {
+            let query = format!(
+                "mutation {{ logIn(input: {{email: \"{email}\", password: \"{password}\"}}) {{ accessToken }} }}"
+            );
+            let auth = &auth;
+            async move { run(auth, &query, json!({})).await }
+        };
+
+        // A success resets the count: two failures, a success, two more failures are fine.
+        for _ in 0..2 {
+            assert_eq!(
+                code(&log_in("cy@example.com", "guess").await),
+                "UNAUTHENTICATED",
+                "{name}"
+            );
+        }
+        assert!(
+            log_in("cy@example.com", "right password").await["data"]["logIn"].is_object(),
+            "{name}"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                code(&log_in("cy@example.com", "guess").await),
+                "UNAUTHENTICATED",
+                "{name}"
+            );
+        }
+        // The third failure in the window locks; then even the right password is refused.
+        let third = log_in("cy@example.com", "guess").await;
+        assert_eq!(code(&third), "RATE_LIMITED", "{name}: {third}");
+        let locked = log_in("cy@example.com", "right password").await;
+        assert_eq!(code(&locked), "RATE_LIMITED", "{name}: {locked}");
+        assert_eq!(locked["data"], Value::Null, "{name}");
+        assert!(
+            locked["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("try again in")),
+            "{name}: {locked}"
+        );
+        // Other accounts are not affected, and unknown e-mails lock the same way.
+        assert!(
+            log_in("di@example.com", "right password").await["data"]["logIn"].is_object(),
+            "{name}"
+        );
+        for _ in 0..3 {
+            log_in("nobody@example.com", "guess").await;
+        }
+        assert_eq!(
+            code(&log_in("nobody@example.com", "guess").await),
+            "RATE_LIMITED",
+            "{name}"
+        );
+
+        // The lock lifts when the window closes.
+        tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+        let later = log_in("cy@example.com", "right password").await;
+        assert!(
+            later["data"]["logIn"]["accessToken"].is_string(),
+            "{name}: {later}"
         );
     }
 }

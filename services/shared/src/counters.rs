@@ -36,21 +36,30 @@ pub trait Counters: Send + Sync + 'static {
 /// Counters in this process (embedded mode).
 #[derive(Default)]
 pub struct MemoryCounters {
-    state: Mutex<(HashMap<String, (u64, Instant)>, u64)>,
+    state: Mutex<Windows>,
+}
+
+/// Per key: the hits so far and when the window closes.
+#[derive(Default)]
+struct Windows {
+    open: HashMap<String, (u64, Instant)>,
+    operations: u64,
 }
 
 #[async_trait]
 impl Counters for MemoryCounters {
     async fn hit(&self, key: &str, window: Duration) -> Result<Count, CounterError> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, operations) = &mut *guard;
+        let mut windows = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Expired windows are dropped now and then, so unused keys do not pile up.
-        *operations += 1;
-        if operations.is_multiple_of(1024) {
-            map.retain(|_, (_, closes)| *closes > now);
+        windows.operations += 1;
+        if windows.operations.is_multiple_of(1024) {
+            windows.open.retain(|_, (_, closes)| *closes > now);
         }
-        let entry = map.entry(key.to_string()).or_insert((0, now + window));
+        let entry = windows
+            .open
+            .entry(key.to_string())
+            .or_insert((0, now + window));
         if entry.1 <= now {
             *entry = (0, now + window);
         }
@@ -65,7 +74,7 @@ impl Counters for MemoryCounters {
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         Ok(guard
-            .0
+            .open
             .get(key)
             .filter(|(_, closes)| *closes > now)
             .map(|(hits, closes)| Count {
@@ -78,7 +87,7 @@ impl Counters for MemoryCounters {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .0
+            .open
             .remove(key);
         Ok(())
     }

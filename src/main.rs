@@ -7,6 +7,7 @@
 
 mod dev;
 mod fleet;
+mod jwks;
 mod processes;
 
 use std::path::PathBuf;

@@ -241,10 +241,13 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
             async move { stop.cancelled().await },
         ));
     }
-    let router = gateway.router().route(
-        "/metrics",
-        get(flowfleet_shared::telemetry::metrics_endpoint),
-    );
+    let router = gateway
+        .router()
+        .route(
+            "/metrics",
+            get(flowfleet_shared::telemetry::metrics_endpoint),
+        )
+        .merge(crate::jwks::route(remote_jwks(&config)));
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -213,27 +213,7 @@ async fn cross_six_subgraph_query_across_processes() {
 
     // The gateway process publishes the auth service's signing keys, including the one
     // that signed this session's access token.
-    let jwks = reqwest::get(url.replace("/graphql", "/.well-known/jwks.json"))
-        .await
-        .unwrap();
-    assert!(jwks.status().is_success());
-    let jwks: serde_json::Value = jwks.json().await.unwrap();
-    let token = c.token.as_deref().unwrap();
-    let header = token.split('.').next().unwrap();
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
-            .expect("a JWT header is base64url"),
-    )
-    .unwrap();
-    assert!(
-        jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k["kid"] == header["kid"]),
-        "{jwks} lacks the key {}",
-        header["kid"]
-    );
+    assert_jwks_lists_the_signing_key(&url, c.token.as_deref().unwrap()).await;
 
     // The gateway process serves Prometheus metrics.
     let gateway_metrics = reqwest::get(url.replace("/graphql", "/metrics"))

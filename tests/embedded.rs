@@ -41,27 +41,7 @@ async fn cross_six_subgraph_query_and_restart_keeps_data() {
         .await;
     assert!(login["logIn"]["accessToken"].as_str().unwrap().len() > 20);
     // The signing keys are published at the same address, the persisted one included.
-    let jwks: serde_json::Value = reqwest::get(url.replace("/graphql", "/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = c.token.as_deref().unwrap();
-    let header = token.split('.').next().unwrap();
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
-            .expect("a JWT header is base64url"),
-    )
-    .unwrap();
-    assert!(
-        jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k["kid"] == header["kid"]),
-        "{jwks}"
-    );
+    assert_jwks_lists_the_signing_key(&url, c.token.as_deref().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

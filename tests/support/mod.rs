@@ -292,3 +292,30 @@ pub fn assert_cross_six(data: &Value, wf: &str) {
     assert_eq!(w["stats"]["succeeded"], 1);
     assert_eq!(w["stats"]["successRate"], 1.0);
 }
+
+/// `GET /.well-known/jwks.json` beside the GraphQL `url` answers, and lists the key (`kid`)
+/// that signed `token`.
+pub async fn assert_jwks_lists_the_signing_key(url: &str, token: &str) {
+    use base64::Engine as _;
+    let response = reqwest::get(url.replace("/graphql", "/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let jwks: Value = response.json().await.unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .expect("a JWT header is base64url"),
+    )
+    .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"]),
+        "{jwks} lacks the key {}",
+        header["kid"]
+    );
+}

@@ -95,25 +95,30 @@ impl Store {
     }
 
     /// The user and their password hash, by e-mail.
+    /// The user and password hash of an account, by e-mail.
     pub async fn credentials(&self, email: &Email) -> Result<Option<(User, String)>, ApiError> {
-        let row = sqlx::query(
-            "SELECT id, email, name, created_at, password_hash FROM users WHERE email = $1",
-        )
-        .bind(email.as_str())
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?)))
-            .transpose()
+        self.credentials_where("email", email.as_str().to_string())
+            .await
     }
 
     /// The user and password hash of an account, by id.
     pub async fn credentials_of(&self, id: Uuid) -> Result<Option<(User, String)>, ApiError> {
-        let row = sqlx::query(
-            "SELECT id, email, name, created_at, password_hash FROM users WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(self.db.pool())
-        .await?;
+        self.credentials_where("id", id.to_string()).await
+    }
+
+    /// The account whose `column` (a unique column of `users`) is `value`, with its hash.
+    async fn credentials_where(
+        &self,
+        column: &'static str,
+        value: String,
+    ) -> Result<Option<(User, String)>, ApiError> {
+        let sql = format!(
+            "SELECT id, email, name, created_at, password_hash FROM users WHERE {column} = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?)))
             .transpose()
     }

@@ -15,6 +15,16 @@ use serde_json::{json, Value};
 const PAYLOAD: &str = "accessToken refreshToken refreshExpiresIn expiresIn user { id }";
 
 async fn run(auth: &flowfleet_auth::Auth, query: &str, variables: Value) -> Value {
+    run_with(auth, query, variables, &http::HeaderMap::new()).await
+}
+
+/// [`run`] with request headers (an `Authorization` for a signed-in caller).
+async fn run_with(
+    auth: &flowfleet_auth::Auth,
+    query: &str,
+    variables: Value,
+    headers: &http::HeaderMap,
+) -> Value {
     auth.parts
         .subgraph
         .execute(
@@ -23,7 +33,7 @@ async fn run(auth: &flowfleet_auth::Auth, query: &str, variables: Value) -> Valu
                 operation_name: None,
                 variables: Some(variables),
             },
-            &http::HeaderMap::new(),
+            headers,
         )
         .await
 }
@@ -32,6 +42,26 @@ fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("")
+}
+
+/// The response to `signUp`, selecting the whole payload.
+async fn sign_up(auth: &flowfleet_auth::Auth, email: &str, password: &str, name: &str) -> Value {
+    run(
+        auth,
+        &format!("mutation($i: SignUpInput!) {{ signUp(input: $i) {{ {PAYLOAD} }} }}"),
+        json!({"i": {"email": email, "password": password, "name": name}}),
+    )
+    .await
+}
+
+/// The response to `logIn`, selecting the whole payload.
+async fn log_in(auth: &flowfleet_auth::Auth, email: &str, password: &str) -> Value {
+    run(
+        auth,
+        &format!("mutation($i: LogInInput!) {{ logIn(input: $i) {{ {PAYLOAD} }} }}"),
+        json!({"i": {"email": email, "password": password}}),
+    )
+    .await
 }
 
 async fn refresh(auth: &flowfleet_auth::Auth, token: &Value) -> Value {
@@ -56,14 +86,7 @@ async fn refresh_tokens_rotate_reuse_ends_the_session_and_log_out_ends_one() {
             "flowfleet",
         );
 
-        let signed_up = run(
-            &auth,
-            &format!(
-                "mutation {{ signUp(input: {{email: \"ada@example.com\", password: \"correct horse\", name: \"Ada\"}}) {{ {PAYLOAD} }} }}"
-            ),
-            json!({}),
-        )
-        .await;
+        let signed_up = sign_up(&auth, "ada@example.com", "correct horse", "Ada").await;
         let first = &signed_up["data"]["signUp"];
         let user = first["user"]["id"].as_str().expect("user id").to_string();
         assert!(
@@ -101,11 +124,12 @@ async fn refresh_tokens_rotate_reuse_ends_the_session_and_log_out_ends_one() {
         assert_eq!(after["data"], Value::Null, "{name}");
 
         // Two sign-ins are two sessions: logging out of one leaves the other.
-        let log_in = format!(
-            "mutation {{ logIn(input: {{email: \"ada@example.com\", password: \"correct horse\"}}) {{ {PAYLOAD} }} }}"
-        );
-        let phone = run(&auth, &log_in, json!({})).await["data"]["logIn"]["refreshToken"].clone();
-        let laptop = run(&auth, &log_in, json!({})).await["data"]["logIn"]["refreshToken"].clone();
+        let phone = log_in(&auth, "ada@example.com", "correct horse").await["data"]["logIn"]
+            ["refreshToken"]
+            .clone();
+        let laptop = log_in(&auth, "ada@example.com", "correct horse").await["data"]["logIn"]
+            ["refreshToken"]
+            .clone();
         let out = run(
             &auth,
             "mutation($t: String!) { logOut(refreshToken: $t) }",
@@ -159,21 +183,9 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
         let auth = build(&infra, db).await.expect("auth service");
         jwks.set(auth.keys.clone());
 
-        let signed_up = run(
-            &auth,
-            &format!(
-                "mutation {{ signUp(input: {{email: \"bo@example.com\", password: \"first password\", name: \"Bo\"}}) {{ {PAYLOAD} }} }}"
-            ),
-            json!({}),
-        )
-        .await;
-        let here = signed_up["data"]["signUp"].clone();
-        let log_in = |password: &str| {
-            format!(
-                "mutation {{ logIn(input: {{email: \"bo@example.com\", password: \"{password}\"}}) {{ {PAYLOAD} }} }}"
-            )
-        };
-        let elsewhere = run(&auth, &log_in("first password"), json!({})).await["data"]["logIn"]
+        let here = sign_up(&auth, "bo@example.com", "first password", "Bo").await["data"]["signUp"]
+            .clone();
+        let elsewhere = log_in(&auth, "bo@example.com", "first password").await["data"]["logIn"]
             ["refreshToken"]
             .clone();
         let change = |current: &str, new: &str| {
@@ -189,19 +201,7 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
         };
         let with_headers = |query: String, headers: http::HeaderMap| {
             let auth = &auth;
-            async move {
-                auth.parts
-                    .subgraph
-                    .execute(
-                        GraphQLBody {
-                            query,
-                            operation_name: None,
-                            variables: None,
-                        },
-                        &headers,
-                    )
-                    .await
-            }
+            async move { run_with(auth, &query, json!({}), &headers).await }
         };
 
         // Anonymous, or with the wrong current password: refused, nothing changes.
@@ -227,7 +227,7 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
             refresh(&auth, &elsewhere).await["data"]["refreshSession"].is_object(),
             "{name}"
         );
-        let elsewhere = run(&auth, &log_in("first password"), json!({})).await["data"]["logIn"]
+        let elsewhere = log_in(&auth, "bo@example.com", "first password").await["data"]["logIn"]
             ["refreshToken"]
             .clone();
 
@@ -251,9 +251,9 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
             "{name}"
         );
         // Only the new password signs in.
-        let old = run(&auth, &log_in("first password"), json!({})).await;
+        let old = log_in(&auth, "bo@example.com", "first password").await;
         assert_eq!(code(&old), "UNAUTHENTICATED", "{name}: {old}");
-        let new = run(&auth, &log_in("second password"), json!({})).await;
+        let new = log_in(&auth, "bo@example.com", "second password").await;
         assert!(
             new["data"]["logIn"]["accessToken"].is_string(),
             "{name}: {new}"
@@ -276,50 +276,36 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         };
         let auth = build(&infra, db).await.expect("auth service");
         for (email, who) in [("cy@example.com", "Cy"), ("di@example.com", "Di")] {
-            let signed_up = run(
-                &auth,
-                &format!(
-                    "mutation {{ signUp(input: {{email: \"{email}\", password: \"right password\", name: \"{who}\"}}) {{ accessToken }} }}"
-                ),
-                json!({}),
-            )
-            .await;
+            let signed_up = sign_up(&auth, email, "right password", who).await;
             assert!(
                 signed_up["data"]["signUp"]["accessToken"].is_string(),
                 "{name}: {signed_up}"
             );
         }
-        let log_in = |email: &str, password: &str| {
-            let query = format!(
-                "mutation {{ logIn(input: {{email: \"{email}\", password: \"{password}\"}}) {{ accessToken }} }}"
-            );
-            let auth = &auth;
-            async move { run(auth, &query, json!({})).await }
-        };
 
         // A success resets the count: two failures, a success, two more failures are fine.
         for _ in 0..2 {
             assert_eq!(
-                code(&log_in("cy@example.com", "guess").await),
+                code(&log_in(&auth, "cy@example.com", "guess").await),
                 "UNAUTHENTICATED",
                 "{name}"
             );
         }
         assert!(
-            log_in("cy@example.com", "right password").await["data"]["logIn"].is_object(),
+            log_in(&auth, "cy@example.com", "right password").await["data"]["logIn"].is_object(),
             "{name}"
         );
         for _ in 0..2 {
             assert_eq!(
-                code(&log_in("cy@example.com", "guess").await),
+                code(&log_in(&auth, "cy@example.com", "guess").await),
                 "UNAUTHENTICATED",
                 "{name}"
             );
         }
         // The third failure in the window locks; then even the right password is refused.
-        let third = log_in("cy@example.com", "guess").await;
+        let third = log_in(&auth, "cy@example.com", "guess").await;
         assert_eq!(code(&third), "RATE_LIMITED", "{name}: {third}");
-        let locked = log_in("cy@example.com", "right password").await;
+        let locked = log_in(&auth, "cy@example.com", "right password").await;
         assert_eq!(code(&locked), "RATE_LIMITED", "{name}: {locked}");
         assert_eq!(locked["data"], Value::Null, "{name}");
         assert!(
@@ -330,21 +316,21 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         );
         // Other accounts are not affected, and unknown e-mails lock the same way.
         assert!(
-            log_in("di@example.com", "right password").await["data"]["logIn"].is_object(),
+            log_in(&auth, "di@example.com", "right password").await["data"]["logIn"].is_object(),
             "{name}"
         );
         for _ in 0..3 {
-            log_in("nobody@example.com", "guess").await;
+            log_in(&auth, "nobody@example.com", "guess").await;
         }
         assert_eq!(
-            code(&log_in("nobody@example.com", "guess").await),
+            code(&log_in(&auth, "nobody@example.com", "guess").await),
             "RATE_LIMITED",
             "{name}"
         );
 
         // The lock lifts when the window closes.
         tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
-        let later = log_in("cy@example.com", "right password").await;
+        let later = log_in(&auth, "cy@example.com", "right password").await;
         assert!(
             later["data"]["logIn"]["accessToken"].is_string(),
             "{name}: {later}"

@@ -73,16 +73,24 @@ pub struct RedisCache {
     prefix: String,
 }
 
+/// A TTL in whole milliseconds for Redis, at least one (Redis refuses zero).
+pub(crate) fn redis_millis(ttl: Duration) -> u64 {
+    ttl.as_millis().max(1) as u64
+}
+
+/// One connection to Redis (reconnecting by itself), shared by the cache, the sessions and
+/// the counters of a process.
+pub async fn redis_connection(url: &str) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    redis::aio::ConnectionManager::new(redis::Client::open(url)?).await
+}
+
 impl RedisCache {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url).map_err(|e| CacheError(e.to_string()))?;
-        let conn = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(|e| CacheError(e.to_string()))?;
-        Ok(RedisCache {
+    /// A cache over `conn` (see [`redis_connection`]), its keys under `prefix`.
+    pub fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        RedisCache {
             conn,
             prefix: prefix.to_string(),
-        })
+        }
     }
 }
 
@@ -102,7 +110,7 @@ impl Cache for RedisCache {
             .arg(format!("{}{key}", self.prefix))
             .arg(value)
             .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
+            .arg(redis_millis(ttl))
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| CacheError(e.to_string()))

@@ -129,15 +129,12 @@ fn count(reply: &[i64]) -> Option<Count> {
 }
 
 impl RedisCounters {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, CounterError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let conn = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(redis_error)?;
-        Ok(Self {
+    /// Counters over `conn` (see [`crate::cache::redis_connection`]), keys under `prefix`.
+    pub fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Self {
             conn,
             prefix: prefix.to_string(),
-        })
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -151,7 +148,7 @@ impl Counters for RedisCounters {
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = redis::Script::new(HIT)
             .key(self.key(key))
-            .arg(window.as_millis().max(1) as u64)
+            .arg(crate::cache::redis_millis(window))
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;

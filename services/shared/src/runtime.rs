@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwksSource, TokenVerifier};
-use crate::cache::{Cache, MemoryCache, RedisCache};
+use crate::cache::{redis_connection, Cache, MemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Mode, ServiceName};
 use crate::counters::{Counters, MemoryCounters, RedisCounters};
@@ -57,36 +57,29 @@ impl Infra {
                 .context("connecting to RabbitMQ (amqp.url)")?,
             ),
         };
-        let cache: Arc<dyn Cache> =
-            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
-                Arc::new(
-                    RedisCache::connect(&config.redis.url, &config.redis.key_prefix)
-                        .await
-                        .context("connecting to Redis (redis.url)")?,
-                )
-            } else {
-                Arc::new(MemoryCache::default())
-            };
-        let sessions: Arc<dyn SessionStore> =
-            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
-                Arc::new(
-                    RedisSessions::connect(&config.redis.url, &config.redis.key_prefix)
-                        .await
-                        .context("connecting to Redis for sessions (redis.url)")?,
-                )
-            } else {
-                Arc::new(MemorySessions::default())
-            };
-        let counters: Arc<dyn Counters> =
-            if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
-                Arc::new(
-                    RedisCounters::connect(&config.redis.url, &config.redis.key_prefix)
-                        .await
-                        .context("connecting to Redis for counters (redis.url)")?,
-                )
-            } else {
-                Arc::new(MemoryCounters::default())
-            };
+        // Cache, sessions and counters share one Redis connection when replicas must share
+        // them; otherwise they live in this process.
+        let (cache, sessions, counters): (
+            Arc<dyn Cache>,
+            Arc<dyn SessionStore>,
+            Arc<dyn Counters>,
+        ) = if config.mode == Mode::Distributed && !config.redis.url.is_empty() {
+            let conn = redis_connection(&config.redis.url)
+                .await
+                .context("connecting to Redis (redis.url)")?;
+            let prefix = &config.redis.key_prefix;
+            (
+                Arc::new(RedisCache::new(conn.clone(), prefix)),
+                Arc::new(RedisSessions::new(conn.clone(), prefix)),
+                Arc::new(RedisCounters::new(conn, prefix)),
+            )
+        } else {
+            (
+                Arc::new(MemoryCache::default()),
+                Arc::new(MemorySessions::default()),
+                Arc::new(MemoryCounters::default()),
+            )
+        };
         let verifier = Arc::new(TokenVerifier::new(
             jwks,
             &config.security.jwt_issuer,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::cache::redis_millis;
+
 #[derive(Debug, thiserror::Error)]
 #[error("session store unavailable: {0}")]
 pub struct SessionError(String);
@@ -282,15 +284,12 @@ fn redis_error(e: redis::RedisError) -> SessionError {
 }
 
 impl RedisSessions {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, SessionError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let conn = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(redis_error)?;
-        Ok(Self {
+    /// Sessions over `conn` (see [`crate::cache::redis_connection`]), keys under `prefix`.
+    pub fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Self {
             conn,
             prefix: prefix.to_string(),
-        })
+        }
     }
 
     async fn script<T: redis::FromRedisValue>(
@@ -312,10 +311,6 @@ impl RedisSessions {
     }
 }
 
-fn millis(ttl: Duration) -> String {
-    ttl.as_millis().max(1).to_string()
-}
-
 #[async_trait]
 impl SessionStore for RedisSessions {
     async fn start(
@@ -326,7 +321,7 @@ impl SessionStore for RedisSessions {
         ttl: Duration,
     ) -> Result<(), SessionError> {
         let p = &self.prefix;
-        let ms = ttl.as_millis().max(1) as u64;
+        let ms = redis_millis(ttl);
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
@@ -354,7 +349,10 @@ impl SessionStore for RedisSessions {
         ttl: Duration,
     ) -> Result<Rotation, SessionError> {
         let reply: Vec<String> = self
-            .script(ROTATE, &[old_hash, new_hash, &millis(ttl)])
+            .script(
+                ROTATE,
+                &[old_hash, new_hash, &redis_millis(ttl).to_string()],
+            )
             .await?;
         Ok(match reply.as_slice() {
             [kind, user, family] if kind == "rotated" => Rotation::Rotated {

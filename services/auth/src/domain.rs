@@ -85,23 +85,13 @@ pub struct RefreshToken(String);
 impl RefreshToken {
     /// A new token from `random` (32 bytes from a CSPRNG).
     pub fn from_random(random: [u8; 32]) -> RefreshToken {
-        use base64::Engine;
-        RefreshToken(format!(
-            "rt_{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-        ))
+        RefreshToken(format!("rt_{}", b64url(&random)))
     }
 
     /// A token presented by a client; anything not shaped like one is refused as an
     /// invalid session without touching the store.
     pub fn parse(raw: &str) -> Result<RefreshToken, ApiError> {
-        let valid = raw.strip_prefix("rt_").is_some_and(|rest| {
-            rest.len() == 43
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-        if valid {
+        if is_token_shaped(raw, "rt_") {
             Ok(RefreshToken(raw.to_string()))
         } else {
             Err(ApiError::unauthenticated(
@@ -116,9 +106,280 @@ impl RefreshToken {
 
     /// The form the session store keeps.
     pub fn hash(&self) -> String {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(self.0.as_bytes()))
+        sha256_hex(&self.0)
     }
+}
+
+/// An invitation token as the invitee holds it: `inv_` and 256 random bits (base64url).
+/// Only its SHA-256 is stored.
+pub struct InvitationToken(String);
+
+impl InvitationToken {
+    pub fn from_random(random: [u8; 32]) -> InvitationToken {
+        InvitationToken(format!("inv_{}", b64url(&random)))
+    }
+
+    pub fn parse(raw: &str) -> Result<InvitationToken, ApiError> {
+        if is_token_shaped(raw, "inv_") {
+            Ok(InvitationToken(raw.to_string()))
+        } else {
+            Err(ApiError::not_found(
+                "this invitation does not exist; ask for a new one",
+            ))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> String {
+        sha256_hex(&self.0)
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `prefix` followed by 32 bytes in unpadded base64url (43 characters).
+fn is_token_shaped(raw: &str, prefix: &str) -> bool {
+    raw.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// What the security audit log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum SecurityEventKind {
+    SignedUp,
+    SignedIn,
+    SignInFailed,
+    SignInLocked,
+    RefreshTokenReused,
+    PasswordChanged,
+    WorkspaceCreated,
+    MemberInvited,
+    InvitationRevoked,
+    MemberJoined,
+    MemberRoleChanged,
+    MemberRemoved,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    MfaEnabled,
+    MfaDisabled,
+    RecoveryCodeUsed,
+}
+
+impl SecurityEventKind {
+    const ALL: [SecurityEventKind; 17] = [
+        SecurityEventKind::SignedUp,
+        SecurityEventKind::SignedIn,
+        SecurityEventKind::SignInFailed,
+        SecurityEventKind::SignInLocked,
+        SecurityEventKind::RefreshTokenReused,
+        SecurityEventKind::PasswordChanged,
+        SecurityEventKind::WorkspaceCreated,
+        SecurityEventKind::MemberInvited,
+        SecurityEventKind::InvitationRevoked,
+        SecurityEventKind::MemberJoined,
+        SecurityEventKind::MemberRoleChanged,
+        SecurityEventKind::MemberRemoved,
+        SecurityEventKind::ApiKeyCreated,
+        SecurityEventKind::ApiKeyRevoked,
+        SecurityEventKind::MfaEnabled,
+        SecurityEventKind::MfaDisabled,
+        SecurityEventKind::RecoveryCodeUsed,
+    ];
+
+    /// The stored name (the GraphQL enum value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityEventKind::SignedUp => "SIGNED_UP",
+            SecurityEventKind::SignedIn => "SIGNED_IN",
+            SecurityEventKind::SignInFailed => "SIGN_IN_FAILED",
+            SecurityEventKind::SignInLocked => "SIGN_IN_LOCKED",
+            SecurityEventKind::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            SecurityEventKind::PasswordChanged => "PASSWORD_CHANGED",
+            SecurityEventKind::WorkspaceCreated => "WORKSPACE_CREATED",
+            SecurityEventKind::MemberInvited => "MEMBER_INVITED",
+            SecurityEventKind::InvitationRevoked => "INVITATION_REVOKED",
+            SecurityEventKind::MemberJoined => "MEMBER_JOINED",
+            SecurityEventKind::MemberRoleChanged => "MEMBER_ROLE_CHANGED",
+            SecurityEventKind::MemberRemoved => "MEMBER_REMOVED",
+            SecurityEventKind::ApiKeyCreated => "API_KEY_CREATED",
+            SecurityEventKind::ApiKeyRevoked => "API_KEY_REVOKED",
+            SecurityEventKind::MfaEnabled => "MFA_ENABLED",
+            SecurityEventKind::MfaDisabled => "MFA_DISABLED",
+            SecurityEventKind::RecoveryCodeUsed => "RECOVERY_CODE_USED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SecurityEventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of the security audit log, before it is stored.
+#[derive(Debug, Clone)]
+pub struct SecurityEvent {
+    pub kind: SecurityEventKind,
+    /// Whom the event is about.
+    pub user: Option<Uuid>,
+    /// Who caused it (the user themself for sign-ins).
+    pub actor: Option<Uuid>,
+    pub workspace: Option<Uuid>,
+    /// The client's address, when the request came through the gateway.
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl SecurityEvent {
+    /// An event about an account, caused by its owner.
+    pub fn account(kind: SecurityEventKind, user: Uuid) -> SecurityEvent {
+        SecurityEvent {
+            kind,
+            user: Some(user),
+            actor: Some(user),
+            workspace: None,
+            ip: None,
+            detail: serde_json::json!({}),
+        }
+    }
+
+    /// An event that changed `workspace`, caused by `actor`.
+    pub fn workspace(
+        kind: SecurityEventKind,
+        workspace: Uuid,
+        actor: Uuid,
+        user: Option<Uuid>,
+    ) -> SecurityEvent {
+        SecurityEvent {
+            kind,
+            user,
+            actor: Some(actor),
+            workspace: Some(workspace),
+            ip: None,
+            detail: serde_json::json!({}),
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> SecurityEvent {
+        self.detail = detail;
+        self
+    }
+
+    pub fn with_ip(mut self, ip: Option<String>) -> SecurityEvent {
+        self.ip = ip;
+        self
+    }
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone)]
+pub struct StoredSecurityEvent {
+    pub id: Uuid,
+    pub occurred_at: i64,
+    pub kind: SecurityEventKind,
+    pub user: Option<Uuid>,
+    pub actor: Option<Uuid>,
+    pub workspace: Option<Uuid>,
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Managing members (inviting, changing roles, removing) needs ADMIN or above.
+fn may_manage(actor: Role) -> Result<(), ApiError> {
+    if actor < Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "your role in this workspace is {}; managing members needs ADMIN or above",
+            actor.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Who may hand out a role: admins and owners, and never a role above their own (so only
+/// owners make owners).
+pub fn may_grant(actor: Role, role: Role) -> Result<(), ApiError> {
+    may_manage(actor)?;
+    if role > actor {
+        return Err(ApiError::forbidden(format!(
+            "only an {} can grant {}",
+            role.as_str(),
+            role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the actor outranks or equals a member enough to change or remove them.
+fn may_touch(actor: Role, member: Role) -> Result<(), ApiError> {
+    may_manage(actor)?;
+    if member > actor {
+        return Err(ApiError::forbidden(format!(
+            "this member is {}; only an {} can change their role or remove them",
+            member.as_str(),
+            member.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Who may change a member's role from `current` to `new`.
+pub fn may_change_role(actor: Role, current: Role, new: Role) -> Result<(), ApiError> {
+    may_touch(actor, current)?;
+    may_grant(actor, new)
+}
+
+/// Who may remove a member: the member themself (leaving), or a manager who outranks or
+/// equals them.
+pub fn may_remove(actor: Role, target: Role, leaving: bool) -> Result<(), ApiError> {
+    if leaving {
+        return Ok(());
+    }
+    may_touch(actor, target)
+}
+
+/// The workspace must keep an owner: a change that would leave it with none is refused.
+pub fn keeps_an_owner(owners: i64, target: Role, new: Option<Role>) -> Result<(), ApiError> {
+    let loses_owner = target == Role::Owner && new != Some(Role::Owner);
+    if loses_owner && owners <= 1 {
+        return Err(ApiError::conflict(
+            "a workspace must keep an owner: make another member OWNER first",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub workspace: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub invited_by: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub accepted_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A member of a workspace.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+    pub joined_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +444,40 @@ mod tests {
         }
         let spaced = format!("{} ", token.expose());
         assert!(RefreshToken::parse(&spaced).is_err());
+    }
+
+    #[test]
+    fn member_management_rules() {
+        use Role::*;
+        // Managing needs ADMIN or above.
+        assert!(may_grant(Editor, Viewer).is_err());
+        assert!(may_grant(Admin, Editor).is_ok());
+        // Nobody grants above their own role.
+        assert!(may_grant(Admin, Owner).is_err());
+        assert!(may_grant(Owner, Owner).is_ok());
+        // Admins cannot touch owners, owners can.
+        assert!(may_change_role(Admin, Owner, Viewer).is_err());
+        assert!(may_change_role(Owner, Owner, Admin).is_ok());
+        assert!(may_change_role(Admin, Admin, Viewer).is_ok());
+        assert!(may_remove(Admin, Owner, false).is_err());
+        assert!(may_remove(Viewer, Editor, false).is_err());
+        assert!(may_remove(Admin, Editor, false).is_ok());
+        // Anyone may leave.
+        assert!(may_remove(Viewer, Viewer, true).is_ok());
+        // The last owner stays.
+        assert!(keeps_an_owner(1, Owner, Some(Admin)).is_err());
+        assert!(keeps_an_owner(1, Owner, None).is_err());
+        assert!(keeps_an_owner(2, Owner, None).is_ok());
+        assert!(keeps_an_owner(1, Admin, None).is_ok());
+        assert!(keeps_an_owner(1, Owner, Some(Owner)).is_ok());
+    }
+
+    #[test]
+    fn security_event_kinds_round_trip() {
+        for kind in SecurityEventKind::ALL {
+            assert_eq!(SecurityEventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SecurityEventKind::parse("NOPE"), None);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
             max_failures: sec.login_max_failures.max(1),
             window: std::time::Duration::from_secs(sec.login_lockout_secs.max(1)),
         },
+        cache: infra.cache.clone(),
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),

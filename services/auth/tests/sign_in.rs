@@ -8,61 +8,12 @@ use std::sync::Arc;
 use flowfleet_auth::{build, MIGRATIONS};
 use flowfleet_shared::auth::{JwksSource, TokenVerifier};
 use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::subgraph::GraphQLBody;
 use flowfleet_shared::testing::Backend;
 use serde_json::{json, Value};
 
-const PAYLOAD: &str = "accessToken refreshToken refreshExpiresIn expiresIn user { id }";
+mod common;
 
-async fn run(auth: &flowfleet_auth::Auth, query: &str, variables: Value) -> Value {
-    run_with(auth, query, variables, &http::HeaderMap::new()).await
-}
-
-/// [`run`] with request headers (an `Authorization` for a signed-in caller).
-async fn run_with(
-    auth: &flowfleet_auth::Auth,
-    query: &str,
-    variables: Value,
-    headers: &http::HeaderMap,
-) -> Value {
-    auth.parts
-        .subgraph
-        .execute(
-            GraphQLBody {
-                query: query.into(),
-                operation_name: None,
-                variables: Some(variables),
-            },
-            headers,
-        )
-        .await
-}
-
-fn code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("")
-}
-
-/// The response to `signUp`, selecting the whole payload.
-async fn sign_up(auth: &flowfleet_auth::Auth, email: &str, password: &str, name: &str) -> Value {
-    run(
-        auth,
-        &format!("mutation($i: SignUpInput!) {{ signUp(input: $i) {{ {PAYLOAD} }} }}"),
-        json!({"i": {"email": email, "password": password, "name": name}}),
-    )
-    .await
-}
-
-/// The response to `logIn`, selecting the whole payload.
-async fn log_in(auth: &flowfleet_auth::Auth, email: &str, password: &str) -> Value {
-    run(
-        auth,
-        &format!("mutation($i: LogInInput!) {{ logIn(input: $i) {{ {PAYLOAD} }} }}"),
-        json!({"i": {"email": email, "password": password}}),
-    )
-    .await
-}
+use common::{code, log_in, run, run_with, sign_up, PAYLOAD};
 
 async fn refresh(auth: &flowfleet_auth::Auth, token: &Value) -> Value {
     run(

@@ -18,6 +18,12 @@ use crate::proto::auth::v1::{auth_service_client::AuthServiceClient, CheckMember
 
 const TTL: Duration = Duration::from_secs(5);
 
+/// Where a membership answer is cached. The auth service deletes it when the membership
+/// changes, so a removal or demotion takes effect at once rather than after [`TTL`].
+pub fn membership_cache_key(user: Uuid, workspace: Uuid) -> String {
+    format!("membership:{workspace}:{user}")
+}
+
 #[derive(Clone)]
 pub struct Access {
     client: AuthServiceClient<GrpcChannel>,
@@ -34,7 +40,7 @@ impl Access {
 
     /// The caller's role in the workspace, or `None` for a non-member.
     pub async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
-        let key = format!("membership:{workspace}:{user}");
+        let key = membership_cache_key(user, workspace);
         if let Ok(Some(v)) = self.cache.get(&key).await {
             let s = String::from_utf8_lossy(&v);
             return Ok(Role::parse(&s));

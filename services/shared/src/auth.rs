@@ -247,8 +247,11 @@ impl TokenVerifier {
     }
 }
 
-/// Roles in a workspace, from most to least powerful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Roles in a workspace, ordered from least to most powerful.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, async_graphql::Enum,
+)]
+#[graphql(name = "WorkspaceRole")]
 pub enum Role {
     Viewer,
     Editor,

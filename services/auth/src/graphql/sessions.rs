@@ -1,132 +1,15 @@
-//! The auth subgraph: `User` and `Workspace` entities, sign-up, log-in, refresh-token
-//! sessions, `me`.
+//! Signing up and in, refresh-token sessions, signing out and password changes. Each
+//! outcome that matters for security (sign-in, failure, lockout, refresh reuse, password
+//! change) goes to the audit log.
 
-use std::sync::Arc;
-
-use async_graphql::{ComplexObject, Context, InputObject, Object, Result, SimpleObject, ID};
-use chrono::{DateTime, Utc};
-use flowfleet_shared::clock::{to_datetime, Clock};
-use flowfleet_shared::counters::Counters;
-use flowfleet_shared::error::ErrorCode;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::sessions::{Rotation, SessionStore};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
+use flowfleet_shared::error::{ApiError, ErrorCode};
+use flowfleet_shared::sessions::Rotation;
 use flowfleet_shared::subgraph::caller;
 
-use crate::domain::{self, Email, Name, Password, RefreshToken};
-use crate::keys::KeyRing;
+use super::{Ctx, UserNode};
+use crate::domain::{self, Email, Name, Password, RefreshToken, SecurityEvent, SecurityEventKind};
 use crate::password;
-use crate::store::Store;
-
-pub type AuthSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
-
-/// What resolvers need, placed in the schema's data.
-pub struct Ctx {
-    pub store: Store,
-    pub keys: Arc<KeyRing>,
-    pub clock: Arc<dyn Clock>,
-    pub token_ttl_secs: u64,
-    pub sessions: Arc<dyn SessionStore>,
-    /// How long a session lives without a refresh.
-    pub refresh_ttl_secs: u64,
-    pub counters: Arc<dyn Counters>,
-    pub login_throttle: LoginThrottle,
-}
-
-/// Sign-in attempts allowed per account and window.
-#[derive(Debug, Clone, Copy)]
-pub struct LoginThrottle {
-    pub max_failures: u64,
-    pub window: std::time::Duration,
-}
-
-pub fn schema(ctx: Ctx) -> AuthSchema {
-    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
-        .enable_federation()
-        .data(ctx)
-        .finish()
-}
-
-/// A user account. Other subgraphs extend it (e.g. with notifications).
-#[derive(SimpleObject)]
-#[graphql(name = "User", complex)]
-pub struct UserNode {
-    pub id: ID,
-    pub name: String,
-    #[graphql(skip)]
-    email: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[ComplexObject]
-impl UserNode {
-    /// Visible to the user themself only.
-    async fn email(&self, ctx: &Context<'_>) -> Result<String> {
-        let me = caller(ctx).require()?;
-        if me.user_id.to_string() != self.id.as_str() {
-            return Err(ApiError::forbidden("only the user themself can see their e-mail").into());
-        }
-        Ok(self.email.clone())
-    }
-
-    /// The workspaces the user belongs to, with their role in each. Visible to the
-    /// user themself only.
-    async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
-        let me = caller(ctx).require()?;
-        if me.user_id.to_string() != self.id.as_str() {
-            return Err(
-                ApiError::forbidden("only the user themself can list their memberships").into(),
-            );
-        }
-        let c = ctx.data::<Ctx>()?;
-        Ok(c.store
-            .memberships(me.user_id)
-            .await?
-            .into_iter()
-            .map(|m| MembershipNode {
-                role: m.role.as_str().to_string(),
-                workspace: m.workspace.into(),
-            })
-            .collect())
-    }
-}
-
-impl From<domain::User> for UserNode {
-    fn from(u: domain::User) -> Self {
-        UserNode {
-            id: ID(u.id.to_string()),
-            name: u.name,
-            email: u.email,
-            created_at: to_datetime(u.created_at),
-        }
-    }
-}
-
-/// A tenant: every resource of the fleet belongs to one workspace.
-#[derive(SimpleObject)]
-#[graphql(name = "Workspace")]
-pub struct WorkspaceNode {
-    pub id: ID,
-    pub name: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<domain::Workspace> for WorkspaceNode {
-    fn from(w: domain::Workspace) -> Self {
-        WorkspaceNode {
-            id: ID(w.id.to_string()),
-            name: w.name,
-            created_at: to_datetime(w.created_at),
-        }
-    }
-}
-
-#[derive(SimpleObject)]
-#[graphql(name = "Membership")]
-pub struct MembershipNode {
-    /// OWNER, ADMIN, EDITOR or VIEWER.
-    pub role: String,
-    pub workspace: WorkspaceNode,
-}
 
 #[derive(SimpleObject)]
 pub struct AuthPayload {
@@ -154,48 +37,6 @@ pub struct LogInInput {
     pub email: String,
     pub password: String,
 }
-
-pub struct Query;
-
-#[Object]
-impl Query {
-    /// The signed-in user.
-    async fn me(&self, ctx: &Context<'_>) -> Result<UserNode> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let user = c
-            .store
-            .user(me.user_id)
-            .await?
-            .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))?;
-        Ok(user.into())
-    }
-
-    #[graphql(entity)]
-    async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<UserNode>> {
-        caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let id = parse_id("id", &id)?;
-        Ok(c.store.user(id).await?.map(Into::into))
-    }
-
-    #[graphql(entity)]
-    async fn find_workspace_by_id(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-    ) -> Result<Option<WorkspaceNode>> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let id = parse_id("id", &id)?;
-        if c.store.role(me.user_id, id).await?.is_none() {
-            return Err(ApiError::forbidden("you are not a member of this workspace").into());
-        }
-        Ok(c.store.workspace(id).await?.map(Into::into))
-    }
-}
-
-pub struct Mutation;
 
 impl Ctx {
     fn refresh_ttl(&self) -> std::time::Duration {
@@ -240,16 +81,15 @@ impl Ctx {
 }
 
 fn new_refresh_token() -> Result<RefreshToken, ApiError> {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut random = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut random)
-        .map_err(|_| ApiError::internal("the system random number generator failed"))?;
-    Ok(RefreshToken::from_random(random))
+    Ok(RefreshToken::from_random(super::random_bytes()?))
 }
 
+/// Signing up, in and out, and the session that follows.
+#[derive(Default)]
+pub struct SessionMutation;
+
 #[Object]
-impl Mutation {
+impl SessionMutation {
     /// Creates an account with a personal workspace and signs it in.
     #[tracing::instrument(skip_all)]
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
@@ -272,6 +112,7 @@ impl Mutation {
     async fn log_in(&self, ctx: &Context<'_>, input: LogInInput) -> Result<AuthPayload> {
         let c = ctx.data::<Ctx>()?;
         let wrong = || ApiError::unauthenticated("wrong e-mail or password");
+        let now = c.clock.now_ms();
         let email = Email::parse(&input.email).map_err(|_| wrong())?;
         // Counted before the check, so concurrent guesses cannot slip past the limit;
         // unknown e-mails count too, so a lockout does not reveal which accounts exist.
@@ -302,16 +143,39 @@ impl Mutation {
             None => (None, password::DUMMY_HASH.to_string()),
         };
         let ok = password::verify(input.password, hash).await?;
+        let user_id = user.as_ref().map(|u| u.id);
+        let failed = |kind| SecurityEvent {
+            kind,
+            user: user_id,
+            actor: user_id,
+            workspace: None,
+            ip: None,
+            detail: serde_json::json!({"email": email.as_str(), "failures": attempt.hits}),
+        };
         match (user, ok) {
             (Some(user), true) => {
                 c.counters.reset(&key).await.map_err(ApiError::internal)?;
+                c.store
+                    .record_security_event(
+                        &SecurityEvent::account(SecurityEventKind::SignedIn, user.id),
+                        now,
+                    )
+                    .await?;
                 Ok(c.sign_in(user).await?)
             }
             _ if attempt.hits >= throttle.max_failures => {
                 tracing::warn!(failures = attempt.hits, "sign-in locked for an account");
+                c.store
+                    .record_security_event(&failed(SecurityEventKind::SignInLocked), now)
+                    .await?;
                 Err(locked().into())
             }
-            _ => Err(wrong().into()),
+            _ => {
+                c.store
+                    .record_security_event(&failed(SecurityEventKind::SignInFailed), now)
+                    .await?;
+                Err(wrong().into())
+            }
         }
     }
 
@@ -336,6 +200,14 @@ impl Mutation {
             Rotation::Rotated { user, family } => (user, family),
             Rotation::Reused { user, family } => {
                 tracing::warn!(%user, %family, "refresh token reused; session ended");
+                if let Ok(id) = uuid::Uuid::parse_str(&user) {
+                    c.store
+                        .record_security_event(
+                            &SecurityEvent::account(SecurityEventKind::RefreshTokenReused, id),
+                            c.clock.now_ms(),
+                        )
+                        .await?;
+                }
                 return Err(ApiError::unauthenticated(
                     "this refresh token was already used, so the session has been ended \
                      for safety; sign in again",
@@ -386,6 +258,13 @@ impl Mutation {
             .await
             .map_err(ApiError::internal)?;
         tracing::info!(user = %user.id, sessions_ended = ended, "password changed");
+        c.store
+            .record_security_event(
+                &SecurityEvent::account(SecurityEventKind::PasswordChanged, user.id)
+                    .with_detail(serde_json::json!({"sessionsEnded": ended})),
+                c.clock.now_ms(),
+            )
+            .await?;
         Ok(c.sign_in(user).await?)
     }
 
@@ -409,16 +288,5 @@ impl Mutation {
             }
             None => Ok(false),
         }
-    }
-
-    /// Creates a workspace owned by the caller.
-    async fn create_workspace(&self, ctx: &Context<'_>, name: String) -> Result<WorkspaceNode> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let name = Name::parse("name", &name)?;
-        Ok(c.store
-            .create_workspace(me.user_id, &name, c.clock.now_ms())
-            .await?
-            .into())
     }
 }

@@ -1,4 +1,10 @@
-//! The auth service's tables: users, workspaces, memberships (its own schema).
+//! The auth service's tables (its own schema): users, workspaces and memberships here;
+//! member management and invitations in [`members`], the audit log in [`audit`].
+
+mod audit;
+mod members;
+
+pub use audit::SecurityEventPage;
 
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::db::uuid_column;
@@ -9,14 +15,15 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::domain::{Email, Membership, Name, User, Workspace};
+use crate::domain::{Email, Membership, Name, SecurityEvent, SecurityEventKind, User, Workspace};
+use audit::insert_security_event;
 
 #[derive(Clone)]
 pub struct Store {
     db: Db,
 }
 
-fn user_from(row: &AnyRow) -> Result<User, ApiError> {
+pub(crate) fn user_from(row: &AnyRow) -> Result<User, ApiError> {
     Ok(User {
         id: uuid_column(row, "id")?,
         email: row.try_get("email")?,
@@ -25,7 +32,7 @@ fn user_from(row: &AnyRow) -> Result<User, ApiError> {
     })
 }
 
-fn workspace_from(row: &AnyRow) -> Result<Workspace, ApiError> {
+pub(crate) fn workspace_from(row: &AnyRow) -> Result<Workspace, ApiError> {
     Ok(Workspace {
         id: uuid_column(row, "id")?,
         name: row.try_get("name")?,
@@ -81,6 +88,12 @@ impl Store {
             });
         }
         insert_workspace(&mut tx, &workspace, user.id, now).await?;
+        insert_security_event(
+            &mut *tx,
+            &SecurityEvent::account(SecurityEventKind::SignedUp, user.id),
+            now,
+        )
+        .await?;
         outbox::record(
             &mut tx,
             &Event::new(
@@ -94,7 +107,6 @@ impl Store {
         Ok((user, workspace))
     }
 
-    /// The user and their password hash, by e-mail.
     /// The user and password hash of an account, by e-mail.
     pub async fn credentials(&self, email: &Email) -> Result<Option<(User, String)>, ApiError> {
         self.credentials_where("email", email.as_str().to_string())
@@ -163,6 +175,17 @@ impl Store {
         };
         let mut tx = self.db.pool().begin().await?;
         insert_workspace(&mut tx, &workspace, owner, now).await?;
+        insert_security_event(
+            &mut *tx,
+            &SecurityEvent::workspace(
+                SecurityEventKind::WorkspaceCreated,
+                workspace.id,
+                owner,
+                Some(owner),
+            ),
+            now,
+        )
+        .await?;
         outbox::record(
             &mut tx,
             &Event::new(
@@ -200,11 +223,9 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let role: String = r.try_get("role")?;
                 Ok(Membership {
                     workspace: workspace_from(r)?,
-                    role: Role::parse(&role)
-                        .ok_or_else(|| ApiError::internal(format!("stored role `{role}`")))?,
+                    role: members::role_column(r, "role")?,
                 })
             })
             .collect()

@@ -1,0 +1,209 @@
+//! The auth subgraph: `User` and `Workspace` entities and `me` here; sign-up, sign-in and
+//! sessions in [`sessions`]; members and invitations in [`members`]; the audit log in
+//! [`audit`].
+
+mod audit;
+mod members;
+mod sessions;
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use flowfleet_shared::cache::Cache;
+use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::counters::Counters;
+use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_shared::sessions::SessionStore;
+use flowfleet_shared::subgraph::caller;
+
+use crate::domain;
+use crate::keys::KeyRing;
+use crate::store::Store;
+
+pub use sessions::{AuthPayload, LogInInput, SignUpInput};
+
+pub type AuthSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+
+/// What resolvers need, placed in the schema's data.
+pub struct Ctx {
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
+    pub clock: Arc<dyn Clock>,
+    pub token_ttl_secs: u64,
+    pub sessions: Arc<dyn SessionStore>,
+    /// How long a session lives without a refresh.
+    pub refresh_ttl_secs: u64,
+    pub counters: Arc<dyn Counters>,
+    pub login_throttle: LoginThrottle,
+    /// The fleet's shared cache, where other services keep membership answers: a role
+    /// change or removal deletes the member's entry so it takes effect at once.
+    pub cache: Arc<dyn Cache>,
+}
+
+/// Every mutation of the subgraph.
+#[derive(MergedObject, Default)]
+pub struct Mutation(sessions::SessionMutation, members::MemberMutation);
+
+/// Sign-in attempts allowed per account and window.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    pub max_failures: u64,
+    pub window: std::time::Duration,
+}
+
+pub fn schema(ctx: Ctx) -> AuthSchema {
+    async_graphql::Schema::build(Query, Mutation::default(), async_graphql::EmptySubscription)
+        .enable_federation()
+        .data(ctx)
+        .finish()
+}
+
+/// A user account. Other subgraphs extend it (e.g. with notifications).
+#[derive(SimpleObject)]
+#[graphql(name = "User", complex)]
+pub struct UserNode {
+    pub id: ID,
+    pub name: String,
+    #[graphql(skip)]
+    email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl UserNode {
+    /// Visible to the user themself only.
+    async fn email(&self, ctx: &Context<'_>) -> Result<String> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(ApiError::forbidden("only the user themself can see their e-mail").into());
+        }
+        Ok(self.email.clone())
+    }
+
+    /// The workspaces the user belongs to, with their role in each. Visible to the
+    /// user themself only.
+    async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(
+                ApiError::forbidden("only the user themself can list their memberships").into(),
+            );
+        }
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.store
+            .memberships(me.user_id)
+            .await?
+            .into_iter()
+            .map(|m| MembershipNode {
+                role: m.role,
+                workspace: m.workspace.into(),
+            })
+            .collect())
+    }
+
+    /// The account's own security audit entries, newest first. Visible to the user
+    /// themself only.
+    async fn security_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<audit::SecurityEventConnection> {
+        let me = caller(ctx).require()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(
+                ApiError::forbidden("only the user themself can read their audit log").into(),
+            );
+        }
+        let c = ctx.data::<Ctx>()?;
+        Ok(audit::security_events(c, me.user_id, false, first, after).await?)
+    }
+}
+
+/// 256 bits from the system's CSPRNG, for tokens.
+fn random_bytes() -> Result<[u8; 32], ApiError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut random = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| ApiError::internal("the system random number generator failed"))?;
+    Ok(random)
+}
+
+impl From<domain::User> for UserNode {
+    fn from(u: domain::User) -> Self {
+        UserNode {
+            id: ID(u.id.to_string()),
+            name: u.name,
+            email: u.email,
+            created_at: to_datetime(u.created_at),
+        }
+    }
+}
+
+/// A tenant: every resource of the fleet belongs to one workspace.
+#[derive(SimpleObject)]
+#[graphql(name = "Workspace", complex)]
+pub struct WorkspaceNode {
+    pub id: ID,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<domain::Workspace> for WorkspaceNode {
+    fn from(w: domain::Workspace) -> Self {
+        WorkspaceNode {
+            id: ID(w.id.to_string()),
+            name: w.name,
+            created_at: to_datetime(w.created_at),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Membership")]
+pub struct MembershipNode {
+    pub role: flowfleet_shared::auth::Role,
+    pub workspace: WorkspaceNode,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<UserNode> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let user = c
+            .store
+            .user(me.user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))?;
+        Ok(user.into())
+    }
+
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<UserNode>> {
+        caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &id)?;
+        Ok(c.store.user(id).await?.map(Into::into))
+    }
+
+    #[graphql(entity)]
+    async fn find_workspace_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<Option<WorkspaceNode>> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &id)?;
+        if c.store.role(me.user_id, id).await?.is_none() {
+            return Err(ApiError::forbidden("you are not a member of this workspace").into());
+        }
+        Ok(c.store.workspace(id).await?.map(Into::into))
+    }
+}

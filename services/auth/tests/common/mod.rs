@@ -1,0 +1,103 @@
+//! What the auth service's tests share: running GraphQL against the subgraph, signing
+//! up and in, and a service whose subgraph verifies callers with its own keys.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::sync::Arc;
+
+use flowfleet_auth::{build, Auth, MIGRATIONS};
+use flowfleet_shared::auth::{DeferredJwks, TokenVerifier};
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::subgraph::GraphQLBody;
+use flowfleet_shared::testing::TestInfra;
+use serde_json::{json, Value};
+
+pub const PAYLOAD: &str = "accessToken refreshToken refreshExpiresIn expiresIn user { id }";
+
+pub async fn run(auth: &flowfleet_auth::Auth, query: &str, variables: Value) -> Value {
+    run_with(auth, query, variables, &http::HeaderMap::new()).await
+}
+
+/// [`run`] with request headers (an `Authorization` for a signed-in caller).
+pub async fn run_with(
+    auth: &flowfleet_auth::Auth,
+    query: &str,
+    variables: Value,
+    headers: &http::HeaderMap,
+) -> Value {
+    auth.parts
+        .subgraph
+        .execute(
+            GraphQLBody {
+                query: query.into(),
+                operation_name: None,
+                variables: Some(variables),
+            },
+            headers,
+        )
+        .await
+}
+
+pub fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}
+
+/// The response to `signUp`, selecting the whole payload.
+pub async fn sign_up(
+    auth: &flowfleet_auth::Auth,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> Value {
+    run(
+        auth,
+        &format!("mutation($i: SignUpInput!) {{ signUp(input: $i) {{ {PAYLOAD} }} }}"),
+        json!({"i": {"email": email, "password": password, "name": name}}),
+    )
+    .await
+}
+
+/// The response to `logIn`, selecting the whole payload.
+pub async fn log_in(auth: &flowfleet_auth::Auth, email: &str, password: &str) -> Value {
+    run(
+        auth,
+        &format!("mutation($i: LogInInput!) {{ logIn(input: $i) {{ {PAYLOAD} }} }}"),
+        json!({"i": {"email": email, "password": password}}),
+    )
+    .await
+}
+
+/// `Authorization` headers for an access token.
+pub fn bearer(token: &Value) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let value = format!("Bearer {}", token.as_str().expect("an access token"));
+    headers.insert("authorization", value.parse().expect("header"));
+    headers
+}
+
+/// The auth service on `env`, its subgraph verifying access tokens with its own keys (as
+/// every service does through the JWKS).
+pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_shared::Infra) -> Auth {
+    let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
+    let jwks = Arc::new(DeferredJwks::default());
+    let infra = flowfleet_shared::Infra {
+        verifier: Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet")),
+        ..infra
+    };
+    let auth = build(&infra, db).await.expect("auth service");
+    jwks.set(auth.keys.clone());
+    auth
+}
+
+/// Signs up and returns (user id, access token).
+pub async fn account(auth: &Auth, email: &str, name: &str) -> (String, Value) {
+    let response = sign_up(auth, email, "long enough password", name).await;
+    let payload = &response["data"]["signUp"];
+    let id = payload["user"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("sign-up failed: {response}"))
+        .to_string();
+    (id, payload["accessToken"].clone())
+}

@@ -47,6 +47,7 @@ impl DevApp {
             "/metrics",
             get(flowfleet_shared::telemetry::metrics_endpoint),
         );
+        router = crate::edge_auth::verify_at_the_edge(router, fleet.infra.verifier.clone());
         for s in &fleet.services {
             router = router.merge(s.http.clone());
         }

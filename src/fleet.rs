@@ -16,6 +16,7 @@ use flowfleet_gateway::{
     Gateway, GatewayConfig, SubgraphRequest, SubgraphSource, SubgraphTransport, TransportError,
 };
 use flowfleet_shared::access::Access;
+use flowfleet_shared::api_keys::GrpcApiKeys;
 use flowfleet_shared::auth::{DeferredJwks, JwksSource};
 use flowfleet_shared::blob::Blobs;
 use flowfleet_shared::config::{Config, ServiceName};
@@ -49,10 +50,12 @@ impl Fleet {
         )
         .await?;
         jwks.set(auth.keys.clone() as Arc<dyn JwksSource>);
-        let access = Access::new(
-            grpc::in_process(auth.parts.grpc.clone()),
+        let auth_channel = grpc::in_process(auth.parts.grpc.clone());
+        infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
+            auth_channel.clone(),
             infra.cache.clone(),
-        );
+        )));
+        let access = Access::new(auth_channel, infra.cache.clone());
 
         let workflow = flowfleet_workflow::build(
             &infra,

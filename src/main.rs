@@ -6,6 +6,7 @@
 //! `compose` writes the supergraph; `schema` prints a subgraph's SDL.
 
 mod dev;
+mod edge_auth;
 mod fleet;
 mod jwks;
 mod processes;

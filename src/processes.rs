@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::routing::get;
 use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{DeferredJwks, HttpJwks, JwksSource};
+use flowfleet_shared::api_keys::GrpcApiKeys;
+use flowfleet_shared::auth::{DeferredJwks, HttpJwks, JwksSource, TokenVerifier};
+use flowfleet_shared::cache::{redis_connection, Cache, MemoryCache, RedisCache};
 use flowfleet_shared::blob::Blobs;
 use flowfleet_shared::config::{Config, Mode, ServiceName};
 use flowfleet_shared::Infra;
@@ -83,6 +85,10 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
     };
     let infra = Infra::start(config.clone(), jwks, shutdown.clone()).await?;
     let channels = fleet::remote_channels(&config)?;
+    infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
+        channels.auth.clone(),
+        infra.cache.clone(),
+    )));
     let access = Access::new(channels.auth.clone(), infra.cache.clone());
     let parts = match service {
         ServiceName::Auth => {
@@ -241,12 +247,11 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
             async move { stop.cancelled().await },
         ));
     }
-    let router = gateway
-        .router()
-        .route(
-            "/metrics",
-            get(flowfleet_shared::telemetry::metrics_endpoint),
-        )
+    let router = gateway.router().route(
+        "/metrics",
+        get(flowfleet_shared::telemetry::metrics_endpoint),
+    );
+    let router = crate::edge_auth::verify_at_the_edge(router, edge_verifier(&config).await?)
         .merge(crate::jwks::route(remote_jwks(&config)));
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -255,6 +260,29 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "gateway serving");
     flowfleet_gateway::serve(listener, router, async move { shutdown.cancelled().await }).await?;
     Ok(())
+}
+
+/// The gateway's verifier: access tokens against the auth service's JWKS, API keys by
+/// asking the auth service (cached in Redis when configured, so a revocation reaches the
+/// edge at once).
+async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
+    let cache: Arc<dyn Cache> = if config.mode == Mode::Distributed && !config.redis.url.is_empty()
+    {
+        let conn = redis_connection(&config.redis.url)
+            .await
+            .context("connecting to Redis (redis.url)")?;
+        Arc::new(RedisCache::new(conn, &config.redis.key_prefix))
+    } else {
+        Arc::new(MemoryCache::default())
+    };
+    let verifier = Arc::new(TokenVerifier::new(
+        remote_jwks(config),
+        &config.security.jwt_issuer,
+        &config.security.jwt_audience,
+    ));
+    let channels = fleet::remote_channels(config)?;
+    verifier.set_api_keys(Arc::new(GrpcApiKeys::new(channels.auth, cache)));
+    Ok(verifier)
 }
 
 pub async fn migrate(config: Config) -> anyhow::Result<()> {

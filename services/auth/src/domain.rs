@@ -110,6 +110,65 @@ impl RefreshToken {
     }
 }
 
+/// An API key as the integration holds it: `ffk_` and 256 random bits (base64url).
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    pub fn from_random(random: [u8; 32]) -> ApiKeySecret {
+        ApiKeySecret(format!(
+            "{}{}",
+            flowfleet_shared::auth::API_KEY_PREFIX,
+            b64url(&random)
+        ))
+    }
+
+    /// A presented key; anything not shaped like one is refused without a lookup.
+    pub fn parse(raw: &str) -> Result<ApiKeySecret, ApiError> {
+        if is_token_shaped(raw, flowfleet_shared::auth::API_KEY_PREFIX) {
+            Ok(ApiKeySecret(raw.to_string()))
+        } else {
+            Err(ApiError::unauthenticated(
+                "this API key is not valid (unknown, revoked or expired); create a new one",
+            ))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What people see in lists: enough to tell keys apart, too little to use.
+    pub fn prefix(&self) -> String {
+        self.0.chars().take(12).collect()
+    }
+
+    pub fn hash(&self) -> String {
+        flowfleet_shared::auth::api_key_hash(&self.0)
+    }
+}
+
+/// A stored API key (never its secret).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub workspace: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub created_by: Uuid,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKey {
+    /// Whether the key may be used at `now`.
+    pub fn usable(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
 /// An invitation token as the invitee holds it: `inv_` and 256 random bits (base64url).
 /// Only its SHA-256 is stored.
 pub struct InvitationToken(String);
@@ -478,6 +537,36 @@ mod tests {
             assert_eq!(SecurityEventKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(SecurityEventKind::parse("NOPE"), None);
+    }
+
+    #[test]
+    fn api_keys_are_shaped_hashed_and_expire() {
+        let key = ApiKeySecret::from_random([9; 32]);
+        assert!(key.expose().starts_with("ffk_"));
+        assert_eq!(ApiKeySecret::parse(key.expose()).unwrap().hash(), key.hash());
+        assert_eq!(key.prefix().len(), 12);
+        assert!(ApiKeySecret::parse("ffk_short").is_err());
+        assert!(ApiKeySecret::parse(&key.expose().replace("ffk_", "rt_")).is_err());
+        let stored = ApiKey {
+            id: Uuid::nil(),
+            workspace: Uuid::nil(),
+            name: "ci".into(),
+            role: Role::Editor,
+            prefix: key.prefix(),
+            created_by: Uuid::nil(),
+            created_at: 0,
+            expires_at: Some(100),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert!(stored.usable(99));
+        assert!(!stored.usable(100));
+        assert!(!ApiKey {
+            revoked_at: Some(5),
+            expires_at: None,
+            ..stored.clone()
+        }
+        .usable(6));
     }
 
     #[test]

@@ -2,13 +2,20 @@
 
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::proto::auth::v1::auth_service_server::AuthService;
-use flowfleet_shared::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
+use flowfleet_shared::proto::auth::v1::{
+    ApiKeyIdentity, CheckMembershipRequest, GetUserRequest, Membership, User, VerifyApiKeyRequest,
+};
+use std::sync::Arc;
+
+use flowfleet_shared::clock::Clock;
 use tonic::{Request, Response, Status};
 
+use crate::domain::ApiKeySecret;
 use crate::store::Store;
 
 pub struct AuthGrpc {
     pub store: Store,
+    pub clock: Arc<dyn Clock>,
 }
 
 #[tonic::async_trait]
@@ -40,6 +47,35 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(Membership {
             member: role.is_some(),
             role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_api_key(
+        &self,
+        request: Request<VerifyApiKeyRequest>,
+    ) -> Result<Response<ApiKeyIdentity>, Status> {
+        let secret = ApiKeySecret::parse(&request.get_ref().key)?;
+        let now = self.clock.now_ms();
+        let invalid = || {
+            ApiError::unauthenticated(
+                "this API key is not valid (unknown, revoked or expired); create a new one",
+            )
+        };
+        let (key, email) = self
+            .store
+            .use_api_key(&secret.hash(), now)
+            .await?
+            .ok_or_else(invalid)?;
+        if !key.usable(now) {
+            return Err(invalid().into());
+        }
+        Ok(Response::new(ApiKeyIdentity {
+            key_id: key.id.to_string(),
+            workspace_id: key.workspace.to_string(),
+            role: key.role.as_str().to_string(),
+            user_id: key.created_by.to_string(),
+            email,
         }))
     }
 }

@@ -67,7 +67,8 @@ impl Access {
         Ok(role)
     }
 
-    /// Succeeds when the caller has at least `min` in the workspace. A non-member
+    /// Succeeds when the caller has at least `min` in the workspace (an API key: within
+    /// its role, and only in its workspace). A non-member
     /// gets `NOT_FOUND`-free `FORBIDDEN`, so no existence is revealed beyond the id
     /// the caller already holds.
     pub async fn require(
@@ -76,7 +77,13 @@ impl Access {
         workspace: Uuid,
         min: Role,
     ) -> Result<Role, ApiError> {
-        match self.role(who.user_id, workspace).await? {
+        let role = who.effective_role(workspace, self.role(who.user_id, workspace).await?);
+        if role.is_none() && who.api_key.is_some() {
+            return Err(ApiError::forbidden(
+                "this API key is for another workspace, or its creator is no longer a member",
+            ));
+        }
+        match role {
             Some(role) if role >= min => Ok(role),
             Some(role) => Err(ApiError::forbidden(format!(
                 "your role in this workspace is {}; this needs {} or above",

@@ -36,6 +36,44 @@ pub struct Claims {
 pub struct Identity {
     pub user_id: Uuid,
     pub email: String,
+    /// Set when the caller presented an API key rather than a user's access token: the key
+    /// acts as `user_id` (its creator), but only in its workspace and within its role.
+    pub api_key: Option<ApiKeyScope>,
+}
+
+/// What an API key may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyScope {
+    pub key_id: Uuid,
+    pub workspace: Uuid,
+    pub role: Role,
+}
+
+impl Identity {
+    /// The caller's effective role in `workspace`, given the user's membership role there:
+    /// an API key reaches only its own workspace, and never beyond its role.
+    pub fn effective_role(&self, workspace: Uuid, member_role: Option<Role>) -> Option<Role> {
+        match &self.api_key {
+            None => member_role,
+            Some(scope) if scope.workspace == workspace => member_role.map(|r| r.min(scope.role)),
+            Some(_) => None,
+        }
+    }
+}
+
+/// API keys start with this, which is how a bearer credential is told apart from a JWT.
+pub const API_KEY_PREFIX: &str = "ffk_";
+
+/// The form in which API keys are stored and cached: SHA-256, hex.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Where verifiers ask who an API key acts for (the auth service, over gRPC).
+#[async_trait]
+pub trait ApiKeySource: Send + Sync + 'static {
+    async fn verify(&self, key: &str) -> Result<Identity, ApiError>;
 }
 
 /// What the request said about its caller, as placed in the GraphQL context.
@@ -57,6 +95,18 @@ impl Caller {
             )),
             Caller::Rejected(reason) => Err(ApiError::unauthenticated(reason.clone())),
         }
+    }
+
+    /// A signed-in user, not an API key: for what concerns the account itself (its
+    /// password, its other workspaces, creating keys or workspaces, managing members).
+    pub fn require_session(&self) -> Result<&Identity, ApiError> {
+        let identity = self.require()?;
+        if identity.api_key.is_some() {
+            return Err(ApiError::forbidden(
+                "API keys cannot do this; sign in as a user and use your access token",
+            ));
+        }
+        Ok(identity)
     }
 }
 
@@ -132,6 +182,9 @@ pub struct TokenVerifier {
     issuer: String,
     audience: String,
     cache: RwLock<Option<CachedKeys>>,
+    /// Set once the process has a channel to the auth service; until then API keys are
+    /// refused.
+    api_keys: std::sync::OnceLock<Arc<dyn ApiKeySource>>,
 }
 
 const KEYS_TTL: Duration = Duration::from_secs(300);
@@ -146,7 +199,26 @@ impl TokenVerifier {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             cache: RwLock::new(None),
+            api_keys: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Accept API keys, verified by `source`. Only the first call takes effect.
+    pub fn set_api_keys(&self, source: Arc<dyn ApiKeySource>) {
+        let _ = self.api_keys.set(source);
+    }
+
+    /// Verifies a bearer credential: an API key (`ffk_...`) or an access token.
+    pub async fn verify_bearer(&self, credential: &str) -> Result<Identity, ApiError> {
+        if credential.starts_with(API_KEY_PREFIX) {
+            return match self.api_keys.get() {
+                Some(source) => source.verify(credential).await,
+                None => Err(ApiError::unauthenticated(
+                    "API keys are not accepted here; use an access token",
+                )),
+            };
+        }
+        self.verify(credential).await
     }
 
     async fn keys(&self, force: bool) -> Result<JwkSet, ApiError> {
@@ -224,10 +296,11 @@ impl TokenVerifier {
         Ok(Identity {
             user_id,
             email: data.claims.email,
+            api_key: None,
         })
     }
 
-    /// Reads the `Authorization` header and verifies the bearer token in it.
+    /// Reads the `Authorization` header and verifies the bearer token or API key in it.
     pub async fn caller(&self, headers: &http::HeaderMap) -> Caller {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Caller::Anonymous;
@@ -237,10 +310,10 @@ impl TokenVerifier {
                 .or_else(|| v.strip_prefix("bearer "))
         }) else {
             return Caller::Rejected(
-                "the Authorization header must be `Bearer <access token>`".into(),
+                "the Authorization header must be `Bearer <access token or API key>`".into(),
             );
         };
-        match self.verify(token.trim()).await {
+        match self.verify_bearer(token.trim()).await {
             Ok(id) => Caller::User(id),
             Err(e) => Caller::Rejected(e.message),
         }

@@ -6,6 +6,7 @@
 //! ([`Infra::start`]); embedded and distributed modes differ only there.
 
 pub mod access;
+pub mod api_keys;
 pub mod auth;
 pub mod blob;
 pub mod cache;

@@ -170,6 +170,12 @@ impl AuthService for Memberships {
     ) -> Result<tonic::Response<User>, tonic::Status> {
         Err(tonic::Status::unimplemented("not part of this fixture"))
     }
+    async fn verify_api_key(
+        &self,
+        _: tonic::Request<crate::proto::auth::v1::VerifyApiKeyRequest>,
+    ) -> Result<tonic::Response<crate::proto::auth::v1::ApiKeyIdentity>, tonic::Status> {
+        Err(tonic::Status::unauthenticated("this fixture knows no API keys"))
+    }
     async fn check_membership(
         &self,
         request: tonic::Request<CheckMembershipRequest>,

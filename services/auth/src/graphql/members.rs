@@ -5,12 +5,13 @@
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use flowfleet_shared::access::membership_cache_key;
-use flowfleet_shared::auth::Role;
+use flowfleet_shared::auth::{Identity, Role};
 use flowfleet_shared::clock::to_datetime;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
 use uuid::Uuid;
 
+use super::api_keys::ApiKeyNode;
 use super::audit::{security_events, SecurityEventConnection};
 use super::{Ctx, MembershipNode, UserNode, WorkspaceNode};
 use crate::domain::{self, Email, InvitationToken, Name};
@@ -75,11 +76,10 @@ pub struct InvitationPayload {
     pub token: String,
 }
 
-/// The caller's role in `workspace`, or `FORBIDDEN` for a non-member.
-async fn role_of(c: &Ctx, user: Uuid, workspace: Uuid) -> Result<Role, ApiError> {
-    c.store
-        .role(user, workspace)
-        .await?
+/// The caller's role in `workspace` (an API key's: within its scope), or `FORBIDDEN`.
+pub(super) async fn role_of(c: &Ctx, me: &Identity, workspace: Uuid) -> Result<Role, ApiError> {
+    let member = c.store.role(me.user_id, workspace).await?;
+    me.effective_role(workspace, member)
         .ok_or_else(|| ApiError::forbidden("you are not a member of this workspace"))
 }
 
@@ -101,7 +101,7 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        role_of(c, me.user_id, id).await?;
+        role_of(c, me, id).await?;
         Ok(c.store
             .members(id)
             .await?
@@ -115,9 +115,23 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        require_admin(role_of(c, me.user_id, id).await?, "listing invitations")?;
+        require_admin(role_of(c, me, id).await?, "listing invitations")?;
         Ok(c.store
             .pending_invitations(id, c.clock.now_ms())
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The workspace's API keys, newest first, revoked ones included. ADMIN or above.
+    async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKeyNode>> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &self.id)?;
+        require_admin(role_of(c, me, id).await?, "listing API keys")?;
+        Ok(c.store
+            .api_keys(id)
             .await?
             .into_iter()
             .map(Into::into)
@@ -135,7 +149,7 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        require_admin(role_of(c, me.user_id, id).await?, "reading the audit log")?;
+        require_admin(role_of(c, me, id).await?, "reading the audit log")?;
         Ok(security_events(c, id, true, first, after).await?)
     }
 }
@@ -162,7 +176,7 @@ impl MemberMutation {
     /// Creates a workspace owned by the caller.
     #[tracing::instrument(skip_all)]
     async fn create_workspace(&self, ctx: &Context<'_>, name: String) -> Result<WorkspaceNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let name = Name::parse("name", &name)?;
         Ok(c.store
@@ -181,7 +195,7 @@ impl MemberMutation {
         email: String,
         role: Role,
     ) -> Result<InvitationPayload> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("workspaceId", &workspace_id)?;
         let email = Email::parse(&email)?;
@@ -209,7 +223,7 @@ impl MemberMutation {
     /// the invited e-mail address; each invitation works once.
     #[tracing::instrument(skip_all)]
     async fn accept_invitation(&self, ctx: &Context<'_>, token: String) -> Result<MembershipNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let token = InvitationToken::parse(&token)?;
         let user = c
@@ -231,7 +245,7 @@ impl MemberMutation {
     /// Revokes an invitation that was not accepted yet.
     #[tracing::instrument(skip_all)]
     async fn revoke_invitation(&self, ctx: &Context<'_>, id: ID) -> Result<InvitationNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;
         Ok(c.store
@@ -250,7 +264,7 @@ impl MemberMutation {
         user_id: ID,
         role: Role,
     ) -> Result<MemberNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("workspaceId", &workspace_id)?;
         let target = parse_id("userId", &user_id)?;
@@ -276,7 +290,7 @@ impl MemberMutation {
         workspace_id: ID,
         user_id: ID,
     ) -> Result<bool> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("workspaceId", &workspace_id)?;
         let target = parse_id("userId", &user_id)?;

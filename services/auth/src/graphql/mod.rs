@@ -2,6 +2,7 @@
 //! sessions in [`sessions`]; members and invitations in [`members`]; the audit log in
 //! [`audit`].
 
+mod api_keys;
 mod audit;
 mod members;
 mod sessions;
@@ -43,7 +44,11 @@ pub struct Ctx {
 
 /// Every mutation of the subgraph.
 #[derive(MergedObject, Default)]
-pub struct Mutation(sessions::SessionMutation, members::MemberMutation);
+pub struct Mutation(
+    sessions::SessionMutation,
+    members::MemberMutation,
+    api_keys::ApiKeyMutation,
+);
 
 /// Sign-in attempts allowed per account and window.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +79,7 @@ pub struct UserNode {
 impl UserNode {
     /// Visible to the user themself only.
     async fn email(&self, ctx: &Context<'_>) -> Result<String> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
             return Err(ApiError::forbidden("only the user themself can see their e-mail").into());
         }
@@ -84,7 +89,7 @@ impl UserNode {
     /// The workspaces the user belongs to, with their role in each. Visible to the
     /// user themself only.
     async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
             return Err(
                 ApiError::forbidden("only the user themself can list their memberships").into(),
@@ -110,7 +115,7 @@ impl UserNode {
         #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
         after: Option<String>,
     ) -> Result<audit::SecurityEventConnection> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
             return Err(
                 ApiError::forbidden("only the user themself can read their audit log").into(),
@@ -172,9 +177,9 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// The signed-in user.
+    /// The signed-in user (not available to API keys).
     async fn me(&self, ctx: &Context<'_>) -> Result<UserNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let user = c
             .store
@@ -201,9 +206,7 @@ impl Query {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;
-        if c.store.role(me.user_id, id).await?.is_none() {
-            return Err(ApiError::forbidden("you are not a member of this workspace").into());
-        }
+        members::role_of(c, me, id).await?;
         Ok(c.store.workspace(id).await?.map(Into::into))
     }
 }

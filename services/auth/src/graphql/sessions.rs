@@ -242,7 +242,7 @@ impl SessionMutation {
         current_password: String,
         new_password: String,
     ) -> Result<AuthPayload> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let Some((user, hash)) = c.store.credentials_of(me.user_id).await? else {
             return Err(ApiError::unauthenticated("this account no longer exists").into());

@@ -1,9 +1,11 @@
 //! The auth service's tables (its own schema): users, workspaces and memberships here;
 //! member management and invitations in [`members`], the audit log in [`audit`].
 
+mod api_keys;
 mod audit;
 mod members;
 
+pub use api_keys::NewApiKey;
 pub use audit::SecurityEventPage;
 
 use flowfleet_shared::auth::Role;

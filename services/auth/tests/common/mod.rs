@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use flowfleet_auth::{build, Auth, MIGRATIONS};
+use flowfleet_shared::api_keys::GrpcApiKeys;
 use flowfleet_shared::auth::{DeferredJwks, TokenVerifier};
+use flowfleet_shared::grpc::in_process;
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::subgraph::GraphQLBody;
 use flowfleet_shared::testing::TestInfra;
@@ -78,16 +80,21 @@ pub fn bearer(token: &Value) -> http::HeaderMap {
 }
 
 /// The auth service on `env`, its subgraph verifying access tokens with its own keys (as
-/// every service does through the JWKS).
+/// every service does through the JWKS) and API keys through its own gRPC server.
 pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_shared::Infra) -> Auth {
     let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
     let jwks = Arc::new(DeferredJwks::default());
+    let verifier = Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet"));
     let infra = flowfleet_shared::Infra {
-        verifier: Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet")),
+        verifier: verifier.clone(),
         ..infra
     };
     let auth = build(&infra, db).await.expect("auth service");
     jwks.set(auth.keys.clone());
+    verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
+        in_process(auth.parts.grpc.clone()),
+        infra.cache.clone(),
+    )));
     auth
 }
 

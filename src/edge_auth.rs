@@ -1,0 +1,48 @@
+//! Verifying credentials at the edge: the gateway checks the bearer token or API key of
+//! every GraphQL request before it plans anything, so a forged, expired or revoked
+//! credential costs the fleet one signature check (or one cached lookup) and never reaches
+//! a subgraph. Subgraphs still verify again themselves (zero trust inside the cluster);
+//! this is the first of two checks, not a replacement.
+//!
+//! A request without `Authorization` passes: signing up and in are anonymous, and each
+//! resolver decides what an anonymous caller may do.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use flowfleet_shared::auth::{Caller, TokenVerifier};
+
+/// Wraps `router` so that its `/graphql` requests are verified by `verifier`.
+pub fn verify_at_the_edge(router: Router, verifier: Arc<TokenVerifier>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(verifier, check))
+}
+
+async fn check(State(verifier): State<Arc<TokenVerifier>>, request: Request, next: Next) -> Response {
+    if request.uri().path() != "/graphql"
+        || !request.headers().contains_key(http::header::AUTHORIZATION)
+    {
+        return next.run(request).await;
+    }
+    match verifier.caller(request.headers()).await {
+        Caller::Rejected(reason) => {
+            tracing::debug!(%reason, "credential refused at the edge");
+            let body = serde_json::json!({"errors": [{
+                "message": reason,
+                "extensions": {"code": "UNAUTHENTICATED"}
+            }]});
+            (
+                http::StatusCode::UNAUTHORIZED,
+                [(
+                    http::header::WWW_AUTHENTICATE,
+                    "Bearer error=\"invalid_token\"",
+                )],
+                axum::Json(body),
+            )
+                .into_response()
+        }
+        Caller::User(_) | Caller::Anonymous => next.run(request).await,
+    }
+}

@@ -20,7 +20,11 @@ pub fn verify_at_the_edge(router: Router, verifier: Arc<TokenVerifier>) -> Route
     router.layer(axum::middleware::from_fn_with_state(verifier, check))
 }
 
-async fn check(State(verifier): State<Arc<TokenVerifier>>, request: Request, next: Next) -> Response {
+async fn check(
+    State(verifier): State<Arc<TokenVerifier>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path() != "/graphql"
         || !request.headers().contains_key(http::header::AUTHORIZATION)
     {

@@ -543,7 +543,10 @@ mod tests {
     fn api_keys_are_shaped_hashed_and_expire() {
         let key = ApiKeySecret::from_random([9; 32]);
         assert!(key.expose().starts_with("ffk_"));
-        assert_eq!(ApiKeySecret::parse(key.expose()).unwrap().hash(), key.hash());
+        assert_eq!(
+            ApiKeySecret::parse(key.expose()).unwrap().hash(),
+            key.hash()
+        );
         assert_eq!(key.prefix().len(), 12);
         assert!(ApiKeySecret::parse("ffk_short").is_err());
         assert!(ApiKeySecret::parse(&key.expose().replace("ffk_", "rt_")).is_err());

@@ -23,7 +23,8 @@ async fn call(auth: &Auth, token: &Value, query: &str, variables: Value) -> Valu
 const CREATE: &str = "mutation($w: ID!, $n: String!, $r: WorkspaceRole!, $d: Int) { \
     createApiKey(workspaceId: $w, name: $n, role: $r, expiresInDays: $d) { key apiKey { id prefix role name } } }";
 
-const KEYS: &str = "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
+const KEYS: &str =
+    "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
     { ... on Workspace { apiKeys { id prefix lastUsedAt revokedAt expiresAt } } } }";
 
 #[tokio::test]
@@ -44,13 +45,24 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
 
         let (ada_id, ada) = account(&auth, "ada@example.com", "Ada").await;
         let (_, bob) = account(&auth, "bob@example.com", "Bob").await;
-        let me = call(&auth, &ada, "{ me { memberships { workspace { id } } } }", json!({})).await;
+        let me = call(
+            &auth,
+            &ada,
+            "{ me { memberships { workspace { id } } } }",
+            json!({}),
+        )
+        .await;
         let ws = me["data"]["me"]["memberships"][0]["workspace"]["id"]
             .as_str()
             .unwrap_or_else(|| panic!("{me}"))
             .to_string();
-        let bob_ws = call(&auth, &bob, "{ me { memberships { workspace { id } } } }", json!({}))
-            .await["data"]["me"]["memberships"][0]["workspace"]["id"]
+        let bob_ws = call(
+            &auth,
+            &bob,
+            "{ me { memberships { workspace { id } } } }",
+            json!({}),
+        )
+        .await["data"]["me"]["memberships"][0]["workspace"]["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -71,7 +83,10 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         // Listed without the secret, never used yet.
         let listed = call(&auth, &ada, KEYS, json!({"w": ws})).await;
         let listed_text = listed.to_string();
-        assert!(!listed_text.contains(secret), "{name}: the secret is shown once");
+        assert!(
+            !listed_text.contains(secret),
+            "{name}: the secret is shown once"
+        );
         assert_eq!(
             listed["data"]["_entities"][0]["apiKeys"][0]["lastUsedAt"],
             Value::Null,
@@ -79,14 +94,20 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         );
 
         // The key verifies as Ada, scoped to her workspace as an EDITOR.
-        let identity = verifier.verify_bearer(secret).await.expect("the key verifies");
+        let identity = verifier
+            .verify_bearer(secret)
+            .await
+            .expect("the key verifies");
         assert_eq!(identity.user_id.to_string(), ada_id, "{name}");
         let scope = identity.api_key.expect("an API key scope");
         assert_eq!(scope.workspace.to_string(), ws, "{name}");
         assert_eq!(scope.role, Role::Editor, "{name}");
         let (ws_id, bob_ws_id) = (ws.parse().unwrap(), bob_ws.parse().unwrap());
         assert_eq!(
-            access.require(&identity, ws_id, Role::Editor).await.unwrap(),
+            access
+                .require(&identity, ws_id, Role::Editor)
+                .await
+                .unwrap(),
             Role::Editor,
             "{name}: Ada is OWNER, the key is capped at EDITOR"
         );
@@ -108,9 +129,15 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             json!({"t": token}),
         )
         .await;
-        assert_eq!(joined["data"]["acceptInvitation"]["role"], "ADMIN", "{name}");
+        assert_eq!(
+            joined["data"]["acceptInvitation"]["role"], "ADMIN",
+            "{name}"
+        );
         assert!(
-            access.require(&identity, bob_ws_id, Role::Viewer).await.is_err(),
+            access
+                .require(&identity, bob_ws_id, Role::Viewer)
+                .await
+                .is_err(),
             "{name}: another workspace"
         );
 
@@ -136,7 +163,13 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             let refused = call(&auth, &key, account_only, json!({})).await;
             assert_eq!(code(&refused), "FORBIDDEN", "{name}: {account_only} {refused}");
         }
-        let escalate = call(&auth, &key, CREATE, json!({"w": ws, "n": "more", "r": "OWNER"})).await;
+        let escalate = call(
+            &auth,
+            &key,
+            CREATE,
+            json!({"w": ws, "n": "more", "r": "OWNER"}),
+        )
+        .await;
         assert_eq!(code(&escalate), "FORBIDDEN", "{name}: {escalate}");
         let audit = call(
             &auth,
@@ -146,7 +179,11 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             json!({"w": ws}),
         )
         .await;
-        assert_eq!(code(&audit), "FORBIDDEN", "{name}: EDITOR cannot read the log");
+        assert_eq!(
+            code(&audit),
+            "FORBIDDEN",
+            "{name}: EDITOR cannot read the log"
+        );
 
         // Its use is recorded.
         let listed = call(&auth, &ada, KEYS, json!({"w": ws})).await;
@@ -171,7 +208,13 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             json!({"t": token}),
         )
         .await;
-        let by_viewer = call(&auth, &bob, CREATE, json!({"w": ws, "n": "x", "r": "VIEWER"})).await;
+        let by_viewer = call(
+            &auth,
+            &bob,
+            CREATE,
+            json!({"w": ws, "n": "x", "r": "VIEWER"}),
+        )
+        .await;
         assert_eq!(code(&by_viewer), "FORBIDDEN", "{name}: {by_viewer}");
         for (days, expected) in [(0, "BAD_USER_INPUT"), (5000, "BAD_USER_INPUT")] {
             let bad = call(
@@ -193,7 +236,11 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             json!({"i": key_id}),
         )
         .await;
-        assert_eq!(code(&by_outsider), "FORBIDDEN", "{name}: a viewer: {by_outsider}");
+        assert_eq!(
+            code(&by_outsider),
+            "FORBIDDEN",
+            "{name}: a viewer: {by_outsider}"
+        );
         let revoked = call(
             &auth,
             &ada,
@@ -208,7 +255,10 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         let after = verifier.verify_bearer(secret).await;
         assert!(after.is_err(), "{name}: a revoked key still verified");
         let refused = call(&auth, &key, "{ __typename }", json!({})).await;
-        assert!(refused["errors"].is_null(), "{name}: no resolver needs a caller here");
+        assert!(
+            refused["errors"].is_null(),
+            "{name}: no resolver needs a caller here"
+        );
         let refused = call(
             &auth,
             &key,
@@ -220,8 +270,15 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         assert_eq!(code(&refused), "UNAUTHENTICATED", "{name}: {refused}");
 
         // Garbage and look-alikes are refused.
-        for garbage in ["ffk_", "ffk_short", "ffk_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"] {
-            assert!(verifier.verify_bearer(garbage).await.is_err(), "{name}: {garbage}");
+        for garbage in [
+            "ffk_",
+            "ffk_short",
+            "ffk_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
+            assert!(
+                verifier.verify_bearer(garbage).await.is_err(),
+                "{name}: {garbage}"
+            );
         }
         // The audit log has the key's creation and revocation.
         let log = call(

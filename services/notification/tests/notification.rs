@@ -38,6 +38,7 @@ fn as_user(user: Uuid) -> Caller {
     Caller::User(Identity {
         user_id: user,
         email: "ada@example.com".into(),
+        api_key: None,
     })
 }
 

@@ -97,7 +97,9 @@ impl ApiKeySource for GrpcApiKeys {
                         email: r.email,
                     })
                 })();
-                parsed.ok_or_else(|| ApiError::internal("the auth service sent a bad API key identity"))?
+                parsed.ok_or_else(|| {
+                    ApiError::internal("the auth service sent a bad API key identity")
+                })?
             }
             Err(status) => {
                 let error = ApiError::from(status);

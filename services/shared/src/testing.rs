@@ -174,7 +174,9 @@ impl AuthService for Memberships {
         &self,
         _: tonic::Request<crate::proto::auth::v1::VerifyApiKeyRequest>,
     ) -> Result<tonic::Response<crate::proto::auth::v1::ApiKeyIdentity>, tonic::Status> {
-        Err(tonic::Status::unauthenticated("this fixture knows no API keys"))
+        Err(tonic::Status::unauthenticated(
+            "this fixture knows no API keys",
+        ))
     }
     async fn check_membership(
         &self,

@@ -71,7 +71,11 @@ async fn owner_count(tx: &mut Tx<'_>, workspace: Uuid) -> Result<i64, ApiError> 
 
 /// The actor's role, under the lock; a non-member gets the same answer as for a workspace
 /// that does not exist.
-pub(super) async fn actor_role(tx: &mut Tx<'_>, actor: Uuid, workspace: Uuid) -> Result<Role, ApiError> {
+pub(super) async fn actor_role(
+    tx: &mut Tx<'_>,
+    actor: Uuid,
+    workspace: Uuid,
+) -> Result<Role, ApiError> {
     let not_member = || ApiError::forbidden("you are not a member of this workspace");
     if !lock_workspace(tx, workspace).await? {
         return Err(not_member());

@@ -215,6 +215,30 @@ async fn cross_six_subgraph_query_across_processes() {
     // that signed this session's access token.
     assert_jwks_lists_the_signing_key(&url, c.token.as_deref().unwrap()).await;
 
+    // Forged credentials are refused at the edge, and by every subgraph when sent to it
+    // directly (zero trust inside the cluster), whatever the operation.
+    let token = c.token.as_deref().unwrap();
+    assert_forgeries_refused_at_the_edge(&url, token).await;
+    assert_api_key_lifecycle(&url, &c, &wf).await;
+    let forgeries = forged_credentials(&url, token).await;
+    for s in services {
+        let port = env
+            .iter()
+            .find(|(k, _)| *k == format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()))
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        for (attack, credential) in &forgeries {
+            let mut direct = Client::new(&format!("http://127.0.0.1:{port}/graphql"));
+            direct.token = Some(credential.clone());
+            let (_, body) = direct.raw("{ __typename }", json!({})).await;
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+                "{s}, {attack}: {body}"
+            );
+            assert!(body["data"].is_null(), "{s}, {attack}: {body}");
+        }
+    }
+
     // The gateway process serves Prometheus metrics.
     let gateway_metrics = reqwest::get(url.replace("/graphql", "/metrics"))
         .await

@@ -42,6 +42,9 @@ async fn cross_six_subgraph_query_and_restart_keeps_data() {
     assert!(login["logIn"]["accessToken"].as_str().unwrap().len() > 20);
     // The signing keys are published at the same address, the persisted one included.
     assert_jwks_lists_the_signing_key(&url, c.token.as_deref().unwrap()).await;
+    // Forged credentials are refused before anything runs.
+    assert_forgeries_refused_at_the_edge(&url, c.token.as_deref().unwrap()).await;
+    assert_api_key_lifecycle(&url, &again, &wf).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,3 +319,154 @@ pub async fn assert_jwks_lists_the_signing_key(url: &str, token: &str) {
         header["kid"]
     );
 }
+
+/// Credentials forged from a real access `token` and the public keys at `url`'s JWKS:
+/// what an attacker without the private key can make. (Expired, not-yet-valid and
+/// wrong-issuer or wrong-audience tokens need the private key; the verifier's own test
+/// covers them, with a key of its own.)
+pub async fn forged_credentials(url: &str, token: &str) -> Vec<(&'static str, String)> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let jwks: Value = reqwest::get(url.replace("/graphql", "/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let (header, payload, signature) = (parts[0], parts[1], parts[2]);
+    let decode =
+        |s: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap() };
+    let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let mut header_json = decode(header);
+    let kid = header_json["kid"].clone();
+    let mut claims = decode(payload);
+    claims["sub"] = json!(uuid::Uuid::now_v7().to_string());
+    let public_x = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .expect("the signing key is published")["x"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hs256 = {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = kid.as_str().map(str::to_string);
+        jsonwebtoken::encode(
+            &h,
+            &decode(payload),
+            &jsonwebtoken::EncodingKey::from_secret(&URL_SAFE_NO_PAD.decode(&public_x).unwrap()),
+        )
+        .unwrap()
+    };
+    let mut flipped: Vec<char> = signature.chars().collect();
+    flipped[5] = if flipped[5] == 'A' { 'B' } else { 'A' };
+    let flipped: String = flipped.into_iter().collect();
+    header_json["kid"] = json!("not-a-published-key");
+    vec![
+        (
+            "alg none",
+            format!(
+                "{}.{payload}.",
+                encode(&json!({"alg": "none", "typ": "JWT", "kid": kid}))
+            ),
+        ),
+        ("HS256 signed with the public key", hs256),
+        (
+            "tampered payload",
+            format!("{header}.{}.{signature}", encode(&claims)),
+        ),
+        (
+            "tampered signature",
+            format!("{header}.{payload}.{flipped}"),
+        ),
+        ("signature stripped", format!("{header}.{payload}.")),
+        (
+            "unknown kid",
+            format!("{}.{payload}.{signature}", encode(&header_json)),
+        ),
+        ("garbage", "x.y.z".to_string()),
+        (
+            "an API key that does not exist",
+            format!("ffk_{}", "A".repeat(43)),
+        ),
+    ]
+}
+
+/// Every forged credential is refused at the gateway's edge: `401`, `UNAUTHENTICATED`, no
+/// data.
+pub async fn assert_forgeries_refused_at_the_edge(url: &str, token: &str) {
+    for (attack, credential) in forged_credentials(url, token).await {
+        let mut client = Client::new(url);
+        client.token = Some(credential);
+        let (status, body) = client.raw("{ me { id email } }", json!({})).await;
+        assert_eq!(status, 401, "{attack}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{attack}: {body}"
+        );
+        assert!(body.get("data").is_none(), "{attack}: {body}");
+    }
+}
+
+/// An API key through the gateway: it reads its workspace's workflows as a VIEWER, cannot
+/// write, cannot reach account operations, and stops working everywhere (edge and
+/// subgraphs, across processes) the moment it is revoked.
+pub async fn assert_api_key_lifecycle(url: &str, owner: &Client, workflow: &str) {
+    let me = owner
+        .ok("{ me { memberships { workspace { id } } } }", json!({}))
+        .await;
+    let ws = me["me"]["memberships"][0]["workspace"]["id"].clone();
+    let created = owner
+        .ok(
+            "mutation($w: ID!) { createApiKey(workspaceId: $w, name: \"reporting\", role: VIEWER) { key apiKey { id } } }",
+            json!({"w": ws}),
+        )
+        .await;
+    let key = created["createApiKey"]["key"].as_str().unwrap().to_string();
+    let id = created["createApiKey"]["apiKey"]["id"].clone();
+    let mut integration = Client::new(url);
+    integration.token = Some(key);
+    let read = integration
+        .ok(
+            "query($id: ID!) { workflow(id: $id) { id name } }",
+            json!({"id": workflow}),
+        )
+        .await;
+    assert_eq!(read["workflow"]["id"], workflow, "{read}");
+    let (_, write) = integration
+        .raw(
+            "mutation($w: ID!) { createWorkflow(input: {workspaceId: $w, name: \"nope\", definition: {nodes: [], edges: [], triggers: []}}) { id } }",
+            json!({"w": ws}),
+        )
+        .await;
+    assert_eq!(
+        write["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{write}"
+    );
+    let (_, account) = integration.raw("{ me { id } }", json!({})).await;
+    assert_eq!(
+        account["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{account}"
+    );
+
+    owner
+        .ok(
+            "mutation($i: ID!) { revokeApiKey(id: $i) { id } }",
+            json!({"i": id}),
+        )
+        .await;
+    let (status, refused) = integration
+        .raw(
+            "query($id: ID!) { workflow(id: $id) { id } }",
+            json!({"id": workflow}),
+        )
+        .await;
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
+}

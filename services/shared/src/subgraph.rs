@@ -1,8 +1,9 @@
 //! Serving a service's GraphQL subgraph, over HTTP or in process.
 //!
 //! Both paths go through [`Subgraph::execute`]: it verifies the caller's token
-//! (never trusting an identity it did not verify), puts the [`Caller`] in the
-//! GraphQL context, runs the schema and returns the response body as JSON.
+//! (never trusting an identity it did not verify), refuses the request outright when a
+//! presented credential does not verify, puts the [`Caller`] in the GraphQL context, runs
+//! the schema and returns the response body as JSON.
 
 use std::sync::Arc;
 
@@ -92,6 +93,15 @@ impl Subgraph {
         async move {
             let started = std::time::Instant::now();
             let caller = self.verifier.caller(headers).await;
+            // A credential that does not verify ends the request here, whatever it asks
+            // for: nothing runs on behalf of a forged, expired or revoked identity, and
+            // the client learns its credential is bad instead of being served as anonymous.
+            if let Caller::Rejected(reason) = &caller {
+                return serde_json::json!({"errors": [{
+                    "message": reason,
+                    "extensions": {"code": "UNAUTHENTICATED"}
+                }]});
+            }
             let mut request = async_graphql::Request::new(body.query).data(caller);
             if let Some(name) = body.operation_name {
                 request = request.operation_name(name);

@@ -21,6 +21,7 @@ use flowfleet_shared::auth::{DeferredJwks, JwksSource};
 use flowfleet_shared::blob::Blobs;
 use flowfleet_shared::config::{Config, ServiceName};
 use flowfleet_shared::grpc::{self, GrpcChannel};
+use flowfleet_shared::service_auth::ServiceCredentials;
 use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
 use flowfleet_shared::{Infra, ServiceParts};
 use futures::future::BoxFuture;
@@ -50,7 +51,9 @@ impl Fleet {
         )
         .await?;
         jwks.set(auth.keys.clone() as Arc<dyn JwksSource>);
-        let auth_channel = grpc::in_process(auth.parts.grpc.clone());
+        // Calls outside a user's request go out as the calling service.
+        let as_service = |s: ServiceName| Some(infra.service_credentials(s));
+        let auth_channel = grpc::in_process(auth.parts.grpc.clone(), as_service(ServiceName::Auth));
         infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
             auth_channel.clone(),
             infra.cache.clone(),
@@ -82,13 +85,13 @@ impl Fleet {
             &infra,
             execution_db.clone(),
             access.clone(),
-            grpc::in_process(workflow.grpc.clone()),
+            grpc::in_process(workflow.grpc.clone(), as_service(ServiceName::Execution)),
         )
         .await?;
         let worker_tasks = flowfleet_execution::build_worker(
             &infra,
             execution_db,
-            grpc::in_process(storage.grpc.clone()),
+            grpc::in_process(storage.grpc.clone(), as_service(ServiceName::Execution)),
             config.worker.concurrency,
         )
         .await?;
@@ -231,9 +234,14 @@ pub struct RemoteChannels {
     pub storage: GrpcChannel,
 }
 
-pub fn remote_channels(config: &Config) -> anyhow::Result<RemoteChannels> {
+/// `service` names the caller for calls made outside a user's request; without one (the
+/// gateway), such calls carry no credential.
+pub fn remote_channels(
+    config: &Config,
+    service: Option<ServiceCredentials>,
+) -> anyhow::Result<RemoteChannels> {
     let ch = |s: ServiceName| {
-        grpc::remote(&config.service(s).grpc_url)
+        grpc::remote(&config.service(s).grpc_url, service.clone())
             .with_context(|| format!("invalid gRPC URL for the {s} service"))
     };
     Ok(RemoteChannels {

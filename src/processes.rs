@@ -84,7 +84,7 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
         remote_jwks(&config)
     };
     let infra = Infra::start(config.clone(), jwks, shutdown.clone()).await?;
-    let channels = fleet::remote_channels(&config)?;
+    let channels = fleet::remote_channels(&config, Some(infra.service_credentials(service)))?;
     infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
         channels.auth.clone(),
         infra.cache.clone(),
@@ -163,7 +163,10 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let infra = Infra::start(config.clone(), remote_jwks(&config), shutdown.clone()).await?;
-    let channels = fleet::remote_channels(&config)?;
+    let channels = fleet::remote_channels(
+        &config,
+        Some(infra.service_credentials(ServiceName::Execution)),
+    )?;
     let db = infra
         .db(ServiceName::Execution, &flowfleet_execution::MIGRATIONS)
         .await?;
@@ -280,7 +283,8 @@ async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
         &config.security.jwt_issuer,
         &config.security.jwt_audience,
     ));
-    let channels = fleet::remote_channels(config)?;
+    // The gateway makes no calls of its own: API keys are verified with the key itself.
+    let channels = fleet::remote_channels(config, None)?;
     verifier.set_api_keys(Arc::new(GrpcApiKeys::new(channels.auth, cache)));
     Ok(verifier)
 }

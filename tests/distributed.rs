@@ -83,6 +83,14 @@ async fn cross_six_subgraph_query_across_processes() {
             blobs.path().display().to_string(),
         ),
         ("RUST_LOG".into(), "warn".into()),
+        // The fleet's secret key ring: seals stored secrets and service credentials.
+        (
+            "FLOWFLEET_SECURITY__SECRET_KEYS".into(),
+            format!(
+                "[\"{}\"]",
+                flowfleet_shared::secrets::SecretKeyRing::generate_entry("fleet").unwrap()
+            ),
+        ),
         (
             "FLOWFLEET_TELEMETRY__OTLP_ENDPOINT".into(),
             collector.endpoint(),

@@ -1,15 +1,21 @@
 //! The analytics service's gRPC server: workflow statistics for other services
-//! (callers inside the fleet have already authorised their own callers).
+//! and for users whose requests they serve (who need VIEWER in the workflow's workspace).
 
 use flowfleet_shared::error::parse_id;
 use flowfleet_shared::proto::analytics::v1::analytics_service_server::AnalyticsService;
 use flowfleet_shared::proto::analytics::v1::{GetWorkflowStatsRequest, WorkflowStats};
 use tonic::{Request, Response, Status};
 
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::service_auth::GrpcGuard;
+
 use crate::store::Store;
 
 pub struct AnalyticsGrpc {
     pub store: Store,
+    pub guard: GrpcGuard,
+    pub access: Access,
 }
 
 #[tonic::async_trait]
@@ -19,7 +25,15 @@ impl AnalyticsService for AnalyticsGrpc {
         &self,
         request: Request<GetWorkflowStatsRequest>,
     ) -> Result<Response<WorkflowStats>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let id = parse_id("workflow_id", &request.get_ref().workflow_id)?;
+        // A workflow that never ran has no facts, and so no workspace to check: its
+        // statistics are zeros, which reveal nothing.
+        for workspace in self.store.workspaces_of(id).await? {
+            caller
+                .require(&self.access, workspace, Role::Viewer)
+                .await?;
+        }
         let s = self.store.stats(id).await?;
         Ok(Response::new(WorkflowStats {
             workflow_id: id.to_string(),

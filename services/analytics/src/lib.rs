@@ -34,11 +34,13 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     });
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
-        access,
+        access: access.clone(),
     });
     let grpc =
         flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
             store,
+            guard: infra.grpc_guard(),
+            access,
         }))
         .await;
     Ok(ServiceParts {

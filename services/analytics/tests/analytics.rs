@@ -137,8 +137,10 @@ async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
     );
 
     // Through gRPC as well.
-    let mut client =
-        AnalyticsServiceClient::new(flowfleet_shared::grpc::in_process(parts.grpc.clone()));
+    let mut client = AnalyticsServiceClient::new(flowfleet_shared::grpc::in_process(
+        parts.grpc.clone(),
+        Some(infra.service_credentials(flowfleet_shared::config::ServiceName::Execution)),
+    ));
     let reply = client
         .get_workflow_stats(GetWorkflowStatsRequest {
             workflow_id: workflow.to_string(),

@@ -8,6 +8,7 @@ use flowfleet_shared::proto::auth::v1::{
 use std::sync::Arc;
 
 use flowfleet_shared::clock::Clock;
+use flowfleet_shared::service_auth::{GrpcCaller, GrpcGuard};
 use tonic::{Request, Response, Status};
 
 use crate::domain::ApiKeySecret;
@@ -16,6 +17,22 @@ use crate::store::Store;
 pub struct AuthGrpc {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub guard: GrpcGuard,
+}
+
+impl AuthGrpc {
+    /// Fleet services may ask about anyone; a user only about themself.
+    async fn require_self_or_service<T>(
+        &self,
+        request: &Request<T>,
+        user: uuid::Uuid,
+    ) -> Result<(), ApiError> {
+        match self.guard.caller(request).await? {
+            GrpcCaller::Service(_) => Ok(()),
+            GrpcCaller::User(me) if me.user_id == user => Ok(()),
+            GrpcCaller::User(_) => Err(ApiError::forbidden("a user may only ask about themself")),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -23,6 +40,7 @@ impl AuthService for AuthGrpc {
     #[tracing::instrument(skip_all)]
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let id = parse_id("user_id", &request.get_ref().user_id)?;
+        self.require_self_or_service(&request, id).await?;
         let user = self
             .store
             .user(id)
@@ -43,6 +61,7 @@ impl AuthService for AuthGrpc {
         let r = request.get_ref();
         let user = parse_id("user_id", &r.user_id)?;
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
+        self.require_self_or_service(&request, user).await?;
         let role = self.store.role(user, workspace).await?;
         Ok(Response::new(Membership {
             member: role.is_some(),
@@ -50,6 +69,8 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    /// Needs no other credential: whoever presents the key holds it, and learns only whom
+    /// it acts for.
     #[tracing::instrument(skip_all)]
     async fn verify_api_key(
         &self,

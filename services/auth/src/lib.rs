@@ -59,6 +59,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),
         clock: infra.clock.clone(),
+        guard: infra.grpc_guard(),
     }))
     .await;
     let jwks_keys = keys.clone();

@@ -35,7 +35,13 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         let auth = verifying_auth(&env, env.infra.clone()).await;
         // What every other service runs: a verifier that asks the auth service about keys,
         // and membership checks, both cached in the shared cache.
-        let channel = in_process(auth.parts.grpc.clone());
+        let channel = in_process(
+            auth.parts.grpc.clone(),
+            Some(
+                env.infra
+                    .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+            ),
+        );
         let verifier = TokenVerifier::new(auth.keys.clone(), "flowfleet", "flowfleet");
         verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
             channel.clone(),
@@ -254,11 +260,10 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         );
         let after = verifier.verify_bearer(secret).await;
         assert!(after.is_err(), "{name}: a revoked key still verified");
+        // Refused before anything runs, even what an anonymous caller may ask.
         let refused = call(&auth, &key, "{ __typename }", json!({})).await;
-        assert!(
-            refused["errors"].is_null(),
-            "{name}: no resolver needs a caller here"
-        );
+        assert_eq!(code(&refused), "UNAUTHENTICATED", "{name}: {refused}");
+        assert!(refused["data"].is_null(), "{name}: {refused}");
         let refused = call(
             &auth,
             &key,

@@ -203,7 +203,13 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
 
         // Other services ask the auth service over gRPC and cache the answer.
         let access = Access::new(
-            flowfleet_shared::grpc::in_process(auth.parts.grpc.clone()),
+            flowfleet_shared::grpc::in_process(
+                auth.parts.grpc.clone(),
+                Some(
+                    env.infra
+                        .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+                ),
+            ),
             env.infra.cache.clone(),
         );
         let (ws_id, cy_uuid) = (ws.parse().unwrap(), cy_id.parse().unwrap());

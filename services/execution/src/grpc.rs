@@ -5,10 +5,16 @@ use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionS
 use flowfleet_shared::proto::execution::v1::{ExecutionSummary, GetExecutionRequest};
 use tonic::{Request, Response, Status};
 
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::service_auth::GrpcGuard;
+
 use crate::store::Store;
 
 pub struct ExecutionGrpc {
     pub store: Store,
+    pub guard: GrpcGuard,
+    pub access: Access,
 }
 
 #[tonic::async_trait]
@@ -18,12 +24,16 @@ impl ExecutionService for ExecutionGrpc {
         &self,
         request: Request<GetExecutionRequest>,
     ) -> Result<Response<ExecutionSummary>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let id = parse_id("execution_id", &request.get_ref().execution_id)?;
         let e = self
             .store
             .get(id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such execution"))?;
+        caller
+            .require(&self.access, e.workspace_id, Role::Viewer)
+            .await?;
         Ok(Response::new(ExecutionSummary {
             execution_id: e.id.to_string(),
             workflow_id: e.workflow_id.to_string(),

@@ -39,7 +39,7 @@ pub async fn build(
     let relay = Relay::new(db, infra.bus.clone());
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
-        access,
+        access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
         workflows: WorkflowServiceClient::new(workflow),
@@ -47,6 +47,8 @@ pub async fn build(
     let grpc =
         flowfleet_shared::grpc::service_routes(ExecutionServiceServer::new(grpc::ExecutionGrpc {
             store,
+            guard: infra.grpc_guard(),
+            access: access.clone(),
         }))
         .await;
     Ok(ServiceParts {

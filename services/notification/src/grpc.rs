@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::Clock;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::events::outbox::Relay;
@@ -14,6 +15,7 @@ use flowfleet_shared::proto::notification::v1::notification_service_server::Noti
 use flowfleet_shared::proto::notification::v1::{
     SendNotificationRequest, SendNotificationResponse,
 };
+use flowfleet_shared::service_auth::GrpcGuard;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Channel, Message, Notification};
@@ -24,6 +26,7 @@ pub struct NotificationGrpc {
     pub relay: Relay,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
+    pub guard: GrpcGuard,
 }
 
 #[tonic::async_trait]
@@ -33,8 +36,13 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<SendNotificationRequest>,
     ) -> Result<Response<SendNotificationResponse>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let r = request.into_inner();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
+        // Services (the `notify` node) send for their workflows; a user needs EDITOR.
+        caller
+            .require(&self.access, workspace, Role::Editor)
+            .await?;
         let recipient = parse_id("recipient_id", &r.recipient_id)?;
         let channel = Channel::parse(&r.channel).ok_or_else(|| {
             ApiError::bad_input(format!(

@@ -45,6 +45,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
             relay: relay.clone(),
             access,
             clock: infra.clock.clone(),
+            guard: infra.grpc_guard(),
         },
     ))
     .await;

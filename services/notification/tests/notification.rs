@@ -352,8 +352,10 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(
     )
     .await
     .unwrap();
-    let mut client =
-        NotificationServiceClient::new(flowfleet_shared::grpc::in_process(parts.grpc.clone()));
+    let mut client = NotificationServiceClient::new(flowfleet_shared::grpc::in_process(
+        parts.grpc.clone(),
+        Some(infra.service_credentials(flowfleet_shared::config::ServiceName::Execution)),
+    ));
     let request = |recipient: Uuid, channel: &str| SendNotificationRequest {
         workspace_id: workspace.to_string(),
         recipient_id: recipient.to_string(),

@@ -7,6 +7,7 @@
 //! through the same generated clients and servers, so the code path is one.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,11 +18,30 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::{Interceptor, Routes};
 use tonic::transport::{Channel, Endpoint};
 
-/// Puts the current span's W3C trace context into every call's metadata.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TraceInterceptor;
+use crate::service_auth::ServiceCredentials;
 
-impl Interceptor for TraceInterceptor {
+tokio::task_local! {
+    /// The verified bearer credential of the user request being served.
+    static ACTING_FOR: Arc<str>;
+}
+
+/// Runs `work` on behalf of the caller whose verified bearer `credential` it is: gRPC calls
+/// made inside carry it, so the services they reach check that caller's rights.
+pub async fn acting_for<F: std::future::Future>(credential: Option<&str>, work: F) -> F::Output {
+    match credential {
+        Some(credential) => ACTING_FOR.scope(Arc::from(credential), work).await,
+        None => work.await,
+    }
+}
+
+/// Puts the current span's W3C trace context into every call's metadata, and the caller's
+/// credential: the user's being served ([`acting_for`]), or else this service's own.
+#[derive(Clone, Debug, Default)]
+pub struct CallInterceptor {
+    service: Option<ServiceCredentials>,
+}
+
+impl Interceptor for CallInterceptor {
     fn call(
         &mut self,
         mut request: tonic::Request<()>,
@@ -36,26 +56,45 @@ impl Interceptor for TraceInterceptor {
                 request.metadata_mut().insert(key, value);
             }
         }
+        let credential = ACTING_FOR.try_with(|c| c.to_string()).ok().or_else(|| {
+            self.service
+                .as_ref()
+                .and_then(ServiceCredentials::credential)
+        });
+        if let Some(credential) = credential {
+            if let Ok(value) =
+                tonic::metadata::AsciiMetadataValue::try_from(format!("Bearer {credential}"))
+            {
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
         Ok(request)
     }
 }
 
 /// A channel any generated client can use, remote or in process.
-pub type GrpcChannel = InterceptedService<Channel, TraceInterceptor>;
+pub type GrpcChannel = InterceptedService<Channel, CallInterceptor>;
 
-/// A channel to a remote gRPC server; connects on first use and reconnects.
-pub fn remote(url: &str) -> Result<GrpcChannel, tonic::transport::Error> {
+/// A channel to a remote gRPC server; connects on first use and reconnects. Calls made
+/// outside a user's request carry `service`'s credential.
+pub fn remote(
+    url: &str,
+    service: Option<ServiceCredentials>,
+) -> Result<GrpcChannel, tonic::transport::Error> {
     let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(InterceptedService::new(channel, TraceInterceptor))
+    Ok(InterceptedService::new(
+        channel,
+        CallInterceptor { service },
+    ))
 }
 
 /// A channel to `routes` served in this process over in-memory pipes: the
 /// same HTTP/2 framing, codecs and server as over TCP, without a socket.
-pub fn in_process(routes: Routes) -> GrpcChannel {
+pub fn in_process(routes: Routes, service: Option<ServiceCredentials>) -> GrpcChannel {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
     tokio::spawn(async move {
         let incoming = UnboundedReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
@@ -78,7 +117,7 @@ pub fn in_process(routes: Routes) -> GrpcChannel {
     });
     let channel =
         Endpoint::from_static("http://in-process.invalid").connect_with_connector_lazy(connector);
-    InterceptedService::new(channel, TraceInterceptor)
+    InterceptedService::new(channel, CallInterceptor { service })
 }
 
 /// Routes for one service plus the standard health (reporting it SERVING) and

@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod proto;
 pub mod runtime;
 pub mod secrets;
+pub mod service_auth;
 pub mod sessions;
 pub mod subgraph;
 pub mod telemetry;

@@ -21,6 +21,8 @@ use crate::db::Db;
 use crate::events::amqp::AmqpBus;
 use crate::events::memory::MemoryBus;
 use crate::events::EventBus;
+use crate::secrets::SecretKeyRing;
+use crate::service_auth::{GrpcGuard, ServiceCredentials};
 use crate::sessions::{MemorySessions, RedisSessions, SessionStore};
 use crate::subgraph::Subgraph;
 
@@ -35,6 +37,8 @@ pub struct Infra {
     pub counters: Arc<dyn Counters>,
     pub clock: Arc<dyn Clock>,
     pub verifier: Arc<TokenVerifier>,
+    /// The fleet's secret key ring: seals stored secrets and service credentials.
+    pub secrets: Arc<SecretKeyRing>,
     pub shutdown: CancellationToken,
 }
 
@@ -85,6 +89,9 @@ impl Infra {
             &config.security.jwt_issuer,
             &config.security.jwt_audience,
         ));
+        let secrets = Arc::new(SecretKeyRing::from_config(&config).context(
+            "loading the secret key ring (security.secret_keys; `flowfleet secret-key` makes a key)",
+        )?);
         Ok(Infra {
             config,
             bus,
@@ -93,8 +100,19 @@ impl Infra {
             counters,
             clock: Arc::new(SystemClock),
             verifier,
+            secrets,
             shutdown,
         })
+    }
+
+    /// The guard a gRPC server verifies its callers with.
+    pub fn grpc_guard(&self) -> GrpcGuard {
+        GrpcGuard::new(self.verifier.clone(), self.secrets.clone())
+    }
+
+    /// Credentials for the gRPC calls `service` makes on its own behalf.
+    pub fn service_credentials(&self, service: ServiceName) -> ServiceCredentials {
+        ServiceCredentials::new(self.secrets.clone(), service.as_str())
     }
 
     /// The service's database: its SQLite file, or its PostgreSQL schema; migrated

@@ -54,6 +54,11 @@ pub struct GraphQLBody {
     pub variables: Option<serde_json::Value>,
 }
 
+enum CallerKind {
+    User,
+    Anonymous,
+}
+
 #[derive(Clone)]
 pub struct Subgraph {
     name: &'static str,
@@ -102,6 +107,10 @@ impl Subgraph {
                     "extensions": {"code": "UNAUTHENTICATED"}
                 }]});
             }
+            let caller_kind = match &caller {
+                Caller::User(_) => CallerKind::User,
+                _ => CallerKind::Anonymous,
+            };
             let mut request = async_graphql::Request::new(body.query).data(caller);
             if let Some(name) = body.operation_name {
                 request = request.operation_name(name);
@@ -109,7 +118,17 @@ impl Subgraph {
             if let Some(vars) = body.variables {
                 request = request.variables(async_graphql::Variables::from_json(vars));
             }
-            let response = self.schema.execute(request).await;
+            // gRPC calls the resolvers make carry this caller's credential.
+            let credential = match &caller_kind {
+                CallerKind::User => headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.get(7..))
+                    .map(str::trim),
+                CallerKind::Anonymous => None,
+            };
+            let response =
+                crate::grpc::acting_for(credential, self.schema.execute(request)).await;
             let outcome = if response.errors.is_empty() { "ok" } else { "error" };
             metrics::histogram!("flowfleet_subgraph_request_seconds", "subgraph" => self.name, "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());

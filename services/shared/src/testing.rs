@@ -102,6 +102,8 @@ impl Backend {
             config.amqp.exchange = format!("t_{unique}");
             config.redis.url = redis_url.clone();
             config.redis.key_prefix = format!("t_{unique}:");
+            config.security.secret_keys =
+                vec![crate::secrets::SecretKeyRing::generate_entry("test").expect("a key")];
         }
         let shutdown = CancellationToken::new();
         let infra = Infra::start(
@@ -204,7 +206,7 @@ pub fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
     let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
     let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
     Access::new(
-        crate::grpc::in_process(routes),
+        crate::grpc::in_process(routes, None),
         Arc::new(MemoryCache::default()),
     )
 }
@@ -227,6 +229,13 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
             "flowfleet",
             "flowfleet",
         )),
+        secrets: Arc::new(
+            crate::secrets::SecretKeyRing::new(
+                &[crate::secrets::SecretKeyRing::generate_entry("test").expect("a key")],
+                None,
+            )
+            .expect("a key ring"),
+        ),
         shutdown: CancellationToken::new(),
     }
 }

@@ -1,17 +1,24 @@
 //! The storage service's gRPC server: workers store step outputs and artifacts
-//! here and read them back. Callers inside the fleet have already authorised
-//! their own callers; a file is only returned for the workspace it belongs to.
+//! here and read them back. Services may store and read any workspace's files; a user
+//! whose request a service serves needs EDITOR to store and VIEWER to read. A file is
+//! only returned for the workspace it belongs to.
 
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::proto::storage::v1::storage_service_server::StorageService;
 use flowfleet_shared::proto::storage::v1::{File, FileContent, GetFileRequest, PutFileRequest};
 use tonic::{Request, Response, Status};
 
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::service_auth::GrpcGuard;
+
 use crate::domain::{ContentType, FileName, StoredFile};
 use crate::files::{Files, NewFile};
 
 pub struct StorageGrpc {
     pub files: Files,
+    pub guard: GrpcGuard,
+    pub access: Access,
 }
 
 fn to_proto(f: &StoredFile) -> File {
@@ -29,12 +36,17 @@ fn to_proto(f: &StoredFile) -> File {
 impl StorageService for StorageGrpc {
     #[tracing::instrument(skip_all)]
     async fn put_file(&self, request: Request<PutFileRequest>) -> Result<Response<File>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let r = request.into_inner();
+        let workspace = parse_id("workspace_id", &r.workspace_id)?;
+        caller
+            .require(&self.access, workspace, Role::Editor)
+            .await?;
         self.files
             .check_size(r.content.len() as u64)
             .map_err(|e| Status::invalid_argument(e.message()))?;
         let new = NewFile {
-            workspace_id: parse_id("workspace_id", &r.workspace_id)?,
+            workspace_id: workspace,
             owner_id: parse_id("owner_id", &r.owner_id)?,
             execution_id: if r.execution_id.is_empty() {
                 None
@@ -53,9 +65,13 @@ impl StorageService for StorageGrpc {
         &self,
         request: Request<GetFileRequest>,
     ) -> Result<Response<FileContent>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let r = request.get_ref();
         let id = parse_id("file_id", &r.file_id)?;
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
+        caller
+            .require(&self.access, workspace, Role::Viewer)
+            .await?;
         // Another workspace's file is indistinguishable from a missing one.
         let file = self
             .files

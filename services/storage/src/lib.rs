@@ -76,6 +76,8 @@ pub async fn build(
     let grpc = flowfleet_shared::grpc::service_routes(
         StorageServiceServer::new(grpc::StorageGrpc {
             files: files.clone(),
+            guard: infra.grpc_guard(),
+            access: access.clone(),
         })
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit),

@@ -154,7 +154,15 @@ async fn fixture(backend: &Backend, members: &[(Uuid, Uuid, Role)]) -> Fixture {
 
 impl Fixture {
     fn grpc(&self) -> StorageServiceClient<flowfleet_shared::grpc::GrpcChannel> {
-        StorageServiceClient::new(flowfleet_shared::grpc::in_process(self.parts.grpc.clone()))
+        // As the worker calls it: with the execution service's own credential.
+        StorageServiceClient::new(flowfleet_shared::grpc::in_process(
+            self.parts.grpc.clone(),
+            Some(
+                self._env
+                    .infra
+                    .service_credentials(flowfleet_shared::config::ServiceName::Execution),
+            ),
+        ))
     }
 
     async fn http(
@@ -641,6 +649,8 @@ async fn sizes_above_graphql_int_are_refused_at_start() {
             "flowfleet",
             "flowfleet",
         )),
+        secrets: flowfleet_shared::testing::embedded_infra(dir.path(), Arc::new(MemoryBus::new()))
+            .secrets,
         shutdown: CancellationToken::new(),
     };
     let err = build(&infra, db, access(&[]), blobs).await.err().unwrap();

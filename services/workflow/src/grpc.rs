@@ -5,10 +5,16 @@ use flowfleet_shared::proto::workflow::v1::workflow_service_server::WorkflowServ
 use flowfleet_shared::proto::workflow::v1::{GetPublishedVersionRequest, WorkflowVersion};
 use tonic::{Request, Response, Status};
 
+use flowfleet_shared::access::Access;
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::service_auth::GrpcGuard;
+
 use crate::store::Store;
 
 pub struct WorkflowGrpc {
     pub store: Store,
+    pub guard: GrpcGuard,
+    pub access: Access,
 }
 
 #[tonic::async_trait]
@@ -18,6 +24,7 @@ impl WorkflowService for WorkflowGrpc {
         &self,
         request: Request<GetPublishedVersionRequest>,
     ) -> Result<Response<WorkflowVersion>, Status> {
+        let caller = self.guard.caller(&request).await?;
         let r = request.get_ref();
         let id = parse_id("workflow_id", &r.workflow_id)?;
         if r.version < 0 {
@@ -31,6 +38,10 @@ impl WorkflowService for WorkflowGrpc {
                 "the workflow does not exist or has no such published version; publish it first",
             )
         })?;
+        // Services (the engine) read any workflow; a user only their workspaces'.
+        caller
+            .require(&self.access, w.workspace_id, Role::Viewer)
+            .await?;
         Ok(Response::new(WorkflowVersion {
             workflow_id: w.id.to_string(),
             workspace_id: w.workspace_id.to_string(),

@@ -25,13 +25,15 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     let relay = Relay::new(db, infra.bus.clone());
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
-        access,
+        access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
     });
     let grpc =
         flowfleet_shared::grpc::service_routes(WorkflowServiceServer::new(grpc::WorkflowGrpc {
             store,
+            guard: infra.grpc_guard(),
+            access: access.clone(),
         }))
         .await;
     Ok(ServiceParts {

@@ -92,7 +92,13 @@ pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_shared::Infra) -> 
     let auth = build(&infra, db).await.expect("auth service");
     jwks.set(auth.keys.clone());
     verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
-        in_process(auth.parts.grpc.clone()),
+        in_process(
+            auth.parts.grpc.clone(),
+            Some(
+                env.infra
+                    .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+            ),
+        ),
         infra.cache.clone(),
     )));
     auth

@@ -28,8 +28,19 @@ impl DevApp {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<DevApp> {
-        let port = listener.local_addr()?.port();
         config.mode = flowfleet_shared::config::Mode::Embedded;
+        Self::build_as_configured(config, listener, shutdown).await
+    }
+
+    /// [`DevApp::build`] on the infrastructure `config` names: in distributed mode the six
+    /// services still run in this process, on PostgreSQL, Redis and RabbitMQ (tests use this
+    /// to run one scenario on both backends).
+    pub async fn build_as_configured(
+        mut config: Config,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<DevApp> {
+        let port = listener.local_addr()?.port();
         if config.storage.public_url.is_empty() {
             // File downloads are served by this same process.
             config.storage.public_url = format!("http://127.0.0.1:{port}");
@@ -62,6 +73,10 @@ impl DevApp {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 
     /// Serves until the shutdown token is cancelled, then waits for background

@@ -5,11 +5,7 @@
 //! Kubernetes Deployment); `migrate` applies every service's migrations;
 //! `compose` writes the supergraph; `schema` prints a subgraph's SDL.
 
-mod dev;
-mod edge_auth;
-mod fleet;
-mod jwks;
-mod processes;
+use flowfleet::processes;
 
 use std::path::PathBuf;
 

@@ -81,7 +81,9 @@ impl Backend {
     }
 
     /// Fresh infrastructure on this backend (see the module docs).
-    pub async fn start(&self) -> TestInfra {
+    /// A configuration for this backend on a fresh data directory (and, distributed, a
+    /// fresh database, exchange and Redis prefix), kept until the directory is dropped.
+    pub async fn config(&self) -> (Config, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
@@ -105,6 +107,11 @@ impl Backend {
             config.security.secret_keys =
                 vec![crate::secrets::SecretKeyRing::generate_entry("test").expect("a key")];
         }
+        (config, dir)
+    }
+
+    pub async fn start(&self) -> TestInfra {
+        let (config, dir) = self.config().await;
         let shutdown = CancellationToken::new();
         let infra = Infra::start(
             Arc::new(config),

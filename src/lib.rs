@@ -1,0 +1,9 @@
+//! The `flowfleet` binary's parts, as a library so that tests can run the whole fleet in
+//! their own process: [`fleet`] wires the six services, [`dev`] serves them behind the
+//! gateway, [`processes`] is each subcommand.
+
+pub mod dev;
+pub mod edge_auth;
+pub mod fleet;
+pub mod jwks;
+pub mod processes;

@@ -1,0 +1,867 @@
+//! The tenancy matrix: every query, mutation and gRPC method of the fleet, called as a
+//! non-member and as each role of a workspace, on both backends (embedded: SQLite and
+//! in-process parts; distributed: PostgreSQL, Redis and RabbitMQ). Each call must either
+//! succeed, for the roles that may make it, or fail with the expected code and no data.
+//!
+//! The operation lists are read from `schemas/supergraph.graphql` and `proto/`: an
+//! operation added without a row here fails the test, so the matrix grows with the API.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+
+use flowfleet::dev::DevApp;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::grpc::{in_process, GrpcChannel};
+use flowfleet_shared::proto::analytics::v1::{
+    analytics_service_client::AnalyticsServiceClient, GetWorkflowStatsRequest,
+};
+use flowfleet_shared::proto::auth::v1::{
+    auth_service_client::AuthServiceClient, CheckMembershipRequest, GetUserRequest,
+    VerifyApiKeyRequest,
+};
+use flowfleet_shared::proto::execution::v1::{
+    execution_service_client::ExecutionServiceClient, GetExecutionRequest,
+};
+use flowfleet_shared::proto::notification::v1::{
+    notification_service_client::NotificationServiceClient, SendNotificationRequest,
+};
+use flowfleet_shared::proto::storage::v1::{
+    storage_service_client::StorageServiceClient, GetFileRequest, PutFileRequest,
+};
+use flowfleet_shared::proto::workflow::v1::{
+    workflow_service_client::WorkflowServiceClient, GetPublishedVersionRequest,
+};
+use flowfleet_shared::testing::Backend;
+use serde_json::{json, Value};
+use support::{eventually, Client};
+use tokio_util::sync::CancellationToken;
+
+/// Who calls: an outsider (a member of another workspace only) or a member with a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Who {
+    Outsider,
+    Viewer,
+    Editor,
+    Admin,
+    Owner,
+}
+
+const EVERYONE: [Who; 5] = [
+    Who::Outsider,
+    Who::Viewer,
+    Who::Editor,
+    Who::Admin,
+    Who::Owner,
+];
+
+struct Person {
+    id: String,
+    client: Client,
+}
+
+impl Person {
+    fn token(&self) -> &str {
+        self.client.token.as_deref().expect("signed in")
+    }
+}
+
+/// The fleet in this process behind its gateway, with in-process channels to each
+/// service's gRPC server (the same servers the network would reach).
+struct Fleet {
+    url: String,
+    grpc: HashMap<ServiceName, tonic::service::Routes>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(backend: &Backend) -> Fleet {
+    let (config, dir) = backend.config().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let app = DevApp::build_as_configured(config, listener, shutdown.clone())
+        .await
+        .expect("the fleet starts");
+    let url = format!("http://127.0.0.1:{}/graphql", app.port());
+    let grpc = app
+        .fleet()
+        .services
+        .iter()
+        .map(|s| (s.name, s.grpc.clone()))
+        .collect();
+    tokio::spawn(app.run());
+    Fleet {
+        url,
+        grpc,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl Fleet {
+    fn channel(&self, service: ServiceName) -> GrpcChannel {
+        in_process(self.grpc[&service].clone(), None)
+    }
+
+    async fn sign_up(&self, email: &str) -> Person {
+        let mut client = Client::new(&self.url);
+        let data = client
+            .ok(
+                "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken user { id } } }",
+                json!({"i": {"email": email, "password": "long enough password", "name": email}}),
+            )
+            .await;
+        client.token = Some(data["signUp"]["accessToken"].as_str().unwrap().to_string());
+        Person {
+            id: data["signUp"]["user"]["id"].as_str().unwrap().to_string(),
+            client,
+        }
+    }
+}
+
+/// A call's outcome: `Ok` with the returned data, or the error code.
+type Outcome = Result<Value, String>;
+
+/// Runs a GraphQL operation and reads the one root field it selects.
+async fn graphql(person: &Person, query: &str, variables: Value, field: &str) -> Outcome {
+    let (_, body) = person.client.raw(query, variables).await;
+    match body["errors"][0]["extensions"]["code"].as_str() {
+        Some(code) => {
+            let data = &body["data"];
+            assert!(
+                data.is_null() || data[field].is_null(),
+                "{field} failed with {code} but returned data: {body}"
+            );
+            Err(code.to_string())
+        }
+        None => {
+            assert!(!body["data"][field].is_null(), "{field}: {body}");
+            Ok(body["data"][field].clone())
+        }
+    }
+}
+
+fn grpc_request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+fn grpc_outcome<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> Outcome {
+    match result {
+        Ok(r) => Ok(json!(format!("{:?}", r.into_inner()))),
+        Err(status) => Err(format!("{:?}", status.code())),
+    }
+}
+
+/// The expectation for a workspace-scoped operation that needs `min`: the roles below it
+/// get `denied`, an outsider gets `outsider`.
+fn needs(min: Who, who: Who, outsider: &str, denied: &str) -> Option<String> {
+    match who {
+        Who::Outsider => Some(outsider.to_string()),
+        w if w < min => Some(denied.to_string()),
+        _ => None,
+    }
+}
+
+/// What exists in the workspace under test.
+struct World {
+    people: HashMap<Who, Person>,
+    /// A VIEWER whose role the matrix changes and who is removed and re-invited.
+    subject: Person,
+    workspace: String,
+    workflow: String,
+    execution: String,
+    file: String,
+    notification: String,
+}
+
+async fn invite(
+    fleet: &Fleet,
+    owner: &Person,
+    workspace: &str,
+    person: &Person,
+    email: &str,
+    role: &str,
+) {
+    let invited = owner
+        .client
+        .ok(
+            "mutation($w: ID!, $e: String!, $r: WorkspaceRole!) { inviteMember(workspaceId: $w, email: $e, role: $r) { token } }",
+            json!({"w": workspace, "e": email, "r": role}),
+        )
+        .await;
+    person
+        .client
+        .ok(
+            "mutation($t: String!) { acceptInvitation(token: $t) { role } }",
+            json!({"t": invited["inviteMember"]["token"]}),
+        )
+        .await;
+    let _ = fleet;
+}
+
+async fn world(fleet: &Fleet) -> World {
+    let mut people = HashMap::new();
+    for who in EVERYONE {
+        let email = format!("{who:?}@example.com").to_lowercase();
+        people.insert(who, fleet.sign_up(&email).await);
+    }
+    let subject = fleet.sign_up("subject@example.com").await;
+    let owner = &people[&Who::Owner];
+    let me = owner
+        .client
+        .ok("{ me { memberships { workspace { id } } } }", json!({}))
+        .await;
+    let workspace = me["me"]["memberships"][0]["workspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (who, role) in [
+        (Who::Viewer, "VIEWER"),
+        (Who::Editor, "EDITOR"),
+        (Who::Admin, "ADMIN"),
+    ] {
+        let email = format!("{who:?}@example.com").to_lowercase();
+        invite(fleet, owner, &workspace, &people[&who], &email, role).await;
+    }
+    invite(
+        fleet,
+        owner,
+        &workspace,
+        &subject,
+        "subject@example.com",
+        "VIEWER",
+    )
+    .await;
+    let workflow = create_workflow(owner, &workspace).await;
+    owner
+        .client
+        .ok(
+            "mutation($id: ID!) { publishWorkflow(id: $id) { version } }",
+            json!({"id": workflow}),
+        )
+        .await;
+    let started = owner
+        .client
+        .ok(
+            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+            json!({"i": {"workflowId": workflow}}),
+        )
+        .await;
+    let execution = started["startExecution"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The run's artifact (storage) and the owner's notification (from its outcome event).
+    let (file, notification) = eventually(60, || {
+        let (owner, execution) = (&owner.client, &execution);
+        async move {
+            let (_, body) = owner
+                .raw(
+                    "query($id: ID!) { execution(id: $id) { status artifacts { id } } \
+                     me { notifications { nodes { id } } } }",
+                    json!({"id": execution}),
+                )
+                .await;
+            let file = body["data"]["execution"]["artifacts"][0]["id"].as_str()?;
+            let notification = body["data"]["me"]["notifications"]["nodes"][0]["id"].as_str()?;
+            Some((file.to_string(), notification.to_string()))
+        }
+    })
+    .await;
+    World {
+        people,
+        subject,
+        workspace,
+        workflow,
+        execution,
+        file,
+        notification,
+    }
+}
+
+async fn create_workflow(person: &Person, workspace: &str) -> String {
+    let created = person
+        .client
+        .ok(
+            "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+            json!({"i": {"workspaceId": workspace, "name": "Matrix", "definition": {
+                "nodes": [{"id": "a", "type": "set", "config": {"value": {"x": 1}}}],
+                "edges": [], "triggers": [{"kind": "MANUAL"}]}}}),
+        )
+        .await;
+    created["createWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// One row of the matrix: runs the operation as `who`, returns the outcome and the
+/// expected error (`None`: it must succeed).
+async fn graphql_row(
+    operation: &str,
+    fleet: &Fleet,
+    w: &World,
+    who: Who,
+) -> (Outcome, Option<String>) {
+    let me = &w.people[&who];
+    let owner = &w.people[&Who::Owner];
+    let ws = &w.workspace;
+    let forbidden = "FORBIDDEN";
+    match operation {
+        // An outsider cannot tell another workspace's workflow or execution from a missing one.
+        "workflow" => (
+            graphql(me, "query($id: ID!) { workflow(id: $id) { id name } }", json!({"id": w.workflow}), "workflow").await,
+            needs(Who::Viewer, who, "NOT_FOUND", forbidden),
+        ),
+        "execution" => (
+            graphql(me, "query($id: ID!) { execution(id: $id) { id status } }", json!({"id": w.execution}), "execution").await,
+            needs(Who::Viewer, who, "NOT_FOUND", forbidden),
+        ),
+        "createWorkflow" => (
+            graphql(
+                me,
+                "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+                json!({"i": {"workspaceId": ws, "name": "x", "definition": {"nodes": [], "edges": [], "triggers": []}}}),
+                "createWorkflow",
+            )
+            .await,
+            needs(Who::Editor, who, forbidden, forbidden),
+        ),
+        "publishWorkflow" => {
+            let draft = create_workflow(owner, ws).await;
+            (
+                graphql(me, "mutation($id: ID!) { publishWorkflow(id: $id) { version } }", json!({"id": draft}), "publishWorkflow").await,
+                needs(Who::Editor, who, "NOT_FOUND", forbidden),
+            )
+        }
+        "startExecution" => (
+            graphql(
+                me,
+                "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+                json!({"i": {"workflowId": w.workflow}}),
+                "startExecution",
+            )
+            .await,
+            needs(Who::Editor, who, forbidden, forbidden),
+        ),
+        "createApiKey" => (
+            graphql(
+                me,
+                "mutation($w: ID!) { createApiKey(workspaceId: $w, name: \"m\", role: VIEWER) { key } }",
+                json!({"w": ws}),
+                "createApiKey",
+            )
+            .await,
+            needs(Who::Admin, who, forbidden, forbidden),
+        ),
+        "revokeApiKey" => {
+            let key = owner
+                .client
+                .ok(
+                    "mutation($w: ID!) { createApiKey(workspaceId: $w, name: \"r\", role: VIEWER) { apiKey { id } } }",
+                    json!({"w": ws}),
+                )
+                .await;
+            (
+                graphql(
+                    me,
+                    "mutation($i: ID!) { revokeApiKey(id: $i) { id } }",
+                    json!({"i": key["createApiKey"]["apiKey"]["id"]}),
+                    "revokeApiKey",
+                )
+                .await,
+                // Outsiders learn nothing about the workspace's keys.
+                needs(Who::Admin, who, "NOT_FOUND", forbidden),
+            )
+        }
+        "inviteMember" => (
+            graphql(
+                me,
+                "mutation($w: ID!, $e: String!) { inviteMember(workspaceId: $w, email: $e, role: VIEWER) { token } }",
+                json!({"w": ws, "e": format!("new-{who:?}@example.com").to_lowercase()}),
+                "inviteMember",
+            )
+            .await,
+            needs(Who::Admin, who, forbidden, forbidden),
+        ),
+        "revokeInvitation" => {
+            let invited = owner
+                .client
+                .ok(
+                    "mutation($w: ID!, $e: String!) { inviteMember(workspaceId: $w, email: $e, role: VIEWER) { invitation { id } } }",
+                    json!({"w": ws, "e": format!("revoke-{who:?}@example.com").to_lowercase()}),
+                )
+                .await;
+            (
+                graphql(
+                    me,
+                    "mutation($i: ID!) { revokeInvitation(id: $i) { id } }",
+                    json!({"i": invited["inviteMember"]["invitation"]["id"]}),
+                    "revokeInvitation",
+                )
+                .await,
+                needs(Who::Admin, who, "NOT_FOUND", forbidden),
+            )
+        }
+        "changeMemberRole" => (
+            graphql(
+                me,
+                "mutation($w: ID!, $u: ID!) { changeMemberRole(workspaceId: $w, userId: $u, role: VIEWER) { role } }",
+                json!({"w": ws, "u": w.subject.id}),
+                "changeMemberRole",
+            )
+            .await,
+            needs(Who::Admin, who, forbidden, forbidden),
+        ),
+        "removeMember" => {
+            let outcome = graphql(
+                me,
+                "mutation($w: ID!, $u: ID!) { removeMember(workspaceId: $w, userId: $u) }",
+                json!({"w": ws, "u": w.subject.id}),
+                "removeMember",
+            )
+            .await;
+            if outcome.is_ok() {
+                invite(fleet, owner, ws, &w.subject, "subject@example.com", "VIEWER").await;
+            }
+            (outcome, needs(Who::Admin, who, forbidden, forbidden))
+        }
+        // Not tied to a workspace: each caller reaches only their own account, and the
+        // owner's things stay out of reach.
+        "me" => (graphql(me, "{ me { id } }", json!({}), "me").await, None),
+        "nodeTypes" => (graphql(me, "{ nodeTypes { name } }", json!({}), "nodeTypes").await, None),
+        "markNotificationRead" => (
+            graphql(
+                me,
+                "mutation($i: ID!) { markNotificationRead(id: $i) { id } }",
+                json!({"i": w.notification}),
+                "markNotificationRead",
+            )
+            .await,
+            (who != Who::Owner).then(|| "NOT_FOUND".to_string()),
+        ),
+        "acceptInvitation" => {
+            // An invitation meant for the subject.
+            let invited = owner
+                .client
+                .ok(
+                    "mutation($w: ID!) { inviteMember(workspaceId: $w, email: \"someone-else@example.com\", role: ADMIN) { token } }",
+                    json!({"w": ws}),
+                )
+                .await;
+            let outcome = graphql(
+                me,
+                "mutation($t: String!) { acceptInvitation(token: $t) { role } }",
+                json!({"t": invited["inviteMember"]["token"]}),
+                "acceptInvitation",
+            )
+            .await;
+            (outcome, Some(forbidden.to_string()))
+        }
+        "createWorkspace" => (
+            graphql(me, "mutation { createWorkspace(name: \"mine\") { id } }", json!({}), "createWorkspace").await,
+            None,
+        ),
+        "changePassword" => (
+            graphql(
+                me,
+                "mutation { changePassword(currentPassword: \"not my password\", newPassword: \"whatever else\") { accessToken } }",
+                json!({}),
+                "changePassword",
+            )
+            .await,
+            Some("UNAUTHENTICATED".to_string()),
+        ),
+        // Anonymous entry points: a refresh token or a password is the credential.
+        "signUp" | "logIn" | "refreshSession" | "logOut" => {
+            let query = match operation {
+                "signUp" => "mutation { signUp(input: {email: \"owner@example.com\", password: \"long enough password\", name: \"x\"}) { accessToken } }",
+                "logIn" => "mutation($e: String!) { logIn(input: {email: $e, password: \"wrong password\"}) { accessToken } }",
+                "refreshSession" => "mutation { refreshSession(refreshToken: \"rt_not-a-token\") { accessToken } }",
+                _ => "mutation { logOut(refreshToken: \"rt_not-a-token\") }",
+            };
+            let expected = match operation {
+                "signUp" => "CONFLICT",
+                "logIn" | "refreshSession" => "UNAUTHENTICATED",
+                _ => "",
+            };
+            let own_email = format!("{who:?}@example.com").to_lowercase();
+            let outcome = graphql(me, query, json!({"e": own_email}), operation).await;
+            if operation == "logOut" {
+                assert_eq!(outcome, Ok(json!(false)), "{who:?}: logOut of a token that is not one");
+                return (Ok(json!(false)), None);
+            }
+            (outcome, Some(expected.to_string()))
+        }
+        other => panic!("no matrix row for the GraphQL operation `{other}`: add one"),
+    }
+}
+
+async fn grpc_row(method: &str, fleet: &Fleet, w: &World, who: Who) -> (Outcome, Option<String>) {
+    let me = &w.people[&who];
+    let token = Some(me.token());
+    let denied = "PermissionDenied";
+    let ws = w.workspace.clone();
+    match method {
+        "GetPublishedVersion" => (
+            grpc_outcome(
+                WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                    .get_published_version(grpc_request(
+                        GetPublishedVersionRequest {
+                            workflow_id: w.workflow.clone(),
+                            version: 0,
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Viewer, who, denied, denied),
+        ),
+        "GetExecution" => (
+            grpc_outcome(
+                ExecutionServiceClient::new(fleet.channel(ServiceName::Execution))
+                    .get_execution(grpc_request(
+                        GetExecutionRequest {
+                            execution_id: w.execution.clone(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Viewer, who, denied, denied),
+        ),
+        "GetWorkflowStats" => (
+            grpc_outcome(
+                AnalyticsServiceClient::new(fleet.channel(ServiceName::Analytics))
+                    .get_workflow_stats(grpc_request(
+                        GetWorkflowStatsRequest {
+                            workflow_id: w.workflow.clone(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Viewer, who, denied, denied),
+        ),
+        "SendNotification" => (
+            grpc_outcome(
+                NotificationServiceClient::new(fleet.channel(ServiceName::Notification))
+                    .send_notification(grpc_request(
+                        SendNotificationRequest {
+                            workspace_id: ws,
+                            recipient_id: w.people[&Who::Viewer].id.clone(),
+                            channel: "IN_APP".into(),
+                            subject: "hello".into(),
+                            body: "from the matrix".into(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Editor, who, denied, denied),
+        ),
+        "PutFile" => (
+            grpc_outcome(
+                StorageServiceClient::new(fleet.channel(ServiceName::Storage))
+                    .put_file(grpc_request(
+                        PutFileRequest {
+                            workspace_id: ws,
+                            owner_id: me.id.clone(),
+                            execution_id: String::new(),
+                            name: "m.txt".into(),
+                            content_type: "text/plain".into(),
+                            content: b"matrix".to_vec(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Editor, who, denied, denied),
+        ),
+        "GetFile" => (
+            grpc_outcome(
+                StorageServiceClient::new(fleet.channel(ServiceName::Storage))
+                    .get_file(grpc_request(
+                        GetFileRequest {
+                            file_id: w.file.clone(),
+                            workspace_id: ws,
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            needs(Who::Viewer, who, denied, denied),
+        ),
+        // About a person: only that person (or a service) may ask.
+        "GetUser" => (
+            grpc_outcome(
+                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                    .get_user(grpc_request(
+                        GetUserRequest {
+                            user_id: w.people[&Who::Owner].id.clone(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            (who != Who::Owner).then(|| denied.to_string()),
+        ),
+        "CheckMembership" => (
+            grpc_outcome(
+                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                    .check_membership(grpc_request(
+                        CheckMembershipRequest {
+                            user_id: w.people[&Who::Owner].id.clone(),
+                            workspace_id: ws,
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            (who != Who::Owner).then(|| denied.to_string()),
+        ),
+        // The key is the credential: an access token is not a key.
+        "VerifyApiKey" => (
+            grpc_outcome(
+                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                    .verify_api_key(grpc_request(
+                        VerifyApiKeyRequest {
+                            key: me.token().to_string(),
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+            Some("Unauthenticated".to_string()),
+        ),
+        other => panic!("no matrix row for the gRPC method `{other}`: add one"),
+    }
+}
+
+/// The root fields of `type Query` and `type Mutation` in the supergraph.
+fn graphql_operations() -> BTreeSet<String> {
+    let supergraph = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/supergraph.graphql"
+    ))
+    .unwrap();
+    let mut operations = BTreeSet::new();
+    for root in ["type Query", "type Mutation"] {
+        let start = supergraph.find(&format!("{root} ")).expect("a root type");
+        let body = &supergraph[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+        let mut in_description = false;
+        for line in body.lines().map(str::trim) {
+            if line.starts_with("\"\"\"") {
+                in_description = !(in_description || line.len() > 3 && line.ends_with("\"\"\""));
+                continue;
+            }
+            if in_description || line.starts_with('"') || line.is_empty() {
+                continue;
+            }
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !name.starts_with('_') {
+                operations.insert(name);
+            }
+        }
+    }
+    operations
+}
+
+/// Every `rpc` of every service in `proto/`.
+fn grpc_methods() -> BTreeSet<String> {
+    let mut methods = BTreeSet::new();
+    for service in ServiceName::ALL {
+        let s = service.as_str();
+        let path = format!(
+            "{}/proto/flowfleet/{s}/v1/{s}.proto",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            if let Some(rest) = line.trim().strip_prefix("rpc ") {
+                methods.insert(rest.split('(').next().unwrap().trim().to_string());
+            }
+        }
+    }
+    methods
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_as_a_non_member_and_as_each_role() {
+    let operations = graphql_operations();
+    let methods = grpc_methods();
+    assert!(
+        operations.len() >= 20 && operations.contains("startExecution"),
+        "{operations:?}"
+    );
+    assert!(
+        methods.len() >= 9 && methods.contains("PutFile"),
+        "{methods:?}"
+    );
+    for backend in Backend::all() {
+        let name = backend.name();
+        let fleet = start(&backend).await;
+        let w = world(&fleet).await;
+        let mut failures = Vec::new();
+        for operation in &operations {
+            for who in EVERYONE {
+                let (outcome, expected) = graphql_row(operation, &fleet, &w, who).await;
+                let ok = match (&outcome, &expected) {
+                    (Ok(_), None) => true,
+                    (Err(code), Some(want)) => code == want,
+                    _ => false,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{name}: {operation} as {who:?}: got {outcome:?}, expected {expected:?}"
+                    ));
+                }
+            }
+        }
+        for method in &methods {
+            for who in EVERYONE {
+                let (outcome, expected) = grpc_row(method, &fleet, &w, who).await;
+                let ok = match (&outcome, &expected) {
+                    (Ok(_), None) => true,
+                    (Err(code), Some(want)) => code == want,
+                    _ => false,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{name}: gRPC {method} as {who:?}: got {outcome:?}, expected {expected:?}"
+                    ));
+                }
+            }
+            // Without a credential, every method but the key check refuses outright.
+            if method != "VerifyApiKey" {
+                let anonymous = grpc_anonymous(method, &fleet, &w).await;
+                if anonymous.as_ref().err().map(String::as_str) != Some("Unauthenticated") {
+                    failures.push(format!(
+                        "{name}: gRPC {method} without a credential: {anonymous:?}"
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} cells differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// A method called with no credential at all.
+async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
+    let ws = w.workspace.clone();
+    match method {
+        "GetPublishedVersion" => grpc_outcome(
+            WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                .get_published_version(grpc_request(
+                    GetPublishedVersionRequest {
+                        workflow_id: w.workflow.clone(),
+                        version: 0,
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "GetExecution" => grpc_outcome(
+            ExecutionServiceClient::new(fleet.channel(ServiceName::Execution))
+                .get_execution(grpc_request(
+                    GetExecutionRequest {
+                        execution_id: w.execution.clone(),
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "GetWorkflowStats" => grpc_outcome(
+            AnalyticsServiceClient::new(fleet.channel(ServiceName::Analytics))
+                .get_workflow_stats(grpc_request(
+                    GetWorkflowStatsRequest {
+                        workflow_id: w.workflow.clone(),
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "SendNotification" => grpc_outcome(
+            NotificationServiceClient::new(fleet.channel(ServiceName::Notification))
+                .send_notification(grpc_request(
+                    SendNotificationRequest {
+                        workspace_id: ws,
+                        recipient_id: w.people[&Who::Viewer].id.clone(),
+                        channel: "IN_APP".into(),
+                        subject: "s".into(),
+                        body: "b".into(),
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "PutFile" => grpc_outcome(
+            StorageServiceClient::new(fleet.channel(ServiceName::Storage))
+                .put_file(grpc_request(
+                    PutFileRequest {
+                        workspace_id: ws,
+                        owner_id: w.people[&Who::Owner].id.clone(),
+                        execution_id: String::new(),
+                        name: "a.txt".into(),
+                        content_type: "text/plain".into(),
+                        content: b"x".to_vec(),
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "GetFile" => grpc_outcome(
+            StorageServiceClient::new(fleet.channel(ServiceName::Storage))
+                .get_file(grpc_request(
+                    GetFileRequest {
+                        file_id: w.file.clone(),
+                        workspace_id: ws,
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "GetUser" => grpc_outcome(
+            AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                .get_user(grpc_request(
+                    GetUserRequest {
+                        user_id: w.people[&Who::Owner].id.clone(),
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "CheckMembership" => grpc_outcome(
+            AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                .check_membership(grpc_request(
+                    CheckMembershipRequest {
+                        user_id: w.people[&Who::Owner].id.clone(),
+                        workspace_id: ws,
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        other => panic!("no anonymous row for the gRPC method `{other}`: add one"),
+    }
+}

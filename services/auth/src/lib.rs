@@ -9,6 +9,7 @@ pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 pub mod store;
 
@@ -55,6 +56,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
             window: std::time::Duration::from_secs(sec.login_lockout_secs.max(1)),
         },
         cache: infra.cache.clone(),
+        secrets: infra.secrets.clone(),
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),

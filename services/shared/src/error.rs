@@ -15,6 +15,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     RateLimited,
+    /// The password was right, and the account's second factor is needed too.
+    MfaRequired,
     Internal,
 }
 
@@ -27,6 +29,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::MfaRequired => "MFA_REQUIRED",
             ErrorCode::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -82,7 +85,9 @@ impl From<ApiError> for async_graphql::Error {
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         match e.code {
-            ErrorCode::Unauthenticated => tonic::Status::unauthenticated(e.message),
+            ErrorCode::Unauthenticated | ErrorCode::MfaRequired => {
+                tonic::Status::unauthenticated(e.message)
+            }
             ErrorCode::Forbidden => tonic::Status::permission_denied(e.message),
             ErrorCode::BadUserInput => tonic::Status::invalid_argument(e.message),
             ErrorCode::NotFound => tonic::Status::not_found(e.message),

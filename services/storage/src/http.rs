@@ -52,7 +52,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 
 fn api_error(e: ApiError) -> Response {
     let status = match e.code {
-        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated | ErrorCode::MfaRequired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,

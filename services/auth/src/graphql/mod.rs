@@ -5,6 +5,7 @@
 mod api_keys;
 mod audit;
 mod members;
+mod mfa;
 mod sessions;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Ctx {
     /// The fleet's shared cache, where other services keep membership answers: a role
     /// change or removal deletes the member's entry so it takes effect at once.
     pub cache: Arc<dyn Cache>,
+    /// Seals TOTP seeds.
+    pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
 }
 
 /// Every mutation of the subgraph.
@@ -48,6 +51,7 @@ pub struct Mutation(
     sessions::SessionMutation,
     members::MemberMutation,
     api_keys::ApiKeyMutation,
+    mfa::MfaMutation,
 );
 
 /// Sign-in attempts allowed per account and window.
@@ -105,6 +109,16 @@ impl UserNode {
                 workspace: m.workspace.into(),
             })
             .collect())
+    }
+
+    /// Whether sign-in needs a second factor. Visible to the user themself only.
+    async fn mfa_enabled(&self, ctx: &Context<'_>) -> Result<bool> {
+        let me = caller(ctx).require_session()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(ApiError::forbidden("only the user themself can see this").into());
+        }
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.store.mfa(me.user_id).await?.enabled())
     }
 
     /// The account's own security audit entries, newest first. Visible to the user

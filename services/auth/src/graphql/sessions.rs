@@ -36,6 +36,10 @@ pub struct SignUpInput {
 pub struct LogInInput {
     pub email: String,
     pub password: String,
+    /// The current code of the authenticator app, for accounts with a second factor.
+    pub totp_code: Option<String>,
+    /// One of the account's recovery codes, instead of `totpCode` (each works once).
+    pub recovery_code: Option<String>,
 }
 
 impl Ctx {
@@ -154,6 +158,23 @@ impl SessionMutation {
         };
         match (user, ok) {
             (Some(user), true) => {
+                // The password was right; a second factor, when enrolled, must be too.
+                if let Err(e) = c
+                    .second_factor(&user, input.totp_code, input.recovery_code)
+                    .await
+                {
+                    if e.code != ErrorCode::MfaRequired {
+                        c.store
+                            .record_security_event(
+                                &failed(SecurityEventKind::SignInFailed).with_detail(
+                                    serde_json::json!({"failures": attempt.hits, "factor": "second"}),
+                                ),
+                                now,
+                            )
+                            .await?;
+                    }
+                    return Err(e.into());
+                }
                 c.counters.reset(&key).await.map_err(ApiError::internal)?;
                 c.store
                     .record_security_event(

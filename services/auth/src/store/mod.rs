@@ -4,9 +4,11 @@
 mod api_keys;
 mod audit;
 mod members;
+mod mfa;
 
 pub use api_keys::NewApiKey;
 pub use audit::SecurityEventPage;
+pub use mfa::MfaState;
 
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::db::uuid_column;

@@ -484,6 +484,29 @@ async fn graphql_row(
             .await,
             Some("UNAUTHENTICATED".to_string()),
         ),
+        // The caller's own second factor: enrolling concerns only themself; confirming,
+        // replacing codes or turning it off needs proof they do not have here.
+        "enrollTotp" => (
+            graphql(me, "mutation { enrollTotp { secret } }", json!({}), "enrollTotp").await,
+            None,
+        ),
+        "confirmTotp" => {
+            graphql(me, "mutation { enrollTotp { secret } }", json!({}), "enrollTotp")
+                .await
+                .expect("enrolling");
+            (
+                graphql(me, "mutation { confirmTotp(code: \"000000\") }", json!({}), "confirmTotp").await,
+                Some("BAD_USER_INPUT".to_string()),
+            )
+        }
+        "regenerateRecoveryCodes" => (
+            graphql(me, "mutation { regenerateRecoveryCodes(code: \"000000\") }", json!({}), "regenerateRecoveryCodes").await,
+            Some("UNAUTHENTICATED".to_string()),
+        ),
+        "disableTotp" => (
+            graphql(me, "mutation { disableTotp(password: \"not my password\", code: \"000000\") }", json!({}), "disableTotp").await,
+            Some("UNAUTHENTICATED".to_string()),
+        ),
         // Anonymous entry points: a refresh token or a password is the credential.
         "signUp" | "logIn" | "refreshSession" | "logOut" => {
             let query = match operation {

@@ -1,6 +1,16 @@
-//! The signing key ring: Ed25519 keys kept in the auth database, the newest one
-//! signing access tokens, all of them published as a JWKS so that tokens signed
-//! before a rotation stay verifiable until they expire.
+//! The signing key ring: Ed25519 keys kept in the auth database, the newest one signing
+//! access tokens, all of them published as a JWKS so that tokens signed before a rotation
+//! stay verifiable until they expire.
+//!
+//! Rotation: a key signs for `security.signing_key_rotation_days`; the first token asked for
+//! after that makes a new key, which takes over, and retires the old one. A retired key
+//! stays in the JWKS for the access-token lifetime (plus a minute for clock skew), then
+//! leaves it: by then every token it signed has expired. Two replicas rotating at once both
+//! make a key; both are published, and each signs with the newest.
+//!
+//! Private keys are sealed with the fleet's secret key ring, bound to their `kid`; a current
+//! key stored in the clear by an earlier version is sealed in place when read, and keys that
+//! left the JWKS are deleted at the next rotation.
 
 use std::sync::Arc;
 
@@ -10,6 +20,7 @@ use base64::Engine;
 use flowfleet_shared::auth::{Claims, JwksSource};
 use flowfleet_shared::clock::Clock;
 use flowfleet_shared::db::Db;
+use flowfleet_shared::secrets::SecretKeyRing;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -21,54 +32,114 @@ use uuid::Uuid;
 struct SigningKey {
     kid: String,
     pkcs8: Vec<u8>,
+    created_at: i64,
+    /// When this process last confirmed it is the newest unretired key.
+    checked_at: i64,
+}
+
+/// How often a process re-reads which key is current: another replica may have rotated.
+/// Less than the minute of skew a retired key stays published beyond its tokens' lifetime,
+/// so a token signed with a key retired meanwhile still verifies until it expires.
+const RECHECK_MS: i64 = 30_000;
+
+/// How tokens are signed and keys rotated.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub issuer: String,
+    pub audience: String,
+    pub token_ttl_secs: u64,
+    pub rotate_after_days: u64,
 }
 
 pub struct KeyRing {
     db: Db,
     clock: Arc<dyn Clock>,
+    secrets: Arc<SecretKeyRing>,
     current: RwLock<Option<SigningKey>>,
-    issuer: String,
-    audience: String,
-    ttl_secs: i64,
+    policy: KeyPolicy,
+}
+
+fn seal_context(kid: &str) -> String {
+    format!("signing-key:{kid}")
 }
 
 impl KeyRing {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, issuer: &str, audience: &str, ttl_secs: u64) -> Self {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<SecretKeyRing>,
+        policy: KeyPolicy,
+    ) -> Self {
         KeyRing {
             db,
             clock,
+            secrets,
             current: RwLock::new(None),
-            issuer: issuer.into(),
-            audience: audience.into(),
-            ttl_secs: ttl_secs as i64,
+            policy,
         }
     }
 
-    /// The active key, created on first use. Two replicas racing here both insert
-    /// a key; both keys are valid and published, and each signs with the newest.
+    fn rotate_after_ms(&self) -> i64 {
+        (self.policy.rotate_after_days.max(1) * 24 * 3600 * 1000) as i64
+    }
+
+    /// How long a retired key stays published: the longest a token it signed can live,
+    /// plus a minute of clock skew.
+    fn publish_after_retirement_ms(&self) -> i64 {
+        (self.policy.token_ttl_secs as i64 + 60) * 1000
+    }
+
+    fn private_key(&self, kid: &str, stored: &str) -> anyhow::Result<Vec<u8>> {
+        if stored.starts_with("v1.") {
+            Ok(self.secrets.open(stored, &seal_context(kid))?)
+        } else {
+            // Written in the clear before keys were sealed.
+            Ok(STANDARD.decode(stored)?)
+        }
+    }
+
+    /// The signing key: the newest unretired one while it is young enough, else a new one.
     async fn active(&self) -> anyhow::Result<SigningKey> {
+        let now = self.clock.now_ms();
         if let Some(k) = &*self.current.read().await {
-            return Ok(k.clone());
+            if now - k.created_at < self.rotate_after_ms() && now - k.checked_at < RECHECK_MS {
+                return Ok(k.clone());
+            }
         }
         let row = sqlx::query(
-            "SELECT kid, private_pkcs8 FROM signing_keys WHERE retired_at IS NULL \
+            "SELECT kid, private_pkcs8, created_at FROM signing_keys WHERE retired_at IS NULL \
              ORDER BY created_at DESC, kid DESC LIMIT 1",
         )
         .fetch_optional(self.db.pool())
         .await?;
         let key = match row {
-            Some(row) => SigningKey {
-                kid: row.try_get("kid")?,
-                pkcs8: STANDARD.decode(row.try_get::<String, _>("private_pkcs8")?)?,
-            },
-            None => self.generate().await?,
+            Some(row) if now - row.try_get::<i64, _>("created_at")? < self.rotate_after_ms() => {
+                let kid: String = row.try_get("kid")?;
+                let stored: String = row.try_get("private_pkcs8")?;
+                let pkcs8 = self.private_key(&kid, &stored)?;
+                if !stored.starts_with("v1.") {
+                    // A key from before sealing: seal it in place.
+                    sqlx::query("UPDATE signing_keys SET private_pkcs8 = $1 WHERE kid = $2")
+                        .bind(self.secrets.seal(&pkcs8, &seal_context(&kid))?)
+                        .bind(&kid)
+                        .execute(self.db.pool())
+                        .await?;
+                }
+                SigningKey {
+                    pkcs8,
+                    created_at: row.try_get("created_at")?,
+                    checked_at: now,
+                    kid,
+                }
+            }
+            _ => self.generate().await?,
         };
         *self.current.write().await = Some(key.clone());
         Ok(key)
     }
 
-    /// Creates a new key and makes it the signing key (rotation); returns its
-    /// `kid`. Older keys stay published.
+    /// Creates a new key and makes it the signing key, retiring every older one; returns
+    /// its `kid`. Retired keys stay published until their tokens have expired.
     pub async fn rotate(&self) -> anyhow::Result<String> {
         Ok(self.generate().await?.kid)
     }
@@ -80,18 +151,37 @@ impl KeyRing {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
             .map_err(|_| anyhow::anyhow!("generated key rejected"))?;
         let kid = Uuid::now_v7().to_string();
+        let now = self.clock.now_ms();
+        let sealed = self.secrets.seal(pkcs8.as_ref(), &seal_context(&kid))?;
+        let mut tx = self.db.pool().begin().await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&kid)
-        .bind(STANDARD.encode(pkcs8.as_ref()))
+        .bind(sealed)
         .bind(URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
-        .bind(self.clock.now_ms())
-        .execute(self.db.pool())
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid <> $2",
+        )
+        .bind(now)
+        .bind(&kid)
+        .execute(&mut *tx)
+        .await?;
+        // Keys out of the JWKS can verify nothing any more: their private halves go.
+        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= $1")
+            .bind(now - self.publish_after_retirement_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(%kid, "new signing key");
         let key = SigningKey {
             kid,
             pkcs8: pkcs8.as_ref().to_vec(),
+            created_at: now,
+            checked_at: now,
         };
         *self.current.write().await = Some(key.clone());
         Ok(key)
@@ -103,11 +193,11 @@ impl KeyRing {
         let now = self.clock.now_ms() / 1000;
         let claims = Claims {
             sub: user.to_string(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            iss: self.policy.issuer.clone(),
+            aud: self.policy.audience.clone(),
             iat: now,
             nbf: now,
-            exp: now + self.ttl_secs,
+            exp: now + self.policy.token_ttl_secs as i64,
             email: email.to_string(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
@@ -119,13 +209,17 @@ impl KeyRing {
         )?)
     }
 
-    /// The public keys as a JWKS document.
+    /// The public keys that can still have valid tokens, as a JWKS document.
     pub async fn jwks_json(&self) -> anyhow::Result<serde_json::Value> {
-        // Make sure a key exists before the first token is asked for.
+        // Make sure a current key exists before the first token is asked for.
         self.active().await?;
-        let rows = sqlx::query("SELECT kid, public_x FROM signing_keys ORDER BY created_at")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT kid, public_x FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 \
+             ORDER BY created_at",
+        )
+        .bind(self.clock.now_ms() - self.publish_after_retirement_ms())
+        .fetch_all(self.db.pool())
+        .await?;
         let keys: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {

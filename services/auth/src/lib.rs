@@ -39,9 +39,13 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
     let keys = Arc::new(keys::KeyRing::new(
         db.clone(),
         infra.clock.clone(),
-        &sec.jwt_issuer,
-        &sec.jwt_audience,
-        sec.access_token_ttl_secs,
+        infra.secrets.clone(),
+        keys::KeyPolicy {
+            issuer: sec.jwt_issuer.clone(),
+            audience: sec.jwt_audience.clone(),
+            token_ttl_secs: sec.access_token_ttl_secs,
+            rotate_after_days: sec.signing_key_rotation_days,
+        },
     ));
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),

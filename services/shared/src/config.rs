@@ -172,6 +172,9 @@ pub struct SecurityConfig {
     /// How long a sign-in lasts without being refreshed, in seconds: each refresh token
     /// rotation extends the session by this much.
     pub refresh_token_ttl_secs: u64,
+    /// Days a signing key signs access tokens before a new one takes over. A retired key
+    /// stays in the JWKS until every token it signed has expired.
+    pub signing_key_rotation_days: u64,
     /// Failed sign-ins allowed per account within `login_lockout_secs`; more lock the
     /// account's sign-in until that window closes.
     pub login_max_failures: u64,
@@ -325,6 +328,7 @@ impl Default for SecurityConfig {
             jwt_audience: "flowfleet".into(),
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            signing_key_rotation_days: 30,
             login_max_failures: 5,
             login_lockout_secs: 15 * 60,
             secret_keys: Vec::new(),

@@ -208,7 +208,13 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         span_hook: Some(Arc::new(
             flowfleet_shared::telemetry::set_parent_from_headers,
         )),
-        ..GatewayConfig::default()
+        forward_headers: {
+            let mut headers = GatewayConfig::default().forward_headers;
+            headers.push(http::HeaderName::from_static(
+                flowfleet_shared::service_auth::CLIENT_ADDRESS_HEADER,
+            ));
+            headers
+        },
     })
 }
 

@@ -256,6 +256,21 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     );
     let router = crate::edge_auth::verify_at_the_edge(router, edge_verifier(&config).await?)
         .merge(crate::jwks::route(remote_jwks(&config)));
+    // The fleet's key ring seals client addresses for the services behind; a gateway
+    // without `security.secret_keys` passes none on.
+    let ring = if config.security.secret_keys.is_empty() {
+        tracing::warn!("security.secret_keys is not set: services will not see client addresses (no per-address sign-in throttling)");
+        None
+    } else {
+        Some(Arc::new(
+            flowfleet_shared::secrets::SecretKeyRing::from_config(&config)
+                .context("loading security.secret_keys")?,
+        ))
+    };
+    let router = crate::client_address::attribute_clients(
+        router,
+        crate::client_address::ClientAddresses::new(&config.gateway.trusted_proxies, ring)?,
+    );
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

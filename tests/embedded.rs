@@ -147,3 +147,43 @@ async fn bad_input_gets_clear_codes() {
     let (status, _) = c.raw("{ me { ", json!({})).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_comes_from_the_connection_not_from_what_the_client_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, url) = start_dev(dir.path(), &[]);
+    let mut c = Client::new(&url);
+    let signed_up = c
+        .ok(
+            "mutation { signUp(input: {email: \"ip@example.com\", password: \"long enough password\", name: \"Ip\"}) { accessToken } }",
+            json!({}),
+        )
+        .await;
+    // A client claiming another address, directly and through a forged sealed header.
+    c.headers
+        .insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    c.headers
+        .insert("x-flowfleet-client", "v1.key.AAAA".parse().unwrap());
+    c.ok(
+        "mutation { logIn(input: {email: \"ip@example.com\", password: \"long enough password\"}) { accessToken } }",
+        json!({}),
+    )
+    .await;
+    c.token = Some(
+        signed_up["signUp"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let log = c
+        .ok("{ me { securityEvents { nodes { kind ip } } } }", json!({}))
+        .await;
+    let signed_in = log["me"]["securityEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "SIGNED_IN")
+        .cloned()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(signed_in["ip"], "127.0.0.1", "{log}");
+}

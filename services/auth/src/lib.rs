@@ -57,6 +57,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         counters: infra.counters.clone(),
         login_throttle: graphql::LoginThrottle {
             max_failures: sec.login_max_failures.max(1),
+            max_failures_per_ip: sec.login_max_failures_per_ip.max(1),
             window: std::time::Duration::from_secs(sec.login_lockout_secs.max(1)),
         },
         cache: infra.cache.clone(),
@@ -93,7 +94,9 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
     Ok(Auth {
         parts: ServiceParts {
             name: ServiceName::Auth,
-            subgraph: Subgraph::new("auth", Arc::new(schema), infra.verifier.clone()),
+            // Sign-in throttling and the audit log use the client's address.
+            subgraph: Subgraph::new("auth", Arc::new(schema), infra.verifier.clone())
+                .with_client_addresses(infra.secrets.clone()),
             grpc,
             http,
             tasks: vec![Box::pin(relay.run(shutdown))],

@@ -288,3 +288,84 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         );
     }
 }
+
+#[tokio::test]
+async fn failed_sign_ins_from_one_address_lock_that_address_only() {
+    use flowfleet_shared::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
+    for backend in Backend::all() {
+        let name = backend.name();
+        let env = backend.start().await;
+        let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
+        let mut config = (*env.infra.config).clone();
+        config.security.login_max_failures = 100;
+        config.security.login_max_failures_per_ip = 3;
+        let infra = flowfleet_shared::Infra {
+            config: Arc::new(config),
+            ..env.infra.clone()
+        };
+        let auth = build(&infra, db).await.expect("auth service");
+        sign_up(&auth, "eve@example.com", "right password", "Eve").await;
+        let from = |ip: &str| {
+            let mut headers = http::HeaderMap::new();
+            let sealed = seal_client_address(&infra.secrets, ip.parse().unwrap()).unwrap();
+            headers.insert(CLIENT_ADDRESS_HEADER, sealed.parse().unwrap());
+            headers
+        };
+        let attempt = |email: &str, password: &str, headers: http::HeaderMap| {
+            let vars = json!({"i": {"email": email, "password": password}});
+            let auth = &auth;
+            async move {
+                run_with(
+                    auth,
+                    "mutation($i: LogInInput!) { logIn(input: $i) { accessToken } }",
+                    vars,
+                    &headers,
+                )
+                .await
+            }
+        };
+        // Three failures from one address, each on another account.
+        for i in 0..3 {
+            let failed = attempt(
+                &format!("guess{i}@example.com"),
+                "nope",
+                from("203.0.113.5"),
+            )
+            .await;
+            assert_eq!(code(&failed), "UNAUTHENTICATED", "{name}: {failed}");
+        }
+        // Now that address is locked out, even with a right password...
+        let locked = attempt("eve@example.com", "right password", from("203.0.113.5")).await;
+        assert_eq!(code(&locked), "RATE_LIMITED", "{name}: {locked}");
+        assert!(
+            locked["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("your network")),
+            "{name}: {locked}"
+        );
+        // ...while another address signs in, and is recorded in the audit log.
+        let other = attempt("eve@example.com", "right password", from("198.51.100.20")).await;
+        let token = other["data"]["logIn"]["accessToken"].clone();
+        assert!(token.is_string(), "{name}: {other}");
+        // An address a client wrote itself is not believed: no lockout applies to it, and
+        // it is not recorded.
+        let mut forged = http::HeaderMap::new();
+        forged.insert(CLIENT_ADDRESS_HEADER, "203.0.113.5".parse().unwrap());
+        let unvouched = attempt("eve@example.com", "right password", forged).await;
+        assert!(
+            unvouched["data"]["logIn"].is_object(),
+            "{name}: {unvouched}"
+        );
+
+        let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
+        let ips: Vec<Option<String>> =
+            sqlx::query("SELECT ip FROM security_events WHERE kind = 'SIGNED_IN' ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::try_get(r, "ip").unwrap())
+                .collect();
+        assert_eq!(ips, vec![Some("198.51.100.20".to_string()), None], "{name}");
+    }
+}

@@ -178,6 +178,9 @@ pub struct SecurityConfig {
     /// Failed sign-ins allowed per account within `login_lockout_secs`; more lock the
     /// account's sign-in until that window closes.
     pub login_max_failures: u64,
+    /// Failed sign-ins allowed from one client address within `login_lockout_secs`, across
+    /// accounts; more lock sign-in from that address until the window closes.
+    pub login_max_failures_per_ip: u64,
     pub login_lockout_secs: u64,
     /// Keys sealing stored secrets, `kid:base64-of-32-bytes` each (`flowfleet secret-key`
     /// makes one). Empty in embedded mode: a key is generated into `<data_dir>/secret-keys`.
@@ -221,6 +224,11 @@ pub struct GatewayConfig {
     /// Answer with a `Server-Timing` header (the gateway's own time and its subgraph wait).
     /// Off by default: it tells clients how fast the subgraphs are.
     pub server_timing: bool,
+    /// Proxies in front of the gateway (an Ingress controller, a load balancer), as IP
+    /// addresses or CIDR ranges. A request from one of them is attributed to the address it
+    /// reports in `X-Forwarded-For` (the nearest one that is not itself trusted); from any
+    /// other peer, `X-Forwarded-For` is ignored, so clients cannot pick their own address.
+    pub trusted_proxies: Vec<String>,
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
@@ -330,6 +338,7 @@ impl Default for SecurityConfig {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             signing_key_rotation_days: 30,
             login_max_failures: 5,
+            login_max_failures_per_ip: 30,
             login_lockout_secs: 15 * 60,
             secret_keys: Vec::new(),
             active_secret_key: String::new(),
@@ -355,6 +364,7 @@ impl Default for GatewayConfig {
             h2c_subgraphs: Vec::new(),
             subgraph_ca_file: String::new(),
             server_timing: false,
+            trusted_proxies: Vec::new(),
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
         }

@@ -120,6 +120,42 @@ pub fn verify_service_credential(
     Ok(body.service)
 }
 
+/// Bound into sealed client addresses.
+const CLIENT_CONTEXT: &str = "flowfleet client address v1";
+/// How long a sealed client address is accepted.
+const CLIENT_ADDRESS_LIFETIME_MS: i64 = 60_000;
+
+/// The header the gateway puts the client's address in, sealed, so that services behind it
+/// can throttle and audit by address without trusting anything a client could write.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-flowfleet-client";
+
+/// The client's network address, as the gateway determined it and vouched for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+#[derive(Serialize, Deserialize)]
+struct SealedAddress {
+    ip: std::net::IpAddr,
+    expires_at_ms: i64,
+}
+
+/// Seals `ip` for [`CLIENT_ADDRESS_HEADER`]; valid for a minute.
+pub fn seal_client_address(ring: &SecretKeyRing, ip: std::net::IpAddr) -> Option<String> {
+    let body = serde_json::to_vec(&SealedAddress {
+        ip,
+        expires_at_ms: now_ms() + CLIENT_ADDRESS_LIFETIME_MS,
+    })
+    .ok()?;
+    ring.seal(&body, CLIENT_CONTEXT).ok()
+}
+
+/// The address in a sealed header value, if this fleet sealed it and it has not expired.
+pub fn open_client_address(ring: &SecretKeyRing, value: &str) -> Option<ClientAddress> {
+    let body = ring.open(value, CLIENT_CONTEXT).ok()?;
+    let sealed: SealedAddress = serde_json::from_slice(&body).ok()?;
+    (sealed.expires_at_ms > now_ms()).then_some(ClientAddress(sealed.ip))
+}
+
 /// A verified gRPC caller.
 #[derive(Debug, Clone)]
 pub enum GrpcCaller {
@@ -199,6 +235,28 @@ mod tests {
 
     fn ring(kid: &str) -> Arc<SecretKeyRing> {
         Arc::new(SecretKeyRing::new(&[SecretKeyRing::generate_entry(kid).unwrap()], None).unwrap())
+    }
+
+    #[test]
+    fn client_addresses_open_only_when_sealed_by_the_fleet() {
+        let fleet = ring("k1");
+        let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let sealed = seal_client_address(&fleet, ip).unwrap();
+        assert_eq!(
+            open_client_address(&fleet, &sealed),
+            Some(ClientAddress(ip))
+        );
+        assert_eq!(open_client_address(&ring("k1"), &sealed), None);
+        assert_eq!(open_client_address(&fleet, "203.0.113.9"), None);
+        // A service credential is not an address, nor the reverse.
+        let credential = ServiceCredentials::new(fleet.clone(), "auth")
+            .credential()
+            .unwrap();
+        assert_eq!(
+            open_client_address(&fleet, &credential["ffs_".len()..]),
+            None
+        );
+        assert!(verify_service_credential(&fleet, &format!("ffs_{sealed}")).is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::auth::{Caller, TokenVerifier};
+use crate::secrets::SecretKeyRing;
+use crate::service_auth::{open_client_address, CLIENT_ADDRESS_HEADER};
 
 /// A federation schema, type-erased.
 #[async_trait]
@@ -64,6 +66,8 @@ pub struct Subgraph {
     name: &'static str,
     schema: Arc<dyn SubgraphSchema>,
     verifier: Arc<TokenVerifier>,
+    /// Opens the gateway's sealed client address, for subgraphs that use it.
+    client_addresses: Option<Arc<SecretKeyRing>>,
 }
 
 impl Subgraph {
@@ -76,7 +80,15 @@ impl Subgraph {
             name,
             schema,
             verifier,
+            client_addresses: None,
         }
+    }
+
+    /// Puts the client's address, as sealed by the gateway, in the GraphQL context
+    /// ([`ClientAddress`]); requests without a valid seal have none.
+    pub fn with_client_addresses(mut self, ring: Arc<SecretKeyRing>) -> Self {
+        self.client_addresses = Some(ring);
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -112,6 +124,15 @@ impl Subgraph {
                 _ => CallerKind::Anonymous,
             };
             let mut request = async_graphql::Request::new(body.query).data(caller);
+            if let Some(ring) = &self.client_addresses {
+                let address = headers
+                    .get(CLIENT_ADDRESS_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| open_client_address(ring, v));
+                if let Some(address) = address {
+                    request = request.data(address);
+                }
+            }
             if let Some(name) = body.operation_name {
                 request = request.operation_name(name);
             }

@@ -58,6 +58,8 @@ pub struct Mutation(
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     pub max_failures: u64,
+    /// Failures allowed from one client address, across accounts.
+    pub max_failures_per_ip: u64,
     pub window: std::time::Duration,
 }
 

@@ -4,6 +4,7 @@
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
 use flowfleet_shared::error::{ApiError, ErrorCode};
+use flowfleet_shared::service_auth::ClientAddress;
 use flowfleet_shared::sessions::Rotation;
 use flowfleet_shared::subgraph::caller;
 
@@ -139,6 +140,33 @@ impl SessionMutation {
         if attempt.hits > throttle.max_failures {
             return Err(locked().into());
         }
+        // Per address, only failures count (an office behind one address signs in often),
+        // so the check is a peek and the count comes after a failure.
+        let address = ctx.data_opt::<ClientAddress>().map(|a| a.0);
+        let ip = address.map(|a| a.to_string());
+        let ip_key = address.map(|a| format!("login:ip:{a}"));
+        if let Some(ip_key) = &ip_key {
+            let from_here = c.counters.peek(ip_key).await.map_err(ApiError::internal)?;
+            if let Some(from_here) = from_here.filter(|n| n.hits >= throttle.max_failures_per_ip) {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many failed sign-ins from your network; try again in {} seconds",
+                        from_here.resets_in.as_secs().max(1)
+                    ),
+                )
+                .into());
+            }
+        }
+        let count_failure_here = || async {
+            if let Some(ip_key) = &ip_key {
+                c.counters
+                    .hit(ip_key, throttle.window)
+                    .await
+                    .map_err(ApiError::internal)?;
+            }
+            Ok::<_, ApiError>(())
+        };
         let found = c.store.credentials(&email).await?;
         // Verify against a real hash even for unknown accounts, so timing does
         // not reveal which e-mails have accounts.
@@ -153,7 +181,7 @@ impl SessionMutation {
             user: user_id,
             actor: user_id,
             workspace: None,
-            ip: None,
+            ip: ip.clone(),
             detail: serde_json::json!({"email": email.as_str(), "failures": attempt.hits}),
         };
         match (user, ok) {
@@ -164,6 +192,7 @@ impl SessionMutation {
                     .await
                 {
                     if e.code != ErrorCode::MfaRequired {
+                        count_failure_here().await?;
                         c.store
                             .record_security_event(
                                 &failed(SecurityEventKind::SignInFailed).with_detail(
@@ -178,13 +207,15 @@ impl SessionMutation {
                 c.counters.reset(&key).await.map_err(ApiError::internal)?;
                 c.store
                     .record_security_event(
-                        &SecurityEvent::account(SecurityEventKind::SignedIn, user.id),
+                        &SecurityEvent::account(SecurityEventKind::SignedIn, user.id)
+                            .with_ip(ip.clone()),
                         now,
                     )
                     .await?;
                 Ok(c.sign_in(user).await?)
             }
             _ if attempt.hits >= throttle.max_failures => {
+                count_failure_here().await?;
                 tracing::warn!(failures = attempt.hits, "sign-in locked for an account");
                 c.store
                     .record_security_event(&failed(SecurityEventKind::SignInLocked), now)
@@ -192,6 +223,7 @@ impl SessionMutation {
                 Err(locked().into())
             }
             _ => {
+                count_failure_here().await?;
                 c.store
                     .record_security_event(&failed(SecurityEventKind::SignInFailed), now)
                     .await?;

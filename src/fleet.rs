@@ -114,16 +114,29 @@ impl Fleet {
             access,
         )
         .await?;
+        let services = vec![
+            workflow,
+            execution,
+            auth.parts,
+            notification,
+            analytics,
+            storage,
+        ];
+        // `exportMyData` asks every service, once they all exist.
+        let _ = auth.export_peers.set(
+            services
+                .iter()
+                .map(|s| {
+                    (
+                        s.name,
+                        grpc::in_process(s.grpc.clone(), as_service(ServiceName::Auth)),
+                    )
+                })
+                .collect(),
+        );
         Ok(Fleet {
             infra,
-            services: vec![
-                workflow,
-                execution,
-                auth.parts,
-                notification,
-                analytics,
-                storage,
-            ],
+            services,
             worker_tasks,
         })
     }
@@ -238,6 +251,21 @@ pub struct RemoteChannels {
     pub auth: GrpcChannel,
     pub workflow: GrpcChannel,
     pub storage: GrpcChannel,
+}
+
+/// Channels to every service, for the auth service's data export.
+pub fn all_channels(
+    config: &Config,
+    service: Option<ServiceCredentials>,
+) -> anyhow::Result<Vec<(ServiceName, GrpcChannel)>> {
+    ServiceName::ALL
+        .iter()
+        .map(|s| {
+            let channel = grpc::remote(&config.service(*s).grpc_url, service.clone())
+                .with_context(|| format!("invalid gRPC URL for the {s} service"))?;
+            Ok((*s, channel))
+        })
+        .collect()
 }
 
 /// `service` names the caller for calls made outside a user's request; without one (the

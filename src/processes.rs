@@ -98,6 +98,10 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
             )
             .await?;
             deferred.set(auth.keys.clone());
+            let _ = auth.export_peers.set(fleet::all_channels(
+                &config,
+                Some(infra.service_credentials(service)),
+            )?);
             auth.parts
         }
         ServiceName::Workflow => {

@@ -10,9 +10,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 
-use flowfleet::dev::DevApp;
 use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::grpc::{in_process, GrpcChannel};
 use flowfleet_shared::proto::analytics::v1::{
     analytics_service_client::AnalyticsServiceClient, GetWorkflowStatsRequest,
 };
@@ -26,6 +24,9 @@ use flowfleet_shared::proto::execution::v1::{
 use flowfleet_shared::proto::notification::v1::{
     notification_service_client::NotificationServiceClient, SendNotificationRequest,
 };
+use flowfleet_shared::proto::privacy::v1::{
+    user_data_client::UserDataClient, ExportUserDataRequest,
+};
 use flowfleet_shared::proto::storage::v1::{
     storage_service_client::StorageServiceClient, GetFileRequest, PutFileRequest,
 };
@@ -34,8 +35,8 @@ use flowfleet_shared::proto::workflow::v1::{
 };
 use flowfleet_shared::testing::Backend;
 use serde_json::{json, Value};
-use support::{eventually, Client};
-use tokio_util::sync::CancellationToken;
+use support::eventually;
+use support::in_process::{start, Fleet, Person};
 
 /// Who calls: an outsider (a member of another workspace only) or a member with a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,76 +55,6 @@ const EVERYONE: [Who; 5] = [
     Who::Admin,
     Who::Owner,
 ];
-
-struct Person {
-    id: String,
-    client: Client,
-}
-
-impl Person {
-    fn token(&self) -> &str {
-        self.client.token.as_deref().expect("signed in")
-    }
-}
-
-/// The fleet in this process behind its gateway, with in-process channels to each
-/// service's gRPC server (the same servers the network would reach).
-struct Fleet {
-    url: String,
-    grpc: HashMap<ServiceName, tonic::service::Routes>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start(backend: &Backend) -> Fleet {
-    let (config, dir) = backend.config().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let app = DevApp::build_as_configured(config, listener, shutdown.clone())
-        .await
-        .expect("the fleet starts");
-    let url = format!("http://127.0.0.1:{}/graphql", app.port());
-    let grpc = app
-        .fleet()
-        .services
-        .iter()
-        .map(|s| (s.name, s.grpc.clone()))
-        .collect();
-    tokio::spawn(app.run());
-    Fleet {
-        url,
-        grpc,
-        shutdown,
-        _dir: dir,
-    }
-}
-
-impl Fleet {
-    fn channel(&self, service: ServiceName) -> GrpcChannel {
-        in_process(self.grpc[&service].clone(), None)
-    }
-
-    async fn sign_up(&self, email: &str) -> Person {
-        let mut client = Client::new(&self.url);
-        let data = client
-            .ok(
-                "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken user { id } } }",
-                json!({"i": {"email": email, "password": "long enough password", "name": email}}),
-            )
-            .await;
-        client.token = Some(data["signUp"]["accessToken"].as_str().unwrap().to_string());
-        Person {
-            id: data["signUp"]["user"]["id"].as_str().unwrap().to_string(),
-            client,
-        }
-    }
-}
 
 /// A call's outcome: `Ok` with the returned data, or the error code.
 type Outcome = Result<Value, String>;
@@ -507,6 +438,18 @@ async fn graphql_row(
             graphql(me, "mutation { disableTotp(password: \"not my password\", code: \"000000\") }", json!({}), "disableTotp").await,
             Some("UNAUTHENTICATED".to_string()),
         ),
+        // The caller's own data: exported for themself; deleting needs the password.
+        "exportMyData" => {
+            let outcome = graphql(me, "{ exportMyData }", json!({}), "exportMyData").await;
+            if let Ok(export) = &outcome {
+                assert_eq!(export["userId"], json!(me.id), "{who:?} got another's export");
+            }
+            (outcome, None)
+        }
+        "deleteMyAccount" => (
+            graphql(me, "mutation { deleteMyAccount(password: \"not my password\") }", json!({}), "deleteMyAccount").await,
+            Some("UNAUTHENTICATED".to_string()),
+        ),
         // Anonymous entry points: a refresh token or a password is the credential.
         "signUp" | "logIn" | "refreshSession" | "logOut" => {
             let query = match operation {
@@ -669,6 +612,27 @@ async fn grpc_row(method: &str, fleet: &Fleet, w: &World, who: Who) -> (Outcome,
             ),
             Some("Unauthenticated".to_string()),
         ),
+        // Every service answers for its part of a user's data: to that user only.
+        "ExportUserData" => {
+            let mut outcome = Ok(json!("every service"));
+            for service in ServiceName::ALL {
+                let answer = grpc_outcome(
+                    UserDataClient::new(fleet.channel(service))
+                        .export_user_data(grpc_request(
+                            ExportUserDataRequest {
+                                user_id: w.people[&Who::Owner].id.clone(),
+                            },
+                            token,
+                        ))
+                        .await,
+                );
+                if answer.is_err() {
+                    outcome = answer;
+                    break;
+                }
+            }
+            (outcome, (who != Who::Owner).then(|| denied.to_string()))
+        }
         other => panic!("no matrix row for the gRPC method `{other}`: add one"),
     }
 }
@@ -709,8 +673,8 @@ fn graphql_operations() -> BTreeSet<String> {
 /// Every `rpc` of every service in `proto/`.
 fn grpc_methods() -> BTreeSet<String> {
     let mut methods = BTreeSet::new();
-    for service in ServiceName::ALL {
-        let s = service.as_str();
+    let services = ServiceName::ALL.iter().map(|s| s.as_str());
+    for s in services.chain(["privacy"]) {
         let path = format!(
             "{}/proto/flowfleet/{s}/v1/{s}.proto",
             env!("CARGO_MANIFEST_DIR")
@@ -880,6 +844,16 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                     CheckMembershipRequest {
                         user_id: w.people[&Who::Owner].id.clone(),
                         workspace_id: ws,
+                    },
+                    None,
+                ))
+                .await,
+        ),
+        "ExportUserData" => grpc_outcome(
+            UserDataClient::new(fleet.channel(ServiceName::Workflow))
+                .export_user_data(grpc_request(
+                    ExportUserDataRequest {
+                        user_id: w.people[&Who::Owner].id.clone(),
                     },
                     None,
                 ))

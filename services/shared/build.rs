@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "notification",
         "analytics",
         "storage",
+        "privacy",
     ];
     let files: Vec<_> = services
         .iter()

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod handlers;
+pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         store: store.clone(),
         access: access.clone(),
     });
+    // Exports what it holds about a user, and erases it on `user.deleted`.
+    let (privacy_grpc, privacy_task) =
+        flowfleet_shared::privacy::wire(infra, ServiceName::Analytics, Arc::new(store.clone()))
+            .await?;
     let grpc =
         flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
             store,
@@ -46,8 +51,11 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     Ok(ServiceParts {
         name: ServiceName::Analytics,
         subgraph: Subgraph::new("analytics", Arc::new(schema), infra.verifier.clone()),
-        grpc,
+        grpc: grpc.add_service(privacy_grpc),
         http: axum::Router::new(),
-        tasks: vec![Box::pin(consumer.run(handler, infra.shutdown.clone()))],
+        tasks: vec![
+            Box::pin(consumer.run(handler, infra.shutdown.clone())),
+            privacy_task,
+        ],
     })
 }

@@ -15,6 +15,10 @@ pub struct Store {
 }
 
 impl Store {
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn new(db: Db) -> Self {
         Store { db }
     }

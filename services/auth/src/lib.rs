@@ -31,6 +31,8 @@ pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migr
 pub struct Auth {
     pub parts: ServiceParts,
     pub keys: Arc<keys::KeyRing>,
+    /// Set to every service's export channel once they exist (`exportMyData`).
+    pub export_peers: graphql::ExportPeers,
 }
 
 pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
@@ -47,6 +49,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
             rotate_after_days: sec.signing_key_rotation_days,
         },
     ));
+    let export_peers = graphql::ExportPeers::default();
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
         keys: keys.clone(),
@@ -62,13 +65,21 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         },
         cache: infra.cache.clone(),
         secrets: infra.secrets.clone(),
+        export_peers: export_peers.clone(),
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),
         clock: infra.clock.clone(),
         guard: infra.grpc_guard(),
     }))
-    .await;
+    .await
+    // Its part of a user's data export. (Its part of deleting a user runs in the deletion
+    // itself, so it consumes no `user.deleted`.)
+    .add_service(flowfleet_shared::privacy::routes(
+        "auth",
+        Arc::new(store.clone()),
+        infra.grpc_guard(),
+    ));
     let jwks_keys = keys.clone();
     let http = axum::Router::new().route(
         "/.well-known/jwks.json",
@@ -102,5 +113,6 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
             tasks: vec![Box::pin(relay.run(shutdown))],
         },
         keys,
+        export_peers,
     })
 }

@@ -7,6 +7,7 @@
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod privacy;
 pub mod store;
 pub mod worker;
 
@@ -44,6 +45,10 @@ pub async fn build(
         relay: relay.clone(),
         workflows: WorkflowServiceClient::new(workflow),
     });
+    // Exports what it holds about a user, and erases it on `user.deleted`.
+    let (privacy_grpc, privacy_task) =
+        flowfleet_shared::privacy::wire(infra, ServiceName::Execution, Arc::new(store.clone()))
+            .await?;
     let grpc =
         flowfleet_shared::grpc::service_routes(ExecutionServiceServer::new(grpc::ExecutionGrpc {
             store,
@@ -54,9 +59,9 @@ pub async fn build(
     Ok(ServiceParts {
         name: ServiceName::Execution,
         subgraph: Subgraph::new("execution", Arc::new(schema), infra.verifier.clone()),
-        grpc,
+        grpc: grpc.add_service(privacy_grpc),
         http: axum::Router::new(),
-        tasks: vec![Box::pin(relay.run(infra.shutdown.clone()))],
+        tasks: vec![Box::pin(relay.run(infra.shutdown.clone())), privacy_task],
     })
 }
 

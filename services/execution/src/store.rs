@@ -85,6 +85,10 @@ pub fn outcome_payload(e: &Execution) -> serde_json::Value {
 }
 
 impl Store {
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn new(db: Db) -> Self {
         Store { db }
     }

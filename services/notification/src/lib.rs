@@ -11,6 +11,7 @@ pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod handlers;
+pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         store: store.clone(),
         clock: infra.clock.clone(),
     });
+    // Exports what it holds about a user, and erases it on `user.deleted`.
+    let (privacy_grpc, privacy_task) =
+        flowfleet_shared::privacy::wire(infra, ServiceName::Notification, Arc::new(store.clone()))
+            .await?;
     let grpc = flowfleet_shared::grpc::service_routes(NotificationServiceServer::new(
         grpc::NotificationGrpc {
             store,
@@ -52,11 +57,12 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     Ok(ServiceParts {
         name: ServiceName::Notification,
         subgraph: Subgraph::new("notification", Arc::new(schema), infra.verifier.clone()),
-        grpc,
+        grpc: grpc.add_service(privacy_grpc),
         http: axum::Router::new(),
         tasks: vec![
             Box::pin(consumer.run(handler, infra.shutdown.clone())),
             Box::pin(relay.run(infra.shutdown.clone())),
+            privacy_task,
         ],
     })
 }

@@ -84,4 +84,12 @@ impl Blobs {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Deletes a blob; deleting one that is not there is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

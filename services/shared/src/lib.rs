@@ -19,6 +19,7 @@ pub mod definition;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod privacy;
 pub mod proto;
 pub mod runtime;
 pub mod secrets;

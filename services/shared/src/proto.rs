@@ -31,6 +31,12 @@ pub mod storage {
     }
 }
 
+pub mod privacy {
+    pub mod v1 {
+        tonic::include_proto!("flowfleet.privacy.v1");
+    }
+}
+
 /// The encoded descriptor set of every contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/flowfleet_descriptor.bin"));

@@ -130,6 +130,10 @@ impl Files {
         Ok(file)
     }
 
+    pub(crate) async fn delete_blob(&self, key: &str) -> Result<(), ApiError> {
+        self.blobs.delete(key).await.map_err(ApiError::internal)
+    }
+
     pub async fn file(&self, id: Uuid) -> Result<Option<StoredFile>, ApiError> {
         self.store.file(id).await
     }

@@ -11,6 +11,7 @@ pub mod files;
 pub mod graphql;
 pub mod grpc;
 pub mod http;
+pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;
@@ -73,6 +74,10 @@ pub async fn build(
         access: access.clone(),
     });
     let message_limit = cfg.max_file_bytes as usize + GRPC_ENVELOPE_BYTES;
+    // Exports what it holds about a user, and erases it on `user.deleted`.
+    let (privacy_grpc, privacy_task) =
+        flowfleet_shared::privacy::wire(infra, ServiceName::Storage, Arc::new(files.clone()))
+            .await?;
     let grpc = flowfleet_shared::grpc::service_routes(
         StorageServiceServer::new(grpc::StorageGrpc {
             files: files.clone(),
@@ -87,8 +92,8 @@ pub async fn build(
     Ok(ServiceParts {
         name: ServiceName::Storage,
         subgraph: Subgraph::new("storage", Arc::new(schema), infra.verifier.clone()),
-        grpc,
+        grpc: grpc.add_service(privacy_grpc),
         http,
-        tasks: vec![Box::pin(relay.run(infra.shutdown.clone()))],
+        tasks: vec![Box::pin(relay.run(infra.shutdown.clone())), privacy_task],
     })
 }

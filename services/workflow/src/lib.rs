@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         clock: infra.clock.clone(),
         relay: relay.clone(),
     });
+    // Exports what it holds about a user, and erases it on `user.deleted`.
+    let (privacy_grpc, privacy_task) =
+        flowfleet_shared::privacy::wire(infra, ServiceName::Workflow, Arc::new(store.clone()))
+            .await?;
     let grpc =
         flowfleet_shared::grpc::service_routes(WorkflowServiceServer::new(grpc::WorkflowGrpc {
             store,
@@ -39,8 +44,8 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     Ok(ServiceParts {
         name: ServiceName::Workflow,
         subgraph: Subgraph::new("workflow", Arc::new(schema), infra.verifier.clone()),
-        grpc,
+        grpc: grpc.add_service(privacy_grpc),
         http: axum::Router::new(),
-        tasks: vec![Box::pin(relay.run(infra.shutdown.clone()))],
+        tasks: vec![Box::pin(relay.run(infra.shutdown.clone())), privacy_task],
     })
 }

@@ -38,6 +38,10 @@ fn workflow_from(row: &AnyRow) -> Result<Workflow, ApiError> {
 }
 
 impl Store {
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn new(db: Db) -> Self {
         Store { db }
     }

@@ -6,6 +6,7 @@ mod api_keys;
 mod audit;
 mod members;
 mod mfa;
+mod privacy;
 mod sessions;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::domain;
 use crate::keys::KeyRing;
 use crate::store::Store;
 
+pub use privacy::ExportPeers;
 pub use sessions::{AuthPayload, LogInInput, SignUpInput};
 
 pub type AuthSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
@@ -43,6 +45,8 @@ pub struct Ctx {
     pub cache: Arc<dyn Cache>,
     /// Seals TOTP seeds.
     pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    /// Every service's data export, for `exportMyData`.
+    pub export_peers: ExportPeers,
 }
 
 /// Every mutation of the subgraph.
@@ -52,6 +56,7 @@ pub struct Mutation(
     members::MemberMutation,
     api_keys::ApiKeyMutation,
     mfa::MfaMutation,
+    privacy::PrivacyMutation,
 );
 
 /// Sign-in attempts allowed per account and window.
@@ -203,6 +208,15 @@ impl Query {
             .await?
             .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))?;
         Ok(user.into())
+    }
+
+    /// Everything the fleet holds about the signed-in user, from every service, as one JSON
+    /// document (`services.<name>`). Not available to API keys.
+    async fn export_my_data(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
+        Ok(privacy::export(ctx).await?)
     }
 
     #[graphql(entity)]

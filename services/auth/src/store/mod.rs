@@ -1,11 +1,13 @@
 //! The auth service's tables (its own schema): users, workspaces and memberships here;
 //! member management and invitations in [`members`], the audit log in [`audit`].
 
+mod account;
 mod api_keys;
 mod audit;
 mod members;
 mod mfa;
 
+pub use account::DeletedAccount;
 pub use api_keys::NewApiKey;
 pub use audit::SecurityEventPage;
 pub use mfa::MfaState;

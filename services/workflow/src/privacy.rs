@@ -1,0 +1,57 @@
+//! What the workflow service holds about a user: the workflows they own and the versions
+//! they published. Both belong to a workspace, so erasing a user anonymises them.
+
+use async_trait::async_trait;
+use flowfleet_shared::error::ApiError;
+use flowfleet_shared::privacy::{erase, export_rows, Column, UserDataHolder};
+use uuid::Uuid;
+
+use crate::store::Store;
+
+#[async_trait]
+impl UserDataHolder for Store {
+    async fn export_user(&self, user: Uuid) -> Result<serde_json::Value, ApiError> {
+        use Column::*;
+        Ok(serde_json::json!({
+            "workflowsOwned": export_rows(
+                self.db(),
+                "SELECT id, workspace_id, name, description, status, created_at, updated_at \
+                 FROM workflows WHERE owner_id = $1 ORDER BY id",
+                user,
+                &[Text("id"), Text("workspace_id"), Text("name"), Text("description"), Text("status"), Int("created_at"), Int("updated_at")],
+            ).await?,
+            "versionsPublished": export_rows(
+                self.db(),
+                "SELECT workflow_id, version, content_hash, created_at FROM workflow_versions \
+                 WHERE published_by = $1 ORDER BY workflow_id, version",
+                user,
+                &[Text("workflow_id"), Int("version"), Text("content_hash"), Int("created_at")],
+            ).await?,
+        }))
+    }
+
+    async fn erase_user(&self, user: Uuid) -> Result<(), ApiError> {
+        erase(
+            self.db(),
+            &[
+                "UPDATE workflows SET owner_id = $2 WHERE owner_id = $1",
+                "UPDATE workflow_versions SET published_by = $2 WHERE published_by = $1",
+            ],
+            user,
+        )
+        .await
+    }
+
+    async fn erase_workspace(&self, workspace: Uuid) -> Result<(), ApiError> {
+        erase(
+            self.db(),
+            &[
+                "DELETE FROM workflow_versions WHERE workflow_id IN \
+                 (SELECT id FROM workflows WHERE workspace_id = $1)",
+                "DELETE FROM workflows WHERE workspace_id = $1",
+            ],
+            workspace,
+        )
+        .await
+    }
+}

@@ -1,0 +1,86 @@
+//! The whole fleet in the test's own process, behind its gateway on a local port, on the
+//! infrastructure of a [`Backend`]: for tests that also need each service's gRPC server.
+
+use std::collections::HashMap;
+
+use flowfleet::dev::DevApp;
+use flowfleet_shared::config::ServiceName;
+use flowfleet_shared::grpc::{in_process, GrpcChannel};
+use flowfleet_shared::testing::Backend;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Client;
+
+pub struct Person {
+    pub id: String,
+    pub client: Client,
+}
+
+impl Person {
+    pub fn token(&self) -> &str {
+        self.client.token.as_deref().expect("signed in")
+    }
+}
+
+/// The fleet in this process behind its gateway, with in-process channels to each
+/// service's gRPC server (the same servers the network would reach).
+pub struct Fleet {
+    pub url: String,
+    pub grpc: HashMap<ServiceName, tonic::service::Routes>,
+    pub shutdown: CancellationToken,
+    pub secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start(backend: &Backend) -> Fleet {
+    let (config, dir) = backend.config().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let app = DevApp::build_as_configured(config, listener, shutdown.clone())
+        .await
+        .expect("the fleet starts");
+    let url = format!("http://127.0.0.1:{}/graphql", app.port());
+    let grpc = app
+        .fleet()
+        .services
+        .iter()
+        .map(|s| (s.name, s.grpc.clone()))
+        .collect();
+    let secrets = app.fleet().infra.secrets.clone();
+    tokio::spawn(app.run());
+    Fleet {
+        url,
+        grpc,
+        shutdown,
+        secrets,
+        _dir: dir,
+    }
+}
+
+impl Fleet {
+    pub fn channel(&self, service: ServiceName) -> GrpcChannel {
+        in_process(self.grpc[&service].clone(), None)
+    }
+
+    pub async fn sign_up(&self, email: &str) -> Person {
+        let mut client = Client::new(&self.url);
+        let data = client
+            .ok(
+                "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken user { id } } }",
+                json!({"i": {"email": email, "password": "long enough password", "name": email}}),
+            )
+            .await;
+        client.token = Some(data["signUp"]["accessToken"].as_str().unwrap().to_string());
+        Person {
+            id: data["signUp"]["user"]["id"].as_str().unwrap().to_string(),
+            client,
+        }
+    }
+}

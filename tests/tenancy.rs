@@ -734,13 +734,35 @@ async fn every_operation_as_a_non_member_and_as_each_role() {
                     ));
                 }
             }
-            // Without a credential, every method but the key check refuses outright.
+            // Without a credential, or with a forged one (the owner's token with another
+            // subject, or without its signature), every method but the key check refuses
+            // outright.
             if method != "VerifyApiKey" {
-                let anonymous = grpc_anonymous(method, &fleet, &w).await;
-                if anonymous.as_ref().err().map(String::as_str) != Some("Unauthenticated") {
-                    failures.push(format!(
-                        "{name}: gRPC {method} without a credential: {anonymous:?}"
-                    ));
+                let owner_token = w.people[&Who::Owner].token().to_string();
+                let parts: Vec<&str> = owner_token.split('.').collect();
+                let forged_payload = {
+                    use base64::Engine as _;
+                    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                    let mut claims: Value =
+                        serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+                    claims["sub"] = json!(w.people[&Who::Outsider].id);
+                    format!(
+                        "{}.{}.{}",
+                        parts[0],
+                        engine.encode(claims.to_string()),
+                        parts[2]
+                    )
+                };
+                let unsigned = format!("{}.{}.", parts[0], parts[1]);
+                for (what, credential) in [
+                    ("without a credential", None),
+                    ("with a tampered token", Some(forged_payload.as_str())),
+                    ("with an unsigned token", Some(unsigned.as_str())),
+                ] {
+                    let outcome = grpc_with(method, &fleet, &w, credential).await;
+                    if outcome.as_ref().err().map(String::as_str) != Some("Unauthenticated") {
+                        failures.push(format!("{name}: gRPC {method} {what}: {outcome:?}"));
+                    }
                 }
             }
         }
@@ -753,8 +775,8 @@ async fn every_operation_as_a_non_member_and_as_each_role() {
     }
 }
 
-/// A method called with no credential at all.
-async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
+/// A method called with `credential` (or none) in place of a member's.
+async fn grpc_with(method: &str, fleet: &Fleet, w: &World, credential: Option<&str>) -> Outcome {
     let ws = w.workspace.clone();
     match method {
         "GetPublishedVersion" => grpc_outcome(
@@ -764,7 +786,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                         workflow_id: w.workflow.clone(),
                         version: 0,
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -774,7 +796,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                     GetExecutionRequest {
                         execution_id: w.execution.clone(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -784,7 +806,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                     GetWorkflowStatsRequest {
                         workflow_id: w.workflow.clone(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -798,7 +820,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                         subject: "s".into(),
                         body: "b".into(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -813,7 +835,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                         content_type: "text/plain".into(),
                         content: b"x".to_vec(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -824,7 +846,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                         file_id: w.file.clone(),
                         workspace_id: ws,
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -834,7 +856,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                     GetUserRequest {
                         user_id: w.people[&Who::Owner].id.clone(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -845,7 +867,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                         user_id: w.people[&Who::Owner].id.clone(),
                         workspace_id: ws,
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),
@@ -855,7 +877,7 @@ async fn grpc_anonymous(method: &str, fleet: &Fleet, w: &World) -> Outcome {
                     ExportUserDataRequest {
                         user_id: w.people[&Who::Owner].id.clone(),
                     },
-                    None,
+                    credential,
                 ))
                 .await,
         ),

@@ -475,166 +475,25 @@ async fn graphql_row(
     }
 }
 
+/// One gRPC row: the call made with `who`'s own token, and the expected error.
 async fn grpc_row(method: &str, fleet: &Fleet, w: &World, who: Who) -> (Outcome, Option<String>) {
-    let me = &w.people[&who];
-    let token = Some(me.token());
     let denied = "PermissionDenied";
-    let ws = w.workspace.clone();
-    match method {
-        "GetPublishedVersion" => (
-            grpc_outcome(
-                WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
-                    .get_published_version(grpc_request(
-                        GetPublishedVersionRequest {
-                            workflow_id: w.workflow.clone(),
-                            version: 0,
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Viewer, who, denied, denied),
-        ),
-        "GetExecution" => (
-            grpc_outcome(
-                ExecutionServiceClient::new(fleet.channel(ServiceName::Execution))
-                    .get_execution(grpc_request(
-                        GetExecutionRequest {
-                            execution_id: w.execution.clone(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Viewer, who, denied, denied),
-        ),
-        "GetWorkflowStats" => (
-            grpc_outcome(
-                AnalyticsServiceClient::new(fleet.channel(ServiceName::Analytics))
-                    .get_workflow_stats(grpc_request(
-                        GetWorkflowStatsRequest {
-                            workflow_id: w.workflow.clone(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Viewer, who, denied, denied),
-        ),
-        "SendNotification" => (
-            grpc_outcome(
-                NotificationServiceClient::new(fleet.channel(ServiceName::Notification))
-                    .send_notification(grpc_request(
-                        SendNotificationRequest {
-                            workspace_id: ws,
-                            recipient_id: w.people[&Who::Viewer].id.clone(),
-                            channel: "IN_APP".into(),
-                            subject: "hello".into(),
-                            body: "from the matrix".into(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Editor, who, denied, denied),
-        ),
-        "PutFile" => (
-            grpc_outcome(
-                StorageServiceClient::new(fleet.channel(ServiceName::Storage))
-                    .put_file(grpc_request(
-                        PutFileRequest {
-                            workspace_id: ws,
-                            owner_id: me.id.clone(),
-                            execution_id: String::new(),
-                            name: "m.txt".into(),
-                            content_type: "text/plain".into(),
-                            content: b"matrix".to_vec(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Editor, who, denied, denied),
-        ),
-        "GetFile" => (
-            grpc_outcome(
-                StorageServiceClient::new(fleet.channel(ServiceName::Storage))
-                    .get_file(grpc_request(
-                        GetFileRequest {
-                            file_id: w.file.clone(),
-                            workspace_id: ws,
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            needs(Who::Viewer, who, denied, denied),
-        ),
-        // About a person: only that person (or a service) may ask.
-        "GetUser" => (
-            grpc_outcome(
-                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
-                    .get_user(grpc_request(
-                        GetUserRequest {
-                            user_id: w.people[&Who::Owner].id.clone(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            (who != Who::Owner).then(|| denied.to_string()),
-        ),
-        "CheckMembership" => (
-            grpc_outcome(
-                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
-                    .check_membership(grpc_request(
-                        CheckMembershipRequest {
-                            user_id: w.people[&Who::Owner].id.clone(),
-                            workspace_id: ws,
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            (who != Who::Owner).then(|| denied.to_string()),
-        ),
-        // The key is the credential: an access token is not a key.
-        "VerifyApiKey" => (
-            grpc_outcome(
-                AuthServiceClient::new(fleet.channel(ServiceName::Auth))
-                    .verify_api_key(grpc_request(
-                        VerifyApiKeyRequest {
-                            key: me.token().to_string(),
-                        },
-                        token,
-                    ))
-                    .await,
-            ),
-            Some("Unauthenticated".to_string()),
-        ),
-        // Every service answers for its part of a user's data: to that user only.
-        "ExportUserData" => {
-            let mut outcome = Ok(json!("every service"));
-            for service in ServiceName::ALL {
-                let answer = grpc_outcome(
-                    UserDataClient::new(fleet.channel(service))
-                        .export_user_data(grpc_request(
-                            ExportUserDataRequest {
-                                user_id: w.people[&Who::Owner].id.clone(),
-                            },
-                            token,
-                        ))
-                        .await,
-                );
-                if answer.is_err() {
-                    outcome = answer;
-                    break;
-                }
-            }
-            (outcome, (who != Who::Owner).then(|| denied.to_string()))
+    let expected = match method {
+        "GetPublishedVersion" | "GetExecution" | "GetWorkflowStats" | "GetFile" => {
+            needs(Who::Viewer, who, denied, denied)
         }
+        "SendNotification" | "PutFile" => needs(Who::Editor, who, denied, denied),
+        // About a person: only that person (or a service) may ask; every service answers
+        // for its part of a user's data to that user only.
+        "GetUser" | "CheckMembership" | "ExportUserData" => {
+            (who != Who::Owner).then(|| denied.to_string())
+        }
+        // The key is the credential: an access token is not a key.
+        "VerifyApiKey" => Some("Unauthenticated".to_string()),
         other => panic!("no matrix row for the gRPC method `{other}`: add one"),
-    }
+    };
+    let token = w.people[&who].token().to_string();
+    (grpc_with(method, fleet, w, Some(&token)).await, expected)
 }
 
 /// The root fields of `type Query` and `type Mutation` in the supergraph.
@@ -775,7 +634,7 @@ async fn every_operation_as_a_non_member_and_as_each_role() {
     }
 }
 
-/// A method called with `credential` (or none) in place of a member's.
+/// A gRPC method called with `credential` (or none), on the world's resources.
 async fn grpc_with(method: &str, fleet: &Fleet, w: &World, credential: Option<&str>) -> Outcome {
     let ws = w.workspace.clone();
     match method {
@@ -871,16 +730,34 @@ async fn grpc_with(method: &str, fleet: &Fleet, w: &World, credential: Option<&s
                 ))
                 .await,
         ),
-        "ExportUserData" => grpc_outcome(
-            UserDataClient::new(fleet.channel(ServiceName::Workflow))
-                .export_user_data(grpc_request(
-                    ExportUserDataRequest {
-                        user_id: w.people[&Who::Owner].id.clone(),
+        // Every service's part: the first refusal, if any.
+        "ExportUserData" => {
+            for service in ServiceName::ALL {
+                let answer = grpc_outcome(
+                    UserDataClient::new(fleet.channel(service))
+                        .export_user_data(grpc_request(
+                            ExportUserDataRequest {
+                                user_id: w.people[&Who::Owner].id.clone(),
+                            },
+                            credential,
+                        ))
+                        .await,
+                );
+                answer?;
+            }
+            Ok(json!("every service"))
+        }
+        "VerifyApiKey" => grpc_outcome(
+            AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                .verify_api_key(grpc_request(
+                    VerifyApiKeyRequest {
+                        key: credential.unwrap_or_default().to_string(),
                     },
                     credential,
                 ))
                 .await,
         ),
+
         other => panic!("no anonymous row for the gRPC method `{other}`: add one"),
     }
 }

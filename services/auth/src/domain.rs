@@ -2,6 +2,8 @@
 //! their inputs obey. No I/O here; inputs are parsed into types that can only
 //! hold valid values, so the store and the API never re-check them.
 
+use std::marker::PhantomData;
+
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::error::ApiError;
 use uuid::Uuid;
@@ -78,58 +80,71 @@ impl Name {
     }
 }
 
-/// A refresh token as the client holds it: `rt_` and 256 random bits (base64url). Only its
-/// SHA-256 is stored, so the session store never holds a usable token.
-pub struct RefreshToken(String);
+/// A bearer secret of kind `K` as its holder has it: `K::PREFIX` and 256 random bits
+/// (base64url). Only its SHA-256 is ever stored, and anything not shaped like one is refused
+/// without a lookup.
+pub struct Secret<K: SecretKind>(String, PhantomData<K>);
 
-impl RefreshToken {
-    /// A new token from `random` (32 bytes from a CSPRNG).
-    pub fn from_random(random: [u8; 32]) -> RefreshToken {
-        RefreshToken(format!("rt_{}", b64url(&random)))
-    }
+/// What tells one kind of secret from another.
+pub trait SecretKind {
+    const PREFIX: &'static str;
+    /// The error for a presented value that is not a secret of this kind.
+    fn invalid() -> ApiError;
+}
 
-    /// A token presented by a client; anything not shaped like one is refused as an
-    /// invalid session without touching the store.
-    pub fn parse(raw: &str) -> Result<RefreshToken, ApiError> {
-        if is_token_shaped(raw, "rt_") {
-            Ok(RefreshToken(raw.to_string()))
-        } else {
-            Err(ApiError::unauthenticated(
-                "this refresh token is not valid; sign in again",
-            ))
-        }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The form the session store keeps.
-    pub fn hash(&self) -> String {
-        sha256_hex(&self.0)
+/// Refresh tokens (`rt_`): exchanged for new tokens, once each.
+pub enum Refresh {}
+impl SecretKind for Refresh {
+    const PREFIX: &'static str = "rt_";
+    fn invalid() -> ApiError {
+        ApiError::unauthenticated("this refresh token is not valid; sign in again")
     }
 }
 
-/// An API key as the integration holds it: `ffk_` and 256 random bits (base64url).
-pub struct ApiKeySecret(String);
+/// Invitation tokens (`inv_`): accepted once by the invited address.
+pub enum Invite {}
+impl SecretKind for Invite {
+    const PREFIX: &'static str = "inv_";
+    fn invalid() -> ApiError {
+        ApiError::not_found("this invitation does not exist; ask for a new one")
+    }
+}
 
-impl ApiKeySecret {
-    pub fn from_random(random: [u8; 32]) -> ApiKeySecret {
-        ApiKeySecret(format!(
-            "{}{}",
-            flowfleet_shared::auth::API_KEY_PREFIX,
-            b64url(&random)
-        ))
+/// API keys (`ffk_`): a workspace's integrations' bearer credential.
+pub enum Key {}
+impl SecretKind for Key {
+    const PREFIX: &'static str = flowfleet_shared::auth::API_KEY_PREFIX;
+    fn invalid() -> ApiError {
+        ApiError::unauthenticated(
+            "this API key is not valid (unknown, revoked or expired); create a new one",
+        )
+    }
+}
+
+pub type RefreshToken = Secret<Refresh>;
+pub type InvitationToken = Secret<Invite>;
+pub type ApiKeySecret = Secret<Key>;
+
+impl<K: SecretKind> Secret<K> {
+    /// A new secret from `random` (32 bytes from a CSPRNG).
+    pub fn from_random(random: [u8; 32]) -> Self {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+        Secret(format!("{}{encoded}", K::PREFIX), PhantomData)
     }
 
-    /// A presented key; anything not shaped like one is refused without a lookup.
-    pub fn parse(raw: &str) -> Result<ApiKeySecret, ApiError> {
-        if is_token_shaped(raw, flowfleet_shared::auth::API_KEY_PREFIX) {
-            Ok(ApiKeySecret(raw.to_string()))
+    /// A presented secret: the prefix and 43 base64url characters, or `K::invalid()`.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let shaped = raw.strip_prefix(K::PREFIX).is_some_and(|rest| {
+            rest.len() == 43
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if shaped {
+            Ok(Secret(raw.to_string(), PhantomData))
         } else {
-            Err(ApiError::unauthenticated(
-                "this API key is not valid (unknown, revoked or expired); create a new one",
-            ))
+            Err(K::invalid())
         }
     }
 
@@ -137,13 +152,16 @@ impl ApiKeySecret {
         &self.0
     }
 
+    /// The stored form: SHA-256, hex (the same as `flowfleet_shared::auth::api_key_hash`).
+    pub fn hash(&self) -> String {
+        flowfleet_shared::auth::api_key_hash(&self.0)
+    }
+}
+
+impl ApiKeySecret {
     /// What people see in lists: enough to tell keys apart, too little to use.
     pub fn prefix(&self) -> String {
         self.0.chars().take(12).collect()
-    }
-
-    pub fn hash(&self) -> String {
-        flowfleet_shared::auth::api_key_hash(&self.0)
     }
 }
 
@@ -167,54 +185,6 @@ impl ApiKey {
     pub fn usable(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
     }
-}
-
-/// An invitation token as the invitee holds it: `inv_` and 256 random bits (base64url).
-/// Only its SHA-256 is stored.
-pub struct InvitationToken(String);
-
-impl InvitationToken {
-    pub fn from_random(random: [u8; 32]) -> InvitationToken {
-        InvitationToken(format!("inv_{}", b64url(&random)))
-    }
-
-    pub fn parse(raw: &str) -> Result<InvitationToken, ApiError> {
-        if is_token_shaped(raw, "inv_") {
-            Ok(InvitationToken(raw.to_string()))
-        } else {
-            Err(ApiError::not_found(
-                "this invitation does not exist; ask for a new one",
-            ))
-        }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn hash(&self) -> String {
-        sha256_hex(&self.0)
-    }
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// `prefix` followed by 32 bytes in unpadded base64url (43 characters).
-fn is_token_shaped(raw: &str, prefix: &str) -> bool {
-    raw.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() == 43
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 /// What the security audit log records.

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{account, bearer, code, run_with, verifying_auth};
+use common::{account, bearer, code, on_workspace, run_with, verifying_auth};
 use flowfleet_auth::Auth;
 use flowfleet_shared::access::Access;
 use flowfleet_shared::api_keys::GrpcApiKeys;
@@ -149,14 +149,7 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
 
         // Used through the auth subgraph: workspace reads within its role work; what
         // concerns the account itself needs a user session.
-        let members = call(
-            &auth,
-            &key,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { members { role } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let members = on_workspace(&auth, &key, &ws, "members { role }").await;
         assert!(
             members["data"]["_entities"][0]["members"].is_array(),
             "{name}: {members}"
@@ -177,14 +170,7 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         )
         .await;
         assert_eq!(code(&escalate), "FORBIDDEN", "{name}: {escalate}");
-        let audit = call(
-            &auth,
-            &key,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { securityEvents { nodes { kind } } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let audit = on_workspace(&auth, &key, &ws, "securityEvents { nodes { kind } }").await;
         assert_eq!(
             code(&audit),
             "FORBIDDEN",
@@ -264,14 +250,7 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         let refused = call(&auth, &key, "{ __typename }", json!({})).await;
         assert_eq!(code(&refused), "UNAUTHENTICATED", "{name}: {refused}");
         assert!(refused["data"].is_null(), "{name}: {refused}");
-        let refused = call(
-            &auth,
-            &key,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { members { role } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let refused = on_workspace(&auth, &key, &ws, "members { role }").await;
         assert_eq!(code(&refused), "UNAUTHENTICATED", "{name}: {refused}");
 
         // Garbage and look-alikes are refused.
@@ -286,12 +265,11 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             );
         }
         // The audit log has the key's creation and revocation.
-        let log = call(
+        let log = on_workspace(
             &auth,
             &ada,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { securityEvents(first: 50) { nodes { kind } } } } }",
-            json!({"w": ws}),
+            &ws,
+            "securityEvents(first: 50) { nodes { kind } }",
         )
         .await;
         let kinds = log["data"]["_entities"][0]["securityEvents"]["nodes"].to_string();

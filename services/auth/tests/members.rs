@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{account, bearer, code, log_in, run_with, verifying_auth};
+use common::{account, bearer, code, log_in, on_workspace, run_with, verifying_auth};
 use flowfleet_auth::Auth;
 use flowfleet_shared::access::Access;
 use flowfleet_shared::auth::Role;
@@ -96,14 +96,7 @@ async fn invitations_are_accepted_once_by_the_invited_address_and_can_be_revoked
             "{name}: {invited}"
         );
         assert_eq!(payload["invitation"]["email"], "bob@example.com", "{name}");
-        let pending = call(
-            &auth,
-            &ada,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { invitations { id email role } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let pending = on_workspace(&auth, &ada, &ws, "invitations { id email role }").await;
         assert_eq!(
             pending["data"]["_entities"][0]["invitations"][0]["email"], "bob@example.com",
             "{name}: {pending}"
@@ -122,14 +115,7 @@ async fn invitations_are_accepted_once_by_the_invited_address_and_can_be_revoked
         assert_eq!(code(&again), "CONFLICT", "{name}: {again}");
 
         // Members see each other; Bob is an editor now.
-        let members = call(
-            &auth,
-            &bob,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { members { role user { id name } } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let members = on_workspace(&auth, &bob, &ws, "members { role user { id name } }").await;
         let list = &members["data"]["_entities"][0]["members"];
         assert!(
             roles(list).contains(&(bob_id.clone(), "EDITOR".into())),
@@ -273,14 +259,7 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
                 .filter(|r| r["data"]["changeMemberRole"].is_object())
                 .count();
             assert_eq!(won, 1, "{name} round {round}: {a} {b}");
-            let members = call(
-                &auth,
-                &cy,
-                "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-                 { ... on Workspace { members { role user { id } } } } }",
-                json!({"w": ws}),
-            )
-            .await;
+            let members = on_workspace(&auth, &cy, &ws, "members { role user { id } }").await;
             let owners = roles(&members["data"]["_entities"][0]["members"])
                 .into_iter()
                 .filter(|(_, r)| r == "OWNER")
@@ -304,14 +283,7 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
             "{name}: {removed}"
         );
         assert_eq!(access.role(cy_uuid, ws_id).await.unwrap(), None, "{name}");
-        let gone = call(
-            &auth,
-            &cy,
-            "query($w: ID!) { _entities(representations: [{__typename: \"Workspace\", id: $w}]) \
-             { ... on Workspace { members { role } } } }",
-            json!({"w": ws}),
-        )
-        .await;
+        let gone = on_workspace(&auth, &cy, &ws, "members { role }").await;
         assert_eq!(code(&gone), "FORBIDDEN", "{name}: {gone}");
         let again = call(&auth, owner, REMOVE, json!({"w": ws, "u": cy_id})).await;
         assert_eq!(code(&again), "NOT_FOUND", "{name}: {again}");

@@ -83,6 +83,20 @@ pub(super) async fn actor_role(
     role_in(tx, actor, workspace).await?.ok_or_else(not_member)
 }
 
+/// Under the workspace's lock: the actor's role and the target member's.
+async fn roles_of(
+    tx: &mut Tx<'_>,
+    workspace: Uuid,
+    actor: Uuid,
+    target: Uuid,
+) -> Result<(Role, Role), ApiError> {
+    let actor_role = actor_role(tx, actor, workspace).await?;
+    let current = role_in(tx, target, workspace)
+        .await?
+        .ok_or_else(|| ApiError::not_found("this user is not a member of the workspace"))?;
+    Ok((actor_role, current))
+}
+
 impl Store {
     /// The workspace's members, in the order they joined.
     pub async fn members(&self, workspace: Uuid) -> Result<Vec<Member>, ApiError> {
@@ -116,10 +130,7 @@ impl Store {
         now: i64,
     ) -> Result<Role, ApiError> {
         let mut tx = self.db.pool().begin().await?;
-        let actor_role = actor_role(&mut tx, actor, workspace).await?;
-        let current = role_in(&mut tx, target, workspace)
-            .await?
-            .ok_or_else(|| ApiError::not_found("this user is not a member of the workspace"))?;
+        let (actor_role, current) = roles_of(&mut tx, workspace, actor, target).await?;
         domain::may_change_role(actor_role, current, new)?;
         domain::keeps_an_owner(owner_count(&mut tx, workspace).await?, current, Some(new))?;
         sqlx::query("UPDATE memberships SET role = $1 WHERE workspace_id = $2 AND user_id = $3")
@@ -164,10 +175,7 @@ impl Store {
         now: i64,
     ) -> Result<Role, ApiError> {
         let mut tx = self.db.pool().begin().await?;
-        let actor_role = actor_role(&mut tx, actor, workspace).await?;
-        let current = role_in(&mut tx, target, workspace)
-            .await?
-            .ok_or_else(|| ApiError::not_found("this user is not a member of the workspace"))?;
+        let (actor_role, current) = roles_of(&mut tx, workspace, actor, target).await?;
         domain::may_remove(actor_role, current, actor == target)?;
         domain::keeps_an_owner(owner_count(&mut tx, workspace).await?, current, None)?;
         sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")

@@ -114,3 +114,17 @@ pub async fn account(auth: &Auth, email: &str, name: &str) -> (String, Value) {
         .to_string();
     (id, payload["accessToken"].clone())
 }
+
+/// Reads `selection` of workspace `ws` (through its federation entity) as `token`'s owner.
+pub async fn on_workspace(auth: &Auth, token: &Value, ws: &str, selection: &str) -> Value {
+    run_with(
+        auth,
+        &format!(
+            "query($w: ID!) {{ _entities(representations: [{{__typename: \"Workspace\", id: $w}}]) \
+             {{ ... on Workspace {{ {selection} }} }} }}"
+        ),
+        json!({"w": ws}),
+        &bearer(token),
+    )
+    .await
+}

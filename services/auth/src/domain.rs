@@ -318,12 +318,7 @@ impl SecurityEvent {
 pub struct StoredSecurityEvent {
     pub id: Uuid,
     pub occurred_at: i64,
-    pub kind: SecurityEventKind,
-    pub user: Option<Uuid>,
-    pub actor: Option<Uuid>,
-    pub workspace: Option<Uuid>,
-    pub ip: Option<String>,
-    pub detail: serde_json::Value,
+    pub event: SecurityEvent,
 }
 
 /// Managing members (inviting, changing roles, removing) needs ADMIN or above.

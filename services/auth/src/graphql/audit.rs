@@ -29,12 +29,13 @@ pub struct SecurityEventNode {
 }
 
 impl From<StoredSecurityEvent> for SecurityEventNode {
-    fn from(e: StoredSecurityEvent) -> Self {
+    fn from(stored: StoredSecurityEvent) -> Self {
         let id = |u: Uuid| ID(u.to_string());
+        let e = stored.event;
         SecurityEventNode {
-            id: id(e.id),
+            id: id(stored.id),
             kind: e.kind,
-            occurred_at: to_datetime(e.occurred_at),
+            occurred_at: to_datetime(stored.occurred_at),
             user_id: e.user.map(id),
             actor_id: e.actor.map(id),
             workspace_id: e.workspace.map(id),

@@ -28,13 +28,15 @@ fn event_from(row: &AnyRow) -> Result<StoredSecurityEvent, ApiError> {
     Ok(StoredSecurityEvent {
         id: uuid_column(row, "id")?,
         occurred_at: row.try_get("occurred_at")?,
-        kind: SecurityEventKind::parse(&kind)
-            .ok_or_else(|| ApiError::internal(format!("stored event kind `{kind}`")))?,
-        user: optional_uuid(row, "user_id")?,
-        actor: optional_uuid(row, "actor_id")?,
-        workspace: optional_uuid(row, "workspace_id")?,
-        ip: row.try_get("ip")?,
-        detail: serde_json::from_str(&detail).map_err(ApiError::internal)?,
+        event: SecurityEvent {
+            kind: SecurityEventKind::parse(&kind)
+                .ok_or_else(|| ApiError::internal(format!("stored event kind `{kind}`")))?,
+            user: optional_uuid(row, "user_id")?,
+            actor: optional_uuid(row, "actor_id")?,
+            workspace: optional_uuid(row, "workspace_id")?,
+            ip: row.try_get("ip")?,
+            detail: serde_json::from_str(&detail).map_err(ApiError::internal)?,
+        },
     })
 }
 

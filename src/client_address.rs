@@ -16,10 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use axum::Router;
+use axum::extract::{ConnectInfo, Request};
 use flowfleet_shared::secrets::SecretKeyRing;
 use flowfleet_shared::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
 use ipnet::IpNet;
@@ -96,40 +93,38 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Wraps `router` so that every request's client address is decided and passed on.
-pub fn attribute_clients(router: Router, addresses: ClientAddresses) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(addresses, attribute))
-}
-
-async fn attribute(
-    State(addresses): State<ClientAddresses>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let headers = request.headers_mut();
-    headers.remove(CLIENT_ADDRESS_HEADER);
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    if let (Some(peer), Some(ring)) = (peer, &addresses.ring) {
+impl ClientAddresses {
+    /// Decides `request`'s client address and passes it on sealed, after removing whatever
+    /// the client put in its place.
+    pub fn attribute(&self, request: &mut Request) {
+        let headers = request.headers_mut();
+        headers.remove(CLIENT_ADDRESS_HEADER);
+        let Some(ring) = &self.ring else {
+            return;
+        };
+        let Some(peer) = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+        else {
+            return;
+        };
         let forwarded: Vec<&str> = request
             .headers()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let client = addresses.resolve(peer, &forwarded);
-        let sealed = addresses.sealed.get(&client).or_else(|| {
+        let client = self.resolve(peer, &forwarded);
+        let sealed = self.sealed.get(&client).or_else(|| {
             let sealed = seal_client_address(ring, client)?;
-            addresses.sealed.insert(client, sealed.clone());
+            self.sealed.insert(client, sealed.clone());
             Some(sealed)
         });
         if let Some(value) = sealed.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
             request.headers_mut().insert(CLIENT_ADDRESS_HEADER, value);
         }
     }
-    next.run(request).await
 }
 
 #[cfg(test)]

@@ -58,10 +58,9 @@ impl DevApp {
             "/metrics",
             get(flowfleet_shared::telemetry::metrics_endpoint),
         );
-        router = crate::edge_auth::verify_at_the_edge(router, fleet.infra.verifier.clone());
-        // Outermost: the client's address is decided before anything else runs.
-        router = crate::client_address::attribute_clients(
+        router = crate::edge_auth::edge(
             router,
+            fleet.infra.verifier.clone(),
             crate::client_address::ClientAddresses::new(
                 &fleet.infra.config.gateway.trusted_proxies,
                 Some(fleet.infra.secrets.clone()),

@@ -258,8 +258,6 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         "/metrics",
         get(flowfleet_shared::telemetry::metrics_endpoint),
     );
-    let router = crate::edge_auth::verify_at_the_edge(router, edge_verifier(&config).await?)
-        .merge(crate::jwks::route(remote_jwks(&config)));
     // The fleet's key ring seals client addresses for the services behind; a gateway
     // without `security.secret_keys` passes none on.
     let ring = if config.security.secret_keys.is_empty() {
@@ -271,10 +269,12 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
                 .context("loading security.secret_keys")?,
         ))
     };
-    let router = crate::client_address::attribute_clients(
+    let router = crate::edge_auth::edge(
         router,
+        edge_verifier(&config).await?,
         crate::client_address::ClientAddresses::new(&config.gateway.trusted_proxies, ring)?,
-    );
+    )
+    .merge(crate::jwks::route(remote_jwks(&config)));
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -11,6 +11,7 @@ use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
 use flowfleet_analytics::handlers::events::ExecutionFacts;
 use flowfleet_analytics::store::Store;
 use flowfleet_analytics::{build, MIGRATIONS};
+use flowfleet_auth::testing::RealAuth;
 use flowfleet_shared::auth::{Caller, Identity, Role};
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::db::Db;
@@ -18,7 +19,7 @@ use flowfleet_shared::events::consumer::EventHandler;
 use flowfleet_shared::events::Event;
 use flowfleet_shared::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use flowfleet_shared::proto::analytics::v1::GetWorkflowStatsRequest;
-use flowfleet_shared::testing::{access, Backend, TestInfra};
+use flowfleet_shared::testing::{Backend, TestInfra};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -96,7 +97,8 @@ async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
     let db = db(&env).await;
     let infra = env.infra.clone();
     let bus = infra.bus.clone();
-    let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
+    let access = RealAuth::start(&env).await.access();
+    let mut parts = build(&infra, db.clone(), access).await.unwrap();
     let tasks = parts.spawn_tasks();
 
     let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
@@ -242,7 +244,13 @@ async fn stats_and_percentiles_come_from_the_facts_on(backend: &Backend) {
     let handler = ExecutionFacts {
         store: Store::new(db.clone()),
     };
-    let (workflow, workspace, viewer) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // A viewer of a workspace, as the real auth service knows them.
+    let auth = RealAuth::start(&env).await;
+    let owner = auth.user("owner@example.com").await;
+    let viewer = auth
+        .member(&owner, "viewer@example.com", Role::Viewer)
+        .await;
+    let (workflow, workspace) = (Uuid::now_v7(), owner.workspace);
     let base = 1_700_000_000_000_i64;
     // Durations 1..=100 ms in a shuffled order; every fourth run failed.
     for k in 0..100_i64 {
@@ -260,9 +268,9 @@ async fn stats_and_percentiles_come_from_the_facts_on(backend: &Backend) {
     }
     let schema = schema(Ctx {
         store: Store::new(db.clone()),
-        access: access(&[(viewer, workspace, Role::Viewer)]),
+        access: auth.access(),
     });
-    let r = stats(&schema, as_user(viewer), workflow).await;
+    let r = stats(&schema, as_user(viewer.id), workflow).await;
     assert!(r["errors"].is_null(), "{r}");
     let s = &r["data"]["_entities"][0]["stats"];
     assert_eq!(s["runs"], 100);
@@ -287,8 +295,10 @@ async fn stats_need_a_member_and_are_zero_without_runs() {
 async fn stats_need_a_member_and_are_zero_without_runs_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
-    let (member, stranger) = (Uuid::now_v7(), Uuid::now_v7());
+    let auth = RealAuth::start(&env).await;
+    let owner = auth.user("owner@example.com").await;
+    let (workflow, workspace) = (Uuid::now_v7(), owner.workspace);
+    let (member, stranger) = (owner.id, auth.user("stranger@example.com").await.id);
     ExecutionFacts {
         store: Store::new(db.clone()),
     }
@@ -303,7 +313,7 @@ async fn stats_need_a_member_and_are_zero_without_runs_on(backend: &Backend) {
     .unwrap();
     let schema = schema(Ctx {
         store: Store::new(db.clone()),
-        access: access(&[(member, workspace, Role::Owner)]),
+        access: auth.access(),
     });
 
     let r = stats(&schema, as_user(stranger), workflow).await;
@@ -337,7 +347,8 @@ async fn the_subgraph_extends_workflow_with_stats() {
 async fn the_subgraph_extends_workflow_with_stats_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let parts = build(&env.infra, db, access(&[])).await.unwrap();
+    let access = RealAuth::start(&env).await.access();
+    let parts = build(&env.infra, db, access).await.unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
     // Nullable on purpose: a failure nulls only this field, not the workflow.

@@ -12,6 +12,8 @@ pub mod keys;
 pub mod mfa;
 pub mod password;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowfleet_auth::testing::RealAuth;
 use flowfleet_notification::domain::Message;
 use flowfleet_notification::graphql::{schema, Ctx, NotificationSchema};
 use flowfleet_notification::store::Store;
@@ -18,7 +19,7 @@ use flowfleet_shared::db::Db;
 use flowfleet_shared::events::Event;
 use flowfleet_shared::proto::notification::v1::notification_service_client::NotificationServiceClient;
 use flowfleet_shared::proto::notification::v1::SendNotificationRequest;
-use flowfleet_shared::testing::{access, Backend, TestInfra};
+use flowfleet_shared::testing::{Backend, TestInfra};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -105,7 +106,8 @@ async fn execution_events_notify_whoever_triggered_them_once_on(backend: &Backen
     let db = db(&env).await;
     let infra = env.infra.clone();
     let bus = infra.bus.clone();
-    let mut parts = build(&infra, db.clone(), access(&[])).await.unwrap();
+    let access = RealAuth::start(&env).await.access();
+    let mut parts = build(&infra, db.clone(), access).await.unwrap();
     // Someone else listening for what the notification service announces.
     let mut announced = bus
         .subscribe("test.notifications", &["notification.*"])
@@ -344,14 +346,16 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(
     let env = backend.start().await;
     let db = db(&env).await;
     let infra = env.infra.clone();
-    let (workspace, ada, stranger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let parts = build(
-        &infra,
-        db.clone(),
-        access(&[(ada, workspace, Role::Viewer)]),
-    )
-    .await
-    .unwrap();
+    // Ada is a viewer of the owner's workspace; the stranger is in none of it.
+    let auth = RealAuth::start(&env).await;
+    let owner = auth.user("owner@example.com").await;
+    let ada = auth
+        .member(&owner, "ada@example.com", Role::Viewer)
+        .await
+        .id;
+    let stranger = auth.user("stranger@example.com").await.id;
+    let workspace = owner.workspace;
+    let parts = build(&infra, db.clone(), auth.access()).await.unwrap();
     let mut client = NotificationServiceClient::new(flowfleet_shared::grpc::in_process(
         parts.grpc.clone(),
         Some(infra.service_credentials(flowfleet_shared::config::ServiceName::Execution)),
@@ -415,7 +419,8 @@ async fn the_subgraph_extends_user_with_notifications() {
 async fn the_subgraph_extends_user_with_notifications_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let parts = build(&env.infra, db, access(&[])).await.unwrap();
+    let access = RealAuth::start(&env).await.access();
+    let parts = build(&env.infra, db, access).await.unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
     assert!(

@@ -208,7 +208,10 @@ impl AuthService for Memberships {
     }
 }
 
-/// An [`Access`] whose answers are `members` (user, workspace, role).
+/// An [`Access`] whose answers are `members` (user, workspace, role), from a stand-in for
+/// the auth service's membership method. Only the storage tests still use it (they sign
+/// their own tokens); other services' tests ask the real auth service
+/// (`flowfleet_auth::testing::RealAuth`), which cannot live here: it depends on this crate.
 pub fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
     let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
     let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));

@@ -54,6 +54,11 @@ impl RealAuth {
         self.access.clone()
     }
 
+    /// Its public keys, for a verifier of the tokens it issues.
+    pub fn keys(&self) -> Arc<dyn flowfleet_shared::auth::JwksSource> {
+        self.auth.keys.clone()
+    }
+
     async fn run(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
         let mut headers = http::HeaderMap::new();
         if let Some(token) = token {

@@ -8,24 +8,23 @@
 //! infrastructure through [`Infra::start`], the same path the binary takes, on
 //! fresh resources (a new data directory, PostgreSQL database, exchange and
 //! Redis key prefix), so tests running in parallel never see each other's data.
+//!
+//! Membership answers come from the real auth service (`flowfleet_auth::testing`, which
+//! cannot live here: it depends on this crate).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::access::Access;
-use crate::auth::{DeferredJwks, Role, TokenVerifier};
+use crate::auth::{DeferredJwks, TokenVerifier};
 use crate::cache::MemoryCache;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::{Mode, ServiceName};
 use crate::db::{Db, Migrations};
 use crate::events::EventBus;
-use crate::proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use crate::proto::auth::v1::{CheckMembershipRequest, GetUserRequest, Membership, User};
 use crate::Infra;
 
 /// Infrastructure a test runs against.
@@ -166,59 +165,6 @@ impl Drop for TestInfra {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// The auth service's membership contract, answered from a map.
-struct Memberships(HashMap<(Uuid, Uuid), Role>);
-
-#[tonic::async_trait]
-impl AuthService for Memberships {
-    async fn get_user(
-        &self,
-        _: tonic::Request<GetUserRequest>,
-    ) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not part of this fixture"))
-    }
-    async fn verify_api_key(
-        &self,
-        _: tonic::Request<crate::proto::auth::v1::VerifyApiKeyRequest>,
-    ) -> Result<tonic::Response<crate::proto::auth::v1::ApiKeyIdentity>, tonic::Status> {
-        Err(tonic::Status::unauthenticated(
-            "this fixture knows no API keys",
-        ))
-    }
-    async fn check_membership(
-        &self,
-        request: tonic::Request<CheckMembershipRequest>,
-    ) -> Result<tonic::Response<Membership>, tonic::Status> {
-        let r = request.into_inner();
-        let key = (
-            r.user_id
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("user_id"))?,
-            r.workspace_id
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("workspace_id"))?,
-        );
-        let role = self.0.get(&key);
-        Ok(tonic::Response::new(Membership {
-            member: role.is_some(),
-            role: role.map(|r| r.as_str().to_string()).unwrap_or_default(),
-        }))
-    }
-}
-
-/// An [`Access`] whose answers are `members` (user, workspace, role), from a stand-in for
-/// the auth service's membership method. Only the storage tests still use it (they sign
-/// their own tokens); other services' tests ask the real auth service
-/// (`flowfleet_auth::testing::RealAuth`), which cannot live here: it depends on this crate.
-pub fn access(members: &[(Uuid, Uuid, Role)]) -> Access {
-    let map = members.iter().map(|(u, w, r)| ((*u, *w), *r)).collect();
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(Memberships(map)));
-    Access::new(
-        crate::grpc::in_process(routes, None),
-        Arc::new(MemoryCache::default()),
-    )
 }
 
 /// Embedded-mode infrastructure on `data_dir` with the given bus.

@@ -7,82 +7,23 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use flowfleet_auth::testing::RealAuth;
 use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{Caller, Claims, Identity, JwksSource, Role, TokenVerifier};
+use flowfleet_shared::auth::{Caller, Identity, Role, TokenVerifier};
 use flowfleet_shared::blob::Blobs;
-use flowfleet_shared::cache::MemoryCache;
 use flowfleet_shared::clock::ManualClock;
 use flowfleet_shared::config::{Config, ServiceName};
 use flowfleet_shared::db::Db;
-use flowfleet_shared::events::memory::MemoryBus;
 use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
-use flowfleet_shared::testing::{access, Backend, TestInfra};
+use flowfleet_shared::testing::{Backend, TestInfra};
 use flowfleet_shared::{Infra, ServiceParts};
 use flowfleet_storage::graphql::{schema, Ctx};
 use flowfleet_storage::{build, MIGRATIONS};
-use jsonwebtoken::jwk::JwkSet;
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-/// Signs access tokens the way the auth service does (EdDSA, with a `kid`),
-/// and serves its public key as the JWKS.
-struct Issuer {
-    pkcs8: Vec<u8>,
-    public_x: String,
-}
-
-const KID: &str = "test-key";
-
-impl Issuer {
-    fn new() -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        Issuer {
-            public_x: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-            pkcs8: pkcs8.as_ref().to_vec(),
-        }
-    }
-
-    fn token(&self, user: Uuid) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: user.to_string(),
-            iss: "flowfleet".into(),
-            aud: "flowfleet".into(),
-            exp: now + 600,
-            iat: now,
-            nbf: now,
-            email: "ada@example.com".into(),
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(KID.into());
-        jsonwebtoken::encode(
-            &header,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
-        )
-        .unwrap()
-    }
-}
-
-#[async_trait]
-impl JwksSource for Issuer {
-    async fn jwks(&self) -> anyhow::Result<JwkSet> {
-        Ok(serde_json::from_value(json!({"keys": [{
-            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
-            "kid": KID, "x": self.public_x,
-        }]}))?)
-    }
-}
 
 const START_MS: i64 = 1_700_000_000_000;
 
@@ -91,7 +32,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     db: Db,
     clock: Arc<ManualClock>,
-    issuer: Arc<Issuer>,
+    /// The real auth service: users, workspaces, roles and tokens.
+    auth: RealAuth,
     parts: ServiceParts,
     access: Access,
     files: flowfleet_storage::files::Files,
@@ -100,7 +42,7 @@ struct Fixture {
 
 const MAX_BYTES: u64 = 1024;
 
-async fn fixture(backend: &Backend, members: &[(Uuid, Uuid, Role)]) -> Fixture {
+async fn fixture(backend: &Backend) -> Fixture {
     let env = backend.start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
@@ -113,15 +55,16 @@ async fn fixture(backend: &Backend, members: &[(Uuid, Uuid, Role)]) -> Fixture {
     let db = env.db(ServiceName::Storage, &MIGRATIONS).await;
     let blobs = Blobs::from_config(&config).unwrap();
     let clock = Arc::new(ManualClock::new(START_MS));
-    let issuer = Arc::new(Issuer::new());
-    // The backend's bus and cache, with this test's clock, tokens and limits.
+    let auth = RealAuth::start(&env).await;
+    // The backend's bus and cache, with this test's clock and limits, verifying the auth
+    // service's tokens.
     let infra = Infra {
         config: Arc::new(config),
         clock: clock.clone(),
-        verifier: Arc::new(TokenVerifier::new(issuer.clone(), "flowfleet", "flowfleet")),
+        verifier: Arc::new(TokenVerifier::new(auth.keys(), "flowfleet", "flowfleet")),
         ..env.infra.clone()
     };
-    let access = access(members);
+    let access = auth.access();
     let parts = build(&infra, db.clone(), access.clone(), blobs.clone())
         .await
         .unwrap();
@@ -145,7 +88,7 @@ async fn fixture(backend: &Backend, members: &[(Uuid, Uuid, Role)]) -> Fixture {
         _dir: dir,
         db,
         clock,
-        issuer,
+        auth,
         parts,
         access,
         files,
@@ -245,7 +188,7 @@ async fn identical_contents_share_one_blob() {
 }
 
 async fn identical_contents_share_one_blob_on(backend: &Backend) {
-    let f = fixture(backend, &[]).await;
+    let f = fixture(backend).await;
     let workspace = Uuid::now_v7();
     let mut grpc = f.grpc();
     let a = grpc
@@ -301,7 +244,7 @@ async fn put_file_enforces_size_and_name() {
 }
 
 async fn put_file_enforces_size_and_name_on(backend: &Backend) {
-    let f = fixture(backend, &[]).await;
+    let f = fixture(backend).await;
     let workspace = Uuid::now_v7();
     let mut grpc = f.grpc();
     let at_limit = vec![7u8; MAX_BYTES as usize];
@@ -337,8 +280,14 @@ async fn signed_links_download_until_they_expire() {
 }
 
 async fn signed_links_download_until_they_expire_on(backend: &Backend) {
-    let (ada, workspace) = (Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(backend, &[(ada, workspace, Role::Viewer)]).await;
+    let f = fixture(backend).await;
+    let owner = f.auth.user("owner@example.com").await;
+    let ada = f
+        .auth
+        .member(&owner, "ada@example.com", Role::Viewer)
+        .await
+        .id;
+    let workspace = owner.workspace;
     let file = f
         .grpc()
         .put_file(put(workspace, None, "résumé \"v2\".csv", b"a,b\n"))
@@ -425,13 +374,17 @@ async fn files_and_artifacts_are_visible_to_members_only() {
 }
 
 async fn files_and_artifacts_are_visible_to_members_only_on(backend: &Backend) {
-    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
-    let (ours, theirs) = (Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(
-        backend,
-        &[(ada, ours, Role::Viewer), (bob, theirs, Role::Owner)],
-    )
-    .await;
+    let f = fixture(backend).await;
+    // Ada views one workspace; Bob owns another.
+    let owner = f.auth.user("owner@example.com").await;
+    let ada = f
+        .auth
+        .member(&owner, "ada@example.com", Role::Viewer)
+        .await
+        .id;
+    let bob = f.auth.user("bob@example.com").await;
+    let (ours, theirs, bob) = (owner.workspace, bob.workspace, bob.id);
+    let stranger = f.auth.user("stranger@example.com").await.id;
     let execution = Uuid::now_v7();
     let mut grpc = f.grpc();
     let mine = grpc
@@ -473,7 +426,7 @@ async fn files_and_artifacts_are_visible_to_members_only_on(backend: &Backend) {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["secret.json"]);
-    let r = f.graphql(as_user(Uuid::now_v7()), artifacts, reps).await;
+    let r = f.graphql(as_user(stranger), artifacts, reps).await;
     assert_eq!(r["data"]["_entities"][0]["artifacts"], json!([]), "{r}");
 }
 
@@ -501,17 +454,20 @@ async fn http_upload_needs_an_editor_and_respects_the_limit() {
 }
 
 async fn http_upload_needs_an_editor_and_respects_the_limit_on(backend: &Backend) {
-    let (editor, viewer, workspace) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let f = fixture(
-        backend,
-        &[
-            (editor, workspace, Role::Editor),
-            (viewer, workspace, Role::Viewer),
-        ],
-    )
-    .await;
+    let f = fixture(backend).await;
+    let owner = f.auth.user("owner@example.com").await;
+    let editor = f
+        .auth
+        .member(&owner, "editor@example.com", Role::Editor)
+        .await;
+    let viewer = f
+        .auth
+        .member(&owner, "viewer@example.com", Role::Viewer)
+        .await;
+    let stranger = f.auth.user("stranger@example.com").await;
+    let workspace = owner.workspace;
     let q = format!("workspaceId={workspace}&name=notes.txt");
-    let token = f.issuer.token(editor);
+    let token = editor.token.clone();
 
     let (status, _, body) = f
         .http(upload(
@@ -560,21 +516,11 @@ async fn http_upload_needs_an_editor_and_respects_the_limit_on(backend: &Backend
 
     // Who may upload.
     let (status, _, _) = f
-        .http(upload(
-            Some(&f.issuer.token(viewer)),
-            &q,
-            None,
-            b"x".to_vec(),
-        ))
+        .http(upload(Some(&viewer.token), &q, None, b"x".to_vec()))
         .await;
     assert_eq!(status, 403, "a viewer cannot upload");
     let (status, _, _) = f
-        .http(upload(
-            Some(&f.issuer.token(Uuid::now_v7())),
-            &q,
-            None,
-            b"x".to_vec(),
-        ))
+        .http(upload(Some(&stranger.token), &q, None, b"x".to_vec()))
         .await;
     assert_eq!(status, 403, "a stranger cannot upload");
     let (status, _, _) = f.http(upload(None, &q, None, b"x".to_vec())).await;
@@ -618,7 +564,7 @@ async fn the_signing_key_is_generated_once() {
 }
 
 async fn the_signing_key_is_generated_once_on(backend: &Backend) {
-    let f = fixture(backend, &[]).await;
+    let f = fixture(backend).await;
     let store = flowfleet_storage::store::Store::new(f.db.clone());
     let first = store.signing_key().await.unwrap().to_hex();
     let again = store.signing_key().await.unwrap().to_hex();
@@ -628,32 +574,17 @@ async fn the_signing_key_is_generated_once_on(backend: &Backend) {
 
 #[tokio::test]
 async fn sizes_above_graphql_int_are_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    let env = Backend::Embedded.start().await;
+    let mut config = (*env.infra.config).clone();
     config.storage.max_file_bytes = 4 * 1024 * 1024 * 1024;
-    let db = Db::sqlite(dir.path(), "storage").await.unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
+    let db = env.db(ServiceName::Storage, &MIGRATIONS).await;
     let blobs = Blobs::from_config(&config).unwrap();
     let infra = Infra {
         config: Arc::new(config),
-        bus: Arc::new(MemoryBus::new()),
-        cache: Arc::new(MemoryCache::default()),
-        sessions: Arc::new(flowfleet_shared::sessions::MemorySessions::default()),
-        counters: Arc::new(flowfleet_shared::counters::MemoryCounters::default()),
-        clock: Arc::new(ManualClock::new(START_MS)),
-        verifier: Arc::new(TokenVerifier::new(
-            Arc::new(Issuer::new()),
-            "flowfleet",
-            "flowfleet",
-        )),
-        secrets: flowfleet_shared::testing::embedded_infra(dir.path(), Arc::new(MemoryBus::new()))
-            .secrets,
-        shutdown: CancellationToken::new(),
+        ..env.infra.clone()
     };
-    let err = build(&infra, db, access(&[]), blobs).await.err().unwrap();
+    let access = RealAuth::start(&env).await.access();
+    let err = build(&infra, db, access, blobs).await.err().unwrap();
     assert!(err.to_string().contains("max_file_bytes"), "{err}");
 }
 
@@ -665,7 +596,7 @@ async fn the_subgraph_declares_file_and_extends_execution() {
 }
 
 async fn the_subgraph_declares_file_and_extends_execution_on(backend: &Backend) {
-    let f = fixture(backend, &[]).await;
+    let f = fixture(backend).await;
     let sdl = f.parts.subgraph.sdl();
     assert!(sdl.contains("type File @key(fields: \"id\")"), "{sdl}");
     assert!(sdl.contains("size: Int!"), "{sdl}");

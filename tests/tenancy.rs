@@ -287,6 +287,36 @@ async fn graphql_row(
             .await,
             needs(Who::Editor, who, forbidden, forbidden),
         ),
+        "createCredential" => (
+            graphql(
+                me,
+                "mutation($i: CreateCredentialInput!) { createCredential(input: $i) { id } }",
+                json!({"i": {"workspaceId": ws, "name": format!("c-{who:?}"), "kind": "SECRET", "value": {"value": "s"}}}),
+                "createCredential",
+            )
+            .await,
+            needs(Who::Editor, who, forbidden, forbidden),
+        ),
+        "updateCredential" | "deleteCredential" => {
+            let created = owner
+                .client
+                .ok(
+                    "mutation($i: CreateCredentialInput!) { createCredential(input: $i) { id } }",
+                    json!({"i": {"workspaceId": ws, "name": format!("{operation}-{who:?}"), "kind": "SECRET", "value": {"value": "s"}}}),
+                )
+                .await;
+            let id = created["createCredential"]["id"].clone();
+            let query = if operation == "updateCredential" {
+                "mutation($id: ID!) { updateCredential(id: $id, value: {value: \"t\"}) { id } }"
+            } else {
+                "mutation($id: ID!) { deleteCredential(id: $id) }"
+            };
+            (
+                graphql(me, query, json!({"id": id}), operation).await,
+                // Outsiders cannot tell another workspace's credential from a missing one.
+                needs(Who::Editor, who, "NOT_FOUND", forbidden),
+            )
+        }
         "createApiKey" => (
             graphql(
                 me,

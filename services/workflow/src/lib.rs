@@ -3,6 +3,7 @@
 //!
 //! Reading order: [`domain`], [`store`], [`graphql`], [`grpc`], then [`build`].
 
+pub mod credentials;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
@@ -29,6 +30,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
+        secrets: infra.secrets.clone(),
     });
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =

@@ -1,5 +1,6 @@
-//! What the workflow service holds about a user: the workflows they own and the versions
-//! they published. Both belong to a workspace, so erasing a user anonymises them.
+//! What the workflow service holds about a user: the workflows they own, the versions they
+//! published and the credentials they created (names, never values). All belong to a
+//! workspace, so erasing a user anonymises them.
 
 use async_trait::async_trait;
 use flowfleet_shared::error::ApiError;
@@ -20,6 +21,13 @@ impl UserDataHolder for Store {
                 user,
                 &[Text("id"), Text("workspace_id"), Text("name"), Text("description"), Text("status"), Int("created_at"), Int("updated_at")],
             ).await?,
+            "credentialsCreated": export_rows(
+                self.db(),
+                "SELECT id, workspace_id, name, kind, created_at, updated_at FROM credentials \
+                 WHERE created_by = $1 ORDER BY id",
+                user,
+                &[Text("id"), Text("workspace_id"), Text("name"), Text("kind"), Int("created_at"), Int("updated_at")],
+            ).await?,
             "versionsPublished": export_rows(
                 self.db(),
                 "SELECT workflow_id, version, content_hash, created_at FROM workflow_versions \
@@ -36,6 +44,7 @@ impl UserDataHolder for Store {
             &[
                 "UPDATE workflows SET owner_id = $2 WHERE owner_id = $1",
                 "UPDATE workflow_versions SET published_by = $2 WHERE published_by = $1",
+                "UPDATE credentials SET created_by = $2 WHERE created_by = $1",
             ],
             user,
         )
@@ -49,6 +58,7 @@ impl UserDataHolder for Store {
                 "DELETE FROM workflow_versions WHERE workflow_id IN \
                  (SELECT id FROM workflows WHERE workspace_id = $1)",
                 "DELETE FROM workflows WHERE workspace_id = $1",
+                "DELETE FROM credentials WHERE workspace_id = $1",
             ],
             workspace,
         )

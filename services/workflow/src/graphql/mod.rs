@@ -1,9 +1,14 @@
 //! The workflow subgraph: the `Workflow` entity, `Workspace.workflows`, the
-//! node catalog, and the create and publish operations.
+//! node catalog, and the create and publish operations; workspace credentials in
+//! [`credentials`].
+
+mod credentials;
 
 use std::sync::Arc;
 
-use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use async_graphql::{
+    ComplexObject, Context, InputObject, Json, MergedObject, Object, Result, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 use flowfleet_shared::access::Access;
 use flowfleet_shared::auth::Role;
@@ -23,10 +28,16 @@ pub struct Ctx {
     pub access: Access,
     pub clock: Arc<dyn Clock>,
     pub relay: flowfleet_shared::events::outbox::Relay,
+    /// Seals credential values.
+    pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
 }
 
+/// Every mutation of the subgraph.
+#[derive(MergedObject, Default)]
+pub struct Mutation(WorkflowMutation, credentials::CredentialMutation);
+
 pub fn schema(ctx: Ctx) -> WorkflowSchema {
-    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+    async_graphql::Schema::build(Query, Mutation::default(), async_graphql::EmptySubscription)
         .enable_federation()
         .data(ctx)
         .finish()
@@ -48,6 +59,11 @@ pub struct WorkspaceRef {
 
 #[ComplexObject]
 impl WorkspaceRef {
+    /// The workspace's credentials by name (never their values). VIEWER or above.
+    async fn credentials(&self, ctx: &Context<'_>) -> Result<Vec<credentials::CredentialNode>> {
+        credentials::list(ctx, parse_id("id", &self.id)?).await
+    }
+
     /// The workspace's workflows, newest first.
     async fn workflows(
         &self,
@@ -238,10 +254,11 @@ impl Query {
     }
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct WorkflowMutation;
 
 #[Object]
-impl Mutation {
+impl WorkflowMutation {
     /// Creates a draft workflow in a workspace (EDITOR or above).
     #[tracing::instrument(skip_all)]
     async fn create_workflow(

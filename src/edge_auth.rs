@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use flowfleet_shared::auth::{Caller, TokenVerifier};
+use flowfleet_shared::error::ApiError;
 
 use crate::client_address::ClientAddresses;
 
@@ -49,10 +50,7 @@ async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Re
     match verifier.caller(request.headers()).await {
         Caller::Rejected(reason) => {
             tracing::debug!(%reason, "credential refused at the edge");
-            let body = serde_json::json!({"errors": [{
-                "message": reason,
-                "extensions": {"code": "UNAUTHENTICATED"}
-            }]});
+            let body = ApiError::unauthenticated(reason).graphql_response();
             (
                 http::StatusCode::UNAUTHORIZED,
                 [(

@@ -414,7 +414,7 @@ async fn graphql_row(
             (who != Who::Owner).then(|| "NOT_FOUND".to_string()),
         ),
         "acceptInvitation" => {
-            // An invitation meant for the subject.
+            // An invitation meant for someone else: nobody here may take it.
             let invited = owner
                 .client
                 .ok(

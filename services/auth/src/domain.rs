@@ -115,9 +115,7 @@ pub enum Key {}
 impl SecretKind for Key {
     const PREFIX: &'static str = flowfleet_shared::auth::API_KEY_PREFIX;
     fn invalid() -> ApiError {
-        ApiError::unauthenticated(
-            "this API key is not valid (unknown, revoked or expired); create a new one",
-        )
+        flowfleet_shared::auth::invalid_api_key()
     }
 }
 
@@ -321,15 +319,20 @@ pub struct StoredSecurityEvent {
     pub event: SecurityEvent,
 }
 
-/// Managing members (inviting, changing roles, removing) needs ADMIN or above.
-fn may_manage(actor: Role) -> Result<(), ApiError> {
+/// `what` (managing members, reading the audit log, ...) needs ADMIN or above.
+pub fn require_admin(actor: Role, what: &str) -> Result<(), ApiError> {
     if actor < Role::Admin {
         return Err(ApiError::forbidden(format!(
-            "your role in this workspace is {}; managing members needs ADMIN or above",
+            "your role in this workspace is {}; {what} needs ADMIN or above",
             actor.as_str()
         )));
     }
     Ok(())
+}
+
+/// Managing members (inviting, changing roles, removing) needs ADMIN or above.
+fn may_manage(actor: Role) -> Result<(), ApiError> {
+    require_admin(actor, "managing members")
 }
 
 /// Who may hand out a role: admins and owners, and never a role above their own (so only

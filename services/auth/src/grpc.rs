@@ -8,7 +8,7 @@ use flowfleet_shared::proto::auth::v1::{
 use std::sync::Arc;
 
 use flowfleet_shared::clock::Clock;
-use flowfleet_shared::service_auth::{GrpcCaller, GrpcGuard};
+use flowfleet_shared::service_auth::GrpcGuard;
 use tonic::{Request, Response, Status};
 
 use crate::domain::ApiKeySecret;
@@ -27,11 +27,8 @@ impl AuthGrpc {
         request: &Request<T>,
         user: uuid::Uuid,
     ) -> Result<(), ApiError> {
-        match self.guard.caller(request).await? {
-            GrpcCaller::Service(_) => Ok(()),
-            GrpcCaller::User(me) if me.user_id == user => Ok(()),
-            GrpcCaller::User(_) => Err(ApiError::forbidden("a user may only ask about themself")),
-        }
+        self.guard.caller(request).await?.require_self(user)?;
+        Ok(())
     }
 }
 
@@ -78,11 +75,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<ApiKeyIdentity>, Status> {
         let secret = ApiKeySecret::parse(&request.get_ref().key)?;
         let now = self.clock.now_ms();
-        let invalid = || {
-            ApiError::unauthenticated(
-                "this API key is not valid (unknown, revoked or expired); create a new one",
-            )
-        };
+        let invalid = flowfleet_shared::auth::invalid_api_key;
         let (key, email) = self
             .store
             .use_api_key(&secret.hash(), now)

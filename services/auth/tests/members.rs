@@ -121,7 +121,7 @@ async fn invitations_are_accepted_once_by_the_invited_address_and_can_be_revoked
             roles(list).contains(&(bob_id.clone(), "EDITOR".into())),
             "{name}: {members}"
         );
-        // An editor cannot invite, nor list invitations.
+        // An editor cannot invite.
         let by_editor = call(
             &auth,
             &bob,

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::{api_key_hash, ApiKeyScope, ApiKeySource, Identity, Role, API_KEY_PREFIX};
+use crate::auth::{
+    api_key_hash, invalid_api_key as invalid, ApiKeyScope, ApiKeySource, Identity, Role,
+    API_KEY_PREFIX,
+};
 use crate::cache::Cache;
 use crate::error::{ApiError, ErrorCode};
 use crate::grpc::GrpcChannel;
@@ -57,12 +60,6 @@ fn identity(c: Cached) -> Identity {
             role: c.role,
         }),
     }
-}
-
-fn invalid() -> ApiError {
-    ApiError::unauthenticated(
-        "this API key is not valid (unknown, revoked or expired); create a new one",
-    )
 }
 
 #[async_trait]

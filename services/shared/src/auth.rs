@@ -64,6 +64,14 @@ impl Identity {
 /// API keys start with this, which is how a bearer credential is told apart from a JWT.
 pub const API_KEY_PREFIX: &str = "ffk_";
 
+/// The one answer for any API key that does not work, so callers cannot tell an unknown
+/// key from a revoked or expired one.
+pub fn invalid_api_key() -> ApiError {
+    ApiError::unauthenticated(
+        "this API key is not valid (unknown, revoked or expired); create a new one",
+    )
+}
+
 /// The form in which API keys are stored and cached: SHA-256, hex.
 pub fn api_key_hash(key: &str) -> String {
     use sha2::Digest;

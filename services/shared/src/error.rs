@@ -66,6 +66,15 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, message)
     }
+    /// A GraphQL response body carrying only this error, for a request refused before
+    /// anything executed.
+    pub fn graphql_response(&self) -> serde_json::Value {
+        serde_json::json!({"errors": [{
+            "message": self.message,
+            "extensions": {"code": self.code.as_str()}
+        }]})
+    }
+
     /// Logs the internal error here and returns a message that reveals nothing.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "internal error");

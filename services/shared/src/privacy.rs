@@ -53,14 +53,14 @@ impl UserData for Server {
         request: tonic::Request<ExportUserDataRequest>,
     ) -> Result<tonic::Response<UserDataExport>, tonic::Status> {
         let user = parse_id("user_id", &request.get_ref().user_id)?;
-        match self.guard.caller(&request).await? {
-            GrpcCaller::Service(_) => {}
-            GrpcCaller::User(me) if me.user_id == user && me.api_key.is_none() => {}
-            GrpcCaller::User(_) => {
+        let caller = self.guard.caller(&request).await?;
+        // Their own data, with their own session: not through an API key.
+        if let GrpcCaller::User(me) = caller.require_self(user)? {
+            if me.api_key.is_some() {
                 return Err(ApiError::forbidden(
                     "a user may export their own data only, with their own session",
                 )
-                .into())
+                .into());
             }
         }
         let data = self.holder.export_user(user).await?;
@@ -178,6 +178,17 @@ pub async fn export_rows(
 /// `$2` to [`DELETED_USER`].
 pub async fn erase(db: &crate::db::Db, statements: &[&str], id: Uuid) -> Result<(), ApiError> {
     let mut tx = db.pool().begin().await?;
+    erase_in(&mut tx, statements, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`erase`] inside the caller's transaction.
+pub async fn erase_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    statements: &[&str],
+    id: Uuid,
+) -> Result<(), ApiError> {
     for sql in statements {
         let query = sqlx::query(sql).bind(id.to_string());
         let query = if sql.contains("$2") {
@@ -185,9 +196,8 @@ pub async fn erase(db: &crate::db::Db, statements: &[&str], id: Uuid) -> Result<
         } else {
             query
         };
-        query.execute(&mut *tx).await?;
+        query.execute(&mut **tx).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

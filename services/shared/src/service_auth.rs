@@ -15,13 +15,13 @@
 //!   may be services.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::access::Access;
 use crate::auth::{Identity, Role, TokenVerifier};
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::secrets::SecretKeyRing;
 
@@ -33,11 +33,9 @@ const LIFETIME_MS: i64 = 5 * 60 * 1000;
 /// A cached credential is replaced this long before it expires.
 const RENEW_BEFORE_MS: i64 = 60 * 1000;
 
+/// Credentials and addresses expire by wall-clock time, whatever clock the services use.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now_ms()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -179,6 +177,16 @@ impl GrpcCaller {
             GrpcCaller::User(identity) => {
                 access.require(identity, workspace, min).await.map(|_| ())
             }
+        }
+    }
+
+    /// Services pass; a user only when asking about themself.
+    pub fn require_self(&self, user: Uuid) -> Result<&GrpcCaller, ApiError> {
+        match self {
+            GrpcCaller::User(me) if me.user_id != user => {
+                Err(ApiError::forbidden("a user may only ask about themself"))
+            }
+            _ => Ok(self),
         }
     }
 

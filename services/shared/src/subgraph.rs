@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::auth::{Caller, TokenVerifier};
+use crate::error::ApiError;
 use crate::secrets::SecretKeyRing;
 use crate::service_auth::{open_client_address, CLIENT_ADDRESS_HEADER};
 
@@ -54,11 +55,6 @@ pub struct GraphQLBody {
     pub operation_name: Option<String>,
     #[serde(default)]
     pub variables: Option<serde_json::Value>,
-}
-
-enum CallerKind {
-    User,
-    Anonymous,
 }
 
 #[derive(Clone)]
@@ -114,15 +110,15 @@ impl Subgraph {
             // for: nothing runs on behalf of a forged, expired or revoked identity, and
             // the client learns its credential is bad instead of being served as anonymous.
             if let Caller::Rejected(reason) = &caller {
-                return serde_json::json!({"errors": [{
-                    "message": reason,
-                    "extensions": {"code": "UNAUTHENTICATED"}
-                }]});
+                return ApiError::unauthenticated(reason.clone()).graphql_response();
             }
-            let caller_kind = match &caller {
-                Caller::User(_) => CallerKind::User,
-                _ => CallerKind::Anonymous,
-            };
+            // gRPC calls the resolvers make carry this caller's (verified) credential.
+            let credential = matches!(caller, Caller::User(_))
+                .then(|| headers.get(http::header::AUTHORIZATION))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.get(7..))
+                .map(str::trim);
             let mut request = async_graphql::Request::new(body.query).data(caller);
             if let Some(ring) = &self.client_addresses {
                 let address = headers
@@ -139,15 +135,6 @@ impl Subgraph {
             if let Some(vars) = body.variables {
                 request = request.variables(async_graphql::Variables::from_json(vars));
             }
-            // gRPC calls the resolvers make carry this caller's credential.
-            let credential = match &caller_kind {
-                CallerKind::User => headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.get(7..))
-                    .map(str::trim),
-                CallerKind::Anonymous => None,
-            };
             let response =
                 crate::grpc::acting_for(credential, self.schema.execute(request)).await;
             let outcome = if response.errors.is_empty() { "ok" } else { "error" };

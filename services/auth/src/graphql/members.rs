@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::api_keys::ApiKeyNode;
 use super::audit::{security_events, SecurityEventConnection};
 use super::{Ctx, MembershipNode, UserNode, WorkspaceNode};
-use crate::domain::{self, Email, InvitationToken, Name};
+use crate::domain::{self, require_admin, Email, InvitationToken, Name};
 
 /// How long an invitation can be accepted.
 const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -81,17 +81,6 @@ pub(super) async fn role_of(c: &Ctx, me: &Identity, workspace: Uuid) -> Result<R
     let member = c.store.role(me.user_id, workspace).await?;
     me.effective_role(workspace, member)
         .ok_or_else(|| ApiError::forbidden("you are not a member of this workspace"))
-}
-
-/// Requires ADMIN or above, with a message that says so.
-fn require_admin(role: Role, what: &str) -> Result<(), ApiError> {
-    if role < Role::Admin {
-        return Err(ApiError::forbidden(format!(
-            "your role in this workspace is {}; {what} needs ADMIN or above",
-            role.as_str()
-        )));
-    }
-    Ok(())
 }
 
 #[ComplexObject]

@@ -92,15 +92,10 @@ impl Ctx {
 
     /// New recovery codes: the codes to show once, and their hashes to store.
     fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), ApiError> {
-        use ring::rand::{SecureRandom, SystemRandom};
-        let rng = SystemRandom::new();
         let mut shown = Vec::with_capacity(RECOVERY_CODES);
         let mut hashes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
-            let mut random = [0u8; 10];
-            rng.fill(&mut random)
-                .map_err(|_| ApiError::internal("the system random number generator failed"))?;
-            let code = RecoveryCode::from_random(&random);
+            let code = RecoveryCode::from_random(&super::random_bytes::<10>()?);
             hashes.push(code.hash());
             shown.push(code.expose().to_string());
         }
@@ -133,9 +128,7 @@ impl MfaMutation {
             )
             .into());
         }
-        let mut seed = vec![0u8; SEED_BYTES];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-            .map_err(|_| ApiError::internal("the system random number generator failed"))?;
+        let seed = super::random_bytes::<SEED_BYTES>()?.to_vec();
         let sealed = c
             .secrets
             .seal(&seed, &seal_context(user.id))

@@ -147,10 +147,10 @@ impl UserNode {
     }
 }
 
-/// 256 bits from the system's CSPRNG, for tokens.
-fn random_bytes() -> Result<[u8; 32], ApiError> {
+/// `N` bytes from the system's CSPRNG, for tokens, seeds and codes.
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     use ring::rand::{SecureRandom, SystemRandom};
-    let mut random = [0u8; 32];
+    let mut random = [0u8; N];
     SystemRandom::new()
         .fill(&mut random)
         .map_err(|_| ApiError::internal("the system random number generator failed"))?;

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::events::{outbox, Event};
-use flowfleet_shared::privacy::{erase, export_rows, Column, UserDataHolder, DELETED_USER};
+use flowfleet_shared::privacy::{
+    erase, erase_in, export_rows, Column, UserDataHolder, DELETED_USER,
+};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -104,27 +106,13 @@ impl Store {
                 .map(|r| r.try_get("secret_hash"))
                 .collect::<Result<_, _>>()?;
         for workspace in &deleted.workspaces {
-            for sql in ERASE_WORKSPACE {
-                sqlx::query(sql)
-                    .bind(workspace.to_string())
-                    .bind(DELETED_USER.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            erase_in(&mut tx, ERASE_WORKSPACE, *workspace).await?;
         }
         sqlx::query("DELETE FROM invitations WHERE email = $1 AND accepted_at IS NULL")
             .bind(&email)
             .execute(&mut *tx)
             .await?;
-        for sql in ERASE_USER {
-            let query = sqlx::query(sql).bind(user.to_string());
-            let query = if sql.contains("$2") {
-                query.bind(DELETED_USER.to_string())
-            } else {
-                query
-            };
-            query.execute(&mut *tx).await?;
-        }
+        erase_in(&mut tx, ERASE_USER, user).await?;
         // Memberships, the second factor and recovery codes go with the user (cascade).
         sqlx::query("DELETE FROM memberships WHERE user_id = $1")
             .bind(user.to_string())

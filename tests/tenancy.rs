@@ -31,7 +31,9 @@ use flowfleet_shared::proto::storage::v1::{
     storage_service_client::StorageServiceClient, GetFileRequest, PutFileRequest,
 };
 use flowfleet_shared::proto::workflow::v1::{
-    workflow_service_client::WorkflowServiceClient, GetPublishedVersionRequest,
+    workflow_service_client::WorkflowServiceClient, GetCredentialValueRequest,
+    GetPublishedVersionRequest, ListActiveTriggersRequest, ValidateDefinitionRequest,
+    WatchTriggersRequest,
 };
 use flowfleet_shared::testing::Backend;
 use serde_json::{json, Value};
@@ -112,6 +114,8 @@ struct World {
     subject: Person,
     workspace: String,
     workflow: String,
+    /// A credential of the workspace (its value is for services only).
+    credential: String,
     execution: String,
     file: String,
     notification: String,
@@ -176,6 +180,17 @@ async fn world(fleet: &Fleet) -> World {
     )
     .await;
     let workflow = create_workflow(owner, &workspace).await;
+    let created = owner
+        .client
+        .ok(
+            "mutation($i: CreateCredentialInput!) { createCredential(input: $i) { id } }",
+            json!({"i": {"workspaceId": workspace, "name": "matrix", "kind": "HTTP_BEARER", "value": {"token": "t0ken"}}}),
+        )
+        .await;
+    let credential = created["createCredential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     owner
         .client
         .ok(
@@ -216,6 +231,7 @@ async fn world(fleet: &Fleet) -> World {
         subject,
         workspace,
         workflow,
+        credential,
         execution,
         file,
         notification,
@@ -283,6 +299,44 @@ async fn graphql_row(
                 "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
                 json!({"i": {"workflowId": w.workflow}}),
                 "startExecution",
+            )
+            .await,
+            needs(Who::Editor, who, forbidden, forbidden),
+        ),
+        "updateWorkflow" | "duplicateWorkflow" | "archiveWorkflow" | "restoreWorkflow"
+        | "deleteWorkflow" | "rollbackWorkflow" => {
+            // A fresh workflow in the state the operation needs, prepared by the owner.
+            let id = create_workflow(owner, ws).await;
+            let prepare: &[&str] = match operation {
+                "restoreWorkflow" | "deleteWorkflow" => &["mutation($id: ID!) { archiveWorkflow(id: $id) { id } }"],
+                "rollbackWorkflow" => &["mutation($id: ID!) { publishWorkflow(id: $id) { version } }"],
+                _ => &[],
+            };
+            for mutation in prepare {
+                owner.client.ok(mutation, json!({"id": id})).await;
+            }
+            let query = match operation {
+                "updateWorkflow" => "mutation($id: ID!) { updateWorkflow(id: $id, expectedRevision: 1, input: {name: \"renamed\"}) { revision } }",
+                "duplicateWorkflow" => "mutation($id: ID!) { duplicateWorkflow(id: $id) { id } }",
+                "archiveWorkflow" => "mutation($id: ID!) { archiveWorkflow(id: $id) { status } }",
+                "restoreWorkflow" => "mutation($id: ID!) { restoreWorkflow(id: $id) { status } }",
+                "deleteWorkflow" => "mutation($id: ID!) { deleteWorkflow(id: $id) }",
+                _ => "mutation($id: ID!) { rollbackWorkflow(id: $id, version: 1) { version } }",
+            };
+            let min = if operation == "deleteWorkflow" { Who::Admin } else { Who::Editor };
+            (
+                graphql(me, query, json!({"id": id}), operation).await,
+                // Outsiders cannot tell another workspace's workflow from a missing one.
+                needs(min, who, "NOT_FOUND", forbidden),
+            )
+        }
+        "importWorkflow" => (
+            graphql(
+                me,
+                "mutation($w: ID!, $d: JSON!) { importWorkflow(workspaceId: $w, document: $d) { id } }",
+                json!({"w": ws, "d": {"format": "flowfleet.workflow", "formatVersion": 1, "name": "imported",
+                    "definition": {"nodes": [{"id": "a", "type": "passthrough"}], "triggers": [{"kind": "MANUAL"}]}}}),
+                "importWorkflow",
             )
             .await,
             needs(Who::Editor, who, forbidden, forbidden),
@@ -509,9 +563,13 @@ async fn graphql_row(
 async fn grpc_row(method: &str, fleet: &Fleet, w: &World, who: Who) -> (Outcome, Option<String>) {
     let denied = "PermissionDenied";
     let expected = match method {
-        "GetPublishedVersion" | "GetExecution" | "GetWorkflowStats" | "GetFile" => {
-            needs(Who::Viewer, who, denied, denied)
-        }
+        "GetPublishedVersion"
+        | "GetExecution"
+        | "GetWorkflowStats"
+        | "GetFile"
+        | "ValidateDefinition" => needs(Who::Viewer, who, denied, denied),
+        // The engine's view of every workspace, and credential values: services only.
+        "ListActiveTriggers" | "WatchTriggers" | "GetCredentialValue" => Some(denied.to_string()),
         "SendNotification" | "PutFile" => needs(Who::Editor, who, denied, denied),
         // About a person: only that person (or a service) may ask; every service answers
         // for its part of a user's data to that user only.
@@ -674,6 +732,40 @@ async fn grpc_with(method: &str, fleet: &Fleet, w: &World, credential: Option<&s
                     GetPublishedVersionRequest {
                         workflow_id: w.workflow.clone(),
                         version: 0,
+                    },
+                    credential,
+                ))
+                .await,
+        ),
+        "ValidateDefinition" => grpc_outcome(
+            WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                .validate_definition(grpc_request(
+                    ValidateDefinitionRequest {
+                        workspace_id: ws,
+                        definition_json: r#"{"nodes": [{"id": "a", "type": "passthrough"}]}"#
+                            .into(),
+                    },
+                    credential,
+                ))
+                .await,
+        ),
+        "ListActiveTriggers" => grpc_outcome(
+            WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                .list_active_triggers(grpc_request(ListActiveTriggersRequest {}, credential))
+                .await,
+        ),
+        "WatchTriggers" => grpc_outcome(
+            WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                .watch_triggers(grpc_request(WatchTriggersRequest { cursor: 0 }, credential))
+                .await
+                .map(|r| r.map(|_| "a stream")),
+        ),
+        "GetCredentialValue" => grpc_outcome(
+            WorkflowServiceClient::new(fleet.channel(ServiceName::Workflow))
+                .get_credential_value(grpc_request(
+                    GetCredentialValueRequest {
+                        credential_id: w.credential.clone(),
+                        workspace_id: ws,
                     },
                     credential,
                 ))

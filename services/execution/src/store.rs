@@ -255,7 +255,8 @@ impl Store {
         .bind(s.finished_at)
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 1 && s.status == "SUCCEEDED" {
+        // A skipped step is done too: progress counts every node settled.
+        if inserted.rows_affected() == 1 && (s.status == "SUCCEEDED" || s.status == "SKIPPED") {
             sqlx::query("UPDATE executions SET steps_done = steps_done + 1 WHERE id = $1")
                 .bind(s.execution_id.to_string())
                 .execute(&mut *tx)

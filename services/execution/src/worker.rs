@@ -84,29 +84,48 @@ impl Worker {
             .await
             .map_err(internal)?
             .into_iter()
-            .filter(|s| s.status == "SUCCEEDED")
+            .filter(|s| s.status == "SUCCEEDED" || s.status == "SKIPPED")
             .map(|s| (s.node_id.clone(), s))
             .collect();
+        // Outputs of the nodes that ran, and the branch each branching node took.
         let mut outputs = Map::new();
+        let mut branches = Map::new();
         for node_id in order {
-            if let Some(previous) = done.get(&node_id) {
-                outputs.insert(node_id, previous.output.clone().unwrap_or_default());
-                continue;
-            }
             let node = e
                 .definition
-                .nodes
-                .iter()
-                .find(|n| n.id == node_id)
+                .node(&node_id)
                 .ok_or_else(|| anyhow::anyhow!("node {node_id} vanished"))?;
-            let input = domain::node_input(&e.definition, &node_id, &e.input, &outputs);
+            let readiness =
+                domain::readiness(&e.definition, &node_id, &e.input, &outputs, &branches);
+            if let Some(previous) = done.get(&node_id) {
+                // Recorded by an earlier delivery: reuse it. Nodes are pure
+                // today, so a branching node's branch is recomputed from its
+                // recorded input.
+                if previous.status == "SUCCEEDED" {
+                    if let Ok(outcome) = domain::run_node(node, previous.input.clone()) {
+                        if let Some(b) = outcome.branch {
+                            branches.insert(node_id.clone(), b.into());
+                        }
+                    }
+                    outputs.insert(node_id, previous.output.clone().unwrap_or_default());
+                }
+                continue;
+            }
             let started = self.clock.now_ms();
-            let span = tracing::info_span!("step", node = %node_id, node_type = %node.node_type);
-            let result = span.in_scope(|| domain::run_node(node, input.clone()));
+            let (input, result) = match readiness {
+                domain::Readiness::Skip => (serde_json::Value::Null, None),
+                domain::Readiness::Run(input) => {
+                    let span =
+                        tracing::info_span!("step", node = %node_id, node_type = %node.node_type);
+                    let result = span.in_scope(|| domain::run_node(node, input.clone()));
+                    (input, Some(result))
+                }
+            };
             let finished = self.clock.now_ms();
             let (status, output, error) = match &result {
-                Ok(v) => ("SUCCEEDED", Some(v.clone()), None),
-                Err(msg) => ("FAILED", None, Some(msg.clone())),
+                None => ("SKIPPED", None, None),
+                Some(Ok(v)) => ("SUCCEEDED", Some(v.output.clone()), None),
+                Some(Err(msg)) => ("FAILED", None, Some(msg.clone())),
             };
             self.store
                 .record_step(&StepRun {
@@ -127,10 +146,14 @@ impl Worker {
                 .map_err(internal)?;
             metrics::counter!("flowfleet_steps_total", "status" => status).increment(1);
             match result {
-                Ok(v) => {
-                    outputs.insert(node_id, v);
+                None => {}
+                Some(Ok(outcome)) => {
+                    if let Some(b) = outcome.branch {
+                        branches.insert(node_id.clone(), b.into());
+                    }
+                    outputs.insert(node_id, outcome.output);
                 }
-                Err(msg) => {
+                Some(Err(msg)) => {
                     e.status = Status::Failed;
                     e.error = Some(msg);
                     e.finished_at = Some(self.clock.now_ms());

@@ -1,34 +1,219 @@
 //! The node-type catalog: the one list of node types, shared by the workflow
-//! service (which validates definitions against it and serves it to editors)
-//! and the execution engine (which implements every type listed here).
+//! service (which validates definitions against it and serves it to editors as
+//! `nodeTypes`) and the execution engine (which implements every type listed
+//! here).
+//!
+//! Why an enum and a table: [`NodeKind`] is what the engine matches on, without
+//! a wildcard arm, so a kind added here does not compile until the engine runs
+//! it; [`CATALOG`] describes each kind (config schema, inputs, output, branch
+//! handles, credential slots) for validation and editors. A unit test checks the
+//! two agree, so there is no second list to keep in sync.
 
 use serde::Serialize;
+use serde_json::Value;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeType {
-    pub name: &'static str,
-    pub description: &'static str,
-    /// JSON Schema of the node's `config`.
-    pub config_schema: &'static str,
+/// Every node type the platform runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Set,
+    Passthrough,
+    Condition,
+    Switch,
 }
 
-pub const SET: &str = "set";
-pub const PASSTHROUGH: &str = "passthrough";
+impl NodeKind {
+    pub const ALL: &'static [NodeKind] = &[
+        NodeKind::Set,
+        NodeKind::Passthrough,
+        NodeKind::Condition,
+        NodeKind::Switch,
+    ];
+
+    /// The kind a definition's `type` names, if any.
+    pub fn parse(name: &str) -> Option<NodeKind> {
+        find(name).map(|t| t.kind)
+    }
+
+    pub fn spec(self) -> &'static NodeType {
+        CATALOG
+            .iter()
+            .find(|t| t.kind == self)
+            .expect("every NodeKind has a catalog entry (checked by a unit test)")
+    }
+}
+
+/// How a node's output leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handles {
+    /// One unnamed output: edges from the node carry no `sourceHandle`.
+    Single,
+    /// A fixed set of named branches; every edge names one.
+    Fixed(&'static [&'static str]),
+    /// Branches named by the config: the string at `field` of every element of
+    /// the array at `list` (a JSON pointer), plus the `fallback` branch.
+    FromConfig {
+        list: &'static str,
+        field: &'static str,
+        fallback: &'static str,
+    },
+}
+
+/// A config field holding a workspace credential's id, and the credential
+/// kinds it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialSlot {
+    /// JSON pointer into the config, e.g. `/credentialId`.
+    pub pointer: &'static str,
+    pub kinds: &'static [&'static str],
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeType {
+    pub kind: NodeKind,
+    pub name: &'static str,
+    pub description: &'static str,
+    /// JSON Schema (draft 2020-12) of the node's `config`.
+    pub config_schema: &'static str,
+    /// What the node receives.
+    pub input: &'static str,
+    /// What the node produces.
+    pub output: &'static str,
+    pub handles: Handles,
+    pub credentials: &'static [CredentialSlot],
+}
+
+/// What a node receives, the same for every type today: the execution input
+/// for a node without incoming edges, the source's output for one edge, and an
+/// object keyed by source node id for several (a join, which waits for all).
+const STANDARD_INPUT: &str = "The execution input when no edge leads here; the source node's output for one incoming edge; for several, an object keyed by source node id (the node waits for all of them).";
+
+/// The comparison operators of `condition`, also named in its schema.
+pub const OPERATORS: &[&str] = &[
+    "equals",
+    "notEquals",
+    "greaterThan",
+    "greaterOrEqual",
+    "lessThan",
+    "lessOrEqual",
+    "contains",
+    "exists",
+];
 
 pub const CATALOG: &[NodeType] = &[
     NodeType {
-        name: SET,
+        kind: NodeKind::Set,
+        name: "set",
         description: "Outputs `config.value`. With `config.merge: true` and an object input and value, outputs the input with the value's keys set.",
-        config_schema: r#"{"type":"object","required":["value"],"properties":{"value":{},"merge":{"type":"boolean"}},"additionalProperties":false}"#,
+        config_schema: r#"{"type":"object","required":["value"],"properties":{"value":{"description":"The output, any JSON value."},"merge":{"type":"boolean","description":"Merge an object value into an object input instead of replacing it."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "`value`, or the input merged with it.",
+        handles: Handles::Single,
+        credentials: &[],
     },
     NodeType {
-        name: PASSTHROUGH,
-        description: "Outputs its input unchanged (the merged outputs of its predecessors, or the execution input for a first node).",
+        kind: NodeKind::Passthrough,
+        name: "passthrough",
+        description: "Outputs its input unchanged.",
         config_schema: r#"{"type":"object","additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The input, unchanged.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Condition,
+        name: "condition",
+        description: "Compares the input's value at `field` (a JSON pointer; empty for the whole input) with `value` and continues on the `true` or the `false` branch. Nodes reached only through the other branch are skipped.",
+        config_schema: r#"{"type":"object","required":["field","operator"],"properties":{"field":{"type":"string","pattern":"^(/.*)?$","description":"JSON pointer into the input, e.g. /order/total"},"operator":{"enum":["equals","notEquals","greaterThan","greaterOrEqual","lessThan","lessOrEqual","contains","exists"]},"value":{"description":"What to compare with; not used by `exists`."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The input, unchanged, on the chosen branch.",
+        handles: Handles::Fixed(&["true", "false"]),
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Switch,
+        name: "switch",
+        description: "Continues on the branch of the first case whose `equals` matches the input's value at `field` (a JSON pointer), else on `default`. Nodes reached only through other branches are skipped.",
+        config_schema: r#"{"type":"object","required":["field","cases"],"properties":{"field":{"type":"string","pattern":"^(/.*)?$"},"cases":{"type":"array","minItems":1,"items":{"type":"object","required":["handle","equals"],"properties":{"handle":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$","not":{"const":"default"}},"equals":{}},"additionalProperties":false}}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The input, unchanged, on the chosen branch.",
+        handles: Handles::FromConfig {
+            list: "/cases",
+            field: "handle",
+            fallback: "default",
+        },
+        credentials: &[],
     },
 ];
 
 pub fn find(name: &str) -> Option<&'static NodeType> {
     CATALOG.iter().find(|t| t.name == name)
+}
+
+impl NodeType {
+    pub fn schema(&self) -> Value {
+        serde_json::from_str(self.config_schema).expect("catalog schemas are valid JSON")
+    }
+
+    /// The node's branch names for this config; `None` for a single output.
+    pub fn handles_for(&self, config: &Value) -> Option<Vec<String>> {
+        match self.handles {
+            Handles::Single => None,
+            Handles::Fixed(names) => Some(names.iter().map(|s| s.to_string()).collect()),
+            Handles::FromConfig {
+                list,
+                field,
+                fallback,
+            } => {
+                let mut names: Vec<String> = config
+                    .pointer(list)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| item.get(field).and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect();
+                names.push(fallback.to_string());
+                Some(names)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_exactly_one_entry_and_every_entry_a_kind() {
+        for kind in NodeKind::ALL {
+            assert_eq!(
+                CATALOG.iter().filter(|t| t.kind == *kind).count(),
+                1,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(CATALOG.len(), NodeKind::ALL.len());
+        for t in CATALOG {
+            assert_eq!(NodeKind::parse(t.name), Some(t.kind));
+        }
+    }
+
+    #[test]
+    fn every_schema_compiles() {
+        for t in CATALOG {
+            jsonschema::validator_for(&t.schema()).unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        }
+    }
+
+    #[test]
+    fn switch_handles_come_from_its_cases() {
+        let config = serde_json::json!({"field": "/r", "cases": [{"handle": "eu", "equals": "EU"}, {"handle": "us", "equals": "US"}]});
+        assert_eq!(
+            NodeKind::Switch.spec().handles_for(&config).unwrap(),
+            vec!["eu", "us", "default"]
+        );
+        assert_eq!(NodeKind::Set.spec().handles_for(&config), None);
+    }
 }

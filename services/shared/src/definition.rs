@@ -1,13 +1,14 @@
 //! The workflow definition: the graph of nodes and edges a user draws, with its
-//! triggers and settings. The workflow service stores and validates it; the
-//! execution engine runs frozen copies of it. Both parse it with these types, so
-//! a definition that parses here means the same thing to both.
+//! triggers and settings. The workflow service stores and validates it
+//! ([`crate::validation`]); the execution engine runs frozen copies of it. Both
+//! parse it with these types, so a definition that parses here means the same
+//! thing to both.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-
-use crate::catalog;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,15 +32,16 @@ pub struct Node {
     #[serde(default)]
     pub name: String,
     #[serde(default = "empty_object")]
-    pub config: serde_json::Value,
+    pub config: Value,
     #[serde(default)]
     pub position: Position,
 }
 
-fn empty_object() -> serde_json::Value {
+fn empty_object() -> Value {
     serde_json::json!({})
 }
 
+/// Where an editor draws the node; no meaning to the engine.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Position {
@@ -52,41 +54,62 @@ pub struct Position {
 pub struct Edge {
     pub source: String,
     pub target: String,
+    /// The source's branch this edge leaves from (`true`, `false`, a switch
+    /// case); absent for a node with a single output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_handle: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum Trigger {
+    /// Started by a user or through the API.
     Manual,
+    /// Started on a schedule: five fields (minute hour day month weekday), or
+    /// six with seconds first; evaluated in `timezone` (an IANA name).
     #[serde(rename_all = "camelCase")]
     Cron {
         expression: String,
         #[serde(default = "utc")]
         timezone: String,
     },
+    /// Started by an HTTP request to the workflow's webhook; `path` tells the
+    /// workflow's webhooks apart.
     #[serde(rename_all = "camelCase")]
     Webhook {
         #[serde(default)]
         path: String,
     },
+    /// Started by a platform event such as `execution.failed`.
     #[serde(rename_all = "camelCase")]
-    Event {
-        event: String,
-    },
+    Event { event: String },
 }
 
 fn utc() -> String {
     "UTC".into()
 }
 
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Manual => "MANUAL",
+            Trigger::Cron { .. } => "CRON",
+            Trigger::Webhook { .. } => "WEBHOOK",
+            Trigger::Event { .. } => "EVENT",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
+    /// Per-step timeout (a node may not run longer).
     pub timeout_ms: u64,
+    /// Attempts after the first before a step fails.
     pub max_retries: u32,
+    /// 0 (lowest) to 9 (highest).
     pub priority: u8,
+    /// Executions of this workflow running at once; 0 means no limit.
     pub concurrency_limit: u32,
 }
 
@@ -101,124 +124,61 @@ impl Default for Settings {
     }
 }
 
-/// One problem found in a definition, located precisely.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// A JSON-pointer-like location, e.g. `nodes[2].type` or `edges[0].target`.
+/// A definition that does not have the right shape, located by the JSON path
+/// of the offending value (`nodes[2].position.x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
     pub path: String,
     pub message: String,
 }
 
-impl std::fmt::Display for Problem {
+impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
 }
 
 impl Definition {
-    /// Parses JSON into a definition, with a located error.
-    pub fn from_json(value: &serde_json::Value) -> Result<Definition, Problem> {
-        serde_json::from_value(value.clone()).map_err(|e| Problem {
-            path: "definition".into(),
-            message: e.to_string(),
+    /// Parses JSON into a definition, naming the path of the first value that
+    /// does not fit.
+    pub fn from_json(value: &Value) -> Result<Definition, Malformed> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            Malformed {
+                path: if path == "." {
+                    "definition".into()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
         })
     }
 
-    /// The problems that block publishing: unknown node types, duplicate ids,
-    /// edges to missing nodes, cycles, no nodes, no trigger, bad settings.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut p = |path: String, message: String| out.push(Problem { path, message });
-        if self.nodes.is_empty() {
-            p("nodes".into(), "a workflow needs at least one node".into());
-        }
-        if self.triggers.is_empty() {
-            p(
-                "triggers".into(),
-                "a workflow needs at least one trigger (e.g. {\"kind\": \"MANUAL\"})".into(),
-            );
-        }
-        let mut seen = BTreeSet::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.id.trim().is_empty() {
-                p(
-                    format!("nodes[{i}].id"),
-                    "node ids must not be empty".into(),
-                );
-            } else if !seen.insert(n.id.as_str()) {
-                p(
-                    format!("nodes[{i}].id"),
-                    format!("duplicate node id `{}`", n.id),
-                );
-            }
-            if catalog::find(&n.node_type).is_none() {
-                let known: Vec<&str> = catalog::CATALOG.iter().map(|t| t.name).collect();
-                p(
-                    format!("nodes[{i}].type"),
-                    format!(
-                        "unknown node type `{}`; known types: {}",
-                        n.node_type,
-                        known.join(", ")
-                    ),
-                );
-            }
-            if !n.config.is_object() {
-                p(
-                    format!("nodes[{i}].config"),
-                    "config must be a JSON object".into(),
-                );
-            } else if n.node_type == catalog::SET && n.config.get("value").is_none() {
-                p(
-                    format!("nodes[{i}].config.value"),
-                    "a `set` node needs a `value`".into(),
-                );
-            }
-        }
-        for (i, e) in self.edges.iter().enumerate() {
-            if !seen.contains(e.source.as_str()) {
-                p(
-                    format!("edges[{i}].source"),
-                    format!("no node `{}`", e.source),
-                );
-            }
-            if !seen.contains(e.target.as_str()) {
-                p(
-                    format!("edges[{i}].target"),
-                    format!("no node `{}`", e.target),
-                );
-            }
-            if e.source == e.target {
-                p(
-                    format!("edges[{i}]"),
-                    "an edge cannot connect a node to itself".into(),
-                );
-            }
-        }
-        if self.settings.priority > 9 {
-            p(
-                "settings.priority".into(),
-                "priority must be between 0 and 9".into(),
-            );
-        }
-        if out.is_empty() && self.topological_order().is_none() {
-            out.push(Problem {
-                path: "edges".into(),
-                message: "the graph has a cycle; workflows must be acyclic".into(),
-            });
-        }
-        out
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// SHA-256 (hex) of the definition's canonical JSON: object keys sorted at
+    /// every level, so the same definition always hashes the same however its
+    /// configs were written.
+    pub fn content_hash(&self) -> String {
+        let value = serde_json::to_value(self).expect("a definition serialises");
+        let canonical = serde_json::to_vec(&canonical(value)).expect("JSON serialises");
+        hex::encode(Sha256::digest(canonical))
     }
 
     /// Node ids in an order where every node comes after its predecessors
     /// (Kahn's algorithm, ties broken by declaration order); `None` on a cycle.
     pub fn topological_order(&self) -> Option<Vec<String>> {
-        let index: BTreeMap<&str, usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id.as_str(), i))
-            .collect();
+        let (order, _) = self.kahn();
+        (order.len() == self.nodes.len()).then_some(order)
+    }
+
+    /// Kahn's algorithm: the ordered node ids it reaches, and the indices of the
+    /// nodes it does not (on or behind a cycle).
+    pub(crate) fn kahn(&self) -> (Vec<String>, Vec<usize>) {
+        let index = self.index();
         let mut indegree = vec![0usize; self.nodes.len()];
         let mut next: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for e in &self.edges {
@@ -242,7 +202,17 @@ impl Definition {
                 }
             }
         }
-        (order.len() == self.nodes.len()).then_some(order)
+        let left = (0..self.nodes.len()).filter(|&i| indegree[i] > 0).collect();
+        (order, left)
+    }
+
+    /// Node id to position (the first node with an id wins).
+    pub(crate) fn index(&self) -> BTreeMap<&str, usize> {
+        let mut index = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            index.entry(n.id.as_str()).or_insert(i);
+        }
+        index
     }
 
     /// Ids of the nodes with an edge into `node`, in edge order.
@@ -264,61 +234,72 @@ impl Definition {
     }
 }
 
+/// The value with every object's keys sorted.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn def(v: serde_json::Value) -> Definition {
+    fn def(v: Value) -> Definition {
         Definition::from_json(&v).unwrap()
     }
 
     #[test]
-    fn valid_definition_has_no_problems_and_an_order() {
+    fn order_and_sinks() {
         let d = def(json!({
             "nodes": [{"id": "b", "type": "passthrough"}, {"id": "a", "type": "set", "config": {"value": 1}}],
             "edges": [{"source": "a", "target": "b"}],
             "triggers": [{"kind": "MANUAL"}]
         }));
-        assert!(d.problems().is_empty(), "{:?}", d.problems());
         assert_eq!(d.topological_order().unwrap(), vec!["a", "b"]);
         assert_eq!(d.sinks(), vec!["b"]);
     }
 
     #[test]
-    fn problems_are_located() {
-        let d = def(json!({
-            "nodes": [{"id": "a", "type": "nope"}, {"id": "a", "type": "set"}],
-            "edges": [{"source": "a", "target": "zz"}]
-        }));
-        let paths: Vec<String> = d.problems().into_iter().map(|p| p.path).collect();
-        assert_eq!(
-            paths,
-            vec![
-                "triggers",
-                "nodes[0].type",
-                "nodes[1].id",
-                "nodes[1].config.value",
-                "edges[0].target"
-            ]
-        );
+    fn malformed_definitions_name_the_path() {
+        let e = Definition::from_json(&json!({"nodes": [{"id": "a", "type": "set"}, {"id": "b", "type": "set", "position": {"x": "left", "y": 0}}]})).unwrap_err();
+        assert_eq!(e.path, "nodes[1].position.x");
+        let e = Definition::from_json(&json!({"nodes": [], "bogus": 1})).unwrap_err();
+        assert!(e.message.contains("bogus"), "{e}");
+        let e = Definition::from_json(
+            &json!({"triggers": [{"kind": "CRON", "expression": "* * * * *", "zone": "UTC"}]}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("zone"), "{e}");
+        let e = Definition::from_json(&json!({"triggers": [{"kind": "HOURLY"}]})).unwrap_err();
+        assert_eq!(e.path, "triggers[0].kind");
     }
 
     #[test]
-    fn cycles_are_refused() {
-        let d = def(json!({
-            "nodes": [{"id": "a", "type": "passthrough"}, {"id": "b", "type": "passthrough"}],
-            "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
-            "triggers": [{"kind": "MANUAL"}]
-        }));
-        assert_eq!(
-            d.problems()[0].message,
-            "the graph has a cycle; workflows must be acyclic"
+    fn the_content_hash_ignores_key_order_but_not_content() {
+        let a = def(
+            json!({"nodes": [{"id": "a", "type": "set", "config": {"value": {"x": 1, "y": 2}}}]}),
         );
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        assert!(Definition::from_json(&json!({"nodes": [], "bogus": 1})).is_err());
+        let b = def(
+            json!({"nodes": [{"id": "a", "type": "set", "config": {"value": {"y": 2, "x": 1}}}]}),
+        );
+        let c = def(
+            json!({"nodes": [{"id": "a", "type": "set", "config": {"value": {"y": 2, "x": 3}}}]}),
+        );
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_ne!(a.content_hash(), c.content_hash());
+        assert_eq!(a.content_hash().len(), 64);
     }
 }

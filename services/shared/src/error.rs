@@ -42,6 +42,9 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Structured detail for clients, set as a GraphQL extension next to
+    /// `code` (e.g. `problems` for a definition that cannot be published).
+    pub detail: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -49,7 +52,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+    /// Adds a structured extension, e.g. `("problems", [...])`.
+    pub fn with_detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.detail = Some(Box::new((key, value)));
+        self
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthenticated, message)
@@ -87,7 +96,14 @@ impl ApiError {
 
 impl From<ApiError> for async_graphql::Error {
     fn from(e: ApiError) -> Self {
-        async_graphql::Error::new(e.message).extend_with(|_, ext| ext.set("code", e.code.as_str()))
+        async_graphql::Error::new(e.message).extend_with(|_, ext| {
+            ext.set("code", e.code.as_str());
+            if let Some((key, value)) = e.detail.as_deref() {
+                if let Ok(value) = async_graphql::Value::from_json(value.clone()) {
+                    ext.set(*key, value);
+                }
+            }
+        })
     }
 }
 

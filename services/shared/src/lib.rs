@@ -29,5 +29,6 @@ pub mod subgraph;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validation;
 
 pub use runtime::{Infra, ServiceParts};

@@ -1,9 +1,15 @@
-//! The workflow service's domain: workflows, their lifecycle and versions.
-//! No I/O here.
+//! The workflow service's domain: workflows, their lifecycle and versions, and
+//! the rules their fields obey. No I/O here.
+//!
+//! Lifecycle: a workflow is created as DRAFT. Publishing freezes its draft as
+//! an immutable version and makes it ACTIVE (its triggers go live). Archiving
+//! takes it out of service; restoring brings it back to ACTIVE when it has a
+//! published version, else to DRAFT. Only a DRAFT or ARCHIVED workflow may be
+//! deleted, so a live one is never removed by one click.
 
 use flowfleet_shared::definition::Definition;
 use flowfleet_shared::error::ApiError;
-use sha2::{Digest, Sha256};
+use flowfleet_shared::validation::{self, Problem};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -39,13 +45,21 @@ pub struct Workflow {
     pub owner_id: Uuid,
     pub name: String,
     pub description: String,
+    pub tags: Vec<String>,
     pub status: Status,
     pub definition: Definition,
-    /// Bumped by every change to the draft (optimistic concurrency).
+    /// Bumped by every change to the workflow (optimistic concurrency).
     pub revision: i64,
     pub published_version: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl Workflow {
+    /// What search matches against: name and description, lowercased.
+    pub fn search_text(&self) -> String {
+        format!("{} {}", self.name, self.description).to_lowercase()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +68,9 @@ pub struct Version {
     pub version: i64,
     pub definition: Definition,
     pub content_hash: String,
+    pub published_by: Uuid,
+    /// Set when this version re-published an older one (a rollback).
+    pub rolled_back_from: Option<i64>,
     pub created_at: i64,
 }
 
@@ -75,29 +92,156 @@ pub fn parse_description(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_string())
 }
 
-/// Parses a definition submitted by a client (a draft may still have problems;
-/// only its shape must be right).
-pub fn parse_definition(value: &serde_json::Value) -> Result<Definition, ApiError> {
-    Definition::from_json(value)
-        .map_err(|p| ApiError::bad_input(format!("the definition is malformed: {}", p.message)))
+pub const MAX_TAGS: usize = 20;
+
+/// Tags: up to 20, each 1 to 40 characters after trimming, lowercased (so
+/// `Billing` and `billing` are one tag), duplicates dropped, order kept.
+pub fn parse_tags(raw: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut tags: Vec<String> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let t = t.trim().to_lowercase();
+        if t.is_empty() || t.chars().count() > 40 {
+            return Err(ApiError::bad_input(format!(
+                "`tags[{i}]` must be 1 to 40 characters"
+            )));
+        }
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::bad_input(format!(
+            "a workflow may have at most {MAX_TAGS} tags"
+        )));
+    }
+    Ok(tags)
 }
 
-/// Checks that a definition can be published: every problem is reported, each
-/// with its location.
-pub fn check_publishable(d: &Definition) -> Result<(), ApiError> {
-    let problems = d.problems();
-    if problems.is_empty() {
+/// Parses a definition submitted by a client. A draft may still have problems
+/// (reported by validation); only its shape must be right, and a wrong shape
+/// is refused with the path of the offending value.
+pub fn parse_definition(value: &serde_json::Value) -> Result<Definition, ApiError> {
+    Definition::from_json(value).map_err(|m| {
+        ApiError::bad_input(format!(
+            "the definition is malformed at `{}`: {}",
+            m.path, m.message
+        ))
+        .with_detail("path", serde_json::Value::String(m.path))
+    })
+}
+
+/// Refuses publishing while any problem is an error; the error carries every
+/// problem (errors and warnings) as `extensions.problems`.
+pub fn check_publishable(problems: &[Problem]) -> Result<(), ApiError> {
+    let errors: Vec<String> = validation::errors(problems)
+        .map(|p| p.to_string())
+        .collect();
+    if errors.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     Err(ApiError::bad_input(format!(
         "the workflow cannot be published: {}",
-        list.join("; ")
-    )))
+        errors.join("; ")
+    ))
+    .with_detail(
+        "problems",
+        serde_json::to_value(problems).unwrap_or_default(),
+    ))
 }
 
-/// SHA-256 of the canonical JSON of a definition.
-pub fn content_hash(d: &Definition) -> String {
-    let json = serde_json::to_vec(d).unwrap_or_default();
-    hex::encode(Sha256::digest(json))
+/// What a list of workflows is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Lowercased words that must all appear in the name or description.
+    pub words: Vec<String>,
+    pub status: Option<Status>,
+    pub tag: Option<String>,
+}
+
+impl ListFilter {
+    pub fn parse(
+        search: Option<&str>,
+        status: Option<Status>,
+        tag: Option<&str>,
+    ) -> Result<ListFilter, ApiError> {
+        let search = search.unwrap_or("");
+        if search.chars().count() > 200 {
+            return Err(ApiError::bad_input(
+                "`search` must be at most 200 characters",
+            ));
+        }
+        let words: Vec<String> = search
+            .to_lowercase()
+            .split_whitespace()
+            .take(10)
+            .map(str::to_string)
+            .collect();
+        let tag = tag
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty());
+        Ok(ListFilter { words, status, tag })
+    }
+}
+
+/// The name of a copy: `<name> (copy)`, cut to fit the name limit.
+pub fn copy_name(name: &str) -> String {
+    let suffix = " (copy)";
+    let keep = 200 - suffix.len();
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{suffix}")
+}
+
+/// A new draft copying `source`'s draft, tags and description.
+pub fn duplicate(source: &Workflow, name: String, owner: Uuid, now: i64) -> Workflow {
+    Workflow {
+        id: Uuid::now_v7(),
+        workspace_id: source.workspace_id,
+        owner_id: owner,
+        name,
+        description: source.description.clone(),
+        tags: source.tags.clone(),
+        status: Status::Draft,
+        definition: source.definition.clone(),
+        revision: 1,
+        published_version: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The status a restored workflow returns to.
+pub fn restored_status(w: &Workflow) -> Status {
+    if w.published_version.is_some() {
+        Status::Active
+    } else {
+        Status::Draft
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_trimmed_lowercased_and_deduplicated() {
+        let raw = vec![" Billing ".to_string(), "billing".into(), "EU".into()];
+        assert_eq!(parse_tags(&raw).unwrap(), vec!["billing", "eu"]);
+        assert!(parse_tags(&["".into()]).is_err());
+        assert!(parse_tags(&["x".repeat(41)]).is_err());
+        let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        assert!(parse_tags(&many).is_err());
+    }
+
+    #[test]
+    fn copy_names_fit() {
+        assert_eq!(copy_name("Nightly"), "Nightly (copy)");
+        assert_eq!(copy_name(&"n".repeat(200)).chars().count(), 200);
+    }
+
+    #[test]
+    fn search_words_are_lowercased() {
+        let f = ListFilter::parse(Some("  Invoice  EU "), None, Some(" Billing ")).unwrap();
+        assert_eq!(f.words, vec!["invoice", "eu"]);
+        assert_eq!(f.tag.as_deref(), Some("billing"));
+    }
 }

@@ -1,12 +1,14 @@
 //! The workflow service: workflow definitions, their validation against the
 //! node catalog, and immutable published versions.
 //!
-//! Reading order: [`domain`], [`store`], [`graphql`], [`grpc`], then [`build`].
+//! Reading order: [`domain`] (with [`credentials`] and [`interchange`]),
+//! [`store`], [`graphql`], [`grpc`], then [`build`].
 
 pub mod credentials;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod interchange;
 pub mod privacy;
 pub mod store;
 
@@ -23,7 +25,7 @@ use flowfleet_shared::{Infra, ServiceParts};
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
 pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
-    let store = store::Store::new(db.clone());
+    let store = store::Store::new(db.clone(), infra.clock.clone());
     let relay = Relay::new(db, infra.bus.clone());
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
@@ -41,6 +43,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
             store,
             guard: infra.grpc_guard(),
             access: access.clone(),
+            secrets: infra.secrets.clone(),
         }))
         .await;
     Ok(ServiceParts {

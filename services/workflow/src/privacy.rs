@@ -52,11 +52,14 @@ impl UserDataHolder for Store {
     }
 
     async fn erase_workspace(&self, workspace: Uuid) -> Result<(), ApiError> {
+        // Followers of the trigger feed learn the workflows' triggers are gone.
+        self.retire_triggers(workspace, self.now_ms()).await?;
         erase(
             self.db(),
             &[
                 "DELETE FROM workflow_versions WHERE workflow_id IN \
                  (SELECT id FROM workflows WHERE workspace_id = $1)",
+                "DELETE FROM workflow_tags WHERE workspace_id = $1",
                 "DELETE FROM workflows WHERE workspace_id = $1",
                 "DELETE FROM credentials WHERE workspace_id = $1",
             ],

@@ -1,25 +1,28 @@
-//! The workflow subgraph: the `Workflow` entity, `Workspace.workflows`, the
-//! node catalog, and the create and publish operations; workspace credentials in
-//! [`credentials`].
+//! The workflow subgraph: the `Workflow` entity and `Workspace.workflows`, the
+//! node catalog; the workflow operations in [`workflows`], publishing and
+//! rollback in [`versions`], workspace credentials in [`credentials`], and
+//! the object types in [`types`].
 
 mod credentials;
+mod types;
+mod versions;
+mod workflows;
 
 use std::sync::Arc;
 
-use async_graphql::{
-    ComplexObject, Context, InputObject, Json, MergedObject, Object, Result, SimpleObject, ID,
-};
-use chrono::{DateTime, Utc};
+use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
 use flowfleet_shared::access::Access;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::catalog;
-use flowfleet_shared::clock::{to_datetime, Clock};
+use flowfleet_shared::clock::Clock;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
-use uuid::Uuid;
+use flowfleet_shared::validation::{self, Problem};
 
-use crate::domain::{self, Status, Workflow};
+use crate::domain::{ListFilter, Status, Workflow};
 use crate::store::Store;
+
+pub use types::{NodeTypeInfo, PageInfo, WorkflowConnection, WorkflowNode, WorkflowVersion};
 
 pub type WorkflowSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
 
@@ -34,7 +37,11 @@ pub struct Ctx {
 
 /// Every mutation of the subgraph.
 #[derive(MergedObject, Default)]
-pub struct Mutation(WorkflowMutation, credentials::CredentialMutation);
+pub struct Mutation(
+    workflows::WorkflowMutation,
+    versions::VersionMutation,
+    credentials::CredentialMutation,
+);
 
 pub fn schema(ctx: Ctx) -> WorkflowSchema {
     async_graphql::Schema::build(Query, Mutation::default(), async_graphql::EmptySubscription)
@@ -64,12 +71,17 @@ impl WorkspaceRef {
         credentials::list(ctx, parse_id("id", &self.id)?).await
     }
 
-    /// The workspace's workflows, newest first.
+    /// The workspace's workflows, newest first. `search` matches every word
+    /// in the name or description, ignoring case; `status` and `tag` narrow
+    /// the list; `totalCount` counts every match.
     async fn workflows(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
+        search: Option<String>,
+        status: Option<Status>,
+        tag: Option<String>,
     ) -> Result<Option<WorkflowConnection>> {
         // Nullable on purpose: a failure here (or this subgraph being down)
         // nulls only this field, not the parent object.
@@ -82,7 +94,8 @@ impl WorkspaceRef {
                 return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
             }
             let after = after.map(|a| parse_id("after", &a)).transpose()?;
-            let page = c.store.list(ws, first as i64, after).await?;
+            let filter = ListFilter::parse(search.as_deref(), status, tag.as_deref())?;
+            let page = c.store.list(ws, &filter, first as i64, after).await?;
             Ok(WorkflowConnection {
                 page_info: PageInfo {
                     has_next_page: page.has_next,
@@ -97,96 +110,9 @@ impl WorkspaceRef {
     }
 }
 
-/// Shared with the other subgraphs' connections.
-#[derive(SimpleObject)]
-#[graphql(shareable)]
-pub struct PageInfo {
-    pub has_next_page: bool,
-    pub end_cursor: Option<String>,
-}
-
-#[derive(SimpleObject)]
-pub struct WorkflowConnection {
-    pub nodes: Vec<WorkflowNode>,
-    pub page_info: PageInfo,
-    pub total_count: i64,
-}
-
-/// A workflow: a graph of nodes a user draws, publishes and runs.
-pub struct WorkflowNode(pub Workflow);
-
-#[Object(name = "Workflow")]
-impl WorkflowNode {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
-    }
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-    async fn description(&self) -> &str {
-        &self.0.description
-    }
-    async fn status(&self) -> Status {
-        self.0.status
-    }
-    async fn workspace(&self) -> WorkspaceRef {
-        WorkspaceRef {
-            id: ID(self.0.workspace_id.to_string()),
-        }
-    }
-    async fn owner(&self) -> UserRef {
-        UserRef {
-            id: ID(self.0.owner_id.to_string()),
-        }
-    }
-    /// The draft definition (nodes, edges, triggers, settings) as JSON.
-    async fn definition(&self) -> Json<serde_json::Value> {
-        Json(serde_json::to_value(&self.0.definition).unwrap_or_default())
-    }
-    /// The draft's revision, for optimistic concurrency.
-    async fn revision(&self) -> i64 {
-        self.0.revision
-    }
-    /// The newest published version number, if any.
-    async fn version(&self) -> Option<i64> {
-        self.0.published_version
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        to_datetime(self.0.created_at)
-    }
-    async fn updated_at(&self) -> DateTime<Utc> {
-        to_datetime(self.0.updated_at)
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct WorkflowVersion {
-    pub version: i64,
-    pub content_hash: String,
-    pub created_at: DateTime<Utc>,
-    pub workflow: WorkflowNode,
-}
-
-#[derive(SimpleObject)]
-pub struct NodeTypeInfo {
-    pub name: String,
-    pub description: String,
-    /// JSON Schema of the node's config.
-    pub config_schema: Json<serde_json::Value>,
-}
-
-#[derive(InputObject)]
-pub struct CreateWorkflowInput {
-    pub workspace_id: ID,
-    pub name: String,
-    #[graphql(default)]
-    pub description: String,
-    /// `{nodes, edges, triggers, settings}`; may be incomplete while a draft.
-    pub definition: Option<Json<serde_json::Value>>,
-}
-
 impl Ctx {
-    /// Loads a workflow the caller may act on with at least `min`.
+    /// Loads a workflow the caller may act on with at least `min`. A caller
+    /// outside its workspace gets the same answer as for a missing workflow.
     async fn authorized(
         &self,
         ctx: &Context<'_>,
@@ -195,20 +121,31 @@ impl Ctx {
     ) -> Result<Workflow, ApiError> {
         let me = caller(ctx).require()?;
         let id = parse_id("id", id)?;
-        let w = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no workflow with this id"))?;
-        // A non-member gets the same answer as for a missing workflow.
-        match self.access.role(me.user_id, w.workspace_id).await? {
-            None => Err(ApiError::not_found("no workflow with this id")),
-            Some(r) if r < min => Err(ApiError::forbidden(format!(
-                "your role in this workspace is {}; this needs {} or above",
-                r.as_str(),
-                min.as_str()
+        let missing = || ApiError::not_found("no workflow with this id");
+        let w = self.store.get(id).await?.ok_or_else(missing)?;
+        let role = self.access.role(me.user_id, w.workspace_id).await?;
+        if me.effective_role(w.workspace_id, role).is_none() {
+            return Err(missing());
+        }
+        self.access.require(me, w.workspace_id, min).await?;
+        Ok(w)
+    }
+
+    /// Validates a definition against the catalog and the workspace's
+    /// credentials.
+    async fn problems(&self, w: &Workflow) -> Result<Vec<Problem>, ApiError> {
+        let credentials = self.store.credential_kinds(w.workspace_id).await?;
+        Ok(validation::validate(&w.definition, &credentials))
+    }
+
+    /// Refuses a change whose caller read another revision than the stored one.
+    fn check_revision(w: &Workflow, expected: Option<i64>) -> Result<(), ApiError> {
+        match expected {
+            Some(r) if r != w.revision => Err(ApiError::conflict(format!(
+                "the workflow was changed meanwhile (it is at revision {} now); reload it and apply your change again",
+                w.revision
             ))),
-            Some(_) => Ok(w),
+            _ => Ok(()),
         }
     }
 }
@@ -217,21 +154,16 @@ pub struct Query;
 
 #[Object]
 impl Query {
+    /// A workflow (VIEWER or above in its workspace).
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> Result<WorkflowNode> {
         let c = ctx.data::<Ctx>()?;
         Ok(WorkflowNode(c.authorized(ctx, &id, Role::Viewer).await?))
     }
 
-    /// The node types a definition may use.
+    /// The node types a definition may use, with the JSON Schema of each
+    /// type's config, its input, output and branches.
     async fn node_types(&self) -> Vec<NodeTypeInfo> {
-        catalog::CATALOG
-            .iter()
-            .map(|t| NodeTypeInfo {
-                name: t.name.into(),
-                description: t.description.into(),
-                config_schema: Json(serde_json::from_str(t.config_schema).unwrap_or_default()),
-            })
-            .collect()
+        catalog::CATALOG.iter().map(NodeTypeInfo::from).collect()
     }
 
     #[graphql(entity)]
@@ -251,73 +183,5 @@ impl Query {
     #[graphql(entity)]
     async fn find_workspace_by_id(&self, id: ID) -> WorkspaceRef {
         WorkspaceRef { id }
-    }
-}
-
-#[derive(Default)]
-pub struct WorkflowMutation;
-
-#[Object]
-impl WorkflowMutation {
-    /// Creates a draft workflow in a workspace (EDITOR or above).
-    #[tracing::instrument(skip_all)]
-    async fn create_workflow(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateWorkflowInput,
-    ) -> Result<WorkflowNode> {
-        let me = caller(ctx).require()?;
-        let c = ctx.data::<Ctx>()?;
-        let ws = parse_id("workspaceId", &input.workspace_id)?;
-        c.access.require(me, ws, Role::Editor).await?;
-        let definition = match input.definition {
-            Some(Json(v)) => domain::parse_definition(&v)?,
-            None => Default::default(),
-        };
-        let now = c.clock.now_ms();
-        let w = Workflow {
-            id: Uuid::now_v7(),
-            workspace_id: ws,
-            owner_id: me.user_id,
-            name: domain::parse_name(&input.name)?,
-            description: domain::parse_description(&input.description)?,
-            status: Status::Draft,
-            definition,
-            revision: 1,
-            published_version: None,
-            created_at: now,
-            updated_at: now,
-        };
-        c.store.insert(&w).await?;
-        Ok(WorkflowNode(w))
-    }
-
-    /// Validates the draft and freezes it as a new immutable version
-    /// (EDITOR or above). Emits `workflow.published`.
-    #[tracing::instrument(skip_all)]
-    async fn publish_workflow(&self, ctx: &Context<'_>, id: ID) -> Result<WorkflowVersion> {
-        let c = ctx.data::<Ctx>()?;
-        let me = caller(ctx).require()?.clone();
-        let w = c.authorized(ctx, &id, Role::Editor).await?;
-        if w.status == Status::Archived {
-            return Err(ApiError::conflict(
-                "an archived workflow cannot be published; restore it first",
-            )
-            .into());
-        }
-        domain::check_publishable(&w.definition)?;
-        let now = c.clock.now_ms();
-        let v = c.store.publish(&w, me.user_id, now).await?;
-        c.relay.wake();
-        let mut published = w;
-        published.status = Status::Active;
-        published.published_version = Some(v.version);
-        published.updated_at = now;
-        Ok(WorkflowVersion {
-            version: v.version,
-            content_hash: v.content_hash,
-            created_at: to_datetime(v.created_at),
-            workflow: WorkflowNode(published),
-        })
     }
 }

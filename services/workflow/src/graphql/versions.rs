@@ -1,0 +1,88 @@
+//! Publishing a draft as an immutable version, and rolling back by
+//! re-publishing an older one. Both validate first: any ERROR problem refuses
+//! with `BAD_USER_INPUT` and every problem in `extensions.problems`.
+
+use async_graphql::{Context, Object, Result, ID};
+use flowfleet_shared::auth::Role;
+use flowfleet_shared::error::ApiError;
+use flowfleet_shared::subgraph::caller;
+use flowfleet_shared::validation;
+
+use super::{Ctx, WorkflowVersion};
+use crate::domain::{self, Status};
+
+#[derive(Default)]
+pub struct VersionMutation;
+
+#[Object]
+impl VersionMutation {
+    /// Validates the draft and freezes it as the next version (EDITOR or
+    /// above); the workflow becomes ACTIVE with that version's triggers live.
+    /// Emits `workflow.published`.
+    #[tracing::instrument(skip_all)]
+    async fn publish_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expected_revision: Option<i64>,
+    ) -> Result<WorkflowVersion> {
+        let c = ctx.data::<Ctx>()?;
+        let me = caller(ctx).require()?.clone();
+        let w = c.authorized(ctx, &id, Role::Editor).await?;
+        Ctx::check_revision(&w, expected_revision)?;
+        if w.status == Status::Archived {
+            return Err(ApiError::conflict(
+                "an archived workflow cannot be published; restore it first",
+            )
+            .into());
+        }
+        domain::check_publishable(&c.problems(&w).await?)?;
+        let (published, v) = c
+            .store
+            .publish(&w, &w.definition, None, me.user_id, c.clock.now_ms())
+            .await?;
+        c.relay.wake();
+        Ok(WorkflowVersion::new(published, v))
+    }
+
+    /// Re-publishes version `version` as the next version (EDITOR or above),
+    /// so executions run it again. The draft is left as it is. The old
+    /// definition is validated again: a credential deleted since refuses it.
+    #[tracing::instrument(skip_all)]
+    async fn rollback_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        version: i64,
+        expected_revision: Option<i64>,
+    ) -> Result<WorkflowVersion> {
+        let c = ctx.data::<Ctx>()?;
+        let me = caller(ctx).require()?.clone();
+        let w = c.authorized(ctx, &id, Role::Editor).await?;
+        Ctx::check_revision(&w, expected_revision)?;
+        if w.status == Status::Archived {
+            return Err(ApiError::conflict(
+                "an archived workflow cannot be rolled back; restore it first",
+            )
+            .into());
+        }
+        let (_, old) =
+            c.store.version(w.id, Some(version)).await?.ok_or_else(|| {
+                ApiError::not_found(format!("the workflow has no version {version}"))
+            })?;
+        let credentials = c.store.credential_kinds(w.workspace_id).await?;
+        domain::check_publishable(&validation::validate(&old.definition, &credentials))?;
+        let (published, v) = c
+            .store
+            .publish(
+                &w,
+                &old.definition,
+                Some(version),
+                me.user_id,
+                c.clock.now_ms(),
+            )
+            .await?;
+        c.relay.wake();
+        Ok(WorkflowVersion::new(published, v))
+    }
+}

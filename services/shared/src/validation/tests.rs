@@ -474,3 +474,21 @@ fn too_large() {
     let problems = check(json!({"nodes": nodes, "edges": edges, "triggers": [{"kind": "MANUAL"}]}));
     only(problems, ProblemCode::TooLarge, Severity::Error, "nodes");
 }
+
+#[test]
+fn cron_weekdays_follow_standard_cron() {
+    use chrono::TimeZone;
+    let saturday = chrono_tz::Europe::Paris
+        .with_ymd_and_hms(2026, 11, 21, 10, 0, 0)
+        .unwrap();
+    let next = parse_cron("0 9 * * 1-5")
+        .unwrap()
+        .find_next_occurrence(&saturday, false)
+        .unwrap();
+    assert_eq!(
+        next,
+        chrono_tz::Europe::Paris
+            .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
+            .unwrap()
+    );
+}

@@ -194,6 +194,20 @@ pub struct Page<T> {
     pub total: i64,
 }
 
+impl<T> Page<T> {
+    /// A page from up to `first + 1` rows fetched (the extra one, if there,
+    /// only says that more follow).
+    pub fn cut(mut items: Vec<T>, first: i64, total: i64) -> Page<T> {
+        let has_next = items.len() as i64 > first;
+        items.truncate(first.max(0) as usize);
+        Page {
+            items,
+            has_next,
+            total,
+        }
+    }
+}
+
 impl Db {
     /// Up to `first` rows of `table` whose `filter_column` is `filter`, newest
     /// (highest UUIDv7 id) first, after the cursor `after` (an id). `table`,
@@ -228,14 +242,8 @@ impl Db {
         .fetch_one(&self.pool)
         .await?
         .try_get("n")?;
-        let mut items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-        let has_next = items.len() as i64 > first;
-        items.truncate(first.max(0) as usize);
-        Ok(Page {
-            items,
-            has_next,
-            total,
-        })
+        let items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::cut(items, first, total))
     }
 }
 

@@ -191,22 +191,54 @@ pub fn copy_name(name: &str) -> String {
     format!("{base}{suffix}")
 }
 
+/// What a new workflow is made of; its fields already parsed.
+pub struct NewWorkflow {
+    pub workspace_id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub definition: Definition,
+}
+
+impl NewWorkflow {
+    /// A DRAFT at revision 1 (created, imported or duplicated).
+    pub fn draft(self, now: i64) -> Workflow {
+        Workflow {
+            id: Uuid::now_v7(),
+            workspace_id: self.workspace_id,
+            owner_id: self.owner_id,
+            name: self.name,
+            description: self.description,
+            tags: self.tags,
+            status: Status::Draft,
+            definition: self.definition,
+            revision: 1,
+            published_version: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A new draft copying `source`'s draft, tags and description.
 pub fn duplicate(source: &Workflow, name: String, owner: Uuid, now: i64) -> Workflow {
-    Workflow {
-        id: Uuid::now_v7(),
+    NewWorkflow {
         workspace_id: source.workspace_id,
         owner_id: owner,
         name,
         description: source.description.clone(),
         tags: source.tags.clone(),
-        status: Status::Draft,
         definition: source.definition.clone(),
-        revision: 1,
-        published_version: None,
-        created_at: now,
-        updated_at: now,
     }
+    .draft(now)
+}
+
+/// The answer to a change made from a revision that is no longer current.
+pub fn stale(current: i64) -> ApiError {
+    ApiError::conflict(format!(
+        "the workflow was changed meanwhile (it is at revision {current} now); reload it and apply your change again"
+    ))
 }
 
 /// The status a restored workflow returns to.

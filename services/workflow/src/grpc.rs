@@ -18,6 +18,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::credentials;
 use crate::store::{Store, TriggerRow};
@@ -144,36 +145,40 @@ impl WorkflowService for WorkflowGrpc {
         }
         let (tx, rx) = mpsc::channel(WATCH_BATCH as usize);
         let store = self.store.clone();
-        tokio::spawn(async move {
-            loop {
-                let feed = store.feed().clone();
-                let woken = feed.changed();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                let rows = match store.trigger_changes(cursor, WATCH_BATCH).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
+        let span = tracing::info_span!("trigger_watch", cursor);
+        tokio::spawn(
+            async move {
+                loop {
+                    let feed = store.feed().clone();
+                    let woken = feed.changed();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    let rows = match store.trigger_changes(cursor, WATCH_BATCH).await {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    };
+                    let full = rows.len() as i64 == WATCH_BATCH;
+                    for row in rows {
+                        cursor = row.seq;
+                        if tx.send(Ok(row_to_proto(row))).await.is_err() {
+                            return; // the watcher went away
+                        }
                     }
-                };
-                let full = rows.len() as i64 == WATCH_BATCH;
-                for row in rows {
-                    cursor = row.seq;
-                    if tx.send(Ok(row_to_proto(row))).await.is_err() {
-                        return; // the watcher went away
+                    if full {
+                        continue;
                     }
-                }
-                if full {
-                    continue;
-                }
-                tokio::select! {
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep(WATCH_POLL) => {}
-                    _ = tx.closed() => return,
+                    tokio::select! {
+                        _ = &mut woken => {}
+                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                        _ = tx.closed() => return,
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
         Ok(Response::new(
             Box::pin(ReceiverStream::new(rx)) as Self::WatchTriggersStream
         ))

@@ -141,10 +141,7 @@ impl Ctx {
     /// Refuses a change whose caller read another revision than the stored one.
     fn check_revision(w: &Workflow, expected: Option<i64>) -> Result<(), ApiError> {
         match expected {
-            Some(r) if r != w.revision => Err(ApiError::conflict(format!(
-                "the workflow was changed meanwhile (it is at revision {} now); reload it and apply your change again",
-                w.revision
-            ))),
+            Some(r) if r != w.revision => Err(crate::domain::stale(w.revision)),
             _ => Ok(()),
         }
     }

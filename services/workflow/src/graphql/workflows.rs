@@ -7,10 +7,9 @@ use async_graphql::{Context, InputObject, Json, Object, Result, ID};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
-use uuid::Uuid;
 
 use super::{Ctx, WorkflowNode};
-use crate::domain::{self, Status, Workflow};
+use crate::domain::{self, NewWorkflow, Status};
 use crate::interchange::Document;
 
 #[derive(InputObject)]
@@ -54,21 +53,15 @@ impl WorkflowMutation {
             Some(Json(v)) => domain::parse_definition(&v)?,
             None => Default::default(),
         };
-        let now = c.clock.now_ms();
-        let w = Workflow {
-            id: Uuid::now_v7(),
+        let w = NewWorkflow {
             workspace_id: ws,
             owner_id: me.user_id,
             name: domain::parse_name(&input.name)?,
             description: domain::parse_description(&input.description)?,
             tags: domain::parse_tags(&input.tags)?,
-            status: Status::Draft,
             definition,
-            revision: 1,
-            published_version: None,
-            created_at: now,
-            updated_at: now,
-        };
+        }
+        .draft(c.clock.now_ms());
         c.store.insert(&w).await?;
         Ok(WorkflowNode(w))
     }
@@ -223,21 +216,15 @@ impl WorkflowMutation {
         let ws = parse_id("workspaceId", &workspace_id)?;
         c.access.require(me, ws, Role::Editor).await?;
         let doc = Document::parse(&document.0)?;
-        let now = c.clock.now_ms();
-        let w = Workflow {
-            id: Uuid::now_v7(),
+        let w = NewWorkflow {
             workspace_id: ws,
             owner_id: me.user_id,
             name: domain::parse_name(name.as_deref().unwrap_or(&doc.name))?,
             description: domain::parse_description(&doc.description)?,
             tags: domain::parse_tags(&doc.tags)?,
-            status: Status::Draft,
             definition: doc.definition,
-            revision: 1,
-            published_version: None,
-            created_at: now,
-            updated_at: now,
-        };
+        }
+        .draft(c.clock.now_ms());
         c.store.insert(&w).await?;
         Ok(WorkflowNode(w))
     }

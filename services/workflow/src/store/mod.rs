@@ -70,13 +70,6 @@ fn like_pattern(word: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// The stale-revision answer, naming the revision the caller should reload.
-fn stale(current: i64) -> ApiError {
-    ApiError::conflict(format!(
-        "the workflow was changed meanwhile (it is at revision {current} now); reload it and apply your change again"
-    ))
-}
-
 impl Store {
     pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
         Store {
@@ -165,7 +158,7 @@ impl Store {
     /// After a conditional update changed nothing: gone, or stale.
     async fn why_not_updated(&self, id: Uuid) -> ApiError {
         match self.get(id).await {
-            Ok(Some(current)) => stale(current.revision),
+            Ok(Some(current)) => crate::domain::stale(current.revision),
             Ok(None) => ApiError::not_found("no workflow with this id"),
             Err(e) => e,
         }
@@ -283,17 +276,11 @@ impl Store {
             page = page.bind(b);
         }
         let rows = page.fetch_all(self.db.pool()).await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(workflow_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let has_next = items.len() as i64 > first;
-        items.truncate(first.max(0) as usize);
-        Ok(Page {
-            items,
-            has_next,
-            total,
-        })
+        Ok(Page::cut(items, first, total))
     }
 }
 

@@ -170,16 +170,10 @@ impl Store {
                 .fetch_one(self.db.pool())
                 .await?
                 .try_get("n")?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(version_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let has_next = items.len() as i64 > first;
-        items.truncate(first.max(0) as usize);
-        Ok(Page {
-            items,
-            has_next,
-            total,
-        })
+        Ok(Page::cut(items, first, total))
     }
 }

@@ -492,3 +492,16 @@ fn cron_weekdays_follow_standard_cron() {
             .unwrap()
     );
 }
+
+#[test]
+fn a_repeated_edge_is_a_warning() {
+    let p = only(
+        check(with(
+            json!({"edges": [{"source": "a", "target": "b"}, {"source": "a", "target": "b"}]}),
+        )),
+        ProblemCode::DuplicateEdge,
+        Severity::Warning,
+        "edges[1]",
+    );
+    assert_eq!(p.edge_index, Some(1));
+}

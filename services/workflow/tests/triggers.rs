@@ -161,22 +161,37 @@ async fn the_trigger_feed_follows_the_workflow_lifecycle() {
             json!({"id": id}),
         )
         .await;
-        // The archive, then the delete (no triggers either way), on both watches.
-        for stream in [&mut watch, &mut late] {
-            let a = next(stream).await;
-            let d = next(stream).await;
-            assert_eq!(
-                (a.triggers.len(), d.triggers.len(), d.workflow_id.as_str()),
-                (0, 0, id.as_str())
-            );
-            assert!(d.cursor > a.cursor);
-        }
         let end = engine
             .list_active_triggers(ListActiveTriggersRequest {})
             .await
             .unwrap()
             .into_inner();
         assert!(end.workflows.is_empty());
+        assert_eq!(
+            end.cursor,
+            now.cursor + 2,
+            "one feed change each for the archive and the delete"
+        );
+        // Both watches reach the feed's end with the workflow's triggers gone. The feed
+        // keeps each workflow's latest state, so a watcher that reads after both changes
+        // committed sees only the delete: one message or two, in order, never another.
+        for stream in [&mut watch, &mut late] {
+            let mut cursor = now.cursor;
+            while cursor < end.cursor {
+                let change = next(stream).await;
+                assert_eq!(
+                    (
+                        change.workflow_id.as_str(),
+                        change.triggers.len(),
+                        change.version
+                    ),
+                    (id.as_str(), 0, 0)
+                );
+                assert!(change.cursor > cursor);
+                cursor = change.cursor;
+            }
+            assert_eq!(cursor, end.cursor);
+        }
 
         // Users may not follow the feed; a negative cursor is refused.
         let refused = s

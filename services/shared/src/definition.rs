@@ -178,15 +178,9 @@ impl Definition {
     /// Kahn's algorithm: the ordered node ids it reaches, and the indices of the
     /// nodes it does not (on or behind a cycle).
     pub(crate) fn kahn(&self) -> (Vec<String>, Vec<usize>) {
-        let index = self.index();
+        let next = self.successors();
         let mut indegree = vec![0usize; self.nodes.len()];
-        let mut next: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
-        for e in &self.edges {
-            let (Some(&s), Some(&t)) = (index.get(e.source.as_str()), index.get(e.target.as_str()))
-            else {
-                continue;
-            };
-            next[s].push(t);
+        for &t in next.iter().flatten() {
             indegree[t] += 1;
         }
         let mut ready: VecDeque<usize> = (0..self.nodes.len())
@@ -204,6 +198,22 @@ impl Definition {
         }
         let left = (0..self.nodes.len()).filter(|&i| indegree[i] > 0).collect();
         (order, left)
+    }
+
+    /// For each node (by position), the positions its edges lead to, one entry
+    /// per edge; edges naming a missing node are left out. An id used twice
+    /// resolves to its first node.
+    pub(crate) fn successors(&self) -> Vec<Vec<usize>> {
+        let index = self.index();
+        let mut next: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for e in &self.edges {
+            if let (Some(&s), Some(&t)) =
+                (index.get(e.source.as_str()), index.get(e.target.as_str()))
+            {
+                next[s].push(t);
+            }
+        }
+        next
     }
 
     /// Node id to position (the first node with an id wins).

@@ -517,9 +517,10 @@ impl<'a> Validation<'a> {
                 );
             }
         }
+        let next = def.successors();
         let (_, left) = def.kahn();
         if !left.is_empty() {
-            let on_cycle = on_cycles(def, &left, &index);
+            let on_cycle = on_cycles(&next, &left);
             let names: Vec<&str> = on_cycle.iter().map(|&i| def.nodes[i].id.as_str()).collect();
             if names.len() > 1 || def.edges.iter().all(|e| e.source != e.target) {
                 let first = names.first().copied();
@@ -542,18 +543,15 @@ impl<'a> Validation<'a> {
         }
         // Entries are nodes no edge leads into; every other node must be
         // reachable from one of them.
+        let mut entered = vec![false; def.nodes.len()];
+        for &t in next.iter().flatten() {
+            entered[t] = true;
+        }
         let mut reached = vec![false; def.nodes.len()];
-        let mut stack: Vec<usize> = (0..def.nodes.len())
-            .filter(|&i| !def.edges.iter().any(|e| e.target == def.nodes[i].id))
-            .collect();
+        let mut stack: Vec<usize> = (0..def.nodes.len()).filter(|&i| !entered[i]).collect();
         while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut reached[i], true) {
-                continue;
-            }
-            for e in def.edges.iter().filter(|e| e.source == def.nodes[i].id) {
-                if let Some(&t) = index.get(e.target.as_str()) {
-                    stack.push(t);
-                }
+            if !std::mem::replace(&mut reached[i], true) {
+                stack.extend(&next[i]);
             }
         }
         for (i, n) in def.nodes.iter().enumerate() {
@@ -594,30 +592,37 @@ impl<'a> Validation<'a> {
     }
 }
 
-/// Of the nodes Kahn's algorithm left, those on a cycle: repeatedly drop the
-/// ones with no outgoing edge inside the set (they only hang behind a cycle).
-fn on_cycles(def: &Definition, left: &[usize], index: &BTreeMap<&str, usize>) -> Vec<usize> {
-    let mut set: BTreeSet<usize> = left.iter().copied().collect();
-    loop {
-        let dead: Vec<usize> = set
-            .iter()
-            .copied()
-            .filter(|&i| {
-                !def.edges.iter().any(|e| {
-                    e.source == def.nodes[i].id
-                        && index
-                            .get(e.target.as_str())
-                            .is_some_and(|t| set.contains(t))
-                })
-            })
-            .collect();
-        if dead.is_empty() {
-            return set.into_iter().collect();
-        }
-        for i in dead {
-            set.remove(&i);
+/// Of the nodes Kahn's algorithm left, those on a cycle: peel off, in linear
+/// time, the ones with no edge to another left node (they only hang behind a
+/// cycle), until none is left to peel.
+fn on_cycles(next: &[Vec<usize>], left: &[usize]) -> Vec<usize> {
+    let mut kept = vec![false; next.len()];
+    for &i in left {
+        kept[i] = true;
+    }
+    let mut previous: Vec<Vec<usize>> = vec![Vec::new(); next.len()];
+    let mut outdegree = vec![0usize; next.len()];
+    for &i in left {
+        for &t in next[i].iter().filter(|&&t| kept[t]) {
+            previous[t].push(i);
+            outdegree[i] += 1;
         }
     }
+    let mut dead: Vec<usize> = left
+        .iter()
+        .copied()
+        .filter(|&i| outdegree[i] == 0)
+        .collect();
+    while let Some(t) = dead.pop() {
+        kept[t] = false;
+        for &p in &previous[t] {
+            outdegree[p] -= 1;
+            if outdegree[p] == 0 {
+                dead.push(p);
+            }
+        }
+    }
+    (0..next.len()).filter(|&i| kept[i]).collect()
 }
 
 /// `/a/0/b` as `.a[0].b`, to extend a `nodes[i].config` path.

@@ -198,8 +198,7 @@ impl WorkflowService for WorkflowGrpc {
         let json: serde_json::Value = serde_json::from_str(&r.definition_json)
             .map_err(|e| ApiError::bad_input(format!("`definition_json` is not JSON: {e}")))?;
         let definition = crate::domain::parse_definition(&json)?;
-        let credentials = self.store.credential_kinds(workspace).await?;
-        let problems = validation::validate(&definition, &credentials);
+        let problems = self.store.validate(workspace, &definition).await?;
         let publishable = validation::errors(&problems).next().is_none();
         Ok(Response::new(pb::ValidateDefinitionResponse {
             problems: problems.into_iter().map(problem_to_proto).collect(),

@@ -17,7 +17,6 @@ use flowfleet_shared::catalog;
 use flowfleet_shared::clock::Clock;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
-use flowfleet_shared::validation::{self, Problem};
 
 use crate::domain::{ListFilter, Status, Workflow};
 use crate::store::Store;
@@ -102,7 +101,7 @@ impl WorkspaceRef {
                     end_cursor: page.items.last().map(|w| w.id.to_string()),
                 },
                 total_count: page.total,
-                nodes: page.items.into_iter().map(WorkflowNode).collect(),
+                nodes: page.items.into_iter().map(WorkflowNode::from).collect(),
             })
         }
         .await;
@@ -131,13 +130,6 @@ impl Ctx {
         Ok(w)
     }
 
-    /// Validates a definition against the catalog and the workspace's
-    /// credentials.
-    async fn problems(&self, w: &Workflow) -> Result<Vec<Problem>, ApiError> {
-        let credentials = self.store.credential_kinds(w.workspace_id).await?;
-        Ok(validation::validate(&w.definition, &credentials))
-    }
-
     /// Refuses a change whose caller read another revision than the stored one.
     fn check_revision(w: &Workflow, expected: Option<i64>) -> Result<(), ApiError> {
         match expected {
@@ -154,7 +146,9 @@ impl Query {
     /// A workflow (VIEWER or above in its workspace).
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> Result<WorkflowNode> {
         let c = ctx.data::<Ctx>()?;
-        Ok(WorkflowNode(c.authorized(ctx, &id, Role::Viewer).await?))
+        Ok(WorkflowNode::from(
+            c.authorized(ctx, &id, Role::Viewer).await?,
+        ))
     }
 
     /// The node types a definition may use, with the JSON Schema of each
@@ -166,7 +160,9 @@ impl Query {
     #[graphql(entity)]
     async fn find_workflow_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<WorkflowNode> {
         let c = ctx.data::<Ctx>()?;
-        Ok(WorkflowNode(c.authorized(ctx, &id, Role::Viewer).await?))
+        Ok(WorkflowNode::from(
+            c.authorized(ctx, &id, Role::Viewer).await?,
+        ))
     }
 
     /// A user reference (owners); its fields live in the auth subgraph.

@@ -8,6 +8,7 @@ use flowfleet_shared::catalog::{Handles, NodeType};
 use flowfleet_shared::clock::to_datetime;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::validation::{self, Problem, ProblemCode, Severity};
+use tokio::sync::OnceCell;
 
 use super::{Ctx, UserRef, WorkspaceRef};
 use crate::domain::{Status, Version, Workflow};
@@ -64,8 +65,27 @@ impl From<Problem> for ProblemNode {
     }
 }
 
-/// A workflow: a graph of nodes a user draws, publishes and runs.
-pub struct WorkflowNode(pub Workflow);
+/// A workflow: a graph of nodes a user draws, publishes and runs. Its
+/// problems are computed at most once per response, however many of
+/// `problems` and `publishable` a query asks for.
+pub struct WorkflowNode(pub Workflow, OnceCell<Vec<Problem>>);
+
+impl From<Workflow> for WorkflowNode {
+    fn from(w: Workflow) -> Self {
+        WorkflowNode(w, OnceCell::new())
+    }
+}
+
+impl WorkflowNode {
+    async fn draft_problems(&self, ctx: &Context<'_>) -> Result<&[Problem]> {
+        let c = ctx.data::<Ctx>()?;
+        let problems = self
+            .1
+            .get_or_try_init(|| c.store.validate(self.0.workspace_id, &self.0.definition))
+            .await?;
+        Ok(problems)
+    }
+}
 
 #[Object(name = "Workflow")]
 impl WorkflowNode {
@@ -101,17 +121,17 @@ impl WorkflowNode {
     }
     /// The draft's problems: errors block publishing, warnings do not.
     async fn problems(&self, ctx: &Context<'_>) -> Result<Vec<ProblemNode>> {
-        let c = ctx.data::<Ctx>()?;
-        Ok(c.problems(&self.0)
+        Ok(self
+            .draft_problems(ctx)
             .await?
-            .into_iter()
+            .iter()
+            .cloned()
             .map(Into::into)
             .collect())
     }
     /// Whether the draft would publish: no problem is an error.
     async fn publishable(&self, ctx: &Context<'_>) -> Result<bool> {
-        let c = ctx.data::<Ctx>()?;
-        Ok(validation::errors(&c.problems(&self.0).await?)
+        Ok(validation::errors(self.draft_problems(ctx).await?)
             .next()
             .is_none())
     }
@@ -130,9 +150,9 @@ impl WorkflowNode {
             return Ok(None);
         };
         Ok(c.store
-            .version(self.0.id, Some(n))
+            .version_of(self.0.id, n)
             .await?
-            .map(|(w, v)| WorkflowVersion::new(w, v)))
+            .map(|v| WorkflowVersion::new(self.0.clone(), v)))
     }
     /// Published versions, newest first.
     async fn versions(
@@ -183,10 +203,9 @@ impl WorkflowNode {
             None => self.0.definition.clone(),
             Some(n) => {
                 c.store
-                    .version(self.0.id, Some(n))
+                    .version_of(self.0.id, n)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("no version {n}")))?
-                    .1
                     .definition
             }
         };
@@ -249,7 +268,7 @@ impl WorkflowVersion {
         to_datetime(self.version.created_at)
     }
     async fn workflow(&self) -> WorkflowNode {
-        WorkflowNode(self.workflow.clone())
+        WorkflowNode::from(self.workflow.clone())
     }
 }
 

@@ -6,7 +6,6 @@ use async_graphql::{Context, Object, Result, ID};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::error::ApiError;
 use flowfleet_shared::subgraph::caller;
-use flowfleet_shared::validation;
 
 use super::{Ctx, WorkflowVersion};
 use crate::domain::{self, Status};
@@ -36,7 +35,7 @@ impl VersionMutation {
             )
             .into());
         }
-        domain::check_publishable(&c.problems(&w).await?)?;
+        domain::check_publishable(&c.store.validate(w.workspace_id, &w.definition).await?)?;
         let (published, v) = c
             .store
             .publish(&w, &w.definition, None, me.user_id, c.clock.now_ms())
@@ -66,12 +65,11 @@ impl VersionMutation {
             )
             .into());
         }
-        let (_, old) =
-            c.store.version(w.id, Some(version)).await?.ok_or_else(|| {
+        let old =
+            c.store.version_of(w.id, version).await?.ok_or_else(|| {
                 ApiError::not_found(format!("the workflow has no version {version}"))
             })?;
-        let credentials = c.store.credential_kinds(w.workspace_id).await?;
-        domain::check_publishable(&validation::validate(&old.definition, &credentials))?;
+        domain::check_publishable(&c.store.validate(w.workspace_id, &old.definition).await?)?;
         let (published, v) = c
             .store
             .publish(

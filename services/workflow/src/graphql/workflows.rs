@@ -63,7 +63,7 @@ impl WorkflowMutation {
         }
         .draft(c.clock.now_ms());
         c.store.insert(&w).await?;
-        Ok(WorkflowNode(w))
+        Ok(WorkflowNode::from(w))
     }
 
     /// Changes a workflow's name, description, tags or draft definition
@@ -110,7 +110,9 @@ impl WorkflowMutation {
             w.definition = domain::parse_definition(definition)?;
         }
         w.updated_at = c.clock.now_ms();
-        Ok(WorkflowNode(c.store.update(&w, expected_revision).await?))
+        Ok(WorkflowNode::from(
+            c.store.update(&w, expected_revision).await?,
+        ))
     }
 
     /// Copies a workflow's draft, description and tags into a new DRAFT owned
@@ -131,7 +133,7 @@ impl WorkflowMutation {
         };
         let copy = domain::duplicate(&source, name, me.user_id, c.clock.now_ms());
         c.store.insert(&copy).await?;
-        Ok(WorkflowNode(copy))
+        Ok(WorkflowNode::from(copy))
     }
 
     /// Takes a workflow out of service (EDITOR or above): its triggers stop,
@@ -150,7 +152,7 @@ impl WorkflowMutation {
             return Err(ApiError::conflict("the workflow is already archived").into());
         }
         let now = c.clock.now_ms();
-        Ok(WorkflowNode(
+        Ok(WorkflowNode::from(
             c.store.set_status(&w, Status::Archived, now).await?,
         ))
     }
@@ -172,7 +174,9 @@ impl WorkflowMutation {
         }
         let status = domain::restored_status(&w);
         let now = c.clock.now_ms();
-        Ok(WorkflowNode(c.store.set_status(&w, status, now).await?))
+        Ok(WorkflowNode::from(
+            c.store.set_status(&w, status, now).await?,
+        ))
     }
 
     /// Deletes a DRAFT or ARCHIVED workflow and its versions (ADMIN or
@@ -226,6 +230,6 @@ impl WorkflowMutation {
         }
         .draft(c.clock.now_ms());
         c.store.insert(&w).await?;
-        Ok(WorkflowNode(w))
+        Ok(WorkflowNode::from(w))
     }
 }

@@ -114,17 +114,24 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The workspace's credentials as validation needs them: id to kind.
-    pub async fn credential_kinds(
+    /// Validates a definition against the catalog and the workspace's
+    /// credentials (ids and kinds): what saving reports, and what publishing,
+    /// rollback and the engine's `ValidateDefinition` check.
+    pub async fn validate(
         &self,
         workspace: Uuid,
-    ) -> Result<flowfleet_shared::validation::CredentialKinds, ApiError> {
-        Ok(self
+        definition: &flowfleet_shared::definition::Definition,
+    ) -> Result<Vec<flowfleet_shared::validation::Problem>, ApiError> {
+        let credentials: flowfleet_shared::validation::CredentialKinds = self
             .credentials(workspace)
             .await?
             .into_iter()
             .map(|c| (c.id.to_string(), c.kind.as_str().to_string()))
-            .collect())
+            .collect();
+        Ok(flowfleet_shared::validation::validate(
+            definition,
+            &credentials,
+        ))
     }
 
     /// A credential with its sealed value, for the engine (never for the API).

@@ -64,22 +64,18 @@ impl Store {
         let updated = sqlx::query(
             "UPDATE workflows SET status = 'ACTIVE', revision = revision + 1, updated_at = $1, \
              published_version = (SELECT COALESCE(MAX(version), 0) + 1 FROM workflow_versions WHERE workflow_id = $2) \
-             WHERE id = $2 AND revision = $3",
+             WHERE id = $2 AND revision = $3 RETURNING published_version",
         )
         .bind(now)
         .bind(w.id.to_string())
         .bind(w.revision)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
+        let Some(updated) = updated else {
             drop(tx);
             return Err(self.why_not_updated(w.id).await);
-        }
-        let next: i64 = sqlx::query("SELECT published_version FROM workflows WHERE id = $1")
-            .bind(w.id.to_string())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("published_version")?;
+        };
+        let next: i64 = updated.try_get("published_version")?;
         let version = Version {
             workflow_id: w.id,
             version: next,
@@ -137,6 +133,11 @@ impl Store {
         let Some(n) = number.or(w.published_version) else {
             return Ok(None);
         };
+        Ok(self.version_of(workflow, n).await?.map(|v| (w, v)))
+    }
+
+    /// Version `n` of a workflow, if published.
+    pub async fn version_of(&self, workflow: Uuid, n: i64) -> Result<Option<Version>, ApiError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM workflow_versions WHERE workflow_id = $1 AND version = $2"
         ))
@@ -144,8 +145,7 @@ impl Store {
         .bind(n)
         .fetch_optional(self.db.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some((w, version_from(&row)?)))
+        row.as_ref().map(version_from).transpose()
     }
 
     /// A page of a workflow's versions, newest first, after version `after`.

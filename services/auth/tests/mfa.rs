@@ -7,10 +7,12 @@ mod common;
 
 use common::{account, bearer, code, run, run_with, verifying_auth};
 use flowfleet_auth::MIGRATIONS;
+use flowfleet_shared::clock::{Clock, ManualClock};
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::testing::Backend;
 use serde_json::{json, Value};
 use sqlx::Row;
+use std::sync::Arc;
 use totp_rs::{Algorithm, Secret, TOTP};
 
 /// The authenticator app: codes for `secret` (base32) at a 30-second step.
@@ -22,12 +24,11 @@ fn app(secret: &str) -> impl Fn(u64) -> String {
     move |step| totp.generate(step * 30)
 }
 
-fn current_step() -> u64 {
+fn real_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        / 30
+        .as_millis() as i64
 }
 
 const LOG_IN: &str = "mutation($i: LogInInput!) { logIn(input: $i) { accessToken } }";
@@ -37,7 +38,15 @@ async fn totp_enrolment_sign_in_with_codes_and_recovery_codes_each_once() {
     for backend in Backend::all() {
         let name = backend.name();
         let env = backend.start().await;
-        let auth = verifying_auth(&env, env.infra.clone()).await;
+        // The service's clock stands still, so no code below can cross a 30-second step
+        // boundary between being computed and being checked (that made this test flaky).
+        let clock = Arc::new(ManualClock::new(real_now_ms()));
+        let infra = flowfleet_shared::Infra {
+            clock: clock.clone(),
+            ..env.infra.clone()
+        };
+        let auth = verifying_auth(&env, infra).await;
+        let step = (clock.now_ms() / 1000 / 30) as u64;
         let (_, ada) = account(&auth, "ada@example.com", "Ada").await;
         let log_in = |extra: Value| {
             let mut input = json!({"email": "ada@example.com", "password": "long enough password"});
@@ -91,7 +100,7 @@ async fn totp_enrolment_sign_in_with_codes_and_recovery_codes_each_once() {
         assert_eq!(code(&wrong), "BAD_USER_INPUT", "{name}: {wrong}");
         // Codes used below are for strictly later steps each time (one step of skew is
         // allowed either way), so every one is fresh.
-        let first = current_step() - 1;
+        let first = step - 1;
         let confirmed = call(
             "mutation($c: String!) { confirmTotp(code: $c) }",
             json!({"c": code_at(first)}),
@@ -121,7 +130,7 @@ async fn totp_enrolment_sign_in_with_codes_and_recovery_codes_each_once() {
             "UNAUTHENTICATED",
             "{name}: a code works once"
         );
-        let second = current_step().max(first + 1);
+        let second = step;
         let signed_in = log_in(json!({"totpCode": code_at(second)})).await;
         assert!(
             signed_in["data"]["logIn"]["accessToken"].is_string(),
@@ -147,7 +156,7 @@ async fn totp_enrolment_sign_in_with_codes_and_recovery_codes_each_once() {
         assert_eq!(code(&reused), "UNAUTHENTICATED", "{name}: {reused}");
 
         // Turning it off needs the password and a fresh code.
-        let third = current_step().max(second) + 1;
+        let third = step + 1;
         let no_password = call(
             "mutation($c: String!) { disableTotp(password: \"nope nope\", code: $c) }",
             json!({"c": code_at(third)}),

@@ -21,6 +21,7 @@ pub mod events;
 pub mod grpc;
 pub mod privacy;
 pub mod proto;
+pub mod queue;
 pub mod runtime;
 pub mod secrets;
 pub mod service_auth;

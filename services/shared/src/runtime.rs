@@ -21,6 +21,9 @@ use crate::db::Db;
 use crate::events::amqp::AmqpBus;
 use crate::events::memory::MemoryBus;
 use crate::events::EventBus;
+use crate::queue::amqp::AmqpQueue;
+use crate::queue::memory::MemoryQueue;
+use crate::queue::TaskQueue;
 use crate::secrets::SecretKeyRing;
 use crate::service_auth::{GrpcGuard, ServiceCredentials};
 use crate::sessions::{MemorySessions, RedisSessions, SessionStore};
@@ -30,6 +33,8 @@ use crate::subgraph::Subgraph;
 pub struct Infra {
     pub config: Arc<Config>,
     pub bus: Arc<dyn EventBus>,
+    /// Step tasks for the worker pool (RabbitMQ in distributed mode).
+    pub queue: Arc<dyn TaskQueue>,
     pub cache: Arc<dyn Cache>,
     /// Refresh-token sessions (shared through Redis when `redis.url` is set).
     pub sessions: Arc<dyn SessionStore>,
@@ -59,6 +64,14 @@ impl Infra {
                 )
                 .await
                 .context("connecting to RabbitMQ (amqp.url)")?,
+            ),
+        };
+        let queue: Arc<dyn TaskQueue> = match config.mode {
+            Mode::Embedded => Arc::new(MemoryQueue::new()),
+            Mode::Distributed => Arc::new(
+                AmqpQueue::connect(&config.amqp.url, &config.amqp.exchange)
+                    .await
+                    .context("connecting to RabbitMQ (amqp.url)")?,
             ),
         };
         // Cache, sessions and counters share one Redis connection when replicas must share
@@ -95,6 +108,7 @@ impl Infra {
         Ok(Infra {
             config,
             bus,
+            queue,
             cache,
             sessions,
             counters,

@@ -176,6 +176,7 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
     Infra {
         config: Arc::new(config),
         bus,
+        queue: Arc::new(crate::queue::memory::MemoryQueue::new()),
         cache: Arc::new(MemoryCache::default()),
         sessions: Arc::new(crate::sessions::MemorySessions::default()),
         counters: Arc::new(crate::counters::MemoryCounters::default()),

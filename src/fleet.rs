@@ -92,7 +92,6 @@ impl Fleet {
             &infra,
             execution_db,
             grpc::in_process(storage.grpc.clone(), as_service(ServiceName::Execution)),
-            config.worker.concurrency,
         )
         .await?;
         let notification = flowfleet_notification::build(

@@ -56,7 +56,7 @@ enum Command {
     },
     /// Run a worker pool that executes workflow steps from the queue.
     Worker {
-        /// Concurrent tasks.
+        /// The most tasks run at once (worker.max_concurrency).
         #[arg(long)]
         concurrency: Option<usize>,
     },
@@ -107,7 +107,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Worker { concurrency } => {
                 if let Some(c) = concurrency {
-                    config.worker.concurrency = c;
+                    config.worker.max_concurrency = c;
+                    config.worker.min_concurrency = config.worker.min_concurrency.min(c);
                 }
                 processes::worker(config).await
             }

@@ -174,9 +174,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let db = infra
         .db(ServiceName::Execution, &flowfleet_execution::MIGRATIONS)
         .await?;
-    let tasks =
-        flowfleet_execution::build_worker(&infra, db, channels.storage, config.worker.concurrency)
-            .await?;
+    let tasks = flowfleet_execution::build_worker(&infra, db, channels.storage).await?;
     let router: axum::Router = flowfleet_shared::telemetry::ops_routes();
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
@@ -184,7 +182,12 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     });
-    tracing::info!(concurrency = config.worker.concurrency, %addr, "worker started");
+    tracing::info!(
+        min_concurrency = config.worker.min_concurrency,
+        max_concurrency = config.worker.max_concurrency,
+        %addr,
+        "worker started"
+    );
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     shutdown.cancelled().await;
     metrics_server

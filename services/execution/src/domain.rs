@@ -69,20 +69,74 @@ pub struct Execution {
     pub finished_at: Option<i64>,
 }
 
+/// Where one attempt of a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum StepStatus {
+    /// Waiting for a worker (or for its retry to come due).
+    Queued,
+    Running,
+    Succeeded,
+    /// Failed; a later attempt may follow.
+    Failed,
+    /// Reached only through untaken branches.
+    Skipped,
+    /// Its execution was cancelled or failed elsewhere before it ran.
+    Cancelled,
+    /// Ran past its timeout; a later attempt may follow.
+    TimedOut,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Queued => "QUEUED",
+            StepStatus::Running => "RUNNING",
+            StepStatus::Succeeded => "SUCCEEDED",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "SKIPPED",
+            StepStatus::Cancelled => "CANCELLED",
+            StepStatus::TimedOut => "TIMED_OUT",
+        }
+    }
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        [
+            StepStatus::Queued,
+            StepStatus::Running,
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+            StepStatus::Cancelled,
+            StepStatus::TimedOut,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// One attempt of one node in one execution.
 #[derive(Debug, Clone)]
 pub struct StepRun {
     pub id: Uuid,
     pub execution_id: Uuid,
     pub node_id: String,
     pub node_type: String,
-    pub status: String,
+    pub status: StepStatus,
+    /// 1 for the first try.
     pub attempt: i64,
+    pub priority: i64,
     pub input: Value,
     pub output: Option<Value>,
+    /// The branch a branching node took.
+    pub branch: Option<String>,
     pub error: Option<String>,
-    pub worker: String,
-    pub started_at: i64,
-    pub finished_at: i64,
+    pub logs: Vec<String>,
+    /// Who holds or held it.
+    pub worker: Option<String>,
+    pub queued_at: i64,
+    /// Not to start before this (a retry's backoff).
+    pub due_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
 }
 
 /// Where a node stands once its predecessors are settled.

@@ -17,7 +17,8 @@ use flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest;
 use flowfleet_shared::subgraph::caller;
 use uuid::Uuid;
 
-use crate::domain::{Execution, Status, StepRun};
+use crate::dispatch::Dispatcher;
+use crate::domain::{Execution, Status, StepRun, StepStatus};
 use crate::store::Store;
 
 pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
@@ -27,6 +28,7 @@ pub struct Ctx {
     pub access: Access,
     pub clock: Arc<dyn Clock>,
     pub relay: Relay,
+    pub dispatcher: Dispatcher,
     pub workflows: WorkflowServiceClient<GrpcChannel>,
 }
 
@@ -146,7 +148,7 @@ pub struct Progress {
     pub total: i64,
 }
 
-/// One run of a node within an execution.
+/// One attempt of one node within an execution.
 pub struct StepRunNode(StepRun);
 
 #[Object(name = "StepRun")]
@@ -160,10 +162,10 @@ impl StepRunNode {
     async fn node_type(&self) -> &str {
         &self.0.node_type
     }
-    /// SUCCEEDED or FAILED.
-    async fn status(&self) -> &str {
-        &self.0.status
+    async fn status(&self) -> StepStatus {
+        self.0.status
     }
+    /// 1 for the first try; retries count up.
     async fn attempt(&self) -> i64 {
         self.0.attempt
     }
@@ -173,17 +175,33 @@ impl StepRunNode {
     async fn output(&self) -> Option<Json<serde_json::Value>> {
         self.0.output.clone().map(Json)
     }
+    /// The branch a branching node (condition, switch) took.
+    async fn branch(&self) -> Option<&str> {
+        self.0.branch.as_deref()
+    }
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
-    async fn worker(&self) -> &str {
-        &self.0.worker
+    /// What the engine and the node logged during this attempt.
+    async fn logs(&self) -> &[String] {
+        &self.0.logs
     }
-    async fn started_at(&self) -> DateTime<Utc> {
-        to_datetime(self.0.started_at)
+    /// The worker that ran (or runs) it.
+    async fn worker(&self) -> Option<&str> {
+        self.0.worker.as_deref()
     }
-    async fn finished_at(&self) -> DateTime<Utc> {
-        to_datetime(self.0.finished_at)
+    async fn queued_at(&self) -> DateTime<Utc> {
+        to_datetime(self.0.queued_at)
+    }
+    /// Not started before this (a retry waits out its backoff).
+    async fn due_at(&self) -> DateTime<Utc> {
+        to_datetime(self.0.due_at)
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at.map(to_datetime)
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at.map(to_datetime)
     }
 }
 
@@ -368,8 +386,8 @@ impl Mutation {
             started_at: None,
             finished_at: None,
         };
-        let e = c.store.create(&e, now).await?;
-        c.relay.wake();
+        let (e, queued) = c.store.create(&e, now).await?;
+        c.dispatcher.dispatch(&queued).await;
         Ok(ExecutionNode(e))
     }
 }

@@ -1,12 +1,17 @@
 //! The execution service: executions of published workflow versions, their
 //! step runs, and the worker that runs them from the queue.
 //!
-//! Reading order: [`domain`], [`store`], [`graphql`], [`grpc`], [`worker`], then
-//! [`build`] (the service) and [`build_worker`] (a worker process's part).
+//! Reading order: [`domain`] (nodes), [`plan`] (what runs next), [`store`] (and its
+//! transitions), [`dispatch`] (onto the queue), [`graphql`], [`grpc`], [`worker`]
+//! (one step task), [`pool`] (many), then [`build`] (the service) and
+//! [`build_worker`] (a worker process's part).
 
+pub mod dispatch;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod plan;
+pub mod pool;
 pub mod privacy;
 pub mod store;
 pub mod worker;
@@ -16,7 +21,6 @@ use std::sync::Arc;
 use flowfleet_shared::access::Access;
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::events::consumer::Consumer;
 use flowfleet_shared::events::outbox::Relay;
 use flowfleet_shared::grpc::GrpcChannel;
 use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionServiceServer;
@@ -26,7 +30,10 @@ use flowfleet_shared::subgraph::Subgraph;
 use flowfleet_shared::{Infra, ServiceParts};
 use futures::future::BoxFuture;
 
-pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &sqlx::migrate!("./migrations/sqlite"),
+    postgres: &sqlx::migrate!("./migrations/postgres"),
+};
 
 /// The execution service (subgraph, gRPC, outbox relay). `workflow` is a channel
 /// to the workflow service.
@@ -43,6 +50,11 @@ pub async fn build(
         access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
+        dispatcher: dispatch::Dispatcher {
+            store: store.clone(),
+            queue: infra.queue.clone(),
+            clock: infra.clock.clone(),
+        },
         workflows: WorkflowServiceClient::new(workflow),
     });
     // Exports what it holds about a user, and erases it on `user.deleted`.
@@ -65,31 +77,49 @@ pub async fn build(
     })
 }
 
-/// A worker pool: `concurrency` consumers of the task queue, plus an outbox
-/// relay for the outcome events they record. `storage` is a channel to the
-/// storage service (artifacts).
+/// A worker process's part: the pool running step tasks (sized by `worker.*`), the
+/// sweeper resending lost tasks, and an outbox relay for the outcome events the
+/// workers record. `storage` is a channel to the storage service (artifacts).
 pub async fn build_worker(
     infra: &Infra,
     db: Db,
     storage: GrpcChannel,
-    concurrency: usize,
 ) -> anyhow::Result<Vec<BoxFuture<'static, ()>>> {
     let relay = Relay::new(db.clone(), infra.bus.clone());
+    let store = store::Store::new(db);
+    let dispatcher = dispatch::Dispatcher {
+        store: store.clone(),
+        queue: infra.queue.clone(),
+        clock: infra.clock.clone(),
+    };
+    let settings = infra.config.worker.clone();
     let worker = Arc::new(worker::Worker {
-        store: store::Store::new(db),
+        store,
+        dispatcher: dispatcher.clone(),
         storage: StorageServiceClient::new(storage),
         clock: infra.clock.clone(),
         relay: relay.clone(),
-        name: format!("{}-{}", hostname(), std::process::id()),
+        name: format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        ),
+        settings: settings.clone(),
     });
-    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![Box::pin(relay.run(infra.shutdown.clone()))];
-    for _ in 0..concurrency.max(1) {
-        let consumer = Consumer::bind(&infra.bus, worker::TASK_QUEUE, &[worker::TASK_KIND]).await?;
-        tasks.push(Box::pin(
-            consumer.run(worker.clone(), infra.shutdown.clone()),
-        ));
-    }
-    Ok(tasks)
+    Ok(vec![
+        Box::pin(relay.run(infra.shutdown.clone())),
+        Box::pin(dispatch::sweep(
+            dispatcher,
+            settings,
+            infra.shutdown.clone(),
+        )),
+        Box::pin(pool::run(
+            worker,
+            infra.queue.clone(),
+            infra.shutdown.clone(),
+        )),
+    ])
 }
 
 fn hostname() -> String {

@@ -1,169 +1,326 @@
-//! The worker: takes `execution.run` tasks from the queue and runs executions.
+//! The worker: takes `step.run` tasks from the queue and runs one step each.
 //!
-//! At-least-once delivery is safe because every transition is idempotent: a step
-//! result already recorded for an attempt is reused instead of re-run, the
-//! artifact is stored only if none is recorded, and finishing only moves an
-//! execution that is still QUEUED or RUNNING. The task is acknowledged only
-//! after the outcome (and its event) is committed.
+//! A task names an attempt (execution, node, and the task's `attempt`). Handling it:
+//! 1. claim the attempt in the database (QUEUED → RUNNING under this worker's lease);
+//!    a task whose attempt is settled, cancelled or unknown is acknowledged and
+//!    ignored, and one whose step another worker holds alive is postponed until that
+//!    lease would expire, so a redelivered task never runs a step twice at once;
+//! 2. run the node under its timeout, renewing the lease meanwhile; losing the lease
+//!    (taken over, or the execution cancelled) stops the node;
+//! 3. record the result, which in the same transaction queues what it makes ready
+//!    (or the next attempt, after a backoff, or fails the execution);
+//! 4. put the new steps' tasks on the queue, and only then acknowledge the task.
+//!
+//! A crash anywhere leaves the task unacknowledged (redelivered) or the new steps
+//! undispatched (the [`sweep`] sends them): steps are recorded once, never lost.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use flowfleet_shared::clock::Clock;
+use flowfleet_shared::config::WorkerConfig;
 use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::consumer::EventHandler;
 use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::events::Event;
 use flowfleet_shared::grpc::GrpcChannel;
 use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_shared::proto::storage::v1::PutFileRequest;
-use serde_json::Map;
+use flowfleet_shared::queue::{backoff, TaskDelivery};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{self, Status, StepRun};
-use crate::store::Store;
-
-/// The queue workers consume and the routing key of its tasks.
-pub const TASK_QUEUE: &str = "execution.tasks";
-pub const TASK_KIND: &str = "execution.run";
+use crate::dispatch::{Dispatcher, StepKey};
+use crate::domain::{self, Execution, Status, StepRun};
+use crate::store::steps::Attempt;
+use crate::store::{Claim, Store, Transition};
 
 pub struct Worker {
     pub store: Store,
+    pub dispatcher: Dispatcher,
     pub storage: StorageServiceClient<GrpcChannel>,
     pub clock: Arc<dyn Clock>,
     pub relay: Relay,
     pub name: String,
+    pub settings: WorkerConfig,
+}
+
+/// How an attempt ended.
+enum Ending {
+    Done(domain::Outcome),
+    Failed(String),
+    TimedOut(u64),
+    /// The lease was lost: someone else owns the step now, or it was cancelled.
+    Lost,
+    /// The worker is shutting down and its grace ran out.
+    GivenBack,
+}
+
+/// Stops the lease renewal however the step ends (including being aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn internal(e: ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message)
 }
 
-#[async_trait]
-impl EventHandler for Worker {
-    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
-        let id: Uuid = match event
-            .payload
-            .get("executionId")
-            .and_then(|v| v.as_str())
-            .map(str::parse)
-        {
-            Some(Ok(id)) => id,
-            _ => {
-                // Unreadable task: retrying cannot help; drop it loudly.
-                tracing::error!(payload = %event.payload, "task without a valid executionId dropped");
-                return Ok(());
-            }
-        };
-        self.run(id).await
-    }
-}
-
 impl Worker {
-    #[tracing::instrument(skip(self), fields(worker = %self.name))]
-    pub async fn run(&self, id: Uuid) -> anyhow::Result<()> {
-        let Some(mut e) = self.store.get(id).await.map_err(internal)? else {
+    /// Handles one delivery to the end: it is settled when this returns. Its span
+    /// continues the trace of whoever queued the step (W3C context in the task).
+    pub async fn handle(&self, delivery: TaskDelivery, give_back: &CancellationToken) {
+        let span = tracing::info_span!(
+            "step task",
+            worker = %self.name,
+            task = %delivery.task.id,
+            attempt = delivery.task.attempt
+        );
+        flowfleet_shared::telemetry::set_parent_from_map(&span, &delivery.task.trace);
+        tracing::Instrument::instrument(self.handle_in_span(delivery, give_back), span).await
+    }
+
+    async fn handle_in_span(&self, delivery: TaskDelivery, give_back: &CancellationToken) {
+        let Some(key) = StepKey::from_task(&delivery.task) else {
+            tracing::error!(payload = %delivery.task.payload, "unreadable step task dead-lettered");
+            let _ = delivery
+                .dead_letter("the task does not name an execution and node")
+                .await;
+            return;
+        };
+        if let Err(e) = self.handle_step(&key, delivery, give_back).await {
+            // The delivery was postponed before the error surfaced, or is dropped
+            // unsettled here (and so redelivered).
+            tracing::warn!(error = %e, execution = %key.execution, node = %key.node, "step task not finished; it will be redelivered");
+        }
+    }
+
+    async fn handle_step(
+        &self,
+        key: &StepKey,
+        delivery: TaskDelivery,
+        give_back: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let attempt = Attempt {
+            execution: key.execution,
+            node: &key.node,
+            attempt: delivery.task.attempt as i64,
+        };
+        let loaded = match self.store.get(key.execution).await {
+            Ok(e) => e,
+            Err(e) => return self.later(delivery, e).await,
+        };
+        let Some(execution) = loaded else {
             tracing::warn!("task for an unknown execution dropped");
+            delivery.ack().await?;
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let claim = match self
+            .store
+            .claim(attempt, &self.name, now, self.settings.lease_ms as i64)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return self.later(delivery, e).await,
+        };
+        match claim {
+            Claim::Gone => {
+                // Already settled (a redelivery). If this worker's predecessor died
+                // between recording the last step and finishing the execution,
+                // finish it now.
+                if let Some(output) = self
+                    .store
+                    .pending_completion(&execution)
+                    .await
+                    .map_err(internal)?
+                {
+                    self.complete(&execution, output).await?;
+                }
+                delivery.ack().await?;
+                Ok(())
+            }
+            Claim::Held { until } => {
+                delivery.postpone(until).await?;
+                Ok(())
+            }
+            Claim::Mine(step) => self.run_step(&execution, step, delivery, give_back).await,
+        }
+    }
+
+    /// The store is unreachable: try the task again in a second, without counting
+    /// an attempt.
+    async fn later(&self, delivery: TaskDelivery, e: ApiError) -> anyhow::Result<()> {
+        delivery.postpone(self.clock.now_ms() + 1_000).await?;
+        Err(internal(e))
+    }
+
+    async fn run_step(
+        &self,
+        e: &Execution,
+        step: StepRun,
+        delivery: TaskDelivery,
+        give_back: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(node) = e.definition.node(&step.node_id).cloned() else {
+            anyhow::bail!("node {} is not in the execution's definition", step.node_id);
+        };
+        let timeout_ms = node.timeout_ms(&e.definition.settings);
+        let started = self.clock.now_ms();
+        let mut logs = vec![format!(
+            "attempt {} started on {} (timeout {} ms)",
+            step.attempt, self.name, timeout_ms
+        )];
+        let lost = CancellationToken::new();
+        let heartbeat = AbortOnDrop(tokio::spawn(keep_lease(
+            self.store.clone(),
+            self.clock.clone(),
+            step.id,
+            self.name.clone(),
+            Duration::from_millis((self.settings.lease_ms / 3).max(100)),
+            lost.clone(),
+        )));
+        let span = tracing::info_span!("step", node = %step.node_id, node_type = %step.node_type, attempt = step.attempt);
+        let input = step.input.clone();
+        let run = async move { domain::run_node(&node, input) };
+        let ending = tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(timeout_ms), tracing::Instrument::instrument(run, span)) => match r {
+                Ok(Ok(outcome)) => Ending::Done(outcome),
+                Ok(Err(message)) => Ending::Failed(message),
+                Err(_) => Ending::TimedOut(timeout_ms),
+            },
+            _ = lost.cancelled() => Ending::Lost,
+            _ = give_back.cancelled() => Ending::GivenBack,
+        };
+        drop(heartbeat);
+        let now = self.clock.now_ms();
+        logs.push(format!("finished after {} ms", now - started));
+        match ending {
+            Ending::GivenBack => {
+                // Shutting down: release the step so the requeued task can be
+                // claimed at once rather than after the lease.
+                self.store
+                    .release(step.id, &self.name)
+                    .await
+                    .map_err(internal)?;
+                delivery.requeue().await?;
+            }
+            Ending::Lost => {
+                tracing::warn!(node = %step.node_id, "lost the step's lease; dropping the attempt");
+                delivery.ack().await?;
+            }
+            Ending::Done(outcome) => {
+                metrics::counter!("flowfleet_steps_total", "status" => "SUCCEEDED").increment(1);
+                let t = self
+                    .store
+                    .succeed(e, &step, &self.name, &outcome, &logs, now)
+                    .await
+                    .map_err(internal)?;
+                self.after(e, t).await?;
+                delivery.ack().await?;
+            }
+            Ending::Failed(message) => {
+                self.failed(e, &step, message, false, logs, delivery)
+                    .await?;
+            }
+            Ending::TimedOut(ms) => {
+                let message = format!("timed out after {ms} ms");
+                self.failed(e, &step, message, true, logs, delivery).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt: the next one after a backoff while retries
+    /// remain (through the queue's delayed redelivery), else the execution fails
+    /// and the task goes to the dead-letter queue.
+    async fn failed(
+        &self,
+        e: &Execution,
+        step: &StepRun,
+        message: String,
+        timed_out: bool,
+        mut logs: Vec<String>,
+        delivery: TaskDelivery,
+    ) -> anyhow::Result<()> {
+        let status = if timed_out { "TIMED_OUT" } else { "FAILED" };
+        metrics::counter!("flowfleet_steps_total", "status" => status).increment(1);
+        let max_retries = e
+            .definition
+            .node(&step.node_id)
+            .map(|n| n.max_retries(&e.definition.settings))
+            .unwrap_or(0) as i64;
+        let now = self.clock.now_ms();
+        logs.push(message.clone());
+        if step.attempt <= max_retries {
+            let delay = backoff(
+                step.attempt as u32,
+                Duration::from_millis(self.settings.retry_base_ms),
+                Duration::from_millis(self.settings.retry_cap_ms),
+            );
+            logs.push(format!("retrying in {} ms", delay.as_millis()));
+            let t = self
+                .store
+                .fail(
+                    e,
+                    step,
+                    &self.name,
+                    &message,
+                    timed_out,
+                    Some(now + delay.as_millis() as i64),
+                    &logs,
+                    now,
+                )
+                .await
+                .map_err(internal)?;
+            match t {
+                Some(t) => {
+                    delivery.retry(delay, &message).await?;
+                    self.dispatcher.mark(&t.queued).await;
+                }
+                None => delivery.ack().await?,
+            }
+        } else {
+            let t = self
+                .store
+                .fail(e, step, &self.name, &message, timed_out, None, &logs, now)
+                .await
+                .map_err(internal)?;
+            if t.is_some_and(|t| t.failed) {
+                metrics::counter!("flowfleet_executions_finished_total", "status" => "FAILED")
+                    .increment(1);
+                self.relay.wake();
+            }
+            delivery.dead_letter(&message).await?;
+        }
+        Ok(())
+    }
+
+    /// Dispatches what a success queued, and completes the execution if it was
+    /// the last step.
+    async fn after(&self, e: &Execution, t: Option<Transition>) -> anyhow::Result<()> {
+        let Some(t) = t else {
+            return Ok(()); // not ours any more: nothing was recorded
+        };
+        self.dispatcher.dispatch(&t.queued).await;
+        if let Some(output) = t.completed {
+            self.complete(e, output).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the output artifact, then marks the execution SUCCEEDED (with its
+    /// outcome event). Both are idempotent: redone after a crash, nothing doubles.
+    async fn complete(&self, e: &Execution, output: Value) -> anyhow::Result<()> {
+        let current = self.store.get(e.id).await.map_err(internal)?;
+        let Some(mut e) = current else {
             return Ok(());
         };
         if e.status.is_terminal() {
-            return Ok(()); // redelivered after completion
+            return Ok(());
         }
-        self.store
-            .mark_running(id, self.clock.now_ms())
-            .await
-            .map_err(internal)?;
-        e.started_at = e.started_at.or(Some(self.clock.now_ms()));
-        let order = e
-            .definition
-            .topological_order()
-            .ok_or_else(|| anyhow::anyhow!("published definition has a cycle"))?;
-        let done: std::collections::HashMap<String, StepRun> = self
-            .store
-            .steps(id)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .filter(|s| s.status == "SUCCEEDED" || s.status == "SKIPPED")
-            .map(|s| (s.node_id.clone(), s))
-            .collect();
-        // Outputs of the nodes that ran, and the branch each branching node took.
-        let mut outputs = Map::new();
-        let mut branches = Map::new();
-        for node_id in order {
-            let node = e
-                .definition
-                .node(&node_id)
-                .ok_or_else(|| anyhow::anyhow!("node {node_id} vanished"))?;
-            let readiness =
-                domain::readiness(&e.definition, &node_id, &e.input, &outputs, &branches);
-            if let Some(previous) = done.get(&node_id) {
-                // Recorded by an earlier delivery: reuse it. Nodes are pure
-                // today, so a branching node's branch is recomputed from its
-                // recorded input.
-                if previous.status == "SUCCEEDED" {
-                    if let Ok(outcome) = domain::run_node(node, previous.input.clone()) {
-                        if let Some(b) = outcome.branch {
-                            branches.insert(node_id.clone(), b.into());
-                        }
-                    }
-                    outputs.insert(node_id, previous.output.clone().unwrap_or_default());
-                }
-                continue;
-            }
-            let started = self.clock.now_ms();
-            let (input, result) = match readiness {
-                domain::Readiness::Skip => (serde_json::Value::Null, None),
-                domain::Readiness::Run(input) => {
-                    let span =
-                        tracing::info_span!("step", node = %node_id, node_type = %node.node_type);
-                    let result = span.in_scope(|| domain::run_node(node, input.clone()));
-                    (input, Some(result))
-                }
-            };
-            let finished = self.clock.now_ms();
-            let (status, output, error) = match &result {
-                None => ("SKIPPED", None, None),
-                Some(Ok(v)) => ("SUCCEEDED", Some(v.output.clone()), None),
-                Some(Err(msg)) => ("FAILED", None, Some(msg.clone())),
-            };
-            self.store
-                .record_step(&StepRun {
-                    id: Uuid::now_v7(),
-                    execution_id: id,
-                    node_id: node_id.clone(),
-                    node_type: node.node_type.clone(),
-                    status: status.into(),
-                    attempt: 1,
-                    input,
-                    output: output.clone(),
-                    error: error.clone(),
-                    worker: self.name.clone(),
-                    started_at: started,
-                    finished_at: finished,
-                })
-                .await
-                .map_err(internal)?;
-            metrics::counter!("flowfleet_steps_total", "status" => status).increment(1);
-            match result {
-                None => {}
-                Some(Ok(outcome)) => {
-                    if let Some(b) = outcome.branch {
-                        branches.insert(node_id.clone(), b.into());
-                    }
-                    outputs.insert(node_id, outcome.output);
-                }
-                Some(Err(msg)) => {
-                    e.status = Status::Failed;
-                    e.error = Some(msg);
-                    e.finished_at = Some(self.clock.now_ms());
-                    self.store.finish(&e).await.map_err(internal)?;
-                    self.relay.wake();
-                    return Ok(());
-                }
-            }
-        }
-        let output = domain::execution_output(&e.definition, &outputs);
         if e.artifact_file_id.is_none() {
             let file = self
                 .storage
@@ -171,7 +328,7 @@ impl Worker {
                 .put_file(PutFileRequest {
                     workspace_id: e.workspace_id.to_string(),
                     owner_id: e.triggered_by.to_string(),
-                    execution_id: id.to_string(),
+                    execution_id: e.id.to_string(),
                     name: "output.json".into(),
                     content_type: "application/json".into(),
                     content: serde_json::to_vec_pretty(&output)?,
@@ -180,17 +337,45 @@ impl Worker {
                 .map_err(|s| anyhow::anyhow!("storing the output artifact failed: {s}"))?
                 .into_inner();
             self.store
-                .set_artifact(id, &file.id)
+                .set_artifact(e.id, &file.id)
                 .await
                 .map_err(internal)?;
         }
         e.status = Status::Succeeded;
         e.output = Some(output);
         e.finished_at = Some(self.clock.now_ms());
-        self.store.finish(&e).await.map_err(internal)?;
-        metrics::counter!("flowfleet_executions_finished_total", "status" => "SUCCEEDED")
-            .increment(1);
-        self.relay.wake();
+        if self.store.finish(&e).await.map_err(internal)? {
+            metrics::counter!("flowfleet_executions_finished_total", "status" => "SUCCEEDED")
+                .increment(1);
+            self.relay.wake();
+        }
         Ok(())
+    }
+}
+
+/// Renews the lease until aborted; cancels `lost` when the step is no longer
+/// this worker's.
+async fn keep_lease(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    step: Uuid,
+    worker: String,
+    every: Duration,
+    lost: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store.heartbeat(step, &worker, clock.now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            // The database is unreachable: keep trying; the lease may lapse, in
+            // which case the next renewal reports it lost.
+            Err(e) => tracing::warn!(error = %e.message, "could not renew a step lease"),
+        }
     }
 }

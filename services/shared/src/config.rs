@@ -256,7 +256,24 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkerConfig {
-    pub concurrency: usize,
+    /// Tasks a worker process runs at once: it starts at `min_concurrency` and grows
+    /// towards `max_concurrency` while tasks wait, shrinking back when idle.
+    pub min_concurrency: usize,
+    #[serde(alias = "concurrency")]
+    pub max_concurrency: usize,
+    /// A running step's lease: a worker renews it every third of this; a step whose
+    /// worker stopped renewing for this long is taken over by another worker.
+    pub lease_ms: u64,
+    /// Retry backoff: `retry_base_ms · 2^(attempt-1)`, capped at `retry_cap_ms`, half
+    /// of it random (jitter).
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    /// On shutdown, how long in-flight steps may finish before they go back to the
+    /// queue for another worker.
+    pub shutdown_grace_ms: u64,
+    /// How often a worker looks for steps whose task never reached the queue or
+    /// whose worker died.
+    pub sweep_interval_ms: u64,
     /// Where `flowfleet worker` serves `/metrics` and `/health`.
     pub host: String,
     pub metrics_port: u16,
@@ -389,7 +406,13 @@ impl Default for StorageConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 8,
+            min_concurrency: 2,
+            max_concurrency: 16,
+            lease_ms: 30_000,
+            retry_base_ms: 1_000,
+            retry_cap_ms: 300_000,
+            shutdown_grace_ms: 10_000,
+            sweep_interval_ms: 2_000,
             host: "127.0.0.1".into(),
             metrics_port: 9100,
         }

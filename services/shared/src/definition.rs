@@ -35,6 +35,24 @@ pub struct Node {
     pub config: Value,
     #[serde(default)]
     pub position: Position,
+    /// Overrides `settings.timeoutMs` for this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Overrides `settings.maxRetries` for this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+impl Node {
+    /// How long one attempt may run.
+    pub fn timeout_ms(&self, settings: &Settings) -> u64 {
+        self.timeout_ms.unwrap_or(settings.timeout_ms)
+    }
+
+    /// Attempts after the first before the step fails.
+    pub fn max_retries(&self, settings: &Settings) -> u32 {
+        self.max_retries.unwrap_or(settings.max_retries)
+    }
 }
 
 fn empty_object() -> Value {

@@ -260,6 +260,10 @@ impl TaskQueue for AmqpQueue {
         Ok(Box::new(AmqpConsumer { rx }))
     }
 
+    fn durable(&self) -> bool {
+        true
+    }
+
     async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
         let target = self.full_name(queue);
         // A channel of its own: declaring must not disturb the confirm channel.

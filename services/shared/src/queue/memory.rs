@@ -125,6 +125,10 @@ impl TaskQueue for MemoryQueue {
         }))
     }
 
+    fn durable(&self) -> bool {
+        false
+    }
+
     async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
         Ok(self.queue(queue).len() as u64)
     }

@@ -134,6 +134,10 @@ pub trait TaskQueue: Send + Sync + 'static {
 
     /// Tasks ready for delivery and not yet delivered (the backlog a pool scales on).
     async fn depth(&self, queue: &str) -> Result<u64, QueueError>;
+
+    /// Whether enqueued tasks survive a restart of this process (RabbitMQ: yes; the
+    /// in-process queue: no, so its owners re-enqueue from their own records).
+    fn durable(&self) -> bool;
 }
 
 #[async_trait]
@@ -202,6 +206,17 @@ impl TaskDelivery {
         next.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
         next.last_error = Some(error.to_string());
         self.producer.enqueue(&self.queue, &next).await?;
+        self.settle.ack().await
+    }
+
+    /// Puts the same attempt back, not to be delivered before `not_before_ms` (it
+    /// could not be handled yet: another worker holds its step), then acknowledges
+    /// this delivery.
+    pub async fn postpone(self, not_before_ms: i64) -> Result<(), QueueError> {
+        let mut later = self.task.clone();
+        later.id = Uuid::now_v7();
+        later.not_before_ms = Some(not_before_ms);
+        self.producer.enqueue(&self.queue, &later).await?;
         self.settle.ack().await
     }
 

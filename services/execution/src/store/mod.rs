@@ -1,4 +1,7 @@
-//! The execution service's tables: executions and step runs.
+//! The execution service's tables: executions (here) and step runs ([`steps`]:
+//! the engine's transitions).
+
+pub mod steps;
 
 use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::{is_unique_violation, Db, Page};
@@ -8,7 +11,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::domain::{Execution, Status, StepRun};
+use crate::domain::{Execution, Status, StepRun, StepStatus};
+use crate::plan;
+pub use steps::{Claim, QueuedStep, Transition};
 
 #[derive(Clone)]
 pub struct Store {
@@ -54,18 +59,31 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
     })
 }
 
-fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
+pub(crate) const STEP_COLUMNS: &str =
+    "id, execution_id, node_id, node_type, status, attempt, priority, input, output, branch, error, \
+     logs, worker, queued_at, due_at, started_at, finished_at";
+
+pub(crate) fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
+    let status: String = row.try_get("status")?;
     Ok(StepRun {
         id: uuid_column(row, "id")?,
         execution_id: uuid_column(row, "execution_id")?,
         node_id: row.try_get("node_id")?,
         node_type: row.try_get("node_type")?,
-        status: row.try_get("status")?,
+        status: StepStatus::parse(&status)
+            .ok_or_else(|| ApiError::internal(format!("stored step status `{status}`")))?,
         attempt: row.try_get("attempt")?,
+        priority: row.try_get("priority")?,
         input: json(row, "input")?.unwrap_or_default(),
         output: json(row, "output")?,
+        branch: row.try_get("branch")?,
         error: row.try_get("error")?,
+        logs: json(row, "logs")?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
         worker: row.try_get("worker")?,
+        queued_at: row.try_get("queued_at")?,
+        due_at: row.try_get("due_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
     })
@@ -93,17 +111,43 @@ impl Store {
         Store { db }
     }
 
-    /// Records a new QUEUED execution and the task that will run it, in one
-    /// transaction. With an idempotency key already used for this workflow, the
-    /// existing execution is returned instead.
-    pub async fn create(&self, e: &Execution, now: i64) -> Result<Execution, ApiError> {
+    /// Records a new QUEUED execution and its entry steps (QUEUED, not yet
+    /// dispatched), in one transaction; the caller dispatches the returned steps.
+    /// With an idempotency key already used for this workflow, the existing
+    /// execution is returned instead, with nothing to dispatch.
+    pub async fn create(
+        &self,
+        e: &Execution,
+        now: i64,
+    ) -> Result<(Execution, Vec<QueuedStep>), ApiError> {
         if let Some(key) = &e.idempotency_key {
             if let Some(existing) = self.by_idempotency_key(e.workflow_id, key).await? {
-                return Ok(existing);
+                return Ok((existing, Vec::new()));
             }
         }
         let mut tx = self.db.pool().begin().await?;
-        let inserted = sqlx::query(&format!(
+        if let Some(key) = &e.idempotency_key {
+            let claimed = sqlx::query(
+                "INSERT INTO execution_keys (workflow_id, idempotency_key, execution_id) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(e.workflow_id.to_string())
+            .bind(key)
+            .bind(e.id.to_string())
+            .execute(&mut *tx)
+            .await;
+            if let Err(err) = claimed {
+                drop(tx);
+                // Lost a race on the same key: the winner's execution stands.
+                if is_unique_violation(&err) {
+                    if let Some(existing) = self.by_idempotency_key(e.workflow_id, key).await? {
+                        return Ok((existing, Vec::new()));
+                    }
+                }
+                return Err(err.into());
+            }
+        }
+        sqlx::query(&format!(
             "INSERT INTO executions ({COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
@@ -128,30 +172,11 @@ impl Store {
         .bind(None::<i64>)
         .bind(None::<i64>)
         .execute(&mut *tx)
-        .await;
-        if let Err(err) = inserted {
-            drop(tx);
-            // Lost a race on the same idempotency key: the winner's execution stands.
-            if is_unique_violation(&err) {
-                if let Some(key) = &e.idempotency_key {
-                    if let Some(existing) = self.by_idempotency_key(e.workflow_id, key).await? {
-                        return Ok(existing);
-                    }
-                }
-            }
-            return Err(err.into());
-        }
-        outbox::record(
-            &mut tx,
-            &Event::new(
-                "execution.run",
-                now,
-                serde_json::json!({"executionId": e.id}),
-            ),
-        )
         .await?;
+        let decisions = plan::next_steps(&e.definition, &e.input, &Default::default());
+        let queued = steps::apply(&mut tx, e, &decisions, now).await?.0;
         tx.commit().await?;
-        Ok(e.clone())
+        Ok((e.clone(), queued))
     }
 
     async fn by_idempotency_key(
@@ -160,7 +185,8 @@ impl Store {
         key: &str,
     ) -> Result<Option<Execution>, ApiError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM executions WHERE workflow_id = $1 AND idempotency_key = $2"
+            "SELECT {COLUMNS} FROM executions WHERE id = \
+             (SELECT execution_id FROM execution_keys WHERE workflow_id = $1 AND idempotency_key = $2)"
         ))
         .bind(workflow.to_string())
         .bind(key)
@@ -209,61 +235,15 @@ impl Store {
             .await
     }
 
+    /// Every attempt of every step, in the order they were queued.
     pub async fn steps(&self, execution: Uuid) -> Result<Vec<StepRun>, ApiError> {
-        let rows = sqlx::query(
-            "SELECT id, execution_id, node_id, node_type, status, attempt, input, output, error, \
-             worker, started_at, finished_at FROM step_runs WHERE execution_id = $1 ORDER BY started_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE execution_id = $1 ORDER BY queued_at, id"
+        ))
         .bind(execution.to_string())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(step_from).collect()
-    }
-
-    /// QUEUED → RUNNING (no-op when already running: a redelivered task resumes).
-    pub async fn mark_running(&self, id: Uuid, now: i64) -> Result<(), ApiError> {
-        sqlx::query(
-            "UPDATE executions SET status = 'RUNNING', started_at = $1 WHERE id = $2 AND status = 'QUEUED'",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Records a step's result once; a second recording of the same attempt
-    /// (a redelivered task) changes nothing.
-    pub async fn record_step(&self, s: &StepRun) -> Result<(), ApiError> {
-        let mut tx = self.db.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO step_runs (id, execution_id, node_id, node_type, status, attempt, input, output, \
-             error, worker, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
-        )
-        .bind(s.id.to_string())
-        .bind(s.execution_id.to_string())
-        .bind(&s.node_id)
-        .bind(&s.node_type)
-        .bind(&s.status)
-        .bind(s.attempt)
-        .bind(s.input.to_string())
-        .bind(s.output.as_ref().map(|o| o.to_string()))
-        .bind(s.error.clone())
-        .bind(&s.worker)
-        .bind(s.started_at)
-        .bind(s.finished_at)
-        .execute(&mut *tx)
-        .await?;
-        // A skipped step is done too: progress counts every node settled.
-        if inserted.rows_affected() == 1 && (s.status == "SUCCEEDED" || s.status == "SKIPPED") {
-            sqlx::query("UPDATE executions SET steps_done = steps_done + 1 WHERE id = $1")
-                .bind(s.execution_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn set_artifact(&self, id: Uuid, file_id: &str) -> Result<(), ApiError> {

@@ -1,0 +1,547 @@
+//! The engine's transitions over `step_runs`: claim a queued step, keep its lease
+//! alive, record its result and schedule what that makes ready, all conditional
+//! on the row's current state, so every transition is idempotent.
+//!
+//! Invariants:
+//! - A row is one attempt of one node; `(execution, node, attempt)` is unique, so a
+//!   step is queued once per attempt however many transitions race to queue it.
+//! - Only the worker holding a RUNNING row (its `worker` and a fresh heartbeat) can
+//!   settle it, and only once: a redelivered task, a second worker or a worker whose
+//!   lease was taken over finds nothing to update and records nothing.
+//! - Every transaction that reads an execution's steps to decide what comes next
+//!   starts by writing the execution's row, which serialises them per execution (a
+//!   row lock in PostgreSQL, the write lock in SQLite). Without it, two branches
+//!   finishing at once could each see the other unfinished and neither start the join.
+
+use std::collections::HashMap;
+
+use flowfleet_shared::error::ApiError;
+use flowfleet_shared::events::{outbox, Event};
+use serde_json::Value;
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+
+use super::{outcome_payload, step_from, Store, STEP_COLUMNS};
+use crate::domain::{Execution, Outcome, Status, StepRun, StepStatus};
+use crate::plan::{self, Decision, NodeState};
+
+/// A QUEUED step whose task must go on the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedStep {
+    pub id: Uuid,
+    pub execution_id: Uuid,
+    pub node_id: String,
+    pub attempt: i64,
+    pub priority: i64,
+    pub due_at: i64,
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// The step is ours to run.
+    Mine(StepRun),
+    /// Another worker holds it with a live lease until then (ms).
+    Held { until: i64 },
+    /// Settled, cancelled or unknown: nothing to do.
+    Gone,
+}
+
+/// What recording a result changed.
+#[derive(Debug, Default)]
+pub struct Transition {
+    /// Steps now queued, to dispatch.
+    pub queued: Vec<QueuedStep>,
+    /// Every node is settled: the execution is complete with this output (the
+    /// caller stores the artifact, then [`Store::finish`]es it).
+    pub completed: Option<Value>,
+    /// The execution failed with this transition.
+    pub failed: bool,
+}
+
+fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
+    Ok(QueuedStep {
+        id: flowfleet_shared::db::uuid_column(row, "id")?,
+        execution_id: flowfleet_shared::db::uuid_column(row, "execution_id")?,
+        node_id: row.try_get("node_id")?,
+        attempt: row.try_get("attempt")?,
+        priority: row.try_get("priority")?,
+        due_at: row.try_get("due_at")?,
+    })
+}
+
+/// Locks the execution against concurrent transitions and returns its status.
+async fn lock(tx: &mut Transaction<'_, Any>, execution: Uuid) -> Result<Status, ApiError> {
+    let row =
+        sqlx::query("UPDATE executions SET steps_done = steps_done WHERE id = $1 RETURNING status")
+            .bind(execution.to_string())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("execution {execution} vanished")))?;
+    let status: String = row.try_get("status")?;
+    Status::parse(&status).ok_or_else(|| ApiError::internal(format!("stored status `{status}`")))
+}
+
+/// Each node's state from its latest attempt.
+async fn node_states(
+    tx: &mut Transaction<'_, Any>,
+    execution: Uuid,
+) -> Result<HashMap<String, NodeState>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT node_id, attempt, status, output, branch FROM step_runs WHERE execution_id = $1",
+    )
+    .bind(execution.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut latest: HashMap<String, (i64, NodeState)> = HashMap::new();
+    for row in &rows {
+        let node: String = row.try_get("node_id")?;
+        let attempt: i64 = row.try_get("attempt")?;
+        if latest.get(&node).is_some_and(|(a, _)| *a > attempt) {
+            continue;
+        }
+        let status: String = row.try_get("status")?;
+        let state = match StepStatus::parse(&status) {
+            Some(StepStatus::Succeeded) => NodeState::Succeeded {
+                output: row
+                    .try_get::<Option<String>, _>("output")?
+                    .and_then(|o| serde_json::from_str(&o).ok())
+                    .unwrap_or(Value::Null),
+                branch: row.try_get("branch")?,
+            },
+            Some(StepStatus::Skipped) => NodeState::Skipped,
+            Some(StepStatus::Queued | StepStatus::Running) => NodeState::Open,
+            _ => NodeState::Failed,
+        };
+        latest.insert(node, (attempt, state));
+    }
+    Ok(latest.into_iter().map(|(k, (_, s))| (k, s)).collect())
+}
+
+/// Inserts the decided steps: QUEUED ones to dispatch, SKIPPED ones settled.
+/// Returns the queued steps and how many were skipped.
+pub(super) async fn apply(
+    tx: &mut Transaction<'_, Any>,
+    e: &Execution,
+    decisions: &[Decision],
+    now: i64,
+) -> Result<(Vec<QueuedStep>, i64), ApiError> {
+    let mut queued = Vec::new();
+    let mut skipped = 0;
+    for d in decisions {
+        let node_type = e
+            .definition
+            .node(d.node())
+            .map(|n| n.node_type.clone())
+            .unwrap_or_default();
+        let (status, input) = match d {
+            Decision::Run { input, .. } => (StepStatus::Queued, input.clone()),
+            Decision::Skip { .. } => (StepStatus::Skipped, Value::Null),
+        };
+        let step = QueuedStep {
+            id: Uuid::now_v7(),
+            execution_id: e.id,
+            node_id: d.node().to_string(),
+            attempt: 1,
+            priority: e.priority,
+            due_at: now,
+        };
+        insert(tx, &step, &node_type, status, &input, now).await?;
+        match status {
+            StepStatus::Skipped => skipped += 1,
+            _ => queued.push(step),
+        }
+    }
+    Ok((queued, skipped))
+}
+
+async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    step: &QueuedStep,
+    node_type: &str,
+    status: StepStatus,
+    input: &Value,
+    now: i64,
+) -> Result<(), ApiError> {
+    let finished = (status == StepStatus::Skipped).then_some(now);
+    sqlx::query(
+        "INSERT INTO step_runs (id, execution_id, node_id, node_type, status, attempt, priority, \
+         input, queued_at, due_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(step.id.to_string())
+    .bind(step.execution_id.to_string())
+    .bind(&step.node_id)
+    .bind(node_type)
+    .bind(status.as_str())
+    .bind(step.attempt)
+    .bind(step.priority)
+    .bind(input.to_string())
+    .bind(now)
+    .bind(step.due_at)
+    .bind(finished)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Fails the execution (if still open) with its outcome event, and cancels its
+/// queued steps so no worker starts them.
+async fn fail_execution(
+    tx: &mut Transaction<'_, Any>,
+    e: &Execution,
+    status: Status,
+    error: &str,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let updated = sqlx::query(
+        "UPDATE executions SET status = $1, error = $2, finished_at = $3 \
+         WHERE id = $4 AND status IN ('QUEUED', 'RUNNING')",
+    )
+    .bind(status.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(e.id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE step_runs SET status = 'CANCELLED', finished_at = $1 \
+         WHERE execution_id = $2 AND status = 'QUEUED'",
+    )
+    .bind(now)
+    .bind(e.id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    let mut failed = e.clone();
+    failed.status = status;
+    failed.error = Some(error.to_string());
+    failed.finished_at = Some(now);
+    let kind = match status {
+        Status::Cancelled => "execution.cancelled",
+        _ => "execution.failed",
+    };
+    outbox::record(tx, &Event::new(kind, now, outcome_payload(&failed))).await?;
+    Ok(true)
+}
+
+/// The key of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub execution: Uuid,
+    pub node: &'a str,
+    pub attempt: i64,
+}
+
+impl Store {
+    /// QUEUED → RUNNING for `worker`, or takes over a RUNNING step whose lease
+    /// expired (its worker stopped heartbeating).
+    pub async fn claim(
+        &self,
+        at: Attempt<'_>,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Claim, ApiError> {
+        let pool = self.db().pool();
+        let claimed = sqlx::query(&format!(
+            "UPDATE step_runs SET status = 'RUNNING', worker = $1, started_at = $2, heartbeat_at = $2 \
+             WHERE execution_id = $3 AND node_id = $4 AND attempt = $5 AND status = 'QUEUED' \
+             RETURNING {STEP_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(at.execution.to_string())
+        .bind(at.node)
+        .bind(at.attempt)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = claimed {
+            sqlx::query(
+                "UPDATE executions SET status = 'RUNNING', started_at = $1 WHERE id = $2 AND status = 'QUEUED'",
+            )
+            .bind(now)
+            .bind(at.execution.to_string())
+            .execute(pool)
+            .await?;
+            return Ok(Claim::Mine(step_from(&row)?));
+        }
+        let Some(row) = sqlx::query(
+            "SELECT status, heartbeat_at FROM step_runs \
+             WHERE execution_id = $1 AND node_id = $2 AND attempt = $3",
+        )
+        .bind(at.execution.to_string())
+        .bind(at.node)
+        .bind(at.attempt)
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Ok(Claim::Gone);
+        };
+        let status: String = row.try_get("status")?;
+        let heartbeat: Option<i64> = row.try_get("heartbeat_at")?;
+        if status != "RUNNING" {
+            return Ok(Claim::Gone);
+        }
+        let heartbeat = heartbeat.unwrap_or(0);
+        if heartbeat + lease_ms > now {
+            return Ok(Claim::Held {
+                until: heartbeat + lease_ms,
+            });
+        }
+        let taken = sqlx::query(&format!(
+            "UPDATE step_runs SET worker = $1, started_at = $2, heartbeat_at = $2 \
+             WHERE execution_id = $3 AND node_id = $4 AND attempt = $5 AND status = 'RUNNING' \
+             AND heartbeat_at = $6 RETURNING {STEP_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(at.execution.to_string())
+        .bind(at.node)
+        .bind(at.attempt)
+        .bind(heartbeat)
+        .fetch_optional(pool)
+        .await?;
+        match taken {
+            Some(row) => {
+                tracing::warn!(
+                    node = at.node,
+                    attempt = at.attempt,
+                    "took over a step whose worker stopped heartbeating"
+                );
+                Ok(Claim::Mine(step_from(&row)?))
+            }
+            None => Ok(Claim::Held {
+                until: now + lease_ms,
+            }),
+        }
+    }
+
+    /// Renews `worker`'s lease; false when it no longer holds the step (taken
+    /// over, or cancelled), and it should stop.
+    pub async fn heartbeat(&self, step: Uuid, worker: &str, now: i64) -> Result<bool, ApiError> {
+        let n = sqlx::query(
+            "UPDATE step_runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'RUNNING' AND worker = $3",
+        )
+        .bind(now)
+        .bind(step.to_string())
+        .bind(worker)
+        .execute(self.db().pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Gives a running step back (QUEUED, same attempt), for a worker shutting down.
+    pub async fn release(&self, step: Uuid, worker: &str) -> Result<(), ApiError> {
+        sqlx::query(
+            "UPDATE step_runs SET status = 'QUEUED', worker = NULL, heartbeat_at = NULL \
+             WHERE id = $1 AND status = 'RUNNING' AND worker = $2",
+        )
+        .bind(step.to_string())
+        .bind(worker)
+        .execute(self.db().pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a success and queues (or skips) what it makes ready. `None` when
+    /// `worker` does not hold the step (nothing recorded).
+    pub async fn succeed(
+        &self,
+        e: &Execution,
+        step: &StepRun,
+        worker: &str,
+        outcome: &Outcome,
+        logs: &[String],
+        now: i64,
+    ) -> Result<Option<Transition>, ApiError> {
+        let mut tx = self.db().pool().begin().await?;
+        let status = lock(&mut tx, e.id).await?;
+        let updated = sqlx::query(
+            "UPDATE step_runs SET status = 'SUCCEEDED', output = $1, branch = $2, logs = $3, \
+             finished_at = $4 WHERE id = $5 AND status = 'RUNNING' AND worker = $6",
+        )
+        .bind(outcome.output.to_string())
+        .bind(outcome.branch.clone())
+        .bind(serde_json::to_string(logs).map_err(ApiError::internal)?)
+        .bind(now)
+        .bind(step.id.to_string())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut transition = Transition::default();
+        if !status.is_terminal() {
+            let mut states = node_states(&mut tx, e.id).await?;
+            let decisions = plan::next_steps(&e.definition, &e.input, &states);
+            let (queued, skipped) = apply(&mut tx, e, &decisions, now).await?;
+            for d in &decisions {
+                let state = match d {
+                    Decision::Run { .. } => NodeState::Open,
+                    Decision::Skip { .. } => NodeState::Skipped,
+                };
+                states.insert(d.node().to_string(), state);
+            }
+            sqlx::query("UPDATE executions SET steps_done = steps_done + $1 WHERE id = $2")
+                .bind(1 + skipped)
+                .bind(e.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            transition.queued = queued;
+            transition.completed = plan::completion(&e.definition, &states);
+        }
+        tx.commit().await?;
+        Ok(Some(transition))
+    }
+
+    /// Records a failed (or timed-out) attempt. With `retry_at`, queues the next
+    /// attempt due then; without, fails the execution. `None` when `worker` does
+    /// not hold the step.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail(
+        &self,
+        e: &Execution,
+        step: &StepRun,
+        worker: &str,
+        error: &str,
+        timed_out: bool,
+        retry_at: Option<i64>,
+        logs: &[String],
+        now: i64,
+    ) -> Result<Option<Transition>, ApiError> {
+        let mut tx = self.db().pool().begin().await?;
+        let status = lock(&mut tx, e.id).await?;
+        let step_status = if timed_out {
+            StepStatus::TimedOut
+        } else {
+            StepStatus::Failed
+        };
+        let updated = sqlx::query(
+            "UPDATE step_runs SET status = $1, error = $2, logs = $3, finished_at = $4 \
+             WHERE id = $5 AND status = 'RUNNING' AND worker = $6",
+        )
+        .bind(step_status.as_str())
+        .bind(error)
+        .bind(serde_json::to_string(logs).map_err(ApiError::internal)?)
+        .bind(now)
+        .bind(step.id.to_string())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut transition = Transition::default();
+        if !status.is_terminal() {
+            match retry_at {
+                Some(due_at) => {
+                    let next = QueuedStep {
+                        id: Uuid::now_v7(),
+                        execution_id: e.id,
+                        node_id: step.node_id.clone(),
+                        attempt: step.attempt + 1,
+                        priority: step.priority,
+                        due_at,
+                    };
+                    insert(
+                        &mut tx,
+                        &next,
+                        &step.node_type,
+                        StepStatus::Queued,
+                        &step.input,
+                        now,
+                    )
+                    .await?;
+                    transition.queued.push(next);
+                }
+                None => {
+                    let message = format!(
+                        "node `{}` failed after {} attempt{}: {error}",
+                        step.node_id,
+                        step.attempt,
+                        if step.attempt == 1 { "" } else { "s" }
+                    );
+                    transition.failed =
+                        fail_execution(&mut tx, e, Status::Failed, &message, now).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(transition))
+    }
+
+    /// Marks steps as on the queue.
+    pub async fn dispatched(&self, steps: &[QueuedStep], now: i64) -> Result<(), ApiError> {
+        for chunk in steps.chunks(100) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE step_runs SET dispatched_at = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for s in chunk {
+                q = q.bind(s.id.to_string());
+            }
+            q.execute(self.db().pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// Queued steps whose task never reached the queue (their dispatcher died
+    /// between commit and enqueue), queued before `before`.
+    pub async fn undispatched(&self, before: i64, limit: i64) -> Result<Vec<QueuedStep>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT id, execution_id, node_id, attempt, priority, due_at FROM step_runs \
+             WHERE status = 'QUEUED' AND dispatched_at IS NULL AND queued_at < $1 \
+             ORDER BY queued_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter().map(queued_from).collect()
+    }
+
+    /// Running steps whose worker stopped heartbeating before `stale_before`, put
+    /// back to QUEUED (same attempt) for the sweeper to dispatch again.
+    pub async fn requeue_abandoned(&self, stale_before: i64) -> Result<Vec<QueuedStep>, ApiError> {
+        let rows = sqlx::query(
+            "UPDATE step_runs SET status = 'QUEUED', worker = NULL, dispatched_at = NULL \
+             WHERE status = 'RUNNING' AND heartbeat_at < $1 \
+             RETURNING id, execution_id, node_id, attempt, priority, due_at",
+        )
+        .bind(stale_before)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter().map(queued_from).collect()
+    }
+
+    /// After a restart with a queue that keeps nothing (embedded mode): every
+    /// queued step's task is gone, so all must be dispatched again.
+    pub async fn forget_dispatches(&self) -> Result<u64, ApiError> {
+        Ok(
+            sqlx::query("UPDATE step_runs SET dispatched_at = NULL WHERE status = 'QUEUED'")
+                .execute(self.db().pool())
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Finishes an execution whose every step is settled but which is still open
+    /// (its completing worker died before finishing it). Returns the output to
+    /// finish with, when that is the case.
+    pub async fn pending_completion(&self, e: &Execution) -> Result<Option<Value>, ApiError> {
+        if e.status.is_terminal() {
+            return Ok(None);
+        }
+        let mut tx = self.db().pool().begin().await?;
+        let states = node_states(&mut tx, e.id).await?;
+        tx.rollback().await?;
+        Ok(plan::completion(&e.definition, &states))
+    }
+}

@@ -30,6 +30,8 @@ pub struct Fleet {
     pub grpc: HashMap<ServiceName, tonic::service::Routes>,
     pub shutdown: CancellationToken,
     pub secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    /// The fleet's task queue (to look at dead letters).
+    pub queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +42,16 @@ impl Drop for Fleet {
 }
 
 pub async fn start(backend: &Backend) -> Fleet {
-    let (config, dir) = backend.config().await;
+    start_with(backend, |_| {}).await
+}
+
+/// The fleet with its configuration adjusted first.
+pub async fn start_with(
+    backend: &Backend,
+    adjust: impl FnOnce(&mut flowfleet_shared::config::Config),
+) -> Fleet {
+    let (mut config, dir) = backend.config().await;
+    adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
     let app = DevApp::build_as_configured(config, listener, shutdown.clone())
@@ -54,12 +65,14 @@ pub async fn start(backend: &Backend) -> Fleet {
         .map(|s| (s.name, s.grpc.clone()))
         .collect();
     let secrets = app.fleet().infra.secrets.clone();
+    let queue = app.fleet().infra.queue.clone();
     tokio::spawn(app.run());
     Fleet {
         url,
         grpc,
         shutdown,
         secrets,
+        queue,
         _dir: dir,
     }
 }

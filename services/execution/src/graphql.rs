@@ -169,8 +169,9 @@ impl StepRunNode {
     async fn attempt(&self) -> i64 {
         self.0.attempt
     }
-    async fn input(&self) -> Json<serde_json::Value> {
-        Json(self.0.input.clone())
+    /// What the node was given (none for a skipped step).
+    async fn input(&self) -> Option<Json<serde_json::Value>> {
+        (self.0.status != StepStatus::Skipped).then(|| Json(self.0.input.clone()))
     }
     async fn output(&self) -> Option<Json<serde_json::Value>> {
         self.0.output.clone().map(Json)

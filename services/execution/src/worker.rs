@@ -146,7 +146,7 @@ impl Worker {
                 delivery.postpone(until).await?;
                 Ok(())
             }
-            Claim::Mine(step) => self.run_step(&execution, step, delivery, give_back).await,
+            Claim::Mine(step) => self.run_step(&execution, *step, delivery, give_back).await,
         }
     }
 

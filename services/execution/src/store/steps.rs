@@ -40,7 +40,7 @@ pub struct QueuedStep {
 #[derive(Debug)]
 pub enum Claim {
     /// The step is ours to run.
-    Mine(StepRun),
+    Mine(Box<StepRun>),
     /// Another worker holds it with a live lease until then (ms).
     Held { until: i64 },
     /// Settled, cancelled or unknown: nothing to do.
@@ -265,7 +265,7 @@ impl Store {
             .bind(at.execution.to_string())
             .execute(pool)
             .await?;
-            return Ok(Claim::Mine(step_from(&row)?));
+            return Ok(Claim::Mine(Box::new(step_from(&row)?)));
         }
         let Some(row) = sqlx::query(
             "SELECT status, heartbeat_at FROM step_runs \
@@ -310,7 +310,7 @@ impl Store {
                     attempt = at.attempt,
                     "took over a step whose worker stopped heartbeating"
                 );
-                Ok(Claim::Mine(step_from(&row)?))
+                Ok(Claim::Mine(Box::new(step_from(&row)?)))
             }
             None => Ok(Claim::Held {
                 until: now + lease_ms,

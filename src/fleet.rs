@@ -92,6 +92,7 @@ impl Fleet {
             &infra,
             execution_db,
             grpc::in_process(storage.grpc.clone(), as_service(ServiceName::Execution)),
+            grpc::in_process(workflow.grpc.clone(), as_service(ServiceName::Execution)),
         )
         .await?;
         let notification = flowfleet_notification::build(

@@ -174,7 +174,8 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     let db = infra
         .db(ServiceName::Execution, &flowfleet_execution::MIGRATIONS)
         .await?;
-    let tasks = flowfleet_execution::build_worker(&infra, db, channels.storage).await?;
+    let tasks =
+        flowfleet_execution::build_worker(&infra, db, channels.storage, channels.workflow).await?;
     let router: axum::Router = flowfleet_shared::telemetry::ops_routes();
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {

@@ -1,22 +1,15 @@
 //! The execution engine end to end, on both backends (embedded: SQLite and the
 //! in-process queue; distributed: PostgreSQL and RabbitMQ), through the fleet's
 //! GraphQL API with its real workers: scheduling across branches and joins, skips,
-//! retries with backoff ending in the dead-letter queue, idempotent starts.
+//! idempotent starts. Node types, retries, timeouts and dead letters are in
+//! `nodes.rs`.
 
 mod support;
 
-use std::time::Duration;
-
-use flowfleet_shared::queue::dead_letter_queue;
 use flowfleet_shared::testing::Backend;
 use serde_json::{json, Value};
-use support::eventually;
-use support::in_process::{start_with, Fleet, Person};
-
-const EXECUTION: &str = "query($id: ID!) { execution(id: $id) {
-    status output error progress { done total }
-    steps { nodeId nodeType status attempt input output branch error logs worker queuedAt dueAt startedAt finishedAt }
-} }";
+use support::engine::{finished, published, start, steps_of};
+use support::in_process::{start_with, Fleet};
 
 /// A fleet whose workers retry quickly.
 async fn fleet(backend: &Backend) -> Fleet {
@@ -25,72 +18,6 @@ async fn fleet(backend: &Backend) -> Fleet {
         c.worker.retry_cap_ms = 1_000;
     })
     .await
-}
-
-/// Signs up, creates and publishes `definition`; returns the owner and workflow id.
-async fn published(fleet: &Fleet, email: &str, definition: Value) -> (Person, String) {
-    let owner = fleet.sign_up(email).await;
-    let me = owner
-        .client
-        .ok("{ me { memberships { workspace { id } } } }", json!({}))
-        .await;
-    let ws = me["me"]["memberships"][0]["workspace"]["id"].clone();
-    let created = owner
-        .client
-        .ok(
-            "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
-            json!({"i": {"workspaceId": ws, "name": "Engine test", "definition": definition}}),
-        )
-        .await;
-    let wf = created["createWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, body) = owner
-        .client
-        .raw(
-            "mutation($id: ID!) { publishWorkflow(id: $id) { version } }",
-            json!({"id": wf}),
-        )
-        .await;
-    assert_eq!(body["data"]["publishWorkflow"]["version"], 1, "{body}");
-    (owner, wf)
-}
-
-async fn start(owner: &Person, wf: &str, input: Value) -> String {
-    let started = owner
-        .client
-        .ok(
-            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id status } }",
-            json!({"i": {"workflowId": wf, "input": input}}),
-        )
-        .await;
-    started["startExecution"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-/// Waits for the execution to finish and returns it.
-async fn finished(owner: &Person, id: &str) -> Value {
-    eventually(60, || async move {
-        let e = owner.client.ok(EXECUTION, json!({"id": id})).await["execution"].clone();
-        matches!(
-            e["status"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "CANCELLED" | "TIMED_OUT")
-        )
-        .then_some(e)
-    })
-    .await
-}
-
-fn steps_of<'a>(e: &'a Value, node: &str) -> Vec<&'a Value> {
-    e["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["nodeId"] == node)
-        .collect()
 }
 
 #[tokio::test]
@@ -181,90 +108,6 @@ async fn branches_skip_joins_wait_and_each_step_is_recorded_once() {
             json!({"total": 500}),
             "{name}"
         );
-    }
-}
-
-#[tokio::test]
-async fn a_failing_step_is_retried_with_backoff_then_dead_lettered() {
-    for backend in Backend::all() {
-        let name = backend.name();
-        let fleet = fleet(&backend).await;
-        // `merge` needs an object input: given a number, every attempt fails.
-        let (owner, wf) = published(
-            &fleet,
-            "retries@example.com",
-            json!({
-                "nodes": [
-                    {"id": "first", "type": "set", "config": {"value": 42}},
-                    {"id": "broken", "type": "set", "config": {"value": {"a": 1}, "merge": true}, "maxRetries": 2},
-                    {"id": "after", "type": "passthrough"}
-                ],
-                "edges": [
-                    {"source": "first", "target": "broken"},
-                    {"source": "broken", "target": "after"}
-                ],
-                "triggers": [{"kind": "MANUAL"}],
-                "settings": {"maxRetries": 0}
-            }),
-        )
-        .await;
-        let id = start(&owner, &wf, json!({})).await;
-        let e = finished(&owner, &id).await;
-        assert_eq!(e["status"], "FAILED", "{name}: {e}");
-        let error = e["error"].as_str().unwrap();
-        assert!(
-            error.contains("node `broken` failed after 3 attempts") && error.contains("merge"),
-            "{name}: {error}"
-        );
-        let attempts = steps_of(&e, "broken");
-        assert_eq!(
-            attempts
-                .iter()
-                .map(|s| s["attempt"].as_i64().unwrap())
-                .collect::<Vec<_>>(),
-            vec![1, 2, 3],
-            "{name}: the node's maxRetries (2) overrides the workflow's (0)"
-        );
-        for (i, s) in attempts.iter().enumerate() {
-            assert_eq!(s["status"], "FAILED", "{name}");
-            assert!(s["error"].as_str().unwrap().contains("merge"), "{name}");
-            if i > 0 {
-                // Each retry waited out a backoff after the previous attempt.
-                let prev = attempts[i - 1]["finishedAt"].as_str().unwrap();
-                let due = s["dueAt"].as_str().unwrap();
-                assert!(
-                    due > prev,
-                    "{name}: retry {i} was due at {due}, before {prev}"
-                );
-                assert!(
-                    s["startedAt"].as_str().unwrap() >= due,
-                    "{name}: started before due"
-                );
-            }
-        }
-        assert!(
-            steps_of(&e, "after").is_empty(),
-            "{name}: nothing runs after a failure"
-        );
-
-        // The last attempt's task is in the dead-letter queue, with the reason.
-        let mut dead = fleet
-            .queue
-            .consume(&dead_letter_queue("steps"), 8)
-            .await
-            .unwrap();
-        let d = tokio::time::timeout(Duration::from_secs(10), dead.next())
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no dead letter"))
-            .unwrap();
-        assert_eq!(d.task.payload["executionId"], id.as_str(), "{name}");
-        assert_eq!(d.task.payload["nodeId"], "broken", "{name}");
-        assert_eq!(d.task.attempt, 3, "{name}");
-        assert!(
-            d.task.last_error.as_deref().unwrap().contains("merge"),
-            "{name}"
-        );
-        d.ack().await.unwrap();
     }
 }
 

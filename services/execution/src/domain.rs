@@ -1,7 +1,6 @@
 //! The execution service's domain: executions, step runs, and how a node turns
 //! its input into its output. No I/O here.
 
-use flowfleet_shared::catalog::NodeKind;
 use flowfleet_shared::definition::{Definition, Node};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -192,75 +191,68 @@ pub struct Outcome {
     pub branch: Option<String>,
 }
 
-fn single(output: Value) -> Outcome {
-    Outcome {
-        output,
-        branch: None,
+/// `set`: outputs `config.value`, or merges an object value into an object input.
+pub fn set(node: &Node, input: Value) -> Result<Outcome, String> {
+    let config = &node.config;
+    let value = config
+        .get("value")
+        .cloned()
+        .ok_or_else(|| format!("node `{}`: `config.value` is missing", node.id))?;
+    let merge = config
+        .get("merge")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match (merge, input, value) {
+        (true, Value::Object(mut base), Value::Object(extra)) => {
+            base.extend(extra);
+            Ok(single(Value::Object(base)))
+        }
+        (true, _, _) => Err(format!(
+            "node `{}`: `merge` needs an object input and an object value",
+            node.id
+        )),
+        (false, _, value) => Ok(single(value)),
     }
 }
 
-/// Runs one node. The match has no wildcard arm: every kind in the catalog is
-/// implemented here, or this does not compile. Errors are user-facing messages.
-pub fn run_node(node: &Node, input: Value) -> Result<Outcome, String> {
-    let kind = NodeKind::parse(&node.node_type).ok_or_else(|| {
-        format!(
-            "node `{}`: node type `{}` is not in the catalog",
-            node.id, node.node_type
-        )
-    })?;
-    let config = &node.config;
-    match kind {
-        NodeKind::Passthrough => Ok(single(input)),
-        NodeKind::Set => {
-            let value = config
-                .get("value")
-                .cloned()
-                .ok_or_else(|| format!("node `{}`: `config.value` is missing", node.id))?;
-            let merge = config
-                .get("merge")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            match (merge, input, value) {
-                (true, Value::Object(mut base), Value::Object(extra)) => {
-                    base.extend(extra);
-                    Ok(single(Value::Object(base)))
-                }
-                (true, _, _) => Err(format!(
-                    "node `{}`: `merge` needs an object input and an object value",
-                    node.id
-                )),
-                (false, _, value) => Ok(single(value)),
-            }
-        }
-        NodeKind::Condition => {
-            let field = text(node, "field")?;
-            let operator = text(node, "operator")?;
-            let found = input.pointer(field);
-            let expected = config.get("value").unwrap_or(&Value::Null);
-            let holds = compare(found, operator, expected)
-                .ok_or_else(|| format!("node `{}`: unknown operator `{operator}`", node.id))?;
-            Ok(Outcome {
-                output: input,
-                branch: Some(holds.to_string()),
-            })
-        }
-        NodeKind::Switch => {
-            let field = text(node, "field")?;
-            let found = input.pointer(field);
-            let cases = config
-                .get("cases")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("node `{}`: `config.cases` is missing", node.id))?;
-            let branch = cases
-                .iter()
-                .find(|c| found.is_some_and(|v| same(v, c.get("equals").unwrap_or(&Value::Null))))
-                .and_then(|c| c.get("handle").and_then(Value::as_str))
-                .unwrap_or("default");
-            Ok(Outcome {
-                output: input,
-                branch: Some(branch.to_string()),
-            })
-        }
+/// `condition`: the `true` or `false` branch, with the input unchanged.
+pub fn condition(node: &Node, input: Value) -> Result<Outcome, String> {
+    let field = text(node, "field")?;
+    let operator = text(node, "operator")?;
+    let found = input.pointer(field);
+    let expected = node.config.get("value").unwrap_or(&Value::Null);
+    let holds = compare(found, operator, expected)
+        .ok_or_else(|| format!("node `{}`: unknown operator `{operator}`", node.id))?;
+    Ok(Outcome {
+        output: input,
+        branch: Some(holds.to_string()),
+    })
+}
+
+/// `switch`: the first matching case's branch, else `default`.
+pub fn switch(node: &Node, input: Value) -> Result<Outcome, String> {
+    let field = text(node, "field")?;
+    let found = input.pointer(field);
+    let cases = node
+        .config
+        .get("cases")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("node `{}`: `config.cases` is missing", node.id))?;
+    let branch = cases
+        .iter()
+        .find(|c| found.is_some_and(|v| same(v, c.get("equals").unwrap_or(&Value::Null))))
+        .and_then(|c| c.get("handle").and_then(Value::as_str))
+        .unwrap_or("default");
+    Ok(Outcome {
+        output: input,
+        branch: Some(branch.to_string()),
+    })
+}
+
+pub fn single(output: Value) -> Outcome {
+    Outcome {
+        output,
+        branch: None,
     }
 }
 
@@ -330,6 +322,17 @@ pub fn execution_output(def: &Definition, outputs: &Map<String, Value>) -> Value
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The pure node types, as the worker dispatches them.
+    fn run_node(node: &Node, input: Value) -> Result<Outcome, String> {
+        match node.node_type.as_str() {
+            "set" => set(node, input),
+            "condition" => condition(node, input),
+            "switch" => switch(node, input),
+            "passthrough" => Ok(single(input)),
+            other => panic!("not a pure node type: {other}"),
+        }
+    }
 
     /// Runs a definition in topological order the way the worker does.
     fn run(def: &Definition, input: Value) -> (Value, Vec<String>) {

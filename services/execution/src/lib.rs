@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod nodes;
 pub mod plan;
 pub mod pool;
 pub mod privacy;
@@ -79,12 +80,20 @@ pub async fn build(
 
 /// A worker process's part: the pool running step tasks (sized by `worker.*`), the
 /// sweeper resending lost tasks, and an outbox relay for the outcome events the
-/// workers record. `storage` is a channel to the storage service (artifacts).
+/// workers record. `storage` and `workflow` are channels to those services
+/// (artifacts; credentials for `http_request`).
 pub async fn build_worker(
     infra: &Infra,
     db: Db,
     storage: GrpcChannel,
+    workflow: GrpcChannel,
 ) -> anyhow::Result<Vec<BoxFuture<'static, ()>>> {
+    let nodes = nodes::Nodes {
+        http: nodes::http::HttpNode::new(
+            &infra.config.http_request,
+            WorkflowServiceClient::new(workflow),
+        )?,
+    };
     let relay = Relay::new(db.clone(), infra.bus.clone());
     let store = store::Store::new(db);
     let dispatcher = dispatch::Dispatcher {
@@ -95,6 +104,7 @@ pub async fn build_worker(
     let settings = infra.config.worker.clone();
     let worker = Arc::new(worker::Worker {
         store,
+        nodes,
         dispatcher: dispatcher.clone(),
         storage: StorageServiceClient::new(storage),
         clock: infra.clock.clone(),

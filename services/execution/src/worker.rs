@@ -31,11 +31,13 @@ use uuid::Uuid;
 
 use crate::dispatch::{Dispatcher, StepKey};
 use crate::domain::{self, Execution, Status, StepRun};
+use crate::nodes::{NodeError, Nodes};
 use crate::store::steps::Attempt;
 use crate::store::{Claim, Store, Transition};
 
 pub struct Worker {
     pub store: Store,
+    pub nodes: Nodes,
     pub dispatcher: Dispatcher,
     pub storage: StorageServiceClient<GrpcChannel>,
     pub clock: Arc<dyn Clock>,
@@ -47,7 +49,7 @@ pub struct Worker {
 /// How an attempt ended.
 enum Ending {
     Done(domain::Outcome),
-    Failed(String),
+    Failed(NodeError),
     TimedOut(u64),
     /// The lease was lost: someone else owns the step now, or it was cancelled.
     Lost,
@@ -184,17 +186,19 @@ impl Worker {
         )));
         let span = tracing::info_span!("step", node = %step.node_id, node_type = %step.node_type, attempt = step.attempt);
         let input = step.input.clone();
-        let run = async move { domain::run_node(&node, input) };
+        let mut node_logs = Vec::new();
+        let run = self.nodes.execute(e, &node, input, &mut node_logs);
         let ending = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(timeout_ms), tracing::Instrument::instrument(run, span)) => match r {
                 Ok(Ok(outcome)) => Ending::Done(outcome),
-                Ok(Err(message)) => Ending::Failed(message),
+                Ok(Err(error)) => Ending::Failed(error),
                 Err(_) => Ending::TimedOut(timeout_ms),
             },
             _ = lost.cancelled() => Ending::Lost,
             _ = give_back.cancelled() => Ending::GivenBack,
         };
         drop(heartbeat);
+        logs.append(&mut node_logs);
         let now = self.clock.now_ms();
         logs.push(format!("finished after {} ms", now - started));
         match ending {
@@ -226,21 +230,22 @@ impl Worker {
                     .await?;
             }
             Ending::TimedOut(ms) => {
-                let message = format!("timed out after {ms} ms");
-                self.failed(e, &step, message, true, logs, delivery).await?;
+                let error = NodeError::retryable(format!("timed out after {ms} ms"));
+                self.failed(e, &step, error, true, logs, delivery).await?;
             }
         }
         Ok(())
     }
 
     /// Records a failed attempt: the next one after a backoff while retries
-    /// remain (through the queue's delayed redelivery), else the execution fails
-    /// and the task goes to the dead-letter queue.
+    /// remain and the error is worth retrying (through the queue's delayed
+    /// redelivery), else the execution fails and the task goes to the dead-letter
+    /// queue.
     async fn failed(
         &self,
         e: &Execution,
         step: &StepRun,
-        message: String,
+        error: NodeError,
         timed_out: bool,
         mut logs: Vec<String>,
         delivery: TaskDelivery,
@@ -253,8 +258,9 @@ impl Worker {
             .map(|n| n.max_retries(&e.definition.settings))
             .unwrap_or(0) as i64;
         let now = self.clock.now_ms();
+        let message = error.message;
         logs.push(message.clone());
-        if step.attempt <= max_retries {
+        if error.retryable && step.attempt <= max_retries {
             let delay = backoff(
                 step.attempt as u32,
                 Duration::from_millis(self.settings.retry_base_ms),
@@ -283,6 +289,9 @@ impl Worker {
                 None => delivery.ack().await?,
             }
         } else {
+            if !error.retryable {
+                logs.push("not retried: another attempt cannot succeed".into());
+            }
             let t = self
                 .store
                 .fail(e, step, &self.name, &message, timed_out, None, &logs, now)

@@ -19,6 +19,8 @@ pub enum NodeKind {
     Passthrough,
     Condition,
     Switch,
+    Transform,
+    HttpRequest,
 }
 
 impl NodeKind {
@@ -27,6 +29,8 @@ impl NodeKind {
         NodeKind::Passthrough,
         NodeKind::Condition,
         NodeKind::Switch,
+        NodeKind::Transform,
+        NodeKind::HttpRequest,
     ];
 
     /// The kind a definition's `type` names, if any.
@@ -144,6 +148,29 @@ pub const CATALOG: &[NodeType] = &[
             fallback: "default",
         },
         credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Transform,
+        name: "transform",
+        description: "Runs a jq program over the input (jaq: jq's language and standard library). One result is the output; several become an array; none is null.",
+        config_schema: r#"{"type":"object","required":["expression"],"properties":{"expression":{"type":"string","minLength":1,"description":"A jq program, e.g. .items | map(.price) | add"}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The program's result (an array for several results, null for none).",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::HttpRequest,
+        name: "http_request",
+        description: "Makes one HTTP request. `{{/pointer}}` in the URL is replaced by the input's value there. The body is `body`, or the input for POST, PUT and PATCH. Internal addresses (loopback, private, link-local, CGNAT, multicast, metadata, IPv6-mapped) are refused after DNS resolution and on every redirect unless listed in the fleet's `http_request.allow`. Statuses of 400 and above fail the step unless `failOnStatus` is false; 408, 429, 5xx and network errors are retried.",
+        config_schema: r#"{"type":"object","required":["url"],"properties":{"method":{"enum":["GET","POST","PUT","PATCH","DELETE","HEAD"]},"url":{"type":"string","pattern":"^https?://","description":"May contain {{/pointer}} placeholders filled from the input."},"headers":{"type":"object","additionalProperties":{"type":"string"}},"query":{"type":"object","additionalProperties":{"type":"string"}},"body":{"description":"The JSON body; defaults to the input for POST, PUT and PATCH."},"credentialId":{"type":"string","description":"A workspace credential: HTTP_BASIC, HTTP_BEARER or HTTP_HEADER."},"failOnStatus":{"type":"boolean","description":"Fail the step on statuses of 400 and above (default true)."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "{status, headers, body}: the body parsed as JSON when the response is JSON, else text.",
+        handles: Handles::Single,
+        credentials: &[CredentialSlot {
+            pointer: "/credentialId",
+            kinds: &["HTTP_BASIC", "HTTP_BEARER", "HTTP_HEADER"],
+        }],
     },
 ];
 

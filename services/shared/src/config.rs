@@ -106,6 +106,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub storage: StorageConfig,
     pub worker: WorkerConfig,
+    /// The `http_request` node's guard against reaching internal addresses.
+    pub http_request: HttpRequestConfig,
     /// Where each service listens and is reached (distributed mode).
     pub services: BTreeMap<ServiceName, ServiceEndpoint>,
 }
@@ -281,6 +283,29 @@ pub struct WorkerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct HttpRequestConfig {
+    /// Addresses `http_request` may reach although they are internal (loopback,
+    /// private, link-local, CGNAT…): CIDR networks (`10.1.0.0/16`, `127.0.0.1/32`) or
+    /// host names (`billing.internal`). Empty: only public addresses.
+    pub allow: Vec<String>,
+    /// Larger responses fail the step.
+    pub max_response_bytes: usize,
+    /// Redirects followed at most (each one checked like the first request).
+    pub max_redirects: usize,
+}
+
+impl Default for HttpRequestConfig {
+    fn default() -> Self {
+        HttpRequestConfig {
+            allow: Vec::new(),
+            max_response_bytes: 10 * 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceEndpoint {
     pub host: String,
     pub http_port: u16,
@@ -310,6 +335,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             storage: StorageConfig::default(),
             worker: WorkerConfig::default(),
+            http_request: HttpRequestConfig::default(),
             services,
         }
     }

@@ -416,7 +416,21 @@ async fn the_catalog_describes_schemas_inputs_outputs_and_branches() {
     let types = r["data"]["nodeTypes"].as_array().unwrap();
     let by_name = |n: &str| types.iter().find(|t| t["name"] == n).unwrap().clone();
     let names: Vec<&str> = types.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["set", "passthrough", "condition", "switch"]);
+    assert_eq!(
+        names,
+        vec![
+            "set",
+            "passthrough",
+            "condition",
+            "switch",
+            "transform",
+            "http_request"
+        ]
+    );
+    assert_eq!(
+        by_name("http_request")["credentialFields"],
+        json!([{"pointer": "/credentialId", "kinds": ["HTTP_BASIC", "HTTP_BEARER", "HTTP_HEADER"]}])
+    );
     assert_eq!(by_name("condition")["handles"], json!(["true", "false"]));
     assert_eq!(
         by_name("switch")["handlesFromConfig"],

@@ -184,6 +184,41 @@ async fn insert(
     Ok(())
 }
 
+/// How a held step ends.
+struct Settlement<'a> {
+    status: StepStatus,
+    output: Option<&'a Value>,
+    branch: Option<&'a str>,
+    error: Option<&'a str>,
+    logs: &'a [String],
+}
+
+/// Settles a RUNNING step held by `worker`; false (nothing written) when it does not
+/// hold it: the step was settled already, taken over, or cancelled.
+async fn settle(
+    tx: &mut Transaction<'_, Any>,
+    step: Uuid,
+    worker: &str,
+    s: Settlement<'_>,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let updated = sqlx::query(
+        "UPDATE step_runs SET status = $1, output = $2, branch = $3, error = $4, logs = $5, \
+         finished_at = $6 WHERE id = $7 AND status = 'RUNNING' AND worker = $8",
+    )
+    .bind(s.status.as_str())
+    .bind(s.output.map(Value::to_string))
+    .bind(s.branch)
+    .bind(s.error)
+    .bind(serde_json::to_string(s.logs).map_err(ApiError::internal)?)
+    .bind(now)
+    .bind(step.to_string())
+    .bind(worker)
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Fails the execution (if still open) with its outcome event, and cancels its
 /// queued steps so no worker starts them.
 async fn fail_execution(
@@ -359,19 +394,14 @@ impl Store {
     ) -> Result<Option<Transition>, ApiError> {
         let mut tx = self.db().pool().begin().await?;
         let status = lock(&mut tx, e.id).await?;
-        let updated = sqlx::query(
-            "UPDATE step_runs SET status = 'SUCCEEDED', output = $1, branch = $2, logs = $3, \
-             finished_at = $4 WHERE id = $5 AND status = 'RUNNING' AND worker = $6",
-        )
-        .bind(outcome.output.to_string())
-        .bind(outcome.branch.clone())
-        .bind(serde_json::to_string(logs).map_err(ApiError::internal)?)
-        .bind(now)
-        .bind(step.id.to_string())
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
+        let settled = Settlement {
+            status: StepStatus::Succeeded,
+            output: Some(&outcome.output),
+            branch: outcome.branch.as_deref(),
+            error: None,
+            logs,
+        };
+        if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
         let mut transition = Transition::default();
@@ -420,19 +450,14 @@ impl Store {
         } else {
             StepStatus::Failed
         };
-        let updated = sqlx::query(
-            "UPDATE step_runs SET status = $1, error = $2, logs = $3, finished_at = $4 \
-             WHERE id = $5 AND status = 'RUNNING' AND worker = $6",
-        )
-        .bind(step_status.as_str())
-        .bind(error)
-        .bind(serde_json::to_string(logs).map_err(ApiError::internal)?)
-        .bind(now)
-        .bind(step.id.to_string())
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
+        let settled = Settlement {
+            status: step_status,
+            output: None,
+            branch: None,
+            error: Some(error),
+            logs,
+        };
+        if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
         let mut transition = Transition::default();

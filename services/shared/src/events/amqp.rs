@@ -43,11 +43,16 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
 
-async fn connect(url: &str) -> Result<Connection, BusError> {
+/// A connection driven by the current tokio runtime (shared with the task queue).
+pub(crate) async fn open_connection(url: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
-    Connection::connect(url, props).await.map_err(unavailable)
+    Connection::connect(url, props).await
+}
+
+async fn connect(url: &str) -> Result<Connection, BusError> {
+    open_connection(url).await.map_err(unavailable)
 }
 
 async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), BusError> {

@@ -31,7 +31,7 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use rand::Rng;
 use tokio::sync::{mpsc, Mutex};
 
@@ -47,10 +47,9 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 }
 
 async fn connect(url: &str) -> Result<Connection, QueueError> {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    Connection::connect(url, props).await.map_err(unavailable)
+    crate::events::amqp::open_connection(url)
+        .await
+        .map_err(unavailable)
 }
 
 /// The TTL ladder: the largest rung not above `ms` (its top four bits), or `None`

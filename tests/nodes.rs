@@ -30,6 +30,7 @@ async fn server() -> (String, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let log = seen.clone();
+    let hung = seen.clone();
     let app = axum::Router::new()
         .route(
             "/echo",
@@ -50,6 +51,28 @@ async fn server() -> (String, Seen) {
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 "late".into_response()
+            }),
+        )
+        .route(
+            "/hang",
+            get(move || {
+                let hung = hung.clone();
+                async move {
+                    // Records when the request is abandoned (the client went away).
+                    struct Abandoned(Seen);
+                    impl Drop for Abandoned {
+                        fn drop(&mut self) {
+                            self.0.lock().unwrap().push((
+                                "abandoned /hang".into(),
+                                None,
+                                Value::Null,
+                            ));
+                        }
+                    }
+                    let _guard = Abandoned(hung);
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "too late"
+                }
             }),
         )
         .route(
@@ -86,6 +109,8 @@ async fn fleet(backend: &Backend, allow_loopback: bool) -> Fleet {
     start_with(backend, |c| {
         c.worker.retry_base_ms = 200;
         c.worker.retry_cap_ms = 1_000;
+        // Leases renewed every 300 ms: a cancelled step is noticed quickly.
+        c.worker.lease_ms = 900;
         if allow_loopback {
             c.http_request.allow = vec!["127.0.0.1/32".into()];
         }
@@ -360,5 +385,84 @@ async fn the_ssrf_guard_refuses_internal_addresses_directly_and_through_redirect
             vec!["/to-metadata", "/to-mapped"],
             "{name}: the redirects were not followed"
         );
+    }
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_running_step_and_starts_nothing_more() {
+    for backend in Backend::all() {
+        let name = backend.name();
+        let (url, seen) = server().await;
+        let fleet = fleet(&backend, true).await;
+        let (owner, wf) = published(
+            &fleet,
+            "cancel@example.com",
+            json!({
+                "nodes": [
+                    {"id": "hang", "type": "http_request", "config": {"url": format!("{url}/hang")}},
+                    {"id": "after", "type": "passthrough"}
+                ],
+                "edges": [{"source": "hang", "target": "after"}],
+                "triggers": [{"kind": "MANUAL"}]
+            }),
+        )
+        .await;
+        let id = start(&owner, &wf, json!({})).await;
+        support::eventually(30, || {
+            let (owner, id) = (&owner, &id);
+            async move {
+                let e = owner
+                    .client
+                    .ok(support::engine::EXECUTION, json!({"id": id}))
+                    .await;
+                (e["execution"]["steps"][0]["status"] == "RUNNING").then_some(())
+            }
+        })
+        .await;
+        let cancelled = owner
+            .client
+            .ok(
+                "mutation($id: ID!) { cancelExecution(id: $id) { status error } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(
+            cancelled["cancelExecution"]["status"], "CANCELLED",
+            "{name}: {cancelled}"
+        );
+        // The worker is told: it drops the request in flight.
+        support::eventually(30, || {
+            let seen = &seen;
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.0 == "abandoned /hang")
+                    .then_some(())
+            }
+        })
+        .await;
+        let e = finished(&owner, &id).await;
+        assert_eq!(e["status"], "CANCELLED", "{name}");
+        assert!(
+            e["error"].as_str().unwrap().contains("cancelled by user"),
+            "{name}"
+        );
+        let hang = steps_of(&e, "hang");
+        assert_eq!(hang.len(), 1, "{name}: not retried");
+        assert_eq!(hang[0]["status"], "CANCELLED", "{name}");
+        assert!(
+            steps_of(&e, "after").is_empty(),
+            "{name}: nothing started after"
+        );
+        // Cancelling again changes nothing.
+        let again = owner
+            .client
+            .ok(
+                "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(again["cancelExecution"]["status"], "CANCELLED", "{name}");
     }
 }

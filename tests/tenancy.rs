@@ -303,6 +303,17 @@ async fn graphql_row(
             .await,
             needs(Who::Editor, who, forbidden, forbidden),
         ),
+        "cancelExecution" => (
+            graphql(
+                me,
+                "mutation($id: ID!) { cancelExecution(id: $id) { id status } }",
+                json!({"id": w.execution}),
+                "cancelExecution",
+            )
+            .await,
+            // Outsiders cannot tell another workspace's execution from a missing one.
+            needs(Who::Editor, who, "NOT_FOUND", forbidden),
+        ),
         "updateWorkflow" | "duplicateWorkflow" | "archiveWorkflow" | "restoreWorkflow"
         | "deleteWorkflow" | "rollbackWorkflow" => {
             // A fresh workflow in the state the operation needs, prepared by the owner.

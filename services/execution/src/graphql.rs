@@ -391,4 +391,25 @@ impl Mutation {
         c.dispatcher.dispatch(&queued).await;
         Ok(ExecutionNode(e))
     }
+
+    /// Cancels an execution (EDITOR or above): no further step starts, and steps
+    /// running now are stopped within a third of the worker lease. Idempotent: an
+    /// execution that has finished is returned as it is.
+    #[tracing::instrument(skip_all)]
+    async fn cancel_execution(&self, ctx: &Context<'_>, id: ID) -> Result<ExecutionNode> {
+        let me = caller(ctx).require()?.clone();
+        let c = ctx.data::<Ctx>()?;
+        let e = c.load(ctx, &id).await?;
+        c.check(ctx, &e, Role::Editor).await?;
+        let reason = format!("cancelled by user {}", me.user_id);
+        if c.store.cancel(&e, &reason, c.clock.now_ms()).await? {
+            c.relay.wake();
+        }
+        let e = c
+            .store
+            .get(e.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no execution with this id"))?;
+        Ok(ExecutionNode(e))
+    }
 }

@@ -499,6 +499,28 @@ impl Store {
         Ok(Some(transition))
     }
 
+    /// Cancels an open execution: no queued step starts, and running steps are
+    /// taken from their workers (whose next lease renewal fails, which stops the
+    /// node). False when the execution had finished already (nothing changes).
+    pub async fn cancel(&self, e: &Execution, reason: &str, now: i64) -> Result<bool, ApiError> {
+        let mut tx = self.db().pool().begin().await?;
+        if lock(&mut tx, e.id).await?.is_terminal() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE step_runs SET status = 'CANCELLED', error = $1, finished_at = $2 \
+             WHERE execution_id = $3 AND status = 'RUNNING'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(e.id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let cancelled = fail_execution(&mut tx, e, Status::Cancelled, reason, now).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
     /// Marks steps as on the queue.
     pub async fn dispatched(&self, steps: &[QueuedStep], now: i64) -> Result<(), ApiError> {
         for chunk in steps.chunks(100) {

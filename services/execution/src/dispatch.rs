@@ -70,9 +70,18 @@ impl Dispatcher {
         if steps.is_empty() {
             return 0;
         }
+        // Enqueued together: RabbitMQ's publisher confirms for a fan-out then arrive
+        // in one round trip rather than one after another.
+        let tasks: Vec<Task> = steps.iter().map(step_task).collect();
+        let results = futures::future::join_all(
+            tasks
+                .iter()
+                .map(|task| self.queue.enqueue(STEP_QUEUE, task)),
+        )
+        .await;
         let mut sent = Vec::with_capacity(steps.len());
-        for step in steps {
-            match self.queue.enqueue(STEP_QUEUE, &step_task(step)).await {
+        for (step, result) in steps.iter().zip(results) {
+            match result {
                 Ok(()) => sent.push(step.clone()),
                 Err(e) => {
                     tracing::warn!(error = %e, node = %step.node_id, "could not enqueue a step; the sweeper will resend it");

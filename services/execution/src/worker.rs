@@ -282,11 +282,14 @@ impl Worker {
                 .await
                 .map_err(internal)?;
             match t {
-                Some(t) => {
+                // The next attempt is recorded: its task is this one, redelivered later.
+                Some(t) if !t.queued.is_empty() => {
                     delivery.retry(delay, &message).await?;
                     self.dispatcher.mark(&t.queued).await;
                 }
-                None => delivery.ack().await?,
+                // Not ours any more, or the execution ended meanwhile (cancelled):
+                // no attempt follows, so no task either.
+                _ => delivery.ack().await?,
             }
         } else {
             if !error.retryable {

@@ -83,15 +83,15 @@ async fn lock(tx: &mut Transaction<'_, Any>, execution: Uuid) -> Result<Status, 
 }
 
 /// Each node's state from its latest attempt.
-async fn node_states(
-    tx: &mut Transaction<'_, Any>,
+async fn node_states<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
     execution: Uuid,
 ) -> Result<HashMap<String, NodeState>, ApiError> {
     let rows = sqlx::query(
         "SELECT node_id, attempt, status, output, branch FROM step_runs WHERE execution_id = $1",
     )
     .bind(execution.to_string())
-    .fetch_all(&mut **tx)
+    .fetch_all(db)
     .await?;
     let mut latest: HashMap<String, (i64, NodeState)> = HashMap::new();
     for row in &rows {
@@ -406,7 +406,7 @@ impl Store {
         }
         let mut transition = Transition::default();
         if !status.is_terminal() {
-            let mut states = node_states(&mut tx, e.id).await?;
+            let mut states = node_states(&mut *tx, e.id).await?;
             let decisions = plan::next_steps(&e.definition, &e.input, &states);
             let (queued, skipped) = apply(&mut tx, e, &decisions, now).await?;
             for d in &decisions {
@@ -586,9 +586,7 @@ impl Store {
         if e.status.is_terminal() {
             return Ok(None);
         }
-        let mut tx = self.db().pool().begin().await?;
-        let states = node_states(&mut tx, e.id).await?;
-        tx.rollback().await?;
+        let states = node_states(self.db().pool(), e.id).await?;
         Ok(plan::completion(&e.definition, &states))
     }
 }

@@ -196,38 +196,48 @@ impl TaskDelivery {
         self.settle.requeue().await
     }
 
-    /// Enqueues the next attempt, due after `delay`, then acknowledges this one. The
-    /// order matters: a crash between the two leaves a duplicate (which idempotent
-    /// consumers ignore), never a loss.
+    /// Enqueues the next attempt, due after `delay`, then acknowledges this one.
     pub async fn retry(self, delay: Duration, error: &str) -> Result<(), QueueError> {
-        let mut next = self.task.clone();
-        next.id = Uuid::now_v7();
-        next.attempt += 1;
-        next.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
-        next.last_error = Some(error.to_string());
-        self.producer.enqueue(&self.queue, &next).await?;
-        self.settle.ack().await
+        let next = Task {
+            id: Uuid::now_v7(),
+            attempt: self.task.attempt + 1,
+            not_before_ms: Some(now_ms() + delay.as_millis() as i64),
+            last_error: Some(error.to_string()),
+            ..self.task.clone()
+        };
+        let queue = self.queue.clone();
+        self.replace_with(&queue, next).await
     }
 
     /// Puts the same attempt back, not to be delivered before `not_before_ms` (it
     /// could not be handled yet: another worker holds its step), then acknowledges
     /// this delivery.
     pub async fn postpone(self, not_before_ms: i64) -> Result<(), QueueError> {
-        let mut later = self.task.clone();
-        later.id = Uuid::now_v7();
-        later.not_before_ms = Some(not_before_ms);
-        self.producer.enqueue(&self.queue, &later).await?;
-        self.settle.ack().await
+        let later = Task {
+            id: Uuid::now_v7(),
+            not_before_ms: Some(not_before_ms),
+            ..self.task.clone()
+        };
+        let queue = self.queue.clone();
+        self.replace_with(&queue, later).await
     }
 
     /// Moves the task to the dead-letter queue with `error`, then acknowledges it.
     pub async fn dead_letter(self, error: &str) -> Result<(), QueueError> {
-        let mut dead = self.task.clone();
-        dead.not_before_ms = None;
-        dead.last_error = Some(error.to_string());
-        self.producer
-            .enqueue(&dead_letter_queue(&self.queue), &dead)
-            .await?;
+        let dead = Task {
+            not_before_ms: None,
+            last_error: Some(error.to_string()),
+            ..self.task.clone()
+        };
+        let queue = dead_letter_queue(&self.queue);
+        self.replace_with(&queue, dead).await
+    }
+
+    /// Enqueues `task` on `queue`, then acknowledges this delivery. The order
+    /// matters: a crash between the two leaves a duplicate (which idempotent
+    /// consumers ignore), never a loss.
+    async fn replace_with(self, queue: &str, task: Task) -> Result<(), QueueError> {
+        self.producer.enqueue(queue, &task).await?;
         self.settle.ack().await
     }
 }

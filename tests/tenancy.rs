@@ -314,6 +314,47 @@ async fn graphql_row(
             // Outsiders cannot tell another workspace's execution from a missing one.
             needs(Who::Editor, who, "NOT_FOUND", forbidden),
         ),
+        "retryExecution" => {
+            // A fresh execution of a workflow that waits, cancelled by the owner
+            // before it can finish, so there is something to retry.
+            let created = owner
+                .client
+                .ok(
+                    "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+                    json!({"i": {"workspaceId": ws, "name": "Waits", "definition": {
+                        "nodes": [{"id": "a", "type": "delay", "config": {"durationMs": 600000}}],
+                        "edges": [], "triggers": [{"kind": "MANUAL"}]}}}),
+                )
+                .await;
+            let waits = created["createWorkflow"]["id"].clone();
+            owner
+                .client
+                .ok("mutation($id: ID!) { publishWorkflow(id: $id) { version } }", json!({"id": waits}))
+                .await;
+            let started = owner
+                .client
+                .ok(
+                    "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+                    json!({"i": {"workflowId": waits}}),
+                )
+                .await;
+            let id = started["startExecution"]["id"].clone();
+            owner
+                .client
+                .ok("mutation($id: ID!) { cancelExecution(id: $id) { id } }", json!({"id": id}))
+                .await;
+            (
+                graphql(
+                    me,
+                    "mutation($id: ID!) { retryExecution(id: $id) { id retryOf } }",
+                    json!({"id": id}),
+                    "retryExecution",
+                )
+                .await,
+                // Outsiders cannot tell another workspace's execution from a missing one.
+                needs(Who::Editor, who, "NOT_FOUND", forbidden),
+            )
+        }
         "updateWorkflow" | "duplicateWorkflow" | "archiveWorkflow" | "restoreWorkflow"
         | "deleteWorkflow" | "rollbackWorkflow" => {
             // A fresh workflow in the state the operation needs, prepared by the owner.

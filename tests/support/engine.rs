@@ -6,8 +6,8 @@ use super::eventually;
 use super::in_process::{Fleet, Person};
 
 pub const EXECUTION: &str = "query($id: ID!) { execution(id: $id) {
-    status output error progress { done total }
-    steps { nodeId nodeType status attempt input output branch error logs worker queuedAt dueAt startedAt finishedAt }
+    id status output error progress { done total }
+    steps { nodeId item nodeType status attempt input output branch error logs worker childExecutionId queuedAt dueAt startedAt finishedAt }
 } }";
 
 /// The workspace of `person`'s first membership.

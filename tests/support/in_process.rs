@@ -32,6 +32,9 @@ pub struct Fleet {
     pub secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
     /// The fleet's task queue (to look at dead letters).
     pub queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
+    config: flowfleet_shared::config::Config,
+    port: u16,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,31 +56,70 @@ pub async fn start_with(
     let (mut config, dir) = backend.config().await;
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
-    let app = DevApp::build_as_configured(config, listener, shutdown.clone())
-        .await
-        .expect("the fleet starts");
-    let url = format!("http://127.0.0.1:{}/graphql", app.port());
-    let grpc = app
-        .fleet()
-        .services
-        .iter()
-        .map(|s| (s.name, s.grpc.clone()))
-        .collect();
-    let secrets = app.fleet().infra.secrets.clone();
-    let queue = app.fleet().infra.queue.clone();
-    tokio::spawn(app.run());
+    let launched = launch(&config, listener, &shutdown).await;
     Fleet {
-        url,
-        grpc,
+        url: format!("http://127.0.0.1:{port}/graphql"),
+        grpc: launched.grpc,
         shutdown,
-        secrets,
-        queue,
+        secrets: launched.secrets,
+        queue: launched.queue,
+        config,
+        port,
+        running: Some(launched.running),
         _dir: dir,
     }
 }
 
+struct Launched {
+    grpc: HashMap<ServiceName, tonic::service::Routes>,
+    secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn launch(
+    config: &flowfleet_shared::config::Config,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> Launched {
+    let app = DevApp::build_as_configured(config.clone(), listener, shutdown.clone())
+        .await
+        .expect("the fleet starts");
+    Launched {
+        grpc: app
+            .fleet()
+            .services
+            .iter()
+            .map(|s| (s.name, s.grpc.clone()))
+            .collect(),
+        secrets: app.fleet().infra.secrets.clone(),
+        queue: app.fleet().infra.queue.clone(),
+        running: tokio::spawn(app.run()),
+    }
+}
+
 impl Fleet {
+    /// Stops every process of the fleet (workers included: in-flight steps are
+    /// given back) and starts it again on the same databases, broker and port,
+    /// as after a deploy or a crash of everything.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+        self.shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the fleet's port is free again");
+        let launched = launch(&self.config, listener, &self.shutdown).await;
+        self.grpc = launched.grpc;
+        self.secrets = launched.secrets;
+        self.queue = launched.queue;
+        self.running = Some(launched.running);
+    }
+
     pub fn channel(&self, service: ServiceName) -> GrpcChannel {
         in_process(self.grpc[&service].clone(), None)
     }

@@ -31,6 +31,8 @@ const DISPATCH_GRACE_MS: i64 = 5_000;
 pub struct StepKey {
     pub execution: Uuid,
     pub node: String,
+    /// The item, for a step in a `foreach` body.
+    pub item: Option<u32>,
 }
 
 impl StepKey {
@@ -41,6 +43,10 @@ impl StepKey {
         Some(StepKey {
             execution: task.payload.get("executionId")?.as_str()?.parse().ok()?,
             node: task.payload.get("nodeId")?.as_str()?.to_string(),
+            item: match task.payload.get("item") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(i) => Some(u32::try_from(i.as_u64()?).ok()?),
+            },
         })
     }
 }
@@ -49,7 +55,7 @@ impl StepKey {
 pub fn step_task(step: &QueuedStep) -> Task {
     let mut task = Task::new(
         STEP_TASK,
-        json!({"executionId": step.execution_id, "nodeId": step.node_id}),
+        json!({"executionId": step.execution_id, "nodeId": step.node_id, "item": step.item}),
         step.priority.clamp(0, 9) as u8,
     );
     task.attempt = step.attempt.max(1) as u32;

@@ -66,7 +66,106 @@ pub struct Execution {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// For a child execution: the parent's step waiting for it.
+    pub parent: Option<ParentStep>,
+    /// How deep in sub_workflow calls (0 for an execution started otherwise).
+    pub depth: i64,
+    /// The execution this one retries.
+    pub retry_of: Option<Uuid>,
 }
+
+/// What starting an execution needs to know besides the version it runs.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub input: Value,
+    /// Defaults to the workflow's setting.
+    pub priority: Option<i64>,
+    pub idempotency_key: Option<String>,
+    /// MANUAL, CRON, WEBHOOK, EVENT, SUB_WORKFLOW or RETRY.
+    pub trigger: &'static str,
+    /// The user it runs for (nil for schedules and webhooks).
+    pub triggered_by: Uuid,
+    pub parent: Option<ParentStep>,
+    pub depth: i64,
+    pub retry_of: Option<Uuid>,
+}
+
+impl Execution {
+    /// A new QUEUED execution of a published version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_run(
+        workspace_id: Uuid,
+        workflow_id: Uuid,
+        workflow_name: String,
+        version: i64,
+        definition: Definition,
+        start: Start,
+        now: i64,
+    ) -> Execution {
+        Execution {
+            id: Uuid::now_v7(),
+            workspace_id,
+            workflow_id,
+            workflow_name,
+            version,
+            steps_total: initial_steps(&definition),
+            priority: start
+                .priority
+                .unwrap_or(definition.settings.priority as i64),
+            definition,
+            status: Status::Queued,
+            trigger: start.trigger.to_string(),
+            input: start.input,
+            output: None,
+            error: None,
+            idempotency_key: start.idempotency_key,
+            triggered_by: start.triggered_by,
+            steps_done: 0,
+            artifact_file_id: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            parent: start.parent,
+            depth: start.depth,
+            retry_of: start.retry_of,
+        }
+    }
+}
+
+/// What a retry from the failed step keeps of an earlier execution: the latest
+/// attempt of every step, where it succeeded or was skipped.
+pub fn reusable(steps: &[StepRun]) -> Vec<StepRun> {
+    let mut latest: std::collections::BTreeMap<(&str, Option<u32>), &StepRun> =
+        std::collections::BTreeMap::new();
+    for s in steps {
+        let key = (s.node_id.as_str(), s.item);
+        if latest.get(&key).is_none_or(|l| l.attempt < s.attempt) {
+            latest.insert(key, s);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped))
+        .cloned()
+        .collect()
+}
+
+/// Steps an execution is known to have before any loop starts: the nodes
+/// outside loop bodies (a loop announces its body's steps per item).
+pub fn initial_steps(def: &Definition) -> i64 {
+    let inside: usize = def.loop_bodies().values().map(Vec::len).sum();
+    (def.nodes.len() - inside) as i64
+}
+
+/// The step of a parent execution that waits for a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentStep {
+    pub execution: Uuid,
+    pub step: Uuid,
+}
+
+/// How deep sub_workflow calls may nest.
+pub const MAX_DEPTH: i64 = 8;
 
 /// Where one attempt of a step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -74,6 +173,8 @@ pub enum StepStatus {
     /// Waiting for a worker (or for its retry to come due).
     Queued,
     Running,
+    /// A sub_workflow step whose child execution runs; no worker holds it.
+    Waiting,
     Succeeded,
     /// Failed; a later attempt may follow.
     Failed,
@@ -90,6 +191,7 @@ impl StepStatus {
         match self {
             StepStatus::Queued => "QUEUED",
             StepStatus::Running => "RUNNING",
+            StepStatus::Waiting => "WAITING",
             StepStatus::Succeeded => "SUCCEEDED",
             StepStatus::Failed => "FAILED",
             StepStatus::Skipped => "SKIPPED",
@@ -101,6 +203,7 @@ impl StepStatus {
         [
             StepStatus::Queued,
             StepStatus::Running,
+            StepStatus::Waiting,
             StepStatus::Succeeded,
             StepStatus::Failed,
             StepStatus::Skipped,
@@ -118,6 +221,8 @@ pub struct StepRun {
     pub id: Uuid,
     pub execution_id: Uuid,
     pub node_id: String,
+    /// The item's index for a step in a `foreach` body.
+    pub item: Option<u32>,
     pub node_type: String,
     pub status: StepStatus,
     /// 1 for the first try.
@@ -136,6 +241,8 @@ pub struct StepRun {
     pub due_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The child execution a sub_workflow step started.
+    pub child_execution_id: Option<Uuid>,
 }
 
 /// Where a node stands once its predecessors are settled.
@@ -149,9 +256,9 @@ pub enum Readiness {
 /// A node's input, from the edges into it that carry data: those whose source
 /// ran (it is in `outputs`) and, for a branching source, took the edge's branch
 /// (recorded in `branches`). No edge in: the execution input. One live edge:
-/// its source's output. Several: an object keyed by source node id (a join).
-/// Edges in but none live: the node is skipped, and so, in turn, are the nodes
-/// only it leads to.
+/// its source's output. Several (or any number into a `merge`): an object keyed
+/// by source node id (a join). Edges in but none live: the node is skipped, and
+/// so, in turn, are the nodes only it leads to.
 pub fn readiness(
     def: &Definition,
     node: &str,
@@ -173,9 +280,10 @@ pub fn readiness(
         .map(|e| e.source.as_str())
         .collect();
     live.dedup();
+    let keyed = def.node(node).is_some_and(|n| n.node_type == "merge");
     match live.as_slice() {
         [] => Readiness::Skip,
-        [one] => Readiness::Run(outputs[*one].clone()),
+        [one] if !keyed => Readiness::Run(outputs[*one].clone()),
         many => Readiness::Run(Value::Object(
             many.iter()
                 .map(|p| (p.to_string(), outputs[*p].clone()))
@@ -300,15 +408,17 @@ fn compare(found: Option<&Value>, operator: &str, expected: &Value) -> Option<bo
     })
 }
 
-/// The execution's output: the output of the sink that ran, or an object keyed
-/// by sink when several ran (sinks on untaken branches are left out).
-pub fn execution_output(def: &Definition, outputs: &Map<String, Value>) -> Value {
-    let ran: Vec<&str> = def
-        .sinks()
-        .into_iter()
+/// The output of a graph (or a loop body) from its sinks: the output of the
+/// sink that ran, an object keyed by sink when several ran (sinks on untaken
+/// branches are left out), null when none ran.
+pub fn sinks_output(sinks: &[&str], outputs: &Map<String, Value>) -> Value {
+    let ran: Vec<&str> = sinks
+        .iter()
+        .copied()
         .filter(|s| outputs.contains_key(*s))
         .collect();
     match ran.as_slice() {
+        [] => Value::Null,
         [one] => outputs[*one].clone(),
         many => Value::Object(
             many.iter()
@@ -316,6 +426,182 @@ pub fn execution_output(def: &Definition, outputs: &Map<String, Value>) -> Value
                 .collect(),
         ),
     }
+}
+
+/// Items a `foreach` may loop over.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// `foreach`: the array it loops over (at `config.items`, or the whole input).
+pub fn foreach(node: &Node, input: Value) -> Result<Outcome, String> {
+    let pointer = node
+        .config
+        .get("items")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let items = match input.pointer(pointer) {
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            return Err(format!(
+                "node `{}`: the value at `{pointer}` is {}, not an array",
+                node.id,
+                kind_of(other)
+            ))
+        }
+        None => {
+            return Err(format!(
+                "node `{}`: the input has no value at `{pointer}`",
+                node.id
+            ))
+        }
+    };
+    if items.len() > MAX_ITEMS {
+        return Err(format!(
+            "node `{}`: {} items; a loop takes at most {MAX_ITEMS}",
+            node.id,
+            items.len()
+        ));
+    }
+    Ok(single(Value::Array(items)))
+}
+
+/// Items of a loop whose body runs at once.
+pub fn foreach_concurrency(node: &Node) -> usize {
+    node.config
+        .get("concurrency")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .clamp(1, 1000) as usize
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `merge`: the incoming outputs (`input`, keyed by source node id) combined in
+/// edge order.
+pub fn merge(def: &Definition, node: &Node, input: Value) -> Result<Outcome, String> {
+    let Value::Object(by_source) = input else {
+        return Err(format!(
+            "node `{}`: a merge receives its branches keyed by node",
+            node.id
+        ));
+    };
+    let mut sources: Vec<&str> = def.predecessors(&node.id);
+    sources.dedup();
+    let ran: Vec<(&str, &Value)> = sources
+        .iter()
+        .filter_map(|s| by_source.get(*s).map(|v| (*s, v)))
+        .collect();
+    let mode = node
+        .config
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("append");
+    let output = match mode {
+        "append" => Value::Array(
+            ran.iter()
+                .flat_map(|(_, v)| match v {
+                    Value::Array(items) => items.clone(),
+                    other => vec![(*other).clone()],
+                })
+                .collect(),
+        ),
+        "object" => {
+            let mut merged = Map::new();
+            for (source, v) in &ran {
+                let Value::Object(fields) = v else {
+                    return Err(format!(
+                        "node `{}`: mode `object` merges objects, but `{source}` gave {}",
+                        node.id,
+                        kind_of(v)
+                    ));
+                };
+                merged.extend(fields.clone());
+            }
+            Value::Object(merged)
+        }
+        "keyed" => Value::Object(by_source),
+        "first" => ran
+            .first()
+            .map(|(_, v)| (*v).clone())
+            .unwrap_or(Value::Null),
+        other => return Err(format!("node `{}`: unknown merge mode `{other}`", node.id)),
+    };
+    Ok(single(output))
+}
+
+/// Longest `delay`.
+pub const MAX_DELAY_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// `delay`: when the step is due, if it was reached at `reached` (ms): that plus
+/// `config.durationMs`, or the timestamp at `config.until` in the input (RFC
+/// 3339 or epoch milliseconds), never more than 30 days ahead.
+pub fn delay_due(node: &Node, input: &Value, reached: i64) -> Result<i64, String> {
+    if let Some(ms) = node.config.get("durationMs") {
+        let ms = ms
+            .as_i64()
+            .filter(|ms| (0..=MAX_DELAY_MS).contains(ms))
+            .ok_or_else(|| {
+                format!(
+                    "node `{}`: `durationMs` must be 0 to {MAX_DELAY_MS}",
+                    node.id
+                )
+            })?;
+        return Ok(reached + ms);
+    }
+    let pointer = node
+        .config
+        .get("until")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("node `{}`: set `durationMs` or `until`", node.id))?;
+    let at = match input.pointer(pointer) {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        format!(
+            "node `{}`: the input at `{pointer}` is not a timestamp (RFC 3339 or epoch milliseconds)",
+            node.id
+        )
+    })?;
+    if at - reached > MAX_DELAY_MS {
+        return Err(format!(
+            "node `{}`: `{pointer}` is more than 30 days ahead",
+            node.id
+        ));
+    }
+    Ok(at.max(reached))
+}
+
+/// `webhook_response`: the reply `{status, headers, body}`.
+pub fn webhook_response(node: &Node, input: Value) -> Result<Outcome, String> {
+    let status = node
+        .config
+        .get("status")
+        .and_then(Value::as_u64)
+        .unwrap_or(200);
+    if !(200..=599).contains(&status) {
+        return Err(format!("node `{}`: `status` must be 200 to 599", node.id));
+    }
+    let headers = node
+        .config
+        .get("headers")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let body = node.config.get("body").cloned().unwrap_or(input);
+    Ok(single(
+        serde_json::json!({"status": status, "headers": headers, "body": body}),
+    ))
 }
 
 #[cfg(test)]
@@ -352,7 +638,7 @@ mod tests {
                 }
             }
         }
-        (execution_output(def, &outputs), skipped)
+        (sinks_output(&def.sinks(), &outputs), skipped)
     }
 
     #[test]
@@ -468,5 +754,120 @@ mod tests {
         assert_eq!(compare(None, "notEquals", &json!(1)), Some(true));
         assert_eq!(compare(None, "exists", &json!(1)), Some(false));
         assert_eq!(compare(Some(&json!(1)), "between", &json!(1)), None);
+    }
+
+    fn node(v: Value) -> Node {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn foreach_takes_the_array_at_its_pointer() {
+        let n = node(json!({"id": "l", "type": "foreach", "config": {"items": "/xs"}}));
+        assert_eq!(
+            foreach(&n, json!({"xs": [1, 2]})).unwrap().output,
+            json!([1, 2])
+        );
+        assert!(foreach(&n, json!({"xs": 3}))
+            .unwrap_err()
+            .contains("a number, not an array"));
+        assert!(foreach(&n, json!({}))
+            .unwrap_err()
+            .contains("no value at `/xs`"));
+        let whole = node(json!({"id": "l", "type": "foreach"}));
+        assert_eq!(foreach(&whole, json!(["a"])).unwrap().output, json!(["a"]));
+        assert_eq!(foreach_concurrency(&whole), 10);
+    }
+
+    #[test]
+    fn merge_modes_combine_in_edge_order() {
+        let def = Definition::from_json(&json!({
+            "nodes": [
+                {"id": "b", "type": "passthrough"}, {"id": "a", "type": "passthrough"},
+                {"id": "m", "type": "merge"}
+            ],
+            "edges": [{"source": "b", "target": "m"}, {"source": "a", "target": "m"}]
+        }))
+        .unwrap();
+        let with = |mode: &str| {
+            let mut n = def.node("m").unwrap().clone();
+            n.config = json!({"mode": mode});
+            n
+        };
+        let input = json!({"a": {"x": 1, "k": "a"}, "b": [{"y": 2}]});
+        assert_eq!(
+            merge(&def, &with("append"), input.clone()).unwrap().output,
+            json!([{"y": 2}, {"x": 1, "k": "a"}])
+        );
+        assert!(merge(&def, &with("object"), input.clone())
+            .unwrap_err()
+            .contains("`b` gave an array"));
+        assert_eq!(
+            merge(
+                &def,
+                &with("object"),
+                json!({"a": {"k": "a"}, "b": {"k": "b", "z": 0}})
+            )
+            .unwrap()
+            .output,
+            json!({"k": "a", "z": 0})
+        );
+        assert_eq!(
+            merge(&def, &with("first"), input.clone()).unwrap().output,
+            json!([{"y": 2}])
+        );
+        assert_eq!(
+            merge(&def, &with("keyed"), input.clone()).unwrap().output,
+            input
+        );
+        // A skipped branch is simply absent.
+        assert_eq!(
+            merge(&def, &with("first"), json!({"a": 7})).unwrap().output,
+            json!(7)
+        );
+    }
+
+    #[test]
+    fn a_merge_gets_its_input_keyed_even_from_one_branch() {
+        let def = Definition::from_json(&json!({
+            "nodes": [{"id": "a", "type": "passthrough"}, {"id": "m", "type": "merge"}],
+            "edges": [{"source": "a", "target": "m"}]
+        }))
+        .unwrap();
+        let outputs: Map<String, Value> = [("a".to_string(), json!(1))].into_iter().collect();
+        match readiness(&def, "m", &json!({}), &outputs, &Map::new()) {
+            Readiness::Run(input) => assert_eq!(input, json!({"a": 1})),
+            Readiness::Skip => panic!("skipped"),
+        }
+    }
+
+    #[test]
+    fn delays_are_due_after_their_duration_or_at_their_time() {
+        let d = node(json!({"id": "d", "type": "delay", "config": {"durationMs": 1500}}));
+        assert_eq!(delay_due(&d, &json!({}), 1_000), Ok(2_500));
+        let u = node(json!({"id": "d", "type": "delay", "config": {"until": "/at"}}));
+        assert_eq!(
+            delay_due(&u, &json!({"at": "1970-01-01T00:00:05Z"}), 1_000),
+            Ok(5_000)
+        );
+        assert_eq!(delay_due(&u, &json!({"at": 7_000}), 1_000), Ok(7_000));
+        // A time already past is due now.
+        assert_eq!(delay_due(&u, &json!({"at": 10}), 1_000), Ok(1_000));
+        assert!(delay_due(&u, &json!({"at": "soon"}), 0)
+            .unwrap_err()
+            .contains("not a timestamp"));
+        assert!(delay_due(&u, &json!({"at": MAX_DELAY_MS + 10}), 0)
+            .unwrap_err()
+            .contains("30 days"));
+    }
+
+    #[test]
+    fn webhook_response_builds_the_reply() {
+        let n = node(
+            json!({"id": "r", "type": "webhook_response", "config": {"status": 201, "headers": {"x-a": "1"}}}),
+        );
+        assert_eq!(
+            webhook_response(&n, json!({"ok": true})).unwrap().output,
+            json!({"status": 201, "headers": {"x-a": "1"}, "body": {"ok": true}})
+        );
     }
 }

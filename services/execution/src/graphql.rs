@@ -18,7 +18,8 @@ use flowfleet_shared::subgraph::caller;
 use uuid::Uuid;
 
 use crate::dispatch::Dispatcher;
-use crate::domain::{Execution, Status, StepRun, StepStatus};
+use crate::domain::{Execution, Start, Status, StepRun, StepStatus};
+use crate::store::list::{Filter, Scope};
 use crate::store::Store;
 
 pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
@@ -74,6 +75,35 @@ pub struct WorkflowRef {
     pub id: ID,
 }
 
+/// A workspace (owned by the auth subgraph); this subgraph adds its executions.
+#[derive(SimpleObject)]
+#[graphql(name = "Workspace", complex)]
+pub struct WorkspaceRef {
+    pub id: ID,
+}
+
+#[ComplexObject]
+impl WorkspaceRef {
+    /// Every execution in the workspace, newest first (VIEWER or above).
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        filter: Option<ExecutionFilter>,
+    ) -> Result<ExecutionConnection> {
+        let me = caller(ctx).require()?.clone();
+        let c = ctx.data::<Ctx>()?;
+        let workspace = parse_id("id", &self.id)?;
+        match c.access.role(me.user_id, workspace).await? {
+            Some(r) if r >= Role::Viewer => {}
+            _ => return Err(ApiError::not_found("no workspace with this id").into()),
+        }
+        Ok(c.page(Scope::Workspace(workspace), filter, first, after)
+            .await?)
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct ExecutionPageInfo {
     pub has_next_page: bool,
@@ -87,6 +117,78 @@ pub struct ExecutionConnection {
     pub total_count: i64,
 }
 
+/// What to keep of an executions list; every set field must hold.
+#[derive(InputObject, Default)]
+pub struct ExecutionFilter {
+    /// Any of these statuses.
+    pub status: Option<Vec<Status>>,
+    /// MANUAL, CRON, WEBHOOK, EVENT, SUB_WORKFLOW or RETRY.
+    pub trigger: Option<String>,
+    /// Within a workspace: one workflow's executions.
+    pub workflow_id: Option<ID>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl ExecutionFilter {
+    fn parse(self) -> Result<Filter, ApiError> {
+        const TRIGGERS: &[&str] = &[
+            "MANUAL",
+            "CRON",
+            "WEBHOOK",
+            "EVENT",
+            "SUB_WORKFLOW",
+            "RETRY",
+        ];
+        if let Some(t) = &self.trigger {
+            if !TRIGGERS.contains(&t.as_str()) {
+                return Err(ApiError::bad_input(format!(
+                    "`trigger` must be one of {}",
+                    TRIGGERS.join(", ")
+                )));
+            }
+        }
+        Ok(Filter {
+            statuses: self.status.unwrap_or_default(),
+            trigger: self.trigger,
+            workflow: self
+                .workflow_id
+                .map(|w| parse_id("workflowId", &w))
+                .transpose()?,
+            created_from: self.created_after.map(|t| t.timestamp_millis()),
+            created_before: self.created_before.map(|t| t.timestamp_millis()),
+        })
+    }
+}
+
+impl Ctx {
+    /// One page of a list, after checking the request's shape.
+    async fn page(
+        &self,
+        scope: Scope,
+        filter: Option<ExecutionFilter>,
+        first: i32,
+        after: Option<String>,
+    ) -> Result<ExecutionConnection, ApiError> {
+        if !(1..=100).contains(&first) {
+            return Err(ApiError::bad_input("`first` must be between 1 and 100"));
+        }
+        let filter = filter.unwrap_or_default().parse()?;
+        let after = after.map(|a| parse_id("after", &a)).transpose()?;
+        let page = self.store.list(scope, &filter, first as i64, after).await?;
+        Ok(ExecutionConnection {
+            page_info: ExecutionPageInfo {
+                has_next_page: page.has_next,
+                end_cursor: page.items.last().map(|e| e.id.to_string()),
+            },
+            total_count: page.total,
+            nodes: page.items.into_iter().map(ExecutionNode).collect(),
+        })
+    }
+}
+
 #[ComplexObject]
 impl WorkflowRef {
     /// The workflow's executions, newest first.
@@ -95,33 +197,22 @@ impl WorkflowRef {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
+        filter: Option<ExecutionFilter>,
     ) -> Result<Option<ExecutionConnection>> {
         // Nullable on purpose: a failure here (or this subgraph being down)
         // nulls only this field, not the parent object.
         let result: Result<ExecutionConnection> = async {
             caller(ctx).require()?;
             let c = ctx.data::<Ctx>()?;
-            if !(1..=100).contains(&first) {
-                return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
-            }
             let workflow = parse_id("id", &self.id)?;
-            let after = after.map(|a| parse_id("after", &a)).transpose()?;
             let page = c
-                .store
-                .list_for_workflow(workflow, first as i64, after)
+                .page(Scope::Workflow(workflow), filter, first, after)
                 .await?;
             // All executions of a workflow share its workspace: one check covers the page.
-            if let Some(first) = page.items.first() {
-                c.check(ctx, first, Role::Viewer).await?;
+            if let Some(first) = page.nodes.first() {
+                c.check(ctx, &first.0, Role::Viewer).await?;
             }
-            Ok(ExecutionConnection {
-                page_info: ExecutionPageInfo {
-                    has_next_page: page.has_next,
-                    end_cursor: page.items.last().map(|e| e.id.to_string()),
-                },
-                total_count: page.total,
-                nodes: page.items.into_iter().map(ExecutionNode).collect(),
-            })
+            Ok(page)
         }
         .await;
         result.map(Some)
@@ -162,6 +253,10 @@ impl StepRunNode {
     async fn node_type(&self) -> &str {
         &self.0.node_type
     }
+    /// The item's index (from 0), for a step in the body of a `foreach`.
+    async fn item(&self) -> Option<i32> {
+        self.0.item.map(|i| i as i32)
+    }
     async fn status(&self) -> StepStatus {
         self.0.status
     }
@@ -186,6 +281,10 @@ impl StepRunNode {
     /// What the engine and the node logged during this attempt.
     async fn logs(&self) -> &[String] {
         &self.0.logs
+    }
+    /// The child execution a `sub_workflow` step started.
+    async fn child_execution_id(&self) -> Option<ID> {
+        self.0.child_execution_id.map(|c| ID(c.to_string()))
     }
     /// The worker that ran (or runs) it.
     async fn worker(&self) -> Option<&str> {
@@ -229,7 +328,15 @@ impl ExecutionNode {
     async fn status(&self) -> Status {
         self.0.status
     }
-    /// How it was started: MANUAL (API), CRON, WEBHOOK or EVENT.
+    /// For a child execution: the execution whose `sub_workflow` step started it.
+    async fn parent_execution_id(&self) -> Option<ID> {
+        self.0.parent.map(|p| ID(p.execution.to_string()))
+    }
+    /// For a retry: the execution it retries.
+    async fn retry_of(&self) -> Option<ID> {
+        self.0.retry_of.map(|r| ID(r.to_string()))
+    }
+    /// How it was started: MANUAL (API), CRON, WEBHOOK, EVENT, SUB_WORKFLOW or RETRY.
     async fn trigger(&self) -> &str {
         &self.0.trigger
     }
@@ -305,6 +412,12 @@ impl Query {
     async fn find_workflow_by_id(&self, id: ID) -> WorkflowRef {
         WorkflowRef { id }
     }
+
+    /// Resolving a workspace reference does no I/O: its fields check access.
+    #[graphql(entity)]
+    async fn find_workspace_by_id(&self, id: ID) -> WorkspaceRef {
+        WorkspaceRef { id }
+    }
 }
 
 pub struct Mutation;
@@ -362,34 +475,104 @@ impl Mutation {
         let definition: Definition =
             serde_json::from_str(&version.definition_json).map_err(ApiError::internal)?;
         let now = c.clock.now_ms();
-        let e = Execution {
-            id: Uuid::now_v7(),
-            workspace_id: workspace,
+        let e = Execution::new_run(
+            workspace,
             workflow_id,
-            workflow_name: version.name.clone(),
-            version: version.version as i64,
-            steps_total: definition.nodes.len() as i64,
-            priority: input
-                .priority
-                .map(i64::from)
-                .unwrap_or(definition.settings.priority as i64),
+            version.name.clone(),
+            version.version as i64,
             definition,
-            status: Status::Queued,
-            trigger: "MANUAL".into(),
-            input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
-            output: None,
-            error: None,
-            idempotency_key: input.idempotency_key,
-            triggered_by: me.user_id,
-            steps_done: 0,
-            artifact_file_id: None,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-        };
-        let (e, queued) = c.store.create(&e, now).await?;
+            Start {
+                input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
+                priority: input.priority.map(i64::from),
+                idempotency_key: input.idempotency_key,
+                trigger: "MANUAL",
+                triggered_by: me.user_id,
+                parent: None,
+                depth: 0,
+                retry_of: None,
+            },
+            now,
+        );
+        let (e, queued) = c.store.create(&e, &[], now).await?;
         c.dispatcher.dispatch(&queued).await;
         Ok(ExecutionNode(e))
+    }
+
+    /// Runs a failed, cancelled or timed-out execution again (EDITOR or above),
+    /// as a new execution of the same version with the same input. From the
+    /// start; or with `fromFailedStep`, reusing the result of every step that
+    /// succeeded (or was skipped), so only the failed step and what follows it
+    /// run.
+    #[tracing::instrument(skip_all)]
+    async fn retry_execution(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(desc = "Reuse the steps that succeeded (default false: run from the start).")]
+        from_failed_step: Option<bool>,
+    ) -> Result<ExecutionNode> {
+        let from_failed_step = from_failed_step.unwrap_or(false);
+        let me = caller(ctx).require()?.clone();
+        let c = ctx.data::<Ctx>()?;
+        let e = c.load(ctx, &id).await?;
+        c.check(ctx, &e, Role::Editor).await?;
+        if !matches!(
+            e.status,
+            Status::Failed | Status::Cancelled | Status::TimedOut
+        ) {
+            return Err(ApiError::bad_input(format!(
+                "execution {} is {}; only failed, cancelled or timed-out executions can be retried",
+                e.id,
+                e.status.as_str()
+            ))
+            .into());
+        }
+        let reused = match from_failed_step {
+            true => crate::domain::reusable(&c.store.steps(e.id).await?),
+            false => Vec::new(),
+        };
+        if from_failed_step
+            && crate::plan::completion(&e.definition, &crate::plan::states_of(&reused)).is_some()
+        {
+            return Err(ApiError::bad_input(
+                "every step of this execution succeeded; retry it from the start instead",
+            )
+            .into());
+        }
+        let now = c.clock.now_ms();
+        let mut retry = Execution::new_run(
+            e.workspace_id,
+            e.workflow_id,
+            e.workflow_name.clone(),
+            e.version,
+            e.definition.clone(),
+            Start {
+                input: e.input.clone(),
+                priority: Some(e.priority),
+                idempotency_key: None,
+                trigger: "RETRY",
+                triggered_by: me.user_id,
+                parent: None,
+                depth: 0,
+                retry_of: Some(e.id),
+            },
+            now,
+        );
+        retry.steps_total += reused
+            .iter()
+            .filter(|s| s.item.is_none())
+            .filter_map(|s| {
+                let output = s.output.as_ref()?;
+                Some(crate::plan::announced_steps(
+                    &e.definition,
+                    &s.node_id,
+                    output,
+                ))
+            })
+            .sum::<i64>();
+        let (retry, queued) = c.store.create(&retry, &reused, now).await?;
+        c.dispatcher.dispatch(&queued).await;
+        Ok(ExecutionNode(retry))
     }
 
     /// Cancels an execution (EDITOR or above): no further step starts, and steps
@@ -402,7 +585,9 @@ impl Mutation {
         let e = c.load(ctx, &id).await?;
         c.check(ctx, &e, Role::Editor).await?;
         let reason = format!("cancelled by user {}", me.user_id);
-        if c.store.cancel(&e, &reason, c.clock.now_ms()).await? {
+        if let Some(t) = c.store.cancel(&e, &reason, c.clock.now_ms()).await? {
+            // The freed concurrency slot may have admitted a waiting execution.
+            c.dispatcher.dispatch(&t.queued).await;
             c.relay.wake();
         }
         let e = c

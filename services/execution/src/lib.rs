@@ -88,18 +88,29 @@ pub async fn build_worker(
     storage: GrpcChannel,
     workflow: GrpcChannel,
 ) -> anyhow::Result<Vec<BoxFuture<'static, ()>>> {
-    let nodes = nodes::Nodes {
-        http: nodes::http::HttpNode::new(
-            &infra.config.http_request,
-            WorkflowServiceClient::new(workflow),
-        )?,
-    };
+    let workflows = WorkflowServiceClient::new(workflow);
     let relay = Relay::new(db.clone(), infra.bus.clone());
     let store = store::Store::new(db);
     let dispatcher = dispatch::Dispatcher {
         store: store.clone(),
         queue: infra.queue.clone(),
         clock: infra.clock.clone(),
+    };
+    let name = format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let nodes = nodes::Nodes {
+        http: nodes::http::HttpNode::new(&infra.config.http_request, workflows.clone())?,
+        children: nodes::sub_workflow::Children {
+            workflows,
+            store: store.clone(),
+            dispatcher: dispatcher.clone(),
+            clock: infra.clock.clone(),
+            worker: name.clone(),
+        },
     };
     let settings = infra.config.worker.clone();
     let worker = Arc::new(worker::Worker {
@@ -109,12 +120,7 @@ pub async fn build_worker(
         storage: StorageServiceClient::new(storage),
         clock: infra.clock.clone(),
         relay: relay.clone(),
-        name: format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..6]
-        ),
+        name,
         settings: settings.clone(),
     });
     Ok(vec![

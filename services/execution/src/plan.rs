@@ -8,18 +8,47 @@
 //! carry data, or is skipped when none do; a skip settles it at once, so skips
 //! propagate down the graph in the same pass (nodes are visited in topological
 //! order).
+//!
+//! Loops: a `foreach` node's step outputs the array it loops over. Its body (the
+//! nodes its `item` branch reaches) is then planned once per item, as a scope of
+//! its own ([`Place::item`]), starting at most `concurrency` items at a time in
+//! item order. Outside the body the loop counts as settled only when every item's
+//! body is, with the items' results (in order) as its output on the `done`
+//! branch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use flowfleet_shared::definition::Definition;
+use flowfleet_shared::definition::{Definition, LOOP_DONE, LOOP_ITEM};
 use serde_json::{Map, Value};
 
-use crate::domain::{execution_output, readiness, Readiness};
+use crate::domain::{foreach_concurrency, readiness, sinks_output, Readiness};
 
-/// Where one node stands, from its latest attempt.
+/// Where a step runs: a node and, inside a `foreach` body, the item's index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Place {
+    pub node: String,
+    pub item: Option<u32>,
+}
+
+impl Place {
+    pub fn top(node: impl Into<String>) -> Place {
+        Place {
+            node: node.into(),
+            item: None,
+        }
+    }
+    pub fn item(node: impl Into<String>, item: u32) -> Place {
+        Place {
+            node: node.into(),
+            item: Some(item),
+        }
+    }
+}
+
+/// Where one step stands, from its latest attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeState {
-    /// Queued, running, or failed with another attempt queued.
+    /// Queued, running, waiting for a child, or failed with another attempt queued.
     Open,
     Succeeded {
         output: Value,
@@ -30,88 +59,320 @@ pub enum NodeState {
     Failed,
 }
 
-/// A node to start now.
+pub type States = HashMap<Place, NodeState>;
+
+/// A step to start now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Run { node: String, input: Value },
-    Skip { node: String },
+    Run { place: Place, input: Value },
+    Skip { place: Place },
 }
 
 impl Decision {
-    pub fn node(&self) -> &str {
+    pub fn place(&self) -> &Place {
         match self {
-            Decision::Run { node, .. } | Decision::Skip { node } => node,
+            Decision::Run { place, .. } | Decision::Skip { place } => place,
         }
+    }
+    pub fn node(&self) -> &str {
+        &self.place().node
     }
 }
 
-/// The outputs of the nodes that ran and the branches branching nodes took.
-fn settled(states: &HashMap<String, NodeState>) -> (Map<String, Value>, Map<String, Value>) {
-    let mut outputs = Map::new();
-    let mut branches = Map::new();
-    for (node, state) in states {
-        if let NodeState::Succeeded { output, branch } = state {
-            outputs.insert(node.clone(), output.clone());
-            if let Some(b) = branch {
-                branches.insert(node.clone(), Value::String(b.clone()));
+/// The definition split into its top level and its loop bodies, each in
+/// topological order.
+struct Shape<'a> {
+    def: &'a Definition,
+    top: Vec<String>,
+    bodies: BTreeMap<String, Vec<String>>,
+}
+
+impl<'a> Shape<'a> {
+    fn of(def: &'a Definition) -> Option<Shape<'a>> {
+        let order = def.topological_order()?; // validation refuses cycles
+        let bodies = def.loop_bodies();
+        let inside: HashSet<&str> = bodies.values().flatten().map(String::as_str).collect();
+        let top = order
+            .into_iter()
+            .filter(|n| !inside.contains(n.as_str()))
+            .collect();
+        Some(Shape { def, top, bodies })
+    }
+
+    /// Nodes of the top level none of whose edges lead to another top-level
+    /// node (a loop's `item` edges lead into its body): their outputs make the
+    /// execution's output.
+    fn top_sinks(&self) -> Vec<&str> {
+        self.top
+            .iter()
+            .filter(|n| {
+                !self
+                    .def
+                    .edges
+                    .iter()
+                    .any(|e| &e.source == *n && self.top.contains(&e.target))
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn body_sinks(&self, foreach: &str) -> Vec<&str> {
+        let body = &self.bodies[foreach];
+        body.iter()
+            .filter(|n| !self.def.edges.iter().any(|e| &e.source == *n))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// One scope's view: the outputs and branches of what ran in it, and what is settled.
+#[derive(Default)]
+struct Scope {
+    outputs: Map<String, Value>,
+    branches: Map<String, Value>,
+    settled: HashSet<String>,
+}
+
+impl Scope {
+    fn record(&mut self, node: &str, state: Option<&NodeState>) {
+        match state {
+            Some(NodeState::Succeeded { output, branch }) => {
+                self.outputs.insert(node.to_string(), output.clone());
+                if let Some(b) = branch {
+                    self.branches
+                        .insert(node.to_string(), Value::String(b.clone()));
+                }
+                self.settled.insert(node.to_string());
             }
+            Some(NodeState::Skipped) => {
+                self.settled.insert(node.to_string());
+            }
+            _ => {}
         }
     }
-    (outputs, branches)
+
+    /// Stands `node` in as settled with `output` on `branch` (a loop seen from
+    /// its body, or from after it).
+    fn settle(&mut self, node: &str, output: Value, branch: &str) {
+        self.outputs.insert(node.to_string(), output);
+        self.branches
+            .insert(node.to_string(), Value::String(branch.to_string()));
+        self.settled.insert(node.to_string());
+    }
 }
 
-/// Every node that can start now and has not: nodes without state whose
-/// predecessors are all settled, including those settled by skips decided in this
-/// same pass. Never returns a node that already has a state.
-pub fn next_steps(
+/// Where a loop stands.
+enum Progress {
+    /// Every item's body is settled: the results, in item order.
+    Complete(Vec<Value>),
+    Running,
+}
+
+/// Decides the unsettled nodes of one scope whose predecessors are all settled.
+fn plan_scope(
     def: &Definition,
+    nodes: &[String],
+    item: Option<u32>,
     execution_input: &Value,
-    states: &HashMap<String, NodeState>,
-) -> Vec<Decision> {
-    let Some(order) = def.topological_order() else {
-        return Vec::new(); // validation refuses cycles before publishing
-    };
-    let (outputs, branches) = settled(states);
-    let mut skipped_now: Vec<String> = Vec::new();
-    let mut decisions = Vec::new();
-    for node in order {
-        if states.contains_key(&node) {
+    mut scope: Scope,
+    states: &States,
+    out: &mut Vec<Decision>,
+) {
+    for node in nodes {
+        let place = Place {
+            node: node.clone(),
+            item,
+        };
+        if states.contains_key(&place) {
             continue;
         }
-        let ready = def.predecessors(&node).iter().all(|p| {
-            matches!(
-                states.get(*p),
-                Some(NodeState::Succeeded { .. } | NodeState::Skipped)
-            ) || skipped_now.iter().any(|s| s == p)
-        });
-        if !ready {
+        if !def
+            .predecessors(node)
+            .iter()
+            .all(|p| scope.settled.contains(*p))
+        {
             continue;
         }
-        match readiness(def, &node, execution_input, &outputs, &branches) {
-            Readiness::Run(input) => decisions.push(Decision::Run { node, input }),
+        match readiness(def, node, execution_input, &scope.outputs, &scope.branches) {
+            Readiness::Run(input) => out.push(Decision::Run { place, input }),
             Readiness::Skip => {
-                skipped_now.push(node.clone());
-                decisions.push(Decision::Skip { node });
+                scope.settled.insert(node.clone());
+                out.push(Decision::Skip { place });
             }
         }
     }
-    decisions
 }
 
-/// The execution's output once every node is settled; `None` while any is open
-/// (or failed, which fails the execution instead).
-pub fn completion(def: &Definition, states: &HashMap<String, NodeState>) -> Option<Value> {
-    let all_settled = def.nodes.iter().all(|n| {
-        matches!(
-            states.get(&n.id),
-            Some(NodeState::Succeeded { .. } | NodeState::Skipped)
-        )
-    });
-    if !all_settled {
+/// The loop's progress, deciding (into `out`) the next steps of its started
+/// items and starting new items while fewer than its concurrency are open.
+fn run_loop(
+    shape: &Shape,
+    foreach: &str,
+    items: &[Value],
+    execution_input: &Value,
+    states: &States,
+    out: &mut Vec<Decision>,
+) -> Progress {
+    let body = &shape.bodies[foreach];
+    if body.is_empty() {
+        return Progress::Complete(items.to_vec());
+    }
+    let limit = shape
+        .def
+        .node(foreach)
+        .map(foreach_concurrency)
+        .unwrap_or(1);
+    let sinks = shape.body_sinks(foreach);
+    let mut results = Vec::with_capacity(items.len());
+    let mut open = 0;
+    let mut started = 0;
+    for (i, value) in items.iter().enumerate() {
+        let i = i as u32;
+        let mut scope = Scope::default();
+        let mut any = false;
+        for b in body {
+            let state = states.get(&Place::item(b.clone(), i));
+            any |= state.is_some();
+            scope.record(b, state);
+        }
+        if !any {
+            break; // items start in order: none after this one has started either
+        }
+        started += 1;
+        if body.iter().all(|b| scope.settled.contains(b)) {
+            results.push(sinks_output(&sinks, &scope.outputs));
+            continue;
+        }
+        open += 1;
+        scope.settle(foreach, value.clone(), LOOP_ITEM);
+        plan_scope(
+            shape.def,
+            body,
+            Some(i),
+            execution_input,
+            scope,
+            states,
+            out,
+        );
+    }
+    if started == items.len() && open == 0 {
+        return Progress::Complete(results);
+    }
+    for (i, value) in items.iter().enumerate().skip(started) {
+        if open >= limit {
+            break;
+        }
+        open += 1;
+        let mut scope = Scope::default();
+        scope.settle(foreach, value.clone(), LOOP_ITEM);
+        plan_scope(
+            shape.def,
+            body,
+            Some(i as u32),
+            execution_input,
+            scope,
+            states,
+            out,
+        );
+    }
+    Progress::Running
+}
+
+/// The top level's scope: what ran there, with every finished loop standing in
+/// as settled on its `done` branch with its results. Loops still running get
+/// their next steps decided into `out`.
+fn top_scope(
+    shape: &Shape,
+    execution_input: &Value,
+    states: &States,
+    out: &mut Vec<Decision>,
+) -> Scope {
+    let mut scope = Scope::default();
+    for node in &shape.top {
+        let state = states.get(&Place::top(node.clone()));
+        match (shape.bodies.contains_key(node), state) {
+            (true, Some(NodeState::Succeeded { output, .. })) => {
+                let items = output.as_array().map(Vec::as_slice).unwrap_or_default();
+                if let Progress::Complete(results) =
+                    run_loop(shape, node, items, execution_input, states, out)
+                {
+                    scope.settle(node, Value::Array(results), LOOP_DONE);
+                }
+            }
+            _ => scope.record(node, state),
+        }
+    }
+    scope
+}
+
+/// Every step that can start now and has not: steps without state whose
+/// predecessors are all settled, including those settled by skips decided in this
+/// same pass. Never returns a place that already has a state.
+pub fn next_steps(def: &Definition, execution_input: &Value, states: &States) -> Vec<Decision> {
+    let Some(shape) = Shape::of(def) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let scope = top_scope(&shape, execution_input, states, &mut out);
+    plan_scope(
+        def,
+        &shape.top,
+        None,
+        execution_input,
+        scope,
+        states,
+        &mut out,
+    );
+    out
+}
+
+/// The execution's output once every top-level node is settled (every loop
+/// finished); `None` while any is open (or failed, which fails the execution
+/// instead).
+pub fn completion(def: &Definition, states: &States) -> Option<Value> {
+    let shape = Shape::of(def)?;
+    let scope = top_scope(&shape, &Value::Null, states, &mut Vec::new());
+    if !shape.top.iter().all(|n| scope.settled.contains(n)) {
         return None;
     }
-    let (outputs, _) = settled(states);
-    Some(execution_output(def, &outputs))
+    Some(sinks_output(&shape.top_sinks(), &scope.outputs))
+}
+
+/// The states recorded steps stand for (the latest attempt of each counts).
+pub fn states_of(steps: &[crate::domain::StepRun]) -> States {
+    use crate::domain::StepStatus;
+    let mut sorted: Vec<&crate::domain::StepRun> = steps.iter().collect();
+    sorted.sort_by_key(|s| s.attempt);
+    sorted
+        .into_iter()
+        .map(|s| {
+            let state = match s.status {
+                StepStatus::Succeeded => NodeState::Succeeded {
+                    output: s.output.clone().unwrap_or(Value::Null),
+                    branch: s.branch.clone(),
+                },
+                StepStatus::Skipped => NodeState::Skipped,
+                StepStatus::Queued | StepStatus::Running | StepStatus::Waiting => NodeState::Open,
+                _ => NodeState::Failed,
+            };
+            (
+                Place {
+                    node: s.node_id.clone(),
+                    item: s.item,
+                },
+                state,
+            )
+        })
+        .collect()
+}
+
+/// Steps a success adds to the execution's count beyond those it queues now: a
+/// loop's step announces every item's body.
+pub fn announced_steps(def: &Definition, node: &str, output: &Value) -> i64 {
+    match (def.loop_bodies().get(node), output.as_array()) {
+        (Some(body), Some(items)) => (body.len() * items.len()) as i64,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +382,21 @@ mod tests {
 
     fn def(v: Value) -> Definition {
         Definition::from_json(&v).unwrap()
+    }
+
+    fn top(node: &str) -> Place {
+        Place::top(node)
+    }
+
+    fn run(node: &str, input: Value) -> Decision {
+        Decision::Run {
+            place: top(node),
+            input,
+        }
+    }
+
+    fn states<const N: usize>(entries: [(&str, NodeState); N]) -> States {
+        entries.into_iter().map(|(n, s)| (top(n), s)).collect()
     }
 
     fn ok(output: Value) -> NodeState {
@@ -151,35 +427,29 @@ mod tests {
         let d = diamond();
         assert_eq!(
             next_steps(&d, &json!({"x": 1}), &HashMap::new()),
-            vec![Decision::Run {
-                node: "a".into(),
-                input: json!({"x": 1})
-            }]
+            vec![run("a", json!({"x": 1}))]
         );
     }
 
     #[test]
     fn a_join_waits_for_every_incoming_branch() {
         let d = diamond();
-        let mut states = HashMap::from([("a".to_string(), ok(json!(1)))]);
+        let mut states = states([("a", ok(json!(1)))]);
         let next = next_steps(&d, &json!({}), &states);
         assert_eq!(
             next.iter().map(Decision::node).collect::<Vec<_>>(),
             ["b", "c"]
         );
-        states.insert("b".into(), ok(json!("from b")));
-        states.insert("c".into(), NodeState::Open);
+        states.insert(top("b"), ok(json!("from b")));
+        states.insert(top("c"), NodeState::Open);
         assert_eq!(next_steps(&d, &json!({}), &states), vec![]);
-        states.insert("c".into(), ok(json!("from c")));
+        states.insert(top("c"), ok(json!("from c")));
         assert_eq!(
             next_steps(&d, &json!({}), &states),
-            vec![Decision::Run {
-                node: "d".into(),
-                input: json!({"b": "from b", "c": "from c"})
-            }]
+            vec![run("d", json!({"b": "from b", "c": "from c"}))]
         );
         assert_eq!(completion(&d, &states), None);
-        states.insert("d".into(), ok(json!("done")));
+        states.insert(top("d"), ok(json!("done")));
         assert_eq!(completion(&d, &states), Some(json!("done")));
         assert_eq!(next_steps(&d, &json!({}), &states), vec![]);
     }
@@ -203,8 +473,8 @@ mod tests {
             ],
             "triggers": [{"kind": "MANUAL"}]
         }));
-        let mut states = HashMap::from([(
-            "if".to_string(),
+        let mut states = states([(
+            "if",
             NodeState::Succeeded {
                 output: json!({"v": 1}),
                 branch: Some("false".into()),
@@ -213,38 +483,122 @@ mod tests {
         assert_eq!(
             next_steps(&d, &json!({}), &states),
             vec![
-                Decision::Skip { node: "yes".into() },
-                Decision::Run {
-                    node: "no".into(),
-                    input: json!({"v": 1})
-                },
-                Decision::Skip {
-                    node: "yes2".into()
-                },
+                Decision::Skip { place: top("yes") },
+                run("no", json!({"v": 1})),
+                Decision::Skip { place: top("yes2") },
             ]
         );
-        states.insert("yes".into(), NodeState::Skipped);
-        states.insert("yes2".into(), NodeState::Skipped);
-        states.insert("no".into(), ok(json!("n")));
+        states.insert(top("yes"), NodeState::Skipped);
+        states.insert(top("yes2"), NodeState::Skipped);
+        states.insert(top("no"), ok(json!("n")));
         // The join runs with the branch that ran.
         assert_eq!(
             next_steps(&d, &json!({}), &states),
-            vec![Decision::Run {
-                node: "end".into(),
-                input: json!("n")
-            }]
+            vec![run("end", json!("n"))]
         );
     }
 
     #[test]
     fn a_failed_node_blocks_what_follows_and_completes_nothing() {
         let d = diamond();
-        let states = HashMap::from([
-            ("a".to_string(), ok(json!(1))),
-            ("b".to_string(), NodeState::Failed),
-            ("c".to_string(), ok(json!(2))),
+        let states = states([
+            ("a", ok(json!(1))),
+            ("b", NodeState::Failed),
+            ("c", ok(json!(2))),
         ]);
         assert_eq!(next_steps(&d, &json!({}), &states), vec![]);
         assert_eq!(completion(&d, &states), None);
+    }
+
+    /// `load` → foreach `loop` (2 at a time) → body `double` → `check`; `sum` on `done`.
+    fn looping() -> Definition {
+        def(json!({
+            "nodes": [
+                {"id": "load", "type": "passthrough"},
+                {"id": "loop", "type": "foreach", "config": {"items": "/xs", "concurrency": 2}},
+                {"id": "double", "type": "transform", "config": {"expression": ". * 2"}},
+                {"id": "check", "type": "passthrough"},
+                {"id": "sum", "type": "transform", "config": {"expression": "add"}}
+            ],
+            "edges": [
+                {"source": "load", "target": "loop"},
+                {"source": "loop", "sourceHandle": "item", "target": "double"},
+                {"source": "double", "target": "check"},
+                {"source": "loop", "sourceHandle": "done", "target": "sum"}
+            ],
+            "triggers": [{"kind": "MANUAL"}]
+        }))
+    }
+
+    fn item_run(node: &str, item: u32, input: Value) -> Decision {
+        Decision::Run {
+            place: Place::item(node, item),
+            input,
+        }
+    }
+
+    #[test]
+    fn a_loop_runs_its_body_per_item_within_its_concurrency_then_joins_in_item_order() {
+        let d = looping();
+        let mut s = states([
+            ("load", ok(json!({"xs": [1, 2, 3]}))),
+            ("loop", ok(json!([1, 2, 3]))),
+        ]);
+        assert_eq!(announced_steps(&d, "loop", &json!([1, 2, 3])), 6);
+        // Two items start; the third waits for a free slot.
+        assert_eq!(
+            next_steps(&d, &json!({}), &s),
+            vec![
+                item_run("double", 0, json!(1)),
+                item_run("double", 1, json!(2))
+            ]
+        );
+        s.insert(Place::item("double", 0), NodeState::Open);
+        s.insert(Place::item("double", 1), ok(json!(4)));
+        assert_eq!(
+            next_steps(&d, &json!({}), &s),
+            vec![item_run("check", 1, json!(4))]
+        );
+        s.insert(Place::item("check", 1), ok(json!(4)));
+        // Item 1 is done: item 2 takes its slot.
+        assert_eq!(
+            next_steps(&d, &json!({}), &s),
+            vec![item_run("double", 2, json!(3))]
+        );
+        s.insert(Place::item("double", 2), ok(json!(6)));
+        s.insert(Place::item("check", 2), ok(json!(6)));
+        assert_eq!(next_steps(&d, &json!({}), &s), vec![]);
+        assert_eq!(completion(&d, &s), None);
+        // The last item finishes out of order; results keep item order.
+        s.insert(Place::item("double", 0), ok(json!(2)));
+        s.insert(Place::item("check", 0), ok(json!(2)));
+        assert_eq!(
+            next_steps(&d, &json!({}), &s),
+            vec![run("sum", json!([2, 4, 6]))]
+        );
+        s.insert(top("sum"), ok(json!(12)));
+        assert_eq!(completion(&d, &s), Some(json!(12)));
+    }
+
+    #[test]
+    fn an_empty_loop_goes_straight_to_done() {
+        let d = looping();
+        let s = states([("load", ok(json!({"xs": []}))), ("loop", ok(json!([])))]);
+        assert_eq!(next_steps(&d, &json!({}), &s), vec![run("sum", json!([]))]);
+    }
+
+    #[test]
+    fn a_loop_without_done_edges_is_the_output() {
+        let d = def(json!({
+            "nodes": [
+                {"id": "loop", "type": "foreach"},
+                {"id": "double", "type": "transform", "config": {"expression": ". * 2"}}
+            ],
+            "edges": [{"source": "loop", "sourceHandle": "item", "target": "double"}],
+            "triggers": [{"kind": "MANUAL"}]
+        }));
+        let mut s = states([("loop", ok(json!([5])))]);
+        s.insert(Place::item("double", 0), ok(json!(10)));
+        assert_eq!(completion(&d, &s), Some(json!([10])));
     }
 }

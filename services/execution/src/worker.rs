@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::dispatch::{Dispatcher, StepKey};
-use crate::domain::{self, Execution, Status, StepRun};
-use crate::nodes::{NodeError, Nodes};
+use crate::domain::{Execution, Status, StepRun};
+use crate::nodes::{NodeError, Nodes, Ran};
 use crate::store::steps::Attempt;
 use crate::store::{Claim, Store, Transition};
 
@@ -48,7 +48,7 @@ pub struct Worker {
 
 /// How an attempt ended.
 enum Ending {
-    Done(domain::Outcome),
+    Done(Ran),
     Failed(NodeError),
     TimedOut(u64),
     /// The lease was lost: someone else owns the step now, or it was cancelled.
@@ -108,6 +108,7 @@ impl Worker {
         let attempt = Attempt {
             execution: key.execution,
             node: &key.node,
+            item: key.item,
             attempt: delivery.task.attempt as i64,
         };
         let loaded = match self.store.get(key.execution).await {
@@ -146,6 +147,16 @@ impl Worker {
             }
             Claim::Held { until } => {
                 delivery.postpone(until).await?;
+                Ok(())
+            }
+            Claim::Mine(step) if step.due_at > now => {
+                // Early (a resent task of a delay or a retry's backoff): give it
+                // back until it is due.
+                self.store
+                    .release(step.id, &self.name)
+                    .await
+                    .map_err(internal)?;
+                delivery.postpone(step.due_at).await?;
                 Ok(())
             }
             Claim::Mine(step) => self.run_step(&execution, *step, delivery, give_back).await,
@@ -187,7 +198,7 @@ impl Worker {
         let span = tracing::info_span!("step", node = %step.node_id, node_type = %step.node_type, attempt = step.attempt);
         let input = step.input.clone();
         let mut node_logs = Vec::new();
-        let run = self.nodes.execute(e, &node, input, &mut node_logs);
+        let run = self.nodes.execute(e, &step, &node, input, &mut node_logs);
         let ending = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(timeout_ms), tracing::Instrument::instrument(run, span)) => match r {
                 Ok(Ok(outcome)) => Ending::Done(outcome),
@@ -215,7 +226,11 @@ impl Worker {
                 tracing::warn!(node = %step.node_id, "lost the step's lease; dropping the attempt");
                 delivery.ack().await?;
             }
-            Ending::Done(outcome) => {
+            Ending::Done(Ran::Waiting) => {
+                // A child execution runs for it; the child's end moves it on.
+                delivery.ack().await?;
+            }
+            Ending::Done(Ran::Done(outcome)) => {
                 metrics::counter!("flowfleet_steps_total", "status" => "SUCCEEDED").increment(1);
                 let t = self
                     .store
@@ -300,18 +315,20 @@ impl Worker {
                 .fail(e, step, &self.name, &message, timed_out, None, &logs, now)
                 .await
                 .map_err(internal)?;
-            if t.is_some_and(|t| t.failed) {
+            if t.as_ref().is_some_and(|t| t.failed) {
                 metrics::counter!("flowfleet_executions_finished_total", "status" => "FAILED")
                     .increment(1);
                 self.relay.wake();
             }
+            // Ending it may have admitted a waiting execution.
+            self.after(e, t).await?;
             delivery.dead_letter(&message).await?;
         }
         Ok(())
     }
 
-    /// Dispatches what a success queued, and completes the execution if it was
-    /// the last step.
+    /// Dispatches what a transition queued, completes the execution if it was
+    /// the last step, and completes parents that a finished child completed.
     async fn after(&self, e: &Execution, t: Option<Transition>) -> anyhow::Result<()> {
         let Some(t) = t else {
             return Ok(()); // not ours any more: nothing was recorded
@@ -320,48 +337,61 @@ impl Worker {
         if let Some(output) = t.completed {
             self.complete(e, output).await?;
         }
+        for r in t.resumed {
+            if let Some(output) = r.completed {
+                self.complete(&r.parent, output).await?;
+            }
+        }
         Ok(())
     }
 
     /// Stores the output artifact, then marks the execution SUCCEEDED (with its
-    /// outcome event). Both are idempotent: redone after a crash, nothing doubles.
-    async fn complete(&self, e: &Execution, output: Value) -> anyhow::Result<()> {
-        let current = self.store.get(e.id).await.map_err(internal)?;
-        let Some(mut e) = current else {
-            return Ok(());
-        };
-        if e.status.is_terminal() {
-            return Ok(());
-        }
-        if e.artifact_file_id.is_none() {
-            let file = self
-                .storage
-                .clone()
-                .put_file(PutFileRequest {
-                    workspace_id: e.workspace_id.to_string(),
-                    owner_id: e.triggered_by.to_string(),
-                    execution_id: e.id.to_string(),
-                    name: "output.json".into(),
-                    content_type: "application/json".into(),
-                    content: serde_json::to_vec_pretty(&output)?,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("storing the output artifact failed: {s}"))?
-                .into_inner();
-            self.store
-                .set_artifact(e.id, &file.id)
-                .await
-                .map_err(internal)?;
-        }
-        e.status = Status::Succeeded;
-        e.output = Some(output);
-        e.finished_at = Some(self.clock.now_ms());
-        if self.store.finish(&e).await.map_err(internal)? {
-            metrics::counter!("flowfleet_executions_finished_total", "status" => "SUCCEEDED")
-                .increment(1);
-            self.relay.wake();
-        }
-        Ok(())
+    /// outcome event), which resumes its parent if it is a child. Both are
+    /// idempotent: redone after a crash, nothing doubles.
+    fn complete<'a>(
+        &'a self,
+        e: &'a Execution,
+        output: Value,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let current = self.store.get(e.id).await.map_err(internal)?;
+            let Some(mut e) = current else {
+                return Ok(());
+            };
+            if e.status.is_terminal() {
+                return Ok(());
+            }
+            if e.artifact_file_id.is_none() {
+                let file = self
+                    .storage
+                    .clone()
+                    .put_file(PutFileRequest {
+                        workspace_id: e.workspace_id.to_string(),
+                        owner_id: e.triggered_by.to_string(),
+                        execution_id: e.id.to_string(),
+                        name: "output.json".into(),
+                        content_type: "application/json".into(),
+                        content: serde_json::to_vec_pretty(&output)?,
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("storing the output artifact failed: {s}"))?
+                    .into_inner();
+                self.store
+                    .set_artifact(e.id, &file.id)
+                    .await
+                    .map_err(internal)?;
+            }
+            e.status = Status::Succeeded;
+            e.output = Some(output);
+            e.finished_at = Some(self.clock.now_ms());
+            let t = self.store.finish(&e).await.map_err(internal)?;
+            if t.is_some() {
+                metrics::counter!("flowfleet_executions_finished_total", "status" => "SUCCEEDED")
+                    .increment(1);
+                self.relay.wake();
+            }
+            self.after(&e, t).await
+        })
     }
 }
 

@@ -21,6 +21,11 @@ pub enum NodeKind {
     Switch,
     Transform,
     HttpRequest,
+    Foreach,
+    Merge,
+    Delay,
+    SubWorkflow,
+    WebhookResponse,
 }
 
 impl NodeKind {
@@ -31,6 +36,11 @@ impl NodeKind {
         NodeKind::Switch,
         NodeKind::Transform,
         NodeKind::HttpRequest,
+        NodeKind::Foreach,
+        NodeKind::Merge,
+        NodeKind::Delay,
+        NodeKind::SubWorkflow,
+        NodeKind::WebhookResponse,
     ];
 
     /// The kind a definition's `type` names, if any.
@@ -171,6 +181,56 @@ pub const CATALOG: &[NodeType] = &[
             pointer: "/credentialId",
             kinds: &["HTTP_BASIC", "HTTP_BEARER", "HTTP_HEADER"],
         }],
+    },
+    NodeType {
+        kind: NodeKind::Foreach,
+        name: "foreach",
+        description: "Runs its body once per element of an array: the nodes reachable from its `item` branch, at most `concurrency` items at a time (default 10). Each body run gets one element as its input; the body's last node gives that item's result. When every item is done, the `done` branch continues with the results in item order (a join). Loops do not nest: call a sub_workflow from the body instead.",
+        config_schema: r#"{"type":"object","properties":{"items":{"type":"string","pattern":"^(/.*)?$","description":"JSON pointer to the array in the input; empty (the default) for the whole input."},"concurrency":{"type":"integer","minimum":1,"maximum":1000,"description":"Items whose body runs at once (default 10)."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "On `item`: one element per body run. On `done`: the array of the body's results, in item order (the element itself when the body is empty).",
+        handles: Handles::Fixed(&["item", "done"]),
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Merge,
+        name: "merge",
+        description: "Waits for every incoming branch (skipped ones excepted) and combines their outputs in edge order: `append` (default) concatenates them into one array (array outputs are spread), `object` merges object outputs key by key (later edges win), `keyed` gives an object keyed by source node id, `first` the first branch that ran.",
+        config_schema: r#"{"type":"object","properties":{"mode":{"enum":["append","object","keyed","first"]}},"additionalProperties":false}"#,
+        input: "An object keyed by source node id, one entry per incoming branch that ran (the node waits for all of them).",
+        output: "The combined outputs.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Delay,
+        name: "delay",
+        description: "Waits, then outputs its input unchanged: `durationMs` after it is reached, or until the time at `until` (a JSON pointer to an RFC 3339 timestamp or epoch milliseconds in the input). The wait is recorded, so it survives restarts of every process, and holds no worker meanwhile. At most 30 days.",
+        config_schema: r#"{"type":"object","properties":{"durationMs":{"type":"integer","minimum":0,"maximum":2592000000},"until":{"type":"string","pattern":"^/.*$","description":"JSON pointer to a timestamp in the input."}},"oneOf":[{"required":["durationMs"]},{"required":["until"]}],"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The input, unchanged.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::SubWorkflow,
+        name: "sub_workflow",
+        description: "Starts a published workflow of the same workspace as a child execution and waits for it, holding no worker meanwhile. The child's input is `input` when set, else this node's input; its output becomes this node's output, and its failure fails this node. Cancelling the parent cancels the child. Children nest at most 8 deep.",
+        config_schema: r#"{"type":"object","required":["workflowId"],"properties":{"workflowId":{"type":"string","pattern":"^[0-9a-fA-F-]{36}$"},"version":{"type":"integer","minimum":1,"description":"A published version; the newest when absent."},"input":{"description":"The child's input; defaults to this node's input."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The child execution's output.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::WebhookResponse,
+        name: "webhook_response",
+        description: "Answers the HTTP request that started the execution through a webhook trigger with `respond: WITH_NODE`: `status` (default 200), `headers`, and `body` (default: this node's input). The first webhook_response to run answers; the execution goes on either way.",
+        config_schema: r#"{"type":"object","properties":{"status":{"type":"integer","minimum":200,"maximum":599},"headers":{"type":"object","additionalProperties":{"type":"string"}},"body":{"description":"The JSON body; defaults to the input."}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "{status, headers, body}: the reply.",
+        handles: Handles::Single,
+        credentials: &[],
     },
 ];
 

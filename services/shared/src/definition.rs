@@ -93,15 +93,58 @@ pub enum Trigger {
     },
     /// Started by an HTTP request to the workflow's webhook; `path` tells the
     /// workflow's webhooks apart.
+    ///
+    /// It answers at `/hooks/<workflow id>/<path>`. Callers prove themselves with
+    /// the secret held by the SECRET credential `secretCredentialId`: as the
+    /// `X-Flowfleet-Token` header (`auth: TOKEN`), or as the
+    /// `X-Flowfleet-Signature: sha256=<hex>` HMAC-SHA256 of the raw body
+    /// (`auth: HMAC`). With `respond: WITH_NODE` the caller waits (at most
+    /// `timeoutMs`) for the execution's `webhook_response` node to answer;
+    /// with `IMMEDIATELY` it gets `202` and the execution id at once.
     #[serde(rename_all = "camelCase")]
     Webhook {
         #[serde(default)]
         path: String,
+        #[serde(default)]
+        auth: WebhookAuth,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_credential_id: Option<String>,
+        #[serde(default)]
+        respond: WebhookRespond,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Started by a platform event such as `execution.failed`.
     #[serde(rename_all = "camelCase")]
     Event { event: String },
 }
+
+/// How a webhook's caller proves it holds the secret.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WebhookAuth {
+    /// The secret itself in the `X-Flowfleet-Token` header.
+    #[default]
+    Token,
+    /// `X-Flowfleet-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+    Hmac,
+}
+
+/// When a webhook's caller gets its answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WebhookRespond {
+    /// `202 Accepted` with the execution id, without waiting.
+    #[default]
+    Immediately,
+    /// The reply of the execution's `webhook_response` node (or `504` after
+    /// the trigger's `timeoutMs`).
+    WithNode,
+}
+
+/// How long a `WITH_NODE` webhook waits for its reply by default, and at most.
+pub const WEBHOOK_TIMEOUT_MS: u64 = 30_000;
+pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 300_000;
 
 fn utc() -> String {
     "UTC".into()
@@ -260,7 +303,49 @@ impl Definition {
             .map(|n| n.id.as_str())
             .collect()
     }
+
+    /// The body of every `foreach` node: the nodes reachable from its `item`
+    /// branch, in topological order (declaration order when there is a cycle,
+    /// which validation reports anyway). The body runs once per item; what
+    /// follows the loop hangs off its `done` branch.
+    pub fn loop_bodies(&self) -> BTreeMap<String, Vec<String>> {
+        let order = self
+            .topological_order()
+            .unwrap_or_else(|| self.nodes.iter().map(|n| n.id.clone()).collect());
+        let mut bodies = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.node_type == FOREACH) {
+            let mut body = std::collections::BTreeSet::new();
+            let mut stack: Vec<&str> = self
+                .edges
+                .iter()
+                .filter(|e| e.source == n.id && e.source_handle.as_deref() == Some(LOOP_ITEM))
+                .map(|e| e.target.as_str())
+                .collect();
+            while let Some(id) = stack.pop() {
+                if id != n.id && body.insert(id) {
+                    stack.extend(
+                        self.edges
+                            .iter()
+                            .filter(|e| e.source == id)
+                            .map(|e| e.target.as_str()),
+                    );
+                }
+            }
+            let ordered = order
+                .iter()
+                .filter(|id| body.contains(id.as_str()))
+                .cloned()
+                .collect();
+            bodies.insert(n.id.clone(), ordered);
+        }
+        bodies
+    }
 }
+
+/// The `foreach` node type, and its two branches.
+pub const FOREACH: &str = "foreach";
+pub const LOOP_ITEM: &str = "item";
+pub const LOOP_DONE: &str = "done";
 
 /// The value with every object's keys sorted.
 fn canonical(value: Value) -> Value {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::catalog::{NodeType, CATALOG};
-use crate::definition::{Definition, Trigger};
+use crate::definition::{Definition, Trigger, FOREACH, LOOP_ITEM, MAX_WEBHOOK_TIMEOUT_MS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, async_graphql::Enum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -52,6 +52,7 @@ pub enum ProblemCode {
     UnusedHandle,
     DuplicateEdge,
     DuplicateTrigger,
+    InvalidLoop,
 }
 
 /// One problem, located precisely.
@@ -108,11 +109,12 @@ pub fn validate_with(
         out: Vec::new(),
     };
     v.size();
-    v.triggers();
+    v.triggers(credentials);
     v.settings();
     v.nodes(credentials);
     v.edges();
     v.graph();
+    v.loops();
     v.out
 }
 
@@ -195,7 +197,7 @@ impl<'a> Validation<'a> {
         }
     }
 
-    fn triggers(&mut self) {
+    fn triggers(&mut self, credentials: &CredentialKinds) {
         let def = self.def;
         if def.triggers.is_empty() {
             self.error(
@@ -240,7 +242,22 @@ impl<'a> Validation<'a> {
                         );
                     }
                 }
-                Trigger::Webhook { path } => {
+                Trigger::Webhook {
+                    path,
+                    secret_credential_id,
+                    timeout_ms,
+                    ..
+                } => {
+                    self.webhook_secret(i, secret_credential_id.as_deref(), credentials);
+                    if timeout_ms.is_some_and(|t| t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS) {
+                        self.error(
+                            ProblemCode::InvalidSetting,
+                            format!("triggers[{i}].timeoutMs"),
+                            format!(
+                                "a webhook waits 1 to {MAX_WEBHOOK_TIMEOUT_MS} ms for its reply"
+                            ),
+                        );
+                    }
                     if !path.is_empty() && !valid_id(path) {
                         self.error(
                             ProblemCode::InvalidWebhookPath,
@@ -265,6 +282,76 @@ impl<'a> Validation<'a> {
                             format!("`{event}` is not an event name; use a dotted lowercase name such as `execution.failed`"),
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// A webhook must name the SECRET credential its callers prove they hold.
+    fn webhook_secret(&mut self, i: usize, id: Option<&str>, credentials: &CredentialKinds) {
+        let path = format!("triggers[{i}].secretCredentialId");
+        match id.map(|id| (id, credentials.get(id))) {
+            None => self.error(
+                ProblemCode::MissingCredential,
+                path,
+                "a webhook trigger needs `secretCredentialId`: a SECRET credential whose value callers send as a token or use to sign the body",
+            ),
+            Some((id, None)) => self.error(
+                ProblemCode::MissingCredential,
+                path,
+                format!("no credential `{id}` in this workspace; create a SECRET credential or pick another"),
+            ),
+            Some((id, Some(kind))) if kind != "SECRET" => self.error(
+                ProblemCode::WrongCredentialKind,
+                path,
+                format!("credential `{id}` is {kind}; a webhook secret must be a SECRET credential"),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// Each `foreach` body is entered only through the loop's `item` branch and
+    /// left only at its end (what follows the loop hangs off `done`), and holds
+    /// no other loop.
+    fn loops(&mut self) {
+        let def = self.def;
+        for (foreach, body) in def.loop_bodies() {
+            let inside = |id: &str| body.iter().any(|b| b == id);
+            for (i, e) in def.edges.iter().enumerate() {
+                let from_loop =
+                    e.source == foreach && e.source_handle.as_deref() == Some(LOOP_ITEM);
+                if inside(&e.target) && !inside(&e.source) && !from_loop {
+                    self.push(
+                        Severity::Error,
+                        ProblemCode::InvalidLoop,
+                        format!("edges[{i}]"),
+                        Some(&e.target),
+                        Some(i),
+                        format!("node `{}` is in the body of loop `{foreach}`, so it can only be reached from the loop's `item` branch or its body; this edge comes from `{}`", e.target, e.source),
+                    );
+                }
+                if inside(&e.source) && !inside(&e.target) {
+                    self.push(
+                        Severity::Error,
+                        ProblemCode::InvalidLoop,
+                        format!("edges[{i}]"),
+                        Some(&e.source),
+                        Some(i),
+                        format!("node `{}` is in the body of loop `{foreach}` and this edge leaves the body; connect what follows the loop to its `done` branch", e.source),
+                    );
+                }
+            }
+            for id in &body {
+                if def.node(id).is_some_and(|n| n.node_type == FOREACH) {
+                    let position = def.nodes.iter().position(|n| &n.id == id).unwrap_or(0);
+                    self.push(
+                        Severity::Error,
+                        ProblemCode::InvalidLoop,
+                        format!("nodes[{position}]"),
+                        Some(id),
+                        None,
+                        format!("loop `{id}` is inside the body of loop `{foreach}`; loops do not nest: call a sub_workflow from the body instead"),
+                    );
                 }
             }
         }

@@ -50,7 +50,7 @@ fn trigger_to_proto(t: &Trigger) -> pb::Trigger {
             out.cron_expression = expression.clone();
             out.timezone = timezone.clone();
         }
-        Trigger::Webhook { path } => out.webhook_path = path.clone(),
+        Trigger::Webhook { path, .. } => out.webhook_path = path.clone(),
         Trigger::Event { event } => out.event = event.clone(),
     }
     out

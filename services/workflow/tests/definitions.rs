@@ -289,6 +289,7 @@ async fn versions_are_frozen_listed_and_rolled_back() {
 async fn interchange_round_trips_and_refuses_bad_documents_precisely() {
     for backend in Backend::all() {
         let s = Service::start(&backend).await;
+        let secret = s.secret("hook-secret").await;
         let definition = json!({
             "nodes": [
                 {"id": "route", "type": "switch", "name": "Route", "config": {"field": "/region", "cases": [{"handle": "eu", "equals": "EU"}]}, "position": {"x": 1.5, "y": -2}},
@@ -296,7 +297,7 @@ async fn interchange_round_trips_and_refuses_bad_documents_precisely() {
                 {"id": "rest", "type": "passthrough"}
             ],
             "edges": [{"source": "route", "sourceHandle": "eu", "target": "eu"}, {"source": "route", "sourceHandle": "default", "target": "rest"}],
-            "triggers": [{"kind": "CRON", "expression": "*/5 * * * *", "timezone": "Europe/Paris"}, {"kind": "WEBHOOK", "path": "orders"}, {"kind": "EVENT", "event": "execution.failed"}],
+            "triggers": [{"kind": "CRON", "expression": "*/5 * * * *", "timezone": "Europe/Paris"}, {"kind": "WEBHOOK", "path": "orders", "secretCredentialId": secret}, {"kind": "EVENT", "event": "execution.failed"}],
             "settings": {"timeoutMs": 5000, "maxRetries": 1, "priority": 8, "concurrencyLimit": 2}
         });
         let w = s.create(&s.editor, json!({"name": "Router", "description": "routes", "tags": ["ops"], "definition": definition})).await;
@@ -424,7 +425,12 @@ async fn the_catalog_describes_schemas_inputs_outputs_and_branches() {
             "condition",
             "switch",
             "transform",
-            "http_request"
+            "http_request",
+            "foreach",
+            "merge",
+            "delay",
+            "sub_workflow",
+            "webhook_response"
         ]
     );
     assert_eq!(

@@ -42,8 +42,9 @@ async fn the_trigger_feed_follows_the_workflow_lifecycle() {
             .unwrap()
             .into_inner();
 
+        let secret = s.secret("hook-secret").await;
         let mut definition = valid_definition();
-        definition["triggers"] = json!([{"kind": "CRON", "expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}, {"kind": "WEBHOOK", "path": "in"}]);
+        definition["triggers"] = json!([{"kind": "CRON", "expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}, {"kind": "WEBHOOK", "path": "in", "secretCredentialId": secret}]);
         let w = s.create(&s.editor, json!({"definition": definition})).await;
         let id = w["id"].as_str().unwrap().to_string();
         // A draft has no live triggers: nothing is sent for creating one.

@@ -4,13 +4,14 @@
 
 pub mod guard;
 pub mod http;
+pub mod sub_workflow;
 pub mod transform;
 
 use flowfleet_shared::catalog::NodeKind;
 use flowfleet_shared::definition::Node;
 use serde_json::Value;
 
-use crate::domain::{self, Execution, Outcome};
+use crate::domain::{self, Execution, Outcome, StepRun};
 
 /// Why an attempt failed, and whether another attempt could succeed.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,45 +37,70 @@ impl NodeError {
     }
 }
 
+/// How an attempt that did not fail ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ran {
+    /// The node produced its outcome: record it.
+    Done(Outcome),
+    /// The step now waits (for a child execution) and is no longer this
+    /// worker's: nothing to record.
+    Waiting,
+}
+
 /// What nodes need from the outside world.
 #[derive(Clone)]
 pub struct Nodes {
     pub http: http::HttpNode,
+    pub children: sub_workflow::Children,
 }
 
 impl Nodes {
-    /// Runs one attempt of `node` on `input`, appending to `logs`.
+    /// Runs one attempt of `step` (of `node`) on `input`, appending to `logs`.
     pub async fn execute(
         &self,
         e: &Execution,
+        step: &StepRun,
         node: &Node,
         input: Value,
         logs: &mut Vec<String>,
-    ) -> Result<Outcome, NodeError> {
+    ) -> Result<Ran, NodeError> {
         let kind = NodeKind::parse(&node.node_type).ok_or_else(|| {
             NodeError::permanent(format!(
                 "node type `{}` is not in the catalog",
                 node.node_type
             ))
         })?;
+        let pure = |r: Result<Outcome, String>| r.map(Ran::Done).map_err(NodeError::permanent);
         match kind {
-            NodeKind::Passthrough => Ok(domain::single(input)),
-            NodeKind::Set => domain::set(node, input).map_err(NodeError::permanent),
-            NodeKind::Condition => domain::condition(node, input).map_err(NodeError::permanent),
-            NodeKind::Switch => domain::switch(node, input).map_err(NodeError::permanent),
+            NodeKind::Passthrough => Ok(Ran::Done(domain::single(input))),
+            NodeKind::Set => pure(domain::set(node, input)),
+            NodeKind::Condition => pure(domain::condition(node, input)),
+            NodeKind::Switch => pure(domain::switch(node, input)),
+            NodeKind::Foreach => pure(domain::foreach(node, input)),
+            NodeKind::Merge => pure(domain::merge(&e.definition, node, input)),
+            NodeKind::WebhookResponse => pure(domain::webhook_response(node, input)),
+            // The wait is over: the step was due no earlier than its end.
+            NodeKind::Delay => {
+                logs.push(format!(
+                    "waited {} ms",
+                    (step.due_at - step.queued_at).max(0)
+                ));
+                Ok(Ran::Done(domain::single(input)))
+            }
             NodeKind::Transform => {
                 let program = node
                     .config
                     .get("expression")
                     .and_then(Value::as_str)
                     .ok_or_else(|| NodeError::permanent("`config.expression` is missing"))?;
-                transform::transform(program, input).map(domain::single)
+                transform::transform(program, input).map(|o| Ran::Done(domain::single(o)))
             }
             NodeKind::HttpRequest => self
                 .http
                 .run(e.workspace_id, &node.config, &input, logs)
                 .await
-                .map(domain::single),
+                .map(|o| Ran::Done(domain::single(o))),
+            NodeKind::SubWorkflow => self.children.start(e, step, node, input, logs).await,
         }
     }
 }

@@ -1,19 +1,29 @@
-//! The execution service's tables: executions (here) and step runs ([`steps`]:
-//! the engine's transitions).
+//! The execution service's tables: executions (here), step runs ([`steps`]: the
+//! engine's transitions) and what ends executions ([`lifecycle`]: failing,
+//! finishing, children resuming their parents, concurrency slots).
 
+pub mod lifecycle;
+pub mod list;
 pub mod steps;
 
 use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::{is_unique_violation, Db, Page};
+use flowfleet_shared::db::Db;
 use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{Execution, Status, StepRun, StepStatus};
-use crate::plan;
+use crate::domain::{Execution, ParentStep, Status, StepRun, StepStatus};
 pub use steps::{Claim, QueuedStep, Transition};
+
+/// What recording a new execution did.
+pub enum Created {
+    /// Recorded, with its entry steps to dispatch (none while it waits for a
+    /// concurrency slot).
+    New(Vec<QueuedStep>),
+    /// The idempotency key was used already: this is its execution.
+    Existing(Box<Execution>),
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -29,7 +39,8 @@ fn json(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>, ApiError> 
 const COLUMNS: &str =
     "id, workspace_id, workflow_id, workflow_name, version, definition, status, trigger_kind, \
     input, output, error, priority, idempotency_key, triggered_by, steps_total, steps_done, \
-    artifact_file_id, created_at, started_at, finished_at";
+    artifact_file_id, created_at, started_at, finished_at, parent_execution_id, parent_step_id, \
+    depth, retry_of";
 
 fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
     let status: String = row.try_get("status")?;
@@ -56,12 +67,44 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        parent: match row.try_get::<Option<String>, _>("parent_execution_id")? {
+            Some(_) => Some(ParentStep {
+                execution: uuid_column(row, "parent_execution_id")?,
+                step: uuid_column(row, "parent_step_id")?,
+            }),
+            None => None,
+        },
+        depth: row.try_get("depth")?,
+        retry_of: optional_uuid(row, "retry_of")?,
     })
 }
 
+fn optional_uuid(row: &AnyRow, col: &str) -> Result<Option<Uuid>, ApiError> {
+    match row.try_get::<Option<String>, _>(col)? {
+        Some(_) => Ok(Some(uuid_column(row, col)?)),
+        None => Ok(None),
+    }
+}
+
+async fn by_idempotency_key<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    workflow: Uuid,
+    key: &str,
+) -> Result<Option<Execution>, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM executions WHERE id = \
+         (SELECT execution_id FROM execution_keys WHERE workflow_id = $1 AND idempotency_key = $2)"
+    ))
+    .bind(workflow.to_string())
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(execution_from).transpose()
+}
+
 pub(crate) const STEP_COLUMNS: &str =
-    "id, execution_id, node_id, node_type, status, attempt, priority, input, output, branch, error, \
-     logs, worker, queued_at, due_at, started_at, finished_at";
+    "id, execution_id, node_id, item, node_type, status, attempt, priority, input, output, branch, \
+     error, logs, worker, queued_at, due_at, started_at, finished_at, child_execution_id";
 
 pub(crate) fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
     let status: String = row.try_get("status")?;
@@ -69,6 +112,7 @@ pub(crate) fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
         id: uuid_column(row, "id")?,
         execution_id: uuid_column(row, "execution_id")?,
         node_id: row.try_get("node_id")?,
+        item: item_from(row.try_get("item")?),
         node_type: row.try_get("node_type")?,
         status: StepStatus::parse(&status)
             .ok_or_else(|| ApiError::internal(format!("stored step status `{status}`")))?,
@@ -86,7 +130,17 @@ pub(crate) fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
         due_at: row.try_get("due_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        child_execution_id: optional_uuid(row, "child_execution_id")?,
     })
+}
+
+/// Steps outside loops store item -1.
+pub(crate) fn item_from(stored: i64) -> Option<u32> {
+    u32::try_from(stored).ok()
+}
+
+pub(crate) fn item_to(item: Option<u32>) -> i64 {
+    item.map(i64::from).unwrap_or(-1)
 }
 
 /// The facts an execution's outcome event carries (consumed by analytics and
@@ -114,42 +168,64 @@ impl Store {
     /// Records a new QUEUED execution and its entry steps (QUEUED, not yet
     /// dispatched), in one transaction; the caller dispatches the returned steps.
     /// With an idempotency key already used for this workflow, the existing
-    /// execution is returned instead, with nothing to dispatch.
+    /// execution is returned instead, with nothing to dispatch. `reused` are
+    /// results carried over from an earlier execution (a retry from the failed
+    /// step): recorded as they were, so only what comes after them runs. Under
+    /// the workflow's concurrency limit with every slot taken, the execution
+    /// waits (QUEUED, without steps) until one frees up.
     pub async fn create(
         &self,
         e: &Execution,
+        reused: &[StepRun],
         now: i64,
     ) -> Result<(Execution, Vec<QueuedStep>), ApiError> {
-        if let Some(key) = &e.idempotency_key {
-            if let Some(existing) = self.by_idempotency_key(e.workflow_id, key).await? {
-                return Ok((existing, Vec::new()));
-            }
-        }
         let mut tx = self.db.pool().begin().await?;
+        let created = self.create_in(&mut tx, e, reused, now).await?;
+        match created {
+            Created::New(queued) => {
+                tx.commit().await?;
+                Ok((e.clone(), queued))
+            }
+            Created::Existing(existing) => Ok((*existing, Vec::new())),
+        }
+    }
+
+    /// [`Store::create`] inside a transaction of the caller's (a sub_workflow
+    /// step records its child and starts waiting in one).
+    pub(crate) async fn create_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        e: &Execution,
+        reused: &[StepRun],
+        now: i64,
+    ) -> Result<Created, ApiError> {
         if let Some(key) = &e.idempotency_key {
             let claimed = sqlx::query(
                 "INSERT INTO execution_keys (workflow_id, idempotency_key, execution_id) \
-                 VALUES ($1, $2, $3)",
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(e.workflow_id.to_string())
             .bind(key)
             .bind(e.id.to_string())
-            .execute(&mut *tx)
-            .await;
-            if let Err(err) = claimed {
-                drop(tx);
-                // Lost a race on the same key: the winner's execution stands.
-                if is_unique_violation(&err) {
-                    if let Some(existing) = self.by_idempotency_key(e.workflow_id, key).await? {
-                        return Ok((existing, Vec::new()));
-                    }
-                }
-                return Err(err.into());
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                // Used already, or lost a race on it: the insert waited for the
+                // winner to commit, so its execution is visible now.
+                return match by_idempotency_key(&mut **tx, e.workflow_id, key).await? {
+                    Some(existing) => Ok(Created::Existing(Box::new(existing))),
+                    None => Err(ApiError::internal(format!(
+                        "idempotency key of workflow {} names no execution",
+                        e.workflow_id
+                    ))),
+                };
             }
         }
+        let admitted = lifecycle::take_slot(tx, e).await?;
         sqlx::query(&format!(
-            "INSERT INTO executions ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            "INSERT INTO executions ({COLUMNS}, admitted) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+              $20, $21, $22, $23, $24, $25)"
         ))
         .bind(e.id.to_string())
         .bind(e.workspace_id.to_string())
@@ -171,30 +247,20 @@ impl Store {
         .bind(e.created_at)
         .bind(None::<i64>)
         .bind(None::<i64>)
-        .execute(&mut *tx)
+        .bind(e.parent.map(|p| p.execution.to_string()))
+        .bind(e.parent.map(|p| p.step.to_string()))
+        .bind(e.depth)
+        .bind(e.retry_of.map(|r| r.to_string()))
+        .bind(i64::from(admitted))
+        .execute(&mut **tx)
         .await?;
-        let decisions = plan::next_steps(&e.definition, &e.input, &Default::default());
-        let queued = steps::apply(&mut tx, e, &decisions, now).await?.0;
-        tx.commit().await?;
-        Ok((e.clone(), queued))
+        steps::reuse(tx, e, reused, now).await?;
+        if !admitted {
+            return Ok(Created::New(Vec::new()));
+        }
+        let queued = steps::start(tx, e, now).await?;
+        Ok(Created::New(queued))
     }
-
-    async fn by_idempotency_key(
-        &self,
-        workflow: Uuid,
-        key: &str,
-    ) -> Result<Option<Execution>, ApiError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM executions WHERE id = \
-             (SELECT execution_id FROM execution_keys WHERE workflow_id = $1 AND idempotency_key = $2)"
-        ))
-        .bind(workflow.to_string())
-        .bind(key)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.as_ref().map(execution_from).transpose()
-    }
-
     pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, ApiError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM executions WHERE id = $1"))
             .bind(id.to_string())
@@ -215,26 +281,6 @@ impl Store {
         row.as_ref().map(execution_from).transpose()
     }
 
-    /// A page of a workflow's executions, newest first.
-    pub async fn list_for_workflow(
-        &self,
-        workflow: Uuid,
-        first: i64,
-        after: Option<Uuid>,
-    ) -> Result<Page<Execution>, ApiError> {
-        self.db
-            .page_newest_first(
-                "executions",
-                COLUMNS,
-                "workflow_id",
-                workflow,
-                first,
-                after,
-                execution_from,
-            )
-            .await
-    }
-
     /// Every attempt of every step, in the order they were queued.
     pub async fn steps(&self, execution: Uuid) -> Result<Vec<StepRun>, ApiError> {
         let rows = sqlx::query(&format!(
@@ -253,37 +299,5 @@ impl Store {
             .execute(self.db.pool())
             .await?;
         Ok(())
-    }
-
-    /// RUNNING → SUCCEEDED or FAILED with the outcome event, in one transaction.
-    /// Returns false when the execution had already finished (nothing recorded).
-    pub async fn finish(&self, e: &Execution) -> Result<bool, ApiError> {
-        let mut tx = self.db.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE executions SET status = $1, output = $2, error = $3, finished_at = $4 \
-             WHERE id = $5 AND status IN ('QUEUED', 'RUNNING')",
-        )
-        .bind(e.status.as_str())
-        .bind(e.output.as_ref().map(|o| o.to_string()))
-        .bind(e.error.clone())
-        .bind(e.finished_at)
-        .bind(e.id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Ok(false);
-        }
-        let kind = if e.status == Status::Succeeded {
-            "execution.succeeded"
-        } else {
-            "execution.failed"
-        };
-        outbox::record(
-            &mut tx,
-            &Event::new(kind, e.finished_at.unwrap_or_default(), outcome_payload(e)),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 }

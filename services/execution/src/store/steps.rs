@@ -3,8 +3,9 @@
 //! on the row's current state, so every transition is idempotent.
 //!
 //! Invariants:
-//! - A row is one attempt of one node; `(execution, node, attempt)` is unique, so a
-//!   step is queued once per attempt however many transitions race to queue it.
+//! - A row is one attempt of one node (of one item, inside a loop);
+//!   `(execution, node, item, attempt)` is unique, so a step is queued once per
+//!   attempt however many transitions race to queue it.
 //! - Only the worker holding a RUNNING row (its `worker` and a fresh heartbeat) can
 //!   settle it, and only once: a redelivered task, a second worker or a worker whose
 //!   lease was taken over finds nothing to update and records nothing.
@@ -16,14 +17,14 @@
 use std::collections::HashMap;
 
 use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use super::{outcome_payload, step_from, Store, STEP_COLUMNS};
-use crate::domain::{Execution, Outcome, Status, StepRun, StepStatus};
-use crate::plan::{self, Decision, NodeState};
+use super::lifecycle::{self, Resumed};
+use super::{item_from, item_to, step_from, Store, STEP_COLUMNS};
+use crate::domain::{self, Execution, Outcome, Status, StepRun, StepStatus};
+use crate::plan::{self, Decision, NodeState, Place, States};
 
 /// A QUEUED step whose task must go on the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,7 @@ pub struct QueuedStep {
     pub id: Uuid,
     pub execution_id: Uuid,
     pub node_id: String,
+    pub item: Option<u32>,
     pub attempt: i64,
     pub priority: i64,
     pub due_at: i64,
@@ -57,6 +59,18 @@ pub struct Transition {
     pub completed: Option<Value>,
     /// The execution failed with this transition.
     pub failed: bool,
+    /// Parents resumed by executions this transition ended (their next steps are
+    /// in `queued`; a completed one must be finished by the caller).
+    pub resumed: Vec<Resumed>,
+}
+
+impl Transition {
+    pub(crate) fn absorb(&mut self, other: Transition) {
+        self.queued.extend(other.queued);
+        self.completed = self.completed.take().or(other.completed);
+        self.failed |= other.failed;
+        self.resumed.extend(other.resumed);
+    }
 }
 
 fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
@@ -64,14 +78,20 @@ fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
         id: flowfleet_shared::db::uuid_column(row, "id")?,
         execution_id: flowfleet_shared::db::uuid_column(row, "execution_id")?,
         node_id: row.try_get("node_id")?,
+        item: item_from(row.try_get("item")?),
         attempt: row.try_get("attempt")?,
         priority: row.try_get("priority")?,
         due_at: row.try_get("due_at")?,
     })
 }
 
+const QUEUED_COLUMNS: &str = "id, execution_id, node_id, item, attempt, priority, due_at";
+
 /// Locks the execution against concurrent transitions and returns its status.
-async fn lock(tx: &mut Transaction<'_, Any>, execution: Uuid) -> Result<Status, ApiError> {
+pub(super) async fn lock(
+    tx: &mut Transaction<'_, Any>,
+    execution: Uuid,
+) -> Result<Status, ApiError> {
     let row =
         sqlx::query("UPDATE executions SET steps_done = steps_done WHERE id = $1 RETURNING status")
             .bind(execution.to_string())
@@ -82,22 +102,25 @@ async fn lock(tx: &mut Transaction<'_, Any>, execution: Uuid) -> Result<Status, 
     Status::parse(&status).ok_or_else(|| ApiError::internal(format!("stored status `{status}`")))
 }
 
-/// Each node's state from its latest attempt.
-async fn node_states<'e>(
+/// Each step's state from its latest attempt.
+pub(super) async fn node_states<'e>(
     db: impl sqlx::Executor<'e, Database = Any>,
     execution: Uuid,
-) -> Result<HashMap<String, NodeState>, ApiError> {
+) -> Result<States, ApiError> {
     let rows = sqlx::query(
-        "SELECT node_id, attempt, status, output, branch FROM step_runs WHERE execution_id = $1",
+        "SELECT node_id, item, attempt, status, output, branch FROM step_runs WHERE execution_id = $1",
     )
     .bind(execution.to_string())
     .fetch_all(db)
     .await?;
-    let mut latest: HashMap<String, (i64, NodeState)> = HashMap::new();
+    let mut latest: HashMap<Place, (i64, NodeState)> = HashMap::new();
     for row in &rows {
-        let node: String = row.try_get("node_id")?;
+        let place = Place {
+            node: row.try_get("node_id")?,
+            item: item_from(row.try_get("item")?),
+        };
         let attempt: i64 = row.try_get("attempt")?;
-        if latest.get(&node).is_some_and(|(a, _)| *a > attempt) {
+        if latest.get(&place).is_some_and(|(a, _)| *a > attempt) {
             continue;
         }
         let status: String = row.try_get("status")?;
@@ -110,16 +133,18 @@ async fn node_states<'e>(
                 branch: row.try_get("branch")?,
             },
             Some(StepStatus::Skipped) => NodeState::Skipped,
-            Some(StepStatus::Queued | StepStatus::Running) => NodeState::Open,
+            Some(StepStatus::Queued | StepStatus::Running | StepStatus::Waiting) => NodeState::Open,
             _ => NodeState::Failed,
         };
-        latest.insert(node, (attempt, state));
+        latest.insert(place, (attempt, state));
     }
     Ok(latest.into_iter().map(|(k, (_, s))| (k, s)).collect())
 }
 
 /// Inserts the decided steps: QUEUED ones to dispatch, SKIPPED ones settled.
-/// Returns the queued steps and how many were skipped.
+/// Returns the queued steps and how many were skipped. A `delay` step is due
+/// when its wait ends, which is what makes the wait durable: the row (and the
+/// queue's delayed task) hold it, not a worker.
 pub(super) async fn apply(
     tx: &mut Transaction<'_, Any>,
     e: &Execution,
@@ -129,22 +154,28 @@ pub(super) async fn apply(
     let mut queued = Vec::new();
     let mut skipped = 0;
     for d in decisions {
-        let node_type = e
-            .definition
-            .node(d.node())
-            .map(|n| n.node_type.clone())
-            .unwrap_or_default();
+        let node = e.definition.node(d.node());
+        let node_type = node.map(|n| n.node_type.clone()).unwrap_or_default();
         let (status, input) = match d {
             Decision::Run { input, .. } => (StepStatus::Queued, input.clone()),
             Decision::Skip { .. } => (StepStatus::Skipped, Value::Null),
+        };
+        let due_at = match node {
+            // A delay that cannot be worked out is due now: its step fails
+            // with the reason.
+            Some(n) if node_type == "delay" && status == StepStatus::Queued => {
+                domain::delay_due(n, &input, now).unwrap_or(now)
+            }
+            _ => now,
         };
         let step = QueuedStep {
             id: Uuid::now_v7(),
             execution_id: e.id,
             node_id: d.node().to_string(),
+            item: d.place().item,
             attempt: 1,
             priority: e.priority,
-            due_at: now,
+            due_at,
         };
         insert(tx, &step, &node_type, status, &input, now).await?;
         match status {
@@ -153,6 +184,95 @@ pub(super) async fn apply(
         }
     }
     Ok((queued, skipped))
+}
+
+/// Records an admitted execution's entry steps (after any reused results).
+pub(super) async fn start(
+    tx: &mut Transaction<'_, Any>,
+    e: &Execution,
+    now: i64,
+) -> Result<Vec<QueuedStep>, ApiError> {
+    Ok(advance(tx, e, 0, 0, now).await?.queued)
+}
+
+/// Copies an earlier execution's results (a retry from the failed step):
+/// each reused step is recorded as it ended, so planning goes on after it.
+pub(super) async fn reuse(
+    tx: &mut Transaction<'_, Any>,
+    e: &Execution,
+    reused: &[StepRun],
+    now: i64,
+) -> Result<(), ApiError> {
+    for r in reused {
+        sqlx::query(
+            "INSERT INTO step_runs (id, execution_id, node_id, item, node_type, status, attempt, \
+             priority, input, output, branch, logs, queued_at, due_at, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $12, $12, $12)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(e.id.to_string())
+        .bind(&r.node_id)
+        .bind(item_to(r.item))
+        .bind(&r.node_type)
+        .bind(r.status.as_str())
+        .bind(e.priority)
+        .bind(r.input.to_string())
+        .bind(r.output.as_ref().map(Value::to_string))
+        .bind(r.branch.clone())
+        .bind(
+            serde_json::to_string(&[format!("reused from execution {}", r.execution_id)])
+                .map_err(ApiError::internal)?,
+        )
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !reused.is_empty() {
+        sqlx::query("UPDATE executions SET steps_done = $1 WHERE id = $2")
+            .bind(reused.len() as i64)
+            .bind(e.id.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Decides and records what the execution's current states make ready, counts
+/// `settled` more steps done and `announced` more in total, and reports whether
+/// the execution is complete.
+pub(super) async fn advance(
+    tx: &mut Transaction<'_, Any>,
+    e: &Execution,
+    settled: i64,
+    announced: i64,
+    now: i64,
+) -> Result<Transition, ApiError> {
+    let mut states = node_states(&mut **tx, e.id).await?;
+    let decisions = plan::next_steps(&e.definition, &e.input, &states);
+    let (queued, skipped) = apply(tx, e, &decisions, now).await?;
+    for d in &decisions {
+        let state = match d {
+            Decision::Run { .. } => NodeState::Open,
+            Decision::Skip { .. } => NodeState::Skipped,
+        };
+        states.insert(d.place().clone(), state);
+    }
+    if settled + skipped + announced != 0 {
+        sqlx::query(
+            "UPDATE executions SET steps_done = steps_done + $1, steps_total = steps_total + $2 \
+             WHERE id = $3",
+        )
+        .bind(settled + skipped)
+        .bind(announced)
+        .bind(e.id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Transition {
+        queued,
+        completed: plan::completion(&e.definition, &states),
+        ..Default::default()
+    })
 }
 
 async fn insert(
@@ -165,12 +285,13 @@ async fn insert(
 ) -> Result<(), ApiError> {
     let finished = (status == StepStatus::Skipped).then_some(now);
     sqlx::query(
-        "INSERT INTO step_runs (id, execution_id, node_id, node_type, status, attempt, priority, \
-         input, queued_at, due_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO step_runs (id, execution_id, node_id, item, node_type, status, attempt, priority, \
+         input, queued_at, due_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(step.id.to_string())
     .bind(step.execution_id.to_string())
     .bind(&step.node_id)
+    .bind(item_to(step.item))
     .bind(node_type)
     .bind(status.as_str())
     .bind(step.attempt)
@@ -219,53 +340,12 @@ async fn settle(
     Ok(updated.rows_affected() == 1)
 }
 
-/// Fails the execution (if still open) with its outcome event, and cancels its
-/// queued steps so no worker starts them.
-async fn fail_execution(
-    tx: &mut Transaction<'_, Any>,
-    e: &Execution,
-    status: Status,
-    error: &str,
-    now: i64,
-) -> Result<bool, ApiError> {
-    let updated = sqlx::query(
-        "UPDATE executions SET status = $1, error = $2, finished_at = $3 \
-         WHERE id = $4 AND status IN ('QUEUED', 'RUNNING')",
-    )
-    .bind(status.as_str())
-    .bind(error)
-    .bind(now)
-    .bind(e.id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    if updated.rows_affected() != 1 {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE step_runs SET status = 'CANCELLED', finished_at = $1 \
-         WHERE execution_id = $2 AND status = 'QUEUED'",
-    )
-    .bind(now)
-    .bind(e.id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    let mut failed = e.clone();
-    failed.status = status;
-    failed.error = Some(error.to_string());
-    failed.finished_at = Some(now);
-    let kind = match status {
-        Status::Cancelled => "execution.cancelled",
-        _ => "execution.failed",
-    };
-    outbox::record(tx, &Event::new(kind, now, outcome_payload(&failed))).await?;
-    Ok(true)
-}
-
 /// The key of one attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
     pub execution: Uuid,
     pub node: &'a str,
+    pub item: Option<u32>,
     pub attempt: i64,
 }
 
@@ -282,13 +362,14 @@ impl Store {
         let pool = self.db().pool();
         let claimed = sqlx::query(&format!(
             "UPDATE step_runs SET status = 'RUNNING', worker = $1, started_at = $2, heartbeat_at = $2 \
-             WHERE execution_id = $3 AND node_id = $4 AND attempt = $5 AND status = 'QUEUED' \
-             RETURNING {STEP_COLUMNS}"
+             WHERE execution_id = $3 AND node_id = $4 AND item = $5 AND attempt = $6 \
+             AND status = 'QUEUED' RETURNING {STEP_COLUMNS}"
         ))
         .bind(worker)
         .bind(now)
         .bind(at.execution.to_string())
         .bind(at.node)
+        .bind(item_to(at.item))
         .bind(at.attempt)
         .fetch_optional(pool)
         .await?;
@@ -304,10 +385,11 @@ impl Store {
         }
         let Some(row) = sqlx::query(
             "SELECT status, heartbeat_at FROM step_runs \
-             WHERE execution_id = $1 AND node_id = $2 AND attempt = $3",
+             WHERE execution_id = $1 AND node_id = $2 AND item = $3 AND attempt = $4",
         )
         .bind(at.execution.to_string())
         .bind(at.node)
+        .bind(item_to(at.item))
         .bind(at.attempt)
         .fetch_optional(pool)
         .await?
@@ -327,13 +409,14 @@ impl Store {
         }
         let taken = sqlx::query(&format!(
             "UPDATE step_runs SET worker = $1, started_at = $2, heartbeat_at = $2 \
-             WHERE execution_id = $3 AND node_id = $4 AND attempt = $5 AND status = 'RUNNING' \
-             AND heartbeat_at = $6 RETURNING {STEP_COLUMNS}"
+             WHERE execution_id = $3 AND node_id = $4 AND item = $5 AND attempt = $6 \
+             AND status = 'RUNNING' AND heartbeat_at = $7 RETURNING {STEP_COLUMNS}"
         ))
         .bind(worker)
         .bind(now)
         .bind(at.execution.to_string())
         .bind(at.node)
+        .bind(item_to(at.item))
         .bind(at.attempt)
         .bind(heartbeat)
         .fetch_optional(pool)
@@ -354,7 +437,7 @@ impl Store {
     }
 
     /// Renews `worker`'s lease; false when it no longer holds the step (taken
-    /// over, or cancelled), and it should stop.
+    /// over, cancelled, or waiting for a child), and it should stop.
     pub async fn heartbeat(&self, step: Uuid, worker: &str, now: i64) -> Result<bool, ApiError> {
         let n = sqlx::query(
             "UPDATE step_runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'RUNNING' AND worker = $3",
@@ -368,7 +451,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Gives a running step back (QUEUED, same attempt), for a worker shutting down.
+    /// Gives a running step back (QUEUED, same attempt), for a worker shutting
+    /// down, or one that got a step before it was due.
     pub async fn release(&self, step: Uuid, worker: &str) -> Result<(), ApiError> {
         sqlx::query(
             "UPDATE step_runs SET status = 'QUEUED', worker = NULL, heartbeat_at = NULL \
@@ -382,7 +466,8 @@ impl Store {
     }
 
     /// Records a success and queues (or skips) what it makes ready. `None` when
-    /// `worker` does not hold the step (nothing recorded).
+    /// `worker` does not hold the step (nothing recorded). A `webhook_response`
+    /// step's output is also the execution's reply, if it has none yet.
     pub async fn succeed(
         &self,
         e: &Execution,
@@ -404,25 +489,20 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
-        let mut transition = Transition::default();
-        if !status.is_terminal() {
-            let mut states = node_states(&mut *tx, e.id).await?;
-            let decisions = plan::next_steps(&e.definition, &e.input, &states);
-            let (queued, skipped) = apply(&mut tx, e, &decisions, now).await?;
-            for d in &decisions {
-                let state = match d {
-                    Decision::Run { .. } => NodeState::Open,
-                    Decision::Skip { .. } => NodeState::Skipped,
-                };
-                states.insert(d.node().to_string(), state);
-            }
-            sqlx::query("UPDATE executions SET steps_done = steps_done + $1 WHERE id = $2")
-                .bind(1 + skipped)
+        if step.node_type == "webhook_response" {
+            sqlx::query("UPDATE executions SET reply = $1 WHERE id = $2 AND reply IS NULL")
+                .bind(outcome.output.to_string())
                 .bind(e.id.to_string())
                 .execute(&mut *tx)
                 .await?;
-            transition.queued = queued;
-            transition.completed = plan::completion(&e.definition, &states);
+        }
+        let mut transition = Transition::default();
+        if !status.is_terminal() {
+            let announced = match step.item {
+                None => plan::announced_steps(&e.definition, &step.node_id, &outcome.output),
+                Some(_) => 0,
+            };
+            transition = advance(&mut tx, e, 1, announced, now).await?;
         }
         tx.commit().await?;
         Ok(Some(transition))
@@ -468,6 +548,7 @@ impl Store {
                         id: Uuid::now_v7(),
                         execution_id: e.id,
                         node_id: step.node_id.clone(),
+                        item: step.item,
                         attempt: step.attempt + 1,
                         priority: step.priority,
                         due_at,
@@ -485,13 +566,20 @@ impl Store {
                 }
                 None => {
                     let message = format!(
-                        "node `{}` failed after {} attempt{}: {error}",
+                        "node `{}`{} failed after {} attempt{}: {error}",
                         step.node_id,
+                        step.item
+                            .map(|i| format!(" (item {i})"))
+                            .unwrap_or_default(),
                         step.attempt,
                         if step.attempt == 1 { "" } else { "s" }
                     );
-                    transition.failed =
-                        fail_execution(&mut tx, e, Status::Failed, &message, now).await?;
+                    if let Some(t) =
+                        lifecycle::fail_execution(&mut tx, e, Status::Failed, &message, now).await?
+                    {
+                        transition.absorb(t);
+                        transition.failed = true;
+                    }
                 }
             }
         }
@@ -499,26 +587,59 @@ impl Store {
         Ok(Some(transition))
     }
 
-    /// Cancels an open execution: no queued step starts, and running steps are
-    /// taken from their workers (whose next lease renewal fails, which stops the
-    /// node). False when the execution had finished already (nothing changes).
-    pub async fn cancel(&self, e: &Execution, reason: &str, now: i64) -> Result<bool, ApiError> {
+    /// A sub_workflow step held by `worker` starts waiting for its child, which is
+    /// recorded in the same transaction (so a redelivered task finds the step
+    /// WAITING and starts no second child). `None` when `worker` does not hold
+    /// the step; else the child's execution and its entry steps to dispatch.
+    pub async fn wait_for_child(
+        &self,
+        step: &StepRun,
+        worker: &str,
+        child: &Execution,
+        now: i64,
+    ) -> Result<Option<(Execution, Vec<QueuedStep>)>, ApiError> {
         let mut tx = self.db().pool().begin().await?;
-        if lock(&mut tx, e.id).await?.is_terminal() {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE step_runs SET status = 'CANCELLED', error = $1, finished_at = $2 \
-             WHERE execution_id = $3 AND status = 'RUNNING'",
+        lock(&mut tx, step.execution_id).await?;
+        let waiting = sqlx::query(
+            "UPDATE step_runs SET status = 'WAITING', child_execution_id = $1, heartbeat_at = $2 \
+             WHERE id = $3 AND status = 'RUNNING' AND worker = $4",
         )
-        .bind(reason)
+        .bind(child.id.to_string())
         .bind(now)
-        .bind(e.id.to_string())
+        .bind(step.id.to_string())
+        .bind(worker)
         .execute(&mut *tx)
         .await?;
-        let cancelled = fail_execution(&mut tx, e, Status::Cancelled, reason, now).await?;
+        if waiting.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let created = match self.create_in(&mut tx, child, &[], now).await? {
+            super::Created::New(queued) => (child.clone(), queued),
+            // The key is the parent step's: the child exists already.
+            super::Created::Existing(existing) => (*existing, Vec::new()),
+        };
         tx.commit().await?;
-        Ok(cancelled)
+        Ok(Some(created))
+    }
+
+    /// Cancels an open execution: no queued step starts, running steps are taken
+    /// from their workers (whose next lease renewal fails, which stops the node),
+    /// and its open child executions are cancelled too. `None` when the execution
+    /// had finished already (nothing changes); else what the cancellation made
+    /// ready elsewhere (an execution admitted to the freed concurrency slot).
+    pub async fn cancel(
+        &self,
+        e: &Execution,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<Transition>, ApiError> {
+        let mut tx = self.db().pool().begin().await?;
+        if lock(&mut tx, e.id).await?.is_terminal() {
+            return Ok(None);
+        }
+        let t = lifecycle::fail_execution(&mut tx, e, Status::Cancelled, reason, now).await?;
+        tx.commit().await?;
+        Ok(t)
     }
 
     /// Marks steps as on the queue.
@@ -542,11 +663,11 @@ impl Store {
     /// Queued steps whose task never reached the queue (their dispatcher died
     /// between commit and enqueue), queued before `before`.
     pub async fn undispatched(&self, before: i64, limit: i64) -> Result<Vec<QueuedStep>, ApiError> {
-        let rows = sqlx::query(
-            "SELECT id, execution_id, node_id, attempt, priority, due_at FROM step_runs \
+        let rows = sqlx::query(&format!(
+            "SELECT {QUEUED_COLUMNS} FROM step_runs \
              WHERE status = 'QUEUED' AND dispatched_at IS NULL AND queued_at < $1 \
-             ORDER BY queued_at LIMIT $2",
-        )
+             ORDER BY queued_at LIMIT $2"
+        ))
         .bind(before)
         .bind(limit)
         .fetch_all(self.db().pool())
@@ -557,11 +678,10 @@ impl Store {
     /// Running steps whose worker stopped heartbeating before `stale_before`, put
     /// back to QUEUED (same attempt) for the sweeper to dispatch again.
     pub async fn requeue_abandoned(&self, stale_before: i64) -> Result<Vec<QueuedStep>, ApiError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE step_runs SET status = 'QUEUED', worker = NULL, dispatched_at = NULL \
-             WHERE status = 'RUNNING' AND heartbeat_at < $1 \
-             RETURNING id, execution_id, node_id, attempt, priority, due_at",
-        )
+             WHERE status = 'RUNNING' AND heartbeat_at < $1 RETURNING {QUEUED_COLUMNS}"
+        ))
         .bind(stale_before)
         .fetch_all(self.db().pool())
         .await?;

@@ -31,6 +31,7 @@ fn check(def: Value) -> Vec<Problem> {
     let creds: CredentialKinds = [
         ("c-bearer".to_string(), "HTTP_BEARER".to_string()),
         ("c-smtp".to_string(), "SMTP".to_string()),
+        ("c-secret".to_string(), "SECRET".to_string()),
     ]
     .into_iter()
     .collect();
@@ -388,7 +389,7 @@ fn cron_expressions_and_time_zones() {
 fn webhook_paths_and_event_names() {
     only(
         check(with(
-            json!({"triggers": [{"kind": "WEBHOOK", "path": "../etc"}]}),
+            json!({"triggers": [{"kind": "WEBHOOK", "path": "../etc", "secretCredentialId": "c-secret"}]}),
         )),
         ProblemCode::InvalidWebhookPath,
         Severity::Error,
@@ -396,7 +397,7 @@ fn webhook_paths_and_event_names() {
     );
     only(
         check(with(
-            json!({"triggers": [{"kind": "WEBHOOK", "path": "orders"}, {"kind": "WEBHOOK", "path": "orders"}]}),
+            json!({"triggers": [{"kind": "WEBHOOK", "path": "orders", "secretCredentialId": "c-secret"}, {"kind": "WEBHOOK", "path": "orders", "auth": "HMAC", "secretCredentialId": "c-secret"}]}),
         )),
         ProblemCode::DuplicateWebhookPath,
         Severity::Error,
@@ -461,6 +462,124 @@ fn credentials_must_exist_in_the_workspace_and_fit_the_node() {
         "{}",
         p.message
     );
+}
+
+#[test]
+fn webhooks_need_a_secret_credential() {
+    let hook = |extra: Value| {
+        let mut t = json!({"kind": "WEBHOOK", "path": "in", "respond": "WITH_NODE"});
+        for (k, v) in extra.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        check(with(json!({ "triggers": [t] })))
+    };
+    assert_eq!(
+        hook(json!({"secretCredentialId": "c-secret", "timeoutMs": 5000})),
+        vec![]
+    );
+    let p = only(
+        hook(json!({})),
+        ProblemCode::MissingCredential,
+        Severity::Error,
+        "triggers[0].secretCredentialId",
+    );
+    assert!(p.message.contains("SECRET"), "{}", p.message);
+    only(
+        hook(json!({"secretCredentialId": "c-gone"})),
+        ProblemCode::MissingCredential,
+        Severity::Error,
+        "triggers[0].secretCredentialId",
+    );
+    only(
+        hook(json!({"secretCredentialId": "c-bearer"})),
+        ProblemCode::WrongCredentialKind,
+        Severity::Error,
+        "triggers[0].secretCredentialId",
+    );
+    only(
+        hook(json!({"secretCredentialId": "c-secret", "timeoutMs": 0})),
+        ProblemCode::InvalidSetting,
+        Severity::Error,
+        "triggers[0].timeoutMs",
+    );
+}
+
+/// A loop over `/orders`: `each` (its body, with `tax`) then `total` on `done`.
+fn looping(extra_edges: Value, extra_nodes: Value) -> Vec<Problem> {
+    let mut nodes = vec![
+        json!({"id": "loop", "type": "foreach", "config": {"items": "/orders", "concurrency": 4}}),
+        json!({"id": "each", "type": "passthrough"}),
+        json!({"id": "tax", "type": "passthrough"}),
+        json!({"id": "total", "type": "passthrough"}),
+    ];
+    nodes.extend(extra_nodes.as_array().unwrap().iter().cloned());
+    let mut edges = vec![
+        json!({"source": "loop", "sourceHandle": "item", "target": "each"}),
+        json!({"source": "each", "target": "tax"}),
+        json!({"source": "loop", "sourceHandle": "done", "target": "total"}),
+    ];
+    edges.extend(extra_edges.as_array().unwrap().iter().cloned());
+    check(json!({"nodes": nodes, "edges": edges, "triggers": [{"kind": "MANUAL"}]}))
+}
+
+#[test]
+fn loop_bodies_are_entered_through_item_and_left_through_done() {
+    assert_eq!(looping(json!([]), json!([])), vec![]);
+    let def = Definition::from_json(&json!({
+        "nodes": [{"id": "loop", "type": "foreach"}, {"id": "each", "type": "passthrough"}, {"id": "tax", "type": "passthrough"}, {"id": "total", "type": "passthrough"}],
+        "edges": [{"source": "loop", "sourceHandle": "item", "target": "each"}, {"source": "each", "target": "tax"}, {"source": "loop", "sourceHandle": "done", "target": "total"}]
+    }))
+    .unwrap();
+    assert_eq!(
+        def.loop_bodies(),
+        [(
+            "loop".to_string(),
+            vec!["each".to_string(), "tax".to_string()]
+        )]
+        .into()
+    );
+    // Leaving the body other than through `done`.
+    let p = only(
+        looping(
+            json!([{"source": "tax", "target": "after"}, {"source": "total", "target": "after"}]),
+            json!([{"id": "after", "type": "passthrough"}]),
+        ),
+        ProblemCode::InvalidLoop,
+        Severity::Error,
+        "edges[4]",
+    );
+    assert!(p.message.contains("`total`"), "{}", p.message);
+    // What the body reaches is in the body, so a node after both the body and
+    // `done` is entered from outside it.
+    let p = only(
+        looping(json!([{"source": "tax", "target": "total"}]), json!([])),
+        ProblemCode::InvalidLoop,
+        Severity::Error,
+        "edges[2]",
+    );
+    assert!(p.message.contains("`loop`"), "{}", p.message);
+    // Entering the body from outside.
+    let p = only(
+        looping(
+            json!([{"source": "start", "target": "tax"}, {"source": "start", "target": "loop"}]),
+            json!([{"id": "start", "type": "passthrough"}]),
+        ),
+        ProblemCode::InvalidLoop,
+        Severity::Error,
+        "edges[3]",
+    );
+    assert!(p.message.contains("`start`"), "{}", p.message);
+    // A loop in a loop.
+    let p = only(
+        looping(
+            json!([{"source": "tax", "target": "inner"}, {"source": "inner", "sourceHandle": "item", "target": "deep"}, {"source": "inner", "sourceHandle": "done", "target": "after"}]),
+            json!([{"id": "inner", "type": "foreach"}, {"id": "deep", "type": "passthrough"}, {"id": "after", "type": "passthrough"}]),
+        ),
+        ProblemCode::InvalidLoop,
+        Severity::Error,
+        "nodes[4]",
+    );
+    assert!(p.message.contains("sub_workflow"), "{}", p.message);
 }
 
 #[test]

@@ -94,6 +94,17 @@ impl Service {
         assert!(r["errors"].is_null(), "{r}");
         r["data"]["createWorkflow"].clone()
     }
+
+    /// Creates a SECRET credential (a webhook's secret) and returns its id.
+    pub async fn secret(&self, value: &str) -> String {
+        let r = call(self.subgraph(), &self.editor, "mutation($i: CreateCredentialInput!) { createCredential(input: $i) { id } }",
+            json!({"i": {"workspaceId": self.ws(), "name": "hook secret", "kind": "SECRET", "value": {"value": value}}})).await;
+        assert!(r["errors"].is_null(), "{r}");
+        r["data"]["createCredential"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
 }
 
 /// The fields tests read back.

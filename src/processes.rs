@@ -278,7 +278,11 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         edge_verifier(&config).await?,
         crate::client_address::ClientAddresses::new(&config.gateway.trusted_proxies, ring)?,
     )
-    .merge(crate::jwks::route(remote_jwks(&config)));
+    .merge(crate::jwks::route(remote_jwks(&config)))
+    .merge(crate::hooks_proxy::route(
+        config.service(ServiceName::Execution).http_url.clone(),
+        config.triggers.webhook_max_body_bytes,
+    )?);
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

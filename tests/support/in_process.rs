@@ -105,10 +105,7 @@ impl Fleet {
     /// given back) and starts it again on the same databases, broker and port,
     /// as after a deploy or a crash of everything.
     pub async fn restart(&mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            let _ = running.await;
-        }
+        self.stop().await;
         self.shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
@@ -118,6 +115,39 @@ impl Fleet {
         self.secrets = launched.secrets;
         self.queue = launched.queue;
         self.running = Some(launched.running);
+    }
+
+    /// Another replica of the whole fleet on the same databases and broker (and
+    /// a port of its own), as a second pod of every deployment would be.
+    pub async fn replica(&self) -> Fleet {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let launched = launch(&self.config, listener, &shutdown).await;
+        Fleet {
+            url: format!("http://127.0.0.1:{port}/graphql"),
+            grpc: launched.grpc,
+            shutdown,
+            secrets: launched.secrets,
+            queue: launched.queue,
+            config: self.config.clone(),
+            port,
+            running: Some(launched.running),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Stops every process of the fleet and waits until they have stopped.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
+
+    /// The fleet's public base address (webhooks are under it).
+    pub fn base(&self) -> String {
+        self.url.trim_end_matches("/graphql").to_string()
     }
 
     pub fn channel(&self, service: ServiceName) -> GrpcChannel {

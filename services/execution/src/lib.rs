@@ -10,11 +10,13 @@ pub mod dispatch;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod launch;
 pub mod nodes;
 pub mod plan;
 pub mod pool;
 pub mod privacy;
 pub mod store;
+pub mod triggers;
 pub mod worker;
 
 use std::sync::Arc;
@@ -46,18 +48,49 @@ pub async fn build(
 ) -> anyhow::Result<ServiceParts> {
     let store = store::Store::new(db.clone());
     let relay = Relay::new(db, infra.bus.clone());
+    let workflows = WorkflowServiceClient::new(workflow);
+    let dispatcher = dispatch::Dispatcher {
+        store: store.clone(),
+        queue: infra.queue.clone(),
+        clock: infra.clock.clone(),
+    };
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
         access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
-        dispatcher: dispatch::Dispatcher {
-            store: store.clone(),
-            queue: infra.queue.clone(),
-            clock: infra.clock.clone(),
-        },
-        workflows: WorkflowServiceClient::new(workflow),
+        dispatcher: dispatcher.clone(),
+        workflows: workflows.clone(),
     });
+    // Cron schedules and webhooks, following the workflow service's trigger feed.
+    let launcher = launch::Launcher::new(
+        store.clone(),
+        dispatcher,
+        workflows.clone(),
+        infra.clock.clone(),
+    );
+    let live = triggers::Live::default();
+    let settings = infra.config.triggers.clone();
+    let hooks = triggers::webhook::router(
+        triggers::webhook::Hooks {
+            launcher: launcher.clone(),
+            live: live.clone(),
+            credentials: workflows.clone(),
+        },
+        settings.webhook_max_body_bytes,
+    );
+    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![Box::pin(
+        live.clone().follow(workflows, infra.shutdown.clone()),
+    )];
+    if settings.cron {
+        let scheduler = triggers::cron::Scheduler {
+            launcher,
+            live,
+            holder: instance_name(),
+            settings,
+        };
+        tasks.push(Box::pin(scheduler.run(infra.shutdown.clone())));
+    }
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
         flowfleet_shared::privacy::wire(infra, ServiceName::Execution, Arc::new(store.clone()))
@@ -69,12 +102,14 @@ pub async fn build(
             access: access.clone(),
         }))
         .await;
+    tasks.push(Box::pin(relay.run(infra.shutdown.clone())));
+    tasks.push(privacy_task);
     Ok(ServiceParts {
         name: ServiceName::Execution,
         subgraph: Subgraph::new("execution", Arc::new(schema), infra.verifier.clone()),
         grpc: grpc.add_service(privacy_grpc),
-        http: axum::Router::new(),
-        tasks: vec![Box::pin(relay.run(infra.shutdown.clone())), privacy_task],
+        http: hooks,
+        tasks,
     })
 }
 
@@ -96,12 +131,7 @@ pub async fn build_worker(
         queue: infra.queue.clone(),
         clock: infra.clock.clone(),
     };
-    let name = format!(
-        "{}-{}-{}",
-        hostname(),
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
-    );
+    let name = instance_name();
     let nodes = nodes::Nodes {
         http: nodes::http::HttpNode::new(&infra.config.http_request, workflows.clone())?,
         children: nodes::sub_workflow::Children {
@@ -136,6 +166,17 @@ pub async fn build_worker(
             infra.shutdown.clone(),
         )),
     ])
+}
+
+/// This process's name among replicas and workers: host, process id, and a
+/// random suffix (several fleets may share one test process).
+fn instance_name() -> String {
+    format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
 }
 
 fn hostname() -> String {

@@ -108,6 +108,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The `http_request` node's guard against reaching internal addresses.
     pub http_request: HttpRequestConfig,
+    /// Cron schedules and webhooks that start executions.
+    pub triggers: TriggersConfig,
     /// Where each service listens and is reached (distributed mode).
     pub services: BTreeMap<ServiceName, ServiceEndpoint>,
 }
@@ -283,6 +285,32 @@ pub struct WorkerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct TriggersConfig {
+    /// Whether this process's execution service runs the cron scheduler (one
+    /// replica at a time holds its lease, whatever this says on the others).
+    pub cron: bool,
+    /// How often the scheduler looks for due schedules.
+    pub cron_tick_ms: u64,
+    /// The scheduler's lease: another replica takes over this long after the
+    /// holder stopped renewing it.
+    pub cron_lease_ms: u64,
+    /// Webhook request bodies larger than this are refused (413).
+    pub webhook_max_body_bytes: usize,
+}
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        TriggersConfig {
+            cron: true,
+            cron_tick_ms: 1_000,
+            cron_lease_ms: 10_000,
+            webhook_max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HttpRequestConfig {
     /// Addresses `http_request` may reach although they are internal (loopback,
     /// private, link-local, CGNAT…): CIDR networks (`10.1.0.0/16`, `127.0.0.1/32`) or
@@ -336,6 +364,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             worker: WorkerConfig::default(),
             http_request: HttpRequestConfig::default(),
+            triggers: TriggersConfig::default(),
             services,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod lifecycle;
 pub mod list;
+pub mod schedule;
 pub mod steps;
 
 use flowfleet_shared::db::uuid_column;

@@ -5,50 +5,18 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
-use flowfleet_shared::testing::{fresh_database, Backend};
+use flowfleet_shared::testing::fresh_database;
 use serde_json::json;
 use sqlx::Connection;
+use support::processes::{
+    distributed_servers, fleet_env, free_port, migrate, spawn, wait_healthy, SERVICES,
+};
 use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `flowfleet` process with the test's environment.
-fn spawn(env: &[(String, String)], args: &[&str]) -> Proc {
-    Proc {
-        child: Command::new(BIN)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-        name: args.join(" "),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_six_subgraph_query_across_processes() {
     // Backend::all() says why when the servers are missing (and fails under scripts/test).
-    let Some((admin_url, amqp_url, redis_url)) =
-        Backend::all()
-            .into_iter()
-            .find_map(|backend| match backend {
-                Backend::Distributed {
-                    database_url,
-                    amqp_url,
-                    redis_url,
-                } => Some((database_url, amqp_url, redis_url)),
-                Backend::Embedded => None,
-            })
-    else {
+    let Some((admin_url, amqp_url, redis_url)) = distributed_servers() else {
         return;
     };
     // A fresh database for this test; each service creates its own schema in it.
@@ -58,62 +26,13 @@ async fn cross_six_subgraph_query_across_processes() {
     // Every process exports its spans here, to check one trace crosses them all.
     let collector = support::otlp::Collector::start().await;
 
-    let services = [
-        "workflow",
-        "execution",
-        "auth",
-        "notification",
-        "analytics",
-        "storage",
-    ];
-    let mut env: Vec<(String, String)> = vec![
-        ("FLOWFLEET_MODE".into(), "distributed".into()),
-        ("FLOWFLEET_DATABASE__URL".into(), db_url.clone()),
-        ("FLOWFLEET_DATABASE__MAX_CONNECTIONS".into(), "4".into()),
-        ("FLOWFLEET_AMQP__URL".into(), amqp_url.clone()),
-        // Membership answers and other caches go through Redis, as in production.
-        ("FLOWFLEET_REDIS__URL".into(), redis_url.clone()),
-        ("FLOWFLEET_REDIS__KEY_PREFIX".into(), format!("{db_name}:")),
-        (
-            "FLOWFLEET_AMQP__EXCHANGE".into(),
-            format!("{db_name}.events"),
-        ),
-        (
-            "FLOWFLEET_STORAGE__LOCAL_PATH".into(),
-            blobs.path().display().to_string(),
-        ),
-        ("RUST_LOG".into(), "warn".into()),
-        // The fleet's secret key ring: seals stored secrets and service credentials.
-        (
-            "FLOWFLEET_SECURITY__SECRET_KEYS".into(),
-            format!(
-                "[\"{}\"]",
-                flowfleet_shared::secrets::SecretKeyRing::generate_entry("fleet").unwrap()
-            ),
-        ),
-        (
-            "FLOWFLEET_TELEMETRY__OTLP_ENDPOINT".into(),
-            collector.endpoint(),
-        ),
-    ];
-    for s in services {
-        let upper = s.to_uppercase();
-        env.push((
-            format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT"),
-            free_port().to_string(),
-        ));
-        env.push((
-            format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT"),
-            free_port().to_string(),
-        ));
-    }
-    // Migrations first, as the Kubernetes Job does, so services don't race.
-    let migrated = Command::new(BIN)
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .status()
-        .unwrap();
-    assert!(migrated.success());
+    let services = SERVICES;
+    let mut env = fleet_env(&db_url, &db_name, &amqp_url, &redis_url, blobs.path());
+    env.push((
+        "FLOWFLEET_TELEMETRY__OTLP_ENDPOINT".into(),
+        collector.endpoint(),
+    ));
+    migrate(&env);
     let mut procs: Vec<Proc> = services
         .iter()
         .map(|s| spawn(&env, &["serve", s]))
@@ -131,16 +50,7 @@ async fn cross_six_subgraph_query_across_processes() {
     ));
     let url = format!("http://127.0.0.1:{gateway_port}/graphql");
     // The gateway composes from the subgraphs' SDL once they all answer.
-    eventually(90, || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(url.replace("/graphql", "/health"))
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
-    .await;
+    wait_healthy(&url.replace("/graphql", ""), 90).await;
 
     let (c, wf) = run_scenario(&url, "ada@example.com").await;
     let data = c.ok(CROSS_SIX, json!({})).await;
@@ -172,18 +82,7 @@ async fn cross_six_subgraph_query_across_processes() {
         ],
     );
     let file_url = format!("http://127.0.0.1:{file_gateway_port}/graphql");
-    eventually(30, || {
-        let url = file_url.replace("/graphql", "/health");
-        async move {
-            reqwest::get(url)
-                .await
-                .ok()?
-                .status()
-                .is_success()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_healthy(&file_url.replace("/graphql", ""), 30).await;
     let mut via_file = Client::new(&file_url);
     via_file.token = c.token.clone();
     let data = via_file.ok(CROSS_SIX, json!({})).await;

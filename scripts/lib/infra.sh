@@ -145,20 +145,28 @@ ff_wait_redis() {
 }
 
 # ---- RabbitMQ ----------------------------------------------------------------
+# Two private nodes, each named by an id: `main`, the broker every test shares,
+# and `chaos`, which only tests/chaos.rs uses: it stops and starts that node's
+# broker mid-run (through the script ff_write_rabbit_ctl writes) without
+# disturbing the tests on `main`. Each node has its own data dir, ports, Erlang
+# node name, cookie and epmd; these arrays hold them by id.
+declare -A FF_RABBIT_DIR=() FF_RABBIT_NODE=() FF_RABBIT_AMQP_PORT=() \
+    FF_RABBIT_DIST_PORT=() FF_RABBIT_EPMD_PORT=() FF_RABBIT_PID=()
 
 ff_rabbit_user() { if [[ $EUID -eq 0 ]]; then echo rabbitmq; else id -un; fi; }
 
-# The environment that the private RabbitMQ node and its CLI tools share.
+# ff_rabbit_env ID: the environment that node ID and its CLI tools share.
 ff_rabbit_env() {
-    local r=$FF_RABBIT_DIR
+    local id=$1
+    local r=${FF_RABBIT_DIR[$id]}
     printf '%s\n' \
         "PATH=/usr/bin:/bin:/usr/sbin:/sbin" "LANG=C.UTF-8" "LC_ALL=C.UTF-8" \
         "HOME=$r/home" \
-        "RABBITMQ_NODENAME=$FF_RABBIT_NODE" \
+        "RABBITMQ_NODENAME=${FF_RABBIT_NODE[$id]}" \
         "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1" \
-        "RABBITMQ_NODE_PORT=$FF_AMQP_PORT" \
-        "RABBITMQ_DIST_PORT=$FF_RABBIT_DIST_PORT" \
-        "ERL_EPMD_PORT=$FF_EPMD_PORT" \
+        "RABBITMQ_NODE_PORT=${FF_RABBIT_AMQP_PORT[$id]}" \
+        "RABBITMQ_DIST_PORT=${FF_RABBIT_DIST_PORT[$id]}" \
+        "ERL_EPMD_PORT=${FF_RABBIT_EPMD_PORT[$id]}" \
         "ERL_EPMD_ADDRESS=127.0.0.1" \
         "RABBITMQ_CONF_ENV_FILE=$r/etc/rabbitmq-env.conf" \
         "RABBITMQ_CONFIG_FILE=$r/etc/rabbitmq.conf" \
@@ -170,23 +178,38 @@ ff_rabbit_env() {
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
-# ff_rabbit_cli TOOL ARGS...: rabbitmqctl / rabbitmq-diagnostics against the
-# private node (for debugging: FF_TMP must still exist).
-ff_rabbit_cli() {
-    local tool=$1
-    shift
+# ff_rabbit_cli_cmd ID TOOL: sets the array FF_CMD to the command that runs TOOL
+# (rabbitmqctl, rabbitmq-diagnostics...) against node ID, as the node's user.
+ff_rabbit_cli_cmd() {
+    local id=$1 tool=$2
     local -a as=() envv=()
     [[ $EUID -eq 0 ]] && as=(setpriv --reuid="$(ff_rabbit_user)" --regid="$(ff_rabbit_user)" --init-groups --)
-    mapfile -t envv < <(ff_rabbit_env)
-    "${as[@]}" env -i "${envv[@]}" "$(ff_rabbit_bindir)/$tool" -n "$FF_RABBIT_NODE" "$@"
+    mapfile -t envv < <(ff_rabbit_env "$id")
+    FF_CMD=("${as[@]}" env -i "${envv[@]}" "$(ff_rabbit_bindir)/$tool" -n "${FF_RABBIT_NODE[$id]}")
 }
 
-# ff_start_rabbitmq AMQP_PORT DIST_PORT EPMD_PORT
+# ff_rabbit_cli ID TOOL ARGS...: rabbitmqctl / rabbitmq-diagnostics against node
+# ID (for debugging: FF_TMP must still exist).
+ff_rabbit_cli() {
+    ff_rabbit_cli_cmd "$1" "$2"
+    shift 2
+    "${FF_CMD[@]}" "$@"
+}
+
+# ff_start_rabbitmq ID AMQP_PORT DIST_PORT EPMD_PORT: starts node ID and its own
+# epmd in the background (ff_wait_rabbitmq ID waits for it). Must run in the
+# main shell: it spawns the servers.
 ff_start_rabbitmq() {
-    FF_AMQP_PORT=$1 FF_RABBIT_DIST_PORT=$2 FF_EPMD_PORT=$3
-    FF_RABBIT_DIR=$FF_TMP/rabbitmq
-    FF_RABBIT_NODE=flowfleet-test@localhost
-    local r=$FF_RABBIT_DIR user
+    local id=$1
+    FF_RABBIT_AMQP_PORT[$id]=$2
+    FF_RABBIT_DIST_PORT[$id]=$3
+    FF_RABBIT_EPMD_PORT[$id]=$4
+    # `main` keeps the names it always had (its files in $FF_TMP/rabbitmq).
+    local suffix=
+    [[ $id == main ]] || suffix=-$id
+    FF_RABBIT_DIR[$id]=$FF_TMP/rabbitmq$suffix
+    FF_RABBIT_NODE[$id]=flowfleet-test$suffix@localhost
+    local r=${FF_RABBIT_DIR[$id]} user
     user=$(ff_rabbit_user)
     mkdir -p "$r/home" "$r/etc" "$r/mnesia" "$r/log"
     : >"$r/etc/rabbitmq-env.conf"
@@ -216,42 +239,80 @@ EOF
     [[ $EUID -eq 0 ]] && chown -R "$user:" "$r"
 
     local -a envv=()
-    mapfile -t envv < <(ff_rabbit_env)
+    mapfile -t envv < <(ff_rabbit_env "$id")
     local epmd
     epmd=$(command -v epmd 2>/dev/null || ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n 1)
     [[ -x $epmd ]] || ff_die "epmd not found (is erlang-base installed?)"
     # Our own epmd on a private port, so nothing touches a system-wide one on 4369.
     ff_spawn "$user" TERM "$r/epmd.log" "$r" "${envv[@]}" \
-        "$epmd" -port "$FF_EPMD_PORT" -address 127.0.0.1 &
-    FF_EPMD_PID=$!
-    ff_track "$FF_EPMD_PID" epmd TERM 5
+        "$epmd" -port "${FF_RABBIT_EPMD_PORT[$id]}" -address 127.0.0.1 &
+    ff_track "$!" "epmd$suffix" TERM 5
     ff_spawn "$user" TERM "$r/server.log" "$r" "${envv[@]}" \
         "$(ff_rabbit_bindir)/rabbitmq-server" &
-    FF_RABBIT_PID=$!
-    ff_track "$FF_RABBIT_PID" rabbitmq TERM 30
+    FF_RABBIT_PID[$id]=$!
+    ff_track "$!" "rabbitmq$suffix" TERM 30
 }
 
-# AMQP 0-9-1 check: send the protocol header, expect a method frame
-# (Connection.Start) back. RabbitMQ opens its listener only once it has booted
-# (after the default user and vhost exist).
+# ff_amqp_probe PORT: an AMQP 0-9-1 check: send the protocol header, expect a
+# method frame (Connection.Start) back. RabbitMQ opens its listener only once it
+# has booted (after the default user and vhost exist).
 ff_amqp_probe() {
     (
-        exec 3<>"/dev/tcp/127.0.0.1/$FF_AMQP_PORT" || exit 1
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf 'AMQP\x00\x00\x09\x01' >&3
         IFS= read -r -t 5 -N 1 -d '' b <&3 || exit 1
         [[ $b == $'\x01' ]]
     ) 2>/dev/null
 }
 
+# ff_wait_rabbitmq ID
 ff_wait_rabbitmq() {
-    ff_wait_ready rabbitmq "$FF_RABBIT_PID" "$FF_READY_TIMEOUT" \
-        "$FF_RABBIT_DIR/server.log $FF_RABBIT_DIR/log/*.log" ff_amqp_probe
+    local id=$1 name=rabbitmq
+    [[ $id == main ]] || name=rabbitmq-$id
+    ff_wait_ready "$name" "${FF_RABBIT_PID[$id]}" "$FF_READY_TIMEOUT" \
+        "${FF_RABBIT_DIR[$id]}/server.log ${FF_RABBIT_DIR[$id]}/log/*.log" \
+        ff_amqp_probe "${FF_RABBIT_AMQP_PORT[$id]}"
+}
+
+# ff_rabbit_url ID: the URL the tests reach node ID's vhost with.
+ff_rabbit_url() {
+    printf 'amqp://%s:%s@127.0.0.1:%s/%s\n' "$FF_AMQP_USER" "$FF_AMQP_PASS" \
+        "${FF_RABBIT_AMQP_PORT[$1]}" "$FF_AMQP_VHOST"
+}
+
+# ff_write_rabbit_ctl ID FILE: writes FILE, an executable script taking `stop` or
+# `start`, which stops or starts the broker of node ID: `rabbitmqctl stop_app` /
+# `start_app`. The Erlang node stays up (so --infra-only still sees its server
+# alive); its durable queues and persistent messages are recovered on start, as
+# after a restart of the broker. Both return once done.
+# shellcheck disable=SC2016 # $1, $0 and $action are the written script's own
+ff_write_rabbit_ctl() {
+    local id=$1 file=$2
+    ff_rabbit_cli_cmd "$id" rabbitmqctl
+    {
+        printf '#!/usr/bin/env bash\n'
+        printf '# Written by scripts/test: "%s stop|start" stops or starts the broker of\n' "${file##*/}"
+        printf '# the private RabbitMQ node %s (AMQP port %s); the node itself stays up.\n' \
+            "${FF_RABBIT_NODE[$id]}" "${FF_RABBIT_AMQP_PORT[$id]}"
+        printf 'set -euo pipefail\n'
+        printf 'case ${1:-} in\n'
+        printf 'stop) action=stop_app ;;\n'
+        printf 'start) action=start_app ;;\n'
+        printf '*) echo "usage: $0 stop|start" >&2; exit 2 ;;\n'
+        printf 'esac\n'
+        printf 'exec'
+        printf ' %q' "${FF_CMD[@]}"
+        printf ' -q "$action"\n'
+    } >"$file"
+    chmod 755 "$file"
 }
 
 # ---- all together ------------------------------------------------------------
 
-# Starts the three servers in parallel on private ports and waits for them.
-# Sets and exports FLOWFLEET_TEST_{DATABASE,REDIS,AMQP}_URL.
+# Starts the servers in parallel on private ports and waits for them: PostgreSQL,
+# Redis and the two RabbitMQ nodes (see above). Sets and exports
+# FLOWFLEET_TEST_{DATABASE,REDIS,AMQP}_URL, FLOWFLEET_TEST_CHAOS_AMQP_URL (the
+# chaos node) and FLOWFLEET_TEST_CHAOS_RABBIT_CTL (its stop|start script).
 ff_start_infra() {
     local t0 taken=()
     t0=$(ff_now_ms)
@@ -264,6 +325,7 @@ ff_start_infra() {
         flock -w 600 9 || ff_die "could not lock ${FF_TMP_BASE:-/tmp} (startup lock)"
     fi
     local pg_port redis_port amqp_port dist_port epmd_port
+    local chaos_amqp_port chaos_dist_port chaos_epmd_port
     pg_port=${FLOWFLEET_TEST_PG_PORT:-$(ff_pick_port 55432)}
     taken+=("$pg_port")
     redis_port=${FLOWFLEET_TEST_REDIS_PORT:-$(ff_pick_port 56379 "${taken[@]}")}
@@ -273,20 +335,32 @@ ff_start_infra() {
     dist_port=${FLOWFLEET_TEST_RABBITMQ_DIST_PORT:-$(ff_pick_port 55679 "${taken[@]}")}
     taken+=("$dist_port")
     epmd_port=${FLOWFLEET_TEST_EPMD_PORT:-$(ff_pick_port 54369 "${taken[@]}")}
+    taken+=("$epmd_port")
+    chaos_amqp_port=${FLOWFLEET_TEST_CHAOS_AMQP_PORT:-$(ff_pick_port 55682 "${taken[@]}")}
+    taken+=("$chaos_amqp_port")
+    chaos_dist_port=${FLOWFLEET_TEST_CHAOS_RABBITMQ_DIST_PORT:-$(ff_pick_port 55689 "${taken[@]}")}
+    taken+=("$chaos_dist_port")
+    chaos_epmd_port=${FLOWFLEET_TEST_CHAOS_EPMD_PORT:-$(ff_pick_port 54379 "${taken[@]}")}
 
-    ff_log "starting postgres :$pg_port, redis :$redis_port, rabbitmq :$amqp_port (dist :$dist_port, epmd :$epmd_port) in $FF_TMP"
-    # RabbitMQ is the slowest to boot: start it first.
-    ff_start_rabbitmq "$amqp_port" "$dist_port" "$epmd_port"
+    ff_log "starting postgres :$pg_port, redis :$redis_port, rabbitmq :$amqp_port (dist :$dist_port, epmd :$epmd_port), chaos rabbitmq :$chaos_amqp_port (dist :$chaos_dist_port, epmd :$chaos_epmd_port) in $FF_TMP"
+    # RabbitMQ is the slowest to boot: start both nodes first, to boot side by side.
+    ff_start_rabbitmq main "$amqp_port" "$dist_port" "$epmd_port"
+    ff_start_rabbitmq chaos "$chaos_amqp_port" "$chaos_dist_port" "$chaos_epmd_port"
     ff_start_redis "$redis_port"
     ff_start_postgres "$pg_port"
 
     export FLOWFLEET_TEST_DATABASE_URL="postgres://$FF_DB_USER:$FF_DB_PASS@127.0.0.1:$FF_PG_PORT/$FF_DB_NAME"
     export FLOWFLEET_TEST_REDIS_URL="redis://127.0.0.1:$FF_REDIS_PORT"
-    export FLOWFLEET_TEST_AMQP_URL="amqp://$FF_AMQP_USER:$FF_AMQP_PASS@127.0.0.1:$FF_AMQP_PORT/$FF_AMQP_VHOST"
+    FLOWFLEET_TEST_AMQP_URL=$(ff_rabbit_url main)
+    FLOWFLEET_TEST_CHAOS_AMQP_URL=$(ff_rabbit_url chaos)
+    FLOWFLEET_TEST_CHAOS_RABBIT_CTL=$FF_TMP/chaos-rabbitmqctl
+    export FLOWFLEET_TEST_AMQP_URL FLOWFLEET_TEST_CHAOS_AMQP_URL FLOWFLEET_TEST_CHAOS_RABBIT_CTL
+    ff_write_rabbit_ctl chaos "$FLOWFLEET_TEST_CHAOS_RABBIT_CTL"
 
     ff_wait_redis
     ff_wait_postgres
-    ff_wait_rabbitmq
+    ff_wait_rabbitmq main
+    ff_wait_rabbitmq chaos
     flock -u 9
     exec 9>&-
     ff_log "infrastructure up in $(ff_since "$t0")"
@@ -296,7 +370,9 @@ ff_print_exports() {
     printf 'export %s=%q\n' \
         FLOWFLEET_TEST_DATABASE_URL "$FLOWFLEET_TEST_DATABASE_URL" \
         FLOWFLEET_TEST_REDIS_URL "$FLOWFLEET_TEST_REDIS_URL" \
-        FLOWFLEET_TEST_AMQP_URL "$FLOWFLEET_TEST_AMQP_URL"
+        FLOWFLEET_TEST_AMQP_URL "$FLOWFLEET_TEST_AMQP_URL" \
+        FLOWFLEET_TEST_CHAOS_AMQP_URL "$FLOWFLEET_TEST_CHAOS_AMQP_URL" \
+        FLOWFLEET_TEST_CHAOS_RABBIT_CTL "$FLOWFLEET_TEST_CHAOS_RABBIT_CTL"
 }
 
 # In --infra-only mode: exits non-zero as soon as a server dies.

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod in_process;
 pub mod otlp;
+pub mod processes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

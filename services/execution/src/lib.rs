@@ -79,9 +79,14 @@ pub async fn build(
         },
         settings.webhook_max_body_bytes,
     );
-    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![Box::pin(
-        live.clone().follow(workflows, infra.shutdown.clone()),
-    )];
+    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
+        Box::pin(live.clone().follow(workflows, infra.shutdown.clone())),
+        Box::pin(keep_partitions(
+            store.clone(),
+            infra.clock.clone(),
+            infra.shutdown.clone(),
+        )),
+    ];
     if settings.cron {
         let scheduler = triggers::cron::Scheduler {
             launcher,
@@ -152,6 +157,10 @@ pub async fn build_worker(
         relay: relay.clone(),
         name,
         settings: settings.clone(),
+        executions: moka::future::Cache::builder()
+            .max_capacity(worker::EXECUTION_CACHE)
+            .time_to_idle(std::time::Duration::from_secs(600))
+            .build(),
     });
     Ok(vec![
         Box::pin(relay.run(infra.shutdown.clone())),
@@ -166,6 +175,24 @@ pub async fn build_worker(
             infra.shutdown.clone(),
         )),
     ])
+}
+
+/// Creates the months ahead of PostgreSQL's execution partitions now and daily.
+async fn keep_partitions(
+    store: store::Store,
+    clock: Arc<dyn flowfleet_shared::clock::Clock>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = daily.tick() => {}
+        }
+        if let Err(e) = store.ensure_partitions(clock.now_ms()).await {
+            tracing::warn!(error = %e.message, "could not create the next months' execution partitions");
+        }
+    }
 }
 
 /// This process's name among replicas and workers: host, process id, and a

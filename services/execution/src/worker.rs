@@ -44,7 +44,15 @@ pub struct Worker {
     pub relay: Relay,
     pub name: String,
     pub settings: WorkerConfig,
+    /// Running executions by id: their definition, input and priority never
+    /// change, so later steps skip reading and parsing them again. Only RUNNING
+    /// ones are kept (their start time is known); every transition still checks
+    /// the stored status under the execution's lock.
+    pub executions: moka::future::Cache<Uuid, Arc<Execution>>,
 }
+
+/// How many running executions a worker keeps parsed.
+pub const EXECUTION_CACHE: u64 = 10_000;
 
 /// How an attempt ended.
 enum Ending {
@@ -111,7 +119,7 @@ impl Worker {
             item: key.item,
             attempt: delivery.task.attempt as i64,
         };
-        let loaded = match self.store.get(key.execution).await {
+        let loaded = match self.execution(key.execution).await {
             Ok(e) => e,
             Err(e) => return self.later(delivery, e).await,
         };
@@ -161,6 +169,20 @@ impl Worker {
             }
             Claim::Mine(step) => self.run_step(&execution, *step, delivery, give_back).await,
         }
+    }
+
+    async fn execution(&self, id: Uuid) -> Result<Option<Arc<Execution>>, ApiError> {
+        if let Some(e) = self.executions.get(&id).await {
+            return Ok(Some(e));
+        }
+        let Some(e) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        let e = Arc::new(e);
+        if e.status == Status::Running {
+            self.executions.insert(id, e.clone()).await;
+        }
+        Ok(Some(e))
     }
 
     /// The store is unreachable: try the task again in a second, without counting

@@ -34,6 +34,9 @@ pub struct WorkflowGrpc {
     pub guard: GrpcGuard,
     pub access: Access,
     pub secrets: Arc<SecretKeyRing>,
+    /// Ends open trigger watches when the service stops, so its server can
+    /// finish shutting down (a watch otherwise lasts as long as its caller).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn trigger_to_proto(t: &Trigger) -> pb::Trigger {
@@ -145,6 +148,7 @@ impl WorkflowService for WorkflowGrpc {
         }
         let (tx, rx) = mpsc::channel(WATCH_BATCH as usize);
         let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
         let span = tracing::info_span!("trigger_watch", cursor);
         tokio::spawn(
             async move {
@@ -174,6 +178,8 @@ impl WorkflowService for WorkflowGrpc {
                         _ = &mut woken => {}
                         _ = tokio::time::sleep(WATCH_POLL) => {}
                         _ = tx.closed() => return,
+                        // The stream ends; the watcher lists again elsewhere.
+                        _ = shutdown.cancelled() => return,
                     }
                 }
             }

@@ -44,6 +44,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
             guard: infra.grpc_guard(),
             access: access.clone(),
             secrets: infra.secrets.clone(),
+            shutdown: infra.shutdown.clone(),
         }))
         .await;
     Ok(ServiceParts {

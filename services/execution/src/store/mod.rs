@@ -4,6 +4,7 @@
 
 pub mod lifecycle;
 pub mod list;
+pub mod partitions;
 pub mod schedule;
 pub mod steps;
 

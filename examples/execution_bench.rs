@@ -247,6 +247,20 @@ impl Bench {
     }
 }
 
+/// A report row: per-step overhead p50 / p99, per step and per execution.
+fn overhead_row(workflow: &str, step: &[f64], mean: &[f64]) -> (String, String) {
+    (
+        format!("{workflow} per-step overhead p50 / p99 ms"),
+        format!(
+            "{:.1} / {:.1} (per execution: {:.2} / {:.2})",
+            percentile(step, 50.0),
+            percentile(step, 99.0),
+            percentile(mean, 50.0),
+            percentile(mean, 99.0)
+        ),
+    )
+}
+
 async fn measure(backend: &Backend, scale: usize) -> anyhow::Result<Vec<(String, String)>> {
     let (mut config, _dir) = backend.config().await;
     config.telemetry.log_level = "warn".into();
@@ -309,16 +323,7 @@ async fn measure(backend: &Backend, scale: usize) -> anyhow::Result<Vec<(String,
         format!("{:.0}", bench.rate(&ids, 10.0).await?),
     ));
     let (step, mean) = bench.overhead(&ten, &empty, 10 * scale, 10.0).await?;
-    rows.push((
-        "10-step linear per-step overhead p50 / p99 ms".into(),
-        format!(
-            "{:.1} / {:.1} (per execution: {:.2} / {:.2})",
-            percentile(&step, 50.0),
-            percentile(&step, 99.0),
-            percentile(&mean, 50.0),
-            percentile(&mean, 99.0)
-        ),
-    ));
+    rows.push(overhead_row("10-step linear", &step, &mean));
 
     let ids = bench.burst(&fan, &items, 5 * scale, 8).await?;
     bench.wait_all(&ids).await?;
@@ -327,16 +332,7 @@ async fn measure(backend: &Backend, scale: usize) -> anyhow::Result<Vec<(String,
         format!("{:.0}", bench.rate(&ids, 102.0).await?),
     ));
     let (step, mean) = bench.overhead(&fan, &items, 3 * scale, 102.0).await?;
-    rows.push((
-        "100-way foreach per-step overhead p50 / p99 ms".into(),
-        format!(
-            "{:.1} / {:.1} (per execution: {:.2} / {:.2})",
-            percentile(&step, 50.0),
-            percentile(&step, 99.0),
-            percentile(&mean, 50.0),
-            percentile(&mean, 99.0)
-        ),
-    ));
+    rows.push(overhead_row("100-way foreach", &step, &mean));
 
     let times = bench.start_to_finish(&three, 50 * scale).await?;
     rows.push((

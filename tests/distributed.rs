@@ -195,6 +195,52 @@ async fn cross_six_subgraph_query_across_processes() {
     })
     .await;
 
+    // Webhooks reach the execution service through the gateway process.
+    let ws = c
+        .ok("{ me { memberships { workspace { id } } } }", json!({}))
+        .await["me"]["memberships"][0]["workspace"]["id"]
+        .clone();
+    let secret = c
+        .ok(
+            "mutation($i: CreateCredentialInput!) { createCredential(input: $i) { id } }",
+            json!({"i": {"workspaceId": ws, "name": "hook", "kind": "SECRET", "value": {"value": "hook-secret"}}}),
+        )
+        .await["createCredential"]["id"]
+        .clone();
+    let hooked = c
+        .ok(
+            "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+            json!({"i": {"workspaceId": ws, "name": "Hooked", "definition": {
+                "nodes": [{"id": "echo", "type": "webhook_response", "config": {"status": 200}}],
+                "triggers": [{"kind": "WEBHOOK", "path": "in", "secretCredentialId": secret, "respond": "WITH_NODE"}]}}}),
+        )
+        .await["createWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(
+        "mutation($id: ID!) { publishWorkflow(id: $id) { version } }",
+        json!({"id": hooked}),
+    )
+    .await;
+    let hook = url.replace("/graphql", &format!("/hooks/{hooked}/in"));
+    let answer = eventually(60, || {
+        let hook = &hook;
+        async move {
+            let r = reqwest::Client::new()
+                .post(hook)
+                .header("x-flowfleet-token", "hook-secret")
+                .json(&json!({"ping": 1}))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(r)
+        }
+    })
+    .await;
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["body"], json!({"ping": 1}), "{body}");
+
     // Each service wrote only its own schema.
     let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();
     let schemas: Vec<(String,)> = sqlx::query_as(

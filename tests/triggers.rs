@@ -143,6 +143,18 @@ async fn webhooks_check_their_secret_and_reply_through_webhook_response() {
                 .0,
             404
         );
+        let huge = format!("\"{}\"", "x".repeat(1_100_000));
+        let (status, answer) = post(
+            &hook("orders"),
+            &[("x-flowfleet-token", "t0ken-secret")],
+            &huge,
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (413, Some("the request body is too large")),
+            "{backend:?}"
+        );
 
         // HMAC: the signature of the exact body; answered at once.
         let (status, _) = post(

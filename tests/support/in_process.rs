@@ -7,7 +7,6 @@ use flowfleet::dev::DevApp;
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::grpc::{in_process, GrpcChannel};
 use flowfleet_shared::testing::Backend;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Client;
@@ -155,17 +154,6 @@ impl Fleet {
     }
 
     pub async fn sign_up(&self, email: &str) -> Person {
-        let mut client = Client::new(&self.url);
-        let data = client
-            .ok(
-                "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken user { id } } }",
-                json!({"i": {"email": email, "password": "long enough password", "name": email}}),
-            )
-            .await;
-        client.token = Some(data["signUp"]["accessToken"].as_str().unwrap().to_string());
-        Person {
-            id: data["signUp"]["user"]["id"].as_str().unwrap().to_string(),
-            client,
-        }
+        super::processes::sign_up(&self.url, email).await
     }
 }

@@ -138,8 +138,7 @@ pub async fn wait_healthy(base: &str, secs: u64) {
     .await;
 }
 
-/// Signs up through the gateway at `url` (what [`super::in_process::Fleet::sign_up`]
-/// does for the fleet in the test's process).
+/// Signs up through the gateway at `url` (its GraphQL endpoint).
 pub async fn sign_up(url: &str, email: &str) -> Person {
     let mut client = Client::new(url);
     let data = client

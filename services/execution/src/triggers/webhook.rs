@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,11 +71,16 @@ async fn without_path(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    hooks
-        .handle(&workflow, "", method, query, headers, body)
-        .await
+    match body {
+        Ok(body) => {
+            hooks
+                .handle(&workflow, "", method, query, headers, body)
+                .await
+        }
+        Err(rejected) => unreadable(rejected),
+    }
 }
 
 async fn with_path(
@@ -83,11 +89,27 @@ async fn with_path(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    hooks
-        .handle(&workflow, &path, method, query, headers, body)
-        .await
+    match body {
+        Ok(body) => {
+            hooks
+                .handle(&workflow, &path, method, query, headers, body)
+                .await
+        }
+        Err(rejected) => unreadable(rejected),
+    }
+}
+
+/// A body over the limit (or cut short), as JSON like every other refusal.
+fn unreadable(rejected: BytesRejection) -> Response {
+    match rejected.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large",
+        ),
+        status => refuse(status, "the request body could not be read"),
+    }
 }
 
 /// The webhook trigger a request matched.

@@ -259,6 +259,17 @@ pub fn uuid_column(
         .map_err(crate::error::ApiError::internal)
 }
 
+/// Reads a nullable UUID column, as [`uuid_column`] reads a required one.
+pub fn optional_uuid_column(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<uuid::Uuid>, crate::error::ApiError> {
+    use sqlx::Row;
+    row.try_get::<Option<String>, _>(column)?
+        .map(|s| s.parse().map_err(crate::error::ApiError::internal))
+        .transpose()
+}
+
 /// Is this error a unique-constraint violation (same meaning on both backends)?
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {

@@ -1,7 +1,7 @@
 //! The security audit log: appended in the same transaction as the change it records
 //! (so a role change is never without its entry), read newest first by cursor.
 
-use flowfleet_shared::db::uuid_column;
+use flowfleet_shared::db::{optional_uuid_column, uuid_column};
 use flowfleet_shared::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -16,12 +16,6 @@ pub struct SecurityEventPage {
     pub has_next: bool,
 }
 
-fn optional_uuid(row: &AnyRow, column: &str) -> Result<Option<Uuid>, ApiError> {
-    let raw: Option<String> = row.try_get(column)?;
-    raw.map(|s| s.parse().map_err(ApiError::internal))
-        .transpose()
-}
-
 fn event_from(row: &AnyRow) -> Result<StoredSecurityEvent, ApiError> {
     let kind: String = row.try_get("kind")?;
     let detail: String = row.try_get("detail")?;
@@ -31,9 +25,9 @@ fn event_from(row: &AnyRow) -> Result<StoredSecurityEvent, ApiError> {
         event: SecurityEvent {
             kind: SecurityEventKind::parse(&kind)
                 .ok_or_else(|| ApiError::internal(format!("stored event kind `{kind}`")))?,
-            user: optional_uuid(row, "user_id")?,
-            actor: optional_uuid(row, "actor_id")?,
-            workspace: optional_uuid(row, "workspace_id")?,
+            user: optional_uuid_column(row, "user_id")?,
+            actor: optional_uuid_column(row, "actor_id")?,
+            workspace: optional_uuid_column(row, "workspace_id")?,
             ip: row.try_get("ip")?,
             detail: serde_json::from_str(&detail).map_err(ApiError::internal)?,
         },

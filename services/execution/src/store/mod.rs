@@ -8,8 +8,8 @@ pub mod partitions;
 pub mod schedule;
 pub mod steps;
 
-use flowfleet_shared::db::uuid_column;
 use flowfleet_shared::db::Db;
+use flowfleet_shared::db::{optional_uuid_column, uuid_column};
 use flowfleet_shared::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -69,23 +69,16 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
-        parent: match row.try_get::<Option<String>, _>("parent_execution_id")? {
-            Some(_) => Some(ParentStep {
-                execution: uuid_column(row, "parent_execution_id")?,
+        parent: match optional_uuid_column(row, "parent_execution_id")? {
+            Some(execution) => Some(ParentStep {
+                execution,
                 step: uuid_column(row, "parent_step_id")?,
             }),
             None => None,
         },
         depth: row.try_get("depth")?,
-        retry_of: optional_uuid(row, "retry_of")?,
+        retry_of: optional_uuid_column(row, "retry_of")?,
     })
-}
-
-fn optional_uuid(row: &AnyRow, col: &str) -> Result<Option<Uuid>, ApiError> {
-    match row.try_get::<Option<String>, _>(col)? {
-        Some(_) => Ok(Some(uuid_column(row, col)?)),
-        None => Ok(None),
-    }
 }
 
 async fn by_idempotency_key<'e>(
@@ -132,7 +125,7 @@ pub(crate) fn step_from(row: &AnyRow) -> Result<StepRun, ApiError> {
         due_at: row.try_get("due_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
-        child_execution_id: optional_uuid(row, "child_execution_id")?,
+        child_execution_id: optional_uuid_column(row, "child_execution_id")?,
     })
 }
 

@@ -8,17 +8,13 @@ use chrono::{DateTime, Utc};
 use flowfleet_shared::access::Access;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::{to_datetime, Clock};
-use flowfleet_shared::definition::Definition;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest;
 use flowfleet_shared::subgraph::caller;
-use uuid::Uuid;
 
 use crate::dispatch::Dispatcher;
 use crate::domain::{Execution, Start, Status, StepRun, StepStatus};
+use crate::launch::Launcher;
 use crate::store::list::{Filter, Scope};
 use crate::store::Store;
 
@@ -30,7 +26,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     pub relay: Relay,
     pub dispatcher: Dispatcher,
-    pub workflows: WorkflowServiceClient<GrpcChannel>,
+    /// Fetches published versions and starts them.
+    pub launcher: Launcher,
 }
 
 pub fn schema(ctx: Ctx) -> ExecutionSchema {
@@ -446,19 +443,9 @@ impl Mutation {
                 );
             }
         }
-        let version = c
-            .workflows
-            .clone()
-            .get_published_version(GetPublishedVersionRequest {
-                workflow_id: workflow_id.to_string(),
-                version: 0,
-            })
-            .await
-            .map_err(ApiError::from)?
-            .into_inner();
-        let workspace: Uuid = parse_id("workspaceId", &version.workspace_id)?;
+        let published = c.launcher.version(workflow_id, 0).await?;
         // Non-members learn nothing about the workflow's existence.
-        match c.access.role(me.user_id, workspace).await? {
+        match c.access.role(me.user_id, published.workspace_id).await? {
             None => return Err(ApiError::not_found(
                 "the workflow does not exist or has no such published version; publish it first",
             )
@@ -472,29 +459,22 @@ impl Mutation {
             }
             Some(_) => {}
         }
-        let definition: Definition =
-            serde_json::from_str(&version.definition_json).map_err(ApiError::internal)?;
-        let now = c.clock.now_ms();
-        let e = Execution::new_run(
-            workspace,
-            workflow_id,
-            version.name.clone(),
-            version.version as i64,
-            definition,
-            Start {
-                input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
-                priority: input.priority.map(i64::from),
-                idempotency_key: input.idempotency_key,
-                trigger: "MANUAL",
-                triggered_by: me.user_id,
-                parent: None,
-                depth: 0,
-                retry_of: None,
-            },
-            now,
-        );
-        let (e, queued) = c.store.create(&e, &[], now).await?;
-        c.dispatcher.dispatch(&queued).await;
+        let e = c
+            .launcher
+            .launch(
+                &published,
+                Start {
+                    input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
+                    priority: input.priority.map(i64::from),
+                    idempotency_key: input.idempotency_key,
+                    trigger: "MANUAL",
+                    triggered_by: me.user_id,
+                    parent: None,
+                    depth: 0,
+                    retry_of: None,
+                },
+            )
+            .await?;
         Ok(ExecutionNode(e))
     }
 

@@ -54,21 +54,21 @@ pub async fn build(
         queue: infra.queue.clone(),
         clock: infra.clock.clone(),
     };
+    let launcher = launch::Launcher::new(
+        store.clone(),
+        dispatcher.clone(),
+        workflows.clone(),
+        infra.clock.clone(),
+    );
     let schema = graphql::schema(graphql::Ctx {
         store: store.clone(),
         access: access.clone(),
         clock: infra.clock.clone(),
         relay: relay.clone(),
-        dispatcher: dispatcher.clone(),
-        workflows: workflows.clone(),
+        dispatcher,
+        launcher: launcher.clone(),
     });
     // Cron schedules and webhooks, following the workflow service's trigger feed.
-    let launcher = launch::Launcher::new(
-        store.clone(),
-        dispatcher,
-        workflows.clone(),
-        infra.clock.clone(),
-    );
     let live = triggers::Live::default();
     let settings = infra.config.triggers.clone();
     let hooks = triggers::webhook::router(
@@ -140,10 +140,12 @@ pub async fn build_worker(
     let nodes = nodes::Nodes {
         http: nodes::http::HttpNode::new(&infra.config.http_request, workflows.clone())?,
         children: nodes::sub_workflow::Children {
-            workflows,
-            store: store.clone(),
-            dispatcher: dispatcher.clone(),
-            clock: infra.clock.clone(),
+            launcher: launch::Launcher::new(
+                store.clone(),
+                dispatcher.clone(),
+                workflows,
+                infra.clock.clone(),
+            ),
             worker: name.clone(),
         },
     };

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use flowfleet_shared::definition::{Definition, LOOP_DONE, LOOP_ITEM};
 use serde_json::{Map, Value};
 
-use crate::domain::{foreach_concurrency, readiness, sinks_output, Readiness};
+use crate::domain::{foreach_concurrency, readiness, sinks_output, Readiness, StepRun, StepStatus};
 
 /// Where a step runs: a node and, inside a `foreach` body, the item's index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +57,21 @@ pub enum NodeState {
     Skipped,
     /// Failed for good, cancelled or timed out on its last attempt.
     Failed,
+}
+
+impl NodeState {
+    /// What a step's latest attempt, ended (or not) as `status`, says of its node.
+    pub fn of(status: StepStatus, output: Option<Value>, branch: Option<String>) -> NodeState {
+        match status {
+            StepStatus::Succeeded => NodeState::Succeeded {
+                output: output.unwrap_or(Value::Null),
+                branch,
+            },
+            StepStatus::Skipped => NodeState::Skipped,
+            StepStatus::Queued | StepStatus::Running | StepStatus::Waiting => NodeState::Open,
+            StepStatus::Failed | StepStatus::Cancelled | StepStatus::TimedOut => NodeState::Failed,
+        }
+    }
 }
 
 pub type States = HashMap<Place, NodeState>;
@@ -339,28 +354,19 @@ pub fn completion(def: &Definition, states: &States) -> Option<Value> {
 }
 
 /// The states recorded steps stand for (the latest attempt of each counts).
-pub fn states_of(steps: &[crate::domain::StepRun]) -> States {
-    use crate::domain::StepStatus;
-    let mut sorted: Vec<&crate::domain::StepRun> = steps.iter().collect();
+pub fn states_of(steps: &[StepRun]) -> States {
+    let mut sorted: Vec<&StepRun> = steps.iter().collect();
     sorted.sort_by_key(|s| s.attempt);
     sorted
         .into_iter()
         .map(|s| {
-            let state = match s.status {
-                StepStatus::Succeeded => NodeState::Succeeded {
-                    output: s.output.clone().unwrap_or(Value::Null),
-                    branch: s.branch.clone(),
-                },
-                StepStatus::Skipped => NodeState::Skipped,
-                StepStatus::Queued | StepStatus::Running | StepStatus::Waiting => NodeState::Open,
-                _ => NodeState::Failed,
+            let place = Place {
+                node: s.node_id.clone(),
+                item: s.item,
             };
             (
-                Place {
-                    node: s.node_id.clone(),
-                    item: s.item,
-                },
-                state,
+                place,
+                NodeState::of(s.status, s.output.clone(), s.branch.clone()),
             )
         })
         .collect()

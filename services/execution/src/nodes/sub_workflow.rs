@@ -4,28 +4,19 @@
 //! the child's end settles the step and moves the parent on
 //! ([`crate::store::lifecycle`]).
 
-use std::sync::Arc;
-
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::definition::{Definition, Node};
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest;
+use flowfleet_shared::definition::Node;
+use flowfleet_shared::error::ErrorCode;
 use serde_json::Value;
-use tonic::Code;
 use uuid::Uuid;
 
 use super::{NodeError, Ran};
-use crate::dispatch::Dispatcher;
 use crate::domain::{Execution, ParentStep, Start, StepRun, MAX_DEPTH};
-use crate::store::Store;
+use crate::launch::Launcher;
 
 #[derive(Clone)]
 pub struct Children {
-    pub workflows: WorkflowServiceClient<GrpcChannel>,
-    pub store: Store,
-    pub dispatcher: Dispatcher,
-    pub clock: Arc<dyn Clock>,
+    /// Fetches the child's version (and records and dispatches through its store).
+    pub launcher: Launcher,
     /// The worker running the steps (only the step's holder may make it wait).
     pub worker: String,
 }
@@ -67,35 +58,27 @@ impl Children {
             ))
         };
         let v = self
-            .workflows
-            .clone()
-            .get_published_version(GetPublishedVersionRequest {
-                workflow_id: workflow_id.to_string(),
-                version: version as i32,
-            })
+            .launcher
+            .version(workflow_id, version)
             .await
-            .map_err(|s| match s.code() {
-                Code::NotFound | Code::InvalidArgument | Code::PermissionDenied => missing(),
+            .map_err(|e| match e.code {
+                ErrorCode::NotFound | ErrorCode::BadUserInput | ErrorCode::Forbidden => missing(),
                 _ => NodeError::retryable(format!(
                     "the workflow service did not answer: {}",
-                    s.message()
+                    e.message
                 )),
-            })?
-            .into_inner();
+            })?;
         // Another workspace's workflow is as good as missing.
-        if v.workspace_id != e.workspace_id.to_string() {
+        if v.workspace_id != e.workspace_id {
             return Err(missing());
         }
-        let definition: Definition = serde_json::from_str(&v.definition_json).map_err(|err| {
-            NodeError::permanent(format!("the child's definition is unreadable: {err}"))
-        })?;
-        let now = self.clock.now_ms();
+        let now = self.launcher.clock.now_ms();
         let child = Execution::new_run(
             e.workspace_id,
             workflow_id,
-            v.name,
-            v.version as i64,
-            definition,
+            v.name.clone(),
+            v.version,
+            v.definition.clone(),
             Start {
                 input: node.config.get("input").cloned().unwrap_or(input),
                 priority: Some(e.priority),
@@ -112,6 +95,7 @@ impl Children {
             now,
         );
         match self
+            .launcher
             .store
             .wait_for_child(step, &self.worker, &child, now)
             .await
@@ -121,7 +105,7 @@ impl Children {
                     "started child execution {} of workflow {} version {}; waiting for it",
                     child.id, workflow_id, child.version
                 ));
-                self.dispatcher.dispatch(&queued).await;
+                self.launcher.dispatcher.dispatch(&queued).await;
                 Ok(Ran::Waiting)
             }
             // Not this worker's step any more: nothing was recorded.

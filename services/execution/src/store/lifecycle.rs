@@ -18,7 +18,7 @@ use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::steps::{advance, lock, QueuedStep, Transition};
-use super::{execution_from, outcome_payload, Store, COLUMNS};
+use super::{by_id, execution_from, outcome_payload, Store, COLUMNS};
 use crate::domain::{Execution, ParentStep, Status};
 
 /// A parent execution resumed because its child finished: its next steps are
@@ -28,14 +28,6 @@ use crate::domain::{Execution, ParentStep, Status};
 pub struct Resumed {
     pub parent: Box<Execution>,
     pub completed: Option<Value>,
-}
-
-async fn load(tx: &mut Transaction<'_, Any>, id: Uuid) -> Result<Option<Execution>, ApiError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM executions WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.as_ref().map(execution_from).transpose()
 }
 
 /// Takes a slot under the workflow's concurrency limit (always granted without
@@ -209,7 +201,7 @@ async fn fail_parent_step(
         return Ok(None);
     };
     let node: String = row.try_get("node_id")?;
-    let Some(p) = load(tx, parent.execution).await? else {
+    let Some(p) = by_id(&mut **tx, parent.execution).await? else {
         return Ok(None);
     };
     let reason = format!("node `{node}` failed: {message}");
@@ -281,7 +273,7 @@ async fn resume_parent(
     if resumed.rows_affected() != 1 || status.is_terminal() {
         return Ok(Transition::default());
     }
-    let Some(p) = load(tx, parent.execution).await? else {
+    let Some(p) = by_id(&mut **tx, parent.execution).await? else {
         return Ok(Transition::default());
     };
     let mut t = advance(tx, &p, 1, 0, now).await?;

@@ -81,6 +81,18 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
     })
 }
 
+/// One execution, through the pool or inside a transaction.
+async fn by_id<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    id: Uuid,
+) -> Result<Option<Execution>, ApiError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM executions WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(execution_from).transpose()
+}
+
 async fn by_idempotency_key<'e>(
     db: impl sqlx::Executor<'e, Database = Any>,
     workflow: Uuid,
@@ -257,11 +269,7 @@ impl Store {
         Ok(Created::New(queued))
     }
     pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, ApiError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM executions WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.as_ref().map(execution_from).transpose()
+        by_id(self.db.pool(), id).await
     }
 
     /// The workflow's most recent execution (no count: this runs per workflow

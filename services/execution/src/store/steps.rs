@@ -124,18 +124,12 @@ pub(super) async fn node_states<'e>(
             continue;
         }
         let status: String = row.try_get("status")?;
-        let state = match StepStatus::parse(&status) {
-            Some(StepStatus::Succeeded) => NodeState::Succeeded {
-                output: row
-                    .try_get::<Option<String>, _>("output")?
-                    .and_then(|o| serde_json::from_str(&o).ok())
-                    .unwrap_or(Value::Null),
-                branch: row.try_get("branch")?,
-            },
-            Some(StepStatus::Skipped) => NodeState::Skipped,
-            Some(StepStatus::Queued | StepStatus::Running | StepStatus::Waiting) => NodeState::Open,
-            _ => NodeState::Failed,
-        };
+        let status = StepStatus::parse(&status)
+            .ok_or_else(|| ApiError::internal(format!("stored step status `{status}`")))?;
+        let output = row
+            .try_get::<Option<String>, _>("output")?
+            .and_then(|o| serde_json::from_str(&o).ok());
+        let state = NodeState::of(status, output, row.try_get("branch")?);
         latest.insert(place, (attempt, state));
     }
     Ok(latest.into_iter().map(|(k, (_, s))| (k, s)).collect())

@@ -212,6 +212,9 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
     }
 }
 
+/// The throttling window of the lockout test.
+const WINDOW_SECS: u64 = 6;
+
 #[tokio::test]
 async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
     for backend in Backend::all() {
@@ -220,7 +223,9 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
         let mut config = (*env.infra.config).clone();
         config.security.login_max_failures = 3;
-        config.security.login_lockout_secs = 2;
+        // Long enough for four argon2 hashes of a debug build on a loaded machine: the
+        // window opens with the first failure and must still be open at the third.
+        config.security.login_lockout_secs = WINDOW_SECS;
         let infra = flowfleet_shared::Infra {
             config: Arc::new(config),
             ..env.infra.clone()
@@ -246,12 +251,14 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
             log_in(&auth, "cy@example.com", "right password").await["data"]["logIn"].is_object(),
             "{name}"
         );
+        let mut window_opened_by = None;
         for _ in 0..2 {
             assert_eq!(
                 code(&log_in(&auth, "cy@example.com", "guess").await),
                 "UNAUTHENTICATED",
                 "{name}"
             );
+            window_opened_by.get_or_insert_with(std::time::Instant::now);
         }
         // The third failure in the window locks; then even the right password is refused.
         let third = log_in(&auth, "cy@example.com", "guess").await;
@@ -280,7 +287,9 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         );
 
         // The lock lifts when the window closes.
-        tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+        let closed =
+            window_opened_by.unwrap() + std::time::Duration::from_millis(WINDOW_SECS * 1000 + 200);
+        tokio::time::sleep_until(closed.into()).await;
         let later = log_in(&auth, "cy@example.com", "right password").await;
         assert!(
             later["data"]["logIn"]["accessToken"].is_string(),

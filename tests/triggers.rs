@@ -327,7 +327,7 @@ async fn a_cron_schedule_starts_one_execution_per_scheduled_time() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_scheduler_and_another_takes_over_when_it_stops() {
     let Some(backend) = Backend::all()
         .into_iter()
@@ -335,29 +335,75 @@ async fn replicas_share_one_scheduler_and_another_takes_over_when_it_stops() {
     else {
         return; // one process cannot be two replicas of the embedded mode
     };
+    // The replicas count their fires in this process's metrics, by replica.
+    let metrics = flowfleet_shared::telemetry::metrics_handle();
+    let fires = || cron_fires(&metrics.render());
+
+    // The first replica alone: it takes the lease and fires.
     let mut first = fleet(&backend).await;
-    let second = first.replica().await;
     let owner = first.sign_up("replicas@example.com").await;
     let wf = publish_as(&owner, every_second()).await;
-    let before = eventually(30, || async {
-        let t = scheduled(&owner, &wf).await;
-        (t.len() >= 4).then_some(t.len())
+    eventually(30, || async {
+        (scheduled(&owner, &wf).await.len() >= 2).then_some(())
     })
     .await;
-    // Stop the first replica; whichever held the lease, the schedule goes on.
+    let alone = fires();
+    assert_eq!(alone.len(), 1, "one scheduler fired: {alone:?}");
+    let leader = alone.keys().next().unwrap().clone();
+
+    // A second replica joins; the first keeps the lease, and the second never fires.
+    let second = first.replica().await;
+    let before = scheduled(&owner, &wf).await.len();
+    eventually(30, || async {
+        (scheduled(&owner, &wf).await.len() >= before + 4).then_some(())
+    })
+    .await;
+    let together = fires();
+    assert_eq!(
+        together.keys().collect::<Vec<_>>(),
+        vec![&leader],
+        "only the lease holder fires while both replicas run: {together:?}"
+    );
+    assert!(together[&leader] >= alone[&leader] + 4, "{together:?}");
+
+    // The first stops: the second takes over, and the first has fired its last.
     first.stop().await;
+    let stopped = fires()[&leader];
     let mut reader = support::Client::new(&second.url);
     reader.token = owner.client.token.clone();
     let owner = Person {
         id: owner.id.clone(),
         client: reader,
     };
+    let before = scheduled(&owner, &wf).await.len();
     let times = eventually(30, || async {
         let t = scheduled(&owner, &wf).await;
         (t.len() >= before + 4).then_some(t)
     })
     .await;
+    let after = fires();
+    assert_eq!(
+        after[&leader], stopped,
+        "a stopped replica fired: {after:?}"
+    );
+    assert_eq!(after.len(), 2, "the second replica took over: {after:?}");
+    assert!(after.iter().all(|(_, n)| *n > 0), "{after:?}");
     let mut unique = times.clone();
     unique.dedup();
     assert_eq!(unique, times, "two schedulers started the same time");
+}
+
+/// `flowfleet_cron_fires_total` by replica, from a Prometheus exposition.
+fn cron_fires(exposition: &str) -> std::collections::BTreeMap<String, u64> {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("flowfleet_cron_fires_total{replica=\"")?;
+            let (replica, value) = rest.split_once("\"} ")?;
+            Some((
+                replica.to_string(),
+                value.trim().parse::<f64>().ok()? as u64,
+            ))
+        })
+        .collect()
 }

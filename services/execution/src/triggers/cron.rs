@@ -5,6 +5,8 @@
 //! schedulers overlapping while a lease changes hands start one execution per
 //! scheduled time.
 //!
+//! Each replica counts the times it fires in `flowfleet_cron_fires_total{replica}`.
+//!
 //! Schedules are evaluated in their trigger's time zone, so `0 9 * * 1-5` in
 //! `Europe/Paris` fires at 09:00 Paris time across daylight-saving changes.
 //!
@@ -154,6 +156,10 @@ impl Scheduler {
         let Some(at) = due(&cron, tz, last, now) else {
             return Ok(());
         };
+        // Counted by replica before the start, which is idempotent: were two schedulers
+        // ever to fire one time, both would count, and the counts show it.
+        metrics::counter!("flowfleet_cron_fires_total", "replica" => self.holder.clone())
+            .increment(1);
         let published = self
             .launcher
             .version(workflow, version)

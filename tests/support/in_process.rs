@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use flowfleet::dev::DevApp;
 use flowfleet_shared::config::ServiceName;
 use flowfleet_shared::grpc::{in_process, GrpcChannel};
+use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
 use flowfleet_shared::testing::Backend;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,8 @@ impl Person {
 pub struct Fleet {
     pub url: String,
     pub grpc: HashMap<ServiceName, tonic::service::Routes>,
+    /// Each service's subgraph, to call it as the gateway does (e.g. `_entities`).
+    pub subgraphs: HashMap<ServiceName, Subgraph>,
     pub shutdown: CancellationToken,
     pub secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
     /// The fleet's task queue (to look at dead letters).
@@ -61,6 +64,7 @@ pub async fn start_with(
     Fleet {
         url: format!("http://127.0.0.1:{port}/graphql"),
         grpc: launched.grpc,
+        subgraphs: launched.subgraphs,
         shutdown,
         secrets: launched.secrets,
         queue: launched.queue,
@@ -73,6 +77,7 @@ pub async fn start_with(
 
 struct Launched {
     grpc: HashMap<ServiceName, tonic::service::Routes>,
+    subgraphs: HashMap<ServiceName, Subgraph>,
     secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
     queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -93,6 +98,12 @@ async fn launch(
             .iter()
             .map(|s| (s.name, s.grpc.clone()))
             .collect(),
+        subgraphs: app
+            .fleet()
+            .services
+            .iter()
+            .map(|s| (s.name, s.subgraph.clone()))
+            .collect(),
         secrets: app.fleet().infra.secrets.clone(),
         queue: app.fleet().infra.queue.clone(),
         running: tokio::spawn(app.run()),
@@ -111,6 +122,7 @@ impl Fleet {
             .expect("the fleet's port is free again");
         let launched = launch(&self.config, listener, &self.shutdown).await;
         self.grpc = launched.grpc;
+        self.subgraphs = launched.subgraphs;
         self.secrets = launched.secrets;
         self.queue = launched.queue;
         self.running = Some(launched.running);
@@ -126,6 +138,7 @@ impl Fleet {
         Fleet {
             url: format!("http://127.0.0.1:{port}/graphql"),
             grpc: launched.grpc,
+            subgraphs: launched.subgraphs,
             shutdown,
             secrets: launched.secrets,
             queue: launched.queue,
@@ -151,6 +164,30 @@ impl Fleet {
 
     pub fn channel(&self, service: ServiceName) -> GrpcChannel {
         in_process(self.grpc[&service].clone(), None)
+    }
+
+    /// Runs a GraphQL request on one service's subgraph directly, with `bearer` as its
+    /// credential: what the gateway would send it.
+    pub async fn subgraph(
+        &self,
+        service: ServiceName,
+        query: &str,
+        variables: serde_json::Value,
+        bearer: Option<&str>,
+    ) -> serde_json::Value {
+        let mut headers = http::HeaderMap::new();
+        if let Some(bearer) = bearer {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {bearer}").parse().expect("a header value"),
+            );
+        }
+        let body = GraphQLBody {
+            query: query.to_string(),
+            operation_name: None,
+            variables: Some(variables),
+        };
+        self.subgraphs[&service].execute(body, &headers).await
     }
 
     pub async fn sign_up(&self, email: &str) -> Person {

@@ -5,6 +5,10 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
+/// What a workflow that analytics has facts about answers a caller who may not see it:
+/// what the workflow service answers for a missing workflow.
+pub const NO_WORKFLOW: &str = "no workflow with this id";
+
 /// How a finished execution ended. Only final outcomes become facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

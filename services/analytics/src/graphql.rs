@@ -3,13 +3,14 @@
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::to_datetime;
 use flowfleet_shared::error::parse_id;
 use flowfleet_shared::subgraph::caller;
 
 use crate::domain;
+use crate::domain::NO_WORKFLOW;
 use crate::store::Store;
 
 pub type AnalyticsSchema =
@@ -52,7 +53,9 @@ impl WorkflowRef {
             let c = ctx.data::<Ctx>()?;
             let id = parse_id("id", &self.id)?;
             for workspace in c.store.workspaces_of(id).await? {
-                c.access.require(me, workspace, Role::Viewer).await?;
+                c.access
+                    .authorize(me, workspace, Role::Viewer, Target::Resource(NO_WORKFLOW))
+                    .await?;
             }
             Ok(c.store.stats(id).await?.into())
         }

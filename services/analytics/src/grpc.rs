@@ -6,10 +6,11 @@ use flowfleet_shared::proto::analytics::v1::analytics_service_server::AnalyticsS
 use flowfleet_shared::proto::analytics::v1::{GetWorkflowStatsRequest, WorkflowStats};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::service_auth::GrpcGuard;
 
+use crate::domain::NO_WORKFLOW;
 use crate::store::Store;
 
 pub struct AnalyticsGrpc {
@@ -30,8 +31,13 @@ impl AnalyticsService for AnalyticsGrpc {
         // A workflow that never ran has no facts, and so no workspace to check: its
         // statistics are zeros, which reveal nothing.
         for workspace in self.store.workspaces_of(id).await? {
-            caller
-                .require(&self.access, workspace, Role::Viewer)
+            self.access
+                .authorize(
+                    &caller,
+                    workspace,
+                    Role::Viewer,
+                    Target::Resource(NO_WORKFLOW),
+                )
                 .await?;
         }
         let s = self.store.stats(id).await?;

@@ -316,8 +316,9 @@ async fn stats_need_a_member_and_are_zero_without_runs_on(backend: &Backend) {
         access: auth.access(),
     });
 
+    // A workflow that ran is another workspace's, and looks like a missing one.
     let r = stats(&schema, as_user(stranger), workflow).await;
-    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
     let r = stats(&schema, Caller::Anonymous, workflow).await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
     let r = stats(&schema, as_user(member), workflow).await;

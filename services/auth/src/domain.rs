@@ -320,7 +320,7 @@ pub struct StoredSecurityEvent {
 }
 
 /// `what` (managing members, reading the audit log, ...) needs ADMIN or above.
-pub fn require_admin(actor: Role, what: &str) -> Result<(), ApiError> {
+fn require_admin(actor: Role, what: &str) -> Result<(), ApiError> {
     if actor < Role::Admin {
         return Err(ApiError::forbidden(format!(
             "your role in this workspace is {}; {what} needs ADMIN or above",

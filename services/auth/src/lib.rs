@@ -68,6 +68,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         cache: infra.cache.clone(),
         secrets: infra.secrets.clone(),
         export_peers: export_peers.clone(),
+        access: flowfleet_shared::access::Access::from_source(Arc::new(store.clone())),
     });
     let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),

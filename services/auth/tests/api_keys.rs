@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{account, bearer, code, on_workspace, run_with, verifying_auth};
 use flowfleet_auth::Auth;
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::api_keys::GrpcApiKeys;
 use flowfleet_shared::auth::{Role, TokenVerifier};
 use flowfleet_shared::grpc::in_process;
@@ -109,15 +109,16 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         assert_eq!(scope.workspace.to_string(), ws, "{name}");
         assert_eq!(scope.role, Role::Editor, "{name}");
         let (ws_id, bob_ws_id) = (ws.parse().unwrap(), bob_ws.parse().unwrap());
-        assert_eq!(
+        assert!(
             access
-                .require(&identity, ws_id, Role::Editor)
+                .authorize(&identity, ws_id, Role::Editor, Target::Workspace)
                 .await
-                .unwrap(),
-            Role::Editor,
+                .is_ok(),
             "{name}: Ada is OWNER, the key is capped at EDITOR"
         );
-        let above = access.require(&identity, ws_id, Role::Admin).await;
+        let above = access
+            .authorize(&identity, ws_id, Role::Admin, Target::Workspace)
+            .await;
         assert!(above.is_err(), "{name}: above the key's role");
         // Nowhere else, even where its creator is a member.
         let bob_invites_ada = call(
@@ -141,7 +142,7 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
         );
         assert!(
             access
-                .require(&identity, bob_ws_id, Role::Viewer)
+                .authorize(&identity, bob_ws_id, Role::Viewer, Target::Workspace)
                 .await
                 .is_err(),
             "{name}: another workspace"

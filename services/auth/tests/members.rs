@@ -200,7 +200,7 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
         );
         let (ws_id, cy_uuid) = (ws.parse().unwrap(), cy_id.parse().unwrap());
         assert_eq!(
-            access.role(cy_uuid, ws_id).await.unwrap(),
+            access.third_party_role(cy_uuid, ws_id).await.unwrap(),
             Some(Role::Viewer),
             "{name}"
         );
@@ -234,7 +234,7 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
             "{name}: {promoted}"
         );
         assert_eq!(
-            access.role(cy_uuid, ws_id).await.unwrap(),
+            access.third_party_role(cy_uuid, ws_id).await.unwrap(),
             Some(Role::Editor),
             "{name}"
         );
@@ -282,7 +282,11 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
             json!(true),
             "{name}: {removed}"
         );
-        assert_eq!(access.role(cy_uuid, ws_id).await.unwrap(), None, "{name}");
+        assert_eq!(
+            access.third_party_role(cy_uuid, ws_id).await.unwrap(),
+            None,
+            "{name}"
+        );
         let gone = on_workspace(&auth, &cy, &ws, "members { role }").await;
         assert_eq!(code(&gone), "FORBIDDEN", "{name}: {gone}");
         let again = call(&auth, owner, REMOVE, json!({"w": ws, "u": cy_id})).await;

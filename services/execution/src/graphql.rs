@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::{to_datetime, Clock};
 use flowfleet_shared::error::{parse_id, ApiError};
@@ -37,30 +37,53 @@ pub fn schema(ctx: Ctx) -> ExecutionSchema {
         .finish()
 }
 
+/// What an execution that does not exist, or that the caller may not see, answers.
+const NO_EXECUTION: &str = "no execution with this id";
+/// What the workflow service answers for a workflow that does not exist.
+const NO_WORKFLOW: &str = "no workflow with this id";
+/// What the workflow service answers for a workflow that does not exist, has no published
+/// version, or that the caller may not see.
+const NO_PUBLISHED_VERSION: &str =
+    "the workflow does not exist or has no such published version; publish it first";
+
 impl Ctx {
-    /// Checks the caller's role in an execution's workspace. A non-member gets
-    /// NOT_FOUND, the same as for an execution that does not exist.
+    /// Authorizes the caller for `min` in an execution's workspace. A caller without
+    /// access gets NOT_FOUND, the same as for an execution that does not exist.
     async fn check(&self, ctx: &Context<'_>, e: &Execution, min: Role) -> Result<(), ApiError> {
         let me = caller(ctx).require()?;
-        match self.access.role(me.user_id, e.workspace_id).await? {
-            None => Err(ApiError::not_found("no execution with this id")),
-            Some(r) if r < min => Err(ApiError::forbidden(format!(
-                "your role in this workspace is {}; this needs {} or above",
-                r.as_str(),
-                min.as_str()
-            ))),
-            Some(_) => Ok(()),
-        }
+        self.access
+            .authorize(me, e.workspace_id, min, Target::Resource(NO_EXECUTION))
+            .await
     }
 
+    /// Authorizes reading the runs of `e`'s workflow: an outsider gets the workflow
+    /// service's answer for a workflow that does not exist.
+    async fn check_workflow(&self, ctx: &Context<'_>, e: &Execution) -> Result<(), ApiError> {
+        let me = caller(ctx).require()?;
+        self.access
+            .authorize(
+                me,
+                e.workspace_id,
+                Role::Viewer,
+                Target::Resource(NO_WORKFLOW),
+            )
+            .await
+    }
+
+    /// The execution, if the caller may read it.
     async fn load(&self, ctx: &Context<'_>, id: &ID) -> Result<Execution, ApiError> {
+        self.load_for(ctx, id, Role::Viewer).await
+    }
+
+    /// The execution, if the caller has at least `min` in its workspace.
+    async fn load_for(&self, ctx: &Context<'_>, id: &ID, min: Role) -> Result<Execution, ApiError> {
         let id = parse_id("id", id)?;
         let e = self
             .store
             .get(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("no execution with this id"))?;
-        self.check(ctx, &e, Role::Viewer).await?;
+            .ok_or_else(|| ApiError::not_found(NO_EXECUTION))?;
+        self.check(ctx, &e, min).await?;
         Ok(e)
     }
 }
@@ -92,10 +115,9 @@ impl WorkspaceRef {
         let me = caller(ctx).require()?.clone();
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("id", &self.id)?;
-        match c.access.role(me.user_id, workspace).await? {
-            Some(r) if r >= Role::Viewer => {}
-            _ => return Err(ApiError::not_found("no workspace with this id").into()),
-        }
+        c.access
+            .authorize(&me, workspace, Role::Viewer, Target::Workspace)
+            .await?;
         Ok(c.page(Scope::Workspace(workspace), filter, first, after)
             .await?)
     }
@@ -202,14 +224,13 @@ impl WorkflowRef {
             caller(ctx).require()?;
             let c = ctx.data::<Ctx>()?;
             let workflow = parse_id("id", &self.id)?;
-            let page = c
-                .page(Scope::Workflow(workflow), filter, first, after)
-                .await?;
             // All executions of a workflow share its workspace: one check covers the page.
-            if let Some(first) = page.nodes.first() {
-                c.check(ctx, &first.0, Role::Viewer).await?;
+            // A workflow that never ran has nothing to reveal (no page, no count).
+            if let Some(latest) = c.store.latest_for_workflow(workflow).await? {
+                c.check_workflow(ctx, &latest).await?;
             }
-            Ok(page)
+            Ok(c.page(Scope::Workflow(workflow), filter, first, after)
+                .await?)
         }
         .await;
         result.map(Some)
@@ -222,7 +243,7 @@ impl WorkflowRef {
         let workflow = parse_id("id", &self.id)?;
         match c.store.latest_for_workflow(workflow).await? {
             Some(e) => {
-                c.check(ctx, &e, Role::Viewer).await?;
+                c.check_workflow(ctx, &e).await?;
                 Ok(Some(ExecutionNode(e)))
             }
             None => Ok(None),
@@ -444,21 +465,16 @@ impl Mutation {
             }
         }
         let published = c.launcher.version(workflow_id, 0).await?;
-        // Non-members learn nothing about the workflow's existence.
-        match c.access.role(me.user_id, published.workspace_id).await? {
-            None => return Err(ApiError::not_found(
-                "the workflow does not exist or has no such published version; publish it first",
+        // Non-members learn nothing about the workflow's existence (the workflow service
+        // answered NOT_FOUND already unless the caller is a member).
+        c.access
+            .authorize(
+                &me,
+                published.workspace_id,
+                Role::Editor,
+                Target::Resource(NO_PUBLISHED_VERSION),
             )
-            .into()),
-            Some(r) if r < Role::Editor => {
-                return Err(ApiError::forbidden(format!(
-                    "your role in this workspace is {}; starting executions needs EDITOR or above",
-                    r.as_str()
-                ))
-                .into())
-            }
-            Some(_) => {}
-        }
+            .await?;
         let e = c
             .launcher
             .launch(
@@ -494,8 +510,7 @@ impl Mutation {
         let from_failed_step = from_failed_step.unwrap_or(false);
         let me = caller(ctx).require()?.clone();
         let c = ctx.data::<Ctx>()?;
-        let e = c.load(ctx, &id).await?;
-        c.check(ctx, &e, Role::Editor).await?;
+        let e = c.load_for(ctx, &id, Role::Editor).await?;
         if !matches!(
             e.status,
             Status::Failed | Status::Cancelled | Status::TimedOut
@@ -562,8 +577,7 @@ impl Mutation {
     async fn cancel_execution(&self, ctx: &Context<'_>, id: ID) -> Result<ExecutionNode> {
         let me = caller(ctx).require()?.clone();
         let c = ctx.data::<Ctx>()?;
-        let e = c.load(ctx, &id).await?;
-        c.check(ctx, &e, Role::Editor).await?;
+        let e = c.load_for(ctx, &id, Role::Editor).await?;
         let reason = format!("cancelled by user {}", me.user_id);
         if let Some(t) = c.store.cancel(&e, &reason, c.clock.now_ms()).await? {
             // The freed concurrency slot may have admitted a waiting execution.
@@ -574,7 +588,7 @@ impl Mutation {
             .store
             .get(e.id)
             .await?
-            .ok_or_else(|| ApiError::not_found("no execution with this id"))?;
+            .ok_or_else(|| ApiError::not_found(NO_EXECUTION))?;
         Ok(ExecutionNode(e))
     }
 }

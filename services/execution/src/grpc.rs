@@ -5,11 +5,13 @@ use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionS
 use flowfleet_shared::proto::execution::v1::{ExecutionSummary, GetExecutionRequest};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::service_auth::GrpcGuard;
 
 use crate::store::Store;
+
+const NO_EXECUTION: &str = "no such execution";
 
 pub struct ExecutionGrpc {
     pub store: Store,
@@ -30,9 +32,15 @@ impl ExecutionService for ExecutionGrpc {
             .store
             .get(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("no such execution"))?;
-        caller
-            .require(&self.access, e.workspace_id, Role::Viewer)
+            .ok_or_else(|| ApiError::not_found(NO_EXECUTION))?;
+        // Another workspace's execution is indistinguishable from a missing one.
+        self.access
+            .authorize(
+                &caller,
+                e.workspace_id,
+                Role::Viewer,
+                Target::Resource(NO_EXECUTION),
+            )
             .await?;
         Ok(Response::new(ExecutionSummary {
             execution_id: e.id.to_string(),

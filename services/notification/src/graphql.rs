@@ -43,9 +43,11 @@ pub struct UserRef {
 }
 
 impl UserRef {
-    /// The signed-in caller, who must be this user.
+    /// The signed-in caller, who must be this user in a session of their own: an inbox
+    /// spans every workspace of its owner, so an API key (held to one workspace) may not
+    /// read it.
     fn owner<'a>(&self, ctx: &'a Context<'_>) -> Result<&'a Identity, ApiError> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
             return Err(ApiError::forbidden(
                 "only the user themself can read their notifications",
@@ -167,11 +169,11 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
-    /// Marks one of the caller's notifications read. Another user's
-    /// notification is `NOT_FOUND`, exactly like a missing one.
+    /// Marks one of the caller's notifications read (a signed-in user, not an API
+    /// key). Another user's notification is `NOT_FOUND`, exactly like a missing one.
     #[tracing::instrument(skip_all)]
     async fn mark_notification_read(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
-        let me = caller(ctx).require()?;
+        let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
         let id: Uuid = parse_id("id", &id)?;
         let n = c

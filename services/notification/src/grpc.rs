@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::Clock;
 use flowfleet_shared::error::{parse_id, ApiError};
@@ -40,8 +40,8 @@ impl NotificationService for NotificationGrpc {
         let r = request.into_inner();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
         // Services (the `notify` node) send for their workflows; a user needs EDITOR.
-        caller
-            .require(&self.access, workspace, Role::Editor)
+        self.access
+            .authorize(&caller, workspace, Role::Editor, Target::Workspace)
             .await?;
         let recipient = parse_id("recipient_id", &r.recipient_id)?;
         let channel = Channel::parse(&r.channel).ok_or_else(|| {
@@ -58,7 +58,12 @@ impl NotificationService for NotificationGrpc {
             )));
         }
         // A workflow may only notify people of its own workspace.
-        if self.access.role(recipient, workspace).await?.is_none() {
+        if self
+            .access
+            .third_party_role(recipient, workspace)
+            .await?
+            .is_none()
+        {
             return Err(
                 ApiError::forbidden("the recipient is not a member of this workspace").into(),
             );

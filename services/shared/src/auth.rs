@@ -49,18 +49,6 @@ pub struct ApiKeyScope {
     pub role: Role,
 }
 
-impl Identity {
-    /// The caller's effective role in `workspace`, given the user's membership role there:
-    /// an API key reaches only its own workspace, and never beyond its role.
-    pub fn effective_role(&self, workspace: Uuid, member_role: Option<Role>) -> Option<Role> {
-        match &self.api_key {
-            None => member_role,
-            Some(scope) if scope.workspace == workspace => member_role.map(|r| r.min(scope.role)),
-            Some(_) => None,
-        }
-    }
-}
-
 /// API keys start with this, which is how a bearer credential is told apart from a JWT.
 pub const API_KEY_PREFIX: &str = "ffk_";
 

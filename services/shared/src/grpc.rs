@@ -34,8 +34,16 @@ pub async fn acting_for<F: std::future::Future>(credential: Option<&str>, work: 
     }
 }
 
+/// Runs `work` as this service, even inside a user's request: for the questions a service
+/// asks for itself while serving someone (e.g. the caller's membership, to authorize them),
+/// which the caller's own credential may not ask.
+pub async fn as_service<F: std::future::Future>(work: F) -> F::Output {
+    ACTING_FOR.scope(Arc::from(""), work).await
+}
+
 /// Puts the current span's W3C trace context into every call's metadata, and the caller's
-/// credential: the user's being served ([`acting_for`]), or else this service's own.
+/// credential: the user's being served ([`acting_for`]), or else (and within [`as_service`])
+/// this service's own.
 #[derive(Clone, Debug, Default)]
 pub struct CallInterceptor {
     service: Option<ServiceCredentials>,
@@ -56,11 +64,15 @@ impl Interceptor for CallInterceptor {
                 request.metadata_mut().insert(key, value);
             }
         }
-        let credential = ACTING_FOR.try_with(|c| c.to_string()).ok().or_else(|| {
-            self.service
-                .as_ref()
-                .and_then(ServiceCredentials::credential)
-        });
+        let credential = ACTING_FOR
+            .try_with(|c| c.to_string())
+            .ok()
+            .filter(|c| !c.is_empty())
+            .or_else(|| {
+                self.service
+                    .as_ref()
+                    .and_then(ServiceCredentials::credential)
+            });
         if let Some(credential) = credential {
             if let Ok(value) =
                 tonic::metadata::AsciiMetadataValue::try_from(format!("Bearer {credential}"))

@@ -6,8 +6,9 @@
 //! - A call made while serving a user's request carries that user's own credential (their
 //!   access token or API key), taken from the request being served
 //!   ([`crate::grpc::acting_for`]). The receiving service verifies it exactly as its
-//!   subgraph would and checks the user's role in the resource's workspace, so a service
-//!   cannot be used to reach what the user could not reach directly.
+//!   subgraph would and authorizes them ([`crate::access::Access::authorize`], which a
+//!   [`GrpcCaller`] converts into), so a service cannot be used to reach what the user could
+//!   not reach directly.
 //! - Work that no user is waiting on (a worker running a step, an event handler) carries a
 //!   *service credential*: the service's name and an expiry, sealed with the fleet's secret
 //!   key ring ([`crate::secrets`]). Only holders of the ring can make one, and it expires
@@ -19,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::access::Access;
-use crate::auth::{Identity, Role, TokenVerifier};
+use crate::access::Principal;
+use crate::auth::{Identity, TokenVerifier};
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::secrets::SecretKeyRing;
@@ -163,26 +164,23 @@ pub enum GrpcCaller {
     User(Identity),
 }
 
-impl GrpcCaller {
-    /// Services pass; a user needs at least `min` in `workspace` (an API key: within its
-    /// scope).
-    pub async fn require(
-        &self,
-        access: &Access,
-        workspace: Uuid,
-        min: Role,
-    ) -> Result<(), ApiError> {
-        match self {
-            GrpcCaller::Service(_) => Ok(()),
-            GrpcCaller::User(identity) => {
-                access.require(identity, workspace, min).await.map(|_| ())
-            }
+impl<'a> From<&'a GrpcCaller> for Principal<'a> {
+    fn from(caller: &'a GrpcCaller) -> Self {
+        match caller {
+            GrpcCaller::Service(name) => Principal::Service(name),
+            GrpcCaller::User(identity) => Principal::User(identity),
         }
     }
+}
 
-    /// Services pass; a user only when asking about themself.
+impl GrpcCaller {
+    /// Services pass; a person only when asking about themself, in a session (an API key
+    /// reaches one workspace, not its creator's account).
     pub fn require_self(&self, user: Uuid) -> Result<&GrpcCaller, ApiError> {
         match self {
+            GrpcCaller::User(me) if me.api_key.is_some() => Err(ApiError::forbidden(
+                "API keys cannot ask about accounts; use a user's access token",
+            )),
             GrpcCaller::User(me) if me.user_id != user => {
                 Err(ApiError::forbidden("a user may only ask about themself"))
             }

@@ -138,8 +138,12 @@ impl Files {
         self.store.file(id).await
     }
 
-    pub async fn by_execution(&self, execution: Uuid) -> Result<Vec<StoredFile>, ApiError> {
-        self.store.by_execution(execution).await
+    pub async fn by_execution(
+        &self,
+        workspace: Uuid,
+        execution: Uuid,
+    ) -> Result<Vec<StoredFile>, ApiError> {
+        self.store.by_execution(workspace, execution).await
     }
 
     /// The file's content. A row without its blob breaks this module's

@@ -2,16 +2,13 @@
 //! contributes to the execution service's `Execution` entity. A file is visible
 //! to members (Viewer or above) of its workspace only.
 
-use std::collections::HashMap;
-
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::parse_id;
+use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
-use uuid::Uuid;
 
 use crate::domain::StoredFile;
 use crate::files::Files;
@@ -70,17 +67,23 @@ impl FileNode {
     }
 }
 
-/// The execution service's entity, known here by its key only.
+// The execution service's entity: its key, and its workspace, which the execution service
+// resolves (after checking the caller may see the execution) and the gateway passes on for
+// `artifacts`.
+/// One run of a published workflow version.
 #[derive(SimpleObject)]
 #[graphql(name = "Execution", complex)]
 pub struct ExecutionRef {
     pub id: ID,
+    /// Empty when a request left it out (then `artifacts` refuses).
+    #[graphql(external)]
+    pub workspace_id: ID,
 }
 
 #[ComplexObject]
 impl ExecutionRef {
-    /// Files the execution produced, oldest first: those in workspaces where the
-    /// caller is a member (Viewer or above).
+    /// Files the execution produced, oldest first (VIEWER or above in its workspace).
+    #[graphql(requires = "workspaceId")]
     async fn artifacts(&self, ctx: &Context<'_>) -> Result<Option<Vec<FileNode>>> {
         // Nullable on purpose: a failure here (or this subgraph being down)
         // nulls only this field, not the parent object.
@@ -88,26 +91,24 @@ impl ExecutionRef {
             let me = caller(ctx).require()?;
             let c = ctx.data::<Ctx>()?;
             let id = parse_id("id", &self.id)?;
-            let mut visible: HashMap<Uuid, bool> = HashMap::new();
-            let mut out = Vec::new();
-            for file in c.files.by_execution(id).await? {
-                let allowed = match visible.get(&file.workspace_id) {
-                    Some(v) => *v,
-                    None => {
-                        let v = c
-                            .access
-                            .role(me.user_id, file.workspace_id)
-                            .await?
-                            .is_some();
-                        visible.insert(file.workspace_id, v);
-                        v
-                    }
-                };
-                if allowed {
-                    out.push(FileNode::new(file, &c.files));
-                }
-            }
-            Ok(out)
+            let workspace = parse_id("workspaceId", &self.workspace_id)?;
+            // The workspace comes with the request, so it is checked like any other: an
+            // outsider gets the execution service's answer for a missing execution, and
+            // only files of that workspace are read, whatever the request claims.
+            c.access
+                .authorize(
+                    me,
+                    workspace,
+                    Role::Viewer,
+                    Target::Resource("no execution with this id"),
+                )
+                .await?;
+            Ok(c.files
+                .by_execution(workspace, id)
+                .await?
+                .into_iter()
+                .map(|file| FileNode::new(file, &c.files))
+                .collect())
         }
         .await;
         result.map(Some)
@@ -118,25 +119,41 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// A file, for members (Viewer or above) of its workspace; null when missing.
+    /// A file, for members (VIEWER or above) of its workspace. Others cannot tell it
+    /// from a missing one: `NOT_FOUND` either way.
     #[graphql(entity)]
-    async fn find_file_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<FileNode>> {
+    async fn find_file_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<FileNode> {
+        const MISSING: &str = "no file with this id";
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;
-        let Some(file) = c.files.file(id).await? else {
-            return Ok(None);
-        };
+        let file = c
+            .files
+            .file(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(MISSING))?;
         c.access
-            .require(me, file.workspace_id, Role::Viewer)
+            .authorize(
+                me,
+                file.workspace_id,
+                Role::Viewer,
+                Target::Resource(MISSING),
+            )
             .await?;
-        Ok(Some(FileNode::new(file, &c.files)))
+        Ok(FileNode::new(file, &c.files))
     }
 
-    /// Resolves an `Execution` reference without I/O: `artifacts` filters by
-    /// the caller's memberships.
+    /// Resolves an `Execution` reference without I/O: `artifacts` checks the caller's
+    /// access to the workspace the reference carries.
     #[graphql(entity)]
-    async fn find_execution_by_id(&self, id: ID) -> ExecutionRef {
-        ExecutionRef { id }
+    async fn find_execution_by_id(
+        &self,
+        #[graphql(key)] id: ID,
+        workspace_id: Option<ID>,
+    ) -> ExecutionRef {
+        ExecutionRef {
+            id,
+            workspace_id: workspace_id.unwrap_or_default(),
+        }
     }
 }

@@ -8,7 +8,7 @@ use flowfleet_shared::proto::storage::v1::storage_service_server::StorageService
 use flowfleet_shared::proto::storage::v1::{File, FileContent, GetFileRequest, PutFileRequest};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::service_auth::GrpcGuard;
 
@@ -39,8 +39,8 @@ impl StorageService for StorageGrpc {
         let caller = self.guard.caller(&request).await?;
         let r = request.into_inner();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        caller
-            .require(&self.access, workspace, Role::Editor)
+        self.access
+            .authorize(&caller, workspace, Role::Editor, Target::Workspace)
             .await?;
         self.files
             .check_size(r.content.len() as u64)
@@ -69,8 +69,8 @@ impl StorageService for StorageGrpc {
         let r = request.get_ref();
         let id = parse_id("file_id", &r.file_id)?;
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        caller
-            .require(&self.access, workspace, Role::Viewer)
+        self.access
+            .authorize(&caller, workspace, Role::Viewer, Target::Workspace)
             .await?;
         // Another workspace's file is indistinguishable from a missing one.
         let file = self

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::{Role, TokenVerifier};
 use flowfleet_shared::error::{parse_id, ApiError, ErrorCode};
 use futures::StreamExt;
@@ -178,7 +178,7 @@ async fn try_upload(
     }
     .map_err(api_error)?;
     s.access
-        .require(me, workspace, Role::Editor)
+        .authorize(me, workspace, Role::Editor, Target::Workspace)
         .await
         .map_err(api_error)?;
 

@@ -114,11 +114,16 @@ impl Store {
     }
 
     /// The files an execution produced, oldest first.
-    pub async fn by_execution(&self, execution: Uuid) -> Result<Vec<StoredFile>, ApiError> {
+    pub async fn by_execution(
+        &self,
+        workspace: Uuid,
+        execution: Uuid,
+    ) -> Result<Vec<StoredFile>, ApiError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM files WHERE execution_id = $1 ORDER BY id"
+            "SELECT {COLUMNS} FROM files WHERE execution_id = $1 AND workspace_id = $2 ORDER BY id"
         ))
         .bind(execution.to_string())
+        .bind(workspace.to_string())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(file_from).collect()

@@ -397,37 +397,46 @@ async fn files_and_artifacts_are_visible_to_members_only_on(backend: &Backend) {
         .await
         .unwrap();
 
+    // Another workspace's file looks exactly like a missing one.
     let reps = json!({"reps": [{"__typename": "File", "id": mine.id}]});
     let r = f.graphql(as_user(bob), FILE, reps.clone()).await;
-    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+    let not_member = r["errors"][0]["message"].clone();
     let r = f.graphql(Caller::Anonymous, FILE, reps).await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
     let missing = json!({"reps": [{"__typename": "File", "id": Uuid::now_v7()}]});
     let r = f.graphql(as_user(ada), FILE, missing).await;
-    assert!(
-        r["errors"].is_null() && r["data"]["_entities"][0].is_null(),
-        "{r}"
-    );
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+    assert_eq!(r["errors"][0]["message"], not_member, "{r}");
 
+    // `artifacts` reads the files of the workspace the reference names (the execution
+    // service's answer, passed on by the gateway), for members of that workspace only.
     let artifacts = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
         ... on Execution { id artifacts { id name } } } }";
-    let reps = json!({"reps": [{"__typename": "Execution", "id": execution}]});
-    let r = f.graphql(as_user(ada), artifacts, reps.clone()).await;
+    let reps = |workspace: Uuid| json!({"reps": [{"__typename": "Execution", "id": execution, "workspaceId": workspace}]});
+    let r = f.graphql(as_user(ada), artifacts, reps(ours)).await;
     assert_eq!(
         r["data"]["_entities"][0]["artifacts"],
         json!([{"id": mine.id, "name": "out.json"}]),
         "{r}"
     );
-    let r = f.graphql(as_user(bob), artifacts, reps.clone()).await;
-    let names: Vec<&str> = r["data"]["_entities"][0]["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["secret.json"]);
-    let r = f.graphql(as_user(stranger), artifacts, reps).await;
-    assert_eq!(r["data"]["_entities"][0]["artifacts"], json!([]), "{r}");
+    // Bob's own workspace holds a file under the same execution id: claiming it shows
+    // his file, never ours.
+    let r = f.graphql(as_user(bob), artifacts, reps(theirs)).await;
+    assert_eq!(
+        r["data"]["_entities"][0]["artifacts"],
+        json!([{"id": r["data"]["_entities"][0]["artifacts"][0]["id"], "name": "secret.json"}]),
+        "{r}"
+    );
+    for outsider in [bob, stranger] {
+        let r = f.graphql(as_user(outsider), artifacts, reps(ours)).await;
+        assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+        assert!(r["data"]["_entities"][0]["artifacts"].is_null(), "{r}");
+    }
+    // Without the workspace the reference is incomplete.
+    let bare = json!({"reps": [{"__typename": "Execution", "id": execution}]});
+    let r = f.graphql(as_user(ada), artifacts, bare).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
 }
 
 fn upload(
@@ -602,6 +611,11 @@ async fn the_subgraph_declares_file_and_extends_execution_on(backend: &Backend) 
     assert!(sdl.contains("size: Int!"), "{sdl}");
     assert!(sdl.contains("downloadUrl: String!"), "{sdl}");
     assert!(sdl.contains("type Execution @key(fields: \"id\")"), "{sdl}");
-    // Nullable on purpose: a failure nulls only this field, not the execution.
-    assert!(sdl.contains("artifacts: [File!]\n"), "{sdl}");
+    // Nullable on purpose: a failure nulls only this field, not the execution. It needs
+    // the execution's workspace, which the execution service resolves.
+    assert!(sdl.contains("workspaceId: ID! @external"), "{sdl}");
+    assert!(
+        sdl.contains("artifacts: [File!] @requires(fields: \"workspaceId\")\n"),
+        "{sdl}"
+    );
 }

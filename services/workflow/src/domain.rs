@@ -74,6 +74,9 @@ pub struct Version {
     pub created_at: i64,
 }
 
+/// What a workflow that does not exist, or that the caller may not see, answers.
+pub const NO_WORKFLOW: &str = "no workflow with this id";
+
 /// A workflow name: 1 to 200 characters, trimmed.
 pub fn parse_name(raw: &str) -> Result<String, ApiError> {
     let s = raw.trim();

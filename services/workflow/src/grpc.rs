@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::definition::Trigger;
 use flowfleet_shared::error::{parse_id, ApiError};
@@ -28,6 +28,11 @@ use crate::store::{Store, TriggerRow};
 pub const WATCH_POLL: Duration = Duration::from_secs(1);
 /// Changes read from the feed per query.
 const WATCH_BATCH: i64 = 200;
+
+/// What a workflow without such a published version, or one the caller may not see,
+/// answers.
+const NO_VERSION: &str =
+    "the workflow does not exist or has no such published version; publish it first";
 
 pub struct WorkflowGrpc {
     pub store: Store,
@@ -99,14 +104,20 @@ impl WorkflowService for WorkflowGrpc {
             );
         }
         let number = (r.version > 0).then_some(r.version as i64);
-        let (w, v) = self.store.version(id, number).await?.ok_or_else(|| {
-            ApiError::not_found(
-                "the workflow does not exist or has no such published version; publish it first",
+        let (w, v) = self
+            .store
+            .version(id, number)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NO_VERSION))?;
+        // Services (the engine) read any workflow; a user only their workspaces', and
+        // another workspace's workflow is indistinguishable from a missing one.
+        self.access
+            .authorize(
+                &caller,
+                w.workspace_id,
+                Role::Viewer,
+                Target::Resource(NO_VERSION),
             )
-        })?;
-        // Services (the engine) read any workflow; a user only their workspaces'.
-        caller
-            .require(&self.access, w.workspace_id, Role::Viewer)
             .await?;
         Ok(Response::new(pb::WorkflowVersion {
             workflow_id: w.id.to_string(),
@@ -198,8 +209,8 @@ impl WorkflowService for WorkflowGrpc {
         let caller = self.guard.caller(&request).await?;
         let r = request.get_ref();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        caller
-            .require(&self.access, workspace, Role::Viewer)
+        self.access
+            .authorize(&caller, workspace, Role::Viewer, Target::Workspace)
             .await?;
         let json: serde_json::Value = serde_json::from_str(&r.definition_json)
             .map_err(|e| ApiError::bad_input(format!("`definition_json` is not JSON: {e}")))?;

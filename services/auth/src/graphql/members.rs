@@ -4,8 +4,8 @@
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::membership_cache_key;
-use flowfleet_shared::auth::{Identity, Role};
+use flowfleet_shared::access::{membership_cache_key, Target};
+use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::to_datetime;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::api_keys::ApiKeyNode;
 use super::audit::{security_events, SecurityEventConnection};
 use super::{Ctx, MembershipNode, UserNode, WorkspaceNode};
-use crate::domain::{self, require_admin, Email, InvitationToken, Name};
+use crate::domain::{self, Email, InvitationToken, Name};
 
 /// How long an invitation can be accepted.
 const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -76,13 +76,6 @@ pub struct InvitationPayload {
     pub token: String,
 }
 
-/// The caller's role in `workspace` (an API key's: within its scope), or `FORBIDDEN`.
-pub(super) async fn role_of(c: &Ctx, me: &Identity, workspace: Uuid) -> Result<Role, ApiError> {
-    let member = c.store.role(me.user_id, workspace).await?;
-    me.effective_role(workspace, member)
-        .ok_or_else(|| ApiError::forbidden("you are not a member of this workspace"))
-}
-
 #[ComplexObject]
 impl WorkspaceNode {
     /// Everyone in the workspace, in the order they joined. Visible to members.
@@ -90,7 +83,9 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        role_of(c, me, id).await?;
+        c.access
+            .authorize(me, id, Role::Viewer, Target::Workspace)
+            .await?;
         Ok(c.store
             .members(id)
             .await?
@@ -104,7 +99,9 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        require_admin(role_of(c, me, id).await?, "listing invitations")?;
+        c.access
+            .authorize(me, id, Role::Admin, Target::Workspace)
+            .await?;
         Ok(c.store
             .pending_invitations(id, c.clock.now_ms())
             .await?
@@ -118,7 +115,9 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        require_admin(role_of(c, me, id).await?, "listing API keys")?;
+        c.access
+            .authorize(me, id, Role::Admin, Target::Workspace)
+            .await?;
         Ok(c.store
             .api_keys(id)
             .await?
@@ -138,7 +137,9 @@ impl WorkspaceNode {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &self.id)?;
-        require_admin(role_of(c, me, id).await?, "reading the audit log")?;
+        c.access
+            .authorize(me, id, Role::Admin, Target::Workspace)
+            .await?;
         Ok(security_events(c, id, true, first, after).await?)
     }
 }

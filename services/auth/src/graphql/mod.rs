@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use flowfleet_shared::access::{Access, Target};
+use flowfleet_shared::auth::Role;
 use flowfleet_shared::cache::Cache;
 use flowfleet_shared::clock::{to_datetime, Clock};
 use flowfleet_shared::counters::Counters;
@@ -47,6 +49,8 @@ pub struct Ctx {
     pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
     /// Every service's data export, for `exportMyData`.
     pub export_peers: ExportPeers,
+    /// Authorization, from this service's own memberships.
+    pub access: Access,
 }
 
 /// Every mutation of the subgraph.
@@ -236,7 +240,9 @@ impl Query {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;
-        members::role_of(c, me, id).await?;
+        c.access
+            .authorize(me, id, Role::Viewer, Target::Workspace)
+            .await?;
         Ok(c.store.workspace(id).await?.map(Into::into))
     }
 }

@@ -205,6 +205,9 @@ impl Store {
         Ok(workspace)
     }
 
+    /// `user`'s membership role in `workspace`. Authorization asks it through
+    /// [`flowfleet_shared::access::Access`] (this service's own, and everyone else's through
+    /// `CheckMembership`), which applies an API key's scope.
     pub async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
         let row =
             sqlx::query("SELECT role FROM memberships WHERE user_id = $1 AND workspace_id = $2")
@@ -259,4 +262,11 @@ async fn insert_workspace(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl flowfleet_shared::access::Memberships for Store {
+    async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
+        Store::role(self, user, workspace).await
+    }
 }

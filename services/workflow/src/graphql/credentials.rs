@@ -4,6 +4,7 @@
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use flowfleet_shared::access::Target;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::clock::to_datetime;
 use flowfleet_shared::error::{parse_id, ApiError};
@@ -55,7 +56,9 @@ pub struct CreateCredentialInput {
 pub(super) async fn list(ctx: &Context<'_>, workspace: Uuid) -> Result<Vec<CredentialNode>> {
     let me = caller(ctx).require()?;
     let c = ctx.data::<Ctx>()?;
-    c.access.require(me, workspace, Role::Viewer).await?;
+    c.access
+        .authorize(me, workspace, Role::Viewer, Target::Workspace)
+        .await?;
     Ok(c.store
         .credentials(workspace)
         .await?
@@ -76,21 +79,21 @@ impl Ctx {
     async fn editable(&self, ctx: &Context<'_>, id: &ID) -> Result<Credential, ApiError> {
         let me = caller(ctx).require()?;
         let id = parse_id("id", id)?;
-        let missing = || ApiError::not_found("no such credential");
-        let credential = self.store.credential(id).await?.ok_or_else(missing)?;
-        match self
-            .access
-            .role(me.user_id, credential.workspace_id)
+        const MISSING: &str = "no such credential";
+        let credential = self
+            .store
+            .credential(id)
             .await?
-        {
-            role if me.effective_role(credential.workspace_id, role).is_none() => Err(missing()),
-            _ => {
-                self.access
-                    .require(me, credential.workspace_id, Role::Editor)
-                    .await?;
-                Ok(credential)
-            }
-        }
+            .ok_or_else(|| ApiError::not_found(MISSING))?;
+        self.access
+            .authorize(
+                me,
+                credential.workspace_id,
+                Role::Editor,
+                Target::Resource(MISSING),
+            )
+            .await?;
+        Ok(credential)
     }
 }
 
@@ -110,7 +113,9 @@ impl CredentialMutation {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("workspaceId", &input.workspace_id)?;
-        c.access.require(me, workspace, Role::Editor).await?;
+        c.access
+            .authorize(me, workspace, Role::Editor, Target::Workspace)
+            .await?;
         let name = credentials::parse_name(&input.name)?;
         let value = CredentialValue::parse(input.kind, &input.value.0)?;
         let now = c.clock.now_ms();

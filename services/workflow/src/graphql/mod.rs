@@ -11,14 +11,14 @@ mod workflows;
 use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
-use flowfleet_shared::access::Access;
+use flowfleet_shared::access::{Access, Target};
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::catalog;
 use flowfleet_shared::clock::Clock;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
 
-use crate::domain::{ListFilter, Status, Workflow};
+use crate::domain::{ListFilter, Status, Workflow, NO_WORKFLOW};
 use crate::store::Store;
 
 pub use types::{NodeTypeInfo, PageInfo, WorkflowConnection, WorkflowNode, WorkflowVersion};
@@ -88,7 +88,9 @@ impl WorkspaceRef {
             let me = caller(ctx).require()?;
             let c = ctx.data::<Ctx>()?;
             let ws = parse_id("id", &self.id)?;
-            c.access.require(me, ws, Role::Viewer).await?;
+            c.access
+                .authorize(me, ws, Role::Viewer, Target::Workspace)
+                .await?;
             if !(1..=100).contains(&first) {
                 return Err(ApiError::bad_input("`first` must be between 1 and 100").into());
             }
@@ -120,13 +122,14 @@ impl Ctx {
     ) -> Result<Workflow, ApiError> {
         let me = caller(ctx).require()?;
         let id = parse_id("id", id)?;
-        let missing = || ApiError::not_found("no workflow with this id");
-        let w = self.store.get(id).await?.ok_or_else(missing)?;
-        let role = self.access.role(me.user_id, w.workspace_id).await?;
-        if me.effective_role(w.workspace_id, role).is_none() {
-            return Err(missing());
-        }
-        self.access.require(me, w.workspace_id, min).await?;
+        let w = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NO_WORKFLOW))?;
+        self.access
+            .authorize(me, w.workspace_id, min, Target::Resource(NO_WORKFLOW))
+            .await?;
         Ok(w)
     }
 

@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use flowfleet_shared::access::Target;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::catalog::{Handles, NodeType};
 use flowfleet_shared::clock::to_datetime;
@@ -197,7 +198,12 @@ impl WorkflowNode {
         let c = ctx.data::<Ctx>()?;
         let me = flowfleet_shared::subgraph::caller(ctx).require()?;
         c.access
-            .require(me, self.0.workspace_id, Role::Editor)
+            .authorize(
+                me,
+                self.0.workspace_id,
+                Role::Editor,
+                Target::Resource(crate::domain::NO_WORKFLOW),
+            )
             .await?;
         let definition = match version {
             None => self.0.definition.clone(),

@@ -4,6 +4,7 @@
 //! validation: the result's `problems` tell what publishing would refuse.
 
 use async_graphql::{Context, InputObject, Json, Object, Result, ID};
+use flowfleet_shared::access::Target;
 use flowfleet_shared::auth::Role;
 use flowfleet_shared::error::{parse_id, ApiError};
 use flowfleet_shared::subgraph::caller;
@@ -48,7 +49,9 @@ impl WorkflowMutation {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let ws = parse_id("workspaceId", &input.workspace_id)?;
-        c.access.require(me, ws, Role::Editor).await?;
+        c.access
+            .authorize(me, ws, Role::Editor, Target::Workspace)
+            .await?;
         let definition = match input.definition {
             Some(Json(v)) => domain::parse_definition(&v)?,
             None => Default::default(),
@@ -218,7 +221,9 @@ impl WorkflowMutation {
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let ws = parse_id("workspaceId", &workspace_id)?;
-        c.access.require(me, ws, Role::Editor).await?;
+        c.access
+            .authorize(me, ws, Role::Editor, Target::Workspace)
+            .await?;
         let doc = Document::parse(&document.0)?;
         let w = NewWorkflow {
             workspace_id: ws,

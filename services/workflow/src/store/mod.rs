@@ -159,7 +159,7 @@ impl Store {
     async fn why_not_updated(&self, id: Uuid) -> ApiError {
         match self.get(id).await {
             Ok(Some(current)) => crate::domain::stale(current.revision),
-            Ok(None) => ApiError::not_found("no workflow with this id"),
+            Ok(None) => ApiError::not_found(crate::domain::NO_WORKFLOW),
             Err(e) => e,
         }
     }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use flowfleet::dev::DevApp;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::Db;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::Db;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use flowfleet_shared::secrets::SecretKeyRing;
-use flowfleet_shared::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
+use flowfleet_security::secrets::SecretKeyRing;
+use flowfleet_security::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
 use ipnet::IpNet;
 
 /// How the edge attributes requests.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::routing::get;
-use flowfleet_shared::config::Config;
+use flowfleet_runtime::config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ impl DevApp {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<DevApp> {
-        config.mode = flowfleet_shared::config::Mode::Embedded;
+        config.mode = flowfleet_runtime::config::Mode::Embedded;
         Self::build_as_configured(config, listener, shutdown).await
     }
 
@@ -56,7 +56,7 @@ impl DevApp {
         let gateway = fleet.gateway(supergraph)?;
         let mut router = gateway.router().route(
             "/metrics",
-            get(flowfleet_shared::telemetry::metrics_endpoint),
+            get(flowfleet_runtime::telemetry::metrics_endpoint),
         );
         router = crate::edge_auth::edge(
             router,

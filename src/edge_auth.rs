@@ -16,8 +16,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use flowfleet_shared::auth::{Caller, TokenVerifier};
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::identity::{Caller, TokenVerifier};
 
 use crate::client_address::ClientAddresses;
 

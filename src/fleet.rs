@@ -15,15 +15,15 @@ use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     Gateway, GatewayConfig, SubgraphRequest, SubgraphSource, SubgraphTransport, TransportError,
 };
-use flowfleet_shared::access::Access;
-use flowfleet_shared::api_keys::GrpcApiKeys;
-use flowfleet_shared::auth::{DeferredJwks, JwksSource};
-use flowfleet_shared::blob::Blobs;
-use flowfleet_shared::config::{Config, ServiceName};
-use flowfleet_shared::grpc::{self, GrpcChannel};
-use flowfleet_shared::service_auth::ServiceCredentials;
-use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::blob::Blobs;
+use flowfleet_runtime::config::{Config, ServiceName};
+use flowfleet_runtime::grpc::CallCredentials;
+use flowfleet_runtime::grpc::{self, GrpcChannel};
+use flowfleet_security::access::Access;
+use flowfleet_security::api_keys::GrpcApiKeys;
+use flowfleet_security::identity::{DeferredJwks, JwksSource};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -217,14 +217,14 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        request_hook: Some(Arc::new(flowfleet_shared::telemetry::inject_headers)),
+        request_hook: Some(Arc::new(flowfleet_runtime::telemetry::inject_headers)),
         span_hook: Some(Arc::new(
-            flowfleet_shared::telemetry::set_parent_from_headers,
+            flowfleet_runtime::telemetry::set_parent_from_headers,
         )),
         forward_headers: {
             let mut headers = GatewayConfig::default().forward_headers;
             headers.push(http::HeaderName::from_static(
-                flowfleet_shared::service_auth::CLIENT_ADDRESS_HEADER,
+                flowfleet_security::service_auth::CLIENT_ADDRESS_HEADER,
             ));
             headers
         },
@@ -256,7 +256,7 @@ pub struct RemoteChannels {
 /// Channels to every service, for the auth service's data export.
 pub fn all_channels(
     config: &Config,
-    service: Option<ServiceCredentials>,
+    service: Option<Arc<dyn CallCredentials>>,
 ) -> anyhow::Result<Vec<(ServiceName, GrpcChannel)>> {
     ServiceName::ALL
         .iter()
@@ -272,7 +272,7 @@ pub fn all_channels(
 /// gateway), such calls carry no credential.
 pub fn remote_channels(
     config: &Config,
-    service: Option<ServiceCredentials>,
+    service: Option<Arc<dyn CallCredentials>>,
 ) -> anyhow::Result<RemoteChannels> {
     let ch = |s: ServiceName| {
         grpc::remote(&config.service(s).grpc_url, service.clone())

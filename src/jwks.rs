@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flowfleet_shared::auth::JwksSource;
+use flowfleet_security::identity::JwksSource;
 use tokio::sync::RwLock;
 
 const FRESH_FOR: Duration = Duration::from_secs(60);

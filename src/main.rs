@@ -16,7 +16,7 @@ use std::path::PathBuf;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use flowfleet_shared::config::{Config, ServiceName};
+use flowfleet_runtime::config::{Config, ServiceName};
 
 #[derive(Parser)]
 #[command(
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             Command::SecretKey { kid } => {
                 println!(
                     "{}",
-                    flowfleet_shared::secrets::SecretKeyRing::generate_entry(&kid)?
+                    flowfleet_security::secrets::SecretKeyRing::generate_entry(&kid)?
                 );
                 Ok(())
             }

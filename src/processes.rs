@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::routing::get;
-use flowfleet_shared::access::Access;
-use flowfleet_shared::api_keys::GrpcApiKeys;
-use flowfleet_shared::auth::{DeferredJwks, HttpJwks, JwksSource, TokenVerifier};
-use flowfleet_shared::blob::Blobs;
-use flowfleet_shared::cache::{redis_connection, Cache, MemoryCache, RedisCache};
-use flowfleet_shared::config::{Config, Mode, ServiceName};
-use flowfleet_shared::Infra;
+use flowfleet_host::Infra;
+use flowfleet_runtime::blob::Blobs;
+use flowfleet_runtime::cache::{redis_connection, Cache, MemoryCache, RedisCache};
+use flowfleet_runtime::config::{Config, Mode, ServiceName};
+use flowfleet_security::access::Access;
+use flowfleet_security::api_keys::GrpcApiKeys;
+use flowfleet_security::identity::{DeferredJwks, HttpJwks, JwksSource, TokenVerifier};
 use tokio_util::sync::CancellationToken;
 
 use crate::dev::DevApp;
@@ -41,7 +41,7 @@ fn shutdown_on_signal() -> CancellationToken {
 }
 
 pub async fn dev(config: Config) -> anyhow::Result<()> {
-    let _telemetry = flowfleet_shared::telemetry::init("flowfleet-dev", &config.telemetry);
+    let _telemetry = flowfleet_runtime::telemetry::init("flowfleet-dev", &config.telemetry);
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -67,7 +67,7 @@ fn remote_jwks(config: &Config) -> Arc<dyn JwksSource> {
 
 pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
     let _telemetry =
-        flowfleet_shared::telemetry::init(&format!("flowfleet-{service}"), &config.telemetry);
+        flowfleet_runtime::telemetry::init(&format!("flowfleet-{service}"), &config.telemetry);
     let config = Arc::new(config);
     let shutdown = shutdown_on_signal();
     let endpoint = config.service(service);
@@ -150,11 +150,11 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
         }
     };
     tracing::info!(%service, http = %endpoint.http_port, grpc = %endpoint.grpc_port, "serving");
-    flowfleet_shared::runtime::serve(parts, http, grpc, shutdown).await
+    flowfleet_host::serve(parts, http, grpc, shutdown).await
 }
 
 pub async fn worker(config: Config) -> anyhow::Result<()> {
-    let _telemetry = flowfleet_shared::telemetry::init("flowfleet-worker", &config.telemetry);
+    let _telemetry = flowfleet_runtime::telemetry::init("flowfleet-worker", &config.telemetry);
     let config = Arc::new(config);
     let shutdown = shutdown_on_signal();
     // Bind first, so a taken port fails start-up instead of silently serving no metrics.
@@ -176,7 +176,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         .await?;
     let tasks =
         flowfleet_execution::build_worker(&infra, db, channels.storage, channels.workflow).await?;
-    let router: axum::Router = flowfleet_shared::telemetry::ops_routes();
+    let router: axum::Router = flowfleet_runtime::telemetry::ops_routes();
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -223,7 +223,7 @@ async fn load_supergraph(source: &flowfleet_gateway::SupergraphSource) -> anyhow
 }
 
 pub async fn gateway(config: Config) -> anyhow::Result<()> {
-    let _telemetry = flowfleet_shared::telemetry::init("flowfleet-gateway", &config.telemetry);
+    let _telemetry = flowfleet_runtime::telemetry::init("flowfleet-gateway", &config.telemetry);
     let shutdown = shutdown_on_signal();
     let source = if config.gateway.supergraph.is_empty() {
         let endpoints = ServiceName::ALL
@@ -260,7 +260,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     }
     let router = gateway.router().route(
         "/metrics",
-        get(flowfleet_shared::telemetry::metrics_endpoint),
+        get(flowfleet_runtime::telemetry::metrics_endpoint),
     );
     // The fleet's key ring seals client addresses for the services behind; a gateway
     // without `security.secret_keys` passes none on.
@@ -269,7 +269,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         None
     } else {
         Some(Arc::new(
-            flowfleet_shared::secrets::SecretKeyRing::from_config(&config)
+            flowfleet_security::secrets::SecretKeyRing::from_config(&config)
                 .context("loading security.secret_keys")?,
         ))
     };
@@ -317,7 +317,7 @@ async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
 }
 
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let _telemetry = flowfleet_shared::telemetry::init("flowfleet-migrate", &config.telemetry);
+    let _telemetry = flowfleet_runtime::telemetry::init("flowfleet-migrate", &config.telemetry);
     let mut config = config;
     config.database.migrate_on_start = true;
     let infra = Infra::start(

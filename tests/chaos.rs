@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Json;
-use flowfleet_shared::testing::{fresh_database, Backend};
+use flowfleet_host::testing::{fresh_database, Backend};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use support::engine::{finished, publish_as, published, start, steps_of, EXECUTION};

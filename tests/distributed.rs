@@ -5,7 +5,7 @@
 
 mod support;
 
-use flowfleet_shared::testing::fresh_database;
+use flowfleet_host::testing::fresh_database;
 use serde_json::json;
 use sqlx::Connection;
 use support::processes::{

@@ -6,7 +6,7 @@
 
 mod support;
 
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use serde_json::{json, Value};
 use support::engine::{finished, published, start, steps_of};
 use support::in_process::{start_with, Fleet};

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use serde_json::{json, Value};
 use support::engine::{finished, publish_as, published, start, steps_of};
 use support::eventually;

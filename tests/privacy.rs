@@ -6,15 +6,15 @@
 
 mod support;
 
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::proto::privacy::v1::{
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::proto::privacy::v1::{
     user_data_client::UserDataClient, ExportUserDataRequest,
 };
-use flowfleet_shared::proto::workflow::v1::{
+use flowfleet_runtime::proto::workflow::v1::{
     workflow_service_client::WorkflowServiceClient, GetPublishedVersionRequest,
 };
-use flowfleet_shared::service_auth::ServiceCredentials;
-use flowfleet_shared::testing::Backend;
+use flowfleet_security::service_auth::ServiceCredentials;
 use serde_json::{json, Value};
 use support::eventually;
 use support::in_process::{start, Fleet, Person};

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -336,7 +336,7 @@ async fn replicas_share_one_scheduler_and_another_takes_over_when_it_stops() {
         return; // one process cannot be two replicas of the embedded mode
     };
     // The replicas count their fires in this process's metrics, by replica.
-    let metrics = flowfleet_shared::telemetry::metrics_handle();
+    let metrics = flowfleet_runtime::telemetry::metrics_handle();
     let fires = || cron_fires(&metrics.render());
 
     // The first replica alone: it takes the lease and fires.

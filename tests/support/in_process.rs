@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use flowfleet::dev::DevApp;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::grpc::{in_process, GrpcChannel};
-use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::grpc::{in_process, GrpcChannel};
 use tokio_util::sync::CancellationToken;
 
 use super::Client;
@@ -31,10 +31,10 @@ pub struct Fleet {
     /// Each service's subgraph, to call it as the gateway does (e.g. `_entities`).
     pub subgraphs: HashMap<ServiceName, Subgraph>,
     pub shutdown: CancellationToken,
-    pub secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    pub secrets: std::sync::Arc<flowfleet_security::secrets::SecretKeyRing>,
     /// The fleet's task queue (to look at dead letters).
-    pub queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
-    config: flowfleet_shared::config::Config,
+    pub queue: std::sync::Arc<dyn flowfleet_runtime::queue::TaskQueue>,
+    config: flowfleet_runtime::config::Config,
     port: u16,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -53,7 +53,7 @@ pub async fn start(backend: &Backend) -> Fleet {
 /// The fleet with its configuration adjusted first.
 pub async fn start_with(
     backend: &Backend,
-    adjust: impl FnOnce(&mut flowfleet_shared::config::Config),
+    adjust: impl FnOnce(&mut flowfleet_runtime::config::Config),
 ) -> Fleet {
     let (mut config, dir) = backend.config().await;
     adjust(&mut config);
@@ -78,13 +78,13 @@ pub async fn start_with(
 struct Launched {
     grpc: HashMap<ServiceName, tonic::service::Routes>,
     subgraphs: HashMap<ServiceName, Subgraph>,
-    secrets: std::sync::Arc<flowfleet_shared::secrets::SecretKeyRing>,
-    queue: std::sync::Arc<dyn flowfleet_shared::queue::TaskQueue>,
+    secrets: std::sync::Arc<flowfleet_security::secrets::SecretKeyRing>,
+    queue: std::sync::Arc<dyn flowfleet_runtime::queue::TaskQueue>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn launch(
-    config: &flowfleet_shared::config::Config,
+    config: &flowfleet_runtime::config::Config,
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
 ) -> Launched {

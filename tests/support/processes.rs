@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use serde_json::json;
 
 use super::in_process::Person;
@@ -78,7 +78,7 @@ pub fn fleet_env(
             "FLOWFLEET_SECURITY__SECRET_KEYS".into(),
             format!(
                 "[\"{}\"]",
-                flowfleet_shared::secrets::SecretKeyRing::generate_entry("fleet").unwrap()
+                flowfleet_security::secrets::SecretKeyRing::generate_entry("fleet").unwrap()
             ),
         ),
     ];

@@ -4,7 +4,7 @@
 //! the entity's key, so it must check by itself, and this calls it without the gateway's
 //! query plan in front of it.
 
-use flowfleet_shared::config::ServiceName;
+use flowfleet_runtime::config::ServiceName;
 use serde_json::{json, Value};
 
 use crate::support::in_process::Fleet;

@@ -1,27 +1,27 @@
 //! The rows for every gRPC method of the fleet, called with each caller's own credential
 //! (as a service does while serving that caller's request).
 
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::proto::analytics::v1::{
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::proto::analytics::v1::{
     analytics_service_client::AnalyticsServiceClient, GetWorkflowStatsRequest,
 };
-use flowfleet_shared::proto::auth::v1::{
+use flowfleet_runtime::proto::auth::v1::{
     auth_service_client::AuthServiceClient, CheckMembershipRequest, GetUserRequest,
     VerifyApiKeyRequest,
 };
-use flowfleet_shared::proto::execution::v1::{
+use flowfleet_runtime::proto::execution::v1::{
     execution_service_client::ExecutionServiceClient, GetExecutionRequest,
 };
-use flowfleet_shared::proto::notification::v1::{
+use flowfleet_runtime::proto::notification::v1::{
     notification_service_client::NotificationServiceClient, SendNotificationRequest,
 };
-use flowfleet_shared::proto::privacy::v1::{
+use flowfleet_runtime::proto::privacy::v1::{
     user_data_client::UserDataClient, ExportUserDataRequest,
 };
-use flowfleet_shared::proto::storage::v1::{
+use flowfleet_runtime::proto::storage::v1::{
     storage_service_client::StorageServiceClient, GetFileRequest, PutFileRequest,
 };
-use flowfleet_shared::proto::workflow::v1::{
+use flowfleet_runtime::proto::workflow::v1::{
     workflow_service_client::WorkflowServiceClient, GetCredentialValueRequest,
     GetPublishedVersionRequest, ListActiveTriggersRequest, ValidateDefinitionRequest,
     WatchTriggersRequest,

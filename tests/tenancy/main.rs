@@ -18,8 +18,8 @@ mod graphql;
 mod grpc;
 mod world;
 
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
 use serde_json::{json, Value};
 use support::in_process::start_with;
 use world::{matches, Caller, Who, CALLERS};

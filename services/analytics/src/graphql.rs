@@ -3,11 +3,11 @@
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::parse_id;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::to_datetime;
+use flowfleet_runtime::error::parse_id;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
 
 use crate::domain;
 use crate::domain::NO_WORKFLOW;

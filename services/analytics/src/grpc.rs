@@ -1,14 +1,14 @@
 //! The analytics service's gRPC server: workflow statistics for other services
 //! and for users whose requests they serve (who need VIEWER in the workflow's workspace).
 
-use flowfleet_shared::error::parse_id;
-use flowfleet_shared::proto::analytics::v1::analytics_service_server::AnalyticsService;
-use flowfleet_shared::proto::analytics::v1::{GetWorkflowStatsRequest, WorkflowStats};
+use flowfleet_runtime::error::parse_id;
+use flowfleet_runtime::proto::analytics::v1::analytics_service_server::AnalyticsService;
+use flowfleet_runtime::proto::analytics::v1::{GetWorkflowStatsRequest, WorkflowStats};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::service_auth::GrpcGuard;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
+use flowfleet_security::service_auth::GrpcGuard;
 
 use crate::domain::NO_WORKFLOW;
 use crate::store::Store;

@@ -17,12 +17,12 @@ pub mod store;
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::Access;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
-use flowfleet_shared::subgraph::Subgraph;
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::Subgraph;
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
+use flowfleet_security::access::Access;
 
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
@@ -39,10 +39,10 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     });
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
-        flowfleet_shared::privacy::wire(infra, ServiceName::Analytics, Arc::new(store.clone()))
+        flowfleet_host::privacy::wire(infra, ServiceName::Analytics, Arc::new(store.clone()))
             .await?;
     let grpc =
-        flowfleet_shared::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
+        flowfleet_runtime::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
             store,
             guard: infra.grpc_guard(),
             access,

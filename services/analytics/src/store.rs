@@ -2,8 +2,8 @@
 //! schema). Sums are cast to BIGINT because PostgreSQL widens `SUM(bigint)` to
 //! `numeric`, which the portable driver does not decode.
 
-use flowfleet_shared::db::Db;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::error::ApiError;
 use sqlx::Row;
 use uuid::Uuid;
 

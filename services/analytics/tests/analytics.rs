@@ -12,14 +12,14 @@ use flowfleet_analytics::handlers::events::ExecutionFacts;
 use flowfleet_analytics::store::Store;
 use flowfleet_analytics::{build, MIGRATIONS};
 use flowfleet_auth::testing::RealAuth;
-use flowfleet_shared::auth::{Caller, Identity, Role};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::Db;
-use flowfleet_shared::events::consumer::EventHandler;
-use flowfleet_shared::events::Event;
-use flowfleet_shared::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
-use flowfleet_shared::proto::analytics::v1::GetWorkflowStatsRequest;
-use flowfleet_shared::testing::{Backend, TestInfra};
+use flowfleet_host::testing::{Backend, TestInfra};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::events::consumer::EventHandler;
+use flowfleet_runtime::events::Event;
+use flowfleet_runtime::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use flowfleet_runtime::proto::analytics::v1::GetWorkflowStatsRequest;
+use flowfleet_security::identity::{Caller, Identity, Role};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -139,9 +139,9 @@ async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
     );
 
     // Through gRPC as well.
-    let mut client = AnalyticsServiceClient::new(flowfleet_shared::grpc::in_process(
+    let mut client = AnalyticsServiceClient::new(flowfleet_runtime::grpc::in_process(
         parts.grpc.clone(),
-        Some(infra.service_credentials(flowfleet_shared::config::ServiceName::Execution)),
+        Some(infra.service_credentials(flowfleet_runtime::config::ServiceName::Execution)),
     ));
     let reply = client
         .get_workflow_stats(GetWorkflowStatsRequest {

@@ -4,8 +4,8 @@
 
 use std::marker::PhantomData;
 
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::identity::Role;
 use uuid::Uuid;
 
 /// A normalised (trimmed, lower-case) e-mail address.
@@ -113,9 +113,9 @@ impl SecretKind for Invite {
 /// API keys (`ffk_`): a workspace's integrations' bearer credential.
 pub enum Key {}
 impl SecretKind for Key {
-    const PREFIX: &'static str = flowfleet_shared::auth::API_KEY_PREFIX;
+    const PREFIX: &'static str = flowfleet_security::identity::API_KEY_PREFIX;
     fn invalid() -> ApiError {
-        flowfleet_shared::auth::invalid_api_key()
+        flowfleet_security::identity::invalid_api_key()
     }
 }
 
@@ -150,9 +150,9 @@ impl<K: SecretKind> Secret<K> {
         &self.0
     }
 
-    /// The stored form: SHA-256, hex (the same as `flowfleet_shared::auth::api_key_hash`).
+    /// The stored form: SHA-256, hex (the same as `flowfleet_security::identity::api_key_hash`).
     pub fn hash(&self) -> String {
-        flowfleet_shared::auth::api_key_hash(&self.0)
+        flowfleet_security::identity::api_key_hash(&self.0)
     }
 }
 

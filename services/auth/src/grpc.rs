@@ -1,14 +1,14 @@
 //! The auth service's gRPC server: identity and membership questions.
 
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::proto::auth::v1::auth_service_server::AuthService;
-use flowfleet_shared::proto::auth::v1::{
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::proto::auth::v1::auth_service_server::AuthService;
+use flowfleet_runtime::proto::auth::v1::{
     ApiKeyIdentity, CheckMembershipRequest, GetUserRequest, Membership, User, VerifyApiKeyRequest,
 };
 use std::sync::Arc;
 
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::service_auth::GrpcGuard;
+use flowfleet_runtime::clock::Clock;
+use flowfleet_security::service_auth::GrpcGuard;
 use tonic::{Request, Response, Status};
 
 use crate::domain::ApiKeySecret;
@@ -75,7 +75,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<ApiKeyIdentity>, Status> {
         let secret = ApiKeySecret::parse(&request.get_ref().key)?;
         let now = self.clock.now_ms();
-        let invalid = flowfleet_shared::auth::invalid_api_key;
+        let invalid = flowfleet_security::identity::invalid_api_key;
         let (key, email) = self
             .store
             .use_api_key(&secret.hash(), now)

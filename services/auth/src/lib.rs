@@ -5,12 +5,14 @@
 //! (signing key ring), [`graphql`] (subgraph), [`grpc`] (server), and
 //! [`build`], which wires them from explicit dependencies.
 
+pub mod counters;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod keys;
 pub mod mfa;
 pub mod password;
+pub mod sessions;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -19,12 +21,12 @@ use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use axum::routing::get;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::proto::auth::v1::auth_service_server::AuthServiceServer;
-use flowfleet_shared::subgraph::Subgraph;
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::Subgraph;
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::proto::auth::v1::auth_service_server::AuthServiceServer;
 
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
@@ -57,9 +59,9 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         keys: keys.clone(),
         clock: infra.clock.clone(),
         token_ttl_secs: sec.access_token_ttl_secs,
-        sessions: infra.sessions.clone(),
+        sessions: sessions::for_infra(infra),
         refresh_ttl_secs: sec.refresh_token_ttl_secs,
-        counters: infra.counters.clone(),
+        counters: counters::for_infra(infra),
         login_throttle: graphql::LoginThrottle {
             max_failures: sec.login_max_failures.max(1),
             max_failures_per_ip: sec.login_max_failures_per_ip.max(1),
@@ -68,9 +70,9 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
         cache: infra.cache.clone(),
         secrets: infra.secrets.clone(),
         export_peers: export_peers.clone(),
-        access: flowfleet_shared::access::Access::from_source(Arc::new(store.clone())),
+        access: flowfleet_security::access::Access::from_source(Arc::new(store.clone())),
     });
-    let grpc = flowfleet_shared::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
+    let grpc = flowfleet_runtime::grpc::service_routes(AuthServiceServer::new(grpc::AuthGrpc {
         store: store.clone(),
         clock: infra.clock.clone(),
         guard: infra.grpc_guard(),
@@ -78,7 +80,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
     .await
     // Its part of a user's data export. (Its part of deleting a user runs in the deletion
     // itself, so it consumes no `user.deleted`.)
-    .add_service(flowfleet_shared::privacy::routes(
+    .add_service(flowfleet_host::privacy::routes(
         "auth",
         Arc::new(store.clone()),
         infra.grpc_guard(),

@@ -2,7 +2,7 @@
 //! of clock skew either way) and recovery codes. No I/O: the store keeps the sealed seed,
 //! the last accepted step (so a code cannot be replayed) and the hashes of recovery codes.
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use totp_rs::{Algorithm, TOTP};
 
 const DIGITS: usize = 6;

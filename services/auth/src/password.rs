@@ -2,7 +2,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 
 use crate::domain::Password;
 

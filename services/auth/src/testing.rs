@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{DeferredJwks, Role, TokenVerifier};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::grpc::in_process;
-use flowfleet_shared::subgraph::GraphQLBody;
-use flowfleet_shared::testing::TestInfra;
+use flowfleet_host::subgraph::GraphQLBody;
+use flowfleet_host::testing::TestInfra;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::grpc::in_process;
+use flowfleet_security::access::Access;
+use flowfleet_security::identity::{DeferredJwks, Role, TokenVerifier};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ impl RealAuth {
         let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
         // Its subgraph verifies its own tokens, as every subgraph does through the JWKS.
         let jwks = Arc::new(DeferredJwks::default());
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             verifier: Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet")),
             ..env.infra.clone()
         };
@@ -55,7 +55,7 @@ impl RealAuth {
     }
 
     /// Its public keys, for a verifier of the tokens it issues.
-    pub fn keys(&self) -> Arc<dyn flowfleet_shared::auth::JwksSource> {
+    pub fn keys(&self) -> Arc<dyn flowfleet_security::identity::JwksSource> {
         self.auth.keys.clone()
     }
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use common::{account, bearer, code, on_workspace, run_with, verifying_auth};
 use flowfleet_auth::Auth;
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::api_keys::GrpcApiKeys;
-use flowfleet_shared::auth::{Role, TokenVerifier};
-use flowfleet_shared::grpc::in_process;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::grpc::in_process;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::api_keys::GrpcApiKeys;
+use flowfleet_security::identity::{Role, TokenVerifier};
 use serde_json::{json, Value};
 
 async fn call(auth: &Auth, token: &Value, query: &str, variables: Value) -> Value {
@@ -39,7 +39,7 @@ async fn api_keys_act_within_their_workspace_and_role_until_revoked() {
             auth.parts.grpc.clone(),
             Some(
                 env.infra
-                    .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+                    .service_credentials(flowfleet_runtime::config::ServiceName::Workflow),
             ),
         );
         let verifier = TokenVerifier::new(auth.keys.clone(), "flowfleet", "flowfleet");

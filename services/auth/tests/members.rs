@@ -7,9 +7,9 @@ mod common;
 
 use common::{account, bearer, code, log_in, on_workspace, run_with, verifying_auth};
 use flowfleet_auth::Auth;
-use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_security::access::Access;
+use flowfleet_security::identity::Role;
 use serde_json::{json, Value};
 
 async fn call(auth: &Auth, token: &Value, query: &str, variables: Value) -> Value {
@@ -189,11 +189,11 @@ async fn roles_change_within_each_roles_powers_and_a_workspace_keeps_an_owner() 
 
         // Other services ask the auth service over gRPC and cache the answer.
         let access = Access::new(
-            flowfleet_shared::grpc::in_process(
+            flowfleet_runtime::grpc::in_process(
                 auth.parts.grpc.clone(),
                 Some(
                     env.infra
-                        .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+                        .service_credentials(flowfleet_runtime::config::ServiceName::Workflow),
                 ),
             ),
             env.infra.cache.clone(),

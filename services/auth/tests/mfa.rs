@@ -7,9 +7,9 @@ mod common;
 
 use common::{account, bearer, code, run, run_with, verifying_auth};
 use flowfleet_auth::MIGRATIONS;
-use flowfleet_shared::clock::{Clock, ManualClock};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::clock::{Clock, ManualClock};
+use flowfleet_runtime::config::ServiceName;
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ async fn totp_enrolment_sign_in_with_codes_and_recovery_codes_each_once() {
         // The service's clock stands still, so no code below can cross a 30-second step
         // boundary between being computed and being checked (that made this test flaky).
         let clock = Arc::new(ManualClock::new(real_now_ms()));
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             clock: clock.clone(),
             ..env.infra.clone()
         };

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use flowfleet_auth::{build, MIGRATIONS};
-use flowfleet_shared::auth::{JwksSource, TokenVerifier};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_security::identity::{JwksSource, TokenVerifier};
 use serde_json::{json, Value};
 
 mod common;
@@ -120,14 +120,14 @@ async fn refresh_tokens_rotate_reuse_ends_the_session_and_log_out_ends_one() {
 
 #[tokio::test]
 async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
-    use flowfleet_shared::auth::DeferredJwks;
+    use flowfleet_security::identity::DeferredJwks;
     for backend in Backend::all() {
         let name = backend.name();
         let env = backend.start().await;
         let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
         // The subgraph verifies callers' access tokens with the service's own keys.
         let jwks = Arc::new(DeferredJwks::default());
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             verifier: Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet")),
             ..env.infra.clone()
         };
@@ -226,7 +226,7 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
         // Long enough for four argon2 hashes of a debug build on a loaded machine: the
         // window opens with the first failure and must still be open at the third.
         config.security.login_lockout_secs = WINDOW_SECS;
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             config: Arc::new(config),
             ..env.infra.clone()
         };
@@ -300,7 +300,7 @@ async fn repeated_failed_sign_ins_lock_the_account_for_a_while() {
 
 #[tokio::test]
 async fn failed_sign_ins_from_one_address_lock_that_address_only() {
-    use flowfleet_shared::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
+    use flowfleet_security::service_auth::{seal_client_address, CLIENT_ADDRESS_HEADER};
     for backend in Backend::all() {
         let name = backend.name();
         let env = backend.start().await;
@@ -308,7 +308,7 @@ async fn failed_sign_ins_from_one_address_lock_that_address_only() {
         let mut config = (*env.infra.config).clone();
         config.security.login_max_failures = 100;
         config.security.login_max_failures_per_ip = 3;
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             config: Arc::new(config),
             ..env.infra.clone()
         };

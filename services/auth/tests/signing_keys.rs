@@ -11,10 +11,10 @@ use std::sync::Arc;
 use base64::Engine;
 use common::{log_in, sign_up};
 use flowfleet_auth::{build, MIGRATIONS};
-use flowfleet_shared::auth::{JwksSource, TokenVerifier};
-use flowfleet_shared::clock::ManualClock;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::clock::ManualClock;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_security::identity::{JwksSource, TokenVerifier};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -56,7 +56,7 @@ async fn keys_rotate_on_schedule_and_retired_keys_leave_the_jwks_after_their_tok
         let clock = Arc::new(ManualClock::new(real_now_ms()));
         let mut config = (*env.infra.config).clone();
         config.security.signing_key_rotation_days = 1;
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             config: Arc::new(config),
             clock: clock.clone(),
             ..env.infra.clone()

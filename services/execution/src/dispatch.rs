@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::config::WorkerConfig;
-use flowfleet_shared::queue::{Task, TaskQueue};
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::config::WorkerConfig;
+use flowfleet_runtime::queue::{Task, TaskQueue};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! The execution service's domain: executions, step runs, and how a node turns
 //! its input into its output. No I/O here.
 
-use flowfleet_shared::definition::{Definition, Node};
+use flowfleet_definitions::definition::{Definition, Node};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 

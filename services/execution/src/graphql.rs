@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::clock::{to_datetime, Clock};
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::{to_datetime, Clock};
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
 
 use crate::dispatch::Dispatcher;
 use crate::domain::{Execution, Start, Status, StepRun, StepStatus};

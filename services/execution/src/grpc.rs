@@ -1,13 +1,13 @@
 //! The execution service's gRPC server.
 
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionService;
-use flowfleet_shared::proto::execution::v1::{ExecutionSummary, GetExecutionRequest};
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::proto::execution::v1::execution_service_server::ExecutionService;
+use flowfleet_runtime::proto::execution::v1::{ExecutionSummary, GetExecutionRequest};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::service_auth::GrpcGuard;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
+use flowfleet_security::service_auth::GrpcGuard;
 
 use crate::store::Store;
 

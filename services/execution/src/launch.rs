@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::definition::Definition;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest;
+use flowfleet_definitions::definition::Definition;
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_runtime::proto::workflow::v1::GetPublishedVersionRequest;
 use uuid::Uuid;
 
 use crate::dispatch::Dispatcher;

@@ -21,16 +21,16 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::Access;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::execution::v1::execution_service_server::ExecutionServiceServer;
-use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::subgraph::Subgraph;
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::Subgraph;
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::execution::v1::execution_service_server::ExecutionServiceServer;
+use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
+use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_security::access::Access;
 use futures::future::BoxFuture;
 
 pub static MIGRATIONS: Migrations = Migrations {
@@ -98,10 +98,10 @@ pub async fn build(
     }
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
-        flowfleet_shared::privacy::wire(infra, ServiceName::Execution, Arc::new(store.clone()))
+        flowfleet_host::privacy::wire(infra, ServiceName::Execution, Arc::new(store.clone()))
             .await?;
     let grpc =
-        flowfleet_shared::grpc::service_routes(ExecutionServiceServer::new(grpc::ExecutionGrpc {
+        flowfleet_runtime::grpc::service_routes(ExecutionServiceServer::new(grpc::ExecutionGrpc {
             store,
             guard: infra.grpc_guard(),
             access: access.clone(),
@@ -182,7 +182,7 @@ pub async fn build_worker(
 /// Creates the months ahead of PostgreSQL's execution partitions now and daily.
 async fn keep_partitions(
     store: store::Store,
-    clock: Arc<dyn flowfleet_shared::clock::Clock>,
+    clock: Arc<dyn flowfleet_runtime::clock::Clock>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));

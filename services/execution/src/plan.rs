@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use flowfleet_shared::definition::{Definition, LOOP_DONE, LOOP_ITEM};
+use flowfleet_definitions::definition::{Definition, LOOP_DONE, LOOP_ITEM};
 use serde_json::{Map, Value};
 
 use crate::domain::{foreach_concurrency, readiness, sinks_output, Readiness, StepRun, StepStatus};

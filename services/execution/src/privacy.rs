@@ -2,8 +2,8 @@
 //! input and output). Executions belong to a workspace, so erasing a user anonymises them.
 
 use async_trait::async_trait;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::privacy::{erase, export_rows, Column, UserDataHolder};
+use flowfleet_host::privacy::{erase, export_rows, Column, UserDataHolder};
+use flowfleet_runtime::error::ApiError;
 use uuid::Uuid;
 
 use crate::store::Store;

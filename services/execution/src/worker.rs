@@ -17,14 +17,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::config::WorkerConfig;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_shared::proto::storage::v1::PutFileRequest;
-use flowfleet_shared::queue::{backoff, TaskDelivery};
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::config::WorkerConfig;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
+use flowfleet_runtime::proto::storage::v1::PutFileRequest;
+use flowfleet_runtime::queue::{backoff, TaskDelivery};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -88,7 +88,7 @@ impl Worker {
             task = %delivery.task.id,
             attempt = delivery.task.attempt
         );
-        flowfleet_shared::telemetry::set_parent_from_map(&span, &delivery.task.trace);
+        flowfleet_runtime::telemetry::set_parent_from_map(&span, &delivery.task.trace);
         tracing::Instrument::instrument(self.handle_in_span(delivery, give_back), span).await
     }
 

@@ -2,7 +2,7 @@
 //! outcome says to the user who triggered it, and the rules inputs obey.
 //! No I/O here.
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use serde::Deserialize;
 use uuid::Uuid;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::auth::Identity;
-use flowfleet_shared::clock::{to_datetime, Clock};
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::{to_datetime, Clock};
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::identity::Identity;
 use uuid::Uuid;
 
 use crate::domain::{self, Channel, Status};

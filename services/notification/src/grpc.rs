@@ -1,4 +1,4 @@
-//! The notification service's gRPC server, used by the `notify` node.
+//! The notification service's gRPC server: other services send notifications through it.
 //!
 //! Only the in-app channel delivers in this version: e-mail, webhook and SMS
 //! need per-workspace channel configuration that does not exist yet, so they
@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::proto::notification::v1::notification_service_server::NotificationService;
-use flowfleet_shared::proto::notification::v1::{
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::proto::notification::v1::notification_service_server::NotificationService;
+use flowfleet_runtime::proto::notification::v1::{
     SendNotificationRequest, SendNotificationResponse,
 };
-use flowfleet_shared::service_auth::GrpcGuard;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
+use flowfleet_security::service_auth::GrpcGuard;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Channel, Message, Notification};
@@ -39,7 +39,7 @@ impl NotificationService for NotificationGrpc {
         let caller = self.guard.caller(&request).await?;
         let r = request.into_inner();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        // Services (the `notify` node) send for their workflows; a user needs EDITOR.
+        // Services send for their workflows; a user needs EDITOR.
         self.access
             .authorize(&caller, workspace, Role::Editor, Target::Workspace)
             .await?;

@@ -1,5 +1,5 @@
 //! The notification service: in-app notifications about what happens in a
-//! user's workspaces (execution outcomes, `notify` nodes), the inbox on
+//! user's workspaces (execution outcomes, and what other services send over gRPC), the inbox on
 //! `User.notifications`, and `notification.created` events for live updates.
 //!
 //! Reading order: [`domain`] (channels, states, messages), [`store`] (SQL and
@@ -16,13 +16,13 @@ pub mod store;
 
 use std::sync::Arc;
 
-use flowfleet_shared::access::Access;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::proto::notification::v1::notification_service_server::NotificationServiceServer;
-use flowfleet_shared::subgraph::Subgraph;
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::Subgraph;
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::proto::notification::v1::notification_service_server::NotificationServiceServer;
+use flowfleet_security::access::Access;
 
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
@@ -42,9 +42,9 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
     });
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
-        flowfleet_shared::privacy::wire(infra, ServiceName::Notification, Arc::new(store.clone()))
+        flowfleet_host::privacy::wire(infra, ServiceName::Notification, Arc::new(store.clone()))
             .await?;
-    let grpc = flowfleet_shared::grpc::service_routes(NotificationServiceServer::new(
+    let grpc = flowfleet_runtime::grpc::service_routes(NotificationServiceServer::new(
         grpc::NotificationGrpc {
             store,
             relay: relay.clone(),

@@ -3,10 +3,10 @@
 //! Every inbox query is scoped by `recipient_id` in SQL, so a notification can
 //! only ever be read or changed by the user it was sent to.
 
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::Db;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowfleet_auth::testing::RealAuth;
+use flowfleet_host::testing::{Backend, TestInfra};
 use flowfleet_notification::domain::Message;
 use flowfleet_notification::graphql::{schema, Ctx, NotificationSchema};
 use flowfleet_notification::store::Store;
 use flowfleet_notification::{build, MIGRATIONS};
-use flowfleet_shared::auth::{Caller, Identity, Role};
-use flowfleet_shared::clock::SystemClock;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::Db;
-use flowfleet_shared::events::Event;
-use flowfleet_shared::proto::notification::v1::notification_service_client::NotificationServiceClient;
-use flowfleet_shared::proto::notification::v1::SendNotificationRequest;
-use flowfleet_shared::testing::{Backend, TestInfra};
+use flowfleet_runtime::clock::SystemClock;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::events::Event;
+use flowfleet_runtime::proto::notification::v1::notification_service_client::NotificationServiceClient;
+use flowfleet_runtime::proto::notification::v1::SendNotificationRequest;
+use flowfleet_security::identity::{Caller, Identity, Role};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -356,9 +356,9 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(
     let stranger = auth.user("stranger@example.com").await.id;
     let workspace = owner.workspace;
     let parts = build(&infra, db.clone(), auth.access()).await.unwrap();
-    let mut client = NotificationServiceClient::new(flowfleet_shared::grpc::in_process(
+    let mut client = NotificationServiceClient::new(flowfleet_runtime::grpc::in_process(
         parts.grpc.clone(),
-        Some(infra.service_credentials(flowfleet_shared::config::ServiceName::Execution)),
+        Some(infra.service_credentials(flowfleet_runtime::config::ServiceName::Execution)),
     ));
     let request = |recipient: Uuid, channel: &str| SendNotificationRequest {
         workspace_id: workspace.to_string(),

@@ -1,7 +1,7 @@
 //! The storage domain: files, the rules their names and content types obey,
 //! content addressing, and signed download URLs. No I/O here.
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};

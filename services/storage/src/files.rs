@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flowfleet_shared::blob::{BlobError, Blobs};
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::outbox::Relay;
+use flowfleet_runtime::blob::{BlobError, Blobs};
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::outbox::Relay;
 use uuid::Uuid;
 
 use crate::domain::{

@@ -3,14 +3,14 @@
 //! whose request a service serves needs EDITOR to store and VIEWER to read. A file is
 //! only returned for the workspace it belongs to.
 
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::proto::storage::v1::storage_service_server::StorageService;
-use flowfleet_shared::proto::storage::v1::{File, FileContent, GetFileRequest, PutFileRequest};
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::proto::storage::v1::storage_service_server::StorageService;
+use flowfleet_runtime::proto::storage::v1::{File, FileContent, GetFileRequest, PutFileRequest};
 use tonic::{Request, Response, Status};
 
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::service_auth::GrpcGuard;
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
+use flowfleet_security::service_auth::GrpcGuard;
 
 use crate::domain::{ContentType, FileName, StoredFile};
 use crate::files::{Files, NewFile};

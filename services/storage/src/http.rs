@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::{Role, TokenVerifier};
-use flowfleet_shared::error::{parse_id, ApiError, ErrorCode};
+use flowfleet_runtime::error::{parse_id, ApiError, ErrorCode};
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::{Role, TokenVerifier};
 use futures::StreamExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -237,7 +237,7 @@ async fn try_upload(
         "contentType": file.content_type,
         "size": file.size,
         "sha256": file.sha256,
-        "createdAt": flowfleet_shared::clock::to_datetime(file.created_at),
+        "createdAt": flowfleet_runtime::clock::to_datetime(file.created_at),
         "downloadUrl": s.files.download_url(file.id),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())

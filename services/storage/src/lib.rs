@@ -17,14 +17,14 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowfleet_shared::access::Access;
-use flowfleet_shared::blob::Blobs;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::db::{Db, Migrations};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::proto::storage::v1::storage_service_server::StorageServiceServer;
-use flowfleet_shared::subgraph::Subgraph;
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::Subgraph;
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::blob::Blobs;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::proto::storage::v1::storage_service_server::StorageServiceServer;
+use flowfleet_security::access::Access;
 
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
@@ -76,9 +76,8 @@ pub async fn build(
     let message_limit = cfg.max_file_bytes as usize + GRPC_ENVELOPE_BYTES;
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
-        flowfleet_shared::privacy::wire(infra, ServiceName::Storage, Arc::new(files.clone()))
-            .await?;
-    let grpc = flowfleet_shared::grpc::service_routes(
+        flowfleet_host::privacy::wire(infra, ServiceName::Storage, Arc::new(files.clone())).await?;
+    let grpc = flowfleet_runtime::grpc::service_routes(
         StorageServiceServer::new(grpc::StorageGrpc {
             files: files.clone(),
             guard: infra.grpc_guard(),

@@ -4,8 +4,8 @@
 //! content-addressed, so identical content is stored once across workspaces).
 
 use async_trait::async_trait;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::privacy::{erase, export_rows, Column, UserDataHolder};
+use flowfleet_host::privacy::{erase, export_rows, Column, UserDataHolder};
+use flowfleet_runtime::error::ApiError;
 use sqlx::Row;
 use uuid::Uuid;
 

@@ -1,10 +1,10 @@
 //! The storage service's tables (its own schema): file metadata, settings and
 //! the outbox.
 
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::Db;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use flowfleet_auth::testing::RealAuth;
-use flowfleet_shared::access::Access;
-use flowfleet_shared::auth::{Caller, Identity, Role, TokenVerifier};
-use flowfleet_shared::blob::Blobs;
-use flowfleet_shared::clock::ManualClock;
-use flowfleet_shared::config::{Config, ServiceName};
-use flowfleet_shared::db::Db;
-use flowfleet_shared::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_shared::proto::storage::v1::{GetFileRequest, PutFileRequest};
-use flowfleet_shared::testing::{Backend, TestInfra};
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::testing::{Backend, TestInfra};
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::blob::Blobs;
+use flowfleet_runtime::clock::ManualClock;
+use flowfleet_runtime::config::{Config, ServiceName};
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
+use flowfleet_runtime::proto::storage::v1::{GetFileRequest, PutFileRequest};
+use flowfleet_security::access::Access;
+use flowfleet_security::identity::{Caller, Identity, Role, TokenVerifier};
 use flowfleet_storage::graphql::{schema, Ctx};
 use flowfleet_storage::{build, MIGRATIONS};
 use serde_json::{json, Value};
@@ -73,7 +73,7 @@ async fn fixture(backend: &Backend) -> Fixture {
     let files = flowfleet_storage::files::Files::new(
         store.clone(),
         blobs,
-        flowfleet_shared::events::outbox::Relay::new(db.clone(), infra.bus.clone()),
+        flowfleet_runtime::events::outbox::Relay::new(db.clone(), infra.bus.clone()),
         clock.clone(),
         store.signing_key().await.unwrap(),
         flowfleet_storage::files::FilesConfig {
@@ -96,14 +96,14 @@ async fn fixture(backend: &Backend) -> Fixture {
 }
 
 impl Fixture {
-    fn grpc(&self) -> StorageServiceClient<flowfleet_shared::grpc::GrpcChannel> {
+    fn grpc(&self) -> StorageServiceClient<flowfleet_runtime::grpc::GrpcChannel> {
         // As the worker calls it: with the execution service's own credential.
-        StorageServiceClient::new(flowfleet_shared::grpc::in_process(
+        StorageServiceClient::new(flowfleet_runtime::grpc::in_process(
             self.parts.grpc.clone(),
             Some(
                 self._env
                     .infra
-                    .service_credentials(flowfleet_shared::config::ServiceName::Execution),
+                    .service_credentials(flowfleet_runtime::config::ServiceName::Execution),
             ),
         ))
     }

@@ -2,7 +2,7 @@
 //! store keeps the value sealed, and the API never returns it.
 
 use async_graphql::Enum;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -7,9 +7,9 @@
 //! published version, else to DRAFT. Only a DRAFT or ARCHIVED workflow may be
 //! deleted, so a live one is never removed by one click.
 
-use flowfleet_shared::definition::Definition;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::validation::{self, Problem};
+use flowfleet_definitions::definition::Definition;
+use flowfleet_definitions::validation::{self, Problem};
+use flowfleet_runtime::error::ApiError;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]

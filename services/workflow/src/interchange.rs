@@ -14,8 +14,8 @@
 //! import; a `contentHash` that is present must match the definition, so a
 //! damaged or hand-edited document is caught rather than imported silently.
 
-use flowfleet_shared::definition::Definition;
-use flowfleet_shared::error::ApiError;
+use flowfleet_definitions::definition::Definition;
+use flowfleet_runtime::error::ApiError;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "flowfleet.workflow";

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use flowfleet_auth::testing::{RealAuth, TestUser};
-use flowfleet_shared::auth::{Role, TokenVerifier};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_security::identity::{Role, TokenVerifier};
 use flowfleet_workflow::{build, MIGRATIONS};
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -38,7 +38,7 @@ const LIST: &str =
 const UPDATE: &str = "mutation($id: ID!, $n: String, $v: JSON) { updateCredential(id: $id, name: $n, value: $v) { name } }";
 const DELETE: &str = "mutation($id: ID!) { deleteCredential(id: $id) }";
 
-async fn sealed_value(db: &flowfleet_shared::db::Db, id: &str) -> String {
+async fn sealed_value(db: &flowfleet_runtime::db::Db, id: &str) -> String {
     sqlx::query("SELECT sealed_value FROM credentials WHERE id = $1")
         .bind(id)
         .fetch_one(db.pool())
@@ -62,7 +62,7 @@ async fn credentials_are_write_only_sealed_and_for_editors() {
             .member(&owner, "viewer@example.com", Role::Viewer)
             .await;
         let outsider = auth.user("outsider@example.com").await;
-        let infra = flowfleet_shared::Infra {
+        let infra = flowfleet_host::Infra {
             verifier: Arc::new(TokenVerifier::new(auth.keys(), "flowfleet", "flowfleet")),
             ..env.infra.clone()
         };

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{call, code, normalized, valid_definition, Service, WORKFLOW};
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -239,7 +239,7 @@ async fn versions_are_frozen_listed_and_rolled_back() {
         let mut engine = s.engine();
         let newest = engine
             .get_published_version(
-                flowfleet_shared::proto::workflow::v1::GetPublishedVersionRequest {
+                flowfleet_runtime::proto::workflow::v1::GetPublishedVersionRequest {
                     workflow_id: id.clone(),
                     version: 0,
                 },

@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{as_user, call, valid_definition, Service};
-use flowfleet_shared::proto::workflow::v1::{
+use flowfleet_host::testing::Backend;
+use flowfleet_runtime::proto::workflow::v1::{
     GetCredentialValueRequest, ListActiveTriggersRequest, ValidateDefinitionRequest,
     WatchTriggersRequest, WorkflowTriggers,
 };
-use flowfleet_shared::testing::Backend;
 use serde_json::json;
 use tokio_stream::StreamExt;
 

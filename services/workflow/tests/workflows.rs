@@ -5,7 +5,7 @@
 mod common;
 
 use common::{call, code, normalized, valid_definition, Service, WORKFLOW};
-use flowfleet_shared::testing::Backend;
+use flowfleet_host::testing::Backend;
 use serde_json::{json, Value};
 
 fn update_query() -> String {

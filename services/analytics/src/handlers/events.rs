@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flowfleet_shared::events::consumer::{Consumer, EventHandler};
-use flowfleet_shared::events::{BusError, Event, EventBus};
+use flowfleet_runtime::events::consumer::{Consumer, EventHandler};
+use flowfleet_runtime::events::{BusError, Event, EventBus};
 
 use crate::domain::ExecutionOutcome;
 use crate::store::Store;

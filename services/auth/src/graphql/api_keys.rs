@@ -3,11 +3,11 @@
 
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::api_keys::api_key_cache_key;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::to_datetime;
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::api_keys::api_key_cache_key;
+use flowfleet_security::identity::Role;
 
 use super::Ctx;
 use crate::domain::{self, ApiKeySecret, Name};

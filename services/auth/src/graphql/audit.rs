@@ -2,8 +2,8 @@
 
 use async_graphql::{Json, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::{parse_id, ApiError};
+use flowfleet_runtime::clock::to_datetime;
+use flowfleet_runtime::error::{parse_id, ApiError};
 use uuid::Uuid;
 
 use super::Ctx;

@@ -4,8 +4,8 @@
 //! to the account, so a seed copied to another row does not open.
 
 use async_graphql::{Context, Object, Result, SimpleObject};
-use flowfleet_shared::error::{ApiError, ErrorCode};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::error::{ApiError, ErrorCode};
 use uuid::Uuid;
 
 use super::Ctx;

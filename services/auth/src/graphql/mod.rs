@@ -11,16 +11,16 @@ mod sessions;
 
 use std::sync::Arc;
 
+use crate::counters::Counters;
+use crate::sessions::SessionStore;
 use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::cache::Cache;
-use flowfleet_shared::clock::{to_datetime, Clock};
-use flowfleet_shared::counters::Counters;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::sessions::SessionStore;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::cache::Cache;
+use flowfleet_runtime::clock::{to_datetime, Clock};
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
 
 use crate::domain;
 use crate::keys::KeyRing;
@@ -46,7 +46,7 @@ pub struct Ctx {
     /// change or removal deletes the member's entry so it takes effect at once.
     pub cache: Arc<dyn Cache>,
     /// Seals TOTP seeds.
-    pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    pub secrets: Arc<flowfleet_security::secrets::SecretKeyRing>,
     /// Every service's data export, for `exportMyData`.
     pub export_peers: ExportPeers,
     /// Authorization, from this service's own memberships.
@@ -194,7 +194,7 @@ impl From<domain::Workspace> for WorkspaceNode {
 #[derive(SimpleObject)]
 #[graphql(name = "Membership")]
 pub struct MembershipNode {
-    pub role: flowfleet_shared::auth::Role,
+    pub role: flowfleet_security::identity::Role,
     pub workspace: WorkspaceNode,
 }
 

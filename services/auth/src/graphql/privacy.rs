@@ -4,14 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::{Context, Json, Object, Result};
-use flowfleet_shared::access::membership_cache_key;
-use flowfleet_shared::api_keys::api_key_cache_key;
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::privacy::v1::user_data_client::UserDataClient;
-use flowfleet_shared::proto::privacy::v1::ExportUserDataRequest;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::privacy::v1::user_data_client::UserDataClient;
+use flowfleet_runtime::proto::privacy::v1::ExportUserDataRequest;
+use flowfleet_security::access::membership_cache_key;
+use flowfleet_security::api_keys::api_key_cache_key;
 
 use super::Ctx;
 use crate::password;
@@ -45,7 +45,7 @@ pub(super) async fn export(ctx: &Context<'_>) -> Result<Json<serde_json::Value>,
         let export = answer.map_err(|status| {
             tracing::error!(service = %name, %status, "export failed");
             ApiError::new(
-                flowfleet_shared::error::ErrorCode::Internal,
+                flowfleet_runtime::error::ErrorCode::Internal,
                 format!("the {name} service could not export your data right now; try again"),
             )
         })?;
@@ -55,7 +55,7 @@ pub(super) async fn export(ctx: &Context<'_>) -> Result<Json<serde_json::Value>,
     }
     Ok(Json(serde_json::json!({
         "userId": me.user_id,
-        "exportedAt": flowfleet_shared::clock::to_datetime(c.clock.now_ms()),
+        "exportedAt": flowfleet_runtime::clock::to_datetime(c.clock.now_ms()),
         "services": services,
     })))
 }

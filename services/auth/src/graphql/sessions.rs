@@ -2,11 +2,11 @@
 //! outcome that matters for security (sign-in, failure, lockout, refresh reuse, password
 //! change) goes to the audit log.
 
+use crate::sessions::Rotation;
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
-use flowfleet_shared::error::{ApiError, ErrorCode};
-use flowfleet_shared::service_auth::ClientAddress;
-use flowfleet_shared::sessions::Rotation;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::error::{ApiError, ErrorCode};
+use flowfleet_security::service_auth::ClientAddress;
 
 use super::{Ctx, UserNode};
 use crate::domain::{self, Email, Name, Password, RefreshToken, SecurityEvent, SecurityEventKind};

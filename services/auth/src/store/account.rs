@@ -9,12 +9,10 @@
 //! service erases or anonymises what it holds.
 
 use async_trait::async_trait;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
-use flowfleet_shared::privacy::{
-    erase, erase_in, export_rows, Column, UserDataHolder, DELETED_USER,
-};
+use flowfleet_host::privacy::{erase, erase_in, export_rows, Column, UserDataHolder, DELETED_USER};
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
+use flowfleet_security::identity::Role;
 use sqlx::Row;
 use uuid::Uuid;
 

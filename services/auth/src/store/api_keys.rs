@@ -1,9 +1,9 @@
 //! API keys: created and revoked by a workspace's admins, looked up by hash when a key is
 //! presented. Each change goes to the audit log in the same transaction.
 
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::identity::Role;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;

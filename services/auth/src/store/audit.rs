@@ -1,8 +1,8 @@
 //! The security audit log: appended in the same transaction as the change it records
 //! (so a role change is never without its entry), read newest first by cursor.
 
-use flowfleet_shared::db::{optional_uuid_column, uuid_column};
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::{optional_uuid_column, uuid_column};
+use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use uuid::Uuid;

@@ -2,10 +2,10 @@
 //! runs under a lock on the workspace's row, so two owners demoting each other at once
 //! cannot both succeed: the second sees the first's change and is refused.
 
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::db::{is_unique_violation, uuid_column};
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_runtime::db::{is_unique_violation, uuid_column};
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
+use flowfleet_security::identity::Role;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! The second factor's state: the sealed TOTP seed (and a pending one during enrolment), the
 //! last accepted step, and recovery code hashes.
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 

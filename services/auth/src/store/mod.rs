@@ -12,11 +12,11 @@ pub use api_keys::NewApiKey;
 pub use audit::SecurityEventPage;
 pub use mfa::MfaState;
 
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::db::{is_unique_violation, Db};
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::db::{is_unique_violation, Db};
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
+use flowfleet_security::identity::Role;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -206,7 +206,7 @@ impl Store {
     }
 
     /// `user`'s membership role in `workspace`. Authorization asks it through
-    /// [`flowfleet_shared::access::Access`] (this service's own, and everyone else's through
+    /// [`flowfleet_security::access::Access`] (this service's own, and everyone else's through
     /// `CheckMembership`), which applies an API key's scope.
     pub async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
         let row =
@@ -265,7 +265,7 @@ async fn insert_workspace(
 }
 
 #[async_trait::async_trait]
-impl flowfleet_shared::access::Memberships for Store {
+impl flowfleet_security::access::Memberships for Store {
     async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
         Store::role(self, user, workspace).await
     }

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use flowfleet_auth::{build, Auth, MIGRATIONS};
-use flowfleet_shared::api_keys::GrpcApiKeys;
-use flowfleet_shared::auth::{DeferredJwks, TokenVerifier};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::grpc::in_process;
-use flowfleet_shared::subgraph::GraphQLBody;
-use flowfleet_shared::testing::TestInfra;
+use flowfleet_host::subgraph::GraphQLBody;
+use flowfleet_host::testing::TestInfra;
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::grpc::in_process;
+use flowfleet_security::api_keys::GrpcApiKeys;
+use flowfleet_security::identity::{DeferredJwks, TokenVerifier};
 use serde_json::{json, Value};
 
 pub const PAYLOAD: &str = "accessToken refreshToken refreshExpiresIn expiresIn user { id }";
@@ -81,11 +81,11 @@ pub fn bearer(token: &Value) -> http::HeaderMap {
 
 /// The auth service on `env`, its subgraph verifying access tokens with its own keys (as
 /// every service does through the JWKS) and API keys through its own gRPC server.
-pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_shared::Infra) -> Auth {
+pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_host::Infra) -> Auth {
     let db = env.db(ServiceName::Auth, &MIGRATIONS).await;
     let jwks = Arc::new(DeferredJwks::default());
     let verifier = Arc::new(TokenVerifier::new(jwks.clone(), "flowfleet", "flowfleet"));
-    let infra = flowfleet_shared::Infra {
+    let infra = flowfleet_host::Infra {
         verifier: verifier.clone(),
         ..infra
     };
@@ -96,7 +96,7 @@ pub async fn verifying_auth(env: &TestInfra, infra: flowfleet_shared::Infra) -> 
             auth.parts.grpc.clone(),
             Some(
                 env.infra
-                    .service_credentials(flowfleet_shared::config::ServiceName::Workflow),
+                    .service_credentials(flowfleet_runtime::config::ServiceName::Workflow),
             ),
         ),
         infra.cache.clone(),

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_shared::config::HttpRequestConfig;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::proto::workflow::v1::GetCredentialValueRequest;
+use flowfleet_runtime::config::HttpRequestConfig;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_runtime::proto::workflow::v1::GetCredentialValueRequest;
 use reqwest::redirect::Policy;
 use serde_json::{Map, Value};
 use uuid::Uuid;

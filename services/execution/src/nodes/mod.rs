@@ -7,8 +7,8 @@ pub mod http;
 pub mod sub_workflow;
 pub mod transform;
 
-use flowfleet_shared::catalog::NodeKind;
-use flowfleet_shared::definition::Node;
+use flowfleet_definitions::catalog::NodeKind;
+use flowfleet_definitions::definition::Node;
 use serde_json::Value;
 
 use crate::domain::{self, Execution, Outcome, StepRun};

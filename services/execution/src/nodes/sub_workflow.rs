@@ -4,8 +4,8 @@
 //! the child's end settles the step and moves the parent on
 //! ([`crate::store::lifecycle`]).
 
-use flowfleet_shared::definition::Node;
-use flowfleet_shared::error::ErrorCode;
+use flowfleet_definitions::definition::Node;
+use flowfleet_runtime::error::ErrorCode;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -10,8 +10,8 @@
 //! deadlock in PostgreSQL; the database aborts one of the two, whose work is
 //! redone (a worker's task is redelivered; a cancel reports an error to retry).
 
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};

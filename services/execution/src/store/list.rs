@@ -2,8 +2,8 @@
 //! status, trigger, workflow and creation time, paged by id (UUIDv7, so id order
 //! is creation order) with the total that matches the filter.
 
-use flowfleet_shared::db::Page;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::Page;
+use flowfleet_runtime::error::ApiError;
 use sqlx::Row;
 use uuid::Uuid;
 

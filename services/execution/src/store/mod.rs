@@ -8,9 +8,9 @@ pub mod partitions;
 pub mod schedule;
 pub mod steps;
 
-use flowfleet_shared::db::Db;
-use flowfleet_shared::db::{optional_uuid_column, uuid_column};
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::Db;
+use flowfleet_runtime::db::{optional_uuid_column, uuid_column};
+use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;

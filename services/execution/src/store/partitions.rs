@@ -5,8 +5,8 @@
 //! default one. (Old months can then be detached or dropped whole.)
 
 use chrono::{Datelike, TimeZone, Utc};
-use flowfleet_shared::db::Backend;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::Backend;
+use flowfleet_runtime::error::ApiError;
 
 use super::Store;
 

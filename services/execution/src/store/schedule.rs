@@ -1,7 +1,7 @@
 //! The cron scheduler's state: when each schedule last fired, and the lease
 //! that lets one replica at a time be the scheduler.
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use sqlx::Row;
 use uuid::Uuid;
 

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::error::ApiError;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
@@ -75,8 +75,8 @@ impl Transition {
 
 fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
     Ok(QueuedStep {
-        id: flowfleet_shared::db::uuid_column(row, "id")?,
-        execution_id: flowfleet_shared::db::uuid_column(row, "execution_id")?,
+        id: flowfleet_runtime::db::uuid_column(row, "id")?,
+        execution_id: flowfleet_runtime::db::uuid_column(row, "execution_id")?,
         node_id: row.try_get("node_id")?,
         item: item_from(row.try_get("item")?),
         attempt: row.try_get("attempt")?,

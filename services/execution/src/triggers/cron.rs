@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use flowfleet_shared::config::TriggersConfig;
-use flowfleet_shared::proto::workflow::v1::Trigger;
+use flowfleet_runtime::config::TriggersConfig;
+use flowfleet_runtime::proto::workflow::v1::Trigger;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -140,7 +140,7 @@ impl Scheduler {
     ) -> Result<(), String> {
         let store = &self.launcher.store;
         let key = schedule_key(index, t);
-        let cron = flowfleet_shared::validation::parse_cron(&t.cron_expression)?;
+        let cron = flowfleet_definitions::validation::parse_cron(&t.cron_expression)?;
         let tz = Tz::from_str(&t.timezone).map_err(|e| e.to_string())?;
         let Some(last) = store
             .last_fire(workflow, &key)
@@ -206,7 +206,7 @@ mod tests {
     }
 
     fn cron(e: &str) -> croner::Cron {
-        flowfleet_shared::validation::parse_cron(e).unwrap()
+        flowfleet_definitions::validation::parse_cron(e).unwrap()
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::proto::workflow::v1::{
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_runtime::proto::workflow::v1::{
     ListActiveTriggersRequest, WatchTriggersRequest, WorkflowTriggers,
 };
 use tokio_util::sync::CancellationToken;

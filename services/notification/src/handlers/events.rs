@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::events::consumer::{Consumer, EventHandler};
-use flowfleet_shared::events::outbox::Relay;
-use flowfleet_shared::events::{BusError, Event, EventBus};
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::events::consumer::{Consumer, EventHandler};
+use flowfleet_runtime::events::outbox::Relay;
+use flowfleet_runtime::events::{BusError, Event, EventBus};
 
 use crate::domain::{ExecutionOutcome, Notification};
 use crate::store::Store;

@@ -4,11 +4,11 @@
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::Target;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::to_datetime;
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::access::Target;
+use flowfleet_security::identity::Role;
 use uuid::Uuid;
 
 use super::{Ctx, UserRef};

@@ -11,12 +11,12 @@ mod workflows;
 use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
-use flowfleet_shared::access::{Access, Target};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::catalog;
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_definitions::catalog;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::access::{Access, Target};
+use flowfleet_security::identity::Role;
 
 use crate::domain::{ListFilter, Status, Workflow, NO_WORKFLOW};
 use crate::store::Store;
@@ -29,9 +29,9 @@ pub struct Ctx {
     pub store: Store,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
-    pub relay: flowfleet_shared::events::outbox::Relay,
+    pub relay: flowfleet_runtime::events::outbox::Relay,
     /// Seals credential values.
-    pub secrets: Arc<flowfleet_shared::secrets::SecretKeyRing>,
+    pub secrets: Arc<flowfleet_security::secrets::SecretKeyRing>,
 }
 
 /// Every mutation of the subgraph.

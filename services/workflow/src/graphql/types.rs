@@ -3,12 +3,12 @@
 
 use async_graphql::{Context, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use flowfleet_shared::access::Target;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::catalog::{Handles, NodeType};
-use flowfleet_shared::clock::to_datetime;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::validation::{self, Problem, ProblemCode, Severity};
+use flowfleet_definitions::catalog::{Handles, NodeType};
+use flowfleet_definitions::validation::{self, Problem, ProblemCode, Severity};
+use flowfleet_runtime::clock::to_datetime;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::access::Target;
+use flowfleet_security::identity::Role;
 use tokio::sync::OnceCell;
 
 use super::{Ctx, UserRef, WorkspaceRef};
@@ -196,7 +196,7 @@ impl WorkflowNode {
         version: Option<i64>,
     ) -> Result<Json<serde_json::Value>> {
         let c = ctx.data::<Ctx>()?;
-        let me = flowfleet_shared::subgraph::caller(ctx).require()?;
+        let me = flowfleet_host::subgraph::caller(ctx).require()?;
         c.access
             .authorize(
                 me,

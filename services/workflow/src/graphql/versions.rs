@@ -3,9 +3,9 @@
 //! with `BAD_USER_INPUT` and every problem in `extensions.problems`.
 
 use async_graphql::{Context, Object, Result, ID};
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::identity::Role;
 
 use super::{Ctx, WorkflowVersion};
 use crate::domain::{self, Status};

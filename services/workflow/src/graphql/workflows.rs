@@ -4,10 +4,10 @@
 //! validation: the result's `problems` tell what publishing would refuse.
 
 use async_graphql::{Context, InputObject, Json, Object, Result, ID};
-use flowfleet_shared::access::Target;
-use flowfleet_shared::auth::Role;
-use flowfleet_shared::error::{parse_id, ApiError};
-use flowfleet_shared::subgraph::caller;
+use flowfleet_host::subgraph::caller;
+use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_security::access::Target;
+use flowfleet_security::identity::Role;
 
 use super::{Ctx, WorkflowNode};
 use crate::domain::{self, NewWorkflow, Status};

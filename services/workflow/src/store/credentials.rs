@@ -1,7 +1,7 @@
 //! Credentials: stored sealed, listed without their values.
 
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ impl Store {
         .await;
         match inserted {
             Ok(_) => Ok(()),
-            Err(e) if flowfleet_shared::db::is_unique_violation(&e) => Err(ApiError::conflict(
+            Err(e) if flowfleet_runtime::db::is_unique_violation(&e) => Err(ApiError::conflict(
                 "this workspace already has a credential with that name",
             )),
             Err(e) => Err(e.into()),
@@ -99,7 +99,7 @@ impl Store {
         .await;
         match done {
             Ok(done) => Ok(done.rows_affected() == 1),
-            Err(e) if flowfleet_shared::db::is_unique_violation(&e) => Err(ApiError::conflict(
+            Err(e) if flowfleet_runtime::db::is_unique_violation(&e) => Err(ApiError::conflict(
                 "this workspace already has a credential with that name",
             )),
             Err(e) => Err(e.into()),
@@ -120,15 +120,15 @@ impl Store {
     pub async fn validate(
         &self,
         workspace: Uuid,
-        definition: &flowfleet_shared::definition::Definition,
-    ) -> Result<Vec<flowfleet_shared::validation::Problem>, ApiError> {
-        let credentials: flowfleet_shared::validation::CredentialKinds = self
+        definition: &flowfleet_definitions::definition::Definition,
+    ) -> Result<Vec<flowfleet_definitions::validation::Problem>, ApiError> {
+        let credentials: flowfleet_definitions::validation::CredentialKinds = self
             .credentials(workspace)
             .await?
             .into_iter()
             .map(|c| (c.id.to_string(), c.kind.as_str().to_string()))
             .collect();
-        Ok(flowfleet_shared::validation::validate(
+        Ok(flowfleet_definitions::validation::validate(
             definition,
             &credentials,
         ))

@@ -13,9 +13,9 @@ mod versions;
 
 use std::sync::Arc;
 
-use flowfleet_shared::clock::Clock;
-use flowfleet_shared::db::{uuid_column, Db, Page};
-use flowfleet_shared::error::ApiError;
+use flowfleet_runtime::clock::Clock;
+use flowfleet_runtime::db::{uuid_column, Db, Page};
+use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;

@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
-use flowfleet_shared::db::uuid_column;
-use flowfleet_shared::definition::Trigger;
-use flowfleet_shared::error::ApiError;
+use flowfleet_definitions::definition::Trigger;
+use flowfleet_runtime::db::uuid_column;
+use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;

@@ -1,9 +1,9 @@
 //! Published versions: immutable snapshots of a definition, numbered from 1.
 
-use flowfleet_shared::db::{uuid_column, Page};
-use flowfleet_shared::definition::Definition;
-use flowfleet_shared::error::ApiError;
-use flowfleet_shared::events::{outbox, Event};
+use flowfleet_definitions::definition::Definition;
+use flowfleet_runtime::db::{uuid_column, Page};
+use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;

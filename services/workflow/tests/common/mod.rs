@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use flowfleet_auth::testing::{RealAuth, TestUser};
-use flowfleet_shared::auth::{Role, TokenVerifier};
-use flowfleet_shared::config::ServiceName;
-use flowfleet_shared::grpc::GrpcChannel;
-use flowfleet_shared::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use flowfleet_shared::subgraph::{GraphQLBody, Subgraph};
-use flowfleet_shared::testing::{Backend, TestInfra};
-use flowfleet_shared::{Infra, ServiceParts};
+use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
+use flowfleet_host::testing::{Backend, TestInfra};
+use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::grpc::GrpcChannel;
+use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use flowfleet_security::identity::{Role, TokenVerifier};
 use flowfleet_workflow::{build, MIGRATIONS};
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ pub struct Service {
     pub infra: Infra,
     pub auth: RealAuth,
     pub parts: ServiceParts,
-    pub db: flowfleet_shared::db::Db,
+    pub db: flowfleet_runtime::db::Db,
     pub owner: TestUser,
     pub editor: TestUser,
     pub viewer: TestUser,
@@ -69,7 +69,7 @@ impl Service {
 
     /// A gRPC client calling as the execution service.
     pub fn engine(&self) -> WorkflowServiceClient<GrpcChannel> {
-        WorkflowServiceClient::new(flowfleet_shared::grpc::in_process(
+        WorkflowServiceClient::new(flowfleet_runtime::grpc::in_process(
             self.parts.grpc.clone(),
             Some(self.infra.service_credentials(ServiceName::Execution)),
         ))
@@ -78,7 +78,7 @@ impl Service {
     /// A gRPC client without credentials of its own: requests carry what
     /// [`as_user`] puts on them.
     pub fn client(&self) -> WorkflowServiceClient<GrpcChannel> {
-        WorkflowServiceClient::new(flowfleet_shared::grpc::in_process(
+        WorkflowServiceClient::new(flowfleet_runtime::grpc::in_process(
             self.parts.grpc.clone(),
             None,
         ))
@@ -143,7 +143,7 @@ pub fn valid_definition() -> Value {
 
 /// A definition as the service returns it: parsed, with every default filled.
 pub fn normalized(definition: Value) -> Value {
-    let parsed = flowfleet_shared::definition::Definition::from_json(&definition).unwrap();
+    let parsed = flowfleet_definitions::definition::Definition::from_json(&definition).unwrap();
     serde_json::to_value(parsed).unwrap()
 }
 

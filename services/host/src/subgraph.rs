@@ -1,0 +1,183 @@
+//! Serving a service's GraphQL subgraph, over HTTP or in process.
+//!
+//! Both paths go through [`Subgraph::execute`]: it verifies the caller's token
+//! (never trusting an identity it did not verify), refuses the request outright when a
+//! presented credential does not verify, puts the [`Caller`] in the GraphQL context, runs
+//! the schema and returns the response body as JSON.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tracing::Instrument;
+
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::identity::{Caller, TokenVerifier};
+use flowfleet_security::secrets::SecretKeyRing;
+use flowfleet_security::service_auth::{open_client_address, CLIENT_ADDRESS_HEADER};
+
+/// A federation schema, type-erased.
+#[async_trait]
+pub trait SubgraphSchema: Send + Sync + 'static {
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response;
+    /// The Federation v2 SDL (what `_service { sdl }` returns).
+    fn federation_sdl(&self) -> String;
+}
+
+#[async_trait]
+impl<Q, M, S> SubgraphSchema for async_graphql::Schema<Q, M, S>
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+    S: async_graphql::SubscriptionType + 'static,
+{
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        async_graphql::Schema::execute(self, request).await
+    }
+    fn federation_sdl(&self) -> String {
+        self.sdl_with_options(
+            async_graphql::SDLExportOptions::new()
+                .federation()
+                .compose_directive(),
+        )
+    }
+}
+
+/// The body of a GraphQL-over-HTTP request.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphQLBody {
+    pub query: String,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub variables: Option<serde_json::Value>,
+}
+
+#[derive(Clone)]
+pub struct Subgraph {
+    name: &'static str,
+    schema: Arc<dyn SubgraphSchema>,
+    verifier: Arc<TokenVerifier>,
+    /// Opens the gateway's sealed client address, for subgraphs that use it.
+    client_addresses: Option<Arc<SecretKeyRing>>,
+}
+
+impl Subgraph {
+    pub fn new(
+        name: &'static str,
+        schema: Arc<dyn SubgraphSchema>,
+        verifier: Arc<TokenVerifier>,
+    ) -> Self {
+        Subgraph {
+            name,
+            schema,
+            verifier,
+            client_addresses: None,
+        }
+    }
+
+    /// Puts the client's address, as sealed by the gateway, in the GraphQL context
+    /// ([`ClientAddress`]); requests without a valid seal have none.
+    pub fn with_client_addresses(mut self, ring: Arc<SecretKeyRing>) -> Self {
+        self.client_addresses = Some(ring);
+        self
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn sdl(&self) -> String {
+        self.schema.federation_sdl()
+    }
+
+    /// Runs one GraphQL request with the caller identified from `headers`.
+    pub async fn execute(&self, body: GraphQLBody, headers: &http::HeaderMap) -> serde_json::Value {
+        let span = tracing::info_span!(
+            "subgraph.request",
+            subgraph = self.name,
+            operation = body.operation_name.as_deref().unwrap_or("")
+        );
+        flowfleet_runtime::telemetry::set_parent_from_headers(&span, headers);
+        async move {
+            let started = std::time::Instant::now();
+            let caller = self.verifier.caller(headers).await;
+            // A credential that does not verify ends the request here, whatever it asks
+            // for: nothing runs on behalf of a forged, expired or revoked identity, and
+            // the client learns its credential is bad instead of being served as anonymous.
+            if let Caller::Rejected(reason) = &caller {
+                return ApiError::unauthenticated(reason.clone()).graphql_response();
+            }
+            // gRPC calls the resolvers make carry this caller's (verified) credential.
+            let credential = matches!(caller, Caller::User(_))
+                .then(|| headers.get(http::header::AUTHORIZATION))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.get(7..))
+                .map(str::trim);
+            let mut request = async_graphql::Request::new(body.query).data(caller);
+            if let Some(ring) = &self.client_addresses {
+                let address = headers
+                    .get(CLIENT_ADDRESS_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| open_client_address(ring, v));
+                if let Some(address) = address {
+                    request = request.data(address);
+                }
+            }
+            if let Some(name) = body.operation_name {
+                request = request.operation_name(name);
+            }
+            if let Some(vars) = body.variables {
+                request = request.variables(async_graphql::Variables::from_json(vars));
+            }
+            let response =
+                flowfleet_runtime::grpc::acting_for(credential, self.schema.execute(request)).await;
+            let outcome = if response.errors.is_empty() { "ok" } else { "error" };
+            metrics::histogram!("flowfleet_subgraph_request_seconds", "subgraph" => self.name, "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            serde_json::to_value(&response).unwrap_or_else(|e| {
+                serde_json::json!({"errors": [{"message": format!("response encoding failed: {e}"), "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `POST /graphql`, `GET /health`, `GET /metrics`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/graphql", post(graphql_handler))
+            .merge(flowfleet_runtime::telemetry::ops_routes())
+            .with_state(self.clone())
+    }
+}
+
+async fn graphql_handler(
+    State(subgraph): State<Subgraph>,
+    headers: http::HeaderMap,
+    body: Result<Json<GraphQLBody>, axum::extract::rejection::JsonRejection>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match body {
+        Ok(Json(body)) => Json(subgraph.execute(body, &headers).await).into_response(),
+        Err(rejection) => (
+            http::StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"errors": [{
+                "message": format!("the request body is not a GraphQL request: {}", rejection.body_text()),
+                "extensions": {"code": "BAD_REQUEST"}
+            }]})),
+        )
+            .into_response(),
+    }
+}
+
+/// The caller placed in the context by [`Subgraph::execute`].
+pub fn caller<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
+    static ANON: Caller = Caller::Anonymous;
+    ctx.data_opt::<Caller>().unwrap_or(&ANON)
+}

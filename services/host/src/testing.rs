@@ -1,0 +1,201 @@
+//! Test support for the service crates (feature `testing`, enabled only in
+//! their dev-dependencies).
+//!
+//! [`Backend::all`] lists the backends a test should run against: the embedded
+//! ones (SQLite, the in-process bus and cache) always, and the distributed ones
+//! (PostgreSQL, RabbitMQ, Redis) when `scripts/test` started them and exported
+//! `FLOWFLEET_TEST_{DATABASE,AMQP,REDIS}_URL`. [`Backend::start`] builds the
+//! infrastructure through [`Infra::start`], the same path the binary takes, on
+//! fresh resources (a new data directory, PostgreSQL database, exchange and
+//! Redis key prefix), so tests running in parallel never see each other's data.
+//!
+//! Membership answers come from the real auth service (`flowfleet_auth::testing`, which
+//! cannot live here: it depends on this crate).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Infra;
+use flowfleet_runtime::cache::MemoryCache;
+use flowfleet_runtime::clock::SystemClock;
+use flowfleet_runtime::config::Config;
+use flowfleet_runtime::config::{Mode, ServiceName};
+use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::events::EventBus;
+use flowfleet_security::identity::{DeferredJwks, TokenVerifier};
+
+/// Infrastructure a test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// SQLite files, the in-process bus and the in-memory cache.
+    Embedded,
+    /// PostgreSQL, RabbitMQ and Redis servers.
+    Distributed {
+        /// An administrative URL; each test creates its own database through it.
+        database_url: String,
+        amqp_url: String,
+        redis_url: String,
+    },
+}
+
+impl Backend {
+    /// Embedded, plus distributed when the servers' URLs are set. With
+    /// `FLOWFLEET_TEST_REQUIRE_INFRA` set (as `scripts/test` does), missing URLs fail the test
+    /// instead of silently testing one backend only.
+    pub fn all() -> Vec<Backend> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let distributed = match (
+            var("FLOWFLEET_TEST_DATABASE_URL"),
+            var("FLOWFLEET_TEST_AMQP_URL"),
+            var("FLOWFLEET_TEST_REDIS_URL"),
+        ) {
+            (Some(database_url), Some(amqp_url), Some(redis_url)) => Some(Backend::Distributed {
+                database_url,
+                amqp_url,
+                redis_url,
+            }),
+            _ => {
+                assert!(
+                    var("FLOWFLEET_TEST_REQUIRE_INFRA").is_none(),
+                    "FLOWFLEET_TEST_REQUIRE_INFRA is set but FLOWFLEET_TEST_DATABASE_URL, \
+                     _AMQP_URL or _REDIS_URL is missing; run the tests through scripts/test"
+                );
+                eprintln!("distributed backends skipped: run through scripts/test to include them");
+                None
+            }
+        };
+        std::iter::once(Backend::Embedded)
+            .chain(distributed)
+            .collect()
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Distributed { .. } => "distributed",
+        }
+    }
+
+    /// Fresh infrastructure on this backend (see the module docs).
+    /// A configuration for this backend on a fresh data directory (and, distributed, a
+    /// fresh database, exchange and Redis prefix), kept until the directory is dropped.
+    pub async fn config(&self) -> (Config, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary data directory");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.database.migrate_on_start = true;
+        if let Backend::Distributed {
+            database_url,
+            amqp_url,
+            redis_url,
+        } = self
+        {
+            let unique = Uuid::now_v7().simple().to_string();
+            config.mode = Mode::Distributed;
+            config.database.url = fresh_database(database_url, &format!("t_{unique}")).await;
+            config.database.max_connections = 4;
+            config.amqp.url = amqp_url.clone();
+            config.amqp.exchange = format!("t_{unique}");
+            config.redis.url = redis_url.clone();
+            config.redis.key_prefix = format!("t_{unique}:");
+            config.security.secret_keys = vec![
+                flowfleet_security::secrets::SecretKeyRing::generate_entry("test").expect("a key"),
+            ];
+        }
+        (config, dir)
+    }
+
+    pub async fn start(&self) -> TestInfra {
+        let (config, dir) = self.config().await;
+        let shutdown = CancellationToken::new();
+        let infra = Infra::start(
+            Arc::new(config),
+            Arc::new(DeferredJwks::default()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("starting the {} infrastructure: {e:#}", self.name()));
+        TestInfra {
+            infra,
+            _dir: dir,
+            shutdown,
+        }
+    }
+}
+
+/// Creates database `name` through the administrative `url` and returns its URL.
+pub async fn fresh_database(url: &str, name: &str) -> String {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connecting to FLOWFLEET_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("creating a test database");
+    let _ = admin.close().await;
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("a database URL ends in /<name>");
+    format!("{base}/{name}")
+}
+
+/// Running test infrastructure; its background work stops when dropped.
+pub struct TestInfra {
+    pub infra: Infra,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl TestInfra {
+    /// `service`'s database on this backend, migrated.
+    pub async fn db(&self, service: ServiceName, migrations: &Migrations) -> Db {
+        self.infra
+            .db(service, migrations)
+            .await
+            .unwrap_or_else(|e| panic!("opening the {service} database: {e:#}"))
+    }
+}
+
+impl Drop for TestInfra {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Embedded-mode infrastructure on `data_dir` with the given bus.
+pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
+    let config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    Infra {
+        config: Arc::new(config),
+        bus,
+        queue: Arc::new(flowfleet_runtime::queue::memory::MemoryQueue::new()),
+        cache: Arc::new(MemoryCache::default()),
+        redis: None,
+        clock: Arc::new(SystemClock),
+        verifier: Arc::new(TokenVerifier::new(
+            Arc::new(DeferredJwks::default()),
+            "flowfleet",
+            "flowfleet",
+        )),
+        secrets: Arc::new(
+            flowfleet_security::secrets::SecretKeyRing::new(
+                &[
+                    flowfleet_security::secrets::SecretKeyRing::generate_entry("test")
+                        .expect("a key"),
+                ],
+                None,
+            )
+            .expect("a key ring"),
+        ),
+        shutdown: CancellationToken::new(),
+    }
+}

@@ -1,10 +1,9 @@
 //! Wiring the six services together.
 //!
-//! [`Fleet::embedded`] builds every service in one process, connected by
-//! in-process gRPC channels, with the gateway calling the subgraphs in process;
-//! it is what `flowfleet dev` runs and what `schema`/`compose` read SDL from.
-//! [`remote_channels`] gives a separately running service its channels to the
-//! others over the network.
+//! [`Fleet::embedded`] builds every service of the table in [`crate::services`] in one
+//! process, connected by in-process gRPC channels, with the gateway calling the
+//! subgraphs in process; it is what `flowfleet dev` and the test fleet run and what
+//! `schema`/`compose` read SDL from.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,15 +16,12 @@ use flowfleet_gateway::{
 };
 use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
 use flowfleet_host::{Infra, ServiceParts};
-use flowfleet_runtime::blob::Blobs;
 use flowfleet_runtime::config::{Config, ServiceName};
-use flowfleet_runtime::grpc::CallCredentials;
-use flowfleet_runtime::grpc::{self, GrpcChannel};
-use flowfleet_security::access::Access;
-use flowfleet_security::api_keys::GrpcApiKeys;
-use flowfleet_security::identity::{DeferredJwks, JwksSource};
+use flowfleet_security::identity::DeferredJwks;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
+
+use crate::services::{self, Peers};
 
 /// Every service of the fleet, built in one process.
 pub struct Fleet {
@@ -41,99 +37,26 @@ impl Fleet {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Fleet> {
         let jwks = Arc::new(DeferredJwks::default());
-        let infra = Infra::start(config.clone(), jwks.clone(), shutdown).await?;
-
-        let auth = flowfleet_auth::build(
-            &infra,
-            infra
-                .db(ServiceName::Auth, &flowfleet_auth::MIGRATIONS)
-                .await?,
-        )
-        .await?;
-        jwks.set(auth.keys.clone() as Arc<dyn JwksSource>);
-        // Calls outside a user's request go out as the calling service.
-        let as_service = |s: ServiceName| Some(infra.service_credentials(s));
-        let auth_channel = grpc::in_process(auth.parts.grpc.clone(), as_service(ServiceName::Auth));
-        infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
-            auth_channel.clone(),
-            infra.cache.clone(),
-        )));
-        let access = Access::new(auth_channel, infra.cache.clone());
-
-        let workflow = flowfleet_workflow::build(
-            &infra,
-            infra
-                .db(ServiceName::Workflow, &flowfleet_workflow::MIGRATIONS)
-                .await?,
-            access.clone(),
-        )
-        .await?;
-        let blobs = Blobs::from_config(&config)?;
-        let storage = flowfleet_storage::build(
-            &infra,
-            infra
-                .db(ServiceName::Storage, &flowfleet_storage::MIGRATIONS)
-                .await?,
-            access.clone(),
-            blobs,
-        )
-        .await?;
-        let execution_db = infra
-            .db(ServiceName::Execution, &flowfleet_execution::MIGRATIONS)
-            .await?;
-        let execution = flowfleet_execution::build(
-            &infra,
-            execution_db.clone(),
-            access.clone(),
-            grpc::in_process(workflow.grpc.clone(), as_service(ServiceName::Execution)),
-        )
-        .await?;
-        let worker_tasks = flowfleet_execution::build_worker(
-            &infra,
-            execution_db,
-            grpc::in_process(storage.grpc.clone(), as_service(ServiceName::Execution)),
-            grpc::in_process(workflow.grpc.clone(), as_service(ServiceName::Execution)),
-        )
-        .await?;
-        let notification = flowfleet_notification::build(
-            &infra,
-            infra
-                .db(
-                    ServiceName::Notification,
-                    &flowfleet_notification::MIGRATIONS,
-                )
-                .await?,
-            access.clone(),
-        )
-        .await?;
-        let analytics = flowfleet_analytics::build(
-            &infra,
-            infra
-                .db(ServiceName::Analytics, &flowfleet_analytics::MIGRATIONS)
-                .await?,
-            access,
-        )
-        .await?;
-        let services = vec![
-            workflow,
-            execution,
-            auth.parts,
-            notification,
-            analytics,
-            storage,
-        ];
+        let infra = Infra::start(config, jwks.clone(), shutdown).await?;
+        let mut peers = Peers::InProcess(HashMap::new());
+        let mut services = Vec::new();
+        let mut export_peers = None;
+        for service in services::BUILD_ORDER {
+            let built = services::build(service, &infra, &peers, &jwks).await?;
+            if let Peers::InProcess(routes) = &mut peers {
+                routes.insert(service, built.parts.grpc.clone());
+            }
+            if service == ServiceName::Auth {
+                peers.verify_api_keys(&infra)?;
+            }
+            export_peers = export_peers.or(built.export_peers);
+            services.push(built.parts);
+        }
         // `exportMyData` asks every service, once they all exist.
-        let _ = auth.export_peers.set(
-            services
-                .iter()
-                .map(|s| {
-                    (
-                        s.name,
-                        grpc::in_process(s.grpc.clone(), as_service(ServiceName::Auth)),
-                    )
-                })
-                .collect(),
-        );
+        if let Some(export_peers) = export_peers {
+            let _ = export_peers.set(peers.all(&infra)?);
+        }
+        let worker_tasks = services::build_worker(&infra, &peers).await?;
         Ok(Fleet {
             infra,
             services,
@@ -244,43 +167,4 @@ impl SubgraphTransport for InProcess {
         };
         Ok(self.0.execute(body, &request.headers).await.into())
     }
-}
-
-/// Channels from one separately running service to the others.
-pub struct RemoteChannels {
-    pub auth: GrpcChannel,
-    pub workflow: GrpcChannel,
-    pub storage: GrpcChannel,
-}
-
-/// Channels to every service, for the auth service's data export.
-pub fn all_channels(
-    config: &Config,
-    service: Option<Arc<dyn CallCredentials>>,
-) -> anyhow::Result<Vec<(ServiceName, GrpcChannel)>> {
-    ServiceName::ALL
-        .iter()
-        .map(|s| {
-            let channel = grpc::remote(&config.service(*s).grpc_url, service.clone())
-                .with_context(|| format!("invalid gRPC URL for the {s} service"))?;
-            Ok((*s, channel))
-        })
-        .collect()
-}
-
-/// `service` names the caller for calls made outside a user's request; without one (the
-/// gateway), such calls carry no credential.
-pub fn remote_channels(
-    config: &Config,
-    service: Option<Arc<dyn CallCredentials>>,
-) -> anyhow::Result<RemoteChannels> {
-    let ch = |s: ServiceName| {
-        grpc::remote(&config.service(s).grpc_url, service.clone())
-            .with_context(|| format!("invalid gRPC URL for the {s} service"))
-    };
-    Ok(RemoteChannels {
-        auth: ch(ServiceName::Auth)?,
-        workflow: ch(ServiceName::Workflow)?,
-        storage: ch(ServiceName::Storage)?,
-    })
 }

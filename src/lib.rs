@@ -9,3 +9,4 @@ pub mod fleet;
 pub mod hooks_proxy;
 pub mod jwks;
 pub mod processes;
+pub mod services;

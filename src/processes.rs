@@ -8,16 +8,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::routing::get;
 use flowfleet_host::Infra;
-use flowfleet_runtime::blob::Blobs;
 use flowfleet_runtime::cache::{redis_connection, Cache, MemoryCache, RedisCache};
 use flowfleet_runtime::config::{Config, Mode, ServiceName};
-use flowfleet_security::access::Access;
 use flowfleet_security::api_keys::GrpcApiKeys;
 use flowfleet_security::identity::{DeferredJwks, HttpJwks, JwksSource, TokenVerifier};
 use tokio_util::sync::CancellationToken;
 
 use crate::dev::DevApp;
-use crate::fleet::{self, Fleet};
+use crate::fleet::Fleet;
+use crate::services::{self, Peers};
 
 /// Cancels the token on SIGTERM or Ctrl-C.
 fn shutdown_on_signal() -> CancellationToken {
@@ -84,71 +83,13 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
         remote_jwks(&config)
     };
     let infra = Infra::start(config.clone(), jwks, shutdown.clone()).await?;
-    let channels = fleet::remote_channels(&config, Some(infra.service_credentials(service)))?;
-    infra.verifier.set_api_keys(Arc::new(GrpcApiKeys::new(
-        channels.auth.clone(),
-        infra.cache.clone(),
-    )));
-    let access = Access::new(channels.auth.clone(), infra.cache.clone());
-    let parts = match service {
-        ServiceName::Auth => {
-            let auth = flowfleet_auth::build(
-                &infra,
-                infra.db(service, &flowfleet_auth::MIGRATIONS).await?,
-            )
-            .await?;
-            deferred.set(auth.keys.clone());
-            let _ = auth.export_peers.set(fleet::all_channels(
-                &config,
-                Some(infra.service_credentials(service)),
-            )?);
-            auth.parts
-        }
-        ServiceName::Workflow => {
-            flowfleet_workflow::build(
-                &infra,
-                infra.db(service, &flowfleet_workflow::MIGRATIONS).await?,
-                access,
-            )
-            .await?
-        }
-        ServiceName::Execution => {
-            flowfleet_execution::build(
-                &infra,
-                infra.db(service, &flowfleet_execution::MIGRATIONS).await?,
-                access,
-                channels.workflow,
-            )
-            .await?
-        }
-        ServiceName::Notification => {
-            flowfleet_notification::build(
-                &infra,
-                infra
-                    .db(service, &flowfleet_notification::MIGRATIONS)
-                    .await?,
-                access,
-            )
-            .await?
-        }
-        ServiceName::Analytics => {
-            flowfleet_analytics::build(
-                &infra,
-                infra.db(service, &flowfleet_analytics::MIGRATIONS).await?,
-                access,
-            )
-            .await?
-        }
-        ServiceName::Storage => {
-            flowfleet_storage::build(
-                &infra,
-                infra.db(service, &flowfleet_storage::MIGRATIONS).await?,
-                access,
-                Blobs::from_config(&config)?,
-            )
-            .await?
-        }
-    };
+    let peers = Peers::Remote(&config);
+    peers.verify_api_keys(&infra)?;
+    let built = services::build(service, &infra, &peers, &deferred).await?;
+    if let Some(export_peers) = built.export_peers {
+        let _ = export_peers.set(peers.all(&infra)?);
+    }
+    let parts = built.parts;
     tracing::info!(%service, http = %endpoint.http_port, grpc = %endpoint.grpc_port, "serving");
     flowfleet_host::serve(parts, http, grpc, shutdown).await
 }
@@ -167,15 +108,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let infra = Infra::start(config.clone(), remote_jwks(&config), shutdown.clone()).await?;
-    let channels = fleet::remote_channels(
-        &config,
-        Some(infra.service_credentials(ServiceName::Execution)),
-    )?;
-    let db = infra
-        .db(ServiceName::Execution, &flowfleet_execution::MIGRATIONS)
-        .await?;
-    let tasks =
-        flowfleet_execution::build_worker(&infra, db, channels.storage, channels.workflow).await?;
+    let tasks = services::build_worker(&infra, &Peers::Remote(&config)).await?;
     let router: axum::Router = flowfleet_runtime::telemetry::ops_routes();
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
@@ -245,7 +178,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     let supergraph = load_supergraph(&source).await?;
     let gateway = flowfleet_gateway::Gateway::new(
         &supergraph,
-        fleet::gateway_config(&config)?,
+        crate::fleet::gateway_config(&config)?,
         Default::default(),
     )?;
     if config.gateway.reload_interval_ms > 0 {
@@ -311,8 +244,9 @@ async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
         &config.security.jwt_audience,
     ));
     // The gateway makes no calls of its own: API keys are verified with the key itself.
-    let channels = fleet::remote_channels(config, None)?;
-    verifier.set_api_keys(Arc::new(GrpcApiKeys::new(channels.auth, cache)));
+    let auth = flowfleet_runtime::grpc::remote(&config.service(ServiceName::Auth).grpc_url, None)
+        .context("invalid gRPC URL for the auth service")?;
+    verifier.set_api_keys(Arc::new(GrpcApiKeys::new(auth, cache)));
     Ok(verifier)
 }
 
@@ -326,16 +260,8 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
         CancellationToken::new(),
     )
     .await?;
-    for s in ServiceName::ALL {
-        let migrations = match s {
-            ServiceName::Workflow => &flowfleet_workflow::MIGRATIONS,
-            ServiceName::Execution => &flowfleet_execution::MIGRATIONS,
-            ServiceName::Auth => &flowfleet_auth::MIGRATIONS,
-            ServiceName::Notification => &flowfleet_notification::MIGRATIONS,
-            ServiceName::Analytics => &flowfleet_analytics::MIGRATIONS,
-            ServiceName::Storage => &flowfleet_storage::MIGRATIONS,
-        };
-        infra.db(s, migrations).await?.close().await;
+    for s in services::BUILD_ORDER {
+        infra.db(s, services::migrations(s)).await?.close().await;
         println!("migrated {s}");
     }
     Ok(())

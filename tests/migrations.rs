@@ -12,20 +12,8 @@ use std::collections::BTreeMap;
 
 use flowfleet_host::testing::Backend;
 use flowfleet_runtime::config::ServiceName;
-use flowfleet_runtime::db::{Db, Migrations};
+use flowfleet_runtime::db::Db;
 use sqlx::Row as _;
-
-/// Every service's migrations: the match is exhaustive, so a new service cannot be missed.
-fn migrations(service: ServiceName) -> &'static Migrations {
-    match service {
-        ServiceName::Workflow => &flowfleet_workflow::MIGRATIONS,
-        ServiceName::Execution => &flowfleet_execution::MIGRATIONS,
-        ServiceName::Auth => &flowfleet_auth::MIGRATIONS,
-        ServiceName::Notification => &flowfleet_notification::MIGRATIONS,
-        ServiceName::Analytics => &flowfleet_analytics::MIGRATIONS,
-        ServiceName::Storage => &flowfleet_storage::MIGRATIONS,
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Column {
@@ -307,7 +295,7 @@ async fn sqlite_and_postgres_migrations_leave_the_same_schema() {
     let sqlite_dir = tempfile::tempdir().expect("a temporary directory");
     let mut drift = Vec::new();
     for service in ServiceName::ALL {
-        let migrations = migrations(service);
+        let migrations = flowfleet::services::migrations(service);
         let on_sqlite = Db::sqlite(sqlite_dir.path(), service.as_str())
             .await
             .expect("opening SQLite");

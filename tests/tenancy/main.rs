@@ -1,5 +1,6 @@
 //! The tenancy matrix: every query and mutation of the supergraph, every field of every
-//! federation entity, and every gRPC method of the fleet, called by each kind of caller, on
+//! federation entity, every gRPC method of the fleet and every HTTP route that decides by
+//! role, called by each kind of caller, on
 //! both backends (embedded: SQLite and in-process parts; distributed: PostgreSQL, Redis
 //! and RabbitMQ). The callers ([`world::CALLERS`]) are people signed in (an outsider and a
 //! member of each role) and API keys (one of each role in the workspace, and an OWNER key
@@ -16,6 +17,7 @@ mod support;
 mod entities;
 mod graphql;
 mod grpc;
+mod http;
 mod world;
 
 use flowfleet_host::testing::Backend;
@@ -179,11 +181,23 @@ async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
                 }
             }
         }
+        for route in http::ROUTES {
+            for caller in CALLERS {
+                let (outcome, expected) = http::row(route, &fleet, &w, caller).await;
+                cells += 1;
+                if !matches(&outcome, &expected) {
+                    failures.push(format!(
+                        "{name}: {route} as {caller:?}: got {outcome:?}, expected {expected:?}"
+                    ));
+                }
+            }
+        }
         eprintln!(
-            "{name}: {cells} cells ({} operations, {} entity fields, {} gRPC methods, {} callers)",
+            "{name}: {cells} cells ({} operations, {} entity fields, {} gRPC methods, {} HTTP routes, {} callers)",
             operations.len(),
             entity_fields.len(),
             methods.len(),
+            http::ROUTES.len(),
             CALLERS.len()
         );
         assert!(

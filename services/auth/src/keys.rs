@@ -18,15 +18,15 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use flowfleet_runtime::clock::Clock;
-use flowfleet_runtime::db::Db;
 use flowfleet_security::identity::{Claims, JwksSource};
 use flowfleet_security::secrets::SecretKeyRing;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use sqlx::Row;
 use tokio::sync::RwLock;
 use uuid::Uuid;
+
+use crate::store::{Store, StoredKey};
 
 #[derive(Clone)]
 struct SigningKey {
@@ -52,11 +52,16 @@ pub struct KeyPolicy {
 }
 
 pub struct KeyRing {
-    db: Db,
+    store: Store,
     clock: Arc<dyn Clock>,
     secrets: Arc<SecretKeyRing>,
     current: RwLock<Option<SigningKey>>,
     policy: KeyPolicy,
+}
+
+/// A store error, already logged where it was converted, for this module's `anyhow` errors.
+fn stored(e: flowfleet_runtime::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
 }
 
 fn seal_context(kid: &str) -> String {
@@ -65,13 +70,13 @@ fn seal_context(kid: &str) -> String {
 
 impl KeyRing {
     pub fn new(
-        db: Db,
+        store: Store,
         clock: Arc<dyn Clock>,
         secrets: Arc<SecretKeyRing>,
         policy: KeyPolicy,
     ) -> Self {
         KeyRing {
-            db,
+            store,
             clock,
             secrets,
             current: RwLock::new(None),
@@ -106,30 +111,23 @@ impl KeyRing {
                 return Ok(k.clone());
             }
         }
-        let row = sqlx::query(
-            "SELECT kid, private_pkcs8, created_at FROM signing_keys WHERE retired_at IS NULL \
-             ORDER BY created_at DESC, kid DESC LIMIT 1",
-        )
-        .fetch_optional(self.db.pool())
-        .await?;
-        let key = match row {
-            Some(row) if now - row.try_get::<i64, _>("created_at")? < self.rotate_after_ms() => {
-                let kid: String = row.try_get("kid")?;
-                let stored: String = row.try_get("private_pkcs8")?;
-                let pkcs8 = self.private_key(&kid, &stored)?;
-                if !stored.starts_with("v1.") {
+        let newest = self.store.newest_signing_key().await.map_err(stored)?;
+        let key = match newest {
+            Some(k) if now - k.created_at < self.rotate_after_ms() => {
+                let pkcs8 = self.private_key(&k.kid, &k.private)?;
+                if !k.private.starts_with("v1.") {
                     // A key from before sealing: seal it in place.
-                    sqlx::query("UPDATE signing_keys SET private_pkcs8 = $1 WHERE kid = $2")
-                        .bind(self.secrets.seal(&pkcs8, &seal_context(&kid))?)
-                        .bind(&kid)
-                        .execute(self.db.pool())
-                        .await?;
+                    let sealed = self.secrets.seal(&pkcs8, &seal_context(&k.kid))?;
+                    self.store
+                        .reseal_signing_key(&k.kid, &sealed)
+                        .await
+                        .map_err(stored)?;
                 }
                 SigningKey {
                     pkcs8,
-                    created_at: row.try_get("created_at")?,
+                    created_at: k.created_at,
                     checked_at: now,
-                    kid,
+                    kid: k.kid,
                 }
             }
             _ => self.generate().await?,
@@ -153,29 +151,20 @@ impl KeyRing {
         let kid = Uuid::now_v7().to_string();
         let now = self.clock.now_ms();
         let sealed = self.secrets.seal(pkcs8.as_ref(), &seal_context(&kid))?;
-        let mut tx = self.db.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&kid)
-        .bind(sealed)
-        .bind(URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid <> $2",
-        )
-        .bind(now)
-        .bind(&kid)
-        .execute(&mut *tx)
-        .await?;
+        let stored_key = StoredKey {
+            kid: kid.clone(),
+            private: sealed,
+            created_at: now,
+        };
         // Keys out of the JWKS can verify nothing any more: their private halves go.
-        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= $1")
-            .bind(now - self.publish_after_retirement_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        self.store
+            .add_signing_key(
+                &stored_key,
+                &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+                now - self.publish_after_retirement_ms(),
+            )
+            .await
+            .map_err(stored)?;
         tracing::info!(%kid, "new signing key");
         let key = SigningKey {
             kid,
@@ -213,23 +202,19 @@ impl KeyRing {
     pub async fn jwks_json(&self) -> anyhow::Result<serde_json::Value> {
         // Make sure a current key exists before the first token is asked for.
         self.active().await?;
-        let rows = sqlx::query(
-            "SELECT kid, public_x FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 \
-             ORDER BY created_at",
-        )
-        .bind(self.clock.now_ms() - self.publish_after_retirement_ms())
-        .fetch_all(self.db.pool())
-        .await?;
-        let keys: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                Ok(serde_json::json!({
-                    "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
-                    "kid": r.try_get::<String, _>("kid")?,
-                    "x": r.try_get::<String, _>("public_x")?,
-                }))
+        let published = self
+            .store
+            .published_signing_keys(self.clock.now_ms() - self.publish_after_retirement_ms())
+            .await
+            .map_err(stored)?;
+        let keys: Vec<serde_json::Value> = published
+            .into_iter()
+            .map(|(kid, x)| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid, "x": x,
+                })
             })
-            .collect::<Result<_, sqlx::Error>>()?;
+            .collect();
         Ok(serde_json::json!({ "keys": keys }))
     }
 }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mfa;
 pub mod password;
 pub mod sessions;
+pub mod sign_in;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -43,7 +44,7 @@ pub async fn build(infra: &Infra, db: Db) -> anyhow::Result<Auth> {
     let store = store::Store::new(db.clone());
     let sec = &infra.config.security;
     let keys = Arc::new(keys::KeyRing::new(
-        db.clone(),
+        store.clone(),
         infra.clock.clone(),
         infra.secrets.clone(),
         keys::KeyPolicy {

@@ -15,8 +15,8 @@ use flowfleet_runtime::config::WorkerConfig;
 use flowfleet_runtime::queue::{Task, TaskQueue};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
+use crate::plan::{Place, StepKey};
 use crate::store::{QueuedStep, Store};
 
 /// The queue step tasks go through, and their kind.
@@ -26,29 +26,23 @@ pub const STEP_TASK: &str = "step.run";
 /// Steps are resent when still undispatched this long after being queued.
 const DISPATCH_GRACE_MS: i64 = 5_000;
 
-/// The step a task is for (its attempt is the task's `attempt`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepKey {
-    pub execution: Uuid,
-    pub node: String,
-    /// The item, for a step in a `foreach` body.
-    pub item: Option<u32>,
-}
-
-impl StepKey {
-    pub fn from_task(task: &Task) -> Option<StepKey> {
-        if task.kind != STEP_TASK {
-            return None;
-        }
-        Some(StepKey {
-            execution: task.payload.get("executionId")?.as_str()?.parse().ok()?,
+/// The step a task is for (its attempt is the task's `attempt`), or `None` for a task
+/// that does not name one.
+pub fn step_of(task: &Task) -> Option<StepKey> {
+    if task.kind != STEP_TASK {
+        return None;
+    }
+    Some(StepKey {
+        execution: task.payload.get("executionId")?.as_str()?.parse().ok()?,
+        place: Place {
             node: task.payload.get("nodeId")?.as_str()?.to_string(),
             item: match task.payload.get("item") {
                 None | Some(serde_json::Value::Null) => None,
                 Some(i) => Some(u32::try_from(i.as_u64()?).ok()?),
             },
-        })
-    }
+        },
+        attempt: i64::from(task.attempt),
+    })
 }
 
 /// The task for a queued step.

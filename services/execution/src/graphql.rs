@@ -8,12 +8,11 @@ use chrono::{DateTime, Utc};
 use flowfleet_host::subgraph::caller;
 use flowfleet_runtime::clock::{to_datetime, Clock};
 use flowfleet_runtime::error::{parse_id, ApiError};
-use flowfleet_runtime::events::outbox::Relay;
 use flowfleet_security::access::{Access, Target};
 use flowfleet_security::identity::Role;
 
-use crate::dispatch::Dispatcher;
-use crate::domain::{Execution, Start, Status, StepRun, StepStatus};
+use crate::domain::{Execution, Start, Status, StepRun, StepStatus, TriggerKind};
+use crate::effects::Effects;
 use crate::launch::Launcher;
 use crate::store::list::{Filter, Scope};
 use crate::store::Store;
@@ -24,8 +23,8 @@ pub struct Ctx {
     pub store: Store,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
-    pub relay: Relay,
-    pub dispatcher: Dispatcher,
+    /// What a cancellation sets off (dispatching admitted executions, the relay).
+    pub effects: Effects,
     /// Fetches published versions and starts them.
     pub launcher: Launcher,
 }
@@ -153,25 +152,18 @@ pub struct ExecutionFilter {
 
 impl ExecutionFilter {
     fn parse(self) -> Result<Filter, ApiError> {
-        const TRIGGERS: &[&str] = &[
-            "MANUAL",
-            "CRON",
-            "WEBHOOK",
-            "EVENT",
-            "SUB_WORKFLOW",
-            "RETRY",
-        ];
-        if let Some(t) = &self.trigger {
-            if !TRIGGERS.contains(&t.as_str()) {
-                return Err(ApiError::bad_input(format!(
-                    "`trigger` must be one of {}",
-                    TRIGGERS.join(", ")
-                )));
-            }
-        }
+        let trigger = self
+            .trigger
+            .map(|t| {
+                TriggerKind::parse(&t).ok_or_else(|| {
+                    let kinds: Vec<&str> = TriggerKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ApiError::bad_input(format!("`trigger` must be one of {}", kinds.join(", ")))
+                })
+            })
+            .transpose()?;
         Ok(Filter {
             statuses: self.status.unwrap_or_default(),
-            trigger: self.trigger,
+            trigger,
             workflow: self
                 .workflow_id
                 .map(|w| parse_id("workflowId", &w))
@@ -356,7 +348,7 @@ impl ExecutionNode {
     }
     /// How it was started: MANUAL (API), CRON, WEBHOOK, EVENT, SUB_WORKFLOW or RETRY.
     async fn trigger(&self) -> &str {
-        &self.0.trigger
+        self.0.trigger.as_str()
     }
     async fn input(&self) -> Json<serde_json::Value> {
         Json(self.0.input.clone())
@@ -483,7 +475,7 @@ impl Mutation {
                     input: input.input.map(|j| j.0).unwrap_or(serde_json::json!({})),
                     priority: input.priority.map(i64::from),
                     idempotency_key: input.idempotency_key,
-                    trigger: "MANUAL",
+                    trigger: TriggerKind::Manual,
                     triggered_by: me.user_id,
                     parent: None,
                     depth: 0,
@@ -507,66 +499,13 @@ impl Mutation {
         #[graphql(desc = "Reuse the steps that succeeded (default false: run from the start).")]
         from_failed_step: Option<bool>,
     ) -> Result<ExecutionNode> {
-        let from_failed_step = from_failed_step.unwrap_or(false);
         let me = caller(ctx).require()?.clone();
         let c = ctx.data::<Ctx>()?;
         let e = c.load_for(ctx, &id, Role::Editor).await?;
-        if !matches!(
-            e.status,
-            Status::Failed | Status::Cancelled | Status::TimedOut
-        ) {
-            return Err(ApiError::bad_input(format!(
-                "execution {} is {}; only failed, cancelled or timed-out executions can be retried",
-                e.id,
-                e.status.as_str()
-            ))
-            .into());
-        }
-        let reused = match from_failed_step {
-            true => crate::domain::reusable(&c.store.steps(e.id).await?),
-            false => Vec::new(),
-        };
-        if from_failed_step
-            && crate::plan::completion(&e.definition, &crate::plan::states_of(&reused)).is_some()
-        {
-            return Err(ApiError::bad_input(
-                "every step of this execution succeeded; retry it from the start instead",
-            )
-            .into());
-        }
-        let now = c.clock.now_ms();
-        let mut retry = Execution::new_run(
-            e.workspace_id,
-            e.workflow_id,
-            e.workflow_name.clone(),
-            e.version,
-            e.definition.clone(),
-            Start {
-                input: e.input.clone(),
-                priority: Some(e.priority),
-                idempotency_key: None,
-                trigger: "RETRY",
-                triggered_by: me.user_id,
-                parent: None,
-                depth: 0,
-                retry_of: Some(e.id),
-            },
-            now,
-        );
-        retry.steps_total += reused
-            .iter()
-            .filter(|s| s.item.is_none())
-            .filter_map(|s| {
-                let output = s.output.as_ref()?;
-                Some(crate::plan::announced_steps(
-                    &e.definition,
-                    &s.node_id,
-                    output,
-                ))
-            })
-            .sum::<i64>();
-        let (retry, queued) = c.store.create(&retry, &reused, now).await?;
-        c.dispatcher.dispatch(&queued).await;
+        let retry = c
+            .launcher
+            .retry(&e, me.user_id, from_failed_step.unwrap_or(false))
+            .await?;
         Ok(ExecutionNode(retry))
     }
 
@@ -581,8 +520,7 @@ impl Mutation {
         let reason = format!("cancelled by user {}", me.user_id);
         if let Some(t) = c.store.cancel(&e, &reason, c.clock.now_ms()).await? {
             // The freed concurrency slot may have admitted a waiting execution.
-            c.dispatcher.dispatch(&t.queued).await;
-            c.relay.wake();
+            c.effects.apply(&e, t).await?;
         }
         let e = c
             .store

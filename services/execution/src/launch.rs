@@ -1,6 +1,7 @@
-//! Starting executions of published versions on behalf of triggers (webhooks and
-//! schedules): the version's frozen definition, fetched from the workflow service
-//! once per version (versions never change) and kept in a small cache.
+//! Starting executions: of published versions, for every trigger (manual starts,
+//! schedules, webhooks, sub_workflow steps), with the version's frozen definition
+//! fetched from the workflow service once per version (versions never change) and
+//! kept in a small cache; and retries of executions that did not succeed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,28 @@ impl Launcher {
             now,
         );
         let (e, queued) = self.store.create(&e, &[], now).await?;
+        self.dispatcher.dispatch(&queued).await;
+        Ok(e)
+    }
+
+    /// Records and dispatches a retry of `e` for `by` (the rules are in
+    /// [`crate::retry`]); from the failed step, it reuses what succeeded.
+    pub async fn retry(
+        &self,
+        e: &Execution,
+        by: Uuid,
+        from_failed_step: bool,
+    ) -> Result<Execution, ApiError> {
+        let steps = match from_failed_step {
+            true => Some(self.store.steps(e.id).await?),
+            false => None,
+        };
+        let now = self.clock.now_ms();
+        let retry = crate::retry::retry(e, steps.as_deref(), by, now)?;
+        let (e, queued) = self
+            .store
+            .create(&retry.execution, &retry.reused, now)
+            .await?;
         self.dispatcher.dispatch(&queued).await;
         Ok(e)
     }

@@ -1,20 +1,22 @@
 //! The execution service: executions of published workflow versions, their
 //! step runs, and the worker that runs them from the queue.
 //!
-//! Reading order: [`domain`] (nodes), [`plan`] (what runs next), [`store`] (and its
-//! transitions), [`dispatch`] (onto the queue), [`graphql`], [`grpc`], [`worker`]
-//! (one step task), [`pool`] (many), then [`build`] (the service) and
-//! [`build_worker`] (a worker process's part).
+//! Reading order: [`domain`] (nodes), [`plan`] (what runs next), [`retry`] (its rules),
+//! [`store`] (and its transitions), [`dispatch`] (onto the queue), [`effects`] (what a
+//! recorded transition sets off), [`launch`] (starting and retrying executions),
+//! [`graphql`], [`grpc`], [`worker`] (one step task), [`pool`] (many), then [`build`]
+//! (the service) and [`build_worker`] (a worker process's part).
 
 pub mod dispatch;
 pub mod domain;
+pub mod effects;
 pub mod graphql;
 pub mod grpc;
 pub mod launch;
 pub mod nodes;
 pub mod plan;
 pub mod pool;
-pub mod privacy;
+pub mod retry;
 pub mod store;
 pub mod triggers;
 pub mod worker;
@@ -38,13 +40,15 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("./migrations/postgres"),
 };
 
-/// The execution service (subgraph, gRPC, outbox relay). `workflow` is a channel
-/// to the workflow service.
+/// The execution service (subgraph, gRPC, outbox relay). `workflow` and `storage` are
+/// channels to those services (published versions; the artifacts of executions that
+/// complete through what a cancellation sets off).
 pub async fn build(
     infra: &Infra,
     db: Db,
     access: Access,
     workflow: GrpcChannel,
+    storage: GrpcChannel,
 ) -> anyhow::Result<ServiceParts> {
     let store = store::Store::new(db.clone());
     let relay = Relay::new(db, infra.bus.clone());
@@ -64,8 +68,13 @@ pub async fn build(
         store: store.clone(),
         access: access.clone(),
         clock: infra.clock.clone(),
-        relay: relay.clone(),
-        dispatcher,
+        effects: effects::Effects {
+            store: store.clone(),
+            dispatcher,
+            relay: relay.clone(),
+            clock: infra.clock.clone(),
+            storage: StorageServiceClient::new(storage),
+        },
         launcher: launcher.clone(),
     });
     // Cron schedules and webhooks, following the workflow service's trigger feed.
@@ -137,6 +146,13 @@ pub async fn build_worker(
         clock: infra.clock.clone(),
     };
     let name = instance_name();
+    let effects = effects::Effects {
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        relay: relay.clone(),
+        clock: infra.clock.clone(),
+        storage: StorageServiceClient::new(storage),
+    };
     let nodes = nodes::Nodes {
         http: nodes::http::HttpNode::new(&infra.config.http_request, workflows.clone())?,
         children: nodes::sub_workflow::Children {
@@ -147,16 +163,16 @@ pub async fn build_worker(
                 infra.clock.clone(),
             ),
             worker: name.clone(),
+            effects: effects.clone(),
         },
     };
     let settings = infra.config.worker.clone();
     let worker = Arc::new(worker::Worker {
+        effects,
         store,
         nodes,
         dispatcher: dispatcher.clone(),
-        storage: StorageServiceClient::new(storage),
         clock: infra.clock.clone(),
-        relay: relay.clone(),
         name,
         settings: settings.clone(),
         executions: moka::future::Cache::builder()

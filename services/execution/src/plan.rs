@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use flowfleet_definitions::definition::{Definition, LOOP_DONE, LOOP_ITEM};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::domain::{foreach_concurrency, readiness, sinks_output, Readiness, StepRun, StepStatus};
 
@@ -30,7 +31,23 @@ pub struct Place {
     pub item: Option<u32>,
 }
 
+/// A step's identity: one attempt at one place of one execution. A step task names it,
+/// a worker claims it, and the store's unique key on step runs is it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepKey {
+    pub execution: Uuid,
+    pub place: Place,
+    pub attempt: i64,
+}
+
 impl Place {
+    /// Where `step` ran.
+    pub fn of(step: &StepRun) -> Place {
+        Place {
+            node: step.node_id.clone(),
+            item: step.item,
+        }
+    }
     pub fn top(node: impl Into<String>) -> Place {
         Place {
             node: node.into(),
@@ -353,23 +370,29 @@ pub fn completion(def: &Definition, states: &States) -> Option<Value> {
     Some(sinks_output(&shape.top_sinks(), &scope.outputs))
 }
 
+/// What the latest attempt at each place says: a step is what its latest attempt is,
+/// whatever came before. The one rule for planning, retries and reading progress.
+pub fn latest_attempts<T>(
+    attempts: impl IntoIterator<Item = (Place, i64, T)>,
+) -> HashMap<Place, T> {
+    let mut latest: HashMap<Place, (i64, T)> = HashMap::new();
+    for (place, attempt, value) in attempts {
+        if latest.get(&place).is_none_or(|(seen, _)| *seen < attempt) {
+            latest.insert(place, (attempt, value));
+        }
+    }
+    latest.into_iter().map(|(p, (_, v))| (p, v)).collect()
+}
+
 /// The states recorded steps stand for (the latest attempt of each counts).
 pub fn states_of(steps: &[StepRun]) -> States {
-    let mut sorted: Vec<&StepRun> = steps.iter().collect();
-    sorted.sort_by_key(|s| s.attempt);
-    sorted
-        .into_iter()
-        .map(|s| {
-            let place = Place {
-                node: s.node_id.clone(),
-                item: s.item,
-            };
-            (
-                place,
-                NodeState::of(s.status, s.output.clone(), s.branch.clone()),
-            )
-        })
-        .collect()
+    latest_attempts(steps.iter().map(|s| {
+        (
+            Place::of(s),
+            s.attempt,
+            NodeState::of(s.status, s.output.clone(), s.branch.clone()),
+        )
+    }))
 }
 
 /// Steps a success adds to the execution's count beyond those it queues now: a

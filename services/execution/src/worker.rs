@@ -20,28 +20,24 @@ use std::time::Duration;
 use flowfleet_runtime::clock::Clock;
 use flowfleet_runtime::config::WorkerConfig;
 use flowfleet_runtime::error::ApiError;
-use flowfleet_runtime::events::outbox::Relay;
-use flowfleet_runtime::grpc::GrpcChannel;
-use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::PutFileRequest;
 use flowfleet_runtime::queue::{backoff, TaskDelivery};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatcher, StepKey};
+use crate::dispatch::{step_of, Dispatcher};
 use crate::domain::{Execution, Status, StepRun};
+use crate::effects::Effects;
 use crate::nodes::{NodeError, Nodes, Ran};
-use crate::store::steps::Attempt;
-use crate::store::{Claim, Store, Transition};
+use crate::plan::StepKey;
+use crate::store::{Claim, Store};
 
 pub struct Worker {
     pub store: Store,
     pub nodes: Nodes,
     pub dispatcher: Dispatcher,
-    pub storage: StorageServiceClient<GrpcChannel>,
+    /// What the transitions it records set off (dispatch, relay, completion).
+    pub effects: Effects,
     pub clock: Arc<dyn Clock>,
-    pub relay: Relay,
     pub name: String,
     pub settings: WorkerConfig,
     /// Running executions by id: their definition, input and priority never
@@ -93,7 +89,7 @@ impl Worker {
     }
 
     async fn handle_in_span(&self, delivery: TaskDelivery, give_back: &CancellationToken) {
-        let Some(key) = StepKey::from_task(&delivery.task) else {
+        let Some(key) = step_of(&delivery.task) else {
             tracing::error!(payload = %delivery.task.payload, "unreadable step task dead-lettered");
             let _ = delivery
                 .dead_letter("the task does not name an execution and node")
@@ -103,7 +99,7 @@ impl Worker {
         if let Err(e) = self.handle_step(&key, delivery, give_back).await {
             // The delivery was postponed before the error surfaced, or is dropped
             // unsettled here (and so redelivered).
-            tracing::warn!(error = %e, execution = %key.execution, node = %key.node, "step task not finished; it will be redelivered");
+            tracing::warn!(error = %e, execution = %key.execution, node = %key.place.node, "step task not finished; it will be redelivered");
         }
     }
 
@@ -113,12 +109,6 @@ impl Worker {
         delivery: TaskDelivery,
         give_back: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let attempt = Attempt {
-            execution: key.execution,
-            node: &key.node,
-            item: key.item,
-            attempt: delivery.task.attempt as i64,
-        };
         let loaded = match self.execution(key.execution).await {
             Ok(e) => e,
             Err(e) => return self.later(delivery, e).await,
@@ -131,7 +121,7 @@ impl Worker {
         let now = self.clock.now_ms();
         let claim = match self
             .store
-            .claim(attempt, &self.name, now, self.settings.lease_ms as i64)
+            .claim(key, &self.name, now, self.settings.lease_ms as i64)
             .await
         {
             Ok(c) => c,
@@ -148,7 +138,10 @@ impl Worker {
                     .await
                     .map_err(internal)?
                 {
-                    self.complete(&execution, output).await?;
+                    self.effects
+                        .complete(&execution, output)
+                        .await
+                        .map_err(internal)?;
                 }
                 delivery.ack().await?;
                 Ok(())
@@ -259,7 +252,9 @@ impl Worker {
                     .succeed(e, &step, &self.name, &outcome, &logs, now)
                     .await
                     .map_err(internal)?;
-                self.after(e, t).await?;
+                if let Some(t) = t {
+                    self.effects.apply(e, t).await.map_err(internal)?;
+                }
                 delivery.ack().await?;
             }
             Ending::Failed(message) => {
@@ -337,83 +332,13 @@ impl Worker {
                 .fail(e, step, &self.name, &message, timed_out, None, &logs, now)
                 .await
                 .map_err(internal)?;
-            if t.as_ref().is_some_and(|t| t.failed) {
-                metrics::counter!("flowfleet_executions_finished_total", "status" => "FAILED")
-                    .increment(1);
-                self.relay.wake();
-            }
             // Ending it may have admitted a waiting execution.
-            self.after(e, t).await?;
+            if let Some(t) = t {
+                self.effects.apply(e, t).await.map_err(internal)?;
+            }
             delivery.dead_letter(&message).await?;
         }
         Ok(())
-    }
-
-    /// Dispatches what a transition queued, completes the execution if it was
-    /// the last step, and completes parents that a finished child completed.
-    async fn after(&self, e: &Execution, t: Option<Transition>) -> anyhow::Result<()> {
-        let Some(t) = t else {
-            return Ok(()); // not ours any more: nothing was recorded
-        };
-        self.dispatcher.dispatch(&t.queued).await;
-        if let Some(output) = t.completed {
-            self.complete(e, output).await?;
-        }
-        for r in t.resumed {
-            if let Some(output) = r.completed {
-                self.complete(&r.parent, output).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores the output artifact, then marks the execution SUCCEEDED (with its
-    /// outcome event), which resumes its parent if it is a child. Both are
-    /// idempotent: redone after a crash, nothing doubles.
-    fn complete<'a>(
-        &'a self,
-        e: &'a Execution,
-        output: Value,
-    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let current = self.store.get(e.id).await.map_err(internal)?;
-            let Some(mut e) = current else {
-                return Ok(());
-            };
-            if e.status.is_terminal() {
-                return Ok(());
-            }
-            if e.artifact_file_id.is_none() {
-                let file = self
-                    .storage
-                    .clone()
-                    .put_file(PutFileRequest {
-                        workspace_id: e.workspace_id.to_string(),
-                        owner_id: e.triggered_by.to_string(),
-                        execution_id: e.id.to_string(),
-                        name: "output.json".into(),
-                        content_type: "application/json".into(),
-                        content: serde_json::to_vec_pretty(&output)?,
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("storing the output artifact failed: {s}"))?
-                    .into_inner();
-                self.store
-                    .set_artifact(e.id, &file.id)
-                    .await
-                    .map_err(internal)?;
-            }
-            e.status = Status::Succeeded;
-            e.output = Some(output);
-            e.finished_at = Some(self.clock.now_ms());
-            let t = self.store.finish(&e).await.map_err(internal)?;
-            if t.is_some() {
-                metrics::counter!("flowfleet_executions_finished_total", "status" => "SUCCEEDED")
-                    .increment(1);
-                self.relay.wake();
-            }
-            self.after(&e, t).await
-        })
     }
 }
 

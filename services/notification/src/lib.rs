@@ -11,7 +11,6 @@ pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod handlers;
-pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;

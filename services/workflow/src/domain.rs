@@ -38,6 +38,45 @@ impl Status {
     }
 }
 
+/// What a user may ask of a workflow, as far as its status decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Edit,
+    Publish,
+    RollBack,
+    Archive,
+    Restore,
+    Delete,
+}
+
+impl Workflow {
+    /// The lifecycle rules: an ARCHIVED workflow is restored before it is edited,
+    /// published or rolled back, and only it can be restored; an ACTIVE one is archived
+    /// before it is deleted.
+    pub fn allows(&self, change: Change) -> Result<(), ApiError> {
+        let refusal = match (self.status, change) {
+            (Status::Archived, Change::Edit) => {
+                "an archived workflow cannot be edited; restore it first"
+            }
+            (Status::Archived, Change::Publish) => {
+                "an archived workflow cannot be published; restore it first"
+            }
+            (Status::Archived, Change::RollBack) => {
+                "an archived workflow cannot be rolled back; restore it first"
+            }
+            (Status::Archived, Change::Archive) => "the workflow is already archived",
+            (Status::Draft | Status::Active, Change::Restore) => {
+                "only an archived workflow can be restored"
+            }
+            (Status::Active, Change::Delete) => {
+                "an active workflow cannot be deleted; archive it first"
+            }
+            _ => return Ok(()),
+        };
+        Err(ApiError::conflict(refusal))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Workflow {
     pub id: Uuid,

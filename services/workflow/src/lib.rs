@@ -9,7 +9,6 @@ pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod interchange;
-pub mod privacy;
 pub mod store;
 
 use std::sync::Arc;

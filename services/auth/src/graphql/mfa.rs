@@ -53,7 +53,7 @@ impl Ctx {
 
     /// The second factor at sign-in: nothing for accounts without one; otherwise a TOTP
     /// code or a recovery code, or `MFA_REQUIRED` when neither was sent.
-    pub(super) async fn second_factor(
+    pub(crate) async fn second_factor(
         &self,
         user: &User,
         totp_code: Option<String>,

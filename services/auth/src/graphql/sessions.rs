@@ -1,11 +1,11 @@
-//! Signing up and in, refresh-token sessions, signing out and password changes. Each
-//! outcome that matters for security (sign-in, failure, lockout, refresh reuse, password
-//! change) goes to the audit log.
+//! Signing up and in (the sign-in policy is [`crate::sign_in`]), refresh-token sessions,
+//! signing out and password changes. Each outcome that matters for security (sign-in,
+//! failure, lockout, refresh reuse, password change) goes to the audit log.
 
 use crate::sessions::Rotation;
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
 use flowfleet_host::subgraph::caller;
-use flowfleet_runtime::error::{ApiError, ErrorCode};
+use flowfleet_runtime::error::ApiError;
 use flowfleet_security::service_auth::ClientAddress;
 
 use super::{Ctx, UserNode};
@@ -49,7 +49,7 @@ impl Ctx {
     }
 
     /// Tokens for a new sign-in: a new session family.
-    async fn sign_in(&self, user: domain::User) -> Result<AuthPayload, ApiError> {
+    pub(crate) async fn sign_in(&self, user: domain::User) -> Result<AuthPayload, ApiError> {
         let refresh = new_refresh_token()?;
         let family = uuid::Uuid::new_v4().to_string();
         self.sessions
@@ -116,120 +116,14 @@ impl SessionMutation {
     #[tracing::instrument(skip_all)]
     async fn log_in(&self, ctx: &Context<'_>, input: LogInInput) -> Result<AuthPayload> {
         let c = ctx.data::<Ctx>()?;
-        let wrong = || ApiError::unauthenticated("wrong e-mail or password");
-        let now = c.clock.now_ms();
-        let email = Email::parse(&input.email).map_err(|_| wrong())?;
-        // Counted before the check, so concurrent guesses cannot slip past the limit;
-        // unknown e-mails count too, so a lockout does not reveal which accounts exist.
-        let throttle = c.login_throttle;
-        let key = format!("login:account:{}", email.as_str());
-        let attempt = c
-            .counters
-            .hit(&key, throttle.window)
-            .await
-            .map_err(ApiError::internal)?;
-        let locked = || {
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many failed sign-ins for this account; try again in {} seconds",
-                    attempt.resets_in.as_secs().max(1)
-                ),
-            )
+        let attempt = crate::sign_in::Attempt {
+            email: input.email,
+            password: input.password,
+            totp_code: input.totp_code,
+            recovery_code: input.recovery_code,
+            address: ctx.data_opt::<ClientAddress>().map(|a| a.0),
         };
-        if attempt.hits > throttle.max_failures {
-            return Err(locked().into());
-        }
-        // Per address, only failures count (an office behind one address signs in often),
-        // so the check is a peek and the count comes after a failure.
-        let address = ctx.data_opt::<ClientAddress>().map(|a| a.0);
-        let ip = address.map(|a| a.to_string());
-        let ip_key = address.map(|a| format!("login:ip:{a}"));
-        if let Some(ip_key) = &ip_key {
-            let from_here = c.counters.peek(ip_key).await.map_err(ApiError::internal)?;
-            if let Some(from_here) = from_here.filter(|n| n.hits >= throttle.max_failures_per_ip) {
-                return Err(ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many failed sign-ins from your network; try again in {} seconds",
-                        from_here.resets_in.as_secs().max(1)
-                    ),
-                )
-                .into());
-            }
-        }
-        let count_failure_here = || async {
-            if let Some(ip_key) = &ip_key {
-                c.counters
-                    .hit(ip_key, throttle.window)
-                    .await
-                    .map_err(ApiError::internal)?;
-            }
-            Ok::<_, ApiError>(())
-        };
-        let found = c.store.credentials(&email).await?;
-        // Verify against a real hash even for unknown accounts, so timing does
-        // not reveal which e-mails have accounts.
-        let (user, hash) = match found {
-            Some((u, h)) => (Some(u), h),
-            None => (None, password::DUMMY_HASH.to_string()),
-        };
-        let ok = password::verify(input.password, hash).await?;
-        let user_id = user.as_ref().map(|u| u.id);
-        let failed = |kind| SecurityEvent {
-            kind,
-            user: user_id,
-            actor: user_id,
-            workspace: None,
-            ip: ip.clone(),
-            detail: serde_json::json!({"email": email.as_str(), "failures": attempt.hits}),
-        };
-        match (user, ok) {
-            (Some(user), true) => {
-                // The password was right; a second factor, when enrolled, must be too.
-                if let Err(e) = c
-                    .second_factor(&user, input.totp_code, input.recovery_code)
-                    .await
-                {
-                    if e.code != ErrorCode::MfaRequired {
-                        count_failure_here().await?;
-                        c.store
-                            .record_security_event(
-                                &failed(SecurityEventKind::SignInFailed).with_detail(
-                                    serde_json::json!({"failures": attempt.hits, "factor": "second"}),
-                                ),
-                                now,
-                            )
-                            .await?;
-                    }
-                    return Err(e.into());
-                }
-                c.counters.reset(&key).await.map_err(ApiError::internal)?;
-                c.store
-                    .record_security_event(
-                        &SecurityEvent::account(SecurityEventKind::SignedIn, user.id)
-                            .with_ip(ip.clone()),
-                        now,
-                    )
-                    .await?;
-                Ok(c.sign_in(user).await?)
-            }
-            _ if attempt.hits >= throttle.max_failures => {
-                count_failure_here().await?;
-                tracing::warn!(failures = attempt.hits, "sign-in locked for an account");
-                c.store
-                    .record_security_event(&failed(SecurityEventKind::SignInLocked), now)
-                    .await?;
-                Err(locked().into())
-            }
-            _ => {
-                count_failure_here().await?;
-                c.store
-                    .record_security_event(&failed(SecurityEventKind::SignInFailed), now)
-                    .await?;
-                Err(wrong().into())
-            }
-        }
+        Ok(crate::sign_in::log_in(c, attempt).await?)
     }
 
     /// Exchanges a refresh token for new tokens. Each refresh token works once; presenting

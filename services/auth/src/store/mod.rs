@@ -1,16 +1,19 @@
 //! The auth service's tables (its own schema): users, workspaces and memberships here;
-//! member management and invitations in [`members`], the audit log in [`audit`].
+//! member management and invitations in [`members`], the audit log in [`audit`], the
+//! signing keys in [`signing_keys`].
 
 mod account;
 mod api_keys;
 mod audit;
 mod members;
 mod mfa;
+mod signing_keys;
 
 pub use account::DeletedAccount;
 pub use api_keys::NewApiKey;
 pub use audit::SecurityEventPage;
 pub use mfa::MfaState;
+pub use signing_keys::StoredKey;
 
 use flowfleet_runtime::db::uuid_column;
 use flowfleet_runtime::db::{is_unique_violation, Db};

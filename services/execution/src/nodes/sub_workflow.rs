@@ -10,8 +10,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{NodeError, Ran};
-use crate::domain::{Execution, ParentStep, Start, StepRun, MAX_DEPTH};
+use crate::domain::{Execution, ParentStep, Start, StepRun, TriggerKind, MAX_DEPTH};
+use crate::effects::Effects;
 use crate::launch::Launcher;
+use crate::store::Transition;
 
 #[derive(Clone)]
 pub struct Children {
@@ -19,6 +21,8 @@ pub struct Children {
     pub launcher: Launcher,
     /// The worker running the steps (only the step's holder may make it wait).
     pub worker: String,
+    /// Dispatches the child's first steps.
+    pub effects: Effects,
 }
 
 impl Children {
@@ -83,7 +87,7 @@ impl Children {
                 input: node.config.get("input").cloned().unwrap_or(input),
                 priority: Some(e.priority),
                 idempotency_key: Some(format!("parent-step:{}", step.id)),
-                trigger: "SUB_WORKFLOW",
+                trigger: TriggerKind::SubWorkflow,
                 triggered_by: e.triggered_by,
                 parent: Some(ParentStep {
                     execution: e.id,
@@ -105,7 +109,17 @@ impl Children {
                     "started child execution {} of workflow {} version {}; waiting for it",
                     child.id, workflow_id, child.version
                 ));
-                self.launcher.dispatcher.dispatch(&queued).await;
+                let started = Transition {
+                    queued,
+                    ..Transition::default()
+                };
+                if let Err(err) = self.effects.apply(&child, started).await {
+                    // Recorded already: the dispatch sweeper sends what did not go.
+                    logs.push(format!(
+                        "dispatching the child's first steps: {}",
+                        err.message
+                    ));
+                }
                 Ok(Ran::Waiting)
             }
             // Not this worker's step any more: nothing was recorded.

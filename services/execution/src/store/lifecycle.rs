@@ -17,18 +17,9 @@ use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use super::steps::{advance, lock, QueuedStep, Transition};
-use super::{by_id, execution_from, outcome_payload, Store, COLUMNS};
+use super::progress::{advance, lock, QueuedStep, Resumed, Transition};
+use super::{by_id, execution_from, Store, COLUMNS};
 use crate::domain::{Execution, ParentStep, Status};
-
-/// A parent execution resumed because its child finished: its next steps are
-/// queued in the same transition; when `completed`, the caller finishes it
-/// with that output (storing its artifact first).
-#[derive(Debug)]
-pub struct Resumed {
-    pub parent: Box<Execution>,
-    pub completed: Option<Value>,
-}
 
 /// Takes a slot under the workflow's concurrency limit (always granted without
 /// one); false when every slot is taken. The slot row's lock serialises
@@ -92,7 +83,7 @@ async fn release_slot(
             .bind(waiting.id.to_string())
             .execute(&mut **tx)
             .await?;
-        queued.extend(super::steps::start(tx, &waiting, now).await?);
+        queued.extend(super::progress::start(tx, &waiting, now).await?);
     }
     Ok(queued)
 }
@@ -138,13 +129,10 @@ pub(crate) fn fail_execution<'a>(
         failed.status = status;
         failed.error = Some(error.to_string());
         failed.finished_at = Some(now);
-        let kind = match status {
-            Status::Cancelled => "execution.cancelled",
-            _ => "execution.failed",
-        };
-        outbox::record(tx, &Event::new(kind, now, outcome_payload(&failed))).await?;
+        let kind = failed.status.outcome_event();
+        outbox::record(tx, &Event::new(kind, now, failed.outcome_payload())).await?;
         let mut t = Transition {
-            failed: true,
+            ended: Some(status),
             ..Default::default()
         };
         let children = sqlx::query(&format!(
@@ -230,14 +218,13 @@ impl Store {
             return Ok(None);
         };
         let admitted: i64 = ended.try_get("admitted")?;
-        let kind = if e.status == Status::Succeeded {
-            "execution.succeeded"
-        } else {
-            "execution.failed"
-        };
         let now = e.finished_at.unwrap_or_default();
-        outbox::record(&mut tx, &Event::new(kind, now, outcome_payload(e))).await?;
-        let mut t = Transition::default();
+        let event = Event::new(e.status.outcome_event(), now, e.outcome_payload());
+        outbox::record(&mut tx, &event).await?;
+        let mut t = Transition {
+            ended: Some(e.status),
+            ..Transition::default()
+        };
         if admitted == 1 {
             t.queued.extend(release_slot(&mut tx, e, now).await?);
         }

@@ -8,7 +8,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{execution_from, Store, COLUMNS};
-use crate::domain::{Execution, Status};
+use crate::domain::{Execution, Status, TriggerKind};
 
 /// Whose executions.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub struct Filter {
     /// Any of these statuses (all when empty).
     pub statuses: Vec<Status>,
     /// MANUAL, CRON, WEBHOOK, EVENT, SUB_WORKFLOW or RETRY.
-    pub trigger: Option<String>,
+    pub trigger: Option<TriggerKind>,
     /// Within a workspace: one workflow's.
     pub workflow: Option<Uuid>,
     /// Created at or after (ms).
@@ -60,7 +60,11 @@ impl Filter {
             conditions.push(format!("status IN ({})", placeholders.join(", ")));
         }
         if let Some(t) = &self.trigger {
-            conditions.push(bind("trigger_kind = ?", Arg::Text(t.clone()), &mut args));
+            conditions.push(bind(
+                "trigger_kind = ?",
+                Arg::Text(t.as_str().to_string()),
+                &mut args,
+            ));
         }
         if let Some(w) = self.workflow {
             conditions.push(bind("workflow_id = ?", Arg::Text(w.to_string()), &mut args));

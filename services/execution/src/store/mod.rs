@@ -2,9 +2,14 @@
 //! engine's transitions) and what ends executions ([`lifecycle`]: failing,
 //! finishing, children resuming their parents, concurrency slots).
 
+// What the service holds about a user, for export and erasure (see
+// `flowfleet_host::privacy`).
+mod privacy;
+
 pub mod lifecycle;
 pub mod list;
 pub mod partitions;
+pub mod progress;
 pub mod schedule;
 pub mod steps;
 
@@ -15,8 +20,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{Execution, ParentStep, Status, StepRun, StepStatus};
-pub use steps::{Claim, QueuedStep, Transition};
+use crate::domain::{Execution, ParentStep, Status, StepRun, StepStatus, TriggerKind};
+pub use progress::{QueuedStep, Transition};
+pub use steps::Claim;
 
 /// What recording a new execution did.
 pub enum Created {
@@ -56,7 +62,11 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
         definition: serde_json::from_str(&definition).map_err(ApiError::internal)?,
         status: Status::parse(&status)
             .ok_or_else(|| ApiError::internal(format!("stored status `{status}`")))?,
-        trigger: row.try_get("trigger_kind")?,
+        trigger: {
+            let kind: String = row.try_get("trigger_kind")?;
+            TriggerKind::parse(&kind)
+                .ok_or_else(|| ApiError::internal(format!("stored trigger kind `{kind}`")))?
+        },
         input: json(row, "input")?.unwrap_or_default(),
         output: json(row, "output")?,
         error: row.try_get("error")?,
@@ -150,19 +160,6 @@ pub(crate) fn item_to(item: Option<u32>) -> i64 {
     item.map(i64::from).unwrap_or(-1)
 }
 
-/// The facts an execution's outcome event carries (consumed by analytics and
-/// notification).
-pub fn outcome_payload(e: &Execution) -> serde_json::Value {
-    let started = e.started_at.unwrap_or(e.created_at);
-    let finished = e.finished_at.unwrap_or(started);
-    serde_json::json!({
-        "executionId": e.id, "workflowId": e.workflow_id, "workspaceId": e.workspace_id,
-        "version": e.version, "status": e.status.as_str(), "triggeredBy": e.triggered_by,
-        "workflowName": e.workflow_name, "startedAtMs": started, "finishedAtMs": finished,
-        "durationMs": finished - started, "error": e.error,
-    })
-}
-
 impl Store {
     pub fn db(&self) -> &Db {
         &self.db
@@ -241,7 +238,7 @@ impl Store {
         .bind(e.version)
         .bind(serde_json::to_string(&e.definition).map_err(ApiError::internal)?)
         .bind(e.status.as_str())
-        .bind(&e.trigger)
+        .bind(e.trigger.as_str())
         .bind(e.input.to_string())
         .bind(None::<String>)
         .bind(None::<String>)
@@ -265,7 +262,7 @@ impl Store {
         if !admitted {
             return Ok(Created::New(Vec::new()));
         }
-        let queued = steps::start(tx, e, now).await?;
+        let queued = progress::start(tx, e, now).await?;
         Ok(Created::New(queued))
     }
     pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, ApiError> {

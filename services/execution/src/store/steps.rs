@@ -14,29 +14,18 @@
 //!   row lock in PostgreSQL, the write lock in SQLite). Without it, two branches
 //!   finishing at once could each see the other unfinished and neither start the join.
 
-use std::collections::HashMap;
-
 use flowfleet_runtime::error::ApiError;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use super::lifecycle::{self, Resumed};
-use super::{item_from, item_to, step_from, Store, STEP_COLUMNS};
-use crate::domain::{self, Execution, Outcome, Status, StepRun, StepStatus};
-use crate::plan::{self, Decision, NodeState, Place, States};
-
-/// A QUEUED step whose task must go on the queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueuedStep {
-    pub id: Uuid,
-    pub execution_id: Uuid,
-    pub node_id: String,
-    pub item: Option<u32>,
-    pub attempt: i64,
-    pub priority: i64,
-    pub due_at: i64,
-}
+use super::lifecycle;
+use super::progress::{
+    advance, insert, lock, node_states, queued_from, QueuedStep, Transition, QUEUED_COLUMNS,
+};
+use super::{item_to, step_from, Store, STEP_COLUMNS};
+use crate::domain::{Execution, Outcome, Status, StepRun, StepStatus};
+use crate::plan::{self, StepKey};
 
 /// What a claim found.
 #[derive(Debug)]
@@ -47,146 +36,6 @@ pub enum Claim {
     Held { until: i64 },
     /// Settled, cancelled or unknown: nothing to do.
     Gone,
-}
-
-/// What recording a result changed.
-#[derive(Debug, Default)]
-pub struct Transition {
-    /// Steps now queued, to dispatch.
-    pub queued: Vec<QueuedStep>,
-    /// Every node is settled: the execution is complete with this output (the
-    /// caller stores the artifact, then [`Store::finish`]es it).
-    pub completed: Option<Value>,
-    /// The execution failed with this transition.
-    pub failed: bool,
-    /// Parents resumed by executions this transition ended (their next steps are
-    /// in `queued`; a completed one must be finished by the caller).
-    pub resumed: Vec<Resumed>,
-}
-
-impl Transition {
-    pub(crate) fn absorb(&mut self, other: Transition) {
-        self.queued.extend(other.queued);
-        self.completed = self.completed.take().or(other.completed);
-        self.failed |= other.failed;
-        self.resumed.extend(other.resumed);
-    }
-}
-
-fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
-    Ok(QueuedStep {
-        id: flowfleet_runtime::db::uuid_column(row, "id")?,
-        execution_id: flowfleet_runtime::db::uuid_column(row, "execution_id")?,
-        node_id: row.try_get("node_id")?,
-        item: item_from(row.try_get("item")?),
-        attempt: row.try_get("attempt")?,
-        priority: row.try_get("priority")?,
-        due_at: row.try_get("due_at")?,
-    })
-}
-
-const QUEUED_COLUMNS: &str = "id, execution_id, node_id, item, attempt, priority, due_at";
-
-/// Locks the execution against concurrent transitions and returns its status.
-pub(super) async fn lock(
-    tx: &mut Transaction<'_, Any>,
-    execution: Uuid,
-) -> Result<Status, ApiError> {
-    let row =
-        sqlx::query("UPDATE executions SET steps_done = steps_done WHERE id = $1 RETURNING status")
-            .bind(execution.to_string())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| ApiError::internal(format!("execution {execution} vanished")))?;
-    let status: String = row.try_get("status")?;
-    Status::parse(&status).ok_or_else(|| ApiError::internal(format!("stored status `{status}`")))
-}
-
-/// Each step's state from its latest attempt.
-pub(super) async fn node_states<'e>(
-    db: impl sqlx::Executor<'e, Database = Any>,
-    execution: Uuid,
-) -> Result<States, ApiError> {
-    let rows = sqlx::query(
-        "SELECT node_id, item, attempt, status, output, branch FROM step_runs WHERE execution_id = $1",
-    )
-    .bind(execution.to_string())
-    .fetch_all(db)
-    .await?;
-    let mut latest: HashMap<Place, (i64, NodeState)> = HashMap::new();
-    for row in &rows {
-        let place = Place {
-            node: row.try_get("node_id")?,
-            item: item_from(row.try_get("item")?),
-        };
-        let attempt: i64 = row.try_get("attempt")?;
-        if latest.get(&place).is_some_and(|(a, _)| *a > attempt) {
-            continue;
-        }
-        let status: String = row.try_get("status")?;
-        let status = StepStatus::parse(&status)
-            .ok_or_else(|| ApiError::internal(format!("stored step status `{status}`")))?;
-        let output = row
-            .try_get::<Option<String>, _>("output")?
-            .and_then(|o| serde_json::from_str(&o).ok());
-        let state = NodeState::of(status, output, row.try_get("branch")?);
-        latest.insert(place, (attempt, state));
-    }
-    Ok(latest.into_iter().map(|(k, (_, s))| (k, s)).collect())
-}
-
-/// Inserts the decided steps: QUEUED ones to dispatch, SKIPPED ones settled.
-/// Returns the queued steps and how many were skipped. A `delay` step is due
-/// when its wait ends, which is what makes the wait durable: the row (and the
-/// queue's delayed task) hold it, not a worker.
-pub(super) async fn apply(
-    tx: &mut Transaction<'_, Any>,
-    e: &Execution,
-    decisions: &[Decision],
-    now: i64,
-) -> Result<(Vec<QueuedStep>, i64), ApiError> {
-    let mut queued = Vec::new();
-    let mut skipped = 0;
-    for d in decisions {
-        let node = e.definition.node(d.node());
-        let node_type = node.map(|n| n.node_type.clone()).unwrap_or_default();
-        let (status, input) = match d {
-            Decision::Run { input, .. } => (StepStatus::Queued, input.clone()),
-            Decision::Skip { .. } => (StepStatus::Skipped, Value::Null),
-        };
-        let due_at = match node {
-            // A delay that cannot be worked out is due now: its step fails
-            // with the reason.
-            Some(n) if node_type == "delay" && status == StepStatus::Queued => {
-                domain::delay_due(n, &input, now).unwrap_or(now)
-            }
-            _ => now,
-        };
-        let step = QueuedStep {
-            id: Uuid::now_v7(),
-            execution_id: e.id,
-            node_id: d.node().to_string(),
-            item: d.place().item,
-            attempt: 1,
-            priority: e.priority,
-            due_at,
-        };
-        insert(tx, &step, &node_type, status, &input, now).await?;
-        match status {
-            StepStatus::Skipped => skipped += 1,
-            _ => queued.push(step),
-        }
-    }
-    Ok((queued, skipped))
-}
-
-/// Records an admitted execution's entry steps (after any reused results).
-pub(super) async fn start(
-    tx: &mut Transaction<'_, Any>,
-    e: &Execution,
-    now: i64,
-) -> Result<Vec<QueuedStep>, ApiError> {
-    Ok(advance(tx, e, 0, 0, now).await?.queued)
 }
 
 /// Copies an earlier execution's results (a retry from the failed step):
@@ -231,74 +80,6 @@ pub(super) async fn reuse(
     Ok(())
 }
 
-/// Decides and records what the execution's current states make ready, counts
-/// `settled` more steps done and `announced` more in total, and reports whether
-/// the execution is complete.
-pub(super) async fn advance(
-    tx: &mut Transaction<'_, Any>,
-    e: &Execution,
-    settled: i64,
-    announced: i64,
-    now: i64,
-) -> Result<Transition, ApiError> {
-    let mut states = node_states(&mut **tx, e.id).await?;
-    let decisions = plan::next_steps(&e.definition, &e.input, &states);
-    let (queued, skipped) = apply(tx, e, &decisions, now).await?;
-    for d in &decisions {
-        let state = match d {
-            Decision::Run { .. } => NodeState::Open,
-            Decision::Skip { .. } => NodeState::Skipped,
-        };
-        states.insert(d.place().clone(), state);
-    }
-    if settled + skipped + announced != 0 {
-        sqlx::query(
-            "UPDATE executions SET steps_done = steps_done + $1, steps_total = steps_total + $2 \
-             WHERE id = $3",
-        )
-        .bind(settled + skipped)
-        .bind(announced)
-        .bind(e.id.to_string())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(Transition {
-        queued,
-        completed: plan::completion(&e.definition, &states),
-        ..Default::default()
-    })
-}
-
-async fn insert(
-    tx: &mut Transaction<'_, Any>,
-    step: &QueuedStep,
-    node_type: &str,
-    status: StepStatus,
-    input: &Value,
-    now: i64,
-) -> Result<(), ApiError> {
-    let finished = (status == StepStatus::Skipped).then_some(now);
-    sqlx::query(
-        "INSERT INTO step_runs (id, execution_id, node_id, item, node_type, status, attempt, priority, \
-         input, queued_at, due_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(step.id.to_string())
-    .bind(step.execution_id.to_string())
-    .bind(&step.node_id)
-    .bind(item_to(step.item))
-    .bind(node_type)
-    .bind(status.as_str())
-    .bind(step.attempt)
-    .bind(step.priority)
-    .bind(input.to_string())
-    .bind(now)
-    .bind(step.due_at)
-    .bind(finished)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// How a held step ends.
 struct Settlement<'a> {
     status: StepStatus,
@@ -334,21 +115,12 @@ async fn settle(
     Ok(updated.rows_affected() == 1)
 }
 
-/// The key of one attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
-    pub execution: Uuid,
-    pub node: &'a str,
-    pub item: Option<u32>,
-    pub attempt: i64,
-}
-
 impl Store {
     /// QUEUED → RUNNING for `worker`, or takes over a RUNNING step whose lease
     /// expired (its worker stopped heartbeating).
     pub async fn claim(
         &self,
-        at: Attempt<'_>,
+        at: &StepKey,
         worker: &str,
         now: i64,
         lease_ms: i64,
@@ -362,8 +134,8 @@ impl Store {
         .bind(worker)
         .bind(now)
         .bind(at.execution.to_string())
-        .bind(at.node)
-        .bind(item_to(at.item))
+        .bind(&at.place.node)
+        .bind(item_to(at.place.item))
         .bind(at.attempt)
         .fetch_optional(pool)
         .await?;
@@ -382,8 +154,8 @@ impl Store {
              WHERE execution_id = $1 AND node_id = $2 AND item = $3 AND attempt = $4",
         )
         .bind(at.execution.to_string())
-        .bind(at.node)
-        .bind(item_to(at.item))
+        .bind(&at.place.node)
+        .bind(item_to(at.place.item))
         .bind(at.attempt)
         .fetch_optional(pool)
         .await?
@@ -409,8 +181,8 @@ impl Store {
         .bind(worker)
         .bind(now)
         .bind(at.execution.to_string())
-        .bind(at.node)
-        .bind(item_to(at.item))
+        .bind(&at.place.node)
+        .bind(item_to(at.place.item))
         .bind(at.attempt)
         .bind(heartbeat)
         .fetch_optional(pool)
@@ -418,7 +190,7 @@ impl Store {
         match taken {
             Some(row) => {
                 tracing::warn!(
-                    node = at.node,
+                    node = %at.place.node,
                     attempt = at.attempt,
                     "took over a step whose worker stopped heartbeating"
                 );
@@ -483,7 +255,7 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
-        if step.node_type == "webhook_response" {
+        if step.replies_to_webhook() {
             sqlx::query("UPDATE executions SET reply = $1 WHERE id = $2 AND reply IS NULL")
                 .bind(outcome.output.to_string())
                 .bind(e.id.to_string())
@@ -559,20 +331,11 @@ impl Store {
                     transition.queued.push(next);
                 }
                 None => {
-                    let message = format!(
-                        "node `{}`{} failed after {} attempt{}: {error}",
-                        step.node_id,
-                        step.item
-                            .map(|i| format!(" (item {i})"))
-                            .unwrap_or_default(),
-                        step.attempt,
-                        if step.attempt == 1 { "" } else { "s" }
-                    );
+                    let message = step.exhausted(error);
                     if let Some(t) =
                         lifecycle::fail_execution(&mut tx, e, Status::Failed, &message, now).await?
                     {
                         transition.absorb(t);
-                        transition.failed = true;
                     }
                 }
             }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Live;
-use crate::domain::Start;
+use crate::domain::{Start, TriggerKind};
 use crate::launch::Launcher;
 
 /// The lease's name.
@@ -117,7 +117,7 @@ impl Scheduler {
                 continue;
             };
             for (index, t) in w.triggers.iter().enumerate() {
-                if t.kind != "CRON" {
+                if t.kind != TriggerKind::Cron.as_str() {
                     continue;
                 }
                 if let Err(e) = self
@@ -180,7 +180,7 @@ impl Scheduler {
                     }),
                     priority: None,
                     idempotency_key: Some(format!("cron:{key}:{at}")),
-                    trigger: "CRON",
+                    trigger: TriggerKind::Cron,
                     triggered_by: Uuid::nil(),
                     parent: None,
                     depth: 0,

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Live;
-use crate::domain::{Start, Status};
+use crate::domain::{Start, Status, TriggerKind};
 use crate::launch::Launcher;
 
 #[derive(Clone)]
@@ -147,7 +147,7 @@ impl Hooks {
         if !live
             .triggers
             .iter()
-            .any(|t| t.kind == "WEBHOOK" && t.webhook_path == path)
+            .any(|t| t.kind == TriggerKind::Webhook.as_str() && t.webhook_path == path)
         {
             return not_found();
         }
@@ -215,7 +215,7 @@ impl Hooks {
                     input,
                     priority: None,
                     idempotency_key,
-                    trigger: "WEBHOOK",
+                    trigger: TriggerKind::Webhook,
                     triggered_by: Uuid::nil(),
                     parent: None,
                     depth: 0,

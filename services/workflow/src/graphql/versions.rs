@@ -8,7 +8,7 @@ use flowfleet_runtime::error::ApiError;
 use flowfleet_security::identity::Role;
 
 use super::{Ctx, WorkflowVersion};
-use crate::domain::{self, Status};
+use crate::domain::{self, Change};
 
 #[derive(Default)]
 pub struct VersionMutation;
@@ -29,12 +29,7 @@ impl VersionMutation {
         let me = caller(ctx).require()?.clone();
         let w = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&w, expected_revision)?;
-        if w.status == Status::Archived {
-            return Err(ApiError::conflict(
-                "an archived workflow cannot be published; restore it first",
-            )
-            .into());
-        }
+        w.allows(Change::Publish)?;
         domain::check_publishable(&c.store.validate(w.workspace_id, &w.definition).await?)?;
         let (published, v) = c
             .store
@@ -59,12 +54,7 @@ impl VersionMutation {
         let me = caller(ctx).require()?.clone();
         let w = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&w, expected_revision)?;
-        if w.status == Status::Archived {
-            return Err(ApiError::conflict(
-                "an archived workflow cannot be rolled back; restore it first",
-            )
-            .into());
-        }
+        w.allows(Change::RollBack)?;
         let old =
             c.store.version_of(w.id, version).await?.ok_or_else(|| {
                 ApiError::not_found(format!("the workflow has no version {version}"))

@@ -10,7 +10,7 @@ use flowfleet_security::access::Target;
 use flowfleet_security::identity::Role;
 
 use super::{Ctx, WorkflowNode};
-use crate::domain::{self, NewWorkflow, Status};
+use crate::domain::{self, Change, NewWorkflow, Status};
 use crate::interchange::Document;
 
 #[derive(InputObject)]
@@ -83,12 +83,7 @@ impl WorkflowMutation {
         let c = ctx.data::<Ctx>()?;
         let current = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&current, Some(expected_revision))?;
-        if current.status == Status::Archived {
-            return Err(ApiError::conflict(
-                "an archived workflow cannot be edited; restore it first",
-            )
-            .into());
-        }
+        current.allows(Change::Edit)?;
         if input.name.is_none()
             && input.description.is_none()
             && input.tags.is_none()
@@ -151,9 +146,7 @@ impl WorkflowMutation {
         let c = ctx.data::<Ctx>()?;
         let w = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&w, expected_revision)?;
-        if w.status == Status::Archived {
-            return Err(ApiError::conflict("the workflow is already archived").into());
-        }
+        w.allows(Change::Archive)?;
         let now = c.clock.now_ms();
         Ok(WorkflowNode::from(
             c.store.set_status(&w, Status::Archived, now).await?,
@@ -172,9 +165,7 @@ impl WorkflowMutation {
         let c = ctx.data::<Ctx>()?;
         let w = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&w, expected_revision)?;
-        if w.status != Status::Archived {
-            return Err(ApiError::conflict("only an archived workflow can be restored").into());
-        }
+        w.allows(Change::Restore)?;
         let status = domain::restored_status(&w);
         let now = c.clock.now_ms();
         Ok(WorkflowNode::from(
@@ -195,12 +186,7 @@ impl WorkflowMutation {
         let c = ctx.data::<Ctx>()?;
         let w = c.authorized(ctx, &id, Role::Admin).await?;
         Ctx::check_revision(&w, expected_revision)?;
-        if w.status == Status::Active {
-            return Err(ApiError::conflict(
-                "an active workflow cannot be deleted; archive it first",
-            )
-            .into());
-        }
+        w.allows(Change::Delete)?;
         c.store.delete(&w, c.clock.now_ms()).await?;
         Ok(ID(w.id.to_string()))
     }

@@ -7,6 +7,10 @@
 //! one wins and the other gets `CONFLICT` (PostgreSQL re-checks the `WHERE` on
 //! the locked row after the first commits; SQLite has one writer at a time).
 
+// What the service holds about a user, for export and erasure (see
+// `flowfleet_host::privacy`).
+mod privacy;
+
 mod credentials;
 mod triggers;
 mod versions;

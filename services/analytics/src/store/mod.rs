@@ -2,6 +2,10 @@
 //! schema). Sums are cast to BIGINT because PostgreSQL widens `SUM(bigint)` to
 //! `numeric`, which the portable driver does not decode.
 
+// What the service holds about a user, for export and erasure (see
+// `flowfleet_host::privacy`).
+mod privacy;
+
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::error::ApiError;
 use sqlx::Row;

@@ -1,6 +1,8 @@
 //! The storage service's tables (its own schema): file metadata, settings and
 //! the outbox.
 
+mod privacy;
+
 use flowfleet_runtime::db::uuid_column;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::error::ApiError;

@@ -6,7 +6,7 @@ use flowfleet_host::privacy::{erase, export_rows, Column, UserDataHolder};
 use flowfleet_runtime::error::ApiError;
 use uuid::Uuid;
 
-use crate::store::Store;
+use super::Store;
 
 #[async_trait]
 impl UserDataHolder for Store {

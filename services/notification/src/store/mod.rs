@@ -3,6 +3,10 @@
 //! Every inbox query is scoped by `recipient_id` in SQL, so a notification can
 //! only ever be read or changed by the user it was sent to.
 
+// What the service holds about a user, for export and erasure (see
+// `flowfleet_host::privacy`).
+mod privacy;
+
 use flowfleet_runtime::db::uuid_column;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::error::ApiError;

@@ -1,0 +1,55 @@
+//! The HTTP routes beside `/graphql` that decide by role. Uploading a file
+//! (`POST /files`) needs an EDITOR of the workspace named in the query. The other routes
+//! are not role decisions: a download link is its own credential (checked before the
+//! file is looked up), and a webhook call is authenticated by its trigger's secret.
+
+use serde_json::Value;
+
+use crate::support::in_process::Fleet;
+use crate::world::{needs, Caller, Outcome, Who, World, FORBIDDEN};
+
+pub const ROUTES: [&str; 1] = ["POST /files"];
+
+/// Calls `route` as `caller`; returns the outcome and what it should be.
+pub async fn row(
+    route: &str,
+    fleet: &Fleet,
+    w: &World,
+    caller: Caller,
+) -> (Outcome, Option<String>) {
+    match route {
+        "POST /files" => {
+            let response = reqwest::Client::new()
+                .post(fleet.url.replace("/graphql", "/files"))
+                .query(&[
+                    ("workspaceId", w.workspace.as_str()),
+                    ("name", "matrix.txt"),
+                ])
+                .bearer_auth(w.credential_of(caller))
+                .header("content-type", "text/plain")
+                .body("from the tenancy matrix")
+                .send()
+                .await
+                .expect("the fleet answers");
+            (
+                outcome(response).await,
+                needs(Who::Editor, caller, FORBIDDEN),
+            )
+        }
+        other => panic!("no row for the HTTP route {other}"),
+    }
+}
+
+/// `Ok` with the JSON body of a 2xx answer; otherwise the `error.code` of the body.
+async fn outcome(response: reqwest::Response) -> Outcome {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(body["error"]["code"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status} without an error code")))
+    }
+}

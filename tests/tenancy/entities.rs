@@ -60,7 +60,8 @@ fn expected(ty: &str, field: &str, caller: Caller) -> Option<Option<String>> {
         // A workspace is named by its id: FORBIDDEN to those without access.
         (
             "Workspace",
-            "name" | "createdAt" | "members" | "workflows" | "credentials" | "executions",
+            "name" | "timeZone" | "createdAt" | "members" | "workflows" | "credentials"
+            | "executions",
         ) => needs(Who::Viewer, caller, FORBIDDEN),
         ("Workspace", "apiKeys" | "invitations" | "securityEvents") => {
             needs(Who::Admin, caller, FORBIDDEN)
@@ -72,6 +73,7 @@ fn expected(ty: &str, field: &str, caller: Caller) -> Option<Option<String>> {
         (
             "User",
             "email"
+            | "timeZone"
             | "memberships"
             | "mfaEnabled"
             | "securityEvents"

@@ -283,6 +283,26 @@ pub async fn row(operation: &str, w: &World, caller: Caller) -> (Outcome, Option
             graphql(me, "mutation { createWorkspace(name: \"mine\") { id } }", json!({}), "createWorkspace").await,
             account(caller, |_| None),
         ),
+        "updateProfile" => (
+            graphql(
+                me,
+                "mutation { updateProfile(timeZone: \"Europe/Paris\") { id } }",
+                json!({}),
+                "updateProfile",
+            )
+            .await,
+            account(caller, |_| None),
+        ),
+        "updateWorkspace" => (
+            graphql(
+                me,
+                "mutation($w: ID!) { updateWorkspace(workspaceId: $w, timeZone: \"Asia/Tokyo\") { timeZone } }",
+                json!({"w": ws}),
+                "updateWorkspace",
+            )
+            .await,
+            needs(Who::Admin, caller, FORBIDDEN),
+        ),
         "changePassword" => (
             graphql(
                 me,

@@ -414,6 +414,7 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    pub time_zone: TimeZone,
     pub created_at: i64,
 }
 
@@ -421,7 +422,39 @@ pub struct User {
 pub struct Workspace {
     pub id: Uuid,
     pub name: String,
+    pub time_zone: TimeZone,
     pub created_at: i64,
+}
+
+/// An IANA time zone name (`Europe/Paris`, `UTC`), checked against the tz database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeZone(String);
+
+impl TimeZone {
+    pub fn utc() -> TimeZone {
+        TimeZone("UTC".into())
+    }
+
+    /// `field` names the input in the error.
+    pub fn parse(field: &str, value: &str) -> Result<TimeZone, ApiError> {
+        match value.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Ok(TimeZone(tz.name().to_string())),
+            Err(_) => Err(ApiError::bad_input(format!(
+                "`{field}` must be an IANA time zone such as `Europe/Paris` or `UTC`, got `{}`",
+                value.chars().take(64).collect::<String>()
+            ))
+            .with_detail("path", serde_json::json!([field]))),
+        }
+    }
+
+    /// A stored name (written by [`TimeZone::parse`]).
+    pub fn stored(value: String) -> TimeZone {
+        TimeZone(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -49,10 +49,14 @@ pub fn step_of(task: &Task) -> Option<StepKey> {
 pub fn step_task(step: &QueuedStep) -> Task {
     let mut task = Task::new(
         STEP_TASK,
-        json!({"executionId": step.execution_id, "nodeId": step.node_id, "item": step.item}),
+        json!({
+            "executionId": step.key.execution,
+            "nodeId": step.key.place.node,
+            "item": step.key.place.item,
+        }),
         step.priority.clamp(0, 9) as u8,
     );
-    task.attempt = step.attempt.max(1) as u32;
+    task.attempt = step.key.attempt.max(1) as u32;
     task.not_before(step.due_at)
 }
 
@@ -84,7 +88,7 @@ impl Dispatcher {
             match result {
                 Ok(()) => sent.push(step.clone()),
                 Err(e) => {
-                    tracing::warn!(error = %e, node = %step.node_id, "could not enqueue a step; the sweeper will resend it");
+                    tracing::warn!(error = %e, node = %step.key.place.node, "could not enqueue a step; the sweeper will resend it");
                 }
             }
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::api_keys::ApiKeyNode;
 use super::audit::{security_events, SecurityEventConnection};
 use super::{Ctx, MembershipNode, UserNode, WorkspaceNode};
-use crate::domain::{self, Email, InvitationToken, Name};
+use crate::domain::{self, Email, InvitationToken, Name, TimeZone};
 
 /// How long an invitation can be accepted.
 const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -173,6 +173,34 @@ impl MemberMutation {
             .create_workspace(me.user_id, &name, c.clock.now_ms())
             .await?
             .into())
+    }
+
+    /// Changes a workspace's name or time zone (ADMIN or above). A time zone is an IANA
+    /// name such as `Europe/Paris`.
+    #[tracing::instrument(skip_all)]
+    async fn update_workspace(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        name: Option<String>,
+        time_zone: Option<String>,
+    ) -> Result<WorkspaceNode> {
+        let me = caller(ctx).require()?;
+        let c = ctx.data::<Ctx>()?;
+        let workspace = parse_id("workspaceId", &workspace_id)?;
+        c.access
+            .authorize(me, workspace, Role::Admin, Target::Workspace)
+            .await?;
+        let name = name.map(|n| Name::parse("name", &n)).transpose()?;
+        let time_zone = time_zone
+            .map(|t| TimeZone::parse("timeZone", &t))
+            .transpose()?;
+        let updated = c
+            .store
+            .update_workspace(workspace, name.as_ref(), time_zone.as_ref())
+            .await?
+            .ok_or_else(|| ApiError::forbidden("no such workspace"))?;
+        Ok(updated.into())
     }
 
     /// Invites an e-mail address to the workspace with a role (ADMIN or above; only an

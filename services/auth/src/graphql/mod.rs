@@ -87,6 +87,8 @@ pub struct UserNode {
     pub name: String,
     #[graphql(skip)]
     email: String,
+    #[graphql(skip)]
+    time_zone: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -99,6 +101,18 @@ impl UserNode {
             return Err(ApiError::forbidden("only the user themself can see their e-mail").into());
         }
         Ok(self.email.clone())
+    }
+
+    /// The user's IANA time zone, such as `Europe/Paris` (default `UTC`). Visible to the
+    /// user themself only.
+    async fn time_zone(&self, ctx: &Context<'_>) -> Result<String> {
+        let me = caller(ctx).require_session()?;
+        if me.user_id.to_string() != self.id.as_str() {
+            return Err(
+                ApiError::forbidden("only the user themself can see their time zone").into(),
+            );
+        }
+        Ok(self.time_zone.clone())
     }
 
     /// The workspaces the user belongs to, with their role in each. Visible to the
@@ -167,6 +181,7 @@ impl From<domain::User> for UserNode {
             id: ID(u.id.to_string()),
             name: u.name,
             email: u.email,
+            time_zone: u.time_zone.as_str().to_string(),
             created_at: to_datetime(u.created_at),
         }
     }
@@ -178,6 +193,8 @@ impl From<domain::User> for UserNode {
 pub struct WorkspaceNode {
     pub id: ID,
     pub name: String,
+    /// The workspace's IANA time zone, such as `Europe/Paris` (default `UTC`).
+    pub time_zone: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -186,6 +203,7 @@ impl From<domain::Workspace> for WorkspaceNode {
         WorkspaceNode {
             id: ID(w.id.to_string()),
             name: w.name,
+            time_zone: w.time_zone.as_str().to_string(),
             created_at: to_datetime(w.created_at),
         }
     }

@@ -179,6 +179,29 @@ impl SessionMutation {
         Ok(c.payload(account, next).await?)
     }
 
+    /// Changes the caller's own name or time zone (an IANA name such as `Europe/Paris`).
+    /// In a session only.
+    #[tracing::instrument(skip_all)]
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        name: Option<String>,
+        time_zone: Option<String>,
+    ) -> Result<UserNode> {
+        let me = caller(ctx).require_session()?;
+        let c = ctx.data::<Ctx>()?;
+        let name = name.map(|n| Name::parse("name", &n)).transpose()?;
+        let time_zone = time_zone
+            .map(|t| domain::TimeZone::parse("timeZone", &t))
+            .transpose()?;
+        let user = c
+            .store
+            .update_user(me.user_id, name.as_ref(), time_zone.as_ref())
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("this account no longer exists"))?;
+        Ok(user.into())
+    }
+
     /// Changes the caller's password after checking the current one. Every session of the
     /// account ends (other devices must sign in again with the new password); the answer
     /// is a new session for this device.

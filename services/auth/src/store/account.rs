@@ -163,9 +163,15 @@ impl UserDataHolder for Store {
         use Column::*;
         let account = export_rows(
             &self.db,
-            "SELECT id, email, name, created_at FROM users WHERE id = $1",
+            "SELECT id, email, name, time_zone, created_at FROM users WHERE id = $1",
             user,
-            &[Text("id"), Text("email"), Text("name"), Int("created_at")],
+            &[
+                Text("id"),
+                Text("email"),
+                Text("name"),
+                Text("time_zone"),
+                Int("created_at"),
+            ],
         )
         .await?;
         Ok(serde_json::json!({

@@ -101,7 +101,7 @@ impl Store {
     /// The workspace's members, in the order they joined.
     pub async fn members(&self, workspace: Uuid) -> Result<Vec<Member>, ApiError> {
         let rows = sqlx::query(
-            "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at \
+            "SELECT u.id, u.email, u.name, u.time_zone, u.created_at, m.role, m.created_at AS joined_at \
              FROM memberships m JOIN users u ON u.id = m.user_id \
              WHERE m.workspace_id = $1 ORDER BY m.created_at, u.id",
         )
@@ -455,10 +455,11 @@ impl Store {
             ),
         )
         .await?;
-        let workspace = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE id = $1")
-            .bind(invitation.workspace.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+        let workspace =
+            sqlx::query("SELECT id, name, time_zone, created_at FROM workspaces WHERE id = $1")
+                .bind(invitation.workspace.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
         let workspace = workspace_from(&workspace)?;
         tx.commit().await?;
         Ok((workspace, invitation.role))

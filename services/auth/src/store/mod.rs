@@ -24,7 +24,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::domain::{Email, Membership, Name, SecurityEvent, SecurityEventKind, User, Workspace};
+use crate::domain::{
+    Email, Membership, Name, SecurityEvent, SecurityEventKind, TimeZone, User, Workspace,
+};
 use audit::insert_security_event;
 
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub(crate) fn user_from(row: &AnyRow) -> Result<User, ApiError> {
         id: uuid_column(row, "id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
+        time_zone: TimeZone::stored(row.try_get("time_zone")?),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -45,6 +48,7 @@ pub(crate) fn workspace_from(row: &AnyRow) -> Result<Workspace, ApiError> {
     Ok(Workspace {
         id: uuid_column(row, "id")?,
         name: row.try_get("name")?,
+        time_zone: TimeZone::stored(row.try_get("time_zone")?),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -71,11 +75,13 @@ impl Store {
             id: Uuid::now_v7(),
             email: email.as_str().to_string(),
             name: name.as_str().to_string(),
+            time_zone: TimeZone::utc(),
             created_at: now,
         };
         let workspace = Workspace {
             id: Uuid::now_v7(),
             name: format!("{}'s workspace", name.as_str()),
+            time_zone: TimeZone::utc(),
             created_at: now,
         };
         let mut tx = self.db.pool().begin().await?;
@@ -134,7 +140,7 @@ impl Store {
         value: String,
     ) -> Result<Option<(User, String)>, ApiError> {
         let sql = format!(
-            "SELECT id, email, name, created_at, password_hash FROM users WHERE {column} = $1"
+            "SELECT id, email, name, time_zone, created_at, password_hash FROM users WHERE {column} = $1"
         );
         let row = sqlx::query(&sql)
             .bind(value)
@@ -155,18 +161,20 @@ impl Store {
     }
 
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, ApiError> {
-        let row = sqlx::query("SELECT id, email, name, created_at FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT id, email, name, time_zone, created_at FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
         row.as_ref().map(user_from).transpose()
     }
 
     pub async fn workspace(&self, id: Uuid) -> Result<Option<Workspace>, ApiError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, time_zone, created_at FROM workspaces WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
         row.as_ref().map(workspace_from).transpose()
     }
 
@@ -180,6 +188,7 @@ impl Store {
         let workspace = Workspace {
             id: Uuid::now_v7(),
             name: name.as_str().to_string(),
+            time_zone: TimeZone::utc(),
             created_at: now,
         };
         let mut tx = self.db.pool().begin().await?;
@@ -224,10 +233,50 @@ impl Store {
             .and_then(|r| Role::parse(&r)))
     }
 
+    /// Changes a user's name and time zone (each if given); the user as it is now, or
+    /// `None` if there is no such user.
+    pub async fn update_user(
+        &self,
+        id: Uuid,
+        name: Option<&Name>,
+        time_zone: Option<&TimeZone>,
+    ) -> Result<Option<User>, ApiError> {
+        sqlx::query(
+            "UPDATE users SET name = COALESCE($1, name), time_zone = COALESCE($2, time_zone) \
+             WHERE id = $3",
+        )
+        .bind(name.map(|n| n.as_str().to_string()))
+        .bind(time_zone.map(|t| t.as_str().to_string()))
+        .bind(id.to_string())
+        .execute(self.db.pool())
+        .await?;
+        self.user(id).await
+    }
+
+    /// Changes a workspace's name and time zone (each if given); the workspace as it is
+    /// now, or `None` if there is no such workspace.
+    pub async fn update_workspace(
+        &self,
+        id: Uuid,
+        name: Option<&Name>,
+        time_zone: Option<&TimeZone>,
+    ) -> Result<Option<Workspace>, ApiError> {
+        sqlx::query(
+            "UPDATE workspaces SET name = COALESCE($1, name), time_zone = COALESCE($2, time_zone) \
+             WHERE id = $3",
+        )
+        .bind(name.map(|n| n.as_str().to_string()))
+        .bind(time_zone.map(|t| t.as_str().to_string()))
+        .bind(id.to_string())
+        .execute(self.db.pool())
+        .await?;
+        self.workspace(id).await
+    }
+
     /// The user's memberships, oldest workspace first.
     pub async fn memberships(&self, user: Uuid) -> Result<Vec<Membership>, ApiError> {
         let rows = sqlx::query(
-            "SELECT w.id, w.name, w.created_at, m.role FROM memberships m \
+            "SELECT w.id, w.name, w.time_zone, w.created_at, m.role FROM memberships m \
              JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = $1 ORDER BY w.id",
         )
         .bind(user.to_string())

@@ -1,5 +1,5 @@
 //! The `http_request` node: one HTTP call, with a workspace credential if the node
-//! names one, behind the SSRF [`Guard`](super::guard::Guard).
+//! names one, through the SSRF-guarded client of `flowfleet_egress`.
 //!
 //! `{{/pointer}}` in the URL is replaced by the input's value there (URL-encoded).
 //! The body is `config.body`, or the input for POST, PUT and PATCH without one.
@@ -9,18 +9,16 @@
 //! other failures are not (retrying cannot fix a 404 or a refused address).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use flowfleet_runtime::config::HttpRequestConfig;
 use flowfleet_runtime::grpc::GrpcChannel;
 use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use flowfleet_runtime::proto::workflow::v1::GetCredentialValueRequest;
-use reqwest::redirect::Policy;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::guard::{Guard, GuardedResolver};
 use super::NodeError;
+use flowfleet_egress::Guard;
 
 #[derive(Clone)]
 pub struct HttpNode {
@@ -35,27 +33,9 @@ impl HttpNode {
         config: &HttpRequestConfig,
         credentials: WorkflowServiceClient<GrpcChannel>,
     ) -> anyhow::Result<HttpNode> {
-        let guard = Arc::new(Guard::new(&config.allow).map_err(anyhow::Error::msg)?);
-        let redirect_guard = guard.clone();
-        let max_redirects = config.max_redirects;
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            // A proxy would make the connection for us, past the guard.
-            .no_proxy()
-            .user_agent(concat!("flowfleet/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(Policy::custom(move |attempt| {
-                if attempt.previous().len() >= max_redirects {
-                    return attempt.error(format!("more than {max_redirects} redirects"));
-                }
-                // Names are checked by the resolver when connecting; literal
-                // addresses never reach it, so they are checked here.
-                match check_literal(&redirect_guard, attempt.url()) {
-                    Ok(()) => attempt.follow(),
-                    Err(e) => attempt.error(e),
-                }
-            }))
-            .build()?;
+        let guard =
+            Arc::new(Guard::new(&config.allow, "http_request.allow").map_err(anyhow::Error::msg)?);
+        let client = flowfleet_egress::client(guard.clone(), config.max_redirects)?;
         Ok(HttpNode {
             client,
             guard,
@@ -95,7 +75,7 @@ impl HttpNode {
                 pairs.append_pair(k, &text(v));
             }
         }
-        check_literal(&self.guard, &url).map_err(NodeError::permanent)?;
+        flowfleet_egress::check_url(&self.guard, &url).map_err(NodeError::permanent)?;
         let mut request = self.client.request(method.clone(), url.clone());
         if let Some(headers) = config.get("headers").and_then(Value::as_object) {
             for (k, v) in headers {
@@ -223,17 +203,6 @@ impl HttpNode {
             }
         })
     }
-}
-
-/// Refuses a URL whose host is a literal forbidden address.
-fn check_literal(guard: &Guard, url: &reqwest::Url) -> Result<(), String> {
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
-        Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
-        Some(url::Host::Domain(_)) => return Ok(()),
-        None => return Err("the URL has no host".into()),
-    };
-    guard.check(url.host_str().unwrap_or_default(), ip)
 }
 
 /// The URL without user info or query (which may carry secrets), for logs and errors.

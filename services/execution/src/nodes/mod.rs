@@ -2,7 +2,6 @@
 //! wildcard arm: a kind added to the catalog does not compile until it runs here.
 //! Pure types live in [`crate::domain`]; those that reach out live here.
 
-pub mod guard;
 pub mod http;
 pub mod sub_workflow;
 pub mod transform;

@@ -11,16 +11,14 @@ use uuid::Uuid;
 
 use super::{item_from, item_to};
 use crate::domain::{self, Execution, Status, StepStatus};
-use crate::plan::{self, Decision, NodeState, Place, States};
+use crate::plan::{self, Decision, NodeState, Place, States, StepKey};
 
-/// A QUEUED step whose task must go on the queue.
+/// A QUEUED step whose task must go on the queue: its row, which step it is, and how
+/// its task is sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedStep {
     pub id: Uuid,
-    pub execution_id: Uuid,
-    pub node_id: String,
-    pub item: Option<u32>,
-    pub attempt: i64,
+    pub key: StepKey,
     pub priority: i64,
     pub due_at: i64,
 }
@@ -61,10 +59,14 @@ impl Transition {
 pub(super) fn queued_from(row: &sqlx::any::AnyRow) -> Result<QueuedStep, ApiError> {
     Ok(QueuedStep {
         id: flowfleet_runtime::db::uuid_column(row, "id")?,
-        execution_id: flowfleet_runtime::db::uuid_column(row, "execution_id")?,
-        node_id: row.try_get("node_id")?,
-        item: item_from(row.try_get("item")?),
-        attempt: row.try_get("attempt")?,
+        key: StepKey {
+            execution: flowfleet_runtime::db::uuid_column(row, "execution_id")?,
+            place: Place {
+                node: row.try_get("node_id")?,
+                item: item_from(row.try_get("item")?),
+            },
+            attempt: row.try_get("attempt")?,
+        },
         priority: row.try_get("priority")?,
         due_at: row.try_get("due_at")?,
     })
@@ -144,10 +146,11 @@ pub(super) async fn apply(
         };
         let step = QueuedStep {
             id: Uuid::now_v7(),
-            execution_id: e.id,
-            node_id: d.node().to_string(),
-            item: d.place().item,
-            attempt: 1,
+            key: StepKey {
+                execution: e.id,
+                place: d.place().clone(),
+                attempt: 1,
+            },
             priority: e.priority,
             due_at,
         };
@@ -221,12 +224,12 @@ pub(super) async fn insert(
          input, queued_at, due_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(step.id.to_string())
-    .bind(step.execution_id.to_string())
-    .bind(&step.node_id)
-    .bind(item_to(step.item))
+    .bind(step.key.execution.to_string())
+    .bind(&step.key.place.node)
+    .bind(item_to(step.key.place.item))
     .bind(node_type)
     .bind(status.as_str())
-    .bind(step.attempt)
+    .bind(step.key.attempt)
     .bind(step.priority)
     .bind(input.to_string())
     .bind(now)

@@ -25,7 +25,7 @@ use super::progress::{
 };
 use super::{item_to, step_from, Store, STEP_COLUMNS};
 use crate::domain::{Execution, Outcome, Status, StepRun, StepStatus};
-use crate::plan::{self, StepKey};
+use crate::plan::{self, Place, StepKey};
 
 /// What a claim found.
 #[derive(Debug)]
@@ -312,10 +312,11 @@ impl Store {
                 Some(due_at) => {
                     let next = QueuedStep {
                         id: Uuid::now_v7(),
-                        execution_id: e.id,
-                        node_id: step.node_id.clone(),
-                        item: step.item,
-                        attempt: step.attempt + 1,
+                        key: StepKey {
+                            execution: e.id,
+                            place: Place::of(step),
+                            attempt: step.attempt + 1,
+                        },
                         priority: step.priority,
                         due_at,
                     };

@@ -1,6 +1,7 @@
-//! The `http_request` node's guard against server-side request forgery: a workflow
-//! author must not be able to make the fleet call its own internals (databases,
-//! brokers, the cloud's metadata service) on their behalf.
+//! The guard against server-side request forgery: a workflow author (through the
+//! `http_request` node) or a workspace admin (through a webhook channel's URL) must not
+//! be able to make the fleet call its own internals (databases, brokers, the cloud's
+//! metadata service) on their behalf.
 //!
 //! Every address a request would connect to is checked *after* DNS resolution (the
 //! client connects only to the addresses checked, so a name that resolves to a
@@ -9,8 +10,8 @@
 //! (RFC 1918, IPv6 unique-local), link-local (which holds the metadata service),
 //! carrier-grade NAT, multicast and broadcast, reserved and documentation ranges,
 //! and IPv6 forms that embed an IPv4 address (mapped, compatible, NAT64), which
-//! would otherwise smuggle any of the above. The configured allow-list
-//! (`http_request.allow`) exempts networks or host names on purpose.
+//! would otherwise smuggle any of the above. A configured allow-list (such as
+//! `http_request.allow`) exempts networks or host names on purpose.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -92,16 +93,23 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// The allow-list and the check.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Guard {
     networks: Vec<IpNet>,
     hosts: Vec<String>,
+    /// The configuration key of the allow-list, named in refusals so operators know
+    /// where to exempt an address.
+    setting: &'static str,
 }
 
 impl Guard {
     /// From `http_request.allow`: CIDR networks or host names.
-    pub fn new(allow: &[String]) -> Result<Guard, String> {
-        let mut guard = Guard::default();
+    pub fn new(allow: &[String], setting: &'static str) -> Result<Guard, String> {
+        let mut guard = Guard {
+            networks: Vec::new(),
+            hosts: Vec::new(),
+            setting,
+        };
         for entry in allow {
             let entry = entry.trim();
             if let Ok(net) = entry.parse::<IpNet>() {
@@ -114,7 +122,7 @@ impl Guard {
                     .push(entry.trim_end_matches('.').to_ascii_lowercase());
             } else {
                 return Err(format!(
-                    "http_request.allow: `{entry}` is neither a network (10.0.0.0/8) nor a host name"
+                    "{setting}: `{entry}` is neither a network (10.0.0.0/8) nor a host name"
                 ));
             }
         }
@@ -135,7 +143,8 @@ impl Guard {
             None => Ok(()),
             Some(why) => Err(format!(
                 "refused to reach `{host}`: {ip} is {why}; internal addresses are blocked unless \
-                 listed in http_request.allow"
+                 listed in {}",
+                self.setting
             )),
         }
     }
@@ -171,7 +180,7 @@ mod tests {
 
     #[test]
     fn the_catalogue_of_internal_addresses_is_refused() {
-        let guard = Guard::new(&[]).unwrap();
+        let guard = Guard::new(&[], "http_request.allow").unwrap();
         for ip in [
             "127.0.0.1",
             "127.255.0.9",
@@ -220,11 +229,14 @@ mod tests {
 
     #[test]
     fn the_allow_list_exempts_networks_and_names() {
-        let guard = Guard::new(&[
-            "127.0.0.1/32".into(),
-            "10.0.0.0/8".into(),
-            "Billing.Internal.".into(),
-        ])
+        let guard = Guard::new(
+            &[
+                "127.0.0.1/32".into(),
+                "10.0.0.0/8".into(),
+                "Billing.Internal.".into(),
+            ],
+            "http_request.allow",
+        )
         .unwrap();
         assert_eq!(guard.check("x", "127.0.0.1".parse().unwrap()), Ok(()));
         assert_eq!(guard.check("x", "10.9.9.9".parse().unwrap()), Ok(()));
@@ -233,6 +245,6 @@ mod tests {
             guard.check("billing.internal", "192.168.0.1".parse().unwrap()),
             Ok(())
         );
-        assert!(Guard::new(&["10.0.0.0/99".into()]).is_err());
+        assert!(Guard::new(&["10.0.0.0/99".into()], "http_request.allow").is_err());
     }
 }

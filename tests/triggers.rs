@@ -308,6 +308,24 @@ async fn a_cron_schedule_starts_one_execution_per_scheduled_time() {
             .to_string();
         let e = finished(&owner, &id).await;
         assert_eq!(e["status"], "SUCCEEDED", "{backend:?}: {e}");
+        // No one started it by hand: its outcome reaches the workflow's owner.
+        eventually(30, || async {
+            let me = owner
+                .client
+                .ok(
+                    "{ me { notifications(first: 100) { nodes { body } } } }",
+                    json!({}),
+                )
+                .await;
+            me["me"]["notifications"]["nodes"]
+                .as_array()
+                .is_some_and(|n| {
+                    n.iter()
+                        .any(|n| n["body"].as_str().unwrap_or("").contains(&id))
+                })
+                .then_some(())
+        })
+        .await;
         // Archived: the schedule stops.
         owner
             .client

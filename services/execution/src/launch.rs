@@ -26,6 +26,8 @@ pub struct Published {
     pub name: String,
     pub version: i64,
     pub definition: Definition,
+    /// Who owns the workflow (`None` if the workflow service did not say).
+    pub owner: Option<Uuid>,
 }
 
 #[derive(Clone)]
@@ -80,6 +82,7 @@ impl Launcher {
             name: v.name,
             version: v.version as i64,
             definition: serde_json::from_str(&v.definition_json).map_err(ApiError::internal)?,
+            owner: v.owner_id.parse().ok(),
         });
         self.versions
             .insert((workflow, published.version), published.clone())
@@ -91,7 +94,7 @@ impl Launcher {
     /// idempotency key started already).
     pub async fn launch(&self, p: &Published, start: Start) -> Result<Execution, ApiError> {
         let now = self.clock.now_ms();
-        let e = Execution::new_run(
+        let mut e = Execution::new_run(
             p.workspace_id,
             p.workflow_id,
             p.name.clone(),
@@ -100,6 +103,7 @@ impl Launcher {
             start,
             now,
         );
+        e.workflow_owner = p.owner;
         let (e, queued) = self.store.create(&e, &[], now).await?;
         self.dispatcher.dispatch(&queued).await;
         Ok(e)

@@ -75,6 +75,7 @@ pub fn retry(
         },
         now,
     );
+    execution.workflow_owner = e.workflow_owner;
     execution.steps_total += reused
         .iter()
         .filter(|s| s.item.is_none())

@@ -141,6 +141,9 @@ pub struct ExecutionOutcome {
     pub workspace_id: Uuid,
     pub status: Outcome,
     pub triggered_by: Uuid,
+    /// The workflow's owner, when the execution service knew it.
+    #[serde(default)]
+    pub workflow_owner_id: Option<Uuid>,
     pub workflow_name: String,
     pub duration_ms: i64,
     #[serde(default)]
@@ -152,6 +155,14 @@ impl ExecutionOutcome {
     /// outcome notification per execution, however often the event arrives.
     pub fn source_key(&self) -> String {
         format!("execution:{}", self.execution_id)
+    }
+
+    /// Who hears of it: the user who started it, or, for a run no user started (a
+    /// schedule, a webhook), the workflow's owner; `None` when neither is known.
+    pub fn recipient(&self) -> Option<Uuid> {
+        Some(self.triggered_by)
+            .filter(|u| !u.is_nil())
+            .or(self.workflow_owner_id.filter(|u| !u.is_nil()))
     }
 
     /// What the user who triggered the execution is told.
@@ -200,6 +211,25 @@ pub fn format_duration(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_reach_who_started_the_run_or_else_the_workflow_owner() {
+        let starter = Uuid::now_v7();
+        let owner = Uuid::now_v7();
+        let outcome = |triggered_by: Uuid, owner: Option<Uuid>| ExecutionOutcome {
+            execution_id: Uuid::now_v7(),
+            workspace_id: Uuid::now_v7(),
+            status: Outcome::Succeeded,
+            triggered_by,
+            workflow_owner_id: owner,
+            workflow_name: "w".into(),
+            duration_ms: 1,
+            error: None,
+        };
+        assert_eq!(outcome(starter, Some(owner)).recipient(), Some(starter));
+        assert_eq!(outcome(Uuid::nil(), Some(owner)).recipient(), Some(owner));
+        assert_eq!(outcome(Uuid::nil(), None).recipient(), None);
+    }
 
     #[test]
     fn durations_read_naturally() {

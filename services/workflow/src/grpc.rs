@@ -126,6 +126,7 @@ impl WorkflowService for WorkflowGrpc {
             name: w.name,
             definition_json: serde_json::to_string(&v.definition).map_err(ApiError::internal)?,
             content_hash: v.content_hash,
+            owner_id: w.owner_id.to_string(),
         }))
     }
 

@@ -119,6 +119,8 @@ pub struct Execution {
     pub depth: i64,
     /// The execution this one retries.
     pub retry_of: Option<Uuid>,
+    /// Who owns the workflow (when known): told of the outcome when no user started it.
+    pub workflow_owner: Option<Uuid>,
 }
 
 /// What starting an execution needs to know besides the version it runs.
@@ -174,6 +176,7 @@ impl Execution {
             parent: start.parent,
             depth: start.depth,
             retry_of: start.retry_of,
+            workflow_owner: None,
         }
     }
 }
@@ -189,6 +192,7 @@ impl Execution {
             "version": self.version, "status": self.status.as_str(), "triggeredBy": self.triggered_by,
             "workflowName": self.workflow_name, "startedAtMs": started, "finishedAtMs": finished,
             "durationMs": finished - started, "error": self.error,
+            "workflowOwnerId": self.workflow_owner,
         })
     }
 }

@@ -77,7 +77,7 @@ impl Children {
             return Err(missing());
         }
         let now = self.launcher.clock.now_ms();
-        let child = Execution::new_run(
+        let mut child = Execution::new_run(
             e.workspace_id,
             workflow_id,
             v.name.clone(),
@@ -98,6 +98,7 @@ impl Children {
             },
             now,
         );
+        child.workflow_owner = v.owner;
         match self
             .launcher
             .store

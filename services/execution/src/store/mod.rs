@@ -48,7 +48,7 @@ const COLUMNS: &str =
     "id, workspace_id, workflow_id, workflow_name, version, definition, status, trigger_kind, \
     input, output, error, priority, idempotency_key, triggered_by, steps_total, steps_done, \
     artifact_file_id, created_at, started_at, finished_at, parent_execution_id, parent_step_id, \
-    depth, retry_of";
+    depth, retry_of, workflow_owner_id";
 
 fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
     let status: String = row.try_get("status")?;
@@ -88,6 +88,7 @@ fn execution_from(row: &AnyRow) -> Result<Execution, ApiError> {
         },
         depth: row.try_get("depth")?,
         retry_of: optional_uuid_column(row, "retry_of")?,
+        workflow_owner: optional_uuid_column(row, "workflow_owner_id")?,
     })
 }
 
@@ -229,7 +230,7 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO executions ({COLUMNS}, admitted) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-              $20, $21, $22, $23, $24, $25)"
+              $20, $21, $22, $23, $24, $25, $26)"
         ))
         .bind(e.id.to_string())
         .bind(e.workspace_id.to_string())
@@ -255,6 +256,7 @@ impl Store {
         .bind(e.parent.map(|p| p.step.to_string()))
         .bind(e.depth)
         .bind(e.retry_of.map(|r| r.to_string()))
+        .bind(e.workflow_owner.map(|o| o.to_string()))
         .bind(i64::from(admitted))
         .execute(&mut **tx)
         .await?;

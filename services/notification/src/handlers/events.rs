@@ -1,4 +1,5 @@
-//! Execution outcomes become in-app notifications to whoever triggered them.
+//! Execution outcomes become in-app notifications to whoever started them, or, for runs
+//! no user started (schedules, webhooks), to the workflow's owner.
 //!
 //! Bound to `notification.execution-outcomes` with `execution.succeeded` and
 //! `execution.failed`. Idempotent: the notification is keyed on the execution
@@ -42,9 +43,13 @@ impl EventHandler for ExecutionOutcomes {
                 return Ok(());
             }
         };
+        let Some(recipient) = outcome.recipient() else {
+            tracing::debug!(execution_id = %outcome.execution_id, "no one to tell of this outcome");
+            return Ok(());
+        };
         let notification = Notification::in_app(
             outcome.workspace_id,
-            outcome.triggered_by,
+            recipient,
             outcome.message(),
             self.clock.now_ms(),
         );

@@ -59,11 +59,6 @@ pub struct KeyRing {
     policy: KeyPolicy,
 }
 
-/// A store error, already logged where it was converted, for this module's `anyhow` errors.
-fn stored(e: flowfleet_runtime::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message)
-}
-
 fn seal_context(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
@@ -111,17 +106,14 @@ impl KeyRing {
                 return Ok(k.clone());
             }
         }
-        let newest = self.store.newest_signing_key().await.map_err(stored)?;
+        let newest = self.store.newest_signing_key().await?;
         let key = match newest {
             Some(k) if now - k.created_at < self.rotate_after_ms() => {
                 let pkcs8 = self.private_key(&k.kid, &k.private)?;
                 if !k.private.starts_with("v1.") {
                     // A key from before sealing: seal it in place.
                     let sealed = self.secrets.seal(&pkcs8, &seal_context(&k.kid))?;
-                    self.store
-                        .reseal_signing_key(&k.kid, &sealed)
-                        .await
-                        .map_err(stored)?;
+                    self.store.reseal_signing_key(&k.kid, &sealed).await?;
                 }
                 SigningKey {
                     pkcs8,
@@ -163,8 +155,7 @@ impl KeyRing {
                 &URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
                 now - self.publish_after_retirement_ms(),
             )
-            .await
-            .map_err(stored)?;
+            .await?;
         tracing::info!(%kid, "new signing key");
         let key = SigningKey {
             kid,
@@ -205,8 +196,7 @@ impl KeyRing {
         let published = self
             .store
             .published_signing_keys(self.clock.now_ms() - self.publish_after_retirement_ms())
-            .await
-            .map_err(stored)?;
+            .await?;
         let keys: Vec<serde_json::Value> = published
             .into_iter()
             .map(|(kid, x)| {

@@ -70,10 +70,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn internal(e: ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message)
-}
-
 impl Worker {
     /// Handles one delivery to the end: it is settled when this returns. Its span
     /// continues the trace of whoever queued the step (W3C context in the task).
@@ -132,16 +128,8 @@ impl Worker {
                 // Already settled (a redelivery). If this worker's predecessor died
                 // between recording the last step and finishing the execution,
                 // finish it now.
-                if let Some(output) = self
-                    .store
-                    .pending_completion(&execution)
-                    .await
-                    .map_err(internal)?
-                {
-                    self.effects
-                        .complete(&execution, output)
-                        .await
-                        .map_err(internal)?;
+                if let Some(output) = self.store.pending_completion(&execution).await? {
+                    self.effects.complete(&execution, output).await?;
                 }
                 delivery.ack().await?;
                 Ok(())
@@ -153,10 +141,7 @@ impl Worker {
             Claim::Mine(step) if step.due_at > now => {
                 // Early (a resent task of a delay or a retry's backoff): give it
                 // back until it is due.
-                self.store
-                    .release(step.id, &self.name)
-                    .await
-                    .map_err(internal)?;
+                self.store.release(step.id, &self.name).await?;
                 delivery.postpone(step.due_at).await?;
                 Ok(())
             }
@@ -182,7 +167,7 @@ impl Worker {
     /// an attempt.
     async fn later(&self, delivery: TaskDelivery, e: ApiError) -> anyhow::Result<()> {
         delivery.postpone(self.clock.now_ms() + 1_000).await?;
-        Err(internal(e))
+        Err(e.into())
     }
 
     async fn run_step(
@@ -231,10 +216,7 @@ impl Worker {
             Ending::GivenBack => {
                 // Shutting down: release the step so the requeued task can be
                 // claimed at once rather than after the lease.
-                self.store
-                    .release(step.id, &self.name)
-                    .await
-                    .map_err(internal)?;
+                self.store.release(step.id, &self.name).await?;
                 delivery.requeue().await?;
             }
             Ending::Lost => {
@@ -250,10 +232,9 @@ impl Worker {
                 let t = self
                     .store
                     .succeed(e, &step, &self.name, &outcome, &logs, now)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
                 if let Some(t) = t {
-                    self.effects.apply(e, t).await.map_err(internal)?;
+                    self.effects.apply(e, t).await?;
                 }
                 delivery.ack().await?;
             }
@@ -311,8 +292,7 @@ impl Worker {
                     &logs,
                     now,
                 )
-                .await
-                .map_err(internal)?;
+                .await?;
             match t {
                 // The next attempt is recorded: its task is this one, redelivered later.
                 Some(t) if !t.queued.is_empty() => {
@@ -330,11 +310,10 @@ impl Worker {
             let t = self
                 .store
                 .fail(e, step, &self.name, &message, timed_out, None, &logs, now)
-                .await
-                .map_err(internal)?;
+                .await?;
             // Ending it may have admitted a waiting execution.
             if let Some(t) = t {
-                self.effects.apply(e, t).await.map_err(internal)?;
+                self.effects.apply(e, t).await?;
             }
             delivery.dead_letter(&message).await?;
         }

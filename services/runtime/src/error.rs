@@ -145,6 +145,14 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// For code that reports with `anyhow` (the worker, start-up): the client-safe message
+/// (an internal error was logged where it became an `ApiError`).
+impl From<ApiError> for anyhow::Error {
+    fn from(e: ApiError) -> Self {
+        anyhow::anyhow!("{}", e.message)
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::internal(e)

@@ -49,7 +49,7 @@ pub async fn build(
     let key = store
         .signing_key()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))
+        .map_err(anyhow::Error::from)
         .context("loading the URL-signing key")?;
     let url_base = if cfg.public_url.is_empty() {
         infra.config.service(ServiceName::Storage).http_url

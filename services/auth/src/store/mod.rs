@@ -241,15 +241,8 @@ impl Store {
         name: Option<&Name>,
         time_zone: Option<&TimeZone>,
     ) -> Result<Option<User>, ApiError> {
-        sqlx::query(
-            "UPDATE users SET name = COALESCE($1, name), time_zone = COALESCE($2, time_zone) \
-             WHERE id = $3",
-        )
-        .bind(name.map(|n| n.as_str().to_string()))
-        .bind(time_zone.map(|t| t.as_str().to_string()))
-        .bind(id.to_string())
-        .execute(self.db.pool())
-        .await?;
+        self.set_name_and_time_zone("users", id, name, time_zone)
+            .await?;
         self.user(id).await
     }
 
@@ -261,16 +254,30 @@ impl Store {
         name: Option<&Name>,
         time_zone: Option<&TimeZone>,
     ) -> Result<Option<Workspace>, ApiError> {
-        sqlx::query(
-            "UPDATE workspaces SET name = COALESCE($1, name), time_zone = COALESCE($2, time_zone) \
-             WHERE id = $3",
-        )
+        self.set_name_and_time_zone("workspaces", id, name, time_zone)
+            .await?;
+        self.workspace(id).await
+    }
+
+    /// Sets `name` and `time_zone`, each if given, on row `id` of `table` (`users` or
+    /// `workspaces`, which both have the two columns).
+    async fn set_name_and_time_zone(
+        &self,
+        table: &'static str,
+        id: Uuid,
+        name: Option<&Name>,
+        time_zone: Option<&TimeZone>,
+    ) -> Result<(), ApiError> {
+        sqlx::query(&format!(
+            "UPDATE {table} SET name = COALESCE($1, name), time_zone = COALESCE($2, time_zone) \
+             WHERE id = $3"
+        ))
         .bind(name.map(|n| n.as_str().to_string()))
         .bind(time_zone.map(|t| t.as_str().to_string()))
         .bind(id.to_string())
         .execute(self.db.pool())
         .await?;
-        self.workspace(id).await
+        Ok(())
     }
 
     /// The user's memberships, oldest workspace first.

@@ -24,13 +24,14 @@ use flowfleet_security::identity::DeferredJwks;
 use futures::future::BoxFuture;
 
 /// The order services are built in: each comes after those it calls while being built
-/// (auth answers everyone's access questions; execution reads workflows).
+/// (auth answers everyone's access questions; execution reads workflows and sends
+/// through the notification service).
 pub const BUILD_ORDER: [ServiceName; 6] = [
     ServiceName::Auth,
     ServiceName::Workflow,
     ServiceName::Storage,
-    ServiceName::Execution,
     ServiceName::Notification,
+    ServiceName::Execution,
     ServiceName::Analytics,
 ];
 
@@ -141,7 +142,13 @@ pub async fn build(
             .await?
         }
         ServiceName::Notification => {
-            flowfleet_notification::build(infra, db, peers.access(infra, service)?).await?
+            flowfleet_notification::build(
+                infra,
+                db,
+                peers.access(infra, service)?,
+                peers.channel(infra, ServiceName::Auth, service)?,
+            )
+            .await?
         }
         ServiceName::Analytics => {
             flowfleet_analytics::build(infra, db, peers.access(infra, service)?).await?

@@ -3,7 +3,8 @@
 use flowfleet_runtime::error::{parse_id, ApiError};
 use flowfleet_runtime::proto::auth::v1::auth_service_server::AuthService;
 use flowfleet_runtime::proto::auth::v1::{
-    ApiKeyIdentity, CheckMembershipRequest, GetUserRequest, Membership, User, VerifyApiKeyRequest,
+    ApiKeyIdentity, CheckMembershipRequest, GetUserRequest, ListMembersRequest, Member, Members,
+    Membership, User, VerifyApiKeyRequest,
 };
 use std::sync::Arc;
 
@@ -18,6 +19,15 @@ pub struct AuthGrpc {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub guard: GrpcGuard,
+}
+
+fn user_message(user: crate::domain::User) -> User {
+    User {
+        id: user.id.to_string(),
+        email: user.email,
+        name: user.name,
+        time_zone: user.time_zone.as_str().to_string(),
+    }
 }
 
 impl AuthGrpc {
@@ -43,10 +53,26 @@ impl AuthService for AuthGrpc {
             .user(id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such user"))?;
-        Ok(Response::new(User {
-            id: user.id.to_string(),
-            email: user.email,
-            name: user.name,
+        Ok(Response::new(user_message(user)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_members(
+        &self,
+        request: Request<ListMembersRequest>,
+    ) -> Result<Response<Members>, Status> {
+        // Addresses of every member: for the fleet's services, never for a user.
+        self.guard.caller(&request).await?.require_service()?;
+        let workspace = parse_id("workspace_id", &request.get_ref().workspace_id)?;
+        let members = self.store.members(workspace).await?;
+        Ok(Response::new(Members {
+            members: members
+                .into_iter()
+                .map(|m| Member {
+                    role: m.role.as_str().to_string(),
+                    user: Some(user_message(m.user)),
+                })
+                .collect(),
         }))
     }
 

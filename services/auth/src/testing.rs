@@ -19,6 +19,7 @@ use crate::{build, Auth, MIGRATIONS};
 pub struct RealAuth {
     auth: Auth,
     access: Access,
+    channel: flowfleet_runtime::grpc::GrpcChannel,
 }
 
 /// A signed-up user.
@@ -45,13 +46,22 @@ impl RealAuth {
             auth.parts.grpc.clone(),
             Some(env.infra.service_credentials(ServiceName::Workflow)),
         );
-        let access = Access::new(channel, env.infra.cache.clone());
-        RealAuth { auth, access }
+        let access = Access::new(channel.clone(), env.infra.cache.clone());
+        RealAuth {
+            auth,
+            access,
+            channel,
+        }
     }
 
     /// Membership checks, answered by this auth service.
     pub fn access(&self) -> Access {
         self.access.clone()
+    }
+
+    /// Its gRPC server, as a fleet service reaches it.
+    pub fn grpc(&self) -> flowfleet_runtime::grpc::GrpcChannel {
+        self.channel.clone()
     }
 
     /// Its public keys, for a verifier of the tokens it issues.

@@ -1,8 +1,6 @@
 //! The notification service on every backend of `Backend::all()`: embedded
 //! (SQLite, the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ,
-//! Redis). Workspace membership comes from a small AuthService that answers
-//! from a map (the auth service's gRPC contract, in process), until the auth
-//! service can grant roles other than owner.
+//! Redis). Members and roles come from the real auth service, in process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,10 +26,19 @@ async fn db(env: &TestInfra) -> Db {
     env.db(ServiceName::Notification, &MIGRATIONS).await
 }
 
-fn graphql(db: &Db) -> NotificationSchema {
+/// The subgraph on `db`; workspace settings ask a real auth service of `env`.
+async fn graphql(db: &Db, env: &TestInfra) -> NotificationSchema {
+    let access = RealAuth::start(env).await.access();
     schema(Ctx {
         store: Store::new(db.clone()),
         clock: Arc::new(SystemClock),
+        manage: flowfleet_notification::settings::Manage {
+            store: Store::new(db.clone()),
+            access,
+            secrets: env.infra.secrets.clone(),
+            clock: Arc::new(SystemClock),
+            app_url: String::new(),
+        },
     })
 }
 
@@ -106,8 +113,10 @@ async fn execution_events_notify_whoever_triggered_them_once_on(backend: &Backen
     let db = db(&env).await;
     let infra = env.infra.clone();
     let bus = infra.bus.clone();
-    let access = RealAuth::start(&env).await.access();
-    let mut parts = build(&infra, db.clone(), access).await.unwrap();
+    let auth = RealAuth::start(&env).await;
+    let mut parts = build(&infra, db.clone(), auth.access(), auth.grpc())
+        .await
+        .unwrap();
     // Someone else listening for what the notification service announces.
     let mut announced = bus
         .subscribe("test.notifications", &["notification.*"])
@@ -115,7 +124,8 @@ async fn execution_events_notify_whoever_triggered_them_once_on(backend: &Backen
         .unwrap();
     let tasks = parts.spawn_tasks();
 
-    let (workspace, ada) = (Uuid::now_v7(), Uuid::now_v7());
+    let owner = auth.user("ada@example.com").await;
+    let (workspace, ada) = (owner.workspace, owner.id);
     let failed = outcome(workspace, ada, false, "Nightly sync");
     bus.publish(&failed).await.unwrap();
     bus.publish(&failed).await.unwrap();
@@ -123,7 +133,7 @@ async fn execution_events_notify_whoever_triggered_them_once_on(backend: &Backen
         .await
         .unwrap();
 
-    let schema = graphql(&db);
+    let schema = graphql(&db, &env).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = inbox(&schema, as_user(ada), ada, json!({})).await;
@@ -204,7 +214,7 @@ async fn an_inbox_is_visible_to_its_owner_only_on(backend: &Backend) {
         )
         .await
         .unwrap();
-    let schema = graphql(&db);
+    let schema = graphql(&db, &env).await;
 
     let r = inbox(&schema, as_user(bob), ada, json!({})).await;
     assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
@@ -246,7 +256,7 @@ async fn marking_read_is_for_the_recipient_only_on(backend: &Backend) {
         store.insert(&n, None).await.unwrap();
         ids.push(n.id);
     }
-    let schema = graphql(&db);
+    let schema = graphql(&db, &env).await;
     let vars = json!({"id": ids[0]});
 
     // Someone else's notification looks exactly like a missing one.
@@ -306,7 +316,7 @@ async fn inbox_pages_newest_first_on(backend: &Backend) {
         ids.push(n.id.to_string());
     }
     ids.reverse();
-    let schema = graphql(&db);
+    let schema = graphql(&db, &env).await;
     let mut seen = Vec::new();
     let mut after = Value::Null;
     loop {
@@ -336,13 +346,15 @@ async fn inbox_pages_newest_first_on(backend: &Backend) {
 }
 
 #[tokio::test]
-async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels() {
+async fn send_notification_delivers_in_app_and_refuses_channels_it_cannot_use() {
     for backend in Backend::all() {
-        send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(&backend).await;
+        send_notification_delivers_in_app_and_refuses_channels_it_cannot_use_on(&backend).await;
     }
 }
 
-async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(backend: &Backend) {
+async fn send_notification_delivers_in_app_and_refuses_channels_it_cannot_use_on(
+    backend: &Backend,
+) {
     let env = backend.start().await;
     let db = db(&env).await;
     let infra = env.infra.clone();
@@ -355,7 +367,9 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(
         .id;
     let stranger = auth.user("stranger@example.com").await.id;
     let workspace = owner.workspace;
-    let parts = build(&infra, db.clone(), auth.access()).await.unwrap();
+    let parts = build(&infra, db.clone(), auth.access(), auth.grpc())
+        .await
+        .unwrap();
     let mut client = NotificationServiceClient::new(flowfleet_runtime::grpc::in_process(
         parts.grpc.clone(),
         Some(infra.service_credentials(flowfleet_runtime::config::ServiceName::Execution)),
@@ -374,18 +388,24 @@ async fn send_notification_delivers_in_app_and_refuses_unconfigured_channels_on(
         .unwrap()
         .into_inner();
     assert_eq!(sent.status, "SENT");
-    let r = inbox(&graphql(&db), as_user(ada), ada, json!({})).await;
+    let r = inbox(&graphql(&db, &env).await, as_user(ada), ada, json!({})).await;
     let nodes = &r["data"]["_entities"][0]["notifications"]["nodes"];
     assert_eq!(nodes[0]["id"], sent.notification_id, "{r}");
     assert_eq!(nodes[0]["subject"], "Report ready");
 
-    for channel in ["EMAIL", "WEBHOOK", "SMS"] {
+    // E-mail needs the workspace's e-mail channel; webhooks and SMS reach channels,
+    // not members.
+    for (channel, says) in [
+        ("EMAIL", "no EMAIL channel"),
+        ("WEBHOOK", "use Notify"),
+        ("SMS", "use Notify"),
+    ] {
         let e = client
             .send_notification(request(ada, channel))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{channel}");
-        assert!(e.message().contains("not configured"), "{}", e.message());
+        assert!(e.message().contains(says), "{}", e.message());
     }
     let e = client
         .send_notification(request(ada, "PIGEON"))
@@ -419,8 +439,10 @@ async fn the_subgraph_extends_user_with_notifications() {
 async fn the_subgraph_extends_user_with_notifications_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let access = RealAuth::start(&env).await.access();
-    let parts = build(&env.infra, db, access).await.unwrap();
+    let auth = RealAuth::start(&env).await;
+    let parts = build(&env.infra, db, auth.access(), auth.grpc())
+        .await
+        .unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
     assert!(

@@ -110,6 +110,8 @@ pub struct Config {
     pub http_request: HttpRequestConfig,
     /// Cron schedules and webhooks that start executions.
     pub triggers: TriggersConfig,
+    /// How notifications leave the platform (e-mail, webhooks, SMS).
+    pub notification: NotificationConfig,
     /// Where each service listens and is reached (distributed mode).
     pub services: BTreeMap<ServiceName, ServiceEndpoint>,
 }
@@ -311,6 +313,40 @@ impl Default for TriggersConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct NotificationConfig {
+    /// Internal addresses webhook and SMS channels may reach (as `http_request.allow`):
+    /// CIDR networks or host names. Empty: only public addresses. SMTP relays are
+    /// configured by admins and may be local, so they are not checked.
+    pub allow: Vec<String>,
+    /// Attempts of one delivery before it is `FAILED`.
+    pub max_attempts: u32,
+    /// The wait after a first failed attempt; it doubles (with jitter) up to the cap.
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    /// How long one attempt may take (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Where people open the Studio: execution links in messages start with it.
+    pub app_url: String,
+    /// Deliveries one process sends at once.
+    pub concurrency: u16,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        NotificationConfig {
+            allow: Vec::new(),
+            max_attempts: 5,
+            retry_base_ms: 2_000,
+            retry_cap_ms: 300_000,
+            timeout_ms: 15_000,
+            app_url: "http://127.0.0.1:4000".into(),
+            concurrency: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HttpRequestConfig {
     /// Addresses `http_request` may reach although they are internal (loopback,
     /// private, link-local, CGNAT…): CIDR networks (`10.1.0.0/16`, `127.0.0.1/32`) or
@@ -365,6 +401,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             http_request: HttpRequestConfig::default(),
             triggers: TriggersConfig::default(),
+            notification: NotificationConfig::default(),
             services,
         }
     }

@@ -48,9 +48,10 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// Structured detail for clients, set as a GraphQL extension next to
-    /// `code` (e.g. `problems` for a definition that cannot be published).
-    pub detail: Option<Box<(&'static str, serde_json::Value)>>,
+    /// Structured detail for clients, set as GraphQL extensions next to
+    /// `code` (e.g. `problems` for a definition that cannot be published; `path`,
+    /// `line` and `column` for a template that does not parse).
+    pub detail: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -58,13 +59,20 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
-            detail: None,
+            detail: Vec::new(),
         }
     }
-    /// Adds a structured extension, e.g. `("problems", [...])`.
+    /// Adds a structured extension, e.g. `("problems", [...])`, replacing one of the
+    /// same key.
     pub fn with_detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
-        self.detail = Some(Box::new((key, value)));
+        self.detail.retain(|(k, _)| *k != key);
+        self.detail.push((key, value));
         self
+    }
+
+    /// The extension set under `key`, if any.
+    pub fn detail(&self, key: &str) -> Option<&serde_json::Value> {
+        self.detail.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthenticated, message)
@@ -84,9 +92,14 @@ impl ApiError {
     /// A GraphQL response body carrying only this error, for a request refused before
     /// anything executed.
     pub fn graphql_response(&self) -> serde_json::Value {
+        let mut extensions = serde_json::Map::new();
+        extensions.insert("code".into(), self.code.as_str().into());
+        for (key, value) in &self.detail {
+            extensions.insert((*key).into(), value.clone());
+        }
         serde_json::json!({"errors": [{
             "message": self.message,
-            "extensions": {"code": self.code.as_str()}
+            "extensions": extensions,
         }]})
     }
 
@@ -104,9 +117,9 @@ impl From<ApiError> for async_graphql::Error {
     fn from(e: ApiError) -> Self {
         async_graphql::Error::new(e.message).extend_with(|_, ext| {
             ext.set("code", e.code.as_str());
-            if let Some((key, value)) = e.detail.as_deref() {
-                if let Ok(value) = async_graphql::Value::from_json(value.clone()) {
-                    ext.set(*key, value);
+            for (key, value) in e.detail {
+                if let Ok(value) = async_graphql::Value::from_json(value) {
+                    ext.set(key, value);
                 }
             }
         })

@@ -7,6 +7,11 @@
 // `flowfleet_host::privacy`).
 mod privacy;
 
+mod config;
+mod deliveries;
+
+pub use deliveries::DeliveryPage;
+
 use flowfleet_runtime::db::uuid_column;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::error::ApiError;
@@ -104,6 +109,35 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Stores `n` under `key` unless a notification with that key exists; either way
+    /// returns the id of the one stored.
+    pub async fn insert_keyed(&self, n: &Notification, key: &str) -> Result<Uuid, ApiError> {
+        if self.insert(n, Some(key)).await? {
+            return Ok(n.id);
+        }
+        let row = sqlx::query("SELECT id FROM notifications WHERE source_event_id = $1")
+            .bind(key)
+            .fetch_one(self.db.pool())
+            .await?;
+        uuid_column(&row, "id")
+    }
+
+    /// One notification of `recipient`.
+    pub async fn notification(
+        &self,
+        id: Uuid,
+        recipient: Uuid,
+    ) -> Result<Option<Notification>, ApiError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE id = $1 AND recipient_id = $2"
+        ))
+        .bind(id.to_string())
+        .bind(recipient.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(notification_from).transpose()
     }
 
     /// Up to `first` of the recipient's notifications older than `after`

@@ -2,12 +2,17 @@
 //! outcome says to the user who triggered it, and the rules inputs obey.
 //! No I/O here.
 
+pub mod channels;
+pub mod delivery;
+pub mod rules;
+pub mod templates;
+
 use flowfleet_runtime::error::ApiError;
 use serde::Deserialize;
 use uuid::Uuid;
 
 /// Where a notification is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
 #[graphql(name = "NotificationChannel")]
 pub enum Channel {
     InApp,

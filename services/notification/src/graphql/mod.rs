@@ -1,10 +1,14 @@
-//! The notification subgraph: contributes `User.notifications` and
-//! `User.unreadNotificationCount` to the auth service's `User` entity, and
-//! `markNotificationRead`. A user's inbox is theirs alone.
+//! The notification subgraph: a user's inbox (`User.notifications`,
+//! `User.unreadNotificationCount`, `markNotificationRead`, each notification's
+//! deliveries) and preferences, here; a workspace's channels, rules, templates and
+//! delivery log in [`workspace`]. A user's inbox is theirs alone.
+
+mod preferences;
+mod workspace;
 
 use std::sync::Arc;
 
-use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, MergedObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use flowfleet_host::subgraph::caller;
 use flowfleet_runtime::clock::{to_datetime, Clock};
@@ -13,7 +17,9 @@ use flowfleet_security::identity::Identity;
 use uuid::Uuid;
 
 use crate::domain::{self, Channel, Status};
+use crate::settings::Manage;
 use crate::store::Store;
+pub use workspace::DeliveryNode;
 
 pub type NotificationSchema =
     async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
@@ -22,13 +28,28 @@ pub type NotificationSchema =
 pub struct Ctx {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub manage: Manage,
 }
 
+#[derive(MergedObject, Default)]
+pub struct Query(InboxQuery, workspace::WorkspaceQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    InboxMutation,
+    workspace::WorkspaceMutation,
+    preferences::PreferencesMutation,
+);
+
 pub fn schema(ctx: Ctx) -> NotificationSchema {
-    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
-        .enable_federation()
-        .data(ctx)
-        .finish()
+    async_graphql::Schema::build(
+        Query::default(),
+        Mutation::default(),
+        async_graphql::EmptySubscription,
+    )
+    .enable_federation()
+    .data(ctx)
+    .finish()
 }
 
 /// Page sizes of notifications.
@@ -104,11 +125,21 @@ impl UserRef {
         let c = ctx.data::<Ctx>()?;
         Ok(c.store.count(me.user_id, true).await?)
     }
+
+    /// What the user muted and when they want quiet. The user themself only.
+    async fn notification_preferences(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<preferences::PreferencesNode> {
+        let me = self.owner(ctx)?;
+        let c = ctx.data::<Ctx>()?;
+        Ok(c.manage.preferences(me.user_id).await?.into())
+    }
 }
 
 /// A message to a user about something in one of their workspaces.
 #[derive(SimpleObject)]
-#[graphql(name = "Notification")]
+#[graphql(name = "Notification", complex)]
 pub struct NotificationNode {
     pub id: ID,
     pub workspace_id: ID,
@@ -136,6 +167,22 @@ impl From<domain::Notification> for NotificationNode {
     }
 }
 
+#[ComplexObject]
+impl NotificationNode {
+    /// How it also went out: e-mails to the recipient, each with its log of attempts.
+    async fn deliveries(&self, ctx: &Context<'_>) -> Result<Vec<DeliveryNode>> {
+        let me = caller(ctx).require_session()?;
+        let c = ctx.data::<Ctx>()?;
+        let id = parse_id("id", &self.id)?;
+        Ok(c.manage
+            .deliveries_of(me.user_id, id)
+            .await?
+            .into_iter()
+            .map(DeliveryNode::from)
+            .collect())
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct NotificationConnection {
     pub nodes: Vec<NotificationNode>,
@@ -153,10 +200,11 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-pub struct Query;
+#[derive(Default)]
+pub struct InboxQuery;
 
 #[Object]
-impl Query {
+impl InboxQuery {
     /// Resolves a `User` reference without I/O: each field checks that the
     /// caller is that user.
     #[graphql(entity)]
@@ -165,10 +213,11 @@ impl Query {
     }
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct InboxMutation;
 
 #[Object]
-impl Mutation {
+impl InboxMutation {
     /// Marks one of the caller's notifications read (a signed-in user, not an API
     /// key). Another user's notification is `NOT_FOUND`, exactly like a missing one.
     #[tracing::instrument(skip_all)]

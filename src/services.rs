@@ -182,6 +182,7 @@ pub async fn build_worker(
         db,
         peers.channel(infra, ServiceName::Storage, ServiceName::Execution)?,
         peers.channel(infra, ServiceName::Workflow, ServiceName::Execution)?,
+        peers.channel(infra, ServiceName::Notification, ServiceName::Execution)?,
     )
     .await
 }

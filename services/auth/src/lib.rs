@@ -9,6 +9,7 @@ pub mod counters;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
+pub mod invitations;
 pub mod keys;
 pub mod mfa;
 pub mod password;

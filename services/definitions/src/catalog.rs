@@ -26,6 +26,7 @@ pub enum NodeKind {
     Delay,
     SubWorkflow,
     WebhookResponse,
+    Notify,
 }
 
 impl NodeKind {
@@ -41,6 +42,7 @@ impl NodeKind {
         NodeKind::Delay,
         NodeKind::SubWorkflow,
         NodeKind::WebhookResponse,
+        NodeKind::Notify,
     ];
 
     /// The kind a definition's `type` names, if any.
@@ -229,6 +231,16 @@ pub const CATALOG: &[NodeType] = &[
         config_schema: r#"{"type":"object","properties":{"status":{"type":"integer","minimum":200,"maximum":599},"headers":{"type":"object","additionalProperties":{"type":"string"}},"body":{"description":"The JSON body; defaults to the input."}},"additionalProperties":false}"#,
         input: STANDARD_INPUT,
         output: "{status, headers, body}: the reply.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::Notify,
+        name: "notify",
+        description: "Sends a message through the notification service: to `members` (user ids) and every member holding one of `roles`, in their inbox (unless `inApp` is false) and through the e-mail channels among `channels`, and to the receivers of the webhook and SMS channels among `channels`, all of this workspace. `subject`, `body` and `html` are minijinja templates over `{input, execution: {id, workflowId}, workflow: {name}}`. Deliveries are retried by the notification service; the step does not wait for them. A retried step queues nothing twice.",
+        config_schema: r#"{"type":"object","required":["subject"],"properties":{"members":{"type":"array","items":{"type":"string","pattern":"^[0-9a-fA-F-]{36}$"}},"roles":{"type":"array","items":{"enum":["OWNER","ADMIN","EDITOR","VIEWER"]}},"channels":{"type":"array","items":{"type":"string","pattern":"^[0-9a-fA-F-]{36}$"},"description":"Notification channel ids of the workspace."},"subject":{"type":"string","minLength":1,"maxLength":1000},"body":{"type":"string","maxLength":50000},"html":{"type":"string","maxLength":50000,"description":"E-mail's HTML part."},"inApp":{"type":"boolean","description":"Members also get an inbox notification (default true)."}},"anyOf":[{"required":["members"]},{"required":["roles"]},{"required":["channels"]}],"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "The input (under `input` when it is not an object) with `notified`: what was queued, `[{channel, destination, status, notificationId, deliveryId}]`.",
         handles: Handles::Single,
         credentials: &[],
     },

@@ -30,6 +30,7 @@ use flowfleet_runtime::db::{Db, Migrations};
 use flowfleet_runtime::events::outbox::Relay;
 use flowfleet_runtime::grpc::GrpcChannel;
 use flowfleet_runtime::proto::execution::v1::execution_service_server::ExecutionServiceServer;
+use flowfleet_runtime::proto::notification::v1::notification_service_client::NotificationServiceClient;
 use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
 use flowfleet_runtime::proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use flowfleet_security::access::Access;
@@ -129,13 +130,14 @@ pub async fn build(
 
 /// A worker process's part: the pool running step tasks (sized by `worker.*`), the
 /// sweeper resending lost tasks, and an outbox relay for the outcome events the
-/// workers record. `storage` and `workflow` are channels to those services
-/// (artifacts; credentials for `http_request`).
+/// workers record. `storage`, `workflow` and `notification` are channels to those
+/// services (artifacts; credentials for `http_request`; the `notify` node).
 pub async fn build_worker(
     infra: &Infra,
     db: Db,
     storage: GrpcChannel,
     workflow: GrpcChannel,
+    notification: GrpcChannel,
 ) -> anyhow::Result<Vec<BoxFuture<'static, ()>>> {
     let workflows = WorkflowServiceClient::new(workflow);
     let relay = Relay::new(db.clone(), infra.bus.clone());
@@ -164,6 +166,9 @@ pub async fn build_worker(
             ),
             worker: name.clone(),
             effects: effects.clone(),
+        },
+        notify: nodes::notify::NotifyNode {
+            notifications: NotificationServiceClient::new(notification),
         },
     };
     let settings = infra.config.worker.clone();

@@ -338,7 +338,7 @@ async fn channels_deliver_on(backend: &Backend) {
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert_eq!(mails[0].to, vec!["ada@example.com".to_string()]);
     assert_eq!(mails[0].from, "flowfleet@example.com");
-    let data = &mails[0].data;
+    let data = &mails[0].text();
     assert!(data.contains("Subject: [Billing] failed"), "{data}");
     assert!(data.contains("Reply-To: ops@example.com"), "{data}");
     assert!(
@@ -547,11 +547,11 @@ async fn channels_deliver_on(backend: &Backend) {
     let shipped: Vec<_> = smtp
         .mails()
         .into_iter()
-        .filter(|m| m.data.contains("Order 42 shipped"))
+        .filter(|m| m.text().contains("Order 42 shipped"))
         .collect();
     assert_eq!(shipped.len(), 1);
     assert_eq!(shipped[0].to, vec!["vic@example.com".to_string()]);
-    assert!(shipped[0].data.contains("Total: 9.99"));
+    assert!(shipped[0].text().contains("Total: 9.99"));
     let _ = viewer;
     let e = client
         .notify(NotifyRequest {

@@ -74,6 +74,9 @@ pub struct InvitationPayload {
     /// Shown once: send it to the invitee, who accepts it with `acceptInvitation` while
     /// signed in with the invited address. Only its hash is stored.
     pub token: String,
+    /// Whether the invitation was e-mailed to the invitee through the workspace's
+    /// EMAIL notification channel; when false (no such channel), share the token yourself.
+    pub emailed: bool,
 }
 
 #[ComplexObject]
@@ -231,9 +234,30 @@ impl MemberMutation {
                 now + INVITATION_TTL_MS,
             )
             .await?;
+        let workspace_name = c
+            .store
+            .workspace(workspace)
+            .await?
+            .map(|w| w.name)
+            .unwrap_or_default();
+        let inviter = c
+            .store
+            .user(me.user_id)
+            .await?
+            .map(|u| u.name)
+            .unwrap_or_default();
+        let emailed = crate::invitations::email(
+            &c.export_peers,
+            &invitation,
+            token.expose(),
+            &workspace_name,
+            &inviter,
+        )
+        .await;
         Ok(InvitationPayload {
             invitation: invitation.into(),
             token: token.expose().to_string(),
+            emailed: emailed == crate::invitations::Emailed::Queued,
         })
     }
 

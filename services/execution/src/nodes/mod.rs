@@ -3,6 +3,7 @@
 //! Pure types live in [`crate::domain`]; those that reach out live here.
 
 pub mod http;
+pub mod notify;
 pub mod sub_workflow;
 pub mod transform;
 
@@ -51,6 +52,7 @@ pub enum Ran {
 pub struct Nodes {
     pub http: http::HttpNode,
     pub children: sub_workflow::Children,
+    pub notify: notify::NotifyNode,
 }
 
 impl Nodes {
@@ -100,6 +102,11 @@ impl Nodes {
                 .await
                 .map(|o| Ran::Done(domain::single(o))),
             NodeKind::SubWorkflow => self.children.start(e, step, node, input, logs).await,
+            NodeKind::Notify => self
+                .notify
+                .run(e, step, node, input, logs)
+                .await
+                .map(|o| Ran::Done(domain::single(o))),
         }
     }
 }

@@ -28,6 +28,34 @@ pub struct Mail {
     pub data: String,
 }
 
+impl Mail {
+    /// The message as people read it: folded headers unfolded, quoted-printable decoded.
+    pub fn text(&self) -> String {
+        let unfolded = self.data.replace("\n ", " ");
+        let soft = unfolded.replace("=\n", "");
+        let bytes = soft.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'=', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Smtp {
     pub addr: Option<SocketAddr>,

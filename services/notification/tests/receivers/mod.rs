@@ -26,6 +26,8 @@ pub struct Mail {
     pub to: Vec<String>,
     /// The DATA section as sent (headers and MIME parts).
     pub data: String,
+    /// When it was accepted, in wall-clock milliseconds.
+    pub at_ms: i64,
 }
 
 impl Mail {
@@ -127,6 +129,7 @@ impl Smtp {
                         from: from.clone(),
                         to: to.clone(),
                         data,
+                        at_ms: chrono::Utc::now().timestamp_millis(),
                     });
                     b"250 2.0.0 queued as TEST1\r\n"
                 }
@@ -152,6 +155,9 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// Wall-clock milliseconds since the epoch, to compare with times other processes
+    /// recorded.
+    pub at_ms: i64,
     pub status: u16,
 }
 
@@ -230,6 +236,7 @@ async fn hook(
         headers,
         body,
         at: Instant::now(),
+        at_ms: chrono::Utc::now().timestamp_millis(),
         status: status.as_u16(),
     });
     status
@@ -259,6 +266,7 @@ async fn sms(
         headers,
         body,
         at: Instant::now(),
+        at_ms: chrono::Utc::now().timestamp_millis(),
         status: status.as_u16(),
     });
     (

@@ -476,6 +476,70 @@ async fn channels_deliver_on(backend: &Backend) {
     assert_eq!(quiet["status"], "SUPPRESSED", "{quiet}");
     assert_eq!(quiet["lastError"], "within the recipient's quiet hours");
 
+    // A muted kind reaches her nowhere: no inbox notification, the e-mail suppressed.
+    let r = run(
+        &schema,
+        as_user(&ada),
+        prefs,
+        json!({"i": {"mutedEvents": ["execution.failed"]}}),
+    )
+    .await;
+    assert_eq!(
+        ok(&r)["updateNotificationPreferences"]["mutedEvents"],
+        json!(["execution.failed"])
+    );
+    infra
+        .bus
+        .publish(&failed(ws, owner.id, "Muted"))
+        .await
+        .unwrap();
+    let all = wait_for(&schema, &owner, "the muted e-mail is suppressed", |all| {
+        by_channel(all, &mail).len() == 3
+    })
+    .await;
+    let muted = by_channel(&all, &mail)
+        .into_iter()
+        .find(|d| d["subject"] == "[Muted] failed")
+        .unwrap();
+    assert_eq!(muted["status"], "SUPPRESSED", "{muted}");
+    assert_eq!(muted["lastError"], "the recipient muted this event");
+    let r = run(
+        &schema,
+        as_user(&ada),
+        "query($reps: [_Any!]!) { _entities(representations: $reps) { ... on User { \
+           notifications { nodes { subject } } } } }",
+        json!({"reps": [{"__typename": "User", "id": ada.id}]}),
+    )
+    .await;
+    let subjects = ok(&r)["_entities"][0]["notifications"]["nodes"].to_string();
+    assert!(subjects.contains("Quiet"), "quiet hours spare the inbox: {subjects}");
+    assert!(!subjects.contains("Muted"), "{subjects}");
+    assert_eq!(smtp.mails().len(), 1, "neither the quiet nor the muted e-mail went out");
+
+    // An attempt is claimed once: a duplicate task for it finds it taken.
+    let store = Store::new(db.clone());
+    let pending = store
+        .insert_delivery(
+            &flowfleet_notification::domain::delivery::Delivery {
+                id: Uuid::now_v7(),
+                status: flowfleet_notification::domain::delivery::DeliveryStatus::Pending,
+                attempts: 0,
+                key: format!("claim-test:{}", Uuid::now_v7()),
+                ..store
+                    .delivery(email[0]["id"].as_str().unwrap().parse().unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap()
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .0;
+    assert!(store.claim_attempt(pending.id, 1).await.unwrap());
+    assert!(!store.claim_attempt(pending.id, 1).await.unwrap(), "a duplicate claims nothing");
+    assert!(store.claim_attempt(pending.id, 2).await.unwrap());
+
     // ---- a digest: three successes, one message ----
     let r = create(json!({"name": "Digest hook", "webhook": {"url": http.url("digest"), "signingSecret": SECRET}})).await;
     let digest_hook = ok(&r)["createNotificationChannel"]["id"]

@@ -120,7 +120,17 @@ impl Worker {
     async fn deliver(&self, id: Uuid, task: TaskDelivery) -> Result<(), ApiError> {
         let attempt = i64::from(task.task.attempt);
         let store = &self.dispatcher.store;
-        if !store.claim_attempt(id, attempt).await? {
+        let claimed = store.claim_attempt(id, attempt).await?;
+        let Some(d) = store.delivery(id).await? else {
+            return task.ack().await.map_err(|e| ApiError::internal(e.to_string()));
+        };
+        // A task given back because its worker died after claiming (it was never
+        // settled) runs its attempt again rather than leaving the delivery pending.
+        let resumed = !claimed
+            && task.redelivered
+            && d.status == DeliveryStatus::Pending
+            && d.attempts == attempt;
+        if !claimed && !resumed {
             // Sent, given up, or this attempt is another task's: nothing to do.
             tracing::debug!(%id, attempt, "not this task's attempt");
             return task
@@ -128,12 +138,6 @@ impl Worker {
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()));
         }
-        let Some(d) = store.delivery(id).await? else {
-            return task
-                .ack()
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()));
-        };
         let outcome = self.send(&d).await;
         let now = self.dispatcher.clock.now_ms();
         let (ok, detail) = match &outcome {

@@ -85,9 +85,14 @@ pub fn default_template(kind: &str, channel: Channel) -> Template {
     }
 }
 
+/// How much work one rendering may do (minijinja's fuel: roughly one unit per
+/// instruction): plenty for a message, and a bound on a template that loops without end.
+const FUEL: u64 = 200_000;
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_fuel(Some(FUEL));
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -275,6 +280,19 @@ mod tests {
         }
         .check("input")
         .is_err());
+    }
+
+    #[test]
+    fn a_template_that_works_without_end_is_stopped() {
+        let t = Template {
+            subject: "s".into(),
+            body: "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                .into(),
+            html: None,
+        };
+        assert!(t.check("t").is_ok(), "it parses");
+        let e = t.render(&json!({}), "t").unwrap_err();
+        assert_eq!(e.detail("path"), Some(&json!(["t", "body"])), "{}", e.message);
     }
 
     #[test]

@@ -122,7 +122,10 @@ impl Worker {
         let store = &self.dispatcher.store;
         let claimed = store.claim_attempt(id, attempt).await?;
         let Some(d) = store.delivery(id).await? else {
-            return task.ack().await.map_err(|e| ApiError::internal(e.to_string()));
+            return task
+                .ack()
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()));
         };
         // A task given back because its worker died after claiming (it was never
         // settled) runs its attempt again rather than leaving the delivery pending.

@@ -512,9 +512,16 @@ async fn channels_deliver_on(backend: &Backend) {
     )
     .await;
     let subjects = ok(&r)["_entities"][0]["notifications"]["nodes"].to_string();
-    assert!(subjects.contains("Quiet"), "quiet hours spare the inbox: {subjects}");
+    assert!(
+        subjects.contains("Quiet"),
+        "quiet hours spare the inbox: {subjects}"
+    );
     assert!(!subjects.contains("Muted"), "{subjects}");
-    assert_eq!(smtp.mails().len(), 1, "neither the quiet nor the muted e-mail went out");
+    assert_eq!(
+        smtp.mails().len(),
+        1,
+        "neither the quiet nor the muted e-mail went out"
+    );
 
     // An attempt is claimed once: a duplicate task for it finds it taken.
     let store = Store::new(db.clone());
@@ -537,7 +544,10 @@ async fn channels_deliver_on(backend: &Backend) {
         .unwrap()
         .0;
     assert!(store.claim_attempt(pending.id, 1).await.unwrap());
-    assert!(!store.claim_attempt(pending.id, 1).await.unwrap(), "a duplicate claims nothing");
+    assert!(
+        !store.claim_attempt(pending.id, 1).await.unwrap(),
+        "a duplicate claims nothing"
+    );
     assert!(store.claim_attempt(pending.id, 2).await.unwrap());
 
     // ---- a digest: three successes, one message ----

@@ -286,13 +286,19 @@ mod tests {
     fn a_template_that_works_without_end_is_stopped() {
         let t = Template {
             subject: "s".into(),
-            body: "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
-                .into(),
+            body:
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                    .into(),
             html: None,
         };
         assert!(t.check("t").is_ok(), "it parses");
         let e = t.render(&json!({}), "t").unwrap_err();
-        assert_eq!(e.detail("path"), Some(&json!(["t", "body"])), "{}", e.message);
+        assert_eq!(
+            e.detail("path"),
+            Some(&json!(["t", "body"])),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

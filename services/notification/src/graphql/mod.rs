@@ -3,6 +3,7 @@
 //! deliveries) and preferences, here; a workspace's channels, rules, templates and
 //! delivery log in [`workspace`]. A user's inbox is theirs alone.
 
+mod channels;
 mod preferences;
 mod workspace;
 

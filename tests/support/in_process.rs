@@ -34,6 +34,8 @@ pub struct Fleet {
     pub secrets: std::sync::Arc<flowfleet_security::secrets::SecretKeyRing>,
     /// The fleet's task queue (to look at dead letters).
     pub queue: std::sync::Arc<dyn flowfleet_runtime::queue::TaskQueue>,
+    /// The fleet's event bus (to deliver an event again).
+    pub bus: std::sync::Arc<dyn flowfleet_runtime::events::EventBus>,
     config: flowfleet_runtime::config::Config,
     port: u16,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -68,6 +70,7 @@ pub async fn start_with(
         shutdown,
         secrets: launched.secrets,
         queue: launched.queue,
+        bus: launched.bus,
         config,
         port,
         running: Some(launched.running),
@@ -80,6 +83,7 @@ struct Launched {
     subgraphs: HashMap<ServiceName, Subgraph>,
     secrets: std::sync::Arc<flowfleet_security::secrets::SecretKeyRing>,
     queue: std::sync::Arc<dyn flowfleet_runtime::queue::TaskQueue>,
+    bus: std::sync::Arc<dyn flowfleet_runtime::events::EventBus>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -106,6 +110,7 @@ async fn launch(
             .collect(),
         secrets: app.fleet().infra.secrets.clone(),
         queue: app.fleet().infra.queue.clone(),
+        bus: app.fleet().infra.bus.clone(),
         running: tokio::spawn(app.run()),
     }
 }
@@ -125,6 +130,7 @@ impl Fleet {
         self.subgraphs = launched.subgraphs;
         self.secrets = launched.secrets;
         self.queue = launched.queue;
+        self.bus = launched.bus;
         self.running = Some(launched.running);
     }
 
@@ -142,6 +148,7 @@ impl Fleet {
             shutdown,
             secrets: launched.secrets,
             queue: launched.queue,
+            bus: launched.bus,
             config: self.config.clone(),
             port,
             running: Some(launched.running),

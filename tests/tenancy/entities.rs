@@ -12,6 +12,9 @@ use crate::world::{needs, self_only, Caller, Outcome, Who, World, FORBIDDEN, NOT
 
 /// What to select for a field (subfields for objects, arguments where needed).
 fn selection(field: &str) -> String {
+    if let Some(s) = crate::notifications::selection(field) {
+        return s;
+    }
     match field {
         "progress" => "progress { done }".into(),
         "steps" => "steps { id }".into(),
@@ -35,6 +38,9 @@ fn selection(field: &str) -> String {
 /// it yet (the test then fails, naming it).
 #[allow(clippy::type_complexity)]
 fn expected(ty: &str, field: &str, caller: Caller) -> Option<Option<String>> {
+    if let Some(e) = crate::notifications::expected(ty, field, caller) {
+        return Some(e);
+    }
     Some(match (ty, field) {
         // An execution and what other subgraphs add to it: VIEWER or above; others cannot
         // tell it from a missing one.

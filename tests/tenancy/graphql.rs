@@ -10,7 +10,7 @@ use crate::world::{
 };
 
 /// Runs a GraphQL operation and reads the one root field it selects.
-async fn graphql(person: &Person, query: &str, variables: Value, field: &str) -> Outcome {
+pub async fn graphql(person: &Person, query: &str, variables: Value, field: &str) -> Outcome {
     let (_, body) = person.client.raw(query, variables).await;
     match body["errors"][0]["extensions"]["code"].as_str() {
         Some(code) => {
@@ -377,7 +377,10 @@ pub async fn row(operation: &str, w: &World, caller: Caller) -> (Outcome, Option
             }
             (outcome, Some(expected.to_string()))
         }
-        other => panic!("no matrix row for the GraphQL operation `{other}`: add one"),
+        other => match crate::notifications::row(other, w, caller).await {
+            Some(row) => row,
+            None => panic!("no matrix row for the GraphQL operation `{other}`: add one"),
+        },
     }
 }
 

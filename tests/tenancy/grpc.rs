@@ -7,13 +7,14 @@ use flowfleet_runtime::proto::analytics::v1::{
 };
 use flowfleet_runtime::proto::auth::v1::{
     auth_service_client::AuthServiceClient, CheckMembershipRequest, GetUserRequest,
-    VerifyApiKeyRequest,
+    ListMembersRequest, VerifyApiKeyRequest,
 };
 use flowfleet_runtime::proto::execution::v1::{
     execution_service_client::ExecutionServiceClient, GetExecutionRequest,
 };
 use flowfleet_runtime::proto::notification::v1::{
-    notification_service_client::NotificationServiceClient, SendNotificationRequest,
+    notification_service_client::NotificationServiceClient, NotifyRequest, SendInvitationRequest,
+    SendNotificationRequest,
 };
 use flowfleet_runtime::proto::privacy::v1::{
     user_data_client::UserDataClient, ExportUserDataRequest,
@@ -79,9 +80,11 @@ pub async fn row(
         }
         // They name the workspace.
         "GetFile" | "ValidateDefinition" => needs(Who::Viewer, caller, DENIED),
-        "SendNotification" | "PutFile" => needs(Who::Editor, caller, DENIED),
-        // The engine's view of every workspace, and credential values: services only.
-        "ListActiveTriggers" | "WatchTriggers" | "GetCredentialValue" => Some(DENIED.to_string()),
+        "SendNotification" | "Notify" | "PutFile" => needs(Who::Editor, caller, DENIED),
+        // The engine's view of every workspace, credential values, members' addresses and
+        // invitation tokens: services only.
+        "ListActiveTriggers" | "WatchTriggers" | "GetCredentialValue" | "ListMembers"
+        | "SendInvitation" => Some(DENIED.to_string()),
         // About a person: only that person (or a service) may ask, in a session: an API
         // key reaches one workspace, not its creator's account. Every service answers for
         // its part of a user's data on the same terms.
@@ -194,6 +197,43 @@ pub async fn call(method: &str, fleet: &Fleet, w: &World, credential: Option<&st
                         subject: "s".into(),
                         body: "b".into(),
                     },
+                    credential,
+                ))
+                .await,
+        ),
+        "Notify" => grpc_outcome(
+            NotificationServiceClient::new(fleet.channel(ServiceName::Notification))
+                .notify(grpc_request(
+                    NotifyRequest {
+                        workspace_id: ws,
+                        source: format!("tenancy:{}", uuid::Uuid::now_v7()),
+                        member_ids: vec![w.people[&Who::Viewer].id.clone()],
+                        subject: "s".into(),
+                        in_app: true,
+                        ..NotifyRequest::default()
+                    },
+                    credential,
+                ))
+                .await,
+        ),
+        "SendInvitation" => grpc_outcome(
+            NotificationServiceClient::new(fleet.channel(ServiceName::Notification))
+                .send_invitation(grpc_request(
+                    SendInvitationRequest {
+                        workspace_id: ws,
+                        email: "invitee@example.com".into(),
+                        token: "inv_x".into(),
+                        invitation_id: uuid::Uuid::now_v7().to_string(),
+                        ..SendInvitationRequest::default()
+                    },
+                    credential,
+                ))
+                .await,
+        ),
+        "ListMembers" => grpc_outcome(
+            AuthServiceClient::new(fleet.channel(ServiceName::Auth))
+                .list_members(grpc_request(
+                    ListMembersRequest { workspace_id: ws },
                     credential,
                 ))
                 .await,

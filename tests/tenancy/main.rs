@@ -15,9 +15,11 @@
 mod support;
 
 mod entities;
+mod events;
 mod graphql;
 mod grpc;
 mod http;
+mod notifications;
 mod world;
 
 use flowfleet_host::testing::Backend;
@@ -103,7 +105,9 @@ fn supergraph() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
     let supergraph = supergraph();
-    let operations = graphql::operations(&supergraph);
+    let mut operations = graphql::operations(&supergraph);
+    // Rows of their own (events.rs), run even before the supergraph file lists them.
+    operations.extend(events::OPERATIONS.map(String::from));
     let entity_fields = entity_fields(&supergraph);
     let methods = grpc::methods();
     assert!(
@@ -137,7 +141,10 @@ async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
         let mut cells = 0;
         for operation in &operations {
             for caller in CALLERS {
-                let (outcome, expected) = graphql::row(operation, &w, caller).await;
+                let (outcome, expected) = match events::OPERATIONS.contains(&operation.as_str()) {
+                    true => events::row(operation, &w, caller).await,
+                    false => graphql::row(operation, &w, caller).await,
+                };
                 cells += 1;
                 if !matches(&outcome, &expected) {
                     failures.push(format!(

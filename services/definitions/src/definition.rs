@@ -114,7 +114,8 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
-    /// Started by a platform event such as `execution.failed`.
+    /// Started by an event: one of the platform's (`execution.failed`) or a custom one
+    /// (`order.created`); [`crate::events`] says which names are allowed.
     #[serde(rename_all = "camelCase")]
     Event { event: String },
 }

@@ -275,11 +275,14 @@ impl<'a> Validation<'a> {
                     }
                 }
                 Trigger::Event { event } => {
-                    if !valid_event(event) {
+                    if let Err(e) = crate::events::TriggerEvent::parse(event) {
                         self.error(
                             ProblemCode::InvalidEvent,
                             format!("triggers[{i}].event"),
-                            format!("`{event}` is not an event name; use a dotted lowercase name such as `execution.failed`"),
+                            format!(
+                                "{e}; an EVENT trigger names one of {} or a custom event such as `order.created`",
+                                crate::events::PLATFORM_EVENTS.map(|p| format!("`{p}`")).join(", ")
+                            ),
                         );
                     }
                 }
@@ -726,17 +729,6 @@ fn pointer_path(pointer: &str) -> String {
             }
         })
         .collect()
-}
-
-fn valid_event(event: &str) -> bool {
-    let parts: Vec<&str> = event.split('.').collect();
-    event.len() <= 100
-        && parts.len() >= 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
 }
 
 /// Parses a cron expression the way schedulers will: five fields, or six with

@@ -1,5 +1,6 @@
 //! The execution subgraph: the `Execution` entity, `Workflow.executions` and
-//! `Workflow.lastExecution`, and starting an execution.
+//! `Workflow.lastExecution`, starting an execution, and emitting a custom event
+//! (which starts the workflows whose EVENT trigger names it).
 
 use std::sync::Arc;
 
@@ -11,11 +12,12 @@ use flowfleet_runtime::error::{parse_id, ApiError};
 use flowfleet_security::access::{Access, Target};
 use flowfleet_security::identity::Role;
 
-use crate::domain::{Execution, Start, Status, StepRun, StepStatus, TriggerKind};
+use crate::domain::{CustomEventName, Execution, Start, Status, StepRun, StepStatus, TriggerKind};
 use crate::effects::Effects;
 use crate::launch::Launcher;
 use crate::store::list::{Filter, Scope};
 use crate::store::Store;
+use crate::triggers::events::{custom_event, MAX_PAYLOAD_BYTES};
 
 pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
 
@@ -402,6 +404,15 @@ pub struct StartExecutionInput {
     pub idempotency_key: Option<String>,
 }
 
+/// A custom event, as `emitEvent` recorded it.
+#[derive(SimpleObject)]
+pub struct EmittedEvent {
+    /// The EVENT-triggered executions it starts carry it as `input.id`.
+    pub id: ID,
+    pub name: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
 pub struct Query;
 
 #[Object]
@@ -484,6 +495,50 @@ impl Mutation {
             )
             .await?;
         Ok(ExecutionNode(e))
+    }
+
+    /// Emits a custom event in a workspace (EDITOR or above): every live workflow of the
+    /// workspace whose EVENT trigger names it starts once, with `{event, id, occurredAt,
+    /// payload}` as input. `name`: 1 to 100 characters, lowercase `[a-z0-9_]` segments
+    /// separated by dots, not starting with a platform prefix (`execution.`, `custom.`,
+    /// ...). `payload` (default `{}`): at most 64 KiB of JSON.
+    #[tracing::instrument(skip_all)]
+    async fn emit_event(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        name: String,
+        payload: Option<Json<serde_json::Value>>,
+    ) -> Result<EmittedEvent> {
+        let me = caller(ctx).require()?.clone();
+        let c = ctx.data::<Ctx>()?;
+        let workspace = parse_id("workspaceId", &workspace_id)?;
+        c.access
+            .authorize(&me, workspace, Role::Editor, Target::Workspace)
+            .await?;
+        let name = CustomEventName::parse(&name).map_err(|e| {
+            ApiError::bad_input(format!("`name`: {e}"))
+                .with_detail("path", serde_json::json!(["name"]))
+        })?;
+        let payload = payload.map(|p| p.0).unwrap_or(serde_json::json!({}));
+        let size = serde_json::to_vec(&payload)
+            .map_err(ApiError::internal)?
+            .len();
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(ApiError::bad_input(format!(
+                "`payload` is {size} bytes of JSON; an event carries at most {MAX_PAYLOAD_BYTES}"
+            ))
+            .with_detail("path", serde_json::json!(["payload"]))
+            .into());
+        }
+        let event = custom_event(workspace, &name, payload, me.user_id, c.clock.now_ms());
+        c.store.record_event(&event).await?;
+        c.effects.relay.wake();
+        Ok(EmittedEvent {
+            id: ID(event.id.to_string()),
+            name: name.as_str().to_string(),
+            occurred_at: to_datetime(event.occurred_at_ms),
+        })
     }
 
     /// Runs a failed, cancelled or timed-out execution again (EDITOR or above),

@@ -78,9 +78,15 @@ pub async fn build(
         },
         launcher: launcher.clone(),
     });
-    // Cron schedules and webhooks, following the workflow service's trigger feed.
+    // Cron schedules, webhooks and events, following the workflow service's trigger feed.
     let live = triggers::Live::default();
     let settings = infra.config.triggers.clone();
+    // Bound now, before anything can publish, so that no event is missed.
+    let event_triggers = triggers::events::bind(&infra.bus).await?;
+    let event_handler = Arc::new(triggers::events::EventTriggers {
+        launcher: launcher.clone(),
+        live: live.clone(),
+    });
     let hooks = triggers::webhook::router(
         triggers::webhook::Hooks {
             launcher: launcher.clone(),
@@ -96,6 +102,7 @@ pub async fn build(
             infra.clock.clone(),
             infra.shutdown.clone(),
         )),
+        Box::pin(event_triggers.run(event_handler, infra.shutdown.clone())),
     ];
     if settings.cron {
         let scheduler = triggers::cron::Scheduler {

@@ -411,6 +411,54 @@ fn webhook_paths_and_event_names() {
         Severity::Error,
         "triggers[0].event",
     );
+}
+
+#[test]
+fn event_triggers_name_the_five_platform_events_or_a_custom_event() {
+    let events = [
+        "execution.succeeded",
+        "execution.failed",
+        "workflow.published",
+        "file.created",
+        "member.joined",
+        "order.created",
+        "invoice_paid",
+    ];
+    let triggers: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"kind": "EVENT", "event": e}))
+        .collect();
+    assert_eq!(check(with(json!({"triggers": triggers}))), vec![]);
+    // Other platform kinds, the custom prefix, bad shapes and lengths.
+    for (event, says) in [
+        ("execution.cancelled", "starts with `execution.`"),
+        ("user.deleted", "starts with `user.`"),
+        ("notification.sent", "starts with `notification.`"),
+        ("custom.order.created", "starts with `custom.`"),
+        ("order..created", "is not an event name"),
+        ("Order.Created", "is not an event name"),
+        ("", "1 to 100 characters"),
+    ] {
+        let p = only(
+            check(with(
+                json!({"triggers": [{"kind": "EVENT", "event": event}]}),
+            )),
+            ProblemCode::InvalidEvent,
+            Severity::Error,
+            "triggers[0].event",
+        );
+        assert!(p.message.contains(says), "{event}: {}", p.message);
+        assert!(p.message.contains("`member.joined`"), "{}", p.message);
+    }
+    let long = "a".repeat(101);
+    only(
+        check(with(
+            json!({"triggers": [{"kind": "EVENT", "event": long}]}),
+        )),
+        ProblemCode::InvalidEvent,
+        Severity::Error,
+        "triggers[0].event",
+    );
     only(
         check(with(
             json!({"triggers": [{"kind": "MANUAL"}, {"kind": "MANUAL"}]}),

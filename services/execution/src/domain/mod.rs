@@ -2,6 +2,7 @@
 //! its input into its output. No I/O here.
 
 use flowfleet_definitions::definition::{Definition, Node};
+pub use flowfleet_definitions::events::{CustomEventName, EventNameError, TriggerEvent};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -59,7 +60,7 @@ pub enum TriggerKind {
     Manual,
     Cron,
     Webhook,
-    /// Accepted in definitions; nothing starts a workflow on an event yet.
+    /// A platform or custom event an EVENT trigger names ([`crate::triggers::events`]).
     Event,
     SubWorkflow,
     Retry,
@@ -115,7 +116,9 @@ pub struct Execution {
     pub finished_at: Option<i64>,
     /// For a child execution: the parent's step waiting for it.
     pub parent: Option<ParentStep>,
-    /// How deep in sub_workflow calls (0 for an execution started otherwise).
+    /// How deep in a chain of starts: sub_workflow calls, and executions started by the
+    /// outcome (or artifact) of another through an EVENT trigger; 0 for one a user, a
+    /// schedule, a webhook or another event started. At most [`MAX_DEPTH`].
     pub depth: i64,
     /// The execution this one retries.
     pub retry_of: Option<Uuid>,
@@ -192,7 +195,7 @@ impl Execution {
             "version": self.version, "status": self.status.as_str(), "triggeredBy": self.triggered_by,
             "workflowName": self.workflow_name, "startedAtMs": started, "finishedAtMs": finished,
             "durationMs": finished - started, "error": self.error,
-            "workflowOwnerId": self.workflow_owner,
+            "workflowOwnerId": self.workflow_owner, "depth": self.depth,
         })
     }
 }
@@ -242,7 +245,8 @@ pub struct ParentStep {
     pub step: Uuid,
 }
 
-/// How deep sub_workflow calls may nest.
+/// How deep sub_workflow calls may nest, and how long a chain of executions started by
+/// each other's events may grow (a workflow started by its own success stops there).
 pub const MAX_DEPTH: i64 = 8;
 
 /// Where one attempt of a step stands.

@@ -16,6 +16,7 @@ pub mod steps;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::db::{optional_uuid_column, uuid_column};
 use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
@@ -292,6 +293,13 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(step_from).collect()
+    }
+
+    /// Records an event that changes nothing here (a custom event) in the outbox.
+    pub async fn record_event(&self, event: &Event) -> Result<(), ApiError> {
+        let mut conn = self.db.pool().acquire().await?;
+        outbox::record(&mut conn, event).await?;
+        Ok(())
     }
 
     pub async fn set_artifact(&self, id: Uuid, file_id: &str) -> Result<(), ApiError> {

@@ -1,10 +1,11 @@
 //! Triggers that start executions without a user at the keyboard: cron
-//! schedules ([`cron`]) and webhooks ([`webhook`]). Both follow the workflow
-//! service's feed of live triggers ([`Live`]): the list, then every change as it
-//! commits, so publishing, archiving or deleting a workflow starts or stops its
-//! triggers within moments, in every replica.
+//! schedules ([`cron`]), webhooks ([`webhook`]) and events ([`events`]). All follow
+//! the workflow service's feed of live triggers ([`Live`]): the list, then every
+//! change as it commits, so publishing, archiving or deleting a workflow starts or
+//! stops its triggers within moments, in every replica.
 
 pub mod cron;
+pub mod events;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -20,12 +21,32 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The live triggers of every workflow, kept current from the feed.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Live {
     workflows: Arc<RwLock<HashMap<Uuid, WorkflowTriggers>>>,
+    /// Whether the list was loaded once (until then, an empty map says nothing).
+    loaded: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            workflows: Default::default(),
+            loaded: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl Live {
+    /// Waits at most `wait` for the list to be loaded once; whether it is. An event
+    /// handled before would find no workflow to start, and be lost.
+    pub async fn loaded(&self, wait: Duration) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        tokio::time::timeout(wait, loaded.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The live triggers of one workflow, if any.
     pub fn of(&self, workflow: Uuid) -> Option<WorkflowTriggers> {
         self.workflows
@@ -71,6 +92,7 @@ impl Live {
                 all.insert(id, w);
             }
         }
+        self.loaded.send_replace(true);
     }
 
     /// Follows the feed until `shutdown`: lists, then watches from the list's

@@ -2,32 +2,13 @@
 //! an EDITOR of the workspace it names (an API key counts with its role, and only in its
 //! own workspace); anyone else gets `FORBIDDEN` and nothing is recorded.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::support::in_process::Person;
+use crate::graphql::graphql;
 use crate::world::{needs, Caller, Outcome, Who, World, FORBIDDEN};
 
 /// The operations these rows cover (the operations loop sends them here).
 pub const OPERATIONS: [&str; 1] = ["emitEvent"];
-
-/// Runs a GraphQL operation and reads the one root field it selects.
-async fn graphql(person: &Person, query: &str, variables: Value, field: &str) -> Outcome {
-    let (_, body) = person.client.raw(query, variables).await;
-    match body["errors"][0]["extensions"]["code"].as_str() {
-        Some(code) => {
-            let data = &body["data"];
-            assert!(
-                data.is_null() || data[field].is_null(),
-                "{field} failed with {code} but returned data: {body}"
-            );
-            Err(code.to_string())
-        }
-        None => {
-            assert!(!body["data"][field].is_null(), "{field}: {body}");
-            Ok(body["data"][field].clone())
-        }
-    }
-}
 
 /// One row of the matrix: runs the operation as `caller`, returns the outcome and the
 /// expected error (`None`: it must succeed).

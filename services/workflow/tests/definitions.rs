@@ -430,9 +430,11 @@ async fn the_catalog_describes_schemas_inputs_outputs_and_branches() {
             "merge",
             "delay",
             "sub_workflow",
-            "webhook_response"
+            "webhook_response",
+            "notify"
         ]
     );
+    assert_eq!(by_name("notify")["configSchema"]["required"], json!(["subject"]));
     assert_eq!(
         by_name("http_request")["credentialFields"],
         json!([{"pointer": "/credentialId", "kinds": ["HTTP_BASIC", "HTTP_BEARER", "HTTP_HEADER"]}])

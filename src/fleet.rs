@@ -154,12 +154,32 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
     })
 }
 
-/// The gateway's transport to a subgraph in the same process.
+/// The gateway's transport to a subgraph in the same process. A request with files
+/// hands the subgraph the gateway's multipart stream, as HTTP would carry it, so files
+/// stream from the client to the resolver in both runtimes.
 struct InProcess(Subgraph);
+
+/// The multipart boundary of in-process requests with files.
+const UPLOAD_BOUNDARY: &str = "flowfleet-in-process-upload-5d1e8c";
 
 #[async_trait]
 impl SubgraphTransport for InProcess {
+    fn supports_uploads(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
+        if let Some(uploads) = &request.uploads {
+            let operations = String::from_utf8_lossy(&request.encoded()).into_owned();
+            if let Some(body) = uploads.take_body(&operations, UPLOAD_BOUNDARY) {
+                let content_type = format!("multipart/form-data; boundary={UPLOAD_BOUNDARY}");
+                return Ok(self
+                    .0
+                    .execute_multipart(&content_type, body, &request.headers)
+                    .await
+                    .into());
+            }
+        }
         let body = GraphQLBody {
             query: request.query,
             operation_name: request.operation_name,

@@ -6,7 +6,7 @@ pub mod client_address;
 pub mod dev;
 pub mod edge_auth;
 pub mod fleet;
-pub mod hooks_proxy;
 pub mod jwks;
 pub mod processes;
+pub mod proxy;
 pub mod services;

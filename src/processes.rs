@@ -212,9 +212,12 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         crate::client_address::ClientAddresses::new(&config.gateway.trusted_proxies, ring)?,
     )
     .merge(crate::jwks::route(remote_jwks(&config)))
-    .merge(crate::hooks_proxy::route(
+    .merge(crate::proxy::hooks(
         config.service(ServiceName::Execution).http_url.clone(),
         config.triggers.webhook_max_body_bytes,
+    )?)
+    .merge(crate::proxy::files(
+        config.service(ServiceName::Storage).http_url.clone(),
     )?);
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -32,6 +32,12 @@ async fn cross_six_subgraph_query_across_processes() {
         "FLOWFLEET_TELEMETRY__OTLP_ENDPOINT".into(),
         collector.endpoint(),
     ));
+    // Download links point at the gateway process, which passes `/files` on.
+    let gateway_port = free_port();
+    env.push((
+        "FLOWFLEET_STORAGE__PUBLIC_URL".into(),
+        format!("http://127.0.0.1:{gateway_port}"),
+    ));
     migrate(&env);
     let mut procs: Vec<Proc> = services
         .iter()
@@ -43,7 +49,6 @@ async fn cross_six_subgraph_query_across_processes() {
         worker_port.to_string(),
     ));
     procs.push(spawn(&env, &["worker", "--concurrency", "2"]));
-    let gateway_port = free_port();
     procs.push(spawn(
         &env,
         &["gateway", "--port", &gateway_port.to_string()],
@@ -240,6 +245,10 @@ async fn cross_six_subgraph_query_across_processes() {
     .await;
     let body: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(body["body"], json!({"ping": 1}), "{body}");
+
+    // Files: GraphQL multipart through the gateway's HTTP transport, streaming PUT and
+    // ranged downloads through its `/files` pass-through.
+    support::files::assert_files_through_the_gateway(&url, &c, ws.as_str().unwrap()).await;
 
     // Each service wrote only its own schema.
     let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();

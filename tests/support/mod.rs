@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod files;
 pub mod in_process;
 pub mod otlp;
 pub mod processes;

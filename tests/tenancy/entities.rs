@@ -15,6 +15,9 @@ fn selection(field: &str) -> String {
     if let Some(s) = crate::notifications::selection(field) {
         return s;
     }
+    if let Some(s) = crate::files::selection(field) {
+        return s;
+    }
     match field {
         "progress" => "progress { done }".into(),
         "steps" => "steps { id }".into(),
@@ -39,6 +42,9 @@ fn selection(field: &str) -> String {
 #[allow(clippy::type_complexity)]
 fn expected(ty: &str, field: &str, caller: Caller) -> Option<Option<String>> {
     if let Some(e) = crate::notifications::expected(ty, field, caller) {
+        return Some(e);
+    }
+    if let Some(e) = crate::files::expected(ty, field, caller) {
         return Some(e);
     }
     Some(match (ty, field) {

@@ -379,7 +379,10 @@ pub async fn row(operation: &str, w: &World, caller: Caller) -> (Outcome, Option
         }
         other => match crate::notifications::row(other, w, caller).await {
             Some(row) => row,
-            None => panic!("no matrix row for the GraphQL operation `{other}`: add one"),
+            None => match crate::files::row(other, w, caller).await {
+                Some(row) => row,
+                None => panic!("no matrix row for the GraphQL operation `{other}`: add one"),
+            },
         },
     }
 }

@@ -248,6 +248,7 @@ pub async fn call(method: &str, fleet: &Fleet, w: &World, credential: Option<&st
                         name: "a.txt".into(),
                         content_type: "text/plain".into(),
                         content: b"x".to_vec(),
+                        workflow_id: String::new(),
                     },
                     credential,
                 ))

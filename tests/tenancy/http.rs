@@ -1,5 +1,5 @@
 //! The HTTP routes beside `/graphql` that decide by role. Uploading a file
-//! (`POST /files`) needs an EDITOR of the workspace named in the query. The other routes
+//! (`PUT /files`, or `POST`) needs an EDITOR of the workspace named in the query. The other routes
 //! are not role decisions: a download link is its own credential (checked before the
 //! file is looked up), and a webhook call is authenticated by its trigger's secret.
 
@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::support::in_process::Fleet;
 use crate::world::{needs, Caller, Outcome, Who, World, FORBIDDEN};
 
-pub const ROUTES: [&str; 1] = ["POST /files"];
+pub const ROUTES: [&str; 2] = ["POST /files", "PUT /files"];
 
 /// Calls `route` as `caller`; returns the outcome and what it should be.
 pub async fn row(
@@ -18,9 +18,15 @@ pub async fn row(
     caller: Caller,
 ) -> (Outcome, Option<String>) {
     match route {
-        "POST /files" => {
-            let response = reqwest::Client::new()
-                .post(fleet.url.replace("/graphql", "/files"))
+        "POST /files" | "PUT /files" => {
+            let url = fleet.url.replace("/graphql", "/files");
+            let client = reqwest::Client::new();
+            let request = if route.starts_with("PUT") {
+                client.put(url)
+            } else {
+                client.post(url)
+            };
+            let response = request
                 .query(&[
                     ("workspaceId", w.workspace.as_str()),
                     ("name", "matrix.txt"),

@@ -16,6 +16,7 @@ mod support;
 
 mod entities;
 mod events;
+mod files;
 mod graphql;
 mod grpc;
 mod http;

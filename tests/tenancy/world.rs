@@ -112,6 +112,8 @@ pub struct World {
     pub execution: String,
     pub file: String,
     pub notification: String,
+    /// Where the fleet takes uploads (`PUT /files`).
+    pub files_url: String,
 }
 
 impl World {
@@ -287,6 +289,7 @@ pub async fn world(fleet: &Fleet) -> World {
         execution,
         file,
         notification,
+        files_url: fleet.url.replace("/graphql", "/files"),
     }
 }
 

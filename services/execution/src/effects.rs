@@ -78,6 +78,7 @@ impl Effects {
                         name: "output.json".into(),
                         content_type: "application/json".into(),
                         content,
+                        workflow_id: e.workflow_id.to_string(),
                     })
                     .await
                     .map_err(|s| {

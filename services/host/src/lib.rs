@@ -2,7 +2,7 @@
 //! configuration names at start-up, each service's constructor turns it into
 //! [`ServiceParts`], and [`serve`] runs those parts (subgraph, gRPC, HTTP
 //! routes, background tasks) until shutdown. [`subgraph`] holds the GraphQL
-//! Federation plumbing every subgraph shares, [`privacy`] the per-service side
+//! Federation plumbing every subgraph shares ([`uploads`] its files), [`privacy`] the per-service side
 //! of account export and erasure, and `testing` (feature `testing`) the
 //! backends the service test suites run against.
 
@@ -11,5 +11,6 @@ pub mod privacy;
 pub mod subgraph;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod uploads;
 
 pub use infra::{serve, Infra, ServiceParts};

@@ -1,6 +1,7 @@
 //! Serving a service's GraphQL subgraph, over HTTP or in process.
 //!
-//! Both paths go through [`Subgraph::execute`]: it verifies the caller's token
+//! Both paths go through [`Subgraph::execute`] (or [`Subgraph::execute_multipart`] for a
+//! request with files, see [`crate::uploads`]): it verifies the caller's token
 //! (never trusting an identity it did not verify), refuses the request outright when a
 //! presented credential does not verify, puts the [`Caller`] in the GraphQL context, runs
 //! the schema and returns the response body as JSON.
@@ -8,9 +9,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::body::Body;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -97,6 +100,40 @@ impl Subgraph {
 
     /// Runs one GraphQL request with the caller identified from `headers`.
     pub async fn execute(&self, body: GraphQLBody, headers: &http::HeaderMap) -> serde_json::Value {
+        self.run(body, headers, None).await
+    }
+
+    /// Runs a multipart GraphQL request (GraphQL multipart request specification): its
+    /// files stream from `body` to the resolvers that take them.
+    pub async fn execute_multipart<S>(
+        &self,
+        content_type: &str,
+        body: S,
+        headers: &http::HeaderMap,
+    ) -> serde_json::Value
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let (operations, uploads) = match crate::uploads::read(content_type, body).await {
+            Ok(read) => read,
+            Err(e) => return e.graphql_response(),
+        };
+        let body: GraphQLBody = match serde_json::from_value(operations) {
+            Ok(body) => body,
+            Err(e) => {
+                return ApiError::bad_input(format!("`operations` is not a GraphQL request: {e}"))
+                    .graphql_response()
+            }
+        };
+        self.run(body, headers, Some(uploads)).await
+    }
+
+    async fn run(
+        &self,
+        body: GraphQLBody,
+        headers: &http::HeaderMap,
+        uploads: Option<crate::uploads::Uploads>,
+    ) -> serde_json::Value {
         let span = tracing::info_span!(
             "subgraph.request",
             subgraph = self.name,
@@ -135,6 +172,9 @@ impl Subgraph {
             if let Some(vars) = body.variables {
                 request = request.variables(async_graphql::Variables::from_json(vars));
             }
+            if let Some(uploads) = uploads {
+                request = request.data(uploads);
+            }
             let response =
                 flowfleet_runtime::grpc::acting_for(credential, self.schema.execute(request)).await;
             let outcome = if response.errors.is_empty() { "ok" } else { "error" };
@@ -157,22 +197,57 @@ impl Subgraph {
     }
 }
 
+/// Headers only scripts can set: a multipart request must carry one, so that a plain
+/// cross-site form post cannot reach a resolver (CSRF).
+const PREFLIGHT_HEADERS: [&str; 2] = ["graphql-require-preflight", "apollo-require-preflight"];
+
+/// Largest JSON request body (axum's default limit for JSON bodies).
+const MAX_JSON_BYTES: usize = 2 * 1024 * 1024;
+
 async fn graphql_handler(
     State(subgraph): State<Subgraph>,
     headers: http::HeaderMap,
-    body: Result<Json<GraphQLBody>, axum::extract::rejection::JsonRejection>,
+    body: Body,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match body {
-        Ok(Json(body)) => Json(subgraph.execute(body, &headers).await).into_response(),
-        Err(rejection) => (
+    let bad_request = |message: String| {
+        (
             http::StatusCode::BAD_REQUEST,
             Json(serde_json::json!({"errors": [{
-                "message": format!("the request body is not a GraphQL request: {}", rejection.body_text()),
+                "message": message,
                 "extensions": {"code": "BAD_REQUEST"}
             }]})),
         )
-            .into_response(),
+            .into_response()
+    };
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if content_type.starts_with("multipart/form-data") {
+        if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+            return bad_request(
+                "multipart requests must carry a `GraphQL-Require-Preflight` header".into(),
+            );
+        }
+        let stream = body
+            .into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        return Json(
+            subgraph
+                .execute_multipart(&content_type, stream, &headers)
+                .await,
+        )
+        .into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_JSON_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return bad_request(format!("the request body could not be read: {e}")),
+    };
+    match serde_json::from_slice::<GraphQLBody>(&bytes) {
+        Ok(body) => Json(subgraph.execute(body, &headers).await).into_response(),
+        Err(e) => bad_request(format!("the request body is not a GraphQL request: {e}")),
     }
 }
 

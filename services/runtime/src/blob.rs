@@ -1,11 +1,26 @@
 //! Blob storage behind `object_store`: a local directory in embedded mode, any
 //! S3-compatible bucket in distributed mode.
+//!
+//! Large content never sits in memory whole: [`BlobWriter`] sends it as a multipart
+//! upload in [`PART_BYTES`] parts (at most [`PARTS_IN_FLIGHT`] at a time, so a writer
+//! holds a bounded amount whatever the size), and [`Blobs::read`] returns a stream of a
+//! blob or of a byte range of it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+
+/// Size of a multipart upload's parts (S3's minimum for all but the last part).
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts uploaded at once by one writer.
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// A blob's content as it is read.
+pub type BlobStream = BoxStream<'static, Result<Bytes, BlobError>>;
 
 use crate::config::Config;
 
@@ -25,6 +40,11 @@ pub enum BlobError {
 }
 
 impl Blobs {
+    /// Blobs in `store` (tests wrap a real store, e.g. to slow one operation down).
+    pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
+        Blobs { store }
+    }
+
     pub fn from_config(config: &Config) -> Result<Self, BlobError> {
         match config.storage.backend.as_str() {
             "local" => {
@@ -85,11 +105,84 @@ impl Blobs {
         }
     }
 
+    /// Starts writing the blob `key` in parts; nothing is visible under `key` until
+    /// [`BlobWriter::finish`] succeeds.
+    pub async fn writer(&self, key: &str) -> Result<BlobWriter, BlobError> {
+        let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
+        Ok(BlobWriter {
+            inner: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+        })
+    }
+
+    /// Streams the blob, or the bytes `range` of it (which the caller has checked
+    /// against the blob's size).
+    pub async fn read(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream, BlobError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&ObjectPath::from(key), options).await {
+            Ok(r) => Ok(r.into_stream().map(|c| c.map_err(BlobError::from)).boxed()),
+            Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves a blob to `to`, replacing what is there (a copy and a delete on S3).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), BlobError> {
+        self.store
+            .rename(&ObjectPath::from(from), &ObjectPath::from(to))
+            .await?;
+        Ok(())
+    }
+
+    /// Keys under `prefix` last modified before `before_ms` (Unix milliseconds).
+    pub async fn older_than(&self, prefix: &str, before_ms: i64) -> Result<Vec<String>, BlobError> {
+        let mut listing = self.store.list(Some(&ObjectPath::from(prefix)));
+        let mut keys = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            if meta.last_modified.timestamp_millis() < before_ms {
+                keys.push(meta.location.to_string());
+            }
+        }
+        Ok(keys)
+    }
+
     /// Deletes a blob; deleting one that is not there is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&ObjectPath::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A blob being written; dropped without [`finish`](Self::finish), it leaves nothing
+/// under its key (call [`abort`](Self::abort) to also free the parts already sent).
+pub struct BlobWriter {
+    inner: WriteMultipart,
+}
+
+impl BlobWriter {
+    /// Adds `chunk`, waiting while [`PARTS_IN_FLIGHT`] parts are being uploaded.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        self.inner.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        self.inner.put(chunk);
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<(), BlobError> {
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    pub async fn abort(self) -> Result<(), BlobError> {
+        self.inner.abort().await?;
+        Ok(())
     }
 }

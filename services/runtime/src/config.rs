@@ -250,8 +250,14 @@ pub struct StorageConfig {
     pub s3_bucket: String,
     pub s3_endpoint: String,
     pub s3_region: String,
-    /// Largest file accepted, in bytes.
+    /// Largest file accepted, in bytes (at most 2 GiB - 1, GraphQL's `Int`).
     pub max_file_bytes: u64,
+    /// What each workspace may store: bytes of all its files, and how many.
+    pub quota_bytes: u64,
+    pub quota_files: u64,
+    /// How often the cleanup job (retention policies, abandoned staging blobs) runs;
+    /// once per period across replicas.
+    pub cleanup_interval_secs: u64,
     /// Lifetime of signed download URLs, in seconds.
     pub url_ttl_secs: u64,
     /// Base URL clients use to reach the storage service's HTTP endpoints
@@ -489,6 +495,9 @@ impl Default for StorageConfig {
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             max_file_bytes: 100 * 1024 * 1024,
+            quota_bytes: 10 * 1024 * 1024 * 1024,
+            quota_files: 100_000,
+            cleanup_interval_secs: 3600,
             url_ttl_secs: 3600,
             public_url: String::new(),
         }

@@ -185,6 +185,15 @@ impl Db {
 
 use sqlx::Connection;
 
+/// `%word%` for `LIKE … ESCAPE '\'`, with the pattern characters escaped.
+pub fn like_pattern(word: &str) -> String {
+    let escaped = word
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// One page of a keyset-paginated list, newest first.
 pub struct Page<T> {
     pub items: Vec<T>,

@@ -23,8 +23,17 @@ pub enum ErrorCode {
     RateLimited,
     /// The password was right, and the account's second factor is needed too.
     MfaRequired,
+    /// The workspace has used up an allowance (stored bytes, files): freeing some or
+    /// raising the limit is the way on, not retrying.
+    QuotaExceeded,
+    /// The request's content is larger than accepted.
+    PayloadTooLarge,
     Internal,
 }
+
+/// gRPC metadata naming the [`ErrorCode`] where a status code alone is ambiguous
+/// (`RESOURCE_EXHAUSTED` is a rate limit, a quota or a size).
+const CODE_METADATA: &str = "flowfleet-error-code";
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
@@ -36,6 +45,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::MfaRequired => "MFA_REQUIRED",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -137,6 +148,14 @@ impl From<ApiError> for tonic::Status {
             ErrorCode::NotFound => tonic::Status::not_found(e.message),
             ErrorCode::Conflict => tonic::Status::already_exists(e.message),
             ErrorCode::RateLimited => tonic::Status::resource_exhausted(e.message),
+            ErrorCode::QuotaExceeded | ErrorCode::PayloadTooLarge => {
+                let mut status = tonic::Status::resource_exhausted(e.message);
+                status.metadata_mut().insert(
+                    CODE_METADATA,
+                    tonic::metadata::MetadataValue::from_static(e.code.as_str()),
+                );
+                status
+            }
             ErrorCode::Internal => tonic::Status::internal(e.message),
         }
     }
@@ -152,7 +171,18 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => ApiError::forbidden(s.message()),
             Code::Unauthenticated => ApiError::unauthenticated(s.message()),
             Code::AlreadyExists => ApiError::conflict(s.message()),
-            Code::ResourceExhausted => ApiError::new(ErrorCode::RateLimited, s.message()),
+            Code::ResourceExhausted => {
+                let code = match s
+                    .metadata()
+                    .get(CODE_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("QUOTA_EXCEEDED") => ErrorCode::QuotaExceeded,
+                    Some("PAYLOAD_TOO_LARGE") => ErrorCode::PayloadTooLarge,
+                    _ => ErrorCode::RateLimited,
+                };
+                ApiError::new(code, s.message())
+            }
             _ => ApiError::internal(format!("gRPC call failed: {s}")),
         }
     }

@@ -3,22 +3,22 @@
 //! whose request a service serves needs EDITOR to store and VIEWER to read. A file is
 //! only returned for the workspace it belongs to.
 
-use flowfleet_runtime::error::{parse_id, ApiError};
+use flowfleet_runtime::error::parse_id;
 use flowfleet_runtime::proto::storage::v1::storage_service_server::StorageService;
 use flowfleet_runtime::proto::storage::v1::{File, FileContent, GetFileRequest, PutFileRequest};
 use tonic::{Request, Response, Status};
 
-use flowfleet_security::access::{Access, Target};
+use flowfleet_security::access::Target;
 use flowfleet_security::identity::Role;
 use flowfleet_security::service_auth::GrpcGuard;
 
 use crate::domain::{ContentType, FileName, StoredFile};
-use crate::files::{Files, NewFile};
+use crate::files::uploads::NewFile;
+use crate::files::Files;
 
 pub struct StorageGrpc {
     pub files: Files,
     pub guard: GrpcGuard,
-    pub access: Access,
 }
 
 fn to_proto(f: &StoredFile) -> File {
@@ -39,12 +39,6 @@ impl StorageService for StorageGrpc {
         let caller = self.guard.caller(&request).await?;
         let r = request.into_inner();
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        self.access
-            .authorize(&caller, workspace, Role::Editor, Target::Workspace)
-            .await?;
-        self.files
-            .check_size(r.content.len() as u64)
-            .map_err(|e| Status::invalid_argument(e.message()))?;
         let new = NewFile {
             workspace_id: workspace,
             owner_id: parse_id("owner_id", &r.owner_id)?,
@@ -53,10 +47,22 @@ impl StorageService for StorageGrpc {
             } else {
                 Some(parse_id("execution_id", &r.execution_id)?)
             },
+            workflow_id: if r.workflow_id.is_empty() {
+                None
+            } else {
+                Some(parse_id("workflow_id", &r.workflow_id)?)
+            },
             name: FileName::parse(&r.name)?,
             content_type: ContentType::parse(&r.content_type)?,
         };
-        let file = self.files.put(new, r.content.into()).await?;
+        let size = r.content.len() as u64;
+        let content = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+            bytes::Bytes::from(r.content),
+        )]);
+        let file = self
+            .files
+            .upload((&caller).into(), new, Some(size), content)
+            .await?;
         Ok(Response::new(to_proto(&file)))
     }
 
@@ -69,20 +75,25 @@ impl StorageService for StorageGrpc {
         let r = request.get_ref();
         let id = parse_id("file_id", &r.file_id)?;
         let workspace = parse_id("workspace_id", &r.workspace_id)?;
-        self.access
-            .authorize(&caller, workspace, Role::Viewer, Target::Workspace)
-            .await?;
-        // Another workspace's file is indistinguishable from a missing one.
         let file = self
             .files
-            .file(id)
-            .await?
-            .filter(|f| f.workspace_id == workspace)
-            .ok_or_else(|| ApiError::not_found("no such file in this workspace"))?;
-        let content = self.files.content(&file).await?;
+            .file_in(
+                (&caller).into(),
+                workspace,
+                id,
+                Role::Viewer,
+                Target::Workspace,
+            )
+            .await?;
+        let mut content = Vec::with_capacity(file.size.max(0) as usize);
+        let mut stream = self.files.read(&file, None).await?;
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            content
+                .extend_from_slice(&chunk.map_err(flowfleet_runtime::error::ApiError::internal)?);
+        }
         Ok(Response::new(FileContent {
             file: Some(to_proto(&file)),
-            content: content.to_vec(),
+            content,
         }))
     }
 }

@@ -1,10 +1,15 @@
-//! The storage service's HTTP endpoints beside `/graphql`:
+//! The storage service's HTTP endpoints beside `/graphql` (the gateway process passes
+//! `/files/...` on to them):
 //!
-//! - `GET /files/{id}/content?expires=..&signature=..` serves a file's content
+//! - `GET /files/{id}/content?expires=..&signature=..` streams a file's content
 //!   to whoever holds a valid signed link (the link is the credential; it is
-//!   verified before the file is looked up, so a bad link reveals nothing).
-//! - `POST /files?workspaceId=..&name=..[&executionId=..]` uploads a raw body
-//!   for an Editor (or above) of the workspace, with a bearer token.
+//!   verified before the file is looked up, so a bad link reveals nothing), with
+//!   its ETag (the SHA-256), `If-None-Match` answered by `304`, and single byte
+//!   ranges (`Range`, `If-Range`) answered by `206`.
+//! - `PUT /files?workspaceId=..&name=..` (or `POST`) stores the request body as a
+//!   file for an EDITOR (or above) of the workspace, with a bearer token; the body
+//!   streams to the blob store, so its size is bounded only by `storage.max_file_bytes`
+//!   and the workspace's quota, checked against `Content-Length` before anything is read.
 //!
 //! Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
 
@@ -13,36 +18,30 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, put};
 use axum::{Json, Router};
-use bytes::BytesMut;
 use flowfleet_runtime::error::{parse_id, ApiError, ErrorCode};
-use flowfleet_security::access::{Access, Target};
-use flowfleet_security::identity::{Role, TokenVerifier};
-use futures::StreamExt;
+use flowfleet_security::identity::TokenVerifier;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::domain::ranges::{self, Selection};
 use crate::domain::{content_disposition, ContentType, FileName, LinkError, StoredFile};
-use crate::files::{Files, NewFile};
+use crate::files::uploads::NewFile;
+use crate::files::Files;
 
 #[derive(Clone)]
 struct HttpState {
     files: Files,
-    access: Access,
     verifier: Arc<TokenVerifier>,
 }
 
-pub fn router(files: Files, access: Access, verifier: Arc<TokenVerifier>) -> Router {
+pub fn router(files: Files, verifier: Arc<TokenVerifier>) -> Router {
     Router::new()
         .route("/files/{id}/content", get(download))
-        .route("/files", post(upload))
-        .with_state(HttpState {
-            files,
-            access,
-            verifier,
-        })
+        .route("/files", put(upload).post(upload))
+        .with_state(HttpState { files, verifier })
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -58,6 +57,9 @@ fn api_error(e: ApiError) -> Response {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        // Retrying the same upload cannot help; 403 is what clients don't retry.
+        ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.code.as_str(), e.message)
@@ -74,6 +76,7 @@ async fn download(
     State(s): State<HttpState>,
     Path(id): Path<String>,
     Query(link): Query<LinkParams>,
+    headers: HeaderMap,
 ) -> Response {
     match s
         .files
@@ -95,25 +98,93 @@ async fn download(
     let Ok(id) = id.parse::<Uuid>() else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file");
     };
-    let file = match s.files.file(id).await {
+    let file = match s.files.linked_file(id).await {
         Ok(Some(f)) => f,
         Ok(None) => return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file"),
         Err(e) => return api_error(e),
     };
-    match s.files.content(&file).await {
-        Ok(bytes) => content_response(&file, Body::from(bytes)),
-        Err(e) => api_error(e),
+    let etag = format!("\"{}\"", file.sha256);
+    let header_text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if header_text(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        insert_etag(response.headers_mut(), &etag);
+        return response;
+    }
+    let size = file.size as u64;
+    // `If-Range` with another validator asks for the whole (changed) content.
+    let range_header = match header_text(header::IF_RANGE) {
+        Some(v) if v.trim() != etag => None,
+        _ => header_text(header::RANGE),
+    };
+    match ranges::select(range_header, size) {
+        Selection::Unsatisfiable => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_NOT_SATISFIABLE",
+                format!("the file has {size} bytes"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            response
+        }
+        Selection::Whole => match s.files.read(&file, None).await {
+            Ok(stream) => content_response(
+                &file,
+                &etag,
+                StatusCode::OK,
+                size,
+                Body::from_stream(stream),
+            ),
+            Err(e) => api_error(e),
+        },
+        Selection::Part(range) => match s.files.read(&file, Some(range.clone())).await {
+            Ok(stream) => {
+                let mut response = content_response(
+                    &file,
+                    &etag,
+                    StatusCode::PARTIAL_CONTENT,
+                    range.end - range.start,
+                    Body::from_stream(stream),
+                );
+                let value = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                response
+            }
+            Err(e) => api_error(e),
+        },
+    }
+}
+
+fn insert_etag(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, v);
     }
 }
 
 /// The content as a download: its stored type, never sniffed by browsers, and
 /// an attachment disposition so user content is not rendered on this origin.
-fn content_response(file: &StoredFile, body: Body) -> Response {
+fn content_response(
+    file: &StoredFile,
+    etag: &str,
+    status: StatusCode,
+    length: u64,
+    body: Body,
+) -> Response {
     let mut headers = HeaderMap::new();
     let content_type = HeaderValue::from_str(&file.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size as u64));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&file.name)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -125,10 +196,8 @@ fn content_response(file: &StoredFile, body: Body) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=0"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
-        headers.insert(header::ETAG, v);
-    }
-    (StatusCode::OK, headers, body).into_response()
+    insert_etag(&mut headers, etag);
+    (status, headers, body).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,55 +246,25 @@ async fn try_upload(
             .and_then(ContentType::parse),
     }
     .map_err(api_error)?;
-    s.access
-        .authorize(me, workspace, Role::Editor, Target::Workspace)
-        .await
-        .map_err(api_error)?;
-
-    let too_large = |limit: u64| {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("the file is larger than the limit of {limit} bytes"),
-        )
-    };
-    // A declared length over the limit is refused before reading anything.
+    // A declared length lets an upload that cannot fit be refused before it is read.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
-        s.files.check_size(len).map_err(|e| too_large(e.limit))?;
-    }
-    // The body is read with a running count, so a body without (or lying
-    // about) its length cannot exceed the limit in memory.
-    let mut content = BytesMut::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("the upload could not be read: {e}"),
-            )
-        })?;
-        s.files
-            .check_size((content.len() + chunk.len()) as u64)
-            .map_err(|e| too_large(e.limit))?;
-        content.extend_from_slice(&chunk);
-    }
-
     let file = s
         .files
-        .put(
+        .upload(
+            me.into(),
             NewFile {
                 workspace_id: workspace,
                 owner_id: me.user_id,
                 execution_id,
+                workflow_id: None,
                 name,
                 content_type,
             },
-            content.freeze(),
+            declared,
+            body.into_data_stream(),
         )
         .await
         .map_err(api_error)?;
@@ -235,6 +274,8 @@ async fn try_upload(
         "executionId": file.execution_id,
         "name": file.name,
         "contentType": file.content_type,
+        "declaredContentType": file.declared_content_type,
+        "sniffedContentType": file.sniffed_content_type,
         "size": file.size,
         "sha256": file.sha256,
         "createdAt": flowfleet_runtime::clock::to_datetime(file.created_at),

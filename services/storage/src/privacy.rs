@@ -21,14 +21,8 @@ impl UserDataHolder for Files {
     }
 
     async fn erase_workspace(&self, workspace: Uuid) -> Result<(), ApiError> {
-        for key in self.store.delete_workspace_files(workspace).await? {
-            // Still used by another workspace's file: kept. (An identical upload racing
-            // with this check could find the blob present and then lose it; the content
-            // would have to be uploaded again.)
-            if !self.store.blob_in_use(&key).await? {
-                self.delete_blob(&key).await?;
-            }
-        }
-        Ok(())
+        // Each file goes with its share of its blob: a blob another workspace's file
+        // shares stays (see `crate::store::changes`).
+        self.erase_workspace_files(workspace).await
     }
 }

@@ -1,184 +1,22 @@
-//! The storage service on every backend of `Backend::all()`: embedded (SQLite,
-//! the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ, Redis),
-//! with blobs on a temporary directory and real Ed25519 access tokens.
-//! Workspace membership comes from a small AuthService that answers from a map
-//! (the auth service's gRPC contract, in process), until the auth service can
-//! grant roles other than owner.
+//! The storage service's original contract: content-addressed files over gRPC, signed
+//! download links, the `File` entity and `Execution.artifacts`, on every backend.
+
+mod common;
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use common::*;
 use flowfleet_auth::testing::RealAuth;
-use flowfleet_host::testing::{Backend, TestInfra};
-use flowfleet_host::{Infra, ServiceParts};
+use flowfleet_host::testing::Backend;
+use flowfleet_host::Infra;
 use flowfleet_runtime::blob::Blobs;
-use flowfleet_runtime::clock::ManualClock;
-use flowfleet_runtime::config::{Config, ServiceName};
-use flowfleet_runtime::db::Db;
-use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::{GetFileRequest, PutFileRequest};
-use flowfleet_security::access::Access;
-use flowfleet_security::identity::{Caller, Identity, Role, TokenVerifier};
-use flowfleet_storage::graphql::{schema, Ctx};
+use flowfleet_runtime::config::ServiceName;
+use flowfleet_runtime::proto::storage::v1::GetFileRequest;
+use flowfleet_security::identity::Role;
 use flowfleet_storage::{build, MIGRATIONS};
 use serde_json::{json, Value};
-use tower::ServiceExt as _;
 use uuid::Uuid;
-
-const START_MS: i64 = 1_700_000_000_000;
-
-struct Fixture {
-    _env: TestInfra,
-    _dir: tempfile::TempDir,
-    db: Db,
-    clock: Arc<ManualClock>,
-    /// The real auth service: users, workspaces, roles and tokens.
-    auth: RealAuth,
-    parts: ServiceParts,
-    access: Access,
-    files: flowfleet_storage::files::Files,
-    blob_dir: std::path::PathBuf,
-}
-
-const MAX_BYTES: u64 = 1024;
-
-async fn fixture(backend: &Backend) -> Fixture {
-    let env = backend.start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.storage.max_file_bytes = MAX_BYTES;
-    config.storage.url_ttl_secs = 600;
-    config.storage.public_url = "https://files.example.com/".into();
-    let db = env.db(ServiceName::Storage, &MIGRATIONS).await;
-    let blobs = Blobs::from_config(&config).unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let auth = RealAuth::start(&env).await;
-    // The backend's bus and cache, with this test's clock and limits, verifying the auth
-    // service's tokens.
-    let infra = Infra {
-        config: Arc::new(config),
-        clock: clock.clone(),
-        verifier: Arc::new(TokenVerifier::new(auth.keys(), "flowfleet", "flowfleet")),
-        ..env.infra.clone()
-    };
-    let access = auth.access();
-    let parts = build(&infra, db.clone(), access.clone(), blobs.clone())
-        .await
-        .unwrap();
-    // The same wiring as `build`, for executing the schema with a chosen caller.
-    let store = flowfleet_storage::store::Store::new(db.clone());
-    let files = flowfleet_storage::files::Files::new(
-        store.clone(),
-        blobs,
-        flowfleet_runtime::events::outbox::Relay::new(db.clone(), infra.bus.clone()),
-        clock.clone(),
-        store.signing_key().await.unwrap(),
-        flowfleet_storage::files::FilesConfig {
-            max_bytes: MAX_BYTES,
-            url_base: "https://files.example.com/".into(),
-            url_ttl_secs: 600,
-        },
-    );
-    Fixture {
-        blob_dir: dir.path().join("blobs"),
-        _env: env,
-        _dir: dir,
-        db,
-        clock,
-        auth,
-        parts,
-        access,
-        files,
-    }
-}
-
-impl Fixture {
-    fn grpc(&self) -> StorageServiceClient<flowfleet_runtime::grpc::GrpcChannel> {
-        // As the worker calls it: with the execution service's own credential.
-        StorageServiceClient::new(flowfleet_runtime::grpc::in_process(
-            self.parts.grpc.clone(),
-            Some(
-                self._env
-                    .infra
-                    .service_credentials(flowfleet_runtime::config::ServiceName::Execution),
-            ),
-        ))
-    }
-
-    async fn http(
-        &self,
-        request: http::Request<Body>,
-    ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
-        let response = self.parts.http.clone().oneshot(request).await.unwrap();
-        let (head, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        (head.status, head.headers, bytes.to_vec())
-    }
-
-    async fn get(&self, path_and_query: &str) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
-        self.http(
-            http::Request::get(path_and_query)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn graphql(&self, caller: Caller, query: &str, vars: Value) -> Value {
-        let schema = schema(Ctx {
-            files: self.files.clone(),
-            access: self.access.clone(),
-        });
-        let request = async_graphql::Request::new(query)
-            .variables(async_graphql::Variables::from_json(vars))
-            .data(caller);
-        serde_json::to_value(schema.execute(request).await).unwrap()
-    }
-
-    fn blob_count(&self) -> usize {
-        std::fs::read_dir(self.blob_dir.join("sha256"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
-
-fn put(workspace: Uuid, execution: Option<Uuid>, name: &str, content: &[u8]) -> PutFileRequest {
-    PutFileRequest {
-        workspace_id: workspace.to_string(),
-        owner_id: Uuid::now_v7().to_string(),
-        execution_id: execution.map(|e| e.to_string()).unwrap_or_default(),
-        name: name.into(),
-        content_type: "text/csv".into(),
-        content: content.to_vec(),
-    }
-}
-
-fn as_user(user: Uuid) -> Caller {
-    Caller::User(Identity {
-        user_id: user,
-        email: "ada@example.com".into(),
-        api_key: None,
-    })
-}
-
-fn error_code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("")
-}
-
-const FILE: &str = "query($reps: [_Any!]!) { _entities(representations: $reps) { \
-    ... on File { id name contentType size sha256 workspaceId createdAt downloadUrl } } }";
-
-/// The path and query of a download URL (its base is the configured public URL).
-fn local(url: &str) -> String {
-    url.strip_prefix("https://files.example.com")
-        .unwrap_or_else(|| panic!("{url} is not under the public URL"))
-        .to_string()
-}
 
 #[tokio::test]
 async fn identical_contents_share_one_blob() {
@@ -256,7 +94,13 @@ async fn put_file_enforces_size_and_name_on(backend: &Backend) {
         .put_file(put(workspace, None, "big.bin", &over))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        flowfleet_runtime::error::ApiError::from(e.clone())
+            .code
+            .as_str(),
+        "PAYLOAD_TOO_LARGE"
+    );
     assert!(e.message().contains("limit"), "{}", e.message());
     let e = grpc
         .put_file(put(workspace, None, "  ", b"x"))
@@ -563,6 +407,12 @@ async fn http_upload_needs_an_editor_and_respects_the_limit_on(backend: &Backend
         .await
         .unwrap();
     assert_eq!(rows, 2, "only the accepted uploads are stored");
+    assert_eq!(f.blob_count(), 2);
+    assert_eq!(
+        f.staging_count(),
+        0,
+        "refused uploads leave no staging blob"
+    );
 }
 
 #[tokio::test]

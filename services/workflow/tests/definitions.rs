@@ -434,7 +434,10 @@ async fn the_catalog_describes_schemas_inputs_outputs_and_branches() {
             "notify"
         ]
     );
-    assert_eq!(by_name("notify")["configSchema"]["required"], json!(["subject"]));
+    assert_eq!(
+        by_name("notify")["configSchema"]["required"],
+        json!(["subject"])
+    );
     assert_eq!(
         by_name("http_request")["credentialFields"],
         json!([{"pointer": "/credentialId", "kinds": ["HTTP_BASIC", "HTTP_BEARER", "HTTP_HEADER"]}])

@@ -4,7 +4,6 @@
 
 use flowfleet_host::privacy::{erase, export_rows, Column};
 use flowfleet_runtime::error::ApiError;
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::Store;
@@ -31,35 +30,5 @@ impl Store {
             user,
         )
         .await
-    }
-
-    /// Deletes a workspace's files; returns the blob keys they used.
-    pub async fn delete_workspace_files(&self, workspace: Uuid) -> Result<Vec<String>, ApiError> {
-        let keys: Vec<String> =
-            sqlx::query("SELECT DISTINCT blob_key FROM files WHERE workspace_id = $1")
-                .bind(workspace.to_string())
-                .fetch_all(self.db().pool())
-                .await?
-                .iter()
-                .map(|r| r.try_get("blob_key"))
-                .collect::<Result<_, _>>()?;
-        erase(
-            self.db(),
-            &["DELETE FROM files WHERE workspace_id = $1"],
-            workspace,
-        )
-        .await?;
-        Ok(keys)
-    }
-
-    /// Whether any file still uses the blob `key`.
-    pub async fn blob_in_use(&self, key: &str) -> Result<bool, ApiError> {
-        Ok(
-            sqlx::query("SELECT 1 AS one FROM files WHERE blob_key = $1 LIMIT 1")
-                .bind(key)
-                .fetch_optional(self.db().pool())
-                .await?
-                .is_some(),
-        )
     }
 }

@@ -18,7 +18,7 @@ mod versions;
 use std::sync::Arc;
 
 use flowfleet_runtime::clock::Clock;
-use flowfleet_runtime::db::{uuid_column, Db, Page};
+use flowfleet_runtime::db::{like_pattern, uuid_column, Db, Page};
 use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -63,15 +63,6 @@ fn workflow_from(row: &AnyRow) -> Result<Workflow, ApiError> {
 
 fn json(value: &impl serde::Serialize) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(ApiError::internal)
-}
-
-/// `%word%` for `LIKE … ESCAPE '\'`, with the pattern characters escaped.
-fn like_pattern(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
 }
 
 impl Store {

@@ -1,36 +1,37 @@
-//! The storage subgraph: the `File` entity and `Execution.artifacts`, which it
-//! contributes to the execution service's `Execution` entity. A file is visible
-//! to members (Viewer or above) of its workspace only.
+//! The storage subgraph: the `File` entity, `Execution.artifacts` (contributed to the
+//! execution service's entity), the `Workspace` fields in [`workspace`] and the
+//! mutations in [`mutations`]. A file is visible to members (VIEWER or above) of its
+//! workspace only. Resolvers parse, call a use case of [`Files`] and map errors.
+
+mod mutations;
+mod workspace;
 
 use async_graphql::{ComplexObject, Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use flowfleet_host::subgraph::caller;
 use flowfleet_runtime::clock::to_datetime;
-use flowfleet_runtime::error::{parse_id, ApiError};
-use flowfleet_security::access::{Access, Target};
+use flowfleet_runtime::error::parse_id;
+use flowfleet_security::access::Target;
 use flowfleet_security::identity::Role;
 
 use crate::domain::StoredFile;
 use crate::files::Files;
 
-pub type StorageSchema =
-    async_graphql::Schema<Query, async_graphql::EmptyMutation, async_graphql::EmptySubscription>;
+pub use mutations::Mutation;
+pub use workspace::WorkspaceRef;
+
+pub type StorageSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
 
 /// What resolvers need, placed in the schema's data.
 pub struct Ctx {
     pub files: Files,
-    pub access: Access,
 }
 
 pub fn schema(ctx: Ctx) -> StorageSchema {
-    async_graphql::Schema::build(
-        Query,
-        async_graphql::EmptyMutation,
-        async_graphql::EmptySubscription,
-    )
-    .enable_federation()
-    .data(ctx)
-    .finish()
+    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+        .enable_federation()
+        .data(ctx)
+        .finish()
 }
 
 /// A stored file: a workflow's artifact or an upload.
@@ -40,7 +41,18 @@ pub struct FileNode {
     pub id: ID,
     pub workspace_id: ID,
     pub name: String,
+    /// What the file is served as: the type its bytes show (`sniffedContentType`)
+    /// when they match a known signature, else the declared one.
     pub content_type: String,
+    /// The type the uploader declared.
+    pub declared_content_type: String,
+    /// The type the first bytes show, when they match a known file signature (text
+    /// formats have none).
+    pub sniffed_content_type: Option<String>,
+    /// The execution that produced it, for a workflow's artifact.
+    pub execution_id: Option<ID>,
+    /// The workflow whose run produced it, when the run said.
+    pub workflow_id: Option<ID>,
     /// Bytes. Uploads are capped by `storage.max_file_bytes`, which the service
     /// keeps within GraphQL's 32-bit `Int`.
     pub size: i32,
@@ -60,6 +72,10 @@ impl FileNode {
             workspace_id: ID(file.workspace_id.to_string()),
             name: file.name,
             content_type: file.content_type,
+            declared_content_type: file.declared_content_type,
+            sniffed_content_type: file.sniffed_content_type,
+            execution_id: file.execution_id.map(|e| ID(e.to_string())),
+            workflow_id: file.workflow_id.map(|w| ID(w.to_string())),
             size: i32::try_from(file.size).unwrap_or(i32::MAX),
             sha256: file.sha256,
             created_at: to_datetime(file.created_at),
@@ -95,16 +111,13 @@ impl ExecutionRef {
             // The workspace comes with the request, so it is checked like any other: an
             // outsider gets the execution service's answer for a missing execution, and
             // only files of that workspace are read, whatever the request claims.
-            c.access
-                .authorize(
-                    me,
+            Ok(c.files
+                .by_execution(
+                    me.into(),
                     workspace,
-                    Role::Viewer,
+                    id,
                     Target::Resource("no execution with this id"),
                 )
-                .await?;
-            Ok(c.files
-                .by_execution(workspace, id)
                 .await?
                 .into_iter()
                 .map(|file| FileNode::new(file, &c.files))
@@ -123,24 +136,17 @@ impl Query {
     /// from a missing one: `NOT_FOUND` either way.
     #[graphql(entity)]
     async fn find_file_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<FileNode> {
-        const MISSING: &str = "no file with this id";
         let me = caller(ctx).require()?;
         let c = ctx.data::<Ctx>()?;
         let id = parse_id("id", &id)?;
-        let file = c
-            .files
-            .file(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(MISSING))?;
-        c.access
-            .authorize(
-                me,
-                file.workspace_id,
-                Role::Viewer,
-                Target::Resource(MISSING),
-            )
-            .await?;
+        let file = c.files.file_by_id(me.into(), id, Role::Viewer).await?;
         Ok(FileNode::new(file, &c.files))
+    }
+
+    /// Resolves a `Workspace` reference without I/O: each field checks the caller.
+    #[graphql(entity)]
+    async fn find_workspace_by_id(&self, id: ID) -> WorkspaceRef {
+        WorkspaceRef { id }
     }
 
     /// Resolves an `Execution` reference without I/O: `artifacts` checks the caller's

@@ -17,6 +17,8 @@
 #[path = "../services/notification/tests/receivers/mod.rs"]
 mod receivers;
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -278,53 +280,12 @@ use receivers::{Http, Smtp};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let mode = arg("--mode").unwrap_or_else(|| "both".into());
-    let scale: usize = arg("--scale")
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(1)
-        .max(1);
-    let mut backends = Vec::new();
-    if mode != "distributed" {
-        backends.push(Backend::Embedded);
-    }
-    if mode != "embedded" {
-        match Backend::all().into_iter().find(|b| matches!(b, Backend::Distributed { .. })) {
-            Some(b) => backends.push(b),
-            None => bail!("the distributed mode needs FLOWFLEET_TEST_DATABASE_URL, _AMQP_URL and _REDIS_URL (scripts/bench starts them)"),
-        }
-    }
+    let args = common::Args::from_env();
+    let scale = args.number("--scale", 1)?;
     let mut columns = Vec::new();
-    for backend in &backends {
+    for backend in args.backends()? {
         eprintln!("[notification bench] measuring {}", backend.name());
-        columns.push((backend.name(), measure(backend, scale).await?));
+        columns.push((backend.name(), measure(&backend, scale).await?));
     }
-    let mut report = String::from("| measure |");
-    for (name, _) in &columns {
-        report.push_str(&format!(" {name} |"));
-    }
-    report.push_str("\n|---|");
-    for _ in &columns {
-        report.push_str("---:|");
-    }
-    report.push('\n');
-    for (i, (label, _)) in columns[0].1.iter().enumerate() {
-        report.push_str(&format!("| {label} |"));
-        for (_, rows) in &columns {
-            report.push_str(&format!(" {} |", rows[i].1));
-        }
-        report.push('\n');
-    }
-    println!("{report}");
-    if let Some(out) = arg("--out") {
-        std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
-    }
-    Ok(())
+    common::report(&args, &columns)
 }

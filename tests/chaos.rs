@@ -402,6 +402,7 @@ async fn a_broker_restarted_mid_run_loses_nothing() {
         database_url,
         amqp_url: broker.url.clone(),
         redis_url,
+        s3: None,
     };
     let f = start_with(&backend, |c| {
         // Steps whose task could not be sent are resent soon after the broker is back.

@@ -74,6 +74,34 @@ ff_install_servers() {
     ff_log "installed ${pkgs[*]} in $(ff_since "$t0")"
 }
 
+# s3s-fs, the S3-compatible server the storage tests run the S3 backend against:
+# built from crates.io once (a few minutes), then found on PATH or in ~/.cargo/bin.
+# 0.14.1 is the newest release that builds with Rust 1.95.
+FF_S3S_VERSION=0.14.1
+
+ff_s3s_bin() {
+    if [[ -n ${FLOWFLEET_TEST_S3S_BIN:-} ]]; then
+        echo "$FLOWFLEET_TEST_S3S_BIN"
+        return 0
+    fi
+    local found
+    found=$(command -v s3s-fs 2>/dev/null) && { echo "$found"; return 0; }
+    [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs ]] && { echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"; return 0; }
+    return 1
+}
+
+ff_install_s3s() {
+    ff_s3s_bin >/dev/null && return 0
+    local t0
+    t0=$(ff_now_ms)
+    ff_log "installing s3s-fs $FF_S3S_VERSION (cargo install, once)"
+    cargo install "s3s-fs@$FF_S3S_VERSION" --locked --features binary >"$FF_TMP/s3s-install.log" 2>&1 || {
+        tail -n 40 "$FF_TMP/s3s-install.log" >&2
+        ff_die "could not install s3s-fs"
+    }
+    ff_log "installed s3s-fs in $(ff_since "$t0")"
+}
+
 # ---- PostgreSQL --------------------------------------------------------------
 
 ff_pg_user() { if [[ $EUID -eq 0 ]]; then echo postgres; else id -un; fi; }
@@ -142,6 +170,31 @@ ff_redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$FF_REDIS_PORT" ping 2>/dev/nu
 
 ff_wait_redis() {
     ff_wait_ready redis "$FF_REDIS_PID" "$FF_READY_TIMEOUT" "$FF_REDIS_DIR/redis.log" ff_redis_ping
+}
+
+# ---- S3 (s3s-fs) ---------------------------------------------------------------
+
+FF_S3_ACCESS_KEY=flowfleet-test
+FF_S3_SECRET_KEY=flowfleet-test-secret
+FF_S3_BUCKET=flowfleet-test
+
+ff_start_s3() {
+    FF_S3_PORT=$1
+    FF_S3_DIR=$FF_TMP/s3
+    # A bucket is a directory of the server's root.
+    mkdir -p "$FF_S3_DIR/data/$FF_S3_BUCKET"
+    ff_spawn root TERM "$FF_S3_DIR/s3s.log" "$FF_S3_DIR" \
+        "$(ff_s3s_bin)" --host 127.0.0.1 --port "$FF_S3_PORT" \
+        --access-key "$FF_S3_ACCESS_KEY" --secret-key "$FF_S3_SECRET_KEY" \
+        "$FF_S3_DIR/data" &
+    FF_S3_PID=$!
+    ff_track "$FF_S3_PID" s3s-fs TERM 10
+}
+
+ff_s3_probe() { (exec 3<>"/dev/tcp/127.0.0.1/$FF_S3_PORT") 2>/dev/null; }
+
+ff_wait_s3() {
+    ff_wait_ready s3s-fs "$FF_S3_PID" "$FF_READY_TIMEOUT" "$FF_S3_DIR/s3s.log" ff_s3_probe
 }
 
 # ---- RabbitMQ ----------------------------------------------------------------
@@ -341,13 +394,17 @@ ff_start_infra() {
     chaos_dist_port=${FLOWFLEET_TEST_CHAOS_RABBITMQ_DIST_PORT:-$(ff_pick_port 55689 "${taken[@]}")}
     taken+=("$chaos_dist_port")
     chaos_epmd_port=${FLOWFLEET_TEST_CHAOS_EPMD_PORT:-$(ff_pick_port 54379 "${taken[@]}")}
+    taken+=("$chaos_epmd_port")
+    local s3_port
+    s3_port=${FLOWFLEET_TEST_S3_PORT:-$(ff_pick_port 58014 "${taken[@]}")}
 
-    ff_log "starting postgres :$pg_port, redis :$redis_port, rabbitmq :$amqp_port (dist :$dist_port, epmd :$epmd_port), chaos rabbitmq :$chaos_amqp_port (dist :$chaos_dist_port, epmd :$chaos_epmd_port) in $FF_TMP"
+    ff_log "starting postgres :$pg_port, redis :$redis_port, rabbitmq :$amqp_port (dist :$dist_port, epmd :$epmd_port), chaos rabbitmq :$chaos_amqp_port (dist :$chaos_dist_port, epmd :$chaos_epmd_port), s3s-fs :$s3_port in $FF_TMP"
     # RabbitMQ is the slowest to boot: start both nodes first, to boot side by side.
     ff_start_rabbitmq main "$amqp_port" "$dist_port" "$epmd_port"
     ff_start_rabbitmq chaos "$chaos_amqp_port" "$chaos_dist_port" "$chaos_epmd_port"
     ff_start_redis "$redis_port"
     ff_start_postgres "$pg_port"
+    ff_start_s3 "$s3_port"
 
     export FLOWFLEET_TEST_DATABASE_URL="postgres://$FF_DB_USER:$FF_DB_PASS@127.0.0.1:$FF_PG_PORT/$FF_DB_NAME"
     export FLOWFLEET_TEST_REDIS_URL="redis://127.0.0.1:$FF_REDIS_PORT"
@@ -355,9 +412,12 @@ ff_start_infra() {
     FLOWFLEET_TEST_CHAOS_AMQP_URL=$(ff_rabbit_url chaos)
     FLOWFLEET_TEST_CHAOS_RABBIT_CTL=$FF_TMP/chaos-rabbitmqctl
     export FLOWFLEET_TEST_AMQP_URL FLOWFLEET_TEST_CHAOS_AMQP_URL FLOWFLEET_TEST_CHAOS_RABBIT_CTL
+    # Path-style URLs: http://127.0.0.1:PORT/BUCKET/KEY.
+    export FLOWFLEET_TEST_S3_URL="http://$FF_S3_ACCESS_KEY:$FF_S3_SECRET_KEY@127.0.0.1:$FF_S3_PORT/$FF_S3_BUCKET"
     ff_write_rabbit_ctl chaos "$FLOWFLEET_TEST_CHAOS_RABBIT_CTL"
 
     ff_wait_redis
+    ff_wait_s3
     ff_wait_postgres
     ff_wait_rabbitmq main
     ff_wait_rabbitmq chaos
@@ -372,7 +432,8 @@ ff_print_exports() {
         FLOWFLEET_TEST_REDIS_URL "$FLOWFLEET_TEST_REDIS_URL" \
         FLOWFLEET_TEST_AMQP_URL "$FLOWFLEET_TEST_AMQP_URL" \
         FLOWFLEET_TEST_CHAOS_AMQP_URL "$FLOWFLEET_TEST_CHAOS_AMQP_URL" \
-        FLOWFLEET_TEST_CHAOS_RABBIT_CTL "$FLOWFLEET_TEST_CHAOS_RABBIT_CTL"
+        FLOWFLEET_TEST_CHAOS_RABBIT_CTL "$FLOWFLEET_TEST_CHAOS_RABBIT_CTL" \
+        FLOWFLEET_TEST_S3_URL "$FLOWFLEET_TEST_S3_URL"
 }
 
 # In --infra-only mode: exits non-zero as soon as a server dies.

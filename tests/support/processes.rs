@@ -32,6 +32,7 @@ pub fn distributed_servers() -> Option<(String, String, String)> {
                 database_url,
                 amqp_url,
                 redis_url,
+                ..
             } => Some((database_url, amqp_url, redis_url)),
             Backend::Embedded => None,
         })
@@ -82,6 +83,22 @@ pub fn fleet_env(
             ),
         ),
     ];
+    // Files go to the S3-compatible server when scripts/test started one, as in production.
+    if let Some(bucket) = std::env::var("FLOWFLEET_TEST_S3_URL")
+        .ok()
+        .and_then(|url| flowfleet_host::testing::S3Bucket::parse(&url))
+    {
+        for (key, value) in [
+            ("BACKEND", "s3".to_string()),
+            ("S3_ENDPOINT", bucket.endpoint),
+            ("S3_BUCKET", bucket.bucket),
+            ("S3_ACCESS_KEY_ID", bucket.access_key_id),
+            ("S3_SECRET_ACCESS_KEY", bucket.secret_access_key),
+            ("S3_PREFIX", db_name.to_string()),
+        ] {
+            env.push((format!("FLOWFLEET_STORAGE__{key}"), value));
+        }
+    }
     for s in SERVICES {
         let upper = s.to_uppercase();
         env.push((

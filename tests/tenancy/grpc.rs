@@ -20,7 +20,8 @@ use flowfleet_runtime::proto::privacy::v1::{
     user_data_client::UserDataClient, ExportUserDataRequest,
 };
 use flowfleet_runtime::proto::storage::v1::{
-    storage_service_client::StorageServiceClient, GetFileRequest, PutFileRequest,
+    put_file_chunk, storage_service_client::StorageServiceClient, GetFileRequest, NewFile,
+    PutFileChunk,
 };
 use flowfleet_runtime::proto::workflow::v1::{
     workflow_service_client::WorkflowServiceClient, GetCredentialValueRequest,
@@ -241,15 +242,21 @@ pub async fn call(method: &str, fleet: &Fleet, w: &World, credential: Option<&st
         "PutFile" => grpc_outcome(
             StorageServiceClient::new(fleet.channel(ServiceName::Storage))
                 .put_file(grpc_request(
-                    PutFileRequest {
-                        workspace_id: ws,
-                        owner_id: w.people[&Who::Owner].id.clone(),
-                        execution_id: String::new(),
-                        name: "a.txt".into(),
-                        content_type: "text/plain".into(),
-                        content: b"x".to_vec(),
-                        workflow_id: String::new(),
-                    },
+                    futures::stream::iter([
+                        PutFileChunk {
+                            part: Some(put_file_chunk::Part::Metadata(NewFile {
+                                workspace_id: ws,
+                                owner_id: w.people[&Who::Owner].id.clone(),
+                                name: "a.txt".into(),
+                                content_type: "text/plain".into(),
+                                size: 1,
+                                ..NewFile::default()
+                            })),
+                        },
+                        PutFileChunk {
+                            part: Some(put_file_chunk::Part::Content(b"x".to_vec())),
+                        },
+                    ]),
                     credential,
                 ))
                 .await,

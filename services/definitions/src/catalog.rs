@@ -27,6 +27,7 @@ pub enum NodeKind {
     SubWorkflow,
     WebhookResponse,
     Notify,
+    StoreFile,
 }
 
 impl NodeKind {
@@ -43,6 +44,7 @@ impl NodeKind {
         NodeKind::SubWorkflow,
         NodeKind::WebhookResponse,
         NodeKind::Notify,
+        NodeKind::StoreFile,
     ];
 
     /// The kind a definition's `type` names, if any.
@@ -241,6 +243,16 @@ pub const CATALOG: &[NodeType] = &[
         config_schema: r#"{"type":"object","required":["subject"],"properties":{"members":{"type":"array","items":{"type":"string","pattern":"^[0-9a-fA-F-]{36}$"}},"roles":{"type":"array","items":{"enum":["OWNER","ADMIN","EDITOR","VIEWER"]}},"channels":{"type":"array","items":{"type":"string","pattern":"^[0-9a-fA-F-]{36}$"},"description":"Notification channel ids of the workspace."},"subject":{"type":"string","minLength":1,"maxLength":1000},"body":{"type":"string","maxLength":50000},"html":{"type":"string","maxLength":50000,"description":"E-mail's HTML part."},"inApp":{"type":"boolean","description":"Members also get an inbox notification (default true)."}},"anyOf":[{"required":["members"]},{"required":["roles"]},{"required":["channels"]}],"additionalProperties":false}"#,
         input: STANDARD_INPUT,
         output: "The input (under `input` when it is not an object) with `notified`: what was queued, `[{channel, destination, status, notificationId, deliveryId}]`.",
+        handles: Handles::Single,
+        credentials: &[],
+    },
+    NodeType {
+        kind: NodeKind::StoreFile,
+        name: "store_file",
+        description: "Stores its input, or the value at `field` (a JSON Pointer into the input), as a file of the workspace named `name`. `encoding` says how the value becomes bytes: `json` (the default: the value as JSON), `text` (a string, as UTF-8) or `base64` (a base64 string, decoded). `contentType` defaults to `application/json`, `text/plain` or `application/octet-stream` by encoding. The file is an artifact of the execution (it follows the workspace's retention policy). A retried step may store the file again.",
+        config_schema: r#"{"type":"object","required":["name"],"properties":{"name":{"type":"string","minLength":1,"maxLength":255},"field":{"type":"string","pattern":"^(/.*)?$","description":"A JSON Pointer into the input; empty or absent: the whole input."},"encoding":{"enum":["json","text","base64"]},"contentType":{"type":"string","minLength":3,"maxLength":255}},"additionalProperties":false}"#,
+        input: STANDARD_INPUT,
+        output: "{fileId, name, size, sha256, contentType, downloadUrl}: the stored file (`downloadUrl` is a signed link that expires).",
         handles: Handles::Single,
         credentials: &[],
     },

@@ -13,7 +13,7 @@ use flowfleet_runtime::error::ApiError;
 use flowfleet_runtime::events::outbox::Relay;
 use flowfleet_runtime::grpc::GrpcChannel;
 use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::PutFileRequest;
+use flowfleet_runtime::proto::storage::v1::NewFile;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -68,23 +68,23 @@ impl Effects {
             }
             if e.artifact_file_id.is_none() {
                 let content = serde_json::to_vec_pretty(&output).map_err(ApiError::internal)?;
-                let file = self
-                    .storage
-                    .clone()
-                    .put_file(PutFileRequest {
+                let file = flowfleet_runtime::files::put(
+                    &mut self.storage.clone(),
+                    NewFile {
                         workspace_id: e.workspace_id.to_string(),
                         owner_id: e.triggered_by.to_string(),
                         execution_id: e.id.to_string(),
                         name: "output.json".into(),
                         content_type: "application/json".into(),
-                        content,
                         workflow_id: e.workflow_id.to_string(),
-                    })
-                    .await
-                    .map_err(|s| {
-                        ApiError::internal(format!("storing the output artifact failed: {s}"))
-                    })?
-                    .into_inner();
+                        size: 0,
+                    },
+                    content.into(),
+                )
+                .await
+                .map_err(|s| {
+                    ApiError::internal(format!("storing the output artifact failed: {s}"))
+                })?;
                 self.store.set_artifact(e.id, &file.id).await?;
             }
             e.status = Status::Succeeded;

@@ -4,7 +4,8 @@
 //! Reading order: [`domain`] (nodes), [`plan`] (what runs next), [`retry`] (its rules),
 //! [`store`] (and its transitions), [`dispatch`] (onto the queue), [`effects`] (what a
 //! recorded transition sets off), [`launch`] (starting and retrying executions),
-//! [`graphql`], [`grpc`], [`worker`] (one step task), [`pool`] (many), then [`build`]
+//! [`graphql`], [`grpc`], [`worker`] (one step task, with [`large_outputs`] kept as
+//! files), [`pool`] (many), then [`build`]
 //! (the service) and [`build_worker`] (a worker process's part).
 
 pub mod dispatch;
@@ -12,6 +13,7 @@ pub mod domain;
 pub mod effects;
 pub mod graphql;
 pub mod grpc;
+pub mod large_outputs;
 pub mod launch;
 pub mod nodes;
 pub mod plan;
@@ -138,7 +140,8 @@ pub async fn build(
 /// A worker process's part: the pool running step tasks (sized by `worker.*`), the
 /// sweeper resending lost tasks, and an outbox relay for the outcome events the
 /// workers record. `storage`, `workflow` and `notification` are channels to those
-/// services (artifacts; credentials for `http_request`; the `notify` node).
+/// services (artifacts and the `store_file` node; credentials for `http_request`; the
+/// `notify` node).
 pub async fn build_worker(
     infra: &Infra,
     db: Db,
@@ -160,7 +163,7 @@ pub async fn build_worker(
         dispatcher: dispatcher.clone(),
         relay: relay.clone(),
         clock: infra.clock.clone(),
-        storage: StorageServiceClient::new(storage),
+        storage: StorageServiceClient::new(storage.clone()),
     };
     let nodes = nodes::Nodes {
         http: nodes::http::HttpNode::new(&infra.config.http_request, workflows.clone())?,
@@ -177,12 +180,21 @@ pub async fn build_worker(
         notify: nodes::notify::NotifyNode {
             notifications: NotificationServiceClient::new(notification),
         },
+        store_file: nodes::store_file::StoreFileNode {
+            storage: StorageServiceClient::new(storage.clone()),
+        },
     };
     let settings = infra.config.worker.clone();
+    let large_outputs = large_outputs::LargeOutputs {
+        storage: StorageServiceClient::new(storage.clone()),
+        max_inline_bytes: infra.config.worker.max_inline_output_bytes,
+        max_file_bytes: infra.config.worker.max_output_file_bytes,
+    };
     let worker = Arc::new(worker::Worker {
         effects,
         store,
         nodes,
+        large_outputs,
         dispatcher: dispatcher.clone(),
         clock: infra.clock.clone(),
         name,

@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::dispatch::{step_of, Dispatcher};
 use crate::domain::{Execution, Status, StepRun};
 use crate::effects::Effects;
+use crate::large_outputs::{self, LargeOutputs};
 use crate::nodes::{NodeError, Nodes, Ran};
 use crate::plan::StepKey;
 use crate::store::{Claim, Store};
@@ -34,6 +35,8 @@ use crate::store::{Claim, Store};
 pub struct Worker {
     pub store: Store,
     pub nodes: Nodes,
+    /// Stores large outputs as files and reads them back for the steps after.
+    pub large_outputs: LargeOutputs,
     pub dispatcher: Dispatcher,
     /// What the transitions it records set off (dispatch, relay, completion).
     pub effects: Effects,
@@ -198,7 +201,29 @@ impl Worker {
         let span = tracing::info_span!("step", node = %step.node_id, node_type = %step.node_type, attempt = step.attempt);
         let input = step.input.clone();
         let mut node_logs = Vec::new();
-        let run = self.nodes.execute(e, &step, &node, input, &mut node_logs);
+        // Large values arrive as file references and leave as them (see large_outputs).
+        let run = async {
+            let input = self.large_outputs.resolve(e, input).await?;
+            match self
+                .nodes
+                .execute(e, &step, &node, input, &mut node_logs)
+                .await?
+            {
+                Ran::Done(mut outcome) => {
+                    if let Some(stored) =
+                        self.large_outputs.spill(e, &step, &outcome.output).await?
+                    {
+                        node_logs.push(format!(
+                            "the output is stored as the file {}",
+                            stored[large_outputs::REFERENCE]["name"]
+                        ));
+                        outcome.output = stored;
+                    }
+                    Ok(Ran::Done(outcome))
+                }
+                waiting => Ok(waiting),
+            }
+        };
         let ending = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(timeout_ms), tracing::Instrument::instrument(run, span)) => match r {
                 Ok(Ok(outcome)) => Ending::Done(outcome),

@@ -8,6 +8,9 @@
 //! infrastructure through [`Infra::start`], the same path the binary takes, on
 //! fresh resources (a new data directory, PostgreSQL database, exchange and
 //! Redis key prefix), so tests running in parallel never see each other's data.
+//! The distributed backend keeps files where production does, in an S3-compatible
+//! bucket (the s3s-fs server `scripts/test` starts, `FLOWFLEET_TEST_S3_URL`), under a
+//! fresh prefix; the embedded one in the data directory.
 //!
 //! Membership answers come from the real auth service (`flowfleet_auth::testing`, which
 //! cannot live here: it depends on this crate).
@@ -38,7 +41,44 @@ pub enum Backend {
         database_url: String,
         amqp_url: String,
         redis_url: String,
+        /// The S3 bucket files go to, when one was started.
+        s3: Option<S3Bucket>,
     },
+}
+
+/// An S3-compatible bucket, from `FLOWFLEET_TEST_S3_URL`
+/// (`http://<access key>:<secret>@<host:port>/<bucket>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Bucket {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl S3Bucket {
+    pub fn parse(url: &str) -> Option<S3Bucket> {
+        let (scheme, rest) = url.split_once("://")?;
+        let (credentials, rest) = rest.split_once('@')?;
+        let (access_key_id, secret_access_key) = credentials.split_once(':')?;
+        let (host, bucket) = rest.split_once('/')?;
+        Some(S3Bucket {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.trim_end_matches('/').to_string(),
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.to_string(),
+        })
+    }
+
+    /// Points `config.storage` at this bucket, under `prefix`.
+    pub fn configure(&self, config: &mut Config, prefix: &str) {
+        config.storage.backend = "s3".into();
+        config.storage.s3_endpoint = self.endpoint.clone();
+        config.storage.s3_bucket = self.bucket.clone();
+        config.storage.s3_access_key_id = self.access_key_id.clone();
+        config.storage.s3_secret_access_key = self.secret_access_key.clone();
+        config.storage.s3_prefix = prefix.to_string();
+    }
 }
 
 impl Backend {
@@ -52,11 +92,24 @@ impl Backend {
             var("FLOWFLEET_TEST_AMQP_URL"),
             var("FLOWFLEET_TEST_REDIS_URL"),
         ) {
-            (Some(database_url), Some(amqp_url), Some(redis_url)) => Some(Backend::Distributed {
-                database_url,
-                amqp_url,
-                redis_url,
-            }),
+            (Some(database_url), Some(amqp_url), Some(redis_url)) => {
+                let s3 = var("FLOWFLEET_TEST_S3_URL").map(|url| {
+                    S3Bucket::parse(&url).unwrap_or_else(|| {
+                        panic!("FLOWFLEET_TEST_S3_URL `{url}` is not http://KEY:SECRET@HOST:PORT/BUCKET")
+                    })
+                });
+                assert!(
+                    s3.is_some() || var("FLOWFLEET_TEST_REQUIRE_INFRA").is_none(),
+                    "FLOWFLEET_TEST_REQUIRE_INFRA is set but FLOWFLEET_TEST_S3_URL is missing; \
+                     run the tests through scripts/test"
+                );
+                Some(Backend::Distributed {
+                    database_url,
+                    amqp_url,
+                    redis_url,
+                    s3,
+                })
+            }
             _ => {
                 assert!(
                     var("FLOWFLEET_TEST_REQUIRE_INFRA").is_none(),
@@ -93,6 +146,7 @@ impl Backend {
             database_url,
             amqp_url,
             redis_url,
+            s3,
         } = self
         {
             let unique = Uuid::now_v7().simple().to_string();
@@ -106,6 +160,9 @@ impl Backend {
             config.security.secret_keys = vec![
                 flowfleet_security::secrets::SecretKeyRing::generate_entry("test").expect("a key"),
             ];
+            if let Some(bucket) = s3 {
+                bucket.configure(&mut config, &format!("t_{unique}"));
+            }
         }
         (config, dir)
     }
@@ -197,5 +254,22 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
             .expect("a key ring"),
         ),
         shutdown: CancellationToken::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_name_the_endpoint_bucket_and_keys() {
+        let b = S3Bucket::parse("http://ak:sk@127.0.0.1:58014/files").unwrap();
+        assert_eq!(b.endpoint, "http://127.0.0.1:58014");
+        assert_eq!(b.bucket, "files");
+        assert_eq!(
+            (b.access_key_id.as_str(), b.secret_access_key.as_str()),
+            ("ak", "sk")
+        );
+        assert!(S3Bucket::parse("http://127.0.0.1:58014/files").is_none());
     }
 }

@@ -45,6 +45,11 @@ impl Blobs {
         Blobs { store }
     }
 
+    /// The store behind (tests wrap it).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     pub fn from_config(config: &Config) -> Result<Self, BlobError> {
         match config.storage.backend.as_str() {
             "local" => {
@@ -63,17 +68,33 @@ impl Blobs {
                 })
             }
             "s3" => {
+                let s3 = &config.storage;
+                if s3.s3_bucket.is_empty() {
+                    return Err(BlobError::Config(
+                        "storage.s3_bucket is empty; name the bucket to store files in".into(),
+                    ));
+                }
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&config.storage.s3_bucket)
-                    .with_region(&config.storage.s3_region);
-                if !config.storage.s3_endpoint.is_empty() {
+                    .with_bucket_name(&s3.s3_bucket)
+                    .with_region(&s3.s3_region);
+                if !s3.s3_endpoint.is_empty() {
+                    b = b.with_endpoint(&s3.s3_endpoint).with_allow_http(true);
+                }
+                if !s3.s3_access_key_id.is_empty() {
                     b = b
-                        .with_endpoint(&config.storage.s3_endpoint)
-                        .with_allow_http(true);
+                        .with_access_key_id(&s3.s3_access_key_id)
+                        .with_secret_access_key(&s3.s3_secret_access_key);
                 }
                 let store = b.build().map_err(|e| BlobError::Config(e.to_string()))?;
                 Ok(Blobs {
-                    store: Arc::new(store),
+                    store: if s3.s3_prefix.is_empty() {
+                        Arc::new(store)
+                    } else {
+                        Arc::new(object_store::prefix::PrefixStore::new(
+                            store,
+                            s3.s3_prefix.as_str(),
+                        ))
+                    },
                 })
             }
             other => Err(BlobError::Config(format!(

@@ -248,8 +248,15 @@ pub struct StorageConfig {
     /// Directory for the `local` backend. Empty means `<data_dir>/blobs`.
     pub local_path: String,
     pub s3_bucket: String,
+    /// An S3-compatible server's URL (empty: AWS).
     pub s3_endpoint: String,
     pub s3_region: String,
+    /// Keys under this prefix of the bucket (empty: the whole bucket).
+    pub s3_prefix: String,
+    /// Credentials; empty means the usual AWS environment (`AWS_ACCESS_KEY_ID`, ...,
+    /// or an instance or pod role).
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
     /// Largest file accepted, in bytes (at most 2 GiB - 1, GraphQL's `Int`).
     pub max_file_bytes: u64,
     /// What each workspace may store: bytes of all its files, and how many.
@@ -289,6 +296,12 @@ pub struct WorkerConfig {
     /// Where `flowfleet worker` serves `/metrics` and `/health`.
     pub host: String,
     pub metrics_port: u16,
+    /// A step output whose JSON is larger than this is stored as a file (an artifact
+    /// of the execution) and the step keeps a reference to it; the steps after it read
+    /// the file back. `foreach` and `webhook_response` outputs always stay inline.
+    pub max_inline_output_bytes: usize,
+    /// The largest stored output a step reads back as its input.
+    pub max_output_file_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -494,6 +507,9 @@ impl Default for StorageConfig {
             s3_bucket: String::new(),
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
+            s3_prefix: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes: 10 * 1024 * 1024 * 1024,
             quota_files: 100_000,
@@ -516,6 +532,8 @@ impl Default for WorkerConfig {
             sweep_interval_ms: 2_000,
             host: "127.0.0.1".into(),
             metrics_port: 9100,
+            max_inline_output_bytes: 256 * 1024,
+            max_output_file_bytes: 64 * 1024 * 1024,
         }
     }
 }

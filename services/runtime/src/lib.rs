@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod grpc;
 pub mod proto;
 pub mod queue;

@@ -31,8 +31,8 @@ use crate::files::{Files, FilesConfig};
 
 pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migrations"));
 
-/// Room for the other fields of a `PutFile` request around its content.
-const GRPC_ENVELOPE_BYTES: usize = 64 * 1024;
+/// A gRPC message's largest size: a content chunk and its envelope.
+const GRPC_MESSAGE_BYTES: usize = flowfleet_runtime::files::CHUNK_BYTES + 64 * 1024;
 
 pub async fn build(
     infra: &Infra,
@@ -41,11 +41,9 @@ pub async fn build(
     blobs: Blobs,
 ) -> anyhow::Result<ServiceParts> {
     let (files, relay) = use_cases(infra, db, access, blobs).await?;
-    let cfg = &infra.config.storage;
     let schema = graphql::schema(graphql::Ctx {
         files: files.clone(),
     });
-    let message_limit = cfg.max_file_bytes as usize + GRPC_ENVELOPE_BYTES;
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
         flowfleet_host::privacy::wire(infra, ServiceName::Storage, Arc::new(files.clone())).await?;
@@ -54,8 +52,8 @@ pub async fn build(
             files: files.clone(),
             guard: infra.grpc_guard(),
         })
-        .max_decoding_message_size(message_limit)
-        .max_encoding_message_size(message_limit),
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES),
     )
     .await;
     let http = http::router(files.clone(), infra.verifier.clone());

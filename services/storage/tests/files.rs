@@ -168,7 +168,7 @@ async fn uploads_stream_are_sniffed_listed_renamed_and_deleted_on(backend: &Back
 
     // Delete: the blob goes with its last file, and links stop working.
     let twin = upload(&f, &owner.token, ws, "twin.txt", b"hello").await;
-    assert_eq!(f.blob_count(), 4);
+    assert_eq!(f.blob_count().await, 4);
     let delete = "mutation($ws: ID!, $id: ID!) { deleteFile(workspaceId: $ws, id: $id) }";
     let r = f
         .graphql(
@@ -186,7 +186,7 @@ async fn uploads_stream_are_sniffed_listed_renamed_and_deleted_on(backend: &Back
         )
         .await;
     assert_eq!(r["data"]["deleteFile"], twin["id"], "{r}");
-    assert_eq!(f.blob_count(), 4, "notes.txt still has that content");
+    assert_eq!(f.blob_count().await, 4, "notes.txt still has that content");
     let (status, _, _) = f.get(&local(twin["downloadUrl"].as_str().unwrap())).await;
     assert_eq!(status, 404);
     let r = f
@@ -197,7 +197,7 @@ async fn uploads_stream_are_sniffed_listed_renamed_and_deleted_on(backend: &Back
         )
         .await;
     assert!(r["errors"].is_null(), "{r}");
-    assert_eq!(f.blob_count(), 3, "the PNG's blob had no other file");
+    assert_eq!(f.blob_count().await, 3, "the PNG's blob had no other file");
     let r = f
         .graphql(
             as_user(owner.id),
@@ -265,8 +265,8 @@ async fn quotas_and_limits_refuse_before_anything_is_stored_on(backend: &Backend
     let (status, _, body) = f.http(request).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert_eq!(file_rows(&f).await, 4);
-    assert_eq!(f.blob_count(), 4);
-    assert_eq!(f.staging_count(), 0, "the refused bytes were deleted");
+    assert_eq!(f.blob_count().await, 4);
+    assert_eq!(f.staging_count().await, 0, "the refused bytes were deleted");
 
     // After a delete there is room again; the count quota refuses the 21st file.
     let other = f.auth.user("other@example.com").await;
@@ -371,11 +371,11 @@ async fn deleting_a_file_never_takes_the_content_of_a_racing_identical_upload() 
     }
 }
 
-/// The real local blob store, with deletes that take a while: a deletion then holds
+/// The backend's real blob store, with deletes that take a while: a deletion then holds
 /// its blob for long enough that an identical upload started meanwhile reaches the
 /// point where it decides whether to write the blob.
 #[derive(Debug)]
-struct SlowDeletes(object_store::local::LocalFileSystem);
+struct SlowDeletes(Arc<dyn object_store::ObjectStore>);
 
 impl std::fmt::Display for SlowDeletes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -448,9 +448,8 @@ impl object_store::ObjectStore for SlowDeletes {
 
 async fn deleting_races_on(backend: &Backend) {
     let f = fixture(backend).await;
-    let slow = flowfleet_runtime::blob::Blobs::from_store(Arc::new(SlowDeletes(
-        object_store::local::LocalFileSystem::new_with_prefix(&f.blob_dir).unwrap(),
-    )));
+    let slow =
+        flowfleet_runtime::blob::Blobs::from_store(Arc::new(SlowDeletes(f.blobs.object_store())));
     let (files, _) = use_cases(&f.infra, f.db.clone(), f.access.clone(), slow)
         .await
         .unwrap();
@@ -495,7 +494,11 @@ async fn deleting_races_on(backend: &Backend) {
         assert_eq!(read, content, "round {round}");
         files.delete((&me).into(), ws, second.id).await.unwrap();
     }
-    assert_eq!(f.blob_count(), 0, "every blob went with its last file");
+    assert_eq!(
+        f.blob_count().await,
+        0,
+        "every blob went with its last file"
+    );
 }
 
 #[tokio::test]
@@ -521,7 +524,7 @@ async fn retention_on(backend: &Backend) {
     let mut grpc = f.grpc();
     let artifact = |workflow: Uuid, name: &str| {
         let mut request = put(ws, Some(Uuid::now_v7()), name, name.as_bytes());
-        request.workflow_id = workflow.to_string();
+        request.meta.workflow_id = workflow.to_string();
         request
     };
     // Day 0: three artifacts of flow A, one of flow B, and an upload.

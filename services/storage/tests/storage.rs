@@ -42,11 +42,11 @@ async fn identical_contents_share_one_blob_on(backend: &Backend) {
     assert_ne!(a.id, b.id, "two files");
     assert_eq!(a.sha256, b.sha256);
     assert_eq!(a.size, 14);
-    assert_eq!(f.blob_count(), 1, "one blob");
+    assert_eq!(f.blob_count().await, 1, "one blob");
     grpc.put_file(put(workspace, None, "c.csv", b"other"))
         .await
         .unwrap();
-    assert_eq!(f.blob_count(), 2);
+    assert_eq!(f.blob_count().await, 2);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
         .fetch_one(f.db.pool())
         .await
@@ -108,12 +108,12 @@ async fn put_file_enforces_size_and_name_on(backend: &Backend) {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let mut bad_type = put(workspace, None, "x.txt", b"x");
-    bad_type.content_type = "not a type".into();
+    bad_type.meta.content_type = "not a type".into();
     assert_eq!(
         grpc.put_file(bad_type).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
-    assert_eq!(f.blob_count(), 1, "refused uploads store nothing");
+    assert_eq!(f.blob_count().await, 1, "refused uploads store nothing");
 }
 
 #[tokio::test]
@@ -407,9 +407,9 @@ async fn http_upload_needs_an_editor_and_respects_the_limit_on(backend: &Backend
         .await
         .unwrap();
     assert_eq!(rows, 2, "only the accepted uploads are stored");
-    assert_eq!(f.blob_count(), 2);
+    assert_eq!(f.blob_count().await, 2);
     assert_eq!(
-        f.staging_count(),
+        f.staging_count().await,
         0,
         "refused uploads leave no staging blob"
     );

@@ -431,7 +431,8 @@ async fn the_catalog_describes_schemas_inputs_outputs_and_branches() {
             "delay",
             "sub_workflow",
             "webhook_response",
-            "notify"
+            "notify",
+            "store_file"
         ]
     );
     assert_eq!(

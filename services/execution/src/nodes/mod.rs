@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod notify;
+pub mod store_file;
 pub mod sub_workflow;
 pub mod transform;
 
@@ -53,6 +54,7 @@ pub struct Nodes {
     pub http: http::HttpNode,
     pub children: sub_workflow::Children,
     pub notify: notify::NotifyNode,
+    pub store_file: store_file::StoreFileNode,
 }
 
 impl Nodes {
@@ -105,6 +107,11 @@ impl Nodes {
             NodeKind::Notify => self
                 .notify
                 .run(e, step, node, input, logs)
+                .await
+                .map(|o| Ran::Done(domain::single(o))),
+            NodeKind::StoreFile => self
+                .store_file
+                .run(e, node, input, logs)
                 .await
                 .map(|o| Ran::Done(domain::single(o))),
         }

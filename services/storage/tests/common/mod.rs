@@ -12,10 +12,10 @@ use flowfleet_host::testing::{Backend, TestInfra};
 use flowfleet_host::{Infra, ServiceParts};
 use flowfleet_runtime::blob::Blobs;
 use flowfleet_runtime::clock::ManualClock;
-use flowfleet_runtime::config::{Config, ServiceName};
+use flowfleet_runtime::config::ServiceName;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::PutFileRequest;
+use flowfleet_runtime::proto::storage::v1::{File, GetFileRequest, NewFile};
 use flowfleet_security::access::Access;
 pub use flowfleet_security::identity::Caller;
 use flowfleet_security::identity::{Identity, TokenVerifier};
@@ -39,7 +39,6 @@ pub struct Fixture {
     pub files: flowfleet_storage::files::Files,
     pub infra: Infra,
     pub blobs: Blobs,
-    pub blob_dir: std::path::PathBuf,
 }
 
 pub const MAX_BYTES: u64 = 1024;
@@ -50,10 +49,9 @@ pub const QUOTA_FILES: u64 = 20;
 pub async fn fixture(backend: &Backend) -> Fixture {
     let env = backend.start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    // The backend's blob store: a directory for embedded, the S3 bucket for distributed.
+    let mut config = (*env.infra.config).clone();
+    config.data_dir = dir.path().to_path_buf();
     config.storage.max_file_bytes = MAX_BYTES;
     config.storage.quota_bytes = QUOTA_BYTES;
     config.storage.quota_files = QUOTA_FILES;
@@ -80,7 +78,6 @@ pub async fn fixture(backend: &Backend) -> Fixture {
         .await
         .unwrap();
     Fixture {
-        blob_dir: dir.path().join("blobs"),
         env,
         _dir: dir,
         infra,
@@ -95,14 +92,16 @@ pub async fn fixture(backend: &Backend) -> Fixture {
 }
 
 impl Fixture {
-    pub fn grpc(&self) -> StorageServiceClient<flowfleet_runtime::grpc::GrpcChannel> {
+    pub fn grpc(&self) -> Grpc {
         // As the worker calls it: with the execution service's own credential.
-        StorageServiceClient::new(flowfleet_runtime::grpc::in_process(
-            self.parts.grpc.clone(),
-            Some(
-                self.env
-                    .infra
-                    .service_credentials(flowfleet_runtime::config::ServiceName::Execution),
+        Grpc(StorageServiceClient::new(
+            flowfleet_runtime::grpc::in_process(
+                self.parts.grpc.clone(),
+                Some(
+                    self.env
+                        .infra
+                        .service_credentials(flowfleet_runtime::config::ServiceName::Execution),
+                ),
             ),
         ))
     }
@@ -137,29 +136,72 @@ impl Fixture {
     }
 
     /// Upload bytes not (yet) under a content address.
-    pub fn staging_count(&self) -> usize {
-        std::fs::read_dir(self.blob_dir.join("staging"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+    pub async fn staging_count(&self) -> usize {
+        self.blobs
+            .older_than("staging", i64::MAX)
+            .await
+            .unwrap()
+            .len()
     }
 
     /// Blobs stored under their content address (staging blobs not counted).
-    pub fn blob_count(&self) -> usize {
-        std::fs::read_dir(self.blob_dir.join("sha256"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+    pub async fn blob_count(&self) -> usize {
+        self.blobs
+            .older_than("sha256", i64::MAX)
+            .await
+            .unwrap()
+            .len()
     }
 }
 
-pub fn put(workspace: Uuid, execution: Option<Uuid>, name: &str, content: &[u8]) -> PutFileRequest {
-    PutFileRequest {
-        workspace_id: workspace.to_string(),
-        owner_id: Uuid::now_v7().to_string(),
-        execution_id: execution.map(|e| e.to_string()).unwrap_or_default(),
-        name: name.into(),
-        content_type: "text/csv".into(),
+/// A file to store over gRPC.
+pub struct Put {
+    pub meta: NewFile,
+    pub content: Vec<u8>,
+}
+
+pub fn put(workspace: Uuid, execution: Option<Uuid>, name: &str, content: &[u8]) -> Put {
+    Put {
+        meta: NewFile {
+            workspace_id: workspace.to_string(),
+            owner_id: Uuid::now_v7().to_string(),
+            execution_id: execution.map(|e| e.to_string()).unwrap_or_default(),
+            name: name.into(),
+            content_type: "text/csv".into(),
+            ..NewFile::default()
+        },
         content: content.to_vec(),
-        workflow_id: String::new(),
+    }
+}
+
+/// A file read back over gRPC.
+#[derive(Debug)]
+pub struct Got {
+    pub file: Option<File>,
+    pub content: Vec<u8>,
+}
+
+/// The storage service's gRPC client as the worker uses it (streams of chunks).
+pub struct Grpc(StorageServiceClient<flowfleet_runtime::grpc::GrpcChannel>);
+
+impl Grpc {
+    pub async fn put_file(&mut self, p: Put) -> Result<tonic::Response<File>, tonic::Status> {
+        flowfleet_runtime::files::put(&mut self.0, p.meta, p.content.into())
+            .await
+            .map(tonic::Response::new)
+    }
+
+    pub async fn get_file(
+        &mut self,
+        r: GetFileRequest,
+    ) -> Result<tonic::Response<Got>, tonic::Status> {
+        let (file, content) =
+            flowfleet_runtime::files::get(&mut self.0, &r.workspace_id, &r.file_id, u64::MAX)
+                .await?;
+        Ok(tonic::Response::new(Got {
+            file: Some(file),
+            content,
+        }))
     }
 }
 

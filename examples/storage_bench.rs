@@ -286,11 +286,21 @@ impl Watch {
         Watch { stop, peaks }
     }
 
-    fn peaks_mib(&self) -> Vec<f64> {
-        self.peaks
+    /// Ends a phase: logs its peaks, folds them into `overall`, and starts the next.
+    fn phase(&self, name: &str, overall: &mut [f64]) {
+        let peaks: Vec<f64> = self
+            .peaks
             .iter()
-            .map(|p| p.load(Ordering::Relaxed) as f64 / 1024.0)
-            .collect()
+            .map(|p| p.swap(0, Ordering::Relaxed) as f64 / 1024.0)
+            .collect();
+        for (o, p) in overall.iter_mut().zip(&peaks) {
+            *o = o.max(*p);
+        }
+        let shown: Vec<String> = peaks.iter().map(|p| format!("{p:.0}")).collect();
+        eprintln!(
+            "[storage bench] peak RSS during {name}: {} MiB",
+            shown.join(" / ")
+        );
     }
 }
 
@@ -387,6 +397,7 @@ async fn measure(
         .map(|p| rss_kib(*p) as f64 / 1024.0)
         .collect();
     let watch = Watch::start(&watched);
+    let mut peaks = vec![0.0; watched.len()];
     let seed = match backend {
         Backend::Embedded => 1,
         Backend::Distributed { .. } => 2,
@@ -403,6 +414,7 @@ async fn measure(
         .send()
         .await?;
     let put_elapsed = started.elapsed();
+    watch.phase("PUT /files", &mut peaks);
     anyhow::ensure!(
         put.status() == 201,
         "PUT /files: {} {}",
@@ -412,6 +424,7 @@ async fn measure(
     let file: Value = put.json().await?;
     anyhow::ensure!(file["size"] == size, "stored {} bytes", file["size"]);
     let (got, get_elapsed) = download(file["downloadUrl"].as_str().unwrap_or_default()).await?;
+    watch.phase("its download", &mut peaks);
     anyhow::ensure!(got == size, "downloaded {got} bytes");
 
     // GraphQL multipart, streamed.
@@ -445,13 +458,14 @@ async fn measure(
         .json()
         .await?;
     let multipart_elapsed = started.elapsed();
+    watch.phase("GraphQL multipart", &mut peaks);
     let uploaded = &answer["data"]["uploadFile"];
     anyhow::ensure!(uploaded["size"] == multipart, "uploadFile: {answer}");
     let (got, multipart_get) =
         download(uploaded["downloadUrl"].as_str().unwrap_or_default()).await?;
     anyhow::ensure!(got == multipart, "downloaded {got} bytes");
 
-    let peaks = watch.peaks_mib();
+    watch.phase("its download", &mut peaks);
     drop(watch);
     let size_label = |b: u64| {
         if b >= 1024 * MIB && b % (1024 * MIB) == 0 {

@@ -181,3 +181,65 @@ async fn the_notify_node_sends_from_a_workflow() {
         );
     }
 }
+
+/// A run no one started (a cron schedule) reports its failure to the workflow's owner.
+#[tokio::test]
+async fn a_cron_runs_failure_reaches_the_workflow_owner() {
+    for backend in Backend::all() {
+        let fleet = fleet(&backend).await;
+        let owner = fleet.sign_up("owner@example.com").await;
+        let definition = json!({
+            "nodes": [{"id": "fail", "type": "transform", "maxRetries": 0,
+                       "config": {"expression": "error(\"the nightly export broke\")"}}],
+            "edges": [],
+            "triggers": [{"kind": "CRON", "expression": "* * * * * *"}],
+        });
+        let wf = publish_as(&owner, definition).await;
+        let notice = eventually(60, || {
+            let owner = &owner;
+            async move {
+                let inbox = owner
+                    .client
+                    .ok(
+                        "{ me { notifications { nodes { subject body } } } }",
+                        json!({}),
+                    )
+                    .await;
+                inbox["me"]["notifications"]["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["subject"] == "Workflow \"Engine test\" failed")
+                    .cloned()
+            }
+        })
+        .await;
+        assert!(
+            notice["body"]
+                .as_str()
+                .unwrap()
+                .contains("the nightly export broke"),
+            "{notice}"
+        );
+        // It was a cron run: nobody started it.
+        let runs = owner
+            .client
+            .ok(
+                "query($id: ID!) { workflow(id: $id) { executions(first: 1, filter: {trigger: \"CRON\"}) { totalCount } } }",
+                json!({"id": wf}),
+            )
+            .await;
+        assert!(
+            runs["workflow"]["executions"]["totalCount"]
+                .as_i64()
+                .unwrap()
+                >= 1
+        );
+        owner
+            .client
+            .ok(
+                "mutation($id: ID!) { archiveWorkflow(id: $id) { id } }",
+                json!({"id": wf}),
+            )
+            .await;
+    }
+}

@@ -235,8 +235,11 @@ pub(crate) async fn read(
             .for_field("map", MAP_MAX_BYTES)
             .per_field(limits.max_file_bytes),
     );
-    let mut multipart =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut multipart = multer::Multipart::with_constraints(
+        OneChunkAtATime::new(body.into_data_stream()),
+        boundary,
+        constraints,
+    );
 
     let operations = text_field(&mut multipart, "operations").await?;
     let operations: Value = serde_json::from_str(&operations).map_err(|_| {
@@ -326,6 +329,42 @@ async fn text_field(
         }
         _ => RequestError::BadRequest("The multipart body is malformed.".into()),
     })
+}
+
+/// Hands multer one chunk per poll. Multer reads everything its stream has ready into its
+/// buffer each time it is polled, so with a fast client and a slower subgraph a whole file
+/// would pile up in the gateway's memory; this stream says "not yet" (and wakes its task
+/// at once) after every chunk, so multer holds about one chunk at a time.
+struct OneChunkAtATime<S> {
+    inner: std::pin::Pin<Box<S>>,
+    just_yielded: bool,
+}
+
+impl<S> OneChunkAtATime<S> {
+    fn new(inner: S) -> Self {
+        OneChunkAtATime {
+            inner: Box::pin(inner),
+            just_yielded: false,
+        }
+    }
+}
+
+impl<S: Stream> Stream for OneChunkAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.just_yielded {
+            self.just_yielded = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = self.inner.as_mut().poll_next(cx);
+        self.just_yielded = matches!(next, std::task::Poll::Ready(Some(_)));
+        next
+    }
 }
 
 /// The value at `path` (`variables.a.0.b`, the `map` syntax) in a request's variables.

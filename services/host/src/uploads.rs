@@ -106,7 +106,8 @@ where
             .for_field("operations", OPERATIONS_MAX_BYTES)
             .for_field("map", MAP_MAX_BYTES),
     );
-    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
+    let mut multipart =
+        multer::Multipart::with_constraints(OneChunkAtATime::new(body), boundary, constraints);
     let mut operations: Value = serde_json::from_str(&text(&mut multipart, "operations").await?)
         .map_err(|_| ApiError::bad_input("the `operations` field is not JSON"))?;
     let map: Map<String, Value> = serde_json::from_str(&text(&mut multipart, "map").await?)
@@ -135,6 +136,43 @@ where
             multipart: Mutex::new(multipart),
         },
     ))
+}
+
+/// Hands multer one chunk per poll. Multer reads everything its stream has ready into
+/// its buffer each time it is polled, so on a fast connection and a slower consumer (the
+/// blob store) the whole file would pile up in memory; this stream says "not yet" (and
+/// wakes its task at once) after every chunk, so multer holds about one chunk at a time.
+/// (The gateway's multipart reader does the same for the same reason.)
+struct OneChunkAtATime<S> {
+    inner: std::pin::Pin<Box<S>>,
+    just_yielded: bool,
+}
+
+impl<S> OneChunkAtATime<S> {
+    fn new(inner: S) -> Self {
+        OneChunkAtATime {
+            inner: Box::pin(inner),
+            just_yielded: false,
+        }
+    }
+}
+
+impl<S: Stream> Stream for OneChunkAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.just_yielded {
+            self.just_yielded = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = self.inner.as_mut().poll_next(cx);
+        self.just_yielded = matches!(next, std::task::Poll::Ready(Some(_)));
+        next
+    }
 }
 
 fn placeholder<'v>(mut value: &'v mut Value, path: &str) -> Option<&'v mut Value> {

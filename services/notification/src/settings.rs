@@ -65,6 +65,43 @@ impl Manage {
             .await
     }
 
+    /// The channel `id`, for an ADMIN of its workspace; anyone else cannot tell it from
+    /// a missing one.
+    async fn admin_channel(&self, who: Principal<'_>, id: Uuid) -> Result<ChannelConfig, ApiError> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NO_CHANNEL))?;
+        self.access
+            .authorize(
+                who,
+                channel.workspace_id,
+                Role::Admin,
+                Target::Resource(NO_CHANNEL),
+            )
+            .await?;
+        Ok(channel)
+    }
+
+    /// The rule `id`, for an ADMIN of its workspace (as [`Self::admin_channel`]).
+    async fn admin_rule(&self, who: Principal<'_>, id: Uuid) -> Result<Rule, ApiError> {
+        let rule = self
+            .store
+            .rule(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NO_RULE))?;
+        self.access
+            .authorize(
+                who,
+                rule.workspace_id,
+                Role::Admin,
+                Target::Resource(NO_RULE),
+            )
+            .await?;
+        Ok(rule)
+    }
+
     fn seal(&self, channel: &ChannelConfig, secrets: &Secrets) -> Result<String, ApiError> {
         let json = serde_json::to_vec(secrets).map_err(ApiError::internal)?;
         self.secrets
@@ -133,19 +170,7 @@ impl Manage {
         update: Secrets,
         path: &str,
     ) -> Result<ChannelConfig, ApiError> {
-        let existing = self
-            .store
-            .channel(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(NO_CHANNEL))?;
-        self.access
-            .authorize(
-                who,
-                existing.workspace_id,
-                Role::Admin,
-                Target::Resource(NO_CHANNEL),
-            )
-            .await?;
+        let existing = self.admin_channel(who, id).await?;
         let (_, sealed) = self
             .store
             .channel_secrets(existing.workspace_id, id)
@@ -168,19 +193,7 @@ impl Manage {
     }
 
     pub async fn delete_channel(&self, who: Principal<'_>, id: Uuid) -> Result<bool, ApiError> {
-        let existing = self
-            .store
-            .channel(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(NO_CHANNEL))?;
-        self.access
-            .authorize(
-                who,
-                existing.workspace_id,
-                Role::Admin,
-                Target::Resource(NO_CHANNEL),
-            )
-            .await?;
+        let existing = self.admin_channel(who, id).await?;
         self.store.delete_channel(existing.workspace_id, id).await
     }
 
@@ -199,19 +212,7 @@ impl Manage {
     ) -> Result<Rule, ApiError> {
         let rule = match existing {
             Some(id) => {
-                let old = self
-                    .store
-                    .rule(id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(NO_RULE))?;
-                self.access
-                    .authorize(
-                        who,
-                        old.workspace_id,
-                        Role::Admin,
-                        Target::Resource(NO_RULE),
-                    )
-                    .await?;
+                let old = self.admin_rule(who, id).await?;
                 Rule {
                     id,
                     workspace_id: old.workspace_id,
@@ -239,19 +240,7 @@ impl Manage {
     }
 
     pub async fn delete_rule(&self, who: Principal<'_>, id: Uuid) -> Result<bool, ApiError> {
-        let rule = self
-            .store
-            .rule(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(NO_RULE))?;
-        self.access
-            .authorize(
-                who,
-                rule.workspace_id,
-                Role::Admin,
-                Target::Resource(NO_RULE),
-            )
-            .await?;
+        let rule = self.admin_rule(who, id).await?;
         self.store.delete_rule(rule.workspace_id, id).await
     }
 

@@ -590,7 +590,7 @@ async fn retention_on(backend: &Backend) {
     let again = f.files.cleanup().await.unwrap();
     assert!(!again.ran, "the period was already run");
 
-    // keepLast alone: the newest two per workflow stay.
+    // keepLast alone: the files of each workflow's newest execution stay.
     let r = f
         .graphql(as_user(admin.id), set, json!({"ws": ws, "last": 1}))
         .await;
@@ -599,6 +599,15 @@ async fn retention_on(backend: &Backend) {
         f.clock.advance(1);
         grpc.put_file(artifact(flow_b, name)).await.unwrap();
     }
+    // A second file of b4's execution: kept with it.
+    let mut b4x = artifact(flow_b, "b4x");
+    let b4_execution: String =
+        sqlx::query_scalar("SELECT execution_id FROM files WHERE name = 'b4'")
+            .fetch_one(f.db.pool())
+            .await
+            .unwrap();
+    b4x.meta.execution_id = b4_execution;
+    grpc.put_file(b4x).await.unwrap();
     f.clock.advance(3_600_000);
     let report = f.files.cleanup().await.unwrap();
     assert!(report.ran);
@@ -607,7 +616,7 @@ async fn retention_on(backend: &Backend) {
         .fetch_all(f.db.pool())
         .await
         .unwrap();
-    assert_eq!(names, ["b4", "kept-upload.txt"]);
+    assert_eq!(names, ["b4", "b4x", "kept-upload.txt"]);
     let policy = f
         .graphql(
             as_user(editor.id),

@@ -156,7 +156,7 @@ impl FileFilter {
 pub struct RetentionPolicy {
     /// Artifacts older than this many days are deleted.
     pub keep_days: Option<i64>,
-    /// Only the newest this many artifacts of each workflow are kept.
+    /// Only the artifacts of the newest this many executions of each workflow are kept.
     pub keep_last: Option<i64>,
 }
 

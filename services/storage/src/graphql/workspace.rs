@@ -53,7 +53,8 @@ pub struct StorageUsage {
 pub struct FileRetention {
     /// Artifacts older than this many days are deleted; null keeps them.
     pub keep_days: Option<i64>,
-    /// Only the newest this many artifacts of each workflow are kept; null keeps all.
+    /// Only the artifacts of each workflow's newest this many executions are kept; null
+    /// keeps all.
     pub keep_last: Option<i64>,
 }
 

@@ -90,8 +90,10 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` artifacts of the workspace beyond the newest `keep` of their workflow
-    /// (artifacts without a workflow form one group).
+    /// Up to `limit` artifacts of the workspace's executions beyond the newest `keep`
+    /// executions of their workflow (execution ids are UUIDv7s, so they sort by start;
+    /// artifacts without a workflow form one group). A running execution is among the
+    /// newest of its workflow, so its files stay while it runs.
     pub async fn artifacts_beyond(
         &self,
         workspace: Uuid,
@@ -100,10 +102,12 @@ impl Store {
     ) -> Result<Vec<Uuid>, ApiError> {
         self.ids(
             sqlx::query(
-                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
-                 (PARTITION BY workflow_id ORDER BY id DESC) AS newest \
-                 FROM files WHERE workspace_id = $1 AND execution_id IS NOT NULL) ranked \
-                 WHERE newest > $2 ORDER BY id LIMIT $3",
+                "SELECT id FROM files WHERE workspace_id = $1 AND execution_id IN ( \
+                 SELECT execution_id FROM (SELECT execution_id, ROW_NUMBER() OVER \
+                 (PARTITION BY workflow_id ORDER BY execution_id DESC) AS newest \
+                 FROM (SELECT DISTINCT workflow_id, execution_id FROM files \
+                 WHERE workspace_id = $1 AND execution_id IS NOT NULL) runs) ranked \
+                 WHERE newest > $2) ORDER BY id LIMIT $3",
             )
             .bind(workspace.to_string())
             .bind(keep)

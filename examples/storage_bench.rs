@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use flowfleet_host::testing::{fresh_database, Backend, S3Bucket};
+use flowfleet_host::testing::{fresh_database, Backend};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -179,23 +179,7 @@ async fn start(backend: &Backend, data: &std::path::Path) -> anyhow::Result<Flee
                 ),
             ]);
             if let Some(bucket) = s3 {
-                let S3Bucket {
-                    endpoint,
-                    bucket,
-                    access_key_id,
-                    secret_access_key,
-                } = bucket.clone();
-                env.extend([
-                    ("FLOWFLEET_STORAGE__BACKEND".into(), "s3".into()),
-                    ("FLOWFLEET_STORAGE__S3_ENDPOINT".into(), endpoint),
-                    ("FLOWFLEET_STORAGE__S3_BUCKET".into(), bucket),
-                    ("FLOWFLEET_STORAGE__S3_ACCESS_KEY_ID".into(), access_key_id),
-                    (
-                        "FLOWFLEET_STORAGE__S3_SECRET_ACCESS_KEY".into(),
-                        secret_access_key,
-                    ),
-                    ("FLOWFLEET_STORAGE__S3_PREFIX".into(), name.clone()),
-                ]);
+                env.extend(bucket.env(&name));
             }
             for s in SERVICES {
                 let upper = s.to_uppercase();

@@ -88,16 +88,7 @@ pub fn fleet_env(
         .ok()
         .and_then(|url| flowfleet_host::testing::S3Bucket::parse(&url))
     {
-        for (key, value) in [
-            ("BACKEND", "s3".to_string()),
-            ("S3_ENDPOINT", bucket.endpoint),
-            ("S3_BUCKET", bucket.bucket),
-            ("S3_ACCESS_KEY_ID", bucket.access_key_id),
-            ("S3_SECRET_ACCESS_KEY", bucket.secret_access_key),
-            ("S3_PREFIX", db_name.to_string()),
-        ] {
-            env.push((format!("FLOWFLEET_STORAGE__{key}"), value));
-        }
+        env.extend(bucket.env(db_name));
     }
     for s in SERVICES {
         let upper = s.to_uppercase();

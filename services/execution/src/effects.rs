@@ -70,15 +70,7 @@ impl Effects {
                 let content = serde_json::to_vec_pretty(&output).map_err(ApiError::internal)?;
                 let file = flowfleet_runtime::files::put(
                     &mut self.storage.clone(),
-                    NewFile {
-                        workspace_id: e.workspace_id.to_string(),
-                        owner_id: e.triggered_by.to_string(),
-                        execution_id: e.id.to_string(),
-                        name: "output.json".into(),
-                        content_type: "application/json".into(),
-                        workflow_id: e.workflow_id.to_string(),
-                        size: 0,
-                    },
+                    artifact(&e, "output.json", "application/json"),
                     content.into(),
                 )
                 .await
@@ -95,5 +87,19 @@ impl Effects {
                 None => Ok(()),
             }
         })
+    }
+}
+
+/// A file `e` stores as one of its artifacts (its workspace's, owned by whoever started
+/// it, under its workflow for retention).
+pub fn artifact(e: &Execution, name: &str, content_type: &str) -> NewFile {
+    NewFile {
+        workspace_id: e.workspace_id.to_string(),
+        owner_id: e.triggered_by.to_string(),
+        execution_id: e.id.to_string(),
+        workflow_id: e.workflow_id.to_string(),
+        name: name.to_string(),
+        content_type: content_type.to_string(),
+        size: 0,
     }
 }

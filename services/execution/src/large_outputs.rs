@@ -16,10 +16,10 @@
 
 use flowfleet_runtime::grpc::GrpcChannel;
 use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::NewFile;
 use serde_json::{json, Value};
 
 use crate::domain::{Execution, StepRun};
+use crate::effects::artifact;
 use crate::nodes::NodeError;
 
 /// The key of a reference object.
@@ -46,16 +46,6 @@ pub fn may_spill(node_type: &str) -> bool {
     !matches!(node_type, "foreach" | "webhook_response")
 }
 
-fn storage_error(what: &str, s: tonic::Status) -> NodeError {
-    match s.code() {
-        tonic::Code::Unavailable
-        | tonic::Code::DeadlineExceeded
-        | tonic::Code::Internal
-        | tonic::Code::Unknown => NodeError::retryable(format!("{what}: {}", s.message())),
-        _ => NodeError::permanent(format!("{what}: {}", s.message())),
-    }
-}
-
 impl LargeOutputs {
     /// What to record for `output`: a reference to a file holding it when it is too large
     /// to keep inline, else `None` (record it as it is).
@@ -79,19 +69,14 @@ impl LargeOutputs {
         };
         let file = flowfleet_runtime::files::put(
             &mut self.storage.clone(),
-            NewFile {
-                workspace_id: e.workspace_id.to_string(),
-                owner_id: e.triggered_by.to_string(),
-                execution_id: e.id.to_string(),
-                workflow_id: e.workflow_id.to_string(),
-                name: name.clone(),
-                content_type: "application/json".into(),
-                size: 0,
-            },
+            artifact(e, &name, "application/json"),
             bytes.into(),
         )
         .await
-        .map_err(|s| storage_error("storing the step's large output", s))?;
+        .map_err(|s| {
+            let what = "storing the step's large output";
+            NodeError::from_status(&s, what, what)
+        })?;
         Ok(Some(json!({REFERENCE: {
             "id": file.id,
             "name": file.name,
@@ -117,7 +102,10 @@ impl LargeOutputs {
                 self.max_file_bytes,
             )
             .await
-            .map_err(|s| storage_error("reading a step's stored output", s))?;
+            .map_err(|s| {
+                let what = "reading a step's stored output";
+                NodeError::from_status(&s, what, what)
+            })?;
             return serde_json::from_slice(&content).map_err(|err| {
                 NodeError::permanent(format!("the stored output {id} is not JSON: {err}"))
             });

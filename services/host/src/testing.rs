@@ -70,6 +70,22 @@ impl S3Bucket {
         })
     }
 
+    /// The `FLOWFLEET_STORAGE__*` environment that points a `flowfleet` process at this
+    /// bucket, under `prefix`.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        [
+            ("BACKEND", "s3"),
+            ("S3_ENDPOINT", self.endpoint.as_str()),
+            ("S3_BUCKET", self.bucket.as_str()),
+            ("S3_ACCESS_KEY_ID", self.access_key_id.as_str()),
+            ("S3_SECRET_ACCESS_KEY", self.secret_access_key.as_str()),
+            ("S3_PREFIX", prefix),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("FLOWFLEET_STORAGE__{key}"), value.to_string()))
+        .collect()
+    }
+
     /// Points `config.storage` at this bucket, under `prefix`.
     pub fn configure(&self, config: &mut Config, prefix: &str) {
         config.storage.backend = "s3".into();

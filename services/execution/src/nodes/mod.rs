@@ -36,6 +36,21 @@ impl NodeError {
             retryable: true,
         }
     }
+
+    /// A fleet service's gRPC answer: an unreachable, overloaded or failing service is
+    /// worth retrying (`"{unavailable}: {message}"`); a refusal is not
+    /// (`"{refused}: {message}"`).
+    pub fn from_status(status: &tonic::Status, unavailable: &str, refused: &str) -> NodeError {
+        match status.code() {
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Internal
+            | tonic::Code::Unknown => {
+                NodeError::retryable(format!("{unavailable}: {}", status.message()))
+            }
+            _ => NodeError::permanent(format!("{refused}: {}", status.message())),
+        }
+    }
 }
 
 /// How an attempt that did not fail ended.

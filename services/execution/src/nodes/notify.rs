@@ -74,15 +74,7 @@ impl NotifyNode {
             .clone()
             .notify(request)
             .await
-            .map_err(|s| match s.code() {
-                tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Internal
-                | tonic::Code::Unknown => {
-                    NodeError::retryable(format!("the notification service: {}", s.message()))
-                }
-                _ => NodeError::permanent(format!("notify refused: {}", s.message())),
-            })?
+            .map_err(|s| NodeError::from_status(&s, "the notification service", "notify refused"))?
             .into_inner()
             .queued;
         let notified: Vec<Value> = queued

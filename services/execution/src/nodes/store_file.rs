@@ -6,11 +6,11 @@ use base64::Engine as _;
 use flowfleet_definitions::definition::Node;
 use flowfleet_runtime::grpc::GrpcChannel;
 use flowfleet_runtime::proto::storage::v1::storage_service_client::StorageServiceClient;
-use flowfleet_runtime::proto::storage::v1::NewFile;
 use serde_json::{json, Value};
 
 use super::NodeError;
 use crate::domain::Execution;
+use crate::effects::artifact;
 
 #[derive(Clone)]
 pub struct StoreFileNode {
@@ -71,26 +71,12 @@ impl StoreFileNode {
         let size = bytes.len();
         let file = flowfleet_runtime::files::put(
             &mut self.storage.clone(),
-            NewFile {
-                workspace_id: e.workspace_id.to_string(),
-                owner_id: e.triggered_by.to_string(),
-                execution_id: e.id.to_string(),
-                workflow_id: e.workflow_id.to_string(),
-                name: name.to_string(),
-                content_type: content_type.to_string(),
-                size: 0,
-            },
+            artifact(e, name, content_type),
             bytes.into(),
         )
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Internal
-            | tonic::Code::Unknown => {
-                NodeError::retryable(format!("the storage service: {}", s.message()))
-            }
-            _ => NodeError::permanent(format!("storing the file was refused: {}", s.message())),
+        .map_err(|s| {
+            NodeError::from_status(&s, "the storage service", "storing the file was refused")
         })?;
         logs.push(format!("stored {name} ({size} bytes)"));
         Ok(json!({

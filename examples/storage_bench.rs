@@ -414,7 +414,7 @@ async fn measure(
     // GraphQL multipart, streamed.
     let boundary = "storage-bench-boundary-7d1f";
     let operations = json!({
-        "query": "mutation($w: ID!, $f: Upload!) { uploadFile(workspaceId: $w, file: $f) { size downloadUrl } }",
+        "query": "mutation($w: ID!, $f: Upload!) { uploadFile(workspaceId: $w, file: $f) { id size downloadUrl } }",
         "variables": {"w": ws, "f": null},
     });
     let head = format!(
@@ -451,6 +451,22 @@ async fn measure(
 
     watch.phase("its download", &mut peaks);
     drop(watch);
+    // The files go, and their blobs with them: a bench run against long-lived servers
+    // (FLOWFLEET_TEST_* set) leaves nothing in their bucket.
+    for id in [&file["id"], &uploaded["id"]] {
+        let deleted: Value = http
+            .post(&graphql)
+            .bearer_auth(&token)
+            .json(&json!({
+                "query": "mutation($w: ID!, $id: ID!) { deleteFile(workspaceId: $w, id: $id) }",
+                "variables": {"w": ws, "id": id},
+            }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(deleted["errors"].is_null(), "deleteFile: {deleted}");
+    }
     let size_label = |b: u64| {
         if b >= 1024 * MIB && b % (1024 * MIB) == 0 {
             format!("{} GiB", b / (1024 * MIB))

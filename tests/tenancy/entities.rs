@@ -30,6 +30,7 @@ fn selection(field: &str) -> String {
         "problems" => "problems { code }".into(),
         "publishedVersion" => "publishedVersion { version }".into(),
         "stats" => "stats { runs }".into(),
+        "analytics" => "analytics(range: {from: \"2026-01-01T00:00:00Z\", to: \"2026-01-02T00:00:00Z\", bucket: DAY}) { totals { runs } }".into(),
         "apiKeys" | "credentials" | "invitations" => format!("{field} {{ id }}"),
         "members" | "memberships" => format!("{field} {{ role }}"),
         "securityEvents" => "securityEvents { nodes { kind } }".into(),
@@ -73,7 +74,7 @@ fn expected(ty: &str, field: &str, caller: Caller) -> Option<Option<String>> {
         (
             "Workspace",
             "name" | "timeZone" | "createdAt" | "members" | "workflows" | "credentials"
-            | "executions",
+            | "executions" | "analytics",
         ) => needs(Who::Viewer, caller, FORBIDDEN),
         ("Workspace", "apiKeys" | "invitations" | "securityEvents") => {
             needs(Who::Admin, caller, FORBIDDEN)
@@ -129,6 +130,10 @@ pub async fn row(
     // execution service resolves it.
     if (ty, field) == ("Execution", "artifacts") {
         representation["workspaceId"] = json!(w.workspace);
+    }
+    // And the workspace's time zone, as the auth service resolves it.
+    if (ty, field) == ("Workspace", "analytics") {
+        representation["timeZone"] = json!("UTC");
     }
     let body = fleet
         .subgraph(

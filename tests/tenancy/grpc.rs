@@ -183,6 +183,7 @@ pub async fn call(method: &str, fleet: &Fleet, w: &World, credential: Option<&st
                 .get_workflow_stats(grpc_request(
                     GetWorkflowStatsRequest {
                         workflow_id: w.workflow.clone(),
+                        ..Default::default()
                     },
                     credential,
                 ))

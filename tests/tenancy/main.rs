@@ -54,11 +54,23 @@ pub fn fields_of(sdl: &str, name: &str) -> Vec<(String, Option<String>)> {
         if field.is_empty() || field.starts_with('_') {
             continue;
         }
-        let graph = line.split("@join__field(graph: ").nth(1).map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect::<String>()
-        });
+        // The subgraph that resolves the field: not one that only declares it `external`
+        // (for its `@requires`).
+        let graph = line
+            .split("@join__field(graph: ")
+            .skip(1)
+            .find(|rest| {
+                !rest
+                    .split(')')
+                    .next()
+                    .unwrap_or("")
+                    .contains("external: true")
+            })
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            });
         fields.push((field, graph));
     }
     fields

@@ -1,22 +1,21 @@
-//! The analytics service's gRPC server: workflow statistics for other services
-//! and for users whose requests they serve (who need VIEWER in the workflow's workspace).
+//! The analytics service's gRPC server: workflow statistics, with percentiles, for
+//! other services and for users whose requests they serve (who need VIEWER in the
+//! workflow's workspace).
 
-use flowfleet_runtime::error::parse_id;
+use flowfleet_runtime::error::{parse_id, ApiError};
 use flowfleet_runtime::proto::analytics::v1::analytics_service_server::AnalyticsService;
 use flowfleet_runtime::proto::analytics::v1::{GetWorkflowStatsRequest, WorkflowStats};
 use tonic::{Request, Response, Status};
 
-use flowfleet_security::access::{Access, Target};
-use flowfleet_security::identity::Role;
 use flowfleet_security::service_auth::GrpcGuard;
 
-use crate::domain::NO_WORKFLOW;
-use crate::store::Store;
+use crate::dashboards::Dashboards;
+use crate::domain::buckets::{Grain, QUARTER_MS};
+use crate::domain::rollup::Runs;
 
 pub struct AnalyticsGrpc {
-    pub store: Store,
+    pub dashboards: Dashboards,
     pub guard: GrpcGuard,
-    pub access: Access,
 }
 
 #[tonic::async_trait]
@@ -27,27 +26,42 @@ impl AnalyticsService for AnalyticsGrpc {
         request: Request<GetWorkflowStatsRequest>,
     ) -> Result<Response<WorkflowStats>, Status> {
         let caller = self.guard.caller(&request).await?;
-        let id = parse_id("workflow_id", &request.get_ref().workflow_id)?;
-        // A workflow that never ran has no facts, and so no workspace to check: its
-        // statistics are zeros, which reveal nothing.
-        for workspace in self.store.workspaces_of(id).await? {
-            self.access
-                .authorize(
-                    &caller,
-                    workspace,
-                    Role::Viewer,
-                    Target::Resource(NO_WORKFLOW),
-                )
-                .await?;
-        }
-        let s = self.store.stats(id).await?;
+        let r = request.get_ref();
+        let id = parse_id("workflow_id", &r.workflow_id)?;
+        let range = match (r.from_ms, r.to_ms) {
+            (0, 0) => None,
+            (from, to) if to > from => Some((
+                Grain::Quarter.start(from),
+                Grain::Quarter.start(to + QUARTER_MS - 1),
+            )),
+            _ => {
+                return Err(ApiError::bad_input("`to_ms` must be after `from_ms`").into());
+            }
+        };
+        let d = &self.dashboards;
+        let (runs, last) = match d.authorize_workflow(&caller, id).await? {
+            None => (Runs::default(), None),
+            Some(workspace) => match range {
+                None => d.workflow_all_time(workspace, id).await?,
+                Some((from, to)) => (
+                    d.runs_total(workspace, Some(id), from, to).await?,
+                    d.store.last_run_at(id).await?,
+                ),
+            },
+        };
         Ok(Response::new(WorkflowStats {
             workflow_id: id.to_string(),
-            runs: s.runs,
-            succeeded: s.succeeded,
-            failed: s.failed,
-            average_duration_ms: s.average_duration_ms(),
-            last_run_at_ms: s.last_run_at_ms.unwrap_or(0),
+            runs: runs.runs,
+            succeeded: runs.succeeded,
+            failed: runs.failed,
+            cancelled: runs.cancelled,
+            timed_out: runs.timed_out,
+            average_duration_ms: runs.average_duration_ms().unwrap_or(0.0),
+            last_run_at_ms: last.unwrap_or(0),
+            p50_duration_ms: runs.durations.quantile(0.5),
+            p95_duration_ms: runs.durations.quantile(0.95),
+            p99_duration_ms: runs.durations.quantile(0.99),
+            success_rate: runs.success_rate(),
         }))
     }
 }

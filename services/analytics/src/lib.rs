@@ -1,20 +1,25 @@
-//! The analytics service: execution facts from the fleet's events, hourly
-//! rollups over them, and workflow statistics (`Workflow.stats`, gRPC).
+//! The analytics service: facts from the fleet's events (executions, step attempts,
+//! who did what), rollups over them per minute, quarter-hour and UTC day, and the
+//! dashboards read from the rollups (`Workspace.analytics`, `Workflow.stats`, gRPC).
 //!
-//! Reading order: [`domain`] (outcomes, percentile arithmetic), [`store`]
-//! (SQL), [`handlers::events`] (the consumer), [`graphql`] (subgraph), [`grpc`]
-//! (server), and [`build`], which wires them from explicit dependencies.
+//! Reading order: [`domain`] (facts, buckets and time zones, sketches, rollups),
+//! [`store`] (SQL), [`handlers::events`] (the consumer), [`roller`] (facts into
+//! rollups), [`dashboards`] (the use cases), [`graphql`] and [`grpc`] (adapters), and
+//! [`build`], which wires them from explicit dependencies.
 //!
 //! Analytics only listens: it records no events of its own, so it has no
 //! outbox and no relay.
 
+pub mod dashboards;
 pub mod domain;
 pub mod graphql;
 pub mod grpc;
 pub mod handlers;
+pub mod roller;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flowfleet_host::subgraph::Subgraph;
 use flowfleet_host::{Infra, ServiceParts};
@@ -27,14 +32,22 @@ pub static MIGRATIONS: Migrations = Migrations::portable(&sqlx::migrate!("./migr
 
 pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<ServiceParts> {
     let store = store::Store::new(db);
+    let config = &infra.config.analytics;
     // Bound now, before anything can publish, so no outcome is missed.
     let consumer = handlers::events::bind(&infra.bus).await?;
-    let handler = Arc::new(handlers::events::ExecutionFacts {
+    let roller = roller::Roller::default();
+    let handler = Arc::new(handlers::events::Facts {
         store: store.clone(),
+        roller: roller.clone(),
     });
-    let schema = graphql::schema(graphql::Ctx {
+    let dashboards = dashboards::Dashboards {
         store: store.clone(),
-        access: access.clone(),
+        access,
+        minute_days: config.minute_rollup_days,
+    };
+    let schema = graphql::schema(graphql::Ctx {
+        dashboards: dashboards.clone(),
+        clock: infra.clock.clone(),
     });
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
@@ -42,11 +55,20 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
             .await?;
     let grpc =
         flowfleet_runtime::grpc::service_routes(AnalyticsServiceServer::new(grpc::AnalyticsGrpc {
-            store,
+            dashboards,
             guard: infra.grpc_guard(),
-            access,
         }))
         .await;
+    let rolling = roller.run(
+        store,
+        infra.clock.clone(),
+        roller::RollerSettings {
+            interval: Duration::from_millis(config.roll_interval_ms),
+            batch: config.roll_batch,
+            minute_days: config.minute_rollup_days,
+        },
+        infra.shutdown.clone(),
+    );
     Ok(ServiceParts {
         name: ServiceName::Analytics,
         subgraph: Subgraph::new("analytics", Arc::new(schema), infra.verifier.clone()),
@@ -54,6 +76,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         http: axum::Router::new(),
         tasks: vec![
             Box::pin(consumer.run(handler, infra.shutdown.clone())),
+            Box::pin(rolling),
             privacy_task,
         ],
     })

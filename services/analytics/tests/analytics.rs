@@ -1,61 +1,139 @@
 //! The analytics service on every backend of `Backend::all()`: embedded (SQLite,
-//! the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ, Redis).
-//! Workspace membership comes from a small AuthService that answers from a map
-//! (the auth service's gRPC contract, in process), until the auth service can
-//! grant roles other than owner.
+//! the in-process bus and cache) and distributed (PostgreSQL, RabbitMQ, Redis), with
+//! the real auth service answering who belongs where.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use flowfleet_analytics::domain::hour_start;
+use flowfleet_analytics::dashboards::Dashboards;
+use flowfleet_analytics::domain::buckets::{Grain, DAY_MS};
+use flowfleet_analytics::domain::sketch::{Sketch, RELATIVE_ERROR};
 use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
-use flowfleet_analytics::handlers::events::ExecutionFacts;
+use flowfleet_analytics::handlers::events::Facts;
+use flowfleet_analytics::roller::Roller;
 use flowfleet_analytics::store::Store;
 use flowfleet_analytics::{build, MIGRATIONS};
 use flowfleet_auth::testing::RealAuth;
 use flowfleet_host::testing::{Backend, TestInfra};
+use flowfleet_runtime::clock::ManualClock;
 use flowfleet_runtime::config::ServiceName;
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::events::consumer::EventHandler;
 use flowfleet_runtime::events::Event;
 use flowfleet_runtime::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use flowfleet_runtime::proto::analytics::v1::GetWorkflowStatsRequest;
+use flowfleet_security::access::Access;
 use flowfleet_security::identity::{Caller, Identity, Role};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use sqlx::Row;
 use uuid::Uuid;
+
+/// 2026-03-02T00:00:00Z, a Monday.
+const BASE: i64 = 1_772_409_600_000;
 
 /// The service's database on `env`'s backend, migrated.
 async fn db(env: &TestInfra) -> Db {
     env.db(ServiceName::Analytics, &MIGRATIONS).await
 }
 
+/// The consumer, the store and the schema over one database, with the clock at `now`.
+struct Analytics {
+    store: Store,
+    facts: Facts,
+    schema: AnalyticsSchema,
+}
+
+impl Analytics {
+    fn new(db: &Db, access: Access, now: i64) -> Analytics {
+        let store = Store::new(db.clone());
+        Analytics {
+            facts: Facts {
+                store: store.clone(),
+                roller: Roller::default(),
+            },
+            schema: schema(Ctx {
+                dashboards: Dashboards {
+                    store: store.clone(),
+                    access,
+                    minute_days: 3,
+                },
+                clock: Arc::new(ManualClock::new(now)),
+            }),
+            store,
+        }
+    }
+
+    async fn handle(&self, event: &Event) {
+        self.facts.handle(event).await.unwrap();
+    }
+
+    /// Rolls everything waiting, `batch` facts at a time.
+    async fn roll(&self, batch: i64) {
+        while self.store.roll(batch, BASE - 3 * DAY_MS).await.unwrap() > 0 {}
+    }
+
+    async fn query(&self, caller: Caller, query: &str, variables: Value) -> Value {
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(caller);
+        serde_json::to_value(self.schema.execute(request).await).unwrap()
+    }
+}
+
 struct Run {
     workflow: Uuid,
     workspace: Uuid,
-    succeeded: bool,
+    status: &'static str,
     duration_ms: i64,
     finished_at_ms: i64,
 }
 
 fn outcome(run: &Run) -> Event {
-    let (kind, status, error) = if run.succeeded {
-        ("execution.succeeded", "SUCCEEDED", Value::Null)
-    } else {
-        (
-            "execution.failed",
-            "FAILED",
-            json!("step `fetch` failed: HTTP 502"),
-        )
+    let kind = match run.status {
+        "SUCCEEDED" => "execution.succeeded",
+        "CANCELLED" => "execution.cancelled",
+        _ => "execution.failed",
     };
+    let error = (run.status != "SUCCEEDED").then(|| format!("step `fetch` ended {}", run.status));
     Event::new(
         kind,
         run.finished_at_ms,
         json!({
             "executionId": Uuid::now_v7(), "workflowId": run.workflow,
-            "workspaceId": run.workspace, "version": 1, "status": status,
-            "triggeredBy": Uuid::now_v7(), "workflowName": "Nightly sync",
+            "workspaceId": run.workspace, "version": 1, "status": run.status,
+            "triggeredBy": Uuid::nil(), "workflowName": "Nightly sync",
             "startedAtMs": run.finished_at_ms - run.duration_ms,
             "finishedAtMs": run.finished_at_ms, "durationMs": run.duration_ms,
             "error": error,
+        }),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    workflow: Uuid,
+    workspace: Uuid,
+    node: &str,
+    node_type: &str,
+    status: &str,
+    attempt: i64,
+    duration_ms: i64,
+    wait_ms: i64,
+    finished_at_ms: i64,
+) -> Event {
+    Event::new(
+        "step.finished",
+        finished_at_ms,
+        json!({
+            "stepId": Uuid::now_v7(), "executionId": Uuid::now_v7(), "workflowId": workflow,
+            "workspaceId": workspace, "nodeId": node, "nodeType": node_type, "item": null,
+            "attempt": attempt, "status": status, "error": null, "queuedAtMs": 0,
+            "startedAtMs": finished_at_ms - duration_ms, "finishedAtMs": finished_at_ms,
+            "durationMs": duration_ms, "queueWaitMs": wait_ms,
         }),
     )
 }
@@ -68,31 +146,45 @@ fn as_user(user: Uuid) -> Caller {
     })
 }
 
-async fn stats(schema: &AnalyticsSchema, caller: Caller, workflow: Uuid) -> Value {
-    let query = "query($reps: [_Any!]!) { _entities(representations: $reps) { ... on Workflow { id stats { \
-        runs succeeded failed successRate averageDurationMs p50DurationMs p95DurationMs p99DurationMs lastRunAt } } } }";
-    let request = async_graphql::Request::new(query)
-        .variables(async_graphql::Variables::from_json(json!({
-            "reps": [{"__typename": "Workflow", "id": workflow}]
-        })))
-        .data(caller);
-    serde_json::to_value(schema.execute(request).await).unwrap()
-}
-
 fn error_code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("")
 }
 
+fn iso(ms: i64) -> String {
+    flowfleet_runtime::clock::to_datetime(ms).to_rfc3339()
+}
+
+const STATS: &str = "query($reps: [_Any!]!, $range: AnalyticsRange) { _entities(representations: $reps) { \
+    ... on Workflow { id stats(range: $range) { runs succeeded failed cancelled timedOut successRate \
+    averageDurationMs p50DurationMs p95DurationMs p99DurationMs lastRunAt \
+    overTime { start runs } nodes { nodeId nodeType attempts failed retries p95DurationMs } } } } }";
+
+const ANALYTICS: &str =
+    "query($reps: [_Any!]!, $range: AnalyticsRange!) { _entities(representations: $reps) { \
+    ... on Workspace { analytics(range: $range) { from to bucket timeZone \
+    executions { start end runs succeeded failed cancelled timedOut successRate p95DurationMs } \
+    totals { runs failed p50DurationMs } \
+    topFailingWorkflows(limit: 5) { workflow { id } runs failures failureRate lastError } \
+    busiestWorkflows(limit: 5) { workflow { id } runs } \
+    slowestNodeTypes { nodeType attempts failed retries p95DurationMs } \
+    slowestNodes(limit: 3) { workflow { id } nodeId p95DurationMs } \
+    steps { start attempts p95QueueWaitMs } \
+    kpis { activeWorkflows runs runsPerDay activeUsers } } } } }";
+
+fn workspace_rep(workspace: Uuid, time_zone: &str) -> Value {
+    json!([{"__typename": "Workspace", "id": workspace, "timeZone": time_zone}])
+}
+
 #[tokio::test]
-async fn consuming_the_same_event_twice_counts_it_once() {
+async fn events_through_the_bus_are_counted_once_and_reach_grpc() {
     for backend in Backend::all() {
-        consuming_the_same_event_twice_counts_it_once_on(&backend).await;
+        events_through_the_bus_are_counted_once_and_reach_grpc_on(&backend).await;
     }
 }
 
-async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
+async fn events_through_the_bus_are_counted_once_and_reach_grpc_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
     let infra = env.infra.clone();
@@ -105,61 +197,96 @@ async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
     let first = outcome(&Run {
         workflow,
         workspace,
-        succeeded: true,
+        status: "SUCCEEDED",
         duration_ms: 120,
-        finished_at_ms: 1_700_000_000_000,
+        finished_at_ms: BASE,
     });
     // Published before anything consumed: the queue was bound in `build`.
     bus.publish(&first).await.unwrap();
     bus.publish(&first).await.unwrap();
-    let later = outcome(&Run {
-        workflow,
-        workspace,
-        succeeded: false,
-        duration_ms: 80,
-        finished_at_ms: 1_700_000_100_000,
-    });
-    bus.publish(&later).await.unwrap();
-
-    let store = Store::new(db.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.stats(workflow).await.unwrap().failed == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events were not consumed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for (status, duration) in [("FAILED", 80), ("TIMED_OUT", 400), ("CANCELLED", 5)] {
+        let run = Run {
+            workflow,
+            workspace,
+            status,
+            duration_ms: duration,
+            finished_at_ms: BASE + 20 * 60_000,
+        };
+        bus.publish(&outcome(&run)).await.unwrap();
     }
-    // One consumer handles a queue in order: the duplicate came before `later`, so once
-    // `later` counted, the duplicate was handled too, and counted once.
-    let s = store.stats(workflow).await.unwrap();
-    assert_eq!(
-        (s.runs, s.succeeded, s.failed, s.total_duration_ms),
-        (2, 1, 1, 200)
-    );
 
-    // Through gRPC as well.
     let mut client = AnalyticsServiceClient::new(flowfleet_runtime::grpc::in_process(
         parts.grpc.clone(),
-        Some(infra.service_credentials(flowfleet_runtime::config::ServiceName::Execution)),
+        Some(infra.service_credentials(ServiceName::Execution)),
     ));
-    let reply = client
-        .get_workflow_stats(GetWorkflowStatsRequest {
-            workflow_id: workflow.to_string(),
-        })
+    let request = |from_ms, to_ms| GetWorkflowStatsRequest {
+        workflow_id: workflow.to_string(),
+        from_ms,
+        to_ms,
+    };
+    // The roller folds the facts in the background: wait for all four.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        let reply = client
+            .get_workflow_stats(request(0, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        if reply.runs >= 4 {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events were not rolled up: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One consumer handles a queue in order: the duplicate came before the others, so
+    // once they counted, the duplicate was handled too, and counted once.
+    assert_eq!(
+        (
+            reply.runs,
+            reply.succeeded,
+            reply.failed,
+            reply.timed_out,
+            reply.cancelled
+        ),
+        (4, 1, 1, 1, 1)
+    );
+    assert_eq!(
+        reply.average_duration_ms,
+        (120.0 + 80.0 + 400.0 + 5.0) / 4.0
+    );
+    assert_eq!(reply.last_run_at_ms, BASE + 20 * 60_000);
+    assert_eq!(
+        reply.success_rate,
+        Some(1.0 / 3.0),
+        "cancelled runs are left out"
+    );
+    // Of the four durations 5, 80, 120 and 400, rank ⌊0.99·3⌋ = 2 is 120.
+    let p99 = reply.p99_duration_ms.unwrap();
+    assert!((p99 - 120.0).abs() <= 120.0 * RELATIVE_ERROR + 0.5, "{p99}");
+    // A range that holds only the first run (ends round to the quarter-hour).
+    let early = client
+        .get_workflow_stats(request(BASE - 60_000, BASE + 60_000))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((reply.runs, reply.succeeded, reply.failed), (2, 1, 1));
-    assert_eq!(reply.average_duration_ms, 100.0);
-    assert_eq!(reply.last_run_at_ms, 1_700_000_100_000);
+    assert_eq!((early.runs, early.succeeded), (1, 1));
     let bad = client
         .get_workflow_stats(GetWorkflowStatsRequest {
             workflow_id: "not-a-uuid".into(),
+            from_ms: 0,
+            to_ms: 0,
         })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let backwards = client
+        .get_workflow_stats(request(BASE, BASE - 1))
+        .await
+        .unwrap_err();
+    assert_eq!(backwards.code(), tonic::Code::InvalidArgument);
 
     infra.shutdown.cancel();
     for t in tasks {
@@ -167,193 +294,588 @@ async fn consuming_the_same_event_twice_counts_it_once_on(backend: &Backend) {
     }
 }
 
+/// What the rollups of a set of facts must be, computed from the facts directly.
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    counts: [i64; 6],
+    p50: Option<f64>,
+    p95: Option<f64>,
+}
+
 #[tokio::test]
-async fn handler_is_idempotent_and_rollups_match_facts() {
+async fn rollups_equal_a_recomputation_from_facts_whatever_the_order() {
     for backend in Backend::all() {
-        handler_is_idempotent_and_rollups_match_facts_on(&backend).await;
+        for seed in 0..4 {
+            rollups_equal_a_recomputation_on(&backend, seed).await;
+        }
     }
 }
 
-async fn handler_is_idempotent_and_rollups_match_facts_on(backend: &Backend) {
+/// Random executions and step attempts over three days, delivered shuffled, partly
+/// twice, with rolls of random batch sizes in between (late facts land in buckets rolled
+/// before): every rollup row equals a recomputation from the distinct facts.
+async fn rollups_equal_a_recomputation_on(backend: &Backend, seed: u64) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let handler = ExecutionFacts {
-        store: Store::new(db.clone()),
-    };
-    let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
-    let base = 1_700_000_000_000_i64;
-    let mut events = Vec::new();
-    for i in 0..10 {
-        events.push(outcome(&Run {
-            workflow,
+    let access = RealAuth::start(&env).await.access();
+    let a = Analytics::new(&db, access, BASE + 3 * DAY_MS);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let workspace = Uuid::now_v7();
+    let workflows: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let statuses = ["SUCCEEDED", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"];
+    let mut runs = Vec::new();
+    let mut steps = Vec::new();
+    for _ in 0..60 {
+        let run = Run {
+            workflow: workflows[rng.gen_range(0..3)],
             workspace,
-            succeeded: i % 3 != 0,
-            duration_ms: 100 * (i + 1),
-            // Spread across three hours.
-            finished_at_ms: base + i * 20 * 60_000,
-        }));
+            status: statuses[rng.gen_range(0..statuses.len())],
+            duration_ms: rng.gen_range(0..5_000),
+            finished_at_ms: BASE + rng.gen_range(-2 * DAY_MS..DAY_MS),
+        };
+        runs.push((outcome(&run), run));
     }
-    for e in events.iter().chain(events.iter()) {
-        handler.handle(e).await.unwrap();
+    for _ in 0..60 {
+        let (node, ty) = [
+            ("fetch", "http_request"),
+            ("shape", "transform"),
+            ("again", "http_request"),
+        ][rng.gen_range(0..3)];
+        let status = ["SUCCEEDED", "FAILED", "TIMED_OUT"][rng.gen_range(0..3)];
+        let event = step(
+            workflows[rng.gen_range(0..3)],
+            workspace,
+            node,
+            ty,
+            status,
+            rng.gen_range(1..4),
+            rng.gen_range(0..3_000),
+            rng.gen_range(0..500),
+            BASE + rng.gen_range(-2 * DAY_MS..DAY_MS),
+        );
+        steps.push(event);
     }
-    // A malformed payload is dropped, not retried forever.
-    let junk = Event::new("execution.failed", base, json!({"executionId": 7}));
-    handler.handle(&junk).await.unwrap();
+    let mut deliveries: Vec<&Event> = runs.iter().map(|(e, _)| e).chain(steps.iter()).collect();
+    let repeated: Vec<&Event> = deliveries.iter().step_by(3).copied().collect();
+    deliveries.extend(repeated);
+    deliveries.shuffle(&mut rng);
+    for event in deliveries {
+        a.handle(event).await;
+        if rng.gen_bool(0.1) {
+            a.roll(rng.gen_range(1..20)).await;
+        }
+    }
+    a.roll(7).await;
 
-    let facts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM facts")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(facts, 10);
-    let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT hour_start, runs, succeeded, failed, total_duration_ms FROM hourly_rollups \
-         WHERE workflow_id = $1 ORDER BY hour_start",
+    // Executions: per grain, workflow ('' for the workspace) and bucket.
+    let minutes_since = BASE - 3 * DAY_MS;
+    let mut expected: BTreeMap<(String, String, i64), (Expected, Vec<i64>)> = BTreeMap::new();
+    for (_, run) in &runs {
+        for grain in Grain::ALL {
+            if grain == Grain::Minute && run.finished_at_ms < minutes_since {
+                continue;
+            }
+            for workflow in [run.workflow.to_string(), String::new()] {
+                let key = (
+                    grain.as_str().to_string(),
+                    workflow,
+                    grain.start(run.finished_at_ms),
+                );
+                let (e, durations) = expected.entry(key).or_default();
+                let i = 1 + ["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"]
+                    .iter()
+                    .position(|s| *s == run.status)
+                    .unwrap();
+                e.counts[0] += 1;
+                e.counts[i] += 1;
+                e.counts[5] += run.duration_ms;
+                durations.push(run.duration_ms);
+            }
+        }
+    }
+    let expected: BTreeMap<_, Expected> = expected
+        .into_iter()
+        .map(|(k, (mut e, durations))| {
+            let mut sketch = Sketch::default();
+            durations.iter().for_each(|d| sketch.add(*d));
+            (e.p50, e.p95) = (sketch.quantile(0.5), sketch.quantile(0.95));
+            (k, e)
+        })
+        .collect();
+    let rows = sqlx::query(
+        "SELECT grain, workflow_id, bucket_start, runs, succeeded, failed, cancelled, timed_out, \
+         total_duration_ms, durations FROM execution_rollups WHERE workspace_id = $1",
     )
-    .bind(workflow.to_string())
+    .bind(workspace.to_string())
     .fetch_all(db.pool())
     .await
     .unwrap();
-    let mut expected: Vec<(i64, i64, i64, i64, i64)> = Vec::new();
-    for i in 0..10_i64 {
-        let hour = hour_start(base + i * 20 * 60_000);
-        let ok = i % 3 != 0;
-        match expected.last_mut() {
-            Some(last) if last.0 == hour => {
-                last.1 += 1;
-                last.2 += ok as i64;
-                last.3 += (!ok) as i64;
-                last.4 += 100 * (i + 1);
-            }
-            _ => expected.push((hour, 1, ok as i64, (!ok) as i64, 100 * (i + 1))),
-        }
+    let stored: BTreeMap<_, Expected> = rows
+        .iter()
+        .map(|r| {
+            let sketch = Sketch::decode(&r.get::<String, _>("durations")).unwrap();
+            (
+                (r.get("grain"), r.get("workflow_id"), r.get("bucket_start")),
+                Expected {
+                    counts: [
+                        "runs",
+                        "succeeded",
+                        "failed",
+                        "cancelled",
+                        "timed_out",
+                        "total_duration_ms",
+                    ]
+                    .map(|c| r.get::<i64, _>(c)),
+                    p50: sketch.quantile(0.5),
+                    p95: sketch.quantile(0.95),
+                },
+            )
+        })
+        .collect();
+    assert_eq!(stored, expected, "seed {seed}");
+
+    // Steps: every attempt is in its node's, its type's and the workspace's rollups.
+    let totals = sqlx::query(
+        "SELECT node_type, node_id, CAST(SUM(attempts) AS BIGINT) AS n, \
+         CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(retries) AS BIGINT) AS retries \
+         FROM step_rollups WHERE workspace_id = $1 AND grain = 'DAY' GROUP BY node_type, node_id",
+    )
+    .bind(workspace.to_string())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let sum = |pick: &dyn Fn(&Value) -> bool| -> (i64, i64, i64) {
+        steps
+            .iter()
+            .map(|e| &e.payload)
+            .filter(|p| pick(p))
+            .fold((0, 0, 0), |t, p| {
+                (
+                    t.0 + 1,
+                    t.1 + i64::from(p["status"] != "SUCCEEDED"),
+                    t.2 + i64::from(p["attempt"].as_i64() > Some(1)),
+                )
+            })
+    };
+    for r in &totals {
+        let (ty, node): (String, String) = (r.get("node_type"), r.get("node_id"));
+        let want = match (ty.as_str(), node.as_str()) {
+            ("", "") => sum(&|_| true),
+            (ty, "") => sum(&|p| p["nodeType"] == ty),
+            (_, node) => sum(&|p| p["nodeId"] == node),
+        };
+        assert_eq!(
+            (r.get("n"), r.get("failed"), r.get("retries")),
+            want,
+            "{ty}/{node}"
+        );
     }
-    assert_eq!(rows, expected);
-    assert!(rows.len() >= 3, "the runs span several hours");
+    assert_eq!(
+        totals.len(),
+        1 + 2 + 3,
+        "levels: workspace, 2 types, 3 node ids"
+    );
+    assert_eq!(a.store.unrolled().await.unwrap(), 0);
 }
 
 #[tokio::test]
-async fn stats_and_percentiles_come_from_the_facts() {
+async fn dashboards_bucket_in_the_workspace_time_zone_across_daylight_saving() {
     for backend in Backend::all() {
-        stats_and_percentiles_come_from_the_facts_on(&backend).await;
+        dashboards_on(&backend).await;
     }
 }
 
-async fn stats_and_percentiles_come_from_the_facts_on(backend: &Backend) {
+async fn dashboards_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
-    let handler = ExecutionFacts {
-        store: Store::new(db.clone()),
-    };
-    // A viewer of a workspace, as the real auth service knows them.
     let auth = RealAuth::start(&env).await;
     let owner = auth.user("owner@example.com").await;
     let viewer = auth
         .member(&owner, "viewer@example.com", Role::Viewer)
         .await;
-    let (workflow, workspace) = (Uuid::now_v7(), owner.workspace);
-    let base = 1_700_000_000_000_i64;
-    // Durations 1..=100 ms in a shuffled order; every fourth run failed.
-    for k in 0..100_i64 {
-        let d = (k * 37) % 100 + 1;
-        handler
-            .handle(&outcome(&Run {
-                workflow,
-                workspace,
-                succeeded: d % 4 != 0,
-                duration_ms: d,
-                finished_at_ms: base + k * 1_000,
-            }))
-            .await
-            .unwrap();
+    let stranger = auth.user("stranger@example.com").await;
+    let workspace = owner.workspace;
+    // Berlin moved its clocks forward at 02:00 on 2026-03-29: that local day is 23 hours.
+    let berlin = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let a = Analytics::new(&db, auth.access(), berlin("2026-04-01T00:00:00+02:00"));
+    let (nightly, hourly) = (Uuid::now_v7(), Uuid::now_v7());
+    let runs = [
+        (nightly, "SUCCEEDED", 100, "2026-03-28T23:30:00+01:00"),
+        (nightly, "FAILED", 300, "2026-03-29T00:30:00+01:00"),
+        (hourly, "SUCCEEDED", 200, "2026-03-29T23:30:00+02:00"),
+        (hourly, "TIMED_OUT", 900, "2026-03-30T00:10:00+02:00"),
+        (hourly, "CANCELLED", 10, "2026-03-30T01:00:00+02:00"),
+    ];
+    for (workflow, status, duration_ms, at) in runs {
+        a.handle(&outcome(&Run {
+            workflow,
+            workspace,
+            status,
+            duration_ms,
+            finished_at_ms: berlin(at),
+        }))
+        .await;
     }
-    let schema = schema(Ctx {
-        store: Store::new(db.clone()),
-        access: auth.access(),
-    });
-    let r = stats(&schema, as_user(viewer.id), workflow).await;
+    for (node, ty, status, attempt, duration, wait) in [
+        ("fetch", "http_request", "FAILED", 1, 900, 40),
+        ("fetch", "http_request", "SUCCEEDED", 2, 700, 60),
+        ("shape", "transform", "SUCCEEDED", 1, 5, 2),
+    ] {
+        a.handle(&step(
+            nightly,
+            workspace,
+            node,
+            ty,
+            status,
+            attempt,
+            duration,
+            wait,
+            berlin("2026-03-29T00:20:00+01:00"),
+        ))
+        .await;
+    }
+    // Someone published a workflow: an active user.
+    a.handle(&Event::new(
+        "workflow.published",
+        berlin("2026-03-29T10:00:00+02:00"),
+        json!({"workflowId": nightly, "workspaceId": workspace, "version": 1, "publishedBy": owner.id}),
+    ))
+    .await;
+    a.roll(100).await;
+
+    let range = json!({"from": "2026-03-28T00:00:00+01:00", "to": "2026-03-31T00:00:00+02:00", "bucket": "DAY"});
+    let r = a
+        .query(
+            as_user(viewer.id),
+            ANALYTICS,
+            json!({"reps": workspace_rep(workspace, "Europe/Berlin"), "range": range}),
+        )
+        .await;
     assert!(r["errors"].is_null(), "{r}");
-    let s = &r["data"]["_entities"][0]["stats"];
-    assert_eq!(s["runs"], 100);
-    assert_eq!(s["succeeded"], 75);
-    assert_eq!(s["failed"], 25);
-    assert_eq!(s["successRate"], 0.75);
-    assert_eq!(s["averageDurationMs"], 50.5);
-    assert_eq!(s["p50DurationMs"], 50.0);
-    assert_eq!(s["p95DurationMs"], 95.0);
-    assert_eq!(s["p99DurationMs"], 99.0);
-    let last = chrono::DateTime::parse_from_rfc3339(s["lastRunAt"].as_str().unwrap()).unwrap();
-    assert_eq!(last.timestamp_millis(), base + 99 * 1_000);
+    let d = &r["data"]["_entities"][0]["analytics"];
+    assert_eq!(d["timeZone"], "Europe/Berlin");
+    let days: Vec<(String, i64)> = d["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["start"].as_str().unwrap().to_string(),
+                b["runs"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            (iso(berlin("2026-03-28T00:00:00+01:00")), 1),
+            (iso(berlin("2026-03-29T00:00:00+01:00")), 2),
+            (iso(berlin("2026-03-30T00:00:00+02:00")), 2),
+        ]
+    );
+    let day2 = &d["executions"][1];
+    assert_eq!(
+        day2["end"],
+        iso(berlin("2026-03-30T00:00:00+02:00")),
+        "a 23-hour day"
+    );
+    assert_eq!(
+        (day2["succeeded"].as_i64(), day2["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(day2["successRate"], 0.5);
+    assert_eq!(
+        d["executions"][2]["successRate"], 0.0,
+        "cancelled runs are left out"
+    );
+    assert_eq!(d["totals"]["runs"], 5);
+    let failing = &d["topFailingWorkflows"];
+    assert_eq!(failing.as_array().unwrap().len(), 2);
+    assert_eq!(failing[0]["failures"], 1);
+    assert!(failing[0]["lastError"].as_str().unwrap().contains("ended"));
+    assert_eq!(
+        d["busiestWorkflows"][0]["workflow"]["id"],
+        hourly.to_string()
+    );
+    assert_eq!(d["busiestWorkflows"][0]["runs"], 3);
+    let types = &d["slowestNodeTypes"];
+    assert_eq!(types[0]["nodeType"], "http_request");
+    assert_eq!(
+        (
+            types[0]["attempts"].as_i64(),
+            types[0]["failed"].as_i64(),
+            types[0]["retries"].as_i64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(d["slowestNodes"][0]["nodeId"], "fetch");
+    let steps: i64 = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["attempts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(steps, 3);
+    assert_eq!(d["kpis"]["activeWorkflows"], 2);
+    assert_eq!(d["kpis"]["activeUsers"], 1);
+    let per_day = d["kpis"]["runsPerDay"].as_f64().unwrap();
+    assert!((per_day - 5.0 / (71.0 / 24.0)).abs() < 1e-9, "{per_day}");
+
+    // The same range in UTC cuts the days elsewhere.
+    let utc = json!({"from": "2026-03-28T00:00:00Z", "to": "2026-03-31T00:00:00Z", "bucket": "DAY", "timeZone": "UTC"});
+    let r = a
+        .query(
+            as_user(owner.id),
+            ANALYTICS,
+            json!({"reps": workspace_rep(workspace, "Europe/Berlin"), "range": utc}),
+        )
+        .await;
+    let runs: Vec<i64> = r["data"]["_entities"][0]["analytics"]["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["runs"].as_i64().unwrap())
+        .collect();
+    assert_eq!(runs, vec![2, 3, 0], "{r}");
+
+    // Bad input and outsiders.
+    for (range, message) in [
+        (
+            json!({"from": "2026-03-28T00:00:00Z", "to": "2026-03-28T00:00:00Z"}),
+            "empty",
+        ),
+        (
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2026-03-28T00:00:00Z", "bucket": "MINUTE"}),
+            "kept for 3 days",
+        ),
+        (
+            json!({"from": "2020-01-01T00:00:00Z", "to": "2026-03-28T00:00:00Z", "bucket": "HOUR"}),
+            "at most 2000",
+        ),
+        (
+            json!({"from": "2026-03-28T00:00:00Z", "to": "2026-03-29T00:00:00Z", "timeZone": "Mars/Olympus"}),
+            "IANA",
+        ),
+    ] {
+        let r = a
+            .query(
+                as_user(owner.id),
+                ANALYTICS,
+                json!({"reps": workspace_rep(workspace, "UTC"), "range": range}),
+            )
+            .await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+        assert!(
+            r["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(message),
+            "{r}"
+        );
+    }
+    let r = a
+        .query(
+            as_user(stranger.id),
+            ANALYTICS,
+            json!({"reps": workspace_rep(workspace, "UTC"), "range": range}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    let r = a
+        .query(
+            Caller::Anonymous,
+            ANALYTICS,
+            json!({"reps": workspace_rep(workspace, "UTC"), "range": range}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
 }
 
 #[tokio::test]
-async fn stats_need_a_member_and_are_zero_without_runs() {
+async fn workflow_stats_percentiles_are_within_the_sketch_error() {
     for backend in Backend::all() {
-        stats_need_a_member_and_are_zero_without_runs_on(&backend).await;
+        workflow_stats_on(&backend).await;
     }
 }
 
-async fn stats_need_a_member_and_are_zero_without_runs_on(backend: &Backend) {
+async fn workflow_stats_on(backend: &Backend) {
     let env = backend.start().await;
     let db = db(&env).await;
     let auth = RealAuth::start(&env).await;
     let owner = auth.user("owner@example.com").await;
-    let (workflow, workspace) = (Uuid::now_v7(), owner.workspace);
-    let (member, stranger) = (owner.id, auth.user("stranger@example.com").await.id);
-    ExecutionFacts {
-        store: Store::new(db.clone()),
+    let stranger = auth.user("stranger@example.com").await;
+    let a = Analytics::new(&db, auth.access(), BASE + DAY_MS);
+    let workflow = Uuid::now_v7();
+    // Durations 1..=1000 ms in a shuffled order over a day; every fourth run failed.
+    let mut durations = Vec::new();
+    for k in 0..1000_i64 {
+        let d = (k * 379) % 1000 + 1;
+        durations.push(d);
+        let status = if d % 4 == 0 { "FAILED" } else { "SUCCEEDED" };
+        let run = Run {
+            workflow,
+            workspace: owner.workspace,
+            status,
+            duration_ms: d,
+            finished_at_ms: BASE + k * 60_000,
+        };
+        a.handle(&outcome(&run)).await;
     }
-    .handle(&outcome(&Run {
+    a.handle(&step(
         workflow,
-        workspace,
-        succeeded: true,
-        duration_ms: 10,
-        finished_at_ms: 1_700_000_000_000,
-    }))
-    .await
-    .unwrap();
-    let schema = schema(Ctx {
-        store: Store::new(db.clone()),
-        access: auth.access(),
-    });
-
-    // A workflow that ran is another workspace's, and looks like a missing one.
-    let r = stats(&schema, as_user(stranger), workflow).await;
-    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
-    let r = stats(&schema, Caller::Anonymous, workflow).await;
-    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
-    let r = stats(&schema, as_user(member), workflow).await;
-    assert_eq!(r["data"]["_entities"][0]["stats"]["runs"], 1, "{r}");
-
-    // A workflow that never finished a run: zeros and nulls, for anyone signed in.
-    let r = stats(&schema, as_user(stranger), Uuid::now_v7()).await;
+        owner.workspace,
+        "fetch",
+        "http_request",
+        "SUCCEEDED",
+        1,
+        50,
+        3,
+        BASE + 5_000,
+    ))
+    .await;
+    a.roll(333).await;
+    durations.sort();
+    let exact = |q: f64| durations[(q * (durations.len() as f64 - 1.0)) as usize] as f64;
+    let reps = json!([{"__typename": "Workflow", "id": workflow}]);
+    let r = a
+        .query(as_user(owner.id), STATS, json!({"reps": reps}))
+        .await;
     assert!(r["errors"].is_null(), "{r}");
     let s = &r["data"]["_entities"][0]["stats"];
     assert_eq!(
-        *s,
-        json!({
-            "runs": 0, "succeeded": 0, "failed": 0, "successRate": 0.0,
-            "averageDurationMs": 0.0, "p50DurationMs": null, "p95DurationMs": null,
-            "p99DurationMs": null, "lastRunAt": null
-        })
+        (
+            s["runs"].as_i64(),
+            s["succeeded"].as_i64(),
+            s["failed"].as_i64()
+        ),
+        (Some(1000), Some(750), Some(250))
+    );
+    assert_eq!(s["successRate"], 0.75);
+    assert_eq!(s["averageDurationMs"], 500.5);
+    for (field, q) in [
+        ("p50DurationMs", 0.5),
+        ("p95DurationMs", 0.95),
+        ("p99DurationMs", 0.99),
+    ] {
+        let (got, want) = (s[field].as_f64().unwrap(), exact(q));
+        assert!(
+            (got - want).abs() <= want * RELATIVE_ERROR + 0.5,
+            "{field}: {got} vs {want}"
+        );
+    }
+    assert_eq!(s["lastRunAt"], iso(BASE + 999 * 60_000));
+    assert!(s["overTime"].is_null(), "no range, no series");
+
+    // Over a range: hourly buckets and the nodes.
+    let range = json!({"from": iso(BASE), "to": iso(BASE + 2 * 3_600_000), "bucket": "HOUR"});
+    let r = a
+        .query(
+            as_user(owner.id),
+            STATS,
+            json!({"reps": reps, "range": range}),
+        )
+        .await;
+    let s = &r["data"]["_entities"][0]["stats"];
+    assert_eq!(s["runs"], 120, "{r}");
+    let hours: Vec<i64> = s["overTime"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["runs"].as_i64().unwrap())
+        .collect();
+    assert_eq!(hours, vec![60, 60]);
+    assert_eq!(s["nodes"][0]["nodeId"], "fetch");
+    assert_eq!(s["nodes"][0]["attempts"], 1);
+
+    // Outsiders cannot tell the workflow from a missing one; one that never ran is zeros.
+    let r = a
+        .query(as_user(stranger.id), STATS, json!({"reps": reps}))
+        .await;
+    assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
+    let r = a
+        .query(Caller::Anonymous, STATS, json!({"reps": reps}))
+        .await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    let never = json!([{"__typename": "Workflow", "id": Uuid::now_v7()}]);
+    let r = a
+        .query(as_user(stranger.id), STATS, json!({"reps": never}))
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let s = &r["data"]["_entities"][0]["stats"];
+    assert_eq!(
+        (
+            s["runs"].as_i64(),
+            s["successRate"].is_null(),
+            s["p50DurationMs"].is_null()
+        ),
+        (Some(0), true, true)
     );
 }
 
 #[tokio::test]
-async fn the_subgraph_extends_workflow_with_stats() {
+async fn a_rebuild_recomputes_the_rollups_from_the_facts() {
     for backend in Backend::all() {
-        the_subgraph_extends_workflow_with_stats_on(&backend).await;
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let a = Analytics::new(&db, RealAuth::start(&env).await.access(), BASE);
+        let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+        for k in 0..30 {
+            let run = Run {
+                workflow,
+                workspace,
+                status: "SUCCEEDED",
+                duration_ms: k,
+                finished_at_ms: BASE - k * 3_600_000,
+            };
+            a.handle(&outcome(&run)).await;
+        }
+        a.roll(1000).await;
+        let before = rollup_rows(&db).await;
+        // Rollups corrupted by hand since a day are put right from the facts.
+        let since = Grain::Day.start(BASE - 10 * 3_600_000);
+        sqlx::query("UPDATE execution_rollups SET runs = 999 WHERE bucket_start >= $1")
+            .bind(since)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        assert_ne!(rollup_rows(&db).await, before);
+        let queued = a.store.unroll_since(BASE - 10 * 3_600_000).await.unwrap();
+        assert!(queued >= 10, "{queued}");
+        a.roll(1000).await;
+        assert!(
+            rollup_rows(&db).await == before,
+            "the rebuild restores the rollups"
+        );
     }
 }
 
-async fn the_subgraph_extends_workflow_with_stats_on(backend: &Backend) {
-    let env = backend.start().await;
+async fn rollup_rows(db: &Db) -> Vec<(String, String, i64, i64, String)> {
+    sqlx::query_as(
+        "SELECT grain, workflow_id, bucket_start, runs, durations FROM execution_rollups \
+         ORDER BY grain, workflow_id, bucket_start",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_subgraph_extends_workflow_and_workspace() {
+    let env = Backend::all().remove(0).start().await;
     let db = db(&env).await;
     let access = RealAuth::start(&env).await.access();
     let parts = build(&env.infra, db, access).await.unwrap();
     let sdl = parts.subgraph.sdl();
     assert!(sdl.contains("type Workflow @key(fields: \"id\")"), "{sdl}");
     // Nullable on purpose: a failure nulls only this field, not the workflow.
-    assert!(sdl.contains("stats: WorkflowStats\n"), "{sdl}");
-    assert!(sdl.contains("p95DurationMs: Float"), "{sdl}");
-    assert!(sdl.contains("lastRunAt: DateTime"), "{sdl}");
+    assert!(
+        sdl.contains("stats(range: AnalyticsRange): WorkflowStats\n"),
+        "{sdl}"
+    );
+    assert!(sdl.contains("timeZone: String! @external"), "{sdl}");
+    assert!(sdl.contains("@requires(fields: \"timeZone\")"), "{sdl}");
 }

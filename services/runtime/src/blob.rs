@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -139,6 +139,7 @@ impl Blobs {
         let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
         Ok(BlobWriter {
             inner: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            part: BytesMut::new(),
         })
     }
 
@@ -210,19 +211,51 @@ impl Blobs {
 
 /// A blob being written; dropped without [`finish`](Self::finish), it leaves nothing
 /// under its key (call [`abort`](Self::abort) to also free the parts already sent).
+///
+/// Chunks are copied into one contiguous part buffer rather than handed to
+/// `object_store` as they come: a received chunk is usually a slice of a larger network
+/// buffer, and keeping hundreds of them alive per part pinned those buffers and left the
+/// allocator with scattered, half-used pages (the storage service's memory grew by tens of
+/// MiB during a large upload). One buffer of at most [`PART_BYTES`] per part is freed
+/// whole once the part is sent.
 pub struct BlobWriter {
     inner: WriteMultipart,
+    part: BytesMut,
 }
+
+/// The first capacity of a part buffer: small files stay small, large ones double up
+/// to [`PART_BYTES`].
+const FIRST_PART_CAPACITY: usize = 64 * 1024;
 
 impl BlobWriter {
     /// Adds `chunk`, waiting while [`PARTS_IN_FLIGHT`] parts are being uploaded.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
-        self.inner.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-        self.inner.put(chunk);
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(PART_BYTES - self.part.len());
+            let needed = self.part.len() + take;
+            if needed > self.part.capacity() {
+                let grown = (self.part.capacity() * 2)
+                    .max(FIRST_PART_CAPACITY)
+                    .max(needed)
+                    .min(PART_BYTES);
+                self.part.reserve(grown - self.part.len());
+            }
+            self.part.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.part.len() == PART_BYTES {
+                self.inner.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                let full = std::mem::replace(&mut self.part, BytesMut::with_capacity(PART_BYTES));
+                self.inner.put(full.freeze());
+            }
+        }
         Ok(())
     }
 
-    pub async fn finish(self) -> Result<(), BlobError> {
+    pub async fn finish(mut self) -> Result<(), BlobError> {
+        if !self.part.is_empty() {
+            self.inner.put(std::mem::take(&mut self.part).freeze());
+        }
         self.inner.finish().await?;
         Ok(())
     }

@@ -112,6 +112,8 @@ pub struct Config {
     pub triggers: TriggersConfig,
     /// How notifications leave the platform (e-mail, webhooks, SMS).
     pub notification: NotificationConfig,
+    /// How long dashboards' facts and rollups are kept, and how often facts are rolled up.
+    pub analytics: AnalyticsConfig,
     /// Where each service listens and is reached (distributed mode).
     pub services: BTreeMap<ServiceName, ServiceEndpoint>,
 }
@@ -332,6 +334,28 @@ impl Default for TriggersConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct AnalyticsConfig {
+    /// Days minute rollups are kept (quarter-hour and day rollups are kept with the
+    /// workspace); `MINUTE` buckets reach back this far.
+    pub minute_rollup_days: i64,
+    /// How often new facts are folded into rollups; dashboards lag facts by about this.
+    pub roll_interval_ms: u64,
+    /// Facts rolled per transaction.
+    pub roll_batch: i64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            minute_rollup_days: 3,
+            roll_interval_ms: 1_000,
+            roll_batch: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NotificationConfig {
     /// Internal addresses webhook and SMS channels may reach (as `http_request.allow`):
     /// CIDR networks or host names. Empty: only public addresses. SMTP relays are
@@ -421,6 +445,7 @@ impl Default for Config {
             http_request: HttpRequestConfig::default(),
             triggers: TriggersConfig::default(),
             notification: NotificationConfig::default(),
+            analytics: AnalyticsConfig::default(),
             services,
         }
     }

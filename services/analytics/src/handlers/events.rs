@@ -1,8 +1,10 @@
-//! Execution outcomes become facts.
+//! Events become facts.
 //!
-//! Bound to `analytics.execution-facts` with `execution.succeeded` and
-//! `execution.failed`. Idempotent: the fact is keyed on the execution id, so a
-//! redelivered event (at-least-once delivery, outbox republish) is counted once.
+//! Bound to `analytics.facts` with every kind that carries one: execution outcomes
+//! (also cancelled and timed-out runs), step attempts, and workflow edits and
+//! publications (for active users). Idempotent: a fact is keyed on its subject (the
+//! execution, the step attempt, the person and quarter-hour), so a redelivered event
+//! (at-least-once delivery, outbox republish) is recorded once.
 
 use std::sync::Arc;
 
@@ -10,36 +12,49 @@ use async_trait::async_trait;
 use flowfleet_runtime::events::consumer::{Consumer, EventHandler};
 use flowfleet_runtime::events::{BusError, Event, EventBus};
 
-use crate::domain::ExecutionOutcome;
+use crate::domain::facts_of;
+use crate::roller::Roller;
 use crate::store::Store;
 
-pub const QUEUE: &str = "analytics.execution-facts";
-pub const BINDINGS: &[&str] = &["execution.succeeded", "execution.failed"];
+pub const QUEUE: &str = "analytics.facts";
+pub const BINDINGS: &[&str] = &[
+    "execution.succeeded",
+    "execution.failed",
+    "execution.cancelled",
+    "step.finished",
+    "workflow.updated",
+    "workflow.published",
+];
 
 /// Declares and binds the queue (so events published from now on are kept).
 pub async fn bind(bus: &Arc<dyn EventBus>) -> Result<Consumer, BusError> {
     Consumer::bind(bus, QUEUE, BINDINGS).await
 }
 
-pub struct ExecutionFacts {
+pub struct Facts {
     pub store: Store,
+    /// Told about new facts, so it rolls them up soon.
+    pub roller: Roller,
 }
 
 #[async_trait]
-impl EventHandler for ExecutionFacts {
+impl EventHandler for Facts {
     #[tracing::instrument(skip_all, fields(kind = %event.kind, event_id = %event.id))]
     async fn handle(&self, event: &Event) -> anyhow::Result<()> {
-        let outcome = match ExecutionOutcome::from_payload(&event.payload) {
-            Ok(o) => o,
+        let facts = match facts_of(&event.kind, event.occurred_at_ms, &event.payload) {
+            Ok(facts) => facts,
             Err(e) => {
                 // A malformed payload never becomes well-formed: requeueing it
                 // would loop forever, so it is logged and acknowledged.
-                tracing::error!(error = %e, "dropping an execution event with an unreadable payload");
+                tracing::error!(error = %e, "dropping an event with an unreadable payload");
                 return Ok(());
             }
         };
-        let new = self.store.record(&outcome).await?;
-        tracing::debug!(execution_id = %outcome.execution_id, new, "execution fact recorded");
+        let new = self.store.record(&facts).await?;
+        if new > 0 {
+            self.roller.nudge();
+        }
+        tracing::debug!(new, "facts recorded");
         Ok(())
     }
 }

@@ -1,17 +1,22 @@
-//! The analytics service's tables: execution facts and hourly rollups (its own
-//! schema). Sums are cast to BIGINT because PostgreSQL widens `SUM(bigint)` to
+//! The analytics service's tables (its own schema): facts, the queue of facts not yet
+//! rolled up, and rollups. Facts are recorded by [`Store::record`], folded into
+//! rollups by [`Store::roll`] ([`rollups`]), and read back by the dashboards
+//! ([`queries`]). Sums are cast to BIGINT because PostgreSQL widens `SUM(bigint)` to
 //! `numeric`, which the portable driver does not decode.
 
 // What the service holds about a user, for export and erasure (see
 // `flowfleet_host::privacy`).
 mod privacy;
+pub mod queries;
+mod rollups;
 
 use flowfleet_runtime::db::Db;
 use flowfleet_runtime::error::ApiError;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{hour_start, nearest_rank, ExecutionOutcome, RunStatus, WorkflowStats};
+use crate::domain::buckets::Grain;
+use crate::domain::{Activity, ExecutionOutcome, Fact, StepOutcome};
 
 #[derive(Clone)]
 pub struct Store {
@@ -27,62 +32,32 @@ impl Store {
         Store { db }
     }
 
-    /// Records the outcome as a fact and adds it to its hour's rollup, in one
-    /// transaction. Returns whether the fact was new: a repeated outcome (same
-    /// execution id) changes nothing, so the rollup counts each execution once.
-    pub async fn record(&self, o: &ExecutionOutcome) -> Result<bool, sqlx::Error> {
+    /// Records an event's facts in one transaction. A fact already recorded (a
+    /// redelivered event, an outbox republish) changes nothing, so each is rolled up
+    /// once. Returns how many facts were new.
+    pub async fn record(&self, facts: &[Fact]) -> Result<usize, ApiError> {
         let mut tx = self.db.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO facts (execution_id, workflow_id, workspace_id, status, duration_ms, finished_at, triggered_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (execution_id) DO NOTHING",
-        )
-        .bind(o.execution_id.to_string())
-        .bind(o.workflow_id.to_string())
-        .bind(o.workspace_id.to_string())
-        .bind(o.status.as_str())
-        .bind(o.duration_ms)
-        .bind(o.finished_at_ms)
-        .bind(o.triggered_by.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            tx.rollback().await?;
-            return Ok(false);
+        let mut new = 0;
+        for fact in facts {
+            let inserted = match fact {
+                Fact::Execution(o) => record_execution(&mut tx, o).await?,
+                Fact::Step(s) => record_step(&mut tx, s).await?,
+                Fact::Activity(a) => record_activity(&mut tx, a).await?,
+            };
+            new += usize::from(inserted);
         }
-        let (succeeded, failed) = match o.status {
-            RunStatus::Succeeded => (1_i64, 0_i64),
-            RunStatus::Failed => (0, 1),
-        };
-        sqlx::query(
-            "INSERT INTO hourly_rollups (workflow_id, hour_start, workspace_id, runs, succeeded, failed, total_duration_ms) \
-             VALUES ($1, $2, $3, 1, $4, $5, $6) \
-             ON CONFLICT (workflow_id, hour_start) DO UPDATE SET \
-               runs = hourly_rollups.runs + 1, \
-               succeeded = hourly_rollups.succeeded + excluded.succeeded, \
-               failed = hourly_rollups.failed + excluded.failed, \
-               total_duration_ms = hourly_rollups.total_duration_ms + excluded.total_duration_ms",
-        )
-        .bind(o.workflow_id.to_string())
-        .bind(hour_start(o.finished_at_ms))
-        .bind(o.workspace_id.to_string())
-        .bind(succeeded)
-        .bind(failed)
-        .bind(o.duration_ms)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(new)
     }
 
     /// The workspaces the workflow's facts belong to (one, unless the execution
     /// service reported inconsistent data; callers must be a member of each).
     pub async fn workspaces_of(&self, workflow: Uuid) -> Result<Vec<Uuid>, ApiError> {
-        let rows = sqlx::query("SELECT DISTINCT workspace_id FROM facts WHERE workflow_id = $1")
-            .bind(workflow.to_string())
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT DISTINCT workspace_id FROM execution_facts WHERE workflow_id = $1")
+                .bind(workflow.to_string())
+                .fetch_all(self.db.pool())
+                .await?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>("workspace_id")?
@@ -91,55 +66,88 @@ impl Store {
             })
             .collect()
     }
+}
 
-    /// Counts and durations from the rollups, percentiles and the last run from
-    /// the facts. Both are written in one transaction, so they agree.
-    pub async fn stats(&self, workflow: Uuid) -> Result<WorkflowStats, ApiError> {
-        let id = workflow.to_string();
-        let totals = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(runs), 0) AS BIGINT) AS runs, \
-                    CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded, \
-                    CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
-                    CAST(COALESCE(SUM(total_duration_ms), 0) AS BIGINT) AS total_duration_ms \
-             FROM hourly_rollups WHERE workflow_id = $1",
-        )
-        .bind(&id)
-        .fetch_one(self.db.pool())
-        .await?;
-        let runs: i64 = totals.try_get("runs")?;
-        let last_run_at_ms: Option<i64> =
-            sqlx::query("SELECT MAX(finished_at) AS last FROM facts WHERE workflow_id = $1")
-                .bind(&id)
-                .fetch_one(self.db.pool())
-                .await?
-                .try_get("last")?;
-        Ok(WorkflowStats {
-            workflow_id: workflow,
-            runs,
-            succeeded: totals.try_get("succeeded")?,
-            failed: totals.try_get("failed")?,
-            total_duration_ms: totals.try_get("total_duration_ms")?,
-            p50_duration_ms: self.percentile(&id, 50.0, runs).await?,
-            p95_duration_ms: self.percentile(&id, 95.0, runs).await?,
-            p99_duration_ms: self.percentile(&id, 99.0, runs).await?,
-            last_run_at_ms,
-        })
+async fn record_execution(
+    tx: &mut Transaction<'_, Any>,
+    o: &ExecutionOutcome,
+) -> Result<bool, ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO execution_facts (execution_id, workspace_id, workflow_id, status, \
+         triggered_by, finished_at, duration_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (execution_id) DO NOTHING",
+    )
+    .bind(o.execution_id.to_string())
+    .bind(o.workspace_id.to_string())
+    .bind(o.workflow_id.to_string())
+    .bind(o.status.as_str())
+    .bind(o.triggered_by.to_string())
+    .bind(o.finished_at_ms)
+    .bind(o.duration_ms)
+    .bind(o.error.as_deref())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        sqlx::query("INSERT INTO unrolled_executions (execution_id) VALUES ($1)")
+            .bind(o.execution_id.to_string())
+            .execute(&mut **tx)
+            .await?;
     }
+    Ok(inserted)
+}
 
-    /// The nearest-rank percentile of the workflow's durations, read in index
-    /// order (`facts_by_workflow_duration`) without loading every duration.
-    async fn percentile(&self, workflow: &str, p: f64, n: i64) -> Result<Option<i64>, ApiError> {
-        let Some(rank) = nearest_rank(p, n) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(
-            "SELECT duration_ms FROM facts WHERE workflow_id = $1 \
-             ORDER BY duration_ms LIMIT 1 OFFSET $2",
-        )
-        .bind(workflow)
-        .bind(rank - 1)
-        .fetch_optional(self.db.pool())
-        .await?;
-        Ok(row.map(|r| r.try_get("duration_ms")).transpose()?)
+async fn record_step(tx: &mut Transaction<'_, Any>, s: &StepOutcome) -> Result<bool, ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO step_facts (step_id, workspace_id, workflow_id, execution_id, node_id, \
+         node_type, status, attempt, finished_at, duration_ms, queue_wait_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (step_id) DO NOTHING",
+    )
+    .bind(s.step_id.to_string())
+    .bind(s.workspace_id.to_string())
+    .bind(s.workflow_id.to_string())
+    .bind(s.execution_id.to_string())
+    .bind(&s.node_id)
+    .bind(&s.node_type)
+    .bind(s.status.as_str())
+    .bind(s.attempt)
+    .bind(s.finished_at_ms)
+    .bind(s.duration_ms)
+    .bind(s.queue_wait_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        sqlx::query("INSERT INTO unrolled_steps (step_id) VALUES ($1)")
+            .bind(s.step_id.to_string())
+            .execute(&mut **tx)
+            .await?;
     }
+    Ok(inserted)
+}
+
+async fn record_activity(tx: &mut Transaction<'_, Any>, a: &Activity) -> Result<bool, ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO activity (workspace_id, bucket_start, user_id, kind) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (workspace_id, bucket_start, user_id, kind) DO NOTHING",
+    )
+    .bind(a.workspace_id.to_string())
+    .bind(Grain::Quarter.start(a.at_ms))
+    .bind(a.user_id.to_string())
+    .bind(a.kind.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// A UUID column, or '' for "all" in a rollup's key.
+pub(crate) fn key_text(id: Option<Uuid>) -> String {
+    id.map(|u| u.to_string()).unwrap_or_default()
+}
+
+pub(crate) fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
+    text.parse().map_err(ApiError::internal)
 }

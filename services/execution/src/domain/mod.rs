@@ -200,7 +200,33 @@ impl Execution {
     }
 }
 
+/// The event kind announcing that an attempt of a step ended.
+pub const STEP_FINISHED: &str = "step.finished";
+
 impl StepRun {
+    /// The `step.finished` event: an attempt of this step (as claimed) of `e` ended
+    /// with `status` at `finished_at`. `queueWaitMs` is how long it waited for a worker
+    /// once due; `durationMs` how long it ran (for a sub_workflow step, until its
+    /// child ended).
+    pub fn finished_event(
+        &self,
+        e: &Execution,
+        status: StepStatus,
+        error: Option<&str>,
+        finished_at: i64,
+    ) -> flowfleet_runtime::events::Event {
+        let started = self.started_at.unwrap_or(finished_at);
+        let payload = serde_json::json!({
+            "stepId": self.id, "executionId": e.id, "workflowId": e.workflow_id,
+            "workspaceId": e.workspace_id, "nodeId": self.node_id, "nodeType": self.node_type,
+            "item": self.item, "attempt": self.attempt, "status": status.as_str(),
+            "error": error, "queuedAtMs": self.queued_at, "startedAtMs": started,
+            "finishedAtMs": finished_at, "durationMs": (finished_at - started).max(0),
+            "queueWaitMs": (started - self.due_at.max(self.queued_at)).max(0),
+        });
+        flowfleet_runtime::events::Event::new(STEP_FINISHED, finished_at, payload)
+    }
+
     /// Whether this step's output answers the webhook call that started its execution
     /// (the first such output does).
     pub fn replies_to_webhook(&self) -> bool {

@@ -18,8 +18,8 @@ use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::progress::{advance, lock, QueuedStep, Resumed, Transition};
-use super::{by_id, execution_from, Store, COLUMNS};
-use crate::domain::{Execution, ParentStep, Status};
+use super::{by_id, execution_from, step_from, Store, COLUMNS, STEP_COLUMNS};
+use crate::domain::{Execution, ParentStep, Status, StepRun, StepStatus};
 
 /// Takes a slot under the workflow's concurrency limit (always granted without
 /// one); false when every slot is taken. The slot row's lock serialises
@@ -176,23 +176,28 @@ async fn fail_parent_step(
     now: i64,
 ) -> Result<Option<Transition>, ApiError> {
     let status = lock(tx, parent.execution).await?;
-    let failed = sqlx::query(
+    let failed = sqlx::query(&format!(
         "UPDATE step_runs SET status = 'FAILED', error = $1, finished_at = $2 WHERE id = $3 AND status = 'WAITING' \
-         RETURNING node_id",
-    )
+         RETURNING {STEP_COLUMNS}"
+    ))
     .bind(message)
     .bind(now)
     .bind(parent.step.to_string())
     .fetch_optional(&mut **tx)
     .await?;
-    let (Some(row), false) = (failed, status.is_terminal()) else {
+    let Some(row) = failed else {
         return Ok(None);
     };
-    let node: String = row.try_get("node_id")?;
+    let step = step_from(&row)?;
     let Some(p) = by_id(&mut **tx, parent.execution).await? else {
         return Ok(None);
     };
-    let reason = format!("node `{node}` failed: {message}");
+    let finished = step.finished_event(&p, StepStatus::Failed, Some(message), now);
+    outbox::record(tx, &finished).await?;
+    if status.is_terminal() {
+        return Ok(None);
+    }
+    let reason = format!("node `{}` failed: {message}", step.node_id);
     fail_execution(tx, &p, Status::Failed, &reason, now).await
 }
 
@@ -247,22 +252,29 @@ async fn resume_parent(
     now: i64,
 ) -> Result<Transition, ApiError> {
     let status = lock(tx, parent.execution).await?;
+    // Returns the step's identity and times only: its output is what was just written.
     let resumed = sqlx::query(
         "UPDATE step_runs SET status = 'SUCCEEDED', output = $1, finished_at = $2 \
-         WHERE id = $3 AND status = 'WAITING' AND child_execution_id = $4",
+         WHERE id = $3 AND status = 'WAITING' AND child_execution_id = $4 RETURNING id",
     )
     .bind(output.to_string())
     .bind(now)
     .bind(parent.step.to_string())
     .bind(child.to_string())
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    if resumed.rows_affected() != 1 || status.is_terminal() {
+    if resumed.is_none() {
         return Ok(Transition::default());
     }
     let Some(p) = by_id(&mut **tx, parent.execution).await? else {
         return Ok(Transition::default());
     };
+    let step = step_by_id(tx, parent.step).await?;
+    let finished = step.finished_event(&p, StepStatus::Succeeded, None, now);
+    outbox::record(tx, &finished).await?;
+    if status.is_terminal() {
+        return Ok(Transition::default());
+    }
     let mut t = advance(tx, &p, 1, 0, now).await?;
     let completed = t.completed.take();
     t.resumed.push(Resumed {
@@ -270,4 +282,15 @@ async fn resume_parent(
         completed,
     });
     Ok(t)
+}
+
+/// A step as stored, by its id (it exists: the caller just updated it).
+async fn step_by_id(tx: &mut Transaction<'_, Any>, id: Uuid) -> Result<StepRun, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {STEP_COLUMNS} FROM step_runs WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_one(&mut **tx)
+    .await?;
+    step_from(&row)
 }

@@ -15,6 +15,7 @@
 //!   finishing at once could each see the other unfinished and neither start the join.
 
 use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::outbox;
 use serde_json::Value;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
@@ -255,6 +256,8 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
+        let finished = step.finished_event(e, StepStatus::Succeeded, None, now);
+        outbox::record(&mut tx, &finished).await?;
         if step.replies_to_webhook() {
             sqlx::query("UPDATE executions SET reply = $1 WHERE id = $2 AND reply IS NULL")
                 .bind(outcome.output.to_string())
@@ -306,6 +309,8 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
+        let finished = step.finished_event(e, step_status, Some(error), now);
+        outbox::record(&mut tx, &finished).await?;
         let mut transition = Transition::default();
         if !status.is_terminal() {
             match retry_at {

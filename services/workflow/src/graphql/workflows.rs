@@ -81,6 +81,7 @@ impl WorkflowMutation {
         input: UpdateWorkflowInput,
     ) -> Result<WorkflowNode> {
         let c = ctx.data::<Ctx>()?;
+        let me = caller(ctx).require()?.user_id;
         let current = c.authorized(ctx, &id, Role::Editor).await?;
         Ctx::check_revision(&current, Some(expected_revision))?;
         current.allows(Change::Edit)?;
@@ -109,7 +110,7 @@ impl WorkflowMutation {
         }
         w.updated_at = c.clock.now_ms();
         Ok(WorkflowNode::from(
-            c.store.update(&w, expected_revision).await?,
+            c.store.update(&w, expected_revision, me).await?,
         ))
     }
 

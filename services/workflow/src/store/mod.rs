@@ -20,6 +20,7 @@ use std::sync::Arc;
 use flowfleet_runtime::clock::Clock;
 use flowfleet_runtime::db::{like_pattern, uuid_column, Db, Page};
 use flowfleet_runtime::error::ApiError;
+use flowfleet_runtime::events::{outbox, Event};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -121,8 +122,15 @@ impl Store {
     }
 
     /// Saves `w`'s name, description, tags and draft as revision
-    /// `expected + 1`, if the stored revision is still `expected`.
-    pub async fn update(&self, w: &Workflow, expected: i64) -> Result<Workflow, ApiError> {
+    /// `expected + 1`, if the stored revision is still `expected`, and records
+    /// `workflow.updated` (who edited what, for analytics' active users) in the same
+    /// transaction.
+    pub async fn update(
+        &self,
+        w: &Workflow,
+        expected: i64,
+        by: Uuid,
+    ) -> Result<Workflow, ApiError> {
         let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query(
             "UPDATE workflows SET name = $1, description = $2, tags = $3, definition = $4, \
@@ -144,6 +152,18 @@ impl Store {
             return Err(self.why_not_updated(w.id).await);
         }
         write_tags(&mut tx, w).await?;
+        outbox::record(
+            &mut tx,
+            &Event::new(
+                "workflow.updated",
+                w.updated_at,
+                serde_json::json!({
+                    "workflowId": w.id, "workspaceId": w.workspace_id,
+                    "revision": expected + 1, "updatedBy": by, "updatedAtMs": w.updated_at,
+                }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         let mut saved = w.clone();
         saved.revision = expected + 1;

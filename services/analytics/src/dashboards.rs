@@ -1,0 +1,276 @@
+//! The dashboards' use cases: authorize the caller (VIEWER or above in the workspace;
+//! API keys within their workspace), read the rollups that cover the asked range, and
+//! assemble them into the time zone's buckets. One function per question a dashboard
+//! asks; the GraphQL and gRPC adapters only parse and map.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use chrono_tz::Tz;
+use flowfleet_runtime::error::ApiError;
+use flowfleet_security::access::{Access, Principal, Target};
+use flowfleet_security::identity::Role;
+use uuid::Uuid;
+
+use crate::domain::buckets::{self, cover, BucketSize, Grain, Piece, DAY_MS, QUARTER_MS};
+use crate::domain::rollup::{Attempts, Runs};
+use crate::domain::NO_WORKFLOW;
+use crate::store::queries::{StepLevel, StepSubject};
+use crate::store::Store;
+
+/// How far back minute buckets can be asked for (`analytics.minute_rollup_days`).
+#[derive(Clone)]
+pub struct Dashboards {
+    pub store: Store,
+    pub access: Access,
+    pub minute_days: i64,
+}
+
+/// A dashboard's time range, bucket size and time zone.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: i64,
+    pub to: i64,
+    pub size: BucketSize,
+    pub tz: Tz,
+}
+
+/// A value over one bucket `[start, end)`.
+#[derive(Debug, Clone)]
+pub struct Bucketed<T> {
+    pub start: i64,
+    pub end: i64,
+    pub value: T,
+}
+
+/// Aggregates that add up.
+pub trait Merge: Default + Clone {
+    fn merge_from(&mut self, other: &Self);
+}
+
+impl Merge for Runs {
+    fn merge_from(&mut self, other: &Self) {
+        self.merge(other)
+    }
+}
+
+impl Merge for Attempts {
+    fn merge_from(&mut self, other: &Self) {
+        self.merge(other)
+    }
+}
+
+impl Dashboards {
+    /// Parses a window: `time_zone` (an IANA name) or else the workspace's own;
+    /// quarter-hour rounding unless minute buckets were asked for, which are kept for
+    /// `minute_days` only.
+    pub fn window(
+        &self,
+        from: i64,
+        to: i64,
+        size: BucketSize,
+        time_zone: &str,
+        now: i64,
+    ) -> Result<Window, ApiError> {
+        let tz = buckets::parse_zone(time_zone).ok_or_else(|| {
+            ApiError::bad_input(format!(
+                "`{time_zone}` is not an IANA time zone (such as `Europe/Berlin` or `UTC`)"
+            ))
+        })?;
+        let (from, to) = if size == BucketSize::Minute {
+            let oldest = now - self.minute_days * DAY_MS;
+            if from < oldest {
+                return Err(ApiError::bad_input(format!(
+                    "minute buckets are kept for {} days: start the range after {} or choose \
+                     QUARTER_HOUR or larger buckets",
+                    self.minute_days,
+                    flowfleet_runtime::clock::to_datetime(oldest).to_rfc3339()
+                )));
+            }
+            (Grain::Minute.start(from), Grain::Minute.start(to))
+        } else {
+            (
+                Grain::Quarter.start(from),
+                Grain::Quarter.start(to + QUARTER_MS - 1),
+            )
+        };
+        // Validates the number of buckets now, so every query of the window can rely on it.
+        buckets::buckets(from, to, size, tz).map_err(|e| ApiError::bad_input(e.to_string()))?;
+        Ok(Window { from, to, size, tz })
+    }
+
+    /// VIEWER or above in `workspace` (the request names it: outsiders get `FORBIDDEN`).
+    pub async fn authorize<'a>(
+        &self,
+        who: impl Into<Principal<'a>>,
+        workspace: Uuid,
+    ) -> Result<(), ApiError> {
+        self.access
+            .authorize(who, workspace, Role::Viewer, Target::Workspace)
+            .await?;
+        Ok(())
+    }
+
+    /// VIEWER or above in the workflow's workspace. A workflow without facts has no
+    /// workspace here: its statistics are zeros, which reveal nothing.
+    pub async fn authorize_workflow<'a>(
+        &self,
+        who: impl Into<Principal<'a>>,
+        workflow: Uuid,
+    ) -> Result<Option<Uuid>, ApiError> {
+        let who = who.into();
+        let workspaces = self.store.workspaces_of(workflow).await?;
+        for workspace in &workspaces {
+            self.access
+                .authorize(who, *workspace, Role::Viewer, Target::Resource(NO_WORKFLOW))
+                .await?;
+        }
+        Ok(workspaces.first().copied())
+    }
+
+    /// Executions per bucket, of the workspace or of one workflow.
+    pub async fn executions(
+        &self,
+        workspace: Uuid,
+        workflow: Option<Uuid>,
+        w: &Window,
+    ) -> Result<Vec<Bucketed<Runs>>, ApiError> {
+        series(w, |piece| self.store.runs_in(workspace, workflow, piece)).await
+    }
+
+    /// All executions in `[from, to)`, of the workspace or of one workflow.
+    pub async fn runs_total(
+        &self,
+        workspace: Uuid,
+        workflow: Option<Uuid>,
+        from: i64,
+        to: i64,
+    ) -> Result<Runs, ApiError> {
+        let mut total = Runs::default();
+        for piece in cover(from, to) {
+            for (_, runs) in self.store.runs_in(workspace, workflow, piece).await? {
+                total.merge(&runs);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every workflow's run counts over `[from, to)` (no sketches).
+    pub async fn workflows(
+        &self,
+        workspace: Uuid,
+        from: i64,
+        to: i64,
+    ) -> Result<HashMap<Uuid, Runs>, ApiError> {
+        let mut out: HashMap<Uuid, Runs> = HashMap::new();
+        for piece in cover(from, to) {
+            for (workflow, runs) in self.store.runs_by_workflow(workspace, piece).await? {
+                out.entry(workflow).or_default().merge(&runs);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest error (and its time) of each of `workflows`.
+    pub async fn last_errors(
+        &self,
+        workflows: &[Uuid],
+    ) -> Result<HashMap<Uuid, (Option<String>, i64)>, ApiError> {
+        self.store.last_errors(workflows).await
+    }
+
+    /// Step attempts over `[from, to)` per subject of `level`.
+    pub async fn steps(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        from: i64,
+        to: i64,
+    ) -> Result<HashMap<StepSubject, Attempts>, ApiError> {
+        let mut out: HashMap<StepSubject, Attempts> = HashMap::new();
+        for piece in cover(from, to) {
+            for (subject, _, attempts) in self.store.attempts_in(workspace, level, piece).await? {
+                out.entry(subject).or_default().merge(&attempts);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every step of the workspace per bucket (queue waits, throughput).
+    pub async fn steps_over_time(
+        &self,
+        workspace: Uuid,
+        w: &Window,
+    ) -> Result<Vec<Bucketed<Attempts>>, ApiError> {
+        series(w, |piece| async move {
+            let rows = self
+                .store
+                .attempts_in(workspace, StepLevel::Workspace, piece)
+                .await?;
+            Ok(rows.into_iter().map(|(_, start, a)| (start, a)).collect())
+        })
+        .await
+    }
+
+    /// People who started a run, edited or published a workflow in `[from, to)`.
+    pub async fn active_users(&self, workspace: Uuid, from: i64, to: i64) -> Result<i64, ApiError> {
+        self.store.active_users(workspace, from, to).await
+    }
+
+    /// The workflow's runs over all time, and when the last one finished.
+    pub async fn workflow_all_time(
+        &self,
+        workspace: Uuid,
+        workflow: Uuid,
+    ) -> Result<(Runs, Option<i64>), ApiError> {
+        let Some((first, last)) = self.store.run_span(workflow).await? else {
+            return Ok((Runs::default(), None));
+        };
+        let from = Grain::Day.start(first);
+        let to = Grain::Day.start(last) + DAY_MS;
+        Ok((
+            self.runs_total(workspace, Some(workflow), from, to).await?,
+            Some(last),
+        ))
+    }
+}
+
+/// Assembles a window's buckets from the stored rollups `fetch` reads: each bucket is
+/// the sum of the pieces that [`cover`] it, and each grain is read once, over the span
+/// its pieces need.
+async fn series<'a, T, F, Fut>(w: &Window, fetch: F) -> Result<Vec<Bucketed<T>>, ApiError>
+where
+    T: Merge,
+    F: Fn(Piece) -> Fut,
+    Fut: Future<Output = Result<Vec<(i64, T)>, ApiError>> + 'a,
+{
+    let buckets = buckets::buckets(w.from, w.to, w.size, w.tz)
+        .map_err(|e| ApiError::bad_input(e.to_string()))?;
+    let covers: Vec<Vec<Piece>> = buckets.iter().map(|(a, b)| cover(*a, *b)).collect();
+    let mut spans: BTreeMap<Grain, (i64, i64)> = BTreeMap::new();
+    for piece in covers.iter().flatten() {
+        let span = spans.entry(piece.grain).or_insert((piece.from, piece.to));
+        span.0 = span.0.min(piece.from);
+        span.1 = span.1.max(piece.to);
+    }
+    let mut rows: HashMap<Grain, BTreeMap<i64, T>> = HashMap::new();
+    for (grain, (from, to)) in spans {
+        let fetched = fetch(Piece { grain, from, to }).await?;
+        rows.insert(grain, fetched.into_iter().collect());
+    }
+    Ok(buckets
+        .into_iter()
+        .zip(covers)
+        .map(|((start, end), pieces)| {
+            let mut value = T::default();
+            for piece in pieces {
+                if let Some(stored) = rows.get(&piece.grain) {
+                    for (_, v) in stored.range(piece.from..piece.to) {
+                        value.merge_from(v);
+                    }
+                }
+            }
+            Bucketed { start, end, value }
+        })
+        .collect())
+}

@@ -1,0 +1,207 @@
+//! Reading rollups back for dashboards. Each function reads one level of one grain over
+//! a span of bucket starts; assembling spans into a time zone's buckets is the
+//! dashboards' work (`crate::dashboards`).
+
+use std::collections::HashMap;
+
+use flowfleet_runtime::error::ApiError;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::rollups::{attempts_from, runs_from};
+use super::{key_text, parse_uuid, Store};
+use crate::domain::buckets::Piece;
+use crate::domain::rollup::{Attempts, Runs};
+
+/// Which step rollups to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepLevel {
+    /// Every step of the workspace.
+    Workspace,
+    /// Per node type.
+    NodeType,
+    /// Per node of every workflow (or of one).
+    Node(Option<Uuid>),
+}
+
+/// A step rollup's subject: (workflow, node) for nodes, the node type for types.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepSubject {
+    pub workflow: Option<Uuid>,
+    pub node: String,
+    pub node_type: String,
+}
+
+impl Store {
+    /// The execution rollups of the workspace (or of one workflow) in `piece`, by
+    /// bucket start.
+    pub async fn runs_in(
+        &self,
+        workspace: Uuid,
+        workflow: Option<Uuid>,
+        piece: Piece,
+    ) -> Result<Vec<(i64, Runs)>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT bucket_start, runs, succeeded, failed, cancelled, timed_out, \
+             total_duration_ms, durations FROM execution_rollups WHERE workspace_id = $1 \
+             AND grain = $2 AND workflow_id = $3 AND bucket_start >= $4 AND bucket_start < $5 \
+             ORDER BY bucket_start",
+        )
+        .bind(workspace.to_string())
+        .bind(piece.grain.as_str())
+        .bind(key_text(workflow))
+        .bind(piece.from)
+        .bind(piece.to)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("bucket_start")?, runs_from(r)?)))
+            .collect()
+    }
+
+    /// Per workflow: the counts of its runs in `piece` (sketches left out: rankings
+    /// need counts only).
+    pub async fn runs_by_workflow(
+        &self,
+        workspace: Uuid,
+        piece: Piece,
+    ) -> Result<Vec<(Uuid, Runs)>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT workflow_id, CAST(SUM(runs) AS BIGINT) AS runs, \
+             CAST(SUM(succeeded) AS BIGINT) AS succeeded, CAST(SUM(failed) AS BIGINT) AS failed, \
+             CAST(SUM(cancelled) AS BIGINT) AS cancelled, CAST(SUM(timed_out) AS BIGINT) AS timed_out, \
+             CAST(SUM(total_duration_ms) AS BIGINT) AS total_duration_ms \
+             FROM execution_rollups WHERE workspace_id = $1 AND grain = $2 AND workflow_id <> '' \
+             AND bucket_start >= $3 AND bucket_start < $4 GROUP BY workflow_id",
+        )
+        .bind(workspace.to_string())
+        .bind(piece.grain.as_str())
+        .bind(piece.from)
+        .bind(piece.to)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_uuid(&r.try_get::<String, _>("workflow_id")?)?,
+                    Runs {
+                        runs: r.try_get("runs")?,
+                        succeeded: r.try_get("succeeded")?,
+                        failed: r.try_get("failed")?,
+                        cancelled: r.try_get("cancelled")?,
+                        timed_out: r.try_get("timed_out")?,
+                        total_duration_ms: r.try_get("total_duration_ms")?,
+                        durations: Default::default(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Step rollups of `level` in `piece`: (subject, bucket start, attempts).
+    pub async fn attempts_in(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        piece: Piece,
+    ) -> Result<Vec<(StepSubject, i64, Attempts)>, ApiError> {
+        let filter = match level {
+            StepLevel::Workspace => "workflow_id = '' AND node_id = '' AND node_type = ''",
+            StepLevel::NodeType => "workflow_id = '' AND node_id = '' AND node_type <> ''",
+            StepLevel::Node(None) => "workflow_id <> ''",
+            StepLevel::Node(Some(_)) => "workflow_id = $5",
+        };
+        let sql = format!(
+            "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, retries, \
+             total_duration_ms, total_queue_wait_ms, durations, queue_waits FROM step_rollups \
+             WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
+             AND {filter} ORDER BY bucket_start"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(workspace.to_string())
+            .bind(piece.grain.as_str())
+            .bind(piece.from)
+            .bind(piece.to);
+        if let StepLevel::Node(Some(workflow)) = level {
+            query = query.bind(workflow.to_string());
+        }
+        let rows = query.fetch_all(self.db().pool()).await?;
+        rows.iter()
+            .map(|r| {
+                let workflow: String = r.try_get("workflow_id")?;
+                let subject = StepSubject {
+                    workflow: (!workflow.is_empty())
+                        .then(|| parse_uuid(&workflow))
+                        .transpose()?,
+                    node: r.try_get("node_id")?,
+                    node_type: r.try_get("node_type")?,
+                };
+                Ok((subject, r.try_get("bucket_start")?, attempts_from(r)?))
+            })
+            .collect()
+    }
+
+    /// The latest error of each workflow's failed runs, with when it happened.
+    pub async fn last_errors(
+        &self,
+        workflows: &[Uuid],
+    ) -> Result<HashMap<Uuid, (Option<String>, i64)>, ApiError> {
+        let mut out = HashMap::new();
+        for workflow in workflows {
+            let row = sqlx::query(
+                "SELECT error, finished_at FROM execution_facts WHERE workflow_id = $1 \
+                 AND status IN ('FAILED', 'TIMED_OUT') ORDER BY finished_at DESC LIMIT 1",
+            )
+            .bind(workflow.to_string())
+            .fetch_optional(self.db().pool())
+            .await?;
+            if let Some(row) = row {
+                out.insert(
+                    *workflow,
+                    (row.try_get("error")?, row.try_get("finished_at")?),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The people active in the workspace in `[from, to)` (quarter-aligned), and how
+    /// many of them started, edited and published.
+    pub async fn active_users(&self, workspace: Uuid, from: i64, to: i64) -> Result<i64, ApiError> {
+        let row = sqlx::query(
+            "SELECT COUNT(DISTINCT user_id) AS n FROM activity WHERE workspace_id = $1 \
+             AND bucket_start >= $2 AND bucket_start < $3",
+        )
+        .bind(workspace.to_string())
+        .bind(from)
+        .bind(to)
+        .fetch_one(self.db().pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// When the workflow's latest run finished, if it ever did.
+    pub async fn last_run_at(&self, workflow: Uuid) -> Result<Option<i64>, ApiError> {
+        let row = sqlx::query(
+            "SELECT MAX(finished_at) AS last FROM execution_facts WHERE workflow_id = $1",
+        )
+        .bind(workflow.to_string())
+        .fetch_one(self.db().pool())
+        .await?;
+        Ok(row.try_get("last")?)
+    }
+
+    /// The first and last finish time of the workflow's runs (all time).
+    pub async fn run_span(&self, workflow: Uuid) -> Result<Option<(i64, i64)>, ApiError> {
+        let row = sqlx::query(
+            "SELECT MIN(finished_at) AS first, MAX(finished_at) AS last FROM execution_facts \
+             WHERE workflow_id = $1",
+        )
+        .bind(workflow.to_string())
+        .fetch_one(self.db().pool())
+        .await?;
+        let first: Option<i64> = row.try_get("first")?;
+        let last: Option<i64> = row.try_get("last")?;
+        Ok(first.zip(last))
+    }
+}

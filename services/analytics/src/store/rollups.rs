@@ -1,0 +1,317 @@
+//! Folding facts into rollups.
+//!
+//! [`Store::roll`] takes a batch of facts from the `unrolled_*` queues, adds them to the
+//! rollups of their buckets, and deletes their queue rows, in one transaction: a fact
+//! is counted once even if the roller stops half-way. On PostgreSQL the transaction
+//! first takes an advisory lock, so rollers of several replicas take turns (each
+//! rollup row is read, merged and written back; two rollers merging into one row at
+//! once would lose an addition). SQLite has one writer anyway.
+
+use std::collections::BTreeSet;
+
+use flowfleet_runtime::db::Backend;
+use flowfleet_runtime::error::ApiError;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{key_text, parse_uuid, Store};
+use crate::domain::buckets::Grain;
+use crate::domain::rollup::{grains_for, Attempts, AttemptsKey, Deltas, Runs, RunsKey};
+use crate::domain::sketch::Sketch;
+use crate::domain::{AttemptStatus, ExecutionOutcome, RunStatus, StepOutcome};
+
+/// The advisory lock of the rollers (any constant unique within the service's schema).
+const ROLLER_LOCK: i64 = 0x666c_6f77_726f_6c6c;
+
+impl Store {
+    /// Rolls up to `limit` facts of each kind; returns how many were rolled (0 when
+    /// nothing waits). Minute rollups are only written for facts that finished at or
+    /// after `minutes_since` (older minutes are not kept).
+    pub async fn roll(&self, limit: i64, minutes_since: i64) -> Result<usize, ApiError> {
+        let mut tx = self.db().pool().begin().await?;
+        if self.db().backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ROLLER_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let runs = sqlx::query(
+            "SELECT f.execution_id, f.workspace_id, f.workflow_id, f.status, f.triggered_by, \
+             f.finished_at, f.duration_ms FROM unrolled_executions u \
+             JOIN execution_facts f ON f.execution_id = u.execution_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let steps = sqlx::query(
+            "SELECT f.step_id, f.workspace_id, f.workflow_id, f.execution_id, f.node_id, \
+             f.node_type, f.status, f.attempt, f.finished_at, f.duration_ms, f.queue_wait_ms \
+             FROM unrolled_steps u JOIN step_facts f ON f.step_id = u.step_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut deltas = Deltas::default();
+        let mut run_ids = Vec::with_capacity(runs.len());
+        for row in &runs {
+            let o = execution_from(row)?;
+            deltas.add_run(&o, grains_for(o.finished_at_ms, minutes_since));
+            run_ids.push(o.execution_id.to_string());
+        }
+        let mut step_ids = Vec::with_capacity(steps.len());
+        for row in &steps {
+            let s = step_from(row)?;
+            deltas.add_attempt(&s, grains_for(s.finished_at_ms, minutes_since));
+            step_ids.push(s.step_id.to_string());
+        }
+        if deltas.is_empty() {
+            return Ok(0);
+        }
+        for (key, delta) in &deltas.runs {
+            add_runs(&mut tx, key, delta).await?;
+        }
+        for (key, delta) in &deltas.attempts {
+            add_attempts(&mut tx, key, delta).await?;
+        }
+        dequeue(&mut tx, "unrolled_executions", "execution_id", &run_ids).await?;
+        dequeue(&mut tx, "unrolled_steps", "step_id", &step_ids).await?;
+        tx.commit().await?;
+        Ok(run_ids.len() + step_ids.len())
+    }
+
+    /// Facts waiting to be rolled up.
+    pub async fn unrolled(&self) -> Result<i64, ApiError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM unrolled_executions) + \
+             (SELECT COUNT(*) FROM unrolled_steps) AS n",
+        )
+        .fetch_one(self.db().pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Drops the rollups of buckets from `from` on (every grain) and queues the facts
+    /// that finished since the first of them for rolling again: the rebuild
+    /// (`flowfleet analytics rebuild`). Returns how many facts were queued.
+    pub async fn unroll_since(&self, from: i64) -> Result<i64, ApiError> {
+        // Day buckets start before `from`: start from the whole day, so the day rollup
+        // it drops is rebuilt in full.
+        let from = Grain::Day.start(from);
+        let mut tx = self.db().pool().begin().await?;
+        if self.db().backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ROLLER_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in [
+            "DELETE FROM execution_rollups WHERE bucket_start >= $1",
+            "DELETE FROM step_rollups WHERE bucket_start >= $1",
+        ] {
+            sqlx::query(statement).bind(from).execute(&mut *tx).await?;
+        }
+        let runs = sqlx::query(
+            "INSERT INTO unrolled_executions (execution_id) \
+             SELECT execution_id FROM execution_facts WHERE finished_at >= $1 \
+             ON CONFLICT (execution_id) DO NOTHING",
+        )
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let steps = sqlx::query(
+            "INSERT INTO unrolled_steps (step_id) SELECT step_id FROM step_facts \
+             WHERE finished_at >= $1 ON CONFLICT (step_id) DO NOTHING",
+        )
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((runs + steps) as i64)
+    }
+}
+
+fn execution_from(row: &AnyRow) -> Result<ExecutionOutcome, ApiError> {
+    let status: String = row.try_get("status")?;
+    Ok(ExecutionOutcome {
+        execution_id: parse_uuid(&row.try_get::<String, _>("execution_id")?)?,
+        workflow_id: parse_uuid(&row.try_get::<String, _>("workflow_id")?)?,
+        workspace_id: parse_uuid(&row.try_get::<String, _>("workspace_id")?)?,
+        status: RunStatus::parse(&status).ok_or_else(|| ApiError::internal(status.clone()))?,
+        triggered_by: parse_uuid(&row.try_get::<String, _>("triggered_by")?)?,
+        finished_at_ms: row.try_get("finished_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        error: None,
+    })
+}
+
+fn step_from(row: &AnyRow) -> Result<StepOutcome, ApiError> {
+    let status: String = row.try_get("status")?;
+    Ok(StepOutcome {
+        step_id: parse_uuid(&row.try_get::<String, _>("step_id")?)?,
+        execution_id: parse_uuid(&row.try_get::<String, _>("execution_id")?)?,
+        workflow_id: parse_uuid(&row.try_get::<String, _>("workflow_id")?)?,
+        workspace_id: parse_uuid(&row.try_get::<String, _>("workspace_id")?)?,
+        node_id: row.try_get("node_id")?,
+        node_type: row.try_get("node_type")?,
+        status: AttemptStatus::parse(&status).ok_or_else(|| ApiError::internal(status.clone()))?,
+        attempt: row.try_get("attempt")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        queue_wait_ms: row.try_get("queue_wait_ms")?,
+    })
+}
+
+pub(crate) fn runs_from(row: &AnyRow) -> Result<Runs, ApiError> {
+    Ok(Runs {
+        runs: row.try_get("runs")?,
+        succeeded: row.try_get("succeeded")?,
+        failed: row.try_get("failed")?,
+        cancelled: row.try_get("cancelled")?,
+        timed_out: row.try_get("timed_out")?,
+        total_duration_ms: row.try_get("total_duration_ms")?,
+        durations: Sketch::decode(&row.try_get::<String, _>("durations")?)
+            .map_err(ApiError::internal)?,
+    })
+}
+
+pub(crate) fn attempts_from(row: &AnyRow) -> Result<Attempts, ApiError> {
+    Ok(Attempts {
+        attempts: row.try_get("attempts")?,
+        failed: row.try_get("failed")?,
+        retries: row.try_get("retries")?,
+        total_duration_ms: row.try_get("total_duration_ms")?,
+        total_queue_wait_ms: row.try_get("total_queue_wait_ms")?,
+        durations: Sketch::decode(&row.try_get::<String, _>("durations")?)
+            .map_err(ApiError::internal)?,
+        queue_waits: Sketch::decode(&row.try_get::<String, _>("queue_waits")?)
+            .map_err(ApiError::internal)?,
+    })
+}
+
+async fn add_runs(
+    tx: &mut Transaction<'_, Any>,
+    key: &RunsKey,
+    delta: &Runs,
+) -> Result<(), ApiError> {
+    let workflow = key_text(key.workflow);
+    let existing = sqlx::query(
+        "SELECT runs, succeeded, failed, cancelled, timed_out, total_duration_ms, durations \
+         FROM execution_rollups WHERE workspace_id = $1 AND grain = $2 AND workflow_id = $3 \
+         AND bucket_start = $4",
+    )
+    .bind(key.workspace.to_string())
+    .bind(key.grain.as_str())
+    .bind(&workflow)
+    .bind(key.bucket_start)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mut total = match existing {
+        Some(row) => runs_from(&row)?,
+        None => Runs::default(),
+    };
+    total.merge(delta);
+    sqlx::query(
+        "INSERT INTO execution_rollups (workspace_id, grain, workflow_id, bucket_start, runs, \
+         succeeded, failed, cancelled, timed_out, total_duration_ms, durations) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (workspace_id, grain, workflow_id, bucket_start) DO UPDATE SET \
+         runs = excluded.runs, succeeded = excluded.succeeded, failed = excluded.failed, \
+         cancelled = excluded.cancelled, timed_out = excluded.timed_out, \
+         total_duration_ms = excluded.total_duration_ms, durations = excluded.durations",
+    )
+    .bind(key.workspace.to_string())
+    .bind(key.grain.as_str())
+    .bind(&workflow)
+    .bind(key.bucket_start)
+    .bind(total.runs)
+    .bind(total.succeeded)
+    .bind(total.failed)
+    .bind(total.cancelled)
+    .bind(total.timed_out)
+    .bind(total.total_duration_ms)
+    .bind(total.durations.encode())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn add_attempts(
+    tx: &mut Transaction<'_, Any>,
+    key: &AttemptsKey,
+    delta: &Attempts,
+) -> Result<(), ApiError> {
+    let (workflow, node) = match &key.node {
+        Some((workflow, node)) => (workflow.to_string(), node.clone()),
+        None => (String::new(), String::new()),
+    };
+    let node_type = key.node_type.clone().unwrap_or_default();
+    let existing = sqlx::query(
+        "SELECT attempts, failed, retries, total_duration_ms, total_queue_wait_ms, durations, \
+         queue_waits FROM step_rollups WHERE workspace_id = $1 AND grain = $2 \
+         AND workflow_id = $3 AND node_id = $4 AND node_type = $5 AND bucket_start = $6",
+    )
+    .bind(key.workspace.to_string())
+    .bind(key.grain.as_str())
+    .bind(&workflow)
+    .bind(&node)
+    .bind(&node_type)
+    .bind(key.bucket_start)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mut total = match existing {
+        Some(row) => attempts_from(&row)?,
+        None => Attempts::default(),
+    };
+    total.merge(delta);
+    sqlx::query(
+        "INSERT INTO step_rollups (workspace_id, grain, workflow_id, node_id, node_type, \
+         bucket_start, attempts, failed, retries, total_duration_ms, total_queue_wait_ms, \
+         durations, queue_waits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (workspace_id, grain, workflow_id, node_id, node_type, bucket_start) \
+         DO UPDATE SET attempts = excluded.attempts, failed = excluded.failed, \
+         retries = excluded.retries, total_duration_ms = excluded.total_duration_ms, \
+         total_queue_wait_ms = excluded.total_queue_wait_ms, durations = excluded.durations, \
+         queue_waits = excluded.queue_waits",
+    )
+    .bind(key.workspace.to_string())
+    .bind(key.grain.as_str())
+    .bind(&workflow)
+    .bind(&node)
+    .bind(&node_type)
+    .bind(key.bucket_start)
+    .bind(total.attempts)
+    .bind(total.failed)
+    .bind(total.retries)
+    .bind(total.total_duration_ms)
+    .bind(total.total_queue_wait_ms)
+    .bind(total.durations.encode())
+    .bind(total.queue_waits.encode())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the queue rows of rolled facts.
+async fn dequeue(
+    tx: &mut Transaction<'_, Any>,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> Result<(), ApiError> {
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    for chunk in unique.into_iter().collect::<Vec<_>>().chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM {table} WHERE {column} IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}

@@ -51,9 +51,11 @@ CREATE TABLE activity (
     PRIMARY KEY (workspace_id, bucket_start, user_id, kind)
 );
 
--- Facts not yet folded into the rollups.
+-- Facts not yet folded into the rollups. The facts kept from before are queued, so the
+-- roller builds their rollups (the hourly ones dropped above).
 CREATE TABLE unrolled_executions (execution_id TEXT PRIMARY KEY);
 CREATE TABLE unrolled_steps (step_id TEXT PRIMARY KEY);
+INSERT INTO unrolled_executions (execution_id) SELECT execution_id FROM execution_facts;
 
 -- Executions per bucket. `workflow_id` is '' on the row of the whole workspace.
 -- `durations` is a DDSketch of the runs' durations (base64; see `domain::sketch`).

@@ -1,6 +1,6 @@
 //! Events become facts.
 //!
-//! Bound to `analytics.facts` with every kind that carries one: execution outcomes
+//! Bound to `analytics.execution-facts` with every kind that carries one: execution outcomes
 //! (also cancelled and timed-out runs), step attempts, and workflow edits and
 //! publications (for active users). Idempotent: a fact is keyed on its subject (the
 //! execution, the step attempt, the person and quarter-hour), so a redelivered event
@@ -16,7 +16,10 @@ use crate::domain::facts_of;
 use crate::roller::Roller;
 use crate::store::Store;
 
-pub const QUEUE: &str = "analytics.facts";
+/// The queue's name predates step and workflow events: it is kept so that an upgraded
+/// fleet goes on consuming the queue it already has (a new name would leave the old one
+/// bound and filling with nobody reading it).
+pub const QUEUE: &str = "analytics.execution-facts";
 pub const BINDINGS: &[&str] = &[
     "execution.succeeded",
     "execution.failed",

@@ -69,12 +69,29 @@ enum Command {
     },
     /// Print a service's Federation v2 subgraph SDL.
     Schema { service: ServiceName },
+    /// Analytics maintenance.
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
     /// Print a new key for `security.secret_keys` (`kid:base64`). Append it to the list to
     /// rotate: new secrets are sealed with it, older ones still open.
     SecretKey {
         /// Key id: letters, digits, `-` or `_`.
         #[arg(long, default_value = "key-1")]
         kid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalyticsCommand {
+    /// Recompute the rollups from a day on out of the kept facts (after a bug fix, or to
+    /// check them), with a progress bar. Safe while the fleet runs.
+    Rebuild {
+        /// A date (`2026-03-01`, UTC) or an RFC 3339 time; the rebuild starts at the
+        /// beginning of its UTC day, which must be within `analytics.fact_days`.
+        #[arg(long, value_parser = processes::parse_day)]
+        from: i64,
     },
 }
 
@@ -115,6 +132,13 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate => processes::migrate(config).await,
             Command::Compose { out } => processes::compose(config, &out).await,
             Command::Schema { service } => processes::schema(config, service).await,
+            Command::Analytics {
+                command: AnalyticsCommand::Rebuild { from },
+            } => {
+                let facts = processes::analytics_rebuild(config, from).await?;
+                println!("rebuilt the analytics rollups from {facts} facts");
+                Ok(())
+            }
             Command::SecretKey { kid } => {
                 println!(
                     "{}",

@@ -95,3 +95,47 @@ CREATE TABLE step_rollups (
     PRIMARY KEY (workspace_id, grain, workflow_id, node_id, node_type, bucket_start)
 );
 CREATE INDEX step_rollups_by_bucket ON step_rollups (workspace_id, grain, bucket_start);
+
+-- A failing workflow's recoveries: its first failed (or timed-out) run after a success (or
+-- ever), and the next succeeded run. Rebuilt by the roller for the span of every batch of
+-- facts it rolls (see `store::recoveries`), so late runs land right.
+CREATE TABLE recoveries (
+    workflow_id TEXT NOT NULL,
+    failed_at BIGINT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    recovered_at BIGINT NOT NULL,
+    PRIMARY KEY (workflow_id, failed_at)
+);
+CREATE INDEX recoveries_by_workspace ON recoveries (workspace_id, recovered_at);
+
+-- One row per retention period that a replica claimed: the cleanup of a period runs once
+-- across replicas.
+CREATE TABLE cleanup_runs (
+    period BIGINT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    deleted BIGINT
+);
+
+-- What worker pools reported about themselves (`worker.sampled`): one row per report, so
+-- a repeated report is folded once.
+CREATE TABLE worker_samples (
+    worker_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (worker_id, at)
+);
+
+-- The fleet's worker pools per bucket: slot time and busy time (for utilisation),
+-- finished steps (throughput), and the step queue's backlog (the largest reported, and
+-- the sum of reports for the average). Folded in the transaction that records a report.
+CREATE TABLE pool_rollups (
+    grain TEXT NOT NULL CHECK (grain IN ('MINUTE', 'QUARTER', 'DAY')),
+    bucket_start BIGINT NOT NULL,
+    samples BIGINT NOT NULL,
+    slot_ms BIGINT NOT NULL,
+    busy_ms BIGINT NOT NULL,
+    steps BIGINT NOT NULL,
+    backlog_sum BIGINT NOT NULL,
+    backlog_max BIGINT NOT NULL,
+    PRIMARY KEY (grain, bucket_start)
+);

@@ -13,7 +13,7 @@ use flowfleet_security::identity::Role;
 use uuid::Uuid;
 
 use crate::domain::buckets::{self, cover, BucketSize, Grain, Piece, DAY_MS, QUARTER_MS};
-use crate::domain::rollup::{Attempts, Runs};
+use crate::domain::rollup::{Attempts, Pool, Runs};
 use crate::domain::NO_WORKFLOW;
 use crate::store::queries::{StepLevel, StepSubject};
 use crate::store::Store;
@@ -55,6 +55,12 @@ impl Merge for Runs {
 }
 
 impl Merge for Attempts {
+    fn merge_from(&mut self, other: &Self) {
+        self.merge(other)
+    }
+}
+
+impl Merge for Pool {
     fn merge_from(&mut self, other: &Self) {
         self.merge(other)
     }
@@ -212,9 +218,26 @@ impl Dashboards {
         .await
     }
 
+    /// The fleet's worker pools per bucket: capacity, busy time, finished steps and the
+    /// step queue's backlog, as the pools reported them.
+    pub async fn workers_over_time(&self, w: &Window) -> Result<Vec<Bucketed<Pool>>, ApiError> {
+        series(w, |piece| self.store.pool_in(piece)).await
+    }
+
     /// People who started a run, edited or published a workflow in `[from, to)`.
     pub async fn active_users(&self, workspace: Uuid, from: i64, to: i64) -> Result<i64, ApiError> {
         self.store.active_users(workspace, from, to).await
+    }
+
+    /// The mean time from a workflow's first failure to its next success, over the
+    /// recoveries that ended in `[from, to)`, and how many there were.
+    pub async fn mean_time_to_recovery(
+        &self,
+        workspace: Uuid,
+        from: i64,
+        to: i64,
+    ) -> Result<(Option<f64>, i64), ApiError> {
+        self.store.mean_time_to_recovery(workspace, from, to).await
     }
 
     /// The workflow's runs over all time, and when the last one finished.

@@ -59,6 +59,18 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
             guard: infra.grpc_guard(),
         }))
         .await;
+    let retention = store::retention::Retention {
+        fact_days: config.fact_days,
+        minute_days: config.minute_rollup_days,
+        rollup_days: config.rollup_days,
+    };
+    let cleaning = roller::clean_up_periodically(
+        store.clone(),
+        infra.clock.clone(),
+        retention,
+        Duration::from_secs(config.cleanup_interval_secs),
+        infra.shutdown.clone(),
+    );
     let rolling = roller.run(
         store,
         infra.clock.clone(),
@@ -77,6 +89,7 @@ pub async fn build(infra: &Infra, db: Db, access: Access) -> anyhow::Result<Serv
         tasks: vec![
             Box::pin(consumer.run(handler, infra.shutdown.clone())),
             Box::pin(rolling),
+            Box::pin(cleaning),
             privacy_task,
         ],
     })

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::buckets::DAY_MS;
+use crate::store::retention::Retention;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -71,5 +72,83 @@ impl Roller {
                 }
             }
         }
+    }
+}
+
+/// Runs the retention cleanup once per `interval` across replicas, until `shutdown`: each
+/// period is claimed by the first replica to try.
+pub async fn clean_up_periodically(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    retention: Retention,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let period_ms = (interval.as_millis() as i64).max(1);
+    loop {
+        let now = clock.now_ms();
+        let period = now.div_euclid(period_ms);
+        match store.claim_cleanup(period, now).await {
+            Ok(true) => match store.clean_up(period, retention, now).await {
+                Ok(deleted) => tracing::info!(deleted, "analytics retention cleanup done"),
+                Err(e) => tracing::warn!(error = ?e, "analytics retention cleanup failed"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = ?e, "claiming the analytics cleanup failed"),
+        }
+        // Wakes at the next period's start.
+        let wait = (period + 1) * period_ms - clock.now_ms();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(wait.clamp(1_000, period_ms) as u64)) => {}
+        }
+    }
+}
+
+/// Rebuilds the rollups from `from` on out of the facts (`flowfleet analytics rebuild`):
+/// drops them, queues the facts again and rolls them, calling `progress(done, total)` as it
+/// goes. Refused when facts from `from` are no longer kept.
+pub async fn rebuild(
+    store: &Store,
+    from: i64,
+    retention: Retention,
+    batch: i64,
+    now: i64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, RebuildError> {
+    let horizon = Store::facts_horizon(retention, now);
+    if crate::domain::buckets::Grain::Day.start(from) < horizon {
+        return Err(RebuildError::BeforeHorizon {
+            horizon: flowfleet_runtime::clock::to_datetime(horizon).to_rfc3339(),
+            days: retention.fact_days,
+        });
+    }
+    let total = store.unroll_since(from).await? as u64;
+    progress(0, total);
+    let minutes_since = now - retention.minute_days * DAY_MS;
+    let mut done = 0;
+    while store.roll(batch, minutes_since).await? > 0 {
+        let left = store.unrolled().await? as u64;
+        done = total.saturating_sub(left);
+        progress(done, total);
+    }
+    progress(total, total);
+    Ok(done.max(total))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(
+        "facts are kept {days} days: rebuild from {horizon} or later (rollups before that \
+         have no facts left to be rebuilt from)"
+    )]
+    BeforeHorizon { horizon: String, days: i64 },
+    #[error("the analytics database failed: {0:?}")]
+    Store(flowfleet_runtime::error::ApiError),
+}
+
+impl From<flowfleet_runtime::error::ApiError> for RebuildError {
+    fn from(e: flowfleet_runtime::error::ApiError) -> Self {
+        RebuildError::Store(e)
     }
 }

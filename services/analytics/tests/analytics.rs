@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use flowfleet_analytics::dashboards::Dashboards;
 use flowfleet_analytics::domain::buckets::{Grain, DAY_MS};
+use flowfleet_analytics::domain::rollup::recoveries;
 use flowfleet_analytics::domain::sketch::{Sketch, RELATIVE_ERROR};
+use flowfleet_analytics::domain::RunStatus;
 use flowfleet_analytics::graphql::{schema, AnalyticsSchema, Ctx};
 use flowfleet_analytics::handlers::events::Facts;
 use flowfleet_analytics::roller::Roller;
@@ -476,6 +478,24 @@ async fn rollups_equal_a_recomputation_on(backend: &Backend, seed: u64) {
         "levels: workspace, 2 types, 3 node ids"
     );
     assert_eq!(a.store.unrolled().await.unwrap(), 0);
+
+    // Recoveries kept batch by batch equal those of each workflow's whole history.
+    for workflow in &workflows {
+        let mut history: Vec<(i64, RunStatus)> = runs
+            .iter()
+            .filter(|(_, r)| r.workflow == *workflow)
+            .map(|(_, r)| (r.finished_at_ms, RunStatus::parse(r.status).unwrap()))
+            .collect();
+        history.sort_by_key(|(at, _)| *at);
+        let stored: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT failed_at, recovered_at FROM recoveries WHERE workflow_id = $1 ORDER BY failed_at",
+        )
+        .bind(workflow.to_string())
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored, recoveries(&history), "seed {seed}");
+    }
 }
 
 #[tokio::test]
@@ -878,4 +898,221 @@ async fn the_subgraph_extends_workflow_and_workspace() {
     );
     assert!(sdl.contains("timeZone: String! @external"), "{sdl}");
     assert!(sdl.contains("@requires(fields: \"timeZone\")"), "{sdl}");
+}
+
+/// The workspace's recovery KPIs over the first two hours after `BASE`.
+async fn kpis(a: &Analytics, user: Uuid, workspace: Uuid) -> Value {
+    let range = json!({"from": iso(BASE), "to": iso(BASE + 2 * 3_600_000), "bucket": "HOUR"});
+    let query = "query($reps: [_Any!]!, $range: AnalyticsRange!) { _entities(representations: $reps) { \
+        ... on Workspace { analytics(range: $range) { kpis { meanTimeToRecoveryMs recoveries } } } } }";
+    let r = a
+        .query(
+            as_user(user),
+            query,
+            json!({"reps": workspace_rep(workspace, "UTC"), "range": range}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    r["data"]["_entities"][0]["analytics"]["kpis"].clone()
+}
+
+#[tokio::test]
+async fn mean_time_to_recovery_counts_late_runs_in_their_place() {
+    for backend in Backend::all() {
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let auth = RealAuth::start(&env).await;
+        let owner = auth.user("owner@example.com").await;
+        let a = Analytics::new(&db, auth.access(), BASE + DAY_MS);
+        let workflow = Uuid::now_v7();
+        let run = |status, minutes: i64| {
+            outcome(&Run {
+                workflow,
+                workspace: owner.workspace,
+                status,
+                duration_ms: 10,
+                finished_at_ms: BASE + minutes * 60_000,
+            })
+        };
+        // Fails at 10, recovers at 40; fails at 60, recovers at 70.
+        for (status, minutes) in [
+            ("SUCCEEDED", 0),
+            ("FAILED", 10),
+            ("TIMED_OUT", 20),
+            ("SUCCEEDED", 40),
+            ("FAILED", 60),
+            ("SUCCEEDED", 70),
+        ] {
+            a.handle(&run(status, minutes)).await;
+        }
+        a.roll(2).await;
+        assert_eq!(
+            kpis(&a, owner.id, owner.workspace).await,
+            json!({"meanTimeToRecoveryMs": 20.0 * 60_000.0, "recoveries": 2})
+        );
+        // A late failure at 65 lengthens nothing (the stretch began at 60); one at 50,
+        // after the success at 40, starts the second stretch earlier.
+        a.handle(&run("FAILED", 65)).await;
+        a.handle(&run("FAILED", 50)).await;
+        a.roll(100).await;
+        assert_eq!(
+            kpis(&a, owner.id, owner.workspace).await,
+            json!({"meanTimeToRecoveryMs": 25.0 * 60_000.0, "recoveries": 2})
+        );
+        // A late success at 15 splits the first stretch: 10→15, then 20→40.
+        a.handle(&run("SUCCEEDED", 15)).await;
+        a.roll(100).await;
+        assert_eq!(
+            kpis(&a, owner.id, owner.workspace).await,
+            json!({"meanTimeToRecoveryMs": (5.0 + 20.0 + 20.0) / 3.0 * 60_000.0, "recoveries": 3})
+        );
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_old_facts_once_across_replicas_and_keeps_rollups() {
+    use flowfleet_analytics::store::retention::Retention;
+    for backend in Backend::all() {
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let a = Analytics::new(&db, RealAuth::start(&env).await.access(), BASE);
+        let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+        for days_ago in [40, 10, 1] {
+            let run = Run {
+                workflow,
+                workspace,
+                status: "SUCCEEDED",
+                duration_ms: 5,
+                finished_at_ms: BASE - days_ago * DAY_MS,
+            };
+            a.handle(&outcome(&run)).await;
+        }
+        a.roll(100).await;
+        // One more, old and not rolled up yet: it stays until it is.
+        let late = Run {
+            workflow,
+            workspace,
+            status: "FAILED",
+            duration_ms: 5,
+            finished_at_ms: BASE - 50 * DAY_MS,
+        };
+        a.handle(&outcome(&late)).await;
+        let retention = Retention {
+            fact_days: 30,
+            minute_days: 3,
+            rollup_days: 400,
+        };
+        let replica = Store::new(db.clone());
+        let period = 7;
+        assert!(a.store.claim_cleanup(period, BASE).await.unwrap());
+        assert!(
+            !replica.claim_cleanup(period, BASE).await.unwrap(),
+            "one replica per period"
+        );
+        a.store.clean_up(period, retention, BASE).await.unwrap();
+        let count = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM execution_facts").await,
+            3,
+            "the 40-day-old fact went; the unrolled one stayed"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM execution_rollups WHERE grain = 'MINUTE'").await,
+            2,
+            "minutes of the last 3 days"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM execution_rollups WHERE grain = 'DAY'").await,
+            2 * 3,
+            "day rollups outlive their facts"
+        );
+        // A rebuild cannot start where the facts are gone.
+        let refused = flowfleet_analytics::roller::rebuild(
+            &a.store,
+            BASE - 35 * DAY_MS,
+            retention,
+            100,
+            BASE,
+            |_, _| {},
+        )
+        .await;
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("facts are kept 30 days"));
+        let mut seen = Vec::new();
+        let rebuilt = flowfleet_analytics::roller::rebuild(
+            &a.store,
+            BASE - 20 * DAY_MS,
+            retention,
+            1,
+            BASE,
+            |done, total| seen.push((done, total)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rebuilt, 2);
+        assert_eq!(seen.first(), Some(&(0, 2)));
+        assert_eq!(seen.last(), Some(&(2, 2)));
+    }
+}
+
+#[tokio::test]
+async fn worker_reports_add_up_across_pools_and_count_once() {
+    for backend in Backend::all() {
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let auth = RealAuth::start(&env).await;
+        let owner = auth.user("owner@example.com").await;
+        let a = Analytics::new(&db, auth.access(), BASE + DAY_MS);
+        let report =
+            |worker: &str, minute: i64, slots: i64, busy: i64, steps: i64, backlog: i64| {
+                Event::new(
+                    "worker.sampled",
+                    BASE + minute * 60_000,
+                    json!({
+                        "workerId": worker, "atMs": BASE + minute * 60_000, "intervalMs": 60_000,
+                        "slots": slots, "slotMs": slots * 60_000, "busyMs": busy * 60_000,
+                        "stepsFinished": steps, "backlog": backlog, "backlogMax": backlog + 5,
+                    }),
+                )
+            };
+        // Two pools over the first hour; one report delivered twice.
+        let first = report("worker-a", 1, 4, 2, 120, 10);
+        a.handle(&first).await;
+        a.handle(&first).await;
+        a.handle(&report("worker-b", 2, 4, 4, 240, 30)).await;
+        a.handle(&report("worker-a", 70, 4, 1, 60, 0)).await;
+        let range = json!({"from": iso(BASE), "to": iso(BASE + 2 * 3_600_000), "bucket": "HOUR"});
+        let query = "query($reps: [_Any!]!, $range: AnalyticsRange!) { _entities(representations: $reps) { \
+            ... on Workspace { analytics(range: $range) { workers { samples stepsPerMinute utilisation \
+            averageSlots averageBacklog maxBacklog } } } } }";
+        let r = a
+            .query(
+                as_user(owner.id),
+                query,
+                json!({"reps": workspace_rep(owner.workspace, "UTC"), "range": range}),
+            )
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+        let hours = &r["data"]["_entities"][0]["analytics"]["workers"];
+        assert_eq!(
+            hours[0],
+            json!({
+                "samples": 2, "stepsPerMinute": 360.0 / 60.0, "utilisation": 6.0 / 8.0,
+                "averageSlots": 8.0 / 60.0, "averageBacklog": 20.0, "maxBacklog": 35
+            })
+        );
+        assert_eq!(hours[1]["samples"], 1);
+        assert_eq!(hours[1]["utilisation"], 0.25);
+    }
 }

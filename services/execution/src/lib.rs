@@ -214,6 +214,7 @@ pub async fn build_worker(
         Box::pin(pool::run(
             worker,
             infra.queue.clone(),
+            infra.bus.clone(),
             infra.shutdown.clone(),
         )),
     ])

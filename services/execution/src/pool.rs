@@ -6,11 +6,18 @@
 //! Shutdown stops taking tasks and gives in-flight ones `shutdown_grace_ms` to
 //! finish; the rest are stopped, their steps released and their tasks requeued, so
 //! another worker takes them at once.
+//!
+//! Every `sample_interval_ms` the pool publishes `worker.sampled` on the event bus: its
+//! slot time and busy time (integrated over the scaler's ticks), the steps it finished
+//! and the step queue's backlog. Each pool reports for itself, so the figures add up
+//! across any number of workers, and the in-process pool of embedded mode reports the
+//! same way. A lost sample only leaves a gap.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowfleet_runtime::events::{Event, EventBus};
 use flowfleet_runtime::queue::TaskQueue;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -57,8 +64,25 @@ impl Slots {
     }
 }
 
+/// What the pool did since its last sample.
+#[derive(Default)]
+struct Usage {
+    slot_ms: AtomicU64,
+    busy_ms: AtomicU64,
+    steps: AtomicU64,
+    backlog_max: AtomicU64,
+}
+
+/// The kind of the pool's periodic report.
+pub const WORKER_SAMPLED: &str = "worker.sampled";
+
 /// Runs the pool until `shutdown`, then drains it.
-pub async fn run(worker: Arc<Worker>, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken) {
+pub async fn run(
+    worker: Arc<Worker>,
+    queue: Arc<dyn TaskQueue>,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) {
     let settings = worker.settings.clone();
     let max = settings.max_concurrency.max(1);
     let min = settings.min_concurrency.clamp(1, max);
@@ -84,7 +108,17 @@ pub async fn run(worker: Arc<Worker>, queue: Arc<dyn TaskQueue>, shutdown: Cance
             }
         }
     };
-    let scaler = tokio::spawn(scale(slots.clone(), queue.clone(), shutdown.clone()));
+    let usage = Arc::new(Usage::default());
+    let scaler = tokio::spawn(scale(
+        slots.clone(),
+        queue.clone(),
+        usage.clone(),
+        Reporter {
+            bus,
+            worker: worker.clone(),
+        },
+        shutdown.clone(),
+    ));
     let mut running = JoinSet::new();
     // Cancelled when the shutdown grace runs out: in-flight steps stop and go back.
     let give_back = CancellationToken::new();
@@ -105,8 +139,10 @@ pub async fn run(worker: Arc<Worker>, queue: Arc<dyn TaskQueue>, shutdown: Cance
         let Ok(permit) = permit else { break };
         let w = worker.clone();
         let give_back = give_back.clone();
+        let usage = usage.clone();
         running.spawn(async move {
             w.handle(delivery, &give_back).await;
+            usage.steps.fetch_add(1, Ordering::Relaxed);
             drop(permit);
         });
         // Reap finished tasks so the set does not grow.
@@ -135,8 +171,42 @@ pub async fn run(worker: Arc<Worker>, queue: Arc<dyn TaskQueue>, shutdown: Cance
     }
 }
 
-async fn scale(slots: Arc<Slots>, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken) {
+/// Publishes the pool's samples.
+struct Reporter {
+    bus: Arc<dyn EventBus>,
+    worker: Arc<Worker>,
+}
+
+impl Reporter {
+    async fn report(&self, usage: &Usage, interval_ms: i64, slots: usize, backlog: u64) {
+        let payload = serde_json::json!({
+            "workerId": self.worker.name,
+            "atMs": self.worker.clock.now_ms(),
+            "intervalMs": interval_ms,
+            "slots": slots,
+            "slotMs": usage.slot_ms.swap(0, Ordering::Relaxed),
+            "busyMs": usage.busy_ms.swap(0, Ordering::Relaxed),
+            "stepsFinished": usage.steps.swap(0, Ordering::Relaxed),
+            "backlog": backlog,
+            "backlogMax": usage.backlog_max.swap(0, Ordering::Relaxed),
+        });
+        let event = Event::new(WORKER_SAMPLED, self.worker.clock.now_ms(), payload);
+        if let Err(e) = self.bus.publish(&event).await {
+            tracing::debug!(error = %e, "a worker sample was not published");
+        }
+    }
+}
+
+async fn scale(
+    slots: Arc<Slots>,
+    queue: Arc<dyn TaskQueue>,
+    usage: Arc<Usage>,
+    reporter: Reporter,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SCALE_EVERY);
+    let every = reporter.worker.settings.sample_interval_ms.max(1) as i64;
+    let mut since = reporter.worker.clock.now_ms();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -144,9 +214,22 @@ async fn scale(slots: Arc<Slots>, queue: Arc<dyn TaskQueue>, shutdown: Cancellat
         }
         let backlog = queue.depth(STEP_QUEUE).await.unwrap_or(0);
         let size = slots.scale(backlog);
+        let tick_ms = SCALE_EVERY.as_millis() as u64;
+        usage
+            .slot_ms
+            .fetch_add(size as u64 * tick_ms, Ordering::Relaxed);
+        usage
+            .busy_ms
+            .fetch_add(slots.busy() as u64 * tick_ms, Ordering::Relaxed);
+        usage.backlog_max.fetch_max(backlog, Ordering::Relaxed);
         metrics::gauge!("flowfleet_worker_concurrency").set(size as f64);
         metrics::gauge!("flowfleet_worker_busy").set(slots.busy() as f64);
         metrics::gauge!("flowfleet_queue_backlog").set(backlog as f64);
+        let now = reporter.worker.clock.now_ms();
+        if now - since >= every {
+            reporter.report(&usage, now - since, size, backlog).await;
+            since = now;
+        }
     }
 }
 

@@ -304,6 +304,9 @@ pub struct WorkerConfig {
     pub max_inline_output_bytes: usize,
     /// The largest stored output a step reads back as its input.
     pub max_output_file_bytes: u64,
+    /// How often a worker pool reports its slots, busy time, finished steps and the
+    /// queue's backlog (`worker.sampled`, for analytics).
+    pub sample_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +345,12 @@ pub struct AnalyticsConfig {
     pub roll_interval_ms: u64,
     /// Facts rolled per transaction.
     pub roll_batch: i64,
+    /// Days raw facts (executions, step attempts) are kept; rollups outlive them.
+    pub fact_days: i64,
+    /// Days quarter-hour and day rollups, activity and recoveries are kept.
+    pub rollup_days: i64,
+    /// How often the retention cleanup runs (once per period across replicas).
+    pub cleanup_interval_secs: u64,
 }
 
 impl Default for AnalyticsConfig {
@@ -350,6 +359,9 @@ impl Default for AnalyticsConfig {
             minute_rollup_days: 3,
             roll_interval_ms: 1_000,
             roll_batch: 2_000,
+            fact_days: 30,
+            rollup_days: 400,
+            cleanup_interval_secs: 3_600,
         }
     }
 }
@@ -559,6 +571,7 @@ impl Default for WorkerConfig {
             metrics_port: 9100,
             max_inline_output_bytes: 256 * 1024,
             max_output_file_bytes: 64 * 1024 * 1024,
+            sample_interval_ms: 10_000,
         }
     }
 }

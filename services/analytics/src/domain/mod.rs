@@ -135,12 +135,29 @@ pub struct Activity {
     pub at_ms: i64,
 }
 
+/// The payload of `worker.sampled`: what one worker pool did over its last interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSample {
+    pub worker_id: String,
+    pub at_ms: i64,
+    /// Slots times milliseconds: the pool's capacity over the interval.
+    pub slot_ms: i64,
+    /// Busy slots times milliseconds.
+    pub busy_ms: i64,
+    pub steps_finished: i64,
+    /// The step queue's backlog when reporting, and the largest seen in the interval.
+    pub backlog: i64,
+    pub backlog_max: i64,
+}
+
 /// A fact read from an event, ready to record.
 #[derive(Debug, Clone)]
 pub enum Fact {
     Execution(ExecutionOutcome),
     Step(StepOutcome),
     Activity(Activity),
+    Worker(WorkerSample),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +221,10 @@ pub fn facts_of(
                 },
                 at_ms: occurred_at_ms,
             })])
+        }
+        "worker.sampled" => {
+            let w: WorkerSample = serde_json::from_value(payload.clone()).map_err(unreadable)?;
+            Ok(vec![Fact::Worker(w)])
         }
         _ => Ok(Vec::new()),
     }

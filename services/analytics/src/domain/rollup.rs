@@ -111,6 +111,38 @@ impl Attempts {
     }
 }
 
+/// The fleet's worker pools over a bucket, from their own reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pool {
+    pub samples: i64,
+    pub slot_ms: i64,
+    pub busy_ms: i64,
+    pub steps: i64,
+    pub backlog_sum: i64,
+    pub backlog_max: i64,
+}
+
+impl Pool {
+    pub fn merge(&mut self, other: &Pool) {
+        self.samples += other.samples;
+        self.slot_ms += other.slot_ms;
+        self.busy_ms += other.busy_ms;
+        self.steps += other.steps;
+        self.backlog_sum += other.backlog_sum;
+        self.backlog_max = self.backlog_max.max(other.backlog_max);
+    }
+
+    /// Busy slot time over slot time, in `[0, 1]`; `None` without reports.
+    pub fn utilisation(&self) -> Option<f64> {
+        (self.slot_ms > 0).then(|| (self.busy_ms as f64 / self.slot_ms as f64).min(1.0))
+    }
+
+    /// The mean of the reported backlogs; `None` without reports.
+    pub fn average_backlog(&self) -> Option<f64> {
+        (self.samples > 0).then(|| self.backlog_sum as f64 / self.samples as f64)
+    }
+}
+
 /// Which execution rollup: a workflow's, or (`workflow` `None`) the whole workspace's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunsKey {
@@ -192,5 +224,51 @@ pub fn grains_for(at: i64, minutes_since: i64) -> &'static [Grain] {
         &Grain::ALL
     } else {
         &[Grain::Quarter, Grain::Day]
+    }
+}
+
+/// The recoveries among a workflow's runs, given in finish order and starting right after a
+/// success (or at the start of its history): each failing stretch, from its first failed or
+/// timed-out run to the succeeded run that ended it, as (failed at, recovered at).
+/// Cancelled runs neither fail nor recover; a stretch still failing at the end has not
+/// recovered and is left out.
+pub fn recoveries(runs: &[(i64, RunStatus)]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut failing_since = None;
+    for &(at, status) in runs {
+        match status {
+            RunStatus::Failed | RunStatus::TimedOut => {
+                failing_since.get_or_insert(at);
+            }
+            RunStatus::Succeeded => {
+                if let Some(since) = failing_since.take() {
+                    out.push((since, at));
+                }
+            }
+            RunStatus::Cancelled => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RunStatus::*;
+
+    #[test]
+    fn a_recovery_runs_from_the_first_failure_to_the_next_success() {
+        let runs = [
+            (1, Failed),
+            (2, TimedOut),
+            (3, Cancelled),
+            (4, Succeeded),
+            (5, Succeeded),
+            (6, Failed),
+            (9, Succeeded),
+            (10, Failed),
+        ];
+        assert_eq!(recoveries(&runs), vec![(1, 4), (6, 9)]);
+        assert!(recoveries(&[(1, Succeeded), (2, Cancelled)]).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use flowfleet_runtime::clock::to_datetime;
 
 use crate::dashboards::Bucketed;
 use crate::domain::buckets::BucketSize;
-use crate::domain::rollup::{Attempts, Runs};
+use crate::domain::rollup::{Attempts, Pool, Runs};
 use crate::store::queries::StepSubject;
 
 /// A dashboard's time range. Ends are rounded to the quarter-hour (to the minute with
@@ -203,4 +203,46 @@ pub struct AnalyticsKpis {
     pub runs_per_day: f64,
     /// People who started a run, edited or published a workflow.
     pub active_users: i64,
+    /// The mean time from a workflow's first failed (or timed-out) run to its next
+    /// succeeded run, over the recoveries that ended in the range; null without any.
+    pub mean_time_to_recovery_ms: Option<f64>,
+    /// How many recoveries ended in the range.
+    pub recoveries: i64,
+}
+
+/// The fleet's worker pools over one bucket, from their own periodic reports
+/// (`worker.sampled`). The pools are shared by every workspace: these are the fleet's
+/// figures, not the workspace's share (its own steps are in `steps`).
+#[derive(SimpleObject)]
+pub struct WorkerBucket {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Reports received (one per pool per `worker.sample_interval_ms`).
+    pub samples: i64,
+    /// Steps the pools finished, per minute of the bucket.
+    pub steps_per_minute: f64,
+    /// Busy slot time over slot time, from 0 to 1; null without reports.
+    pub utilisation: Option<f64>,
+    /// The pools' slots on average over the bucket.
+    pub average_slots: f64,
+    /// The step queue's backlog: the mean and the largest reported; null without reports.
+    pub average_backlog: Option<f64>,
+    pub max_backlog: Option<i64>,
+}
+
+impl From<Bucketed<Pool>> for WorkerBucket {
+    fn from(b: Bucketed<Pool>) -> Self {
+        let minutes = ((b.end - b.start) as f64 / 60_000.0).max(1.0 / 60.0);
+        let p = &b.value;
+        WorkerBucket {
+            start: to_datetime(b.start),
+            end: to_datetime(b.end),
+            samples: p.samples,
+            steps_per_minute: p.steps as f64 / minutes,
+            utilisation: p.utilisation(),
+            average_slots: p.slot_ms as f64 / (b.end - b.start).max(1) as f64,
+            average_backlog: p.average_backlog(),
+            max_backlog: (p.samples > 0).then_some(p.backlog_max),
+        }
+    }
 }

@@ -220,11 +220,24 @@ impl WorkspaceAnalytics {
         Ok(series.into_iter().map(Into::into).collect())
     }
 
+    /// The fleet's worker pools over time: throughput, utilisation and the step queue's
+    /// backlog, as the pools reported them (fleet-wide: the pools serve every workspace).
+    async fn workers(&self) -> Result<Vec<WorkerBucket>> {
+        let series = self.dashboards.workers_over_time(&self.window).await?;
+        Ok(series.into_iter().map(Into::into).collect())
+    }
+
     async fn kpis(&self) -> Result<AnalyticsKpis> {
         let (from, to) = (self.window.from, self.window.to);
         let workflows = self.dashboards.workflows(self.workspace, from, to).await?;
         let runs: i64 = workflows.values().map(|r| r.runs).sum();
+        let (mttr, recoveries) = self
+            .dashboards
+            .mean_time_to_recovery(self.workspace, from, to)
+            .await?;
         Ok(AnalyticsKpis {
+            mean_time_to_recovery_ms: mttr,
+            recoveries,
             active_workflows: workflows.values().filter(|r| r.runs > 0).count() as i64,
             runs,
             runs_per_day: runs as f64 / ((to - from) as f64 / DAY_MS as f64),

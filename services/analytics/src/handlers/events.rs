@@ -27,6 +27,7 @@ pub const BINDINGS: &[&str] = &[
     "step.finished",
     "workflow.updated",
     "workflow.published",
+    "worker.sampled",
 ];
 
 /// Declares and binds the queue (so events published from now on are kept).

@@ -6,8 +6,11 @@
 
 // What the service holds about a user, for export and erasure (see
 // `flowfleet_host::privacy`).
+mod bulk;
 mod privacy;
 pub mod queries;
+mod recoveries;
+pub mod retention;
 mod rollups;
 
 use flowfleet_runtime::db::Db;
@@ -16,7 +19,7 @@ use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use crate::domain::buckets::Grain;
-use crate::domain::{Activity, ExecutionOutcome, Fact, StepOutcome};
+use crate::domain::{Activity, ExecutionOutcome, Fact, StepOutcome, WorkerSample};
 
 #[derive(Clone)]
 pub struct Store {
@@ -43,6 +46,7 @@ impl Store {
                 Fact::Execution(o) => record_execution(&mut tx, o).await?,
                 Fact::Step(s) => record_step(&mut tx, s).await?,
                 Fact::Activity(a) => record_activity(&mut tx, a).await?,
+                Fact::Worker(w) => record_worker(&mut tx, w).await?,
             };
             new += usize::from(inserted);
         }
@@ -141,6 +145,49 @@ async fn record_activity(tx: &mut Transaction<'_, Any>, a: &Activity) -> Result<
     .await?
     .rows_affected();
     Ok(inserted == 1)
+}
+
+/// Records a worker pool's report and, if new, adds it to the pool rollups.
+pub(super) async fn record_worker(
+    tx: &mut Transaction<'_, Any>,
+    w: &WorkerSample,
+) -> Result<bool, ApiError> {
+    let new = sqlx::query(
+        "INSERT INTO worker_samples (worker_id, at) VALUES ($1, $2) \
+         ON CONFLICT (worker_id, at) DO NOTHING",
+    )
+    .bind(&w.worker_id)
+    .bind(w.at_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !new {
+        return Ok(false);
+    }
+    for grain in Grain::ALL {
+        sqlx::query(
+            "INSERT INTO pool_rollups (grain, bucket_start, samples, slot_ms, busy_ms, steps, \
+             backlog_sum, backlog_max) VALUES ($1, $2, 1, $3, $4, $5, $6, $7) \
+             ON CONFLICT (grain, bucket_start) DO UPDATE SET \
+             samples = pool_rollups.samples + 1, slot_ms = pool_rollups.slot_ms + excluded.slot_ms, \
+             busy_ms = pool_rollups.busy_ms + excluded.busy_ms, \
+             steps = pool_rollups.steps + excluded.steps, \
+             backlog_sum = pool_rollups.backlog_sum + excluded.backlog_sum, \
+             backlog_max = CASE WHEN excluded.backlog_max > pool_rollups.backlog_max \
+               THEN excluded.backlog_max ELSE pool_rollups.backlog_max END",
+        )
+        .bind(grain.as_str())
+        .bind(grain.start(w.at_ms))
+        .bind(w.slot_ms)
+        .bind(w.busy_ms)
+        .bind(w.steps_finished)
+        .bind(w.backlog)
+        .bind(w.backlog_max.max(w.backlog))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
 }
 
 /// A UUID column, or '' for "all" in a rollup's key.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::rollups::{attempts_from, runs_from};
 use super::{key_text, parse_uuid, Store};
 use crate::domain::buckets::Piece;
-use crate::domain::rollup::{Attempts, Runs};
+use crate::domain::rollup::{Attempts, Pool, Runs};
 
 /// Which step rollups to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,35 @@ impl Store {
                     node_type: r.try_get("node_type")?,
                 };
                 Ok((subject, r.try_get("bucket_start")?, attempts_from(r)?))
+            })
+            .collect()
+    }
+
+    /// The worker pools' rollups in `piece`, by bucket start.
+    pub async fn pool_in(&self, piece: Piece) -> Result<Vec<(i64, Pool)>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT bucket_start, samples, slot_ms, busy_ms, steps, backlog_sum, backlog_max \
+             FROM pool_rollups WHERE grain = $1 AND bucket_start >= $2 AND bucket_start < $3 \
+             ORDER BY bucket_start",
+        )
+        .bind(piece.grain.as_str())
+        .bind(piece.from)
+        .bind(piece.to)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("bucket_start")?,
+                    Pool {
+                        samples: r.try_get("samples")?,
+                        slot_ms: r.try_get("slot_ms")?,
+                        busy_ms: r.try_get("busy_ms")?,
+                        steps: r.try_get("steps")?,
+                        backlog_sum: r.try_get("backlog_sum")?,
+                        backlog_max: r.try_get("backlog_max")?,
+                    },
+                ))
             })
             .collect()
     }

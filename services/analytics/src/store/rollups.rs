@@ -14,7 +14,7 @@ use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{key_text, parse_uuid, Store};
+use super::{key_text, parse_uuid, recoveries, Store};
 use crate::domain::buckets::Grain;
 use crate::domain::rollup::{grains_for, Attempts, AttemptsKey, Deltas, Runs, RunsKey};
 use crate::domain::sketch::Sketch;
@@ -53,10 +53,18 @@ impl Store {
         .await?;
         let mut deltas = Deltas::default();
         let mut run_ids = Vec::with_capacity(runs.len());
+        let mut touched = recoveries::Touched::new();
         for row in &runs {
             let o = execution_from(row)?;
             deltas.add_run(&o, grains_for(o.finished_at_ms, minutes_since));
             run_ids.push(o.execution_id.to_string());
+            let span = touched.entry(o.workflow_id).or_insert((
+                o.workspace_id,
+                o.finished_at_ms,
+                o.finished_at_ms,
+            ));
+            span.1 = span.1.min(o.finished_at_ms);
+            span.2 = span.2.max(o.finished_at_ms);
         }
         let mut step_ids = Vec::with_capacity(steps.len());
         for row in &steps {
@@ -73,6 +81,7 @@ impl Store {
         for (key, delta) in &deltas.attempts {
             add_attempts(&mut tx, key, delta).await?;
         }
+        recoveries::refresh(&mut tx, &touched).await?;
         dequeue(&mut tx, "unrolled_executions", "execution_id", &run_ids).await?;
         dequeue(&mut tx, "unrolled_steps", "step_id", &step_ids).await?;
         tx.commit().await?;

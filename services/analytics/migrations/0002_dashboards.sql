@@ -90,6 +90,7 @@ CREATE TABLE step_rollups (
     retries BIGINT NOT NULL,
     total_duration_ms BIGINT NOT NULL,
     total_queue_wait_ms BIGINT NOT NULL,
+    max_duration_ms BIGINT NOT NULL,
     durations TEXT NOT NULL,
     queue_waits TEXT NOT NULL,
     PRIMARY KEY (workspace_id, grain, workflow_id, node_id, node_type, bucket_start)

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::buckets::{self, cover, BucketSize, Grain, Piece, DAY_MS, QUARTER_MS};
 use crate::domain::rollup::{Attempts, Pool, Runs};
+use crate::domain::sketch::RELATIVE_ERROR;
 use crate::domain::NO_WORKFLOW;
 use crate::store::queries::{StepLevel, StepSubject};
 use crate::store::Store;
@@ -185,7 +186,8 @@ impl Dashboards {
         self.store.last_errors(workflows).await
     }
 
-    /// Step attempts over `[from, to)` per subject of `level`.
+    /// Step attempts over `[from, to)` per subject of `level`. Nodes and node types are
+    /// kept per quarter-hour: their range is widened to whole quarter-hours.
     pub async fn steps(
         &self,
         workspace: Uuid,
@@ -193,6 +195,13 @@ impl Dashboards {
         from: i64,
         to: i64,
     ) -> Result<HashMap<StepSubject, Attempts>, ApiError> {
+        let (from, to) = match level {
+            StepLevel::Workspace => (from, to),
+            _ => (
+                Grain::Quarter.start(from),
+                Grain::Quarter.start(to + QUARTER_MS - 1),
+            ),
+        };
         let mut out: HashMap<StepSubject, Attempts> = HashMap::new();
         for piece in cover(from, to) {
             for (subject, _, attempts) in self.store.attempts_in(workspace, level, piece).await? {
@@ -200,6 +209,72 @@ impl Dashboards {
             }
         }
         Ok(out)
+    }
+
+    /// The `limit` subjects of `level` (nodes or node types) with the highest p95
+    /// duration over `[from, to)` (widened to whole quarter-hours), slowest first.
+    ///
+    /// Exact without reading every subject's sketches: the database adds up counts and
+    /// the longest attempt per subject; sketches are read for the `limit` subjects with
+    /// the highest mean, then for any other whose longest attempt could still beat the
+    /// slowest of the current top (a p95 estimate is never above the maximum by more than
+    /// the sketch's error).
+    pub async fn slowest(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
+        let (from, to) = (
+            Grain::Quarter.start(from),
+            Grain::Quarter.start(to + QUARTER_MS - 1),
+        );
+        let pieces = cover(from, to);
+        let mut counts: HashMap<StepSubject, Attempts> = HashMap::new();
+        for piece in &pieces {
+            for (subject, a) in self.store.attempt_counts(workspace, level, *piece).await? {
+                counts.entry(subject).or_default().merge(&a);
+            }
+        }
+        let mut pending: Vec<(StepSubject, Attempts)> = counts.into_iter().collect();
+        let mean = |a: &Attempts| a.total_duration_ms as f64 / a.attempts.max(1) as f64;
+        pending.sort_by(|a, b| mean(&b.1).total_cmp(&mean(&a.1)));
+        let mut top: Vec<(StepSubject, Attempts, f64)> = Vec::new();
+        let mut batch: Vec<StepSubject> =
+            pending.iter().take(limit).map(|(s, _)| s.clone()).collect();
+        let mut read: std::collections::HashSet<StepSubject> = Default::default();
+        while !batch.is_empty() {
+            let mut full: HashMap<StepSubject, Attempts> = HashMap::new();
+            for piece in &pieces {
+                for (subject, a) in self.store.attempts_of(workspace, *piece, &batch).await? {
+                    full.entry(subject).or_default().merge(&a);
+                }
+            }
+            read.extend(batch.drain(..));
+            for (subject, a) in full {
+                let p95 = a.durations.quantile(0.95).unwrap_or(0.0);
+                top.push((subject, a, p95));
+            }
+            top.sort_by(|a, b| b.2.total_cmp(&a.2));
+            top.truncate(limit);
+            let bar = if top.len() < limit {
+                f64::MIN
+            } else {
+                top[limit - 1].2
+            };
+            batch = pending
+                .iter()
+                .filter(|(s, a)| {
+                    !read.contains(s)
+                        && a.max_duration_ms as f64 * (1.0 + 2.0 * RELATIVE_ERROR) >= bar
+                })
+                .take(limit.max(50))
+                .map(|(s, _)| s.clone())
+                .collect();
+        }
+        Ok(top.into_iter().map(|(s, a, _)| (s, a)).collect())
     }
 
     /// Every step of the workspace per bucket (queue waits, throughput).

@@ -1116,3 +1116,73 @@ async fn worker_reports_add_up_across_pools_and_count_once() {
         assert_eq!(hours[1]["utilisation"], 0.25);
     }
 }
+
+#[tokio::test]
+async fn the_slowest_nodes_are_those_a_full_scan_ranks_first() {
+    use flowfleet_analytics::store::queries::StepLevel;
+    for backend in Backend::all() {
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let auth = RealAuth::start(&env).await;
+        let a = Analytics::new(&db, auth.access(), BASE + DAY_MS);
+        let dashboards = Dashboards {
+            store: a.store.clone(),
+            access: auth.access(),
+            minute_days: 3,
+        };
+        let (workspace, workflow) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut rng = StdRng::seed_from_u64(11);
+        // 40 nodes whose means and tails disagree: some are usually fast with rare long
+        // attempts, which a ranking by mean would miss.
+        for n in 0..40 {
+            let (typical, tail) = (rng.gen_range(10..500), rng.gen_range(10..5_000));
+            for k in 0..40 {
+                let d = if k % 10 == 0 {
+                    tail
+                } else {
+                    typical + rng.gen_range(0..20)
+                };
+                let ty = ["http_request", "transform", "notify"][n % 3];
+                a.handle(&step(
+                    workflow,
+                    workspace,
+                    &format!("n{n}"),
+                    ty,
+                    "SUCCEEDED",
+                    1,
+                    d,
+                    0,
+                    BASE + (n * 40 + k) as i64 * 60_000,
+                ))
+                .await;
+            }
+        }
+        a.roll(1_000).await;
+        let (from, to) = (BASE - DAY_MS, BASE + DAY_MS);
+        for level in [StepLevel::Node(None), StepLevel::NodeType] {
+            let mut all: Vec<(String, f64)> = dashboards
+                .steps(workspace, level, from, to)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(s, x)| {
+                    (
+                        format!("{}{}", s.node, s.node_type),
+                        x.durations.quantile(0.95).unwrap(),
+                    )
+                })
+                .collect();
+            all.sort_by(|x, y| y.1.total_cmp(&x.1));
+            let limit = 5.min(all.len());
+            let top: Vec<f64> = dashboards
+                .slowest(workspace, level, from, to, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|(_, x)| x.durations.quantile(0.95).unwrap())
+                .collect();
+            let want: Vec<f64> = all.iter().take(limit).map(|(_, p)| *p).collect();
+            assert_eq!(top, want, "{level:?}");
+        }
+    }
+}

@@ -77,6 +77,9 @@ pub struct Attempts {
     pub retries: i64,
     pub total_duration_ms: i64,
     pub total_queue_wait_ms: i64,
+    /// The longest attempt: a bound on any quantile, so rankings by p95 can skip
+    /// subjects that cannot make the cut without reading their sketches.
+    pub max_duration_ms: i64,
     pub durations: Sketch,
     pub queue_waits: Sketch,
 }
@@ -92,6 +95,7 @@ impl Attempts {
         }
         self.total_duration_ms += s.duration_ms;
         self.total_queue_wait_ms += s.queue_wait_ms;
+        self.max_duration_ms = self.max_duration_ms.max(s.duration_ms);
         self.durations.add(s.duration_ms);
         self.queue_waits.add(s.queue_wait_ms);
     }
@@ -102,6 +106,7 @@ impl Attempts {
         self.retries += other.retries;
         self.total_duration_ms += other.total_duration_ms;
         self.total_queue_wait_ms += other.total_queue_wait_ms;
+        self.max_duration_ms = self.max_duration_ms.max(other.max_duration_ms);
         self.durations.merge(&other.durations);
         self.queue_waits.merge(&other.queue_waits);
     }
@@ -189,16 +194,24 @@ impl Deltas {
     }
 
     /// Adds a step attempt to the rollups of its node, its node type and its workspace.
+    ///
+    /// Nodes and node types are rolled up per quarter-hour and day only: a minute of a
+    /// busy workspace has about one attempt per node, so per-minute node rows would be as
+    /// many as the facts, and no dashboard needs them (with minute buckets, node figures
+    /// cover whole quarter-hours).
     pub fn add_attempt(&mut self, s: &StepOutcome, grains: &[Grain]) {
         for &grain in grains {
-            let levels = [
+            let node_levels = [
                 (
                     Some((s.workflow_id, s.node_id.clone())),
                     Some(s.node_type.clone()),
                 ),
                 (None, Some(s.node_type.clone())),
-                (None, None),
             ];
+            let levels = node_levels
+                .into_iter()
+                .filter(|_| grain != Grain::Minute)
+                .chain([(None, None)]);
             for (node, node_type) in levels {
                 let key = AttemptsKey {
                     workspace: s.workspace_id,

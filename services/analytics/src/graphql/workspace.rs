@@ -162,52 +162,42 @@ impl WorkspaceAnalytics {
         #[graphql(default = 10)] limit: i32,
     ) -> Result<Vec<NodeTypeStats>> {
         let limit = self::limit(limit)?;
-        let by_type = self
+        let types = self
             .dashboards
-            .steps(
+            .slowest(
                 self.workspace,
                 StepLevel::NodeType,
                 self.window.from,
                 self.window.to,
+                limit,
             )
             .await?;
-        let mut types: Vec<NodeTypeStats> = by_type
+        Ok(types
             .iter()
             .map(|(subject, a)| NodeTypeStats {
                 node_type: subject.node_type.clone(),
                 counts: a.into(),
             })
-            .collect();
-        types.sort_by(|a, b| {
-            b.counts
-                .p95_duration_ms
-                .partial_cmp(&a.counts.p95_duration_ms)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.node_type.cmp(&b.node_type))
-        });
-        types.truncate(limit);
-        Ok(types)
+            .collect())
     }
 
     /// Nodes of the workspace's workflows by p95 duration, slowest first.
     async fn slowest_nodes(&self, #[graphql(default = 10)] limit: i32) -> Result<Vec<NodeStats>> {
         let limit = self::limit(limit)?;
-        let by_node = self
+        let nodes = self
             .dashboards
-            .steps(
+            .slowest(
                 self.workspace,
                 StepLevel::Node(None),
                 self.window.from,
                 self.window.to,
+                limit,
             )
             .await?;
-        let mut nodes: Vec<NodeStats> = by_node
+        Ok(nodes
             .iter()
             .map(|(subject, a)| NodeStats::new(subject, a))
-            .collect();
-        sort_slowest(&mut nodes);
-        nodes.truncate(limit);
-        Ok(nodes)
+            .collect())
     }
 
     /// Every step of the workspace over time: attempts, failures and how long they

@@ -105,15 +105,10 @@ impl Store {
         level: StepLevel,
         piece: Piece,
     ) -> Result<Vec<(StepSubject, i64, Attempts)>, ApiError> {
-        let filter = match level {
-            StepLevel::Workspace => "workflow_id = '' AND node_id = '' AND node_type = ''",
-            StepLevel::NodeType => "workflow_id = '' AND node_id = '' AND node_type <> ''",
-            StepLevel::Node(None) => "workflow_id <> ''",
-            StepLevel::Node(Some(_)) => "workflow_id = $5",
-        };
+        let filter = level_filter(level);
         let sql = format!(
             "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, retries, \
-             total_duration_ms, total_queue_wait_ms, durations, queue_waits FROM step_rollups \
+             total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits FROM step_rollups \
              WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
              AND {filter} ORDER BY bucket_start"
         );
@@ -128,15 +123,11 @@ impl Store {
         let rows = query.fetch_all(self.db().pool()).await?;
         rows.iter()
             .map(|r| {
-                let workflow: String = r.try_get("workflow_id")?;
-                let subject = StepSubject {
-                    workflow: (!workflow.is_empty())
-                        .then(|| parse_uuid(&workflow))
-                        .transpose()?,
-                    node: r.try_get("node_id")?,
-                    node_type: r.try_get("node_type")?,
-                };
-                Ok((subject, r.try_get("bucket_start")?, attempts_from(r)?))
+                Ok((
+                    subject_from(r)?,
+                    r.try_get("bucket_start")?,
+                    attempts_from(r)?,
+                ))
             })
             .collect()
     }
@@ -168,6 +159,88 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Step counts of `level` in `piece` per subject, without sketches (added up by the
+    /// database): the first pass of a ranking.
+    pub async fn attempt_counts(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        piece: Piece,
+    ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
+        let filter = level_filter(level);
+        let sql = format!(
+            "SELECT workflow_id, node_id, node_type, CAST(SUM(attempts) AS BIGINT) AS attempts, \
+             CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(retries) AS BIGINT) AS retries, \
+             CAST(SUM(total_duration_ms) AS BIGINT) AS total_duration_ms, \
+             CAST(SUM(total_queue_wait_ms) AS BIGINT) AS total_queue_wait_ms, \
+             CAST(MAX(max_duration_ms) AS BIGINT) AS max_duration_ms FROM step_rollups \
+             WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
+             AND {filter} GROUP BY workflow_id, node_id, node_type"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(workspace.to_string())
+            .bind(piece.grain.as_str())
+            .bind(piece.from)
+            .bind(piece.to);
+        if let StepLevel::Node(Some(workflow)) = level {
+            query = query.bind(workflow.to_string());
+        }
+        let rows = query.fetch_all(self.db().pool()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    subject_from(r)?,
+                    Attempts {
+                        attempts: r.try_get("attempts")?,
+                        failed: r.try_get("failed")?,
+                        retries: r.try_get("retries")?,
+                        total_duration_ms: r.try_get("total_duration_ms")?,
+                        total_queue_wait_ms: r.try_get("total_queue_wait_ms")?,
+                        max_duration_ms: r.try_get("max_duration_ms")?,
+                        ..Attempts::default()
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The step rollups in `piece` of the given subjects only, with their sketches.
+    pub async fn attempts_of(
+        &self,
+        workspace: Uuid,
+        piece: Piece,
+        subjects: &[StepSubject],
+    ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
+        let mut out = Vec::new();
+        for chunk in subjects.chunks(200) {
+            let tuples: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 5 + i * 3, 6 + i * 3, 7 + i * 3))
+                .collect();
+            let sql = format!(
+                "SELECT workflow_id, node_id, node_type, attempts, failed, retries, \
+                 total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits \
+                 FROM step_rollups WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 \
+                 AND bucket_start < $4 AND (workflow_id, node_id, node_type) IN ({})",
+                tuples.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(workspace.to_string())
+                .bind(piece.grain.as_str())
+                .bind(piece.from)
+                .bind(piece.to);
+            for subject in chunk {
+                query = query
+                    .bind(key_text(subject.workflow))
+                    .bind(subject.node.clone())
+                    .bind(subject.node_type.clone());
+            }
+            for r in query.fetch_all(self.db().pool()).await? {
+                out.push((subject_from(&r)?, attempts_from(&r)?));
+            }
+        }
+        Ok(out)
     }
 
     /// The latest error of each workflow's failed runs, with when it happened.
@@ -233,4 +306,25 @@ impl Store {
         let last: Option<i64> = row.try_get("last")?;
         Ok(first.zip(last))
     }
+}
+
+/// The rows of a step level (`$5` is the workflow for one workflow's nodes).
+fn level_filter(level: StepLevel) -> &'static str {
+    match level {
+        StepLevel::Workspace => "workflow_id = '' AND node_id = '' AND node_type = ''",
+        StepLevel::NodeType => "workflow_id = '' AND node_id = '' AND node_type <> ''",
+        StepLevel::Node(None) => "workflow_id <> ''",
+        StepLevel::Node(Some(_)) => "workflow_id = $5",
+    }
+}
+
+fn subject_from(r: &sqlx::any::AnyRow) -> Result<StepSubject, ApiError> {
+    let workflow: String = r.try_get("workflow_id")?;
+    Ok(StepSubject {
+        workflow: (!workflow.is_empty())
+            .then(|| parse_uuid(&workflow))
+            .transpose()?,
+        node: r.try_get("node_id")?,
+        node_type: r.try_get("node_type")?,
+    })
 }

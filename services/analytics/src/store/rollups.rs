@@ -7,12 +7,13 @@
 //! rollup row is read, merged and written back; two rollers merging into one row at
 //! once would lose an addition). SQLite has one writer anyway.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use flowfleet_runtime::db::Backend;
 use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
 
 use super::{key_text, parse_uuid, recoveries, Store};
 use crate::domain::buckets::Grain;
@@ -75,12 +76,8 @@ impl Store {
         if deltas.is_empty() {
             return Ok(0);
         }
-        for (key, delta) in &deltas.runs {
-            add_runs(&mut tx, key, delta).await?;
-        }
-        for (key, delta) in &deltas.attempts {
-            add_attempts(&mut tx, key, delta).await?;
-        }
+        add_all_runs(&mut tx, &deltas.runs).await?;
+        add_all_attempts(&mut tx, &deltas.attempts).await?;
         recoveries::refresh(&mut tx, &touched).await?;
         dequeue(&mut tx, "unrolled_executions", "execution_id", &run_ids).await?;
         dequeue(&mut tx, "unrolled_steps", "step_id", &step_ids).await?;
@@ -192,6 +189,7 @@ pub(crate) fn attempts_from(row: &AnyRow) -> Result<Attempts, ApiError> {
         retries: row.try_get("retries")?,
         total_duration_ms: row.try_get("total_duration_ms")?,
         total_queue_wait_ms: row.try_get("total_queue_wait_ms")?,
+        max_duration_ms: row.try_get("max_duration_ms")?,
         durations: Sketch::decode(&row.try_get::<String, _>("durations")?)
             .map_err(ApiError::internal)?,
         queue_waits: Sketch::decode(&row.try_get::<String, _>("queue_waits")?)
@@ -199,106 +197,197 @@ pub(crate) fn attempts_from(row: &AnyRow) -> Result<Attempts, ApiError> {
     })
 }
 
-async fn add_runs(
+/// `$a, $b, ...` for `n` parameters from `$first` on.
+fn params(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement (13 columns × 300 stays far below SQLite's limit).
+const ROWS: usize = 300;
+
+/// Adds every execution delta of a batch: reads the touched buckets' rows in a few
+/// statements, merges in memory, and writes them back in multi-row upserts.
+async fn add_all_runs(
     tx: &mut Transaction<'_, Any>,
-    key: &RunsKey,
-    delta: &Runs,
+    deltas: &BTreeMap<RunsKey, Runs>,
 ) -> Result<(), ApiError> {
-    let workflow = key_text(key.workflow);
-    let existing = sqlx::query(
-        "SELECT runs, succeeded, failed, cancelled, timed_out, total_duration_ms, durations \
-         FROM execution_rollups WHERE workspace_id = $1 AND grain = $2 AND workflow_id = $3 \
-         AND bucket_start = $4",
-    )
-    .bind(key.workspace.to_string())
-    .bind(key.grain.as_str())
-    .bind(&workflow)
-    .bind(key.bucket_start)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let mut total = match existing {
-        Some(row) => runs_from(&row)?,
-        None => Runs::default(),
-    };
-    total.merge(delta);
-    sqlx::query(
-        "INSERT INTO execution_rollups (workspace_id, grain, workflow_id, bucket_start, runs, \
-         succeeded, failed, cancelled, timed_out, total_duration_ms, durations) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (workspace_id, grain, workflow_id, bucket_start) DO UPDATE SET \
-         runs = excluded.runs, succeeded = excluded.succeeded, failed = excluded.failed, \
-         cancelled = excluded.cancelled, timed_out = excluded.timed_out, \
-         total_duration_ms = excluded.total_duration_ms, durations = excluded.durations",
-    )
-    .bind(key.workspace.to_string())
-    .bind(key.grain.as_str())
-    .bind(&workflow)
-    .bind(key.bucket_start)
-    .bind(total.runs)
-    .bind(total.succeeded)
-    .bind(total.failed)
-    .bind(total.cancelled)
-    .bind(total.timed_out)
-    .bind(total.total_duration_ms)
-    .bind(total.durations.encode())
-    .execute(&mut **tx)
-    .await?;
+    let mut buckets: BTreeMap<(Uuid, Grain), BTreeSet<i64>> = BTreeMap::new();
+    for key in deltas.keys() {
+        buckets
+            .entry((key.workspace, key.grain))
+            .or_default()
+            .insert(key.bucket_start);
+    }
+    let mut existing: HashMap<(Grain, String, i64), Runs> = HashMap::new();
+    for ((workspace, grain), starts) in &buckets {
+        let starts: Vec<i64> = starts.iter().copied().collect();
+        for chunk in starts.chunks(ROWS) {
+            let sql = format!(
+                "SELECT workflow_id, bucket_start, runs, succeeded, failed, cancelled, timed_out, \
+                 total_duration_ms, durations FROM execution_rollups WHERE workspace_id = $1 \
+                 AND grain = $2 AND bucket_start IN ({})",
+                params(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(workspace.to_string())
+                .bind(grain.as_str());
+            for start in chunk {
+                q = q.bind(*start);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let key = (
+                    *grain,
+                    row.try_get("workflow_id")?,
+                    row.try_get("bucket_start")?,
+                );
+                existing.insert(key, runs_from(&row)?);
+            }
+        }
+    }
+    let merged: Vec<(&RunsKey, Runs)> = deltas
+        .iter()
+        .map(|(key, delta)| {
+            let stored = (key.grain, key_text(key.workflow), key.bucket_start);
+            let mut total = existing.remove(&stored).unwrap_or_default();
+            total.merge(delta);
+            (key, total)
+        })
+        .collect();
+    for chunk in merged.chunks(ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 11 + 1, 11)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO execution_rollups (workspace_id, grain, workflow_id, bucket_start, runs, \
+             succeeded, failed, cancelled, timed_out, total_duration_ms, durations) VALUES {} \
+             ON CONFLICT (workspace_id, grain, workflow_id, bucket_start) DO UPDATE SET \
+             runs = excluded.runs, succeeded = excluded.succeeded, failed = excluded.failed, \
+             cancelled = excluded.cancelled, timed_out = excluded.timed_out, \
+             total_duration_ms = excluded.total_duration_ms, durations = excluded.durations",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (key, total) in chunk {
+            q = q
+                .bind(key.workspace.to_string())
+                .bind(key.grain.as_str())
+                .bind(key_text(key.workflow))
+                .bind(key.bucket_start)
+                .bind(total.runs)
+                .bind(total.succeeded)
+                .bind(total.failed)
+                .bind(total.cancelled)
+                .bind(total.timed_out)
+                .bind(total.total_duration_ms)
+                .bind(total.durations.encode());
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-async fn add_attempts(
+/// Adds every step delta of a batch, as [`add_all_runs`] does.
+async fn add_all_attempts(
     tx: &mut Transaction<'_, Any>,
-    key: &AttemptsKey,
-    delta: &Attempts,
+    deltas: &BTreeMap<AttemptsKey, Attempts>,
 ) -> Result<(), ApiError> {
-    let (workflow, node) = match &key.node {
-        Some((workflow, node)) => (workflow.to_string(), node.clone()),
-        None => (String::new(), String::new()),
+    let mut buckets: BTreeMap<(Uuid, Grain), BTreeSet<i64>> = BTreeMap::new();
+    for key in deltas.keys() {
+        buckets
+            .entry((key.workspace, key.grain))
+            .or_default()
+            .insert(key.bucket_start);
+    }
+    type Stored = (Grain, String, String, String, i64);
+    let mut existing: HashMap<Stored, Attempts> = HashMap::new();
+    for ((workspace, grain), starts) in &buckets {
+        let starts: Vec<i64> = starts.iter().copied().collect();
+        for chunk in starts.chunks(ROWS) {
+            let sql = format!(
+                "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, retries, \
+                 total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits \
+                 FROM step_rollups WHERE workspace_id = $1 AND grain = $2 AND bucket_start IN ({})",
+                params(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(workspace.to_string())
+                .bind(grain.as_str());
+            for start in chunk {
+                q = q.bind(*start);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let key = (
+                    *grain,
+                    row.try_get("workflow_id")?,
+                    row.try_get("node_id")?,
+                    row.try_get("node_type")?,
+                    row.try_get("bucket_start")?,
+                );
+                existing.insert(key, attempts_from(&row)?);
+            }
+        }
+    }
+    let stored_key = |key: &AttemptsKey| -> Stored {
+        let (workflow, node) = match &key.node {
+            Some((workflow, node)) => (workflow.to_string(), node.clone()),
+            None => (String::new(), String::new()),
+        };
+        (
+            key.grain,
+            workflow,
+            node,
+            key.node_type.clone().unwrap_or_default(),
+            key.bucket_start,
+        )
     };
-    let node_type = key.node_type.clone().unwrap_or_default();
-    let existing = sqlx::query(
-        "SELECT attempts, failed, retries, total_duration_ms, total_queue_wait_ms, durations, \
-         queue_waits FROM step_rollups WHERE workspace_id = $1 AND grain = $2 \
-         AND workflow_id = $3 AND node_id = $4 AND node_type = $5 AND bucket_start = $6",
-    )
-    .bind(key.workspace.to_string())
-    .bind(key.grain.as_str())
-    .bind(&workflow)
-    .bind(&node)
-    .bind(&node_type)
-    .bind(key.bucket_start)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let mut total = match existing {
-        Some(row) => attempts_from(&row)?,
-        None => Attempts::default(),
-    };
-    total.merge(delta);
-    sqlx::query(
-        "INSERT INTO step_rollups (workspace_id, grain, workflow_id, node_id, node_type, \
-         bucket_start, attempts, failed, retries, total_duration_ms, total_queue_wait_ms, \
-         durations, queue_waits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (workspace_id, grain, workflow_id, node_id, node_type, bucket_start) \
-         DO UPDATE SET attempts = excluded.attempts, failed = excluded.failed, \
-         retries = excluded.retries, total_duration_ms = excluded.total_duration_ms, \
-         total_queue_wait_ms = excluded.total_queue_wait_ms, durations = excluded.durations, \
-         queue_waits = excluded.queue_waits",
-    )
-    .bind(key.workspace.to_string())
-    .bind(key.grain.as_str())
-    .bind(&workflow)
-    .bind(&node)
-    .bind(&node_type)
-    .bind(key.bucket_start)
-    .bind(total.attempts)
-    .bind(total.failed)
-    .bind(total.retries)
-    .bind(total.total_duration_ms)
-    .bind(total.total_queue_wait_ms)
-    .bind(total.durations.encode())
-    .bind(total.queue_waits.encode())
-    .execute(&mut **tx)
-    .await?;
+    let merged: Vec<(Stored, Uuid, Attempts)> = deltas
+        .iter()
+        .map(|(key, delta)| {
+            let stored = stored_key(key);
+            let mut total = existing.remove(&stored).unwrap_or_default();
+            total.merge(delta);
+            (stored, key.workspace, total)
+        })
+        .collect();
+    for chunk in merged.chunks(ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 14 + 1, 14)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO step_rollups (workspace_id, grain, workflow_id, node_id, node_type, \
+             bucket_start, attempts, failed, retries, total_duration_ms, total_queue_wait_ms, \
+             max_duration_ms, durations, queue_waits) VALUES {} \
+             ON CONFLICT (workspace_id, grain, workflow_id, node_id, node_type, bucket_start) \
+             DO UPDATE SET attempts = excluded.attempts, failed = excluded.failed, \
+             retries = excluded.retries, total_duration_ms = excluded.total_duration_ms, \
+             total_queue_wait_ms = excluded.total_queue_wait_ms, \
+             max_duration_ms = excluded.max_duration_ms, durations = excluded.durations, \
+             queue_waits = excluded.queue_waits",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((grain, workflow, node, node_type, start), workspace, total) in chunk {
+            q = q
+                .bind(workspace.to_string())
+                .bind(grain.as_str())
+                .bind(workflow.clone())
+                .bind(node.clone())
+                .bind(node_type.clone())
+                .bind(*start)
+                .bind(total.attempts)
+                .bind(total.failed)
+                .bind(total.retries)
+                .bind(total.total_duration_ms)
+                .bind(total.total_queue_wait_ms)
+                .bind(total.max_duration_ms)
+                .bind(total.durations.encode())
+                .bind(total.queue_waits.encode());
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -13,7 +13,9 @@
 //! - start-to-finish p50/p99 of a 3-step workflow, one at a time: from the
 //!   client sending `startExecution` to it seeing the execution SUCCEEDED.
 //!
-//! Usage: `execution_bench [--mode embedded|distributed|both] [--scale N] [--out FILE]`.
+//! Usage: `execution_bench [--mode embedded|distributed|both] [--scale N] [--paired] [--out FILE]`.
+//! `--paired` runs each mode four times, with and without the `step.finished` event
+//! (`worker.step_events`), alternating, to show what the event costs the engine.
 
 mod common;
 
@@ -263,9 +265,14 @@ fn overhead_row(workflow: &str, step: &[f64], mean: &[f64]) -> (String, String) 
     )
 }
 
-async fn measure(backend: &Backend, scale: usize) -> anyhow::Result<Vec<(String, String)>> {
+async fn measure(
+    backend: &Backend,
+    scale: usize,
+    step_events: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let (mut config, _dir) = backend.config().await;
     config.telemetry.log_level = "warn".into();
+    config.worker.step_events = step_events;
     config.worker.min_concurrency = 4;
     config.worker.max_concurrency = 32;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -355,10 +362,26 @@ async fn measure(backend: &Backend, scale: usize) -> anyhow::Result<Vec<(String,
 async fn main() -> anyhow::Result<()> {
     let args = common::Args::from_env();
     let scale = args.number("--scale", 1)?;
+    let paired = std::env::args().any(|a| a == "--paired");
     let mut columns = Vec::new();
     for backend in args.backends()? {
-        eprintln!("[execution bench] measuring {}", backend.name());
-        columns.push((backend.name(), measure(&backend, scale).await?));
+        if !paired {
+            eprintln!("[execution bench] measuring {}", backend.name());
+            columns.push((backend.name(), measure(&backend, scale, true).await?));
+            continue;
+        }
+        // Paired runs: with and without `step.finished`, alternating, twice, each on a
+        // fresh fleet, so drift on the machine hits both alike.
+        for (round, on) in [(1, true), (1, false), (2, false), (2, true)] {
+            let label = format!(
+                "{} {} #{round}",
+                backend.name(),
+                if on { "with step.finished" } else { "without" }
+            );
+            eprintln!("[execution bench] measuring {label}");
+            let rows = measure(&backend, scale, on).await?;
+            columns.push((&*Box::leak(label.into_boxed_str()), rows));
+        }
     }
     common::report(&args, &columns)
 }

@@ -239,6 +239,14 @@ impl Dashboards {
             }
         }
         let mut pending: Vec<(StepSubject, Attempts)> = counts.into_iter().collect();
+        if pending.len() <= SCAN_ALL_BELOW.max(limit * 4) {
+            // Few subjects (node types, a small workspace): one read of them all is
+            // cheaper than reading them in rounds.
+            return Ok(rank_by_p95(
+                self.steps(workspace, level, from, to).await?,
+                limit,
+            ));
+        }
         let mean = |a: &Attempts| a.total_duration_ms as f64 / a.attempts.max(1) as f64;
         pending.sort_by(|a, b| mean(&b.1).total_cmp(&mean(&a.1)));
         let mut top: Vec<(StepSubject, Attempts, f64)> = Vec::new();
@@ -264,15 +272,23 @@ impl Dashboards {
             } else {
                 top[limit - 1].2
             };
-            batch = pending
+            let contenders: Vec<StepSubject> = pending
                 .iter()
                 .filter(|(s, a)| {
                     !read.contains(s)
                         && a.max_duration_ms as f64 * (1.0 + 2.0 * RELATIVE_ERROR) >= bar
                 })
-                .take(limit.max(50))
                 .map(|(s, _)| s.clone())
                 .collect();
+            if contenders.len() > SCAN_ALL_BELOW {
+                // The bound prunes little (durations alike across subjects): reading the
+                // whole level at once beats reading most of it in rounds.
+                return Ok(rank_by_p95(
+                    self.steps(workspace, level, from, to).await?,
+                    limit,
+                ));
+            }
+            batch = contenders;
         }
         Ok(top.into_iter().map(|(s, a, _)| (s, a)).collect())
     }
@@ -331,6 +347,28 @@ impl Dashboards {
             Some(last),
         ))
     }
+}
+
+/// Below this many subjects (or contenders left), a ranking reads a whole level at once.
+const SCAN_ALL_BELOW: usize = 100;
+
+/// The `limit` subjects with the highest p95 duration, slowest first.
+fn rank_by_p95(all: HashMap<StepSubject, Attempts>, limit: usize) -> Vec<(StepSubject, Attempts)> {
+    let mut ranked: Vec<(StepSubject, Attempts, f64)> = all
+        .into_iter()
+        .map(|(s, a)| {
+            let p95 = a.durations.quantile(0.95).unwrap_or(0.0);
+            (s, a, p95)
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| a.0.workflow.cmp(&b.0.workflow))
+            .then_with(|| a.0.node.cmp(&b.0.node))
+            .then_with(|| a.0.node_type.cmp(&b.0.node_type))
+    });
+    ranked.truncate(limit);
+    ranked.into_iter().map(|(s, a, _)| (s, a)).collect()
 }
 
 /// Assembles a window's buckets from the stored rollups `fetch` reads: each bucket is

@@ -1132,11 +1132,12 @@ async fn the_slowest_nodes_are_those_a_full_scan_ranks_first() {
         };
         let (workspace, workflow) = (Uuid::now_v7(), Uuid::now_v7());
         let mut rng = StdRng::seed_from_u64(11);
-        // 40 nodes whose means and tails disagree: some are usually fast with rare long
-        // attempts, which a ranking by mean would miss.
-        for n in 0..40 {
+        // 150 nodes (more than a ranking reads at once) whose means and tails disagree:
+        // some are usually fast with rare long attempts, which a ranking by mean would
+        // miss.
+        for n in 0..150 {
             let (typical, tail) = (rng.gen_range(10..500), rng.gen_range(10..5_000));
-            for k in 0..40 {
+            for k in 0..20 {
                 let d = if k % 10 == 0 {
                     tail
                 } else {
@@ -1152,7 +1153,7 @@ async fn the_slowest_nodes_are_those_a_full_scan_ranks_first() {
                     1,
                     d,
                     0,
-                    BASE + (n * 40 + k) as i64 * 60_000,
+                    BASE + (n * 20 + k) as i64 * 10_000,
                 ))
                 .await;
             }

@@ -151,7 +151,7 @@ pub async fn build_worker(
 ) -> anyhow::Result<Vec<BoxFuture<'static, ()>>> {
     let workflows = WorkflowServiceClient::new(workflow);
     let relay = Relay::new(db.clone(), infra.bus.clone());
-    let store = store::Store::new(db);
+    let store = store::Store::new(db).with_step_events(infra.config.worker.step_events);
     let dispatcher = dispatch::Dispatcher {
         store: store.clone(),
         queue: infra.queue.clone(),

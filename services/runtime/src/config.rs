@@ -307,6 +307,10 @@ pub struct WorkerConfig {
     /// How often a worker pool reports its slots, busy time, finished steps and the
     /// queue's backlog (`worker.sampled`, for analytics).
     pub sample_interval_ms: u64,
+    /// Whether workers publish `step.finished` for every attempt they settle (analytics'
+    /// node statistics come from it). Off saves one outbox row and one event per step;
+    /// `scripts/bench execution --paired` measures the difference.
+    pub step_events: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -572,6 +576,7 @@ impl Default for WorkerConfig {
             max_inline_output_bytes: 256 * 1024,
             max_output_file_bytes: 64 * 1024 * 1024,
             sample_interval_ms: 10_000,
+            step_events: true,
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum Created {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Whether settling an attempt records `step.finished` (`worker.step_events`).
+    step_events: bool,
 }
 
 fn json(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>, ApiError> {
@@ -168,7 +170,16 @@ impl Store {
     }
 
     pub fn new(db: Db) -> Self {
-        Store { db }
+        Store {
+            db,
+            step_events: true,
+        }
+    }
+
+    /// The same store, recording `step.finished` or not (`worker.step_events`).
+    pub fn with_step_events(mut self, on: bool) -> Self {
+        self.step_events = on;
+        self
     }
 
     /// Records a new QUEUED execution and its entry steps (QUEUED, not yet

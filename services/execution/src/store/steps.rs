@@ -256,8 +256,10 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
-        let finished = step.finished_event(e, StepStatus::Succeeded, None, now);
-        outbox::record(&mut tx, &finished).await?;
+        if self.step_events {
+            let finished = step.finished_event(e, StepStatus::Succeeded, None, now);
+            outbox::record(&mut tx, &finished).await?;
+        }
         if step.replies_to_webhook() {
             sqlx::query("UPDATE executions SET reply = $1 WHERE id = $2 AND reply IS NULL")
                 .bind(outcome.output.to_string())
@@ -309,8 +311,10 @@ impl Store {
         if !settle(&mut tx, step.id, worker, settled, now).await? {
             return Ok(None);
         }
-        let finished = step.finished_event(e, step_status, Some(error), now);
-        outbox::record(&mut tx, &finished).await?;
+        if self.step_events {
+            let finished = step.finished_event(e, step_status, Some(error), now);
+            outbox::record(&mut tx, &finished).await?;
+        }
         let mut transition = Transition::default();
         if !status.is_terminal() {
             match retry_at {

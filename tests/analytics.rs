@@ -106,3 +106,49 @@ async fn runs_steps_and_worker_reports_reach_the_dashboard() {
         assert!((0.0..=1.0).contains(&busy), "{name}: {busy}");
     }
 }
+
+#[tokio::test]
+async fn without_step_events_runs_count_but_steps_do_not() {
+    for backend in Backend::all() {
+        let name = backend.name();
+        let fleet = start_with(&backend, |c| {
+            c.worker.step_events = false;
+            c.analytics.roll_interval_ms = 100;
+        })
+        .await;
+        let (owner, wf) = published(
+            &fleet,
+            "quiet@example.com",
+            json!({
+                "nodes": [{"id": "only", "type": "passthrough"}],
+                "edges": [],
+                "triggers": [{"kind": "MANUAL"}]
+            }),
+        )
+        .await;
+        let id = start(&owner, &wf, json!({})).await;
+        assert_eq!(finished(&owner, &id).await["status"], "SUCCEEDED", "{name}");
+        let now = chrono::Utc::now();
+        let range = json!({
+            "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
+            "to": (now + chrono::Duration::minutes(15)).to_rfc3339(),
+            "bucket": "HOUR",
+        });
+        let a: Value = eventually(30, || {
+            let (client, range) = (&owner.client, range.clone());
+            async move {
+                let r = client.ok(DASHBOARD, json!({"range": range})).await;
+                let a = r["me"]["memberships"][0]["workspace"]["analytics"].clone();
+                (a["totals"]["runs"] == 1).then_some(a)
+            }
+        })
+        .await;
+        let attempts: i64 = a["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["attempts"].as_i64())
+            .sum();
+        assert_eq!(attempts, 0, "{name}: no step.finished, no step facts");
+    }
+}

@@ -1187,3 +1187,61 @@ async fn the_slowest_nodes_are_those_a_full_scan_ranks_first() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_deleted_workspace_leaves_nothing_behind() {
+    use flowfleet_host::privacy::UserDataHolder;
+    for backend in Backend::all() {
+        let env = backend.start().await;
+        let db = db(&env).await;
+        let a = Analytics::new(&db, RealAuth::start(&env).await.access(), BASE);
+        let (workflow, workspace) = (Uuid::now_v7(), Uuid::now_v7());
+        for (status, minutes) in [("FAILED", 1), ("SUCCEEDED", 5)] {
+            let run = Run {
+                workflow,
+                workspace,
+                status,
+                duration_ms: 5,
+                finished_at_ms: BASE + minutes * 60_000,
+            };
+            a.handle(&outcome(&run)).await;
+        }
+        a.handle(&step(
+            workflow,
+            workspace,
+            "n",
+            "transform",
+            "SUCCEEDED",
+            1,
+            3,
+            0,
+            BASE,
+        ))
+        .await;
+        a.handle(&Event::new(
+            "workflow.updated",
+            BASE,
+            json!({"workflowId": workflow, "workspaceId": workspace, "revision": 2, "updatedBy": Uuid::now_v7()}),
+        ))
+        .await;
+        a.roll(100).await;
+        a.store.erase_workspace(workspace).await.unwrap();
+        for table in [
+            "execution_facts",
+            "step_facts",
+            "activity",
+            "recoveries",
+            "execution_rollups",
+            "step_rollups",
+            "unrolled_executions",
+            "unrolled_steps",
+        ] {
+            let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 0, "{table}");
+        }
+    }
+}

@@ -54,6 +54,7 @@ impl UserDataHolder for Store {
                 "DELETE FROM execution_facts WHERE workspace_id = $1",
                 "DELETE FROM step_facts WHERE workspace_id = $1",
                 "DELETE FROM activity WHERE workspace_id = $1",
+                "DELETE FROM recoveries WHERE workspace_id = $1",
                 "DELETE FROM execution_rollups WHERE workspace_id = $1",
                 "DELETE FROM step_rollups WHERE workspace_id = $1",
             ],

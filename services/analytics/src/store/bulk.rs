@@ -6,24 +6,12 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
-use super::Store;
+use super::{param_rows, Store};
 use crate::domain::buckets::Grain;
 use crate::domain::Fact;
 
 /// Rows per statement: 11 columns × 400 stays far below SQLite's 32 766 parameters.
 const ROWS: usize = 400;
-
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
-                .collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl Store {
     /// Records `facts` in one transaction; returns how many were new.
@@ -42,7 +30,7 @@ impl Store {
                 "INSERT INTO execution_facts (execution_id, workspace_id, workflow_id, status, \
                  triggered_by, finished_at, duration_ms, error) VALUES {} \
                  ON CONFLICT (execution_id) DO NOTHING RETURNING execution_id",
-                placeholders(chunk.len(), 8)
+                param_rows(1, chunk.len(), 8)
             );
             let mut q = sqlx::query(&sql);
             for o in chunk {
@@ -72,7 +60,7 @@ impl Store {
                 "INSERT INTO step_facts (step_id, workspace_id, workflow_id, execution_id, \
                  node_id, node_type, status, attempt, finished_at, duration_ms, queue_wait_ms) \
                  VALUES {} ON CONFLICT (step_id) DO NOTHING RETURNING step_id",
-                placeholders(chunk.len(), 11)
+                param_rows(1, chunk.len(), 11)
             );
             let mut q = sqlx::query(&sql);
             for s in chunk {
@@ -142,7 +130,7 @@ async fn queue(
         }
         let sql = format!(
             "INSERT INTO {table} ({column}) VALUES {}",
-            placeholders(chunk.len(), 1)
+            param_rows(1, chunk.len(), 1)
         );
         let mut q = sqlx::query(&sql);
         for id in chunk {

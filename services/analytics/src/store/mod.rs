@@ -190,6 +190,23 @@ pub(super) async fn record_worker(
     Ok(true)
 }
 
+/// `$first, $first+1, ...`: `n` parameters, for an `IN (...)` list.
+pub(crate) fn params(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($first, ...), (...)`: `rows` tuples of `columns` parameters each, for multi-row
+/// `VALUES` and row-value `IN` lists.
+pub(crate) fn param_rows(first: usize, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", params(first + r * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A UUID column, or '' for "all" in a rollup's key.
 pub(crate) fn key_text(id: Option<Uuid>) -> String {
     id.map(|u| u.to_string()).unwrap_or_default()

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 
 use flowfleet_runtime::error::ApiError;
-use sqlx::Row;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Row};
 use uuid::Uuid;
 
 use super::rollups::{attempts_from, runs_from};
-use super::{key_text, parse_uuid, Store};
+use super::{key_text, param_rows, parse_uuid, Store};
 use crate::domain::buckets::Piece;
 use crate::domain::rollup::{Attempts, Pool, Runs};
 
@@ -112,15 +114,9 @@ impl Store {
              WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
              AND {filter} ORDER BY bucket_start"
         );
-        let mut query = sqlx::query(&sql)
-            .bind(workspace.to_string())
-            .bind(piece.grain.as_str())
-            .bind(piece.from)
-            .bind(piece.to);
-        if let StepLevel::Node(Some(workflow)) = level {
-            query = query.bind(workflow.to_string());
-        }
-        let rows = query.fetch_all(self.db().pool()).await?;
+        let rows = level_query(&sql, workspace, level, piece)
+            .fetch_all(self.db().pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -179,15 +175,9 @@ impl Store {
              WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
              AND {filter} GROUP BY workflow_id, node_id, node_type"
         );
-        let mut query = sqlx::query(&sql)
-            .bind(workspace.to_string())
-            .bind(piece.grain.as_str())
-            .bind(piece.from)
-            .bind(piece.to);
-        if let StepLevel::Node(Some(workflow)) = level {
-            query = query.bind(workflow.to_string());
-        }
-        let rows = query.fetch_all(self.db().pool()).await?;
+        let rows = level_query(&sql, workspace, level, piece)
+            .fetch_all(self.db().pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -215,21 +205,14 @@ impl Store {
     ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
         let mut out = Vec::new();
         for chunk in subjects.chunks(200) {
-            let tuples: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${})", 5 + i * 3, 6 + i * 3, 7 + i * 3))
-                .collect();
             let sql = format!(
                 "SELECT workflow_id, node_id, node_type, attempts, failed, retries, \
                  total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits \
                  FROM step_rollups WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 \
                  AND bucket_start < $4 AND (workflow_id, node_id, node_type) IN ({})",
-                tuples.join(", ")
+                param_rows(5, chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql)
-                .bind(workspace.to_string())
-                .bind(piece.grain.as_str())
-                .bind(piece.from)
-                .bind(piece.to);
+            let mut query = piece_query(&sql, workspace, piece);
             for subject in chunk {
                 query = query
                     .bind(key_text(subject.workflow))
@@ -327,4 +310,28 @@ fn subject_from(r: &sqlx::any::AnyRow) -> Result<StepSubject, ApiError> {
         node: r.try_get("node_id")?,
         node_type: r.try_get("node_type")?,
     })
+}
+
+/// `sql` with its first four parameters bound: the workspace, and the piece's grain and
+/// span of bucket starts.
+fn piece_query(sql: &str, workspace: Uuid, piece: Piece) -> Query<'_, Any, AnyArguments<'_>> {
+    sqlx::query(sql)
+        .bind(workspace.to_string())
+        .bind(piece.grain.as_str())
+        .bind(piece.from)
+        .bind(piece.to)
+}
+
+/// [`piece_query`], and the workflow (`$5`) when `level` names one.
+fn level_query(
+    sql: &str,
+    workspace: Uuid,
+    level: StepLevel,
+    piece: Piece,
+) -> Query<'_, Any, AnyArguments<'_>> {
+    let query = piece_query(sql, workspace, piece);
+    match level {
+        StepLevel::Node(Some(workflow)) => query.bind(workflow.to_string()),
+        _ => query,
+    }
 }

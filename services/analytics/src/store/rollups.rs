@@ -15,7 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use super::{key_text, parse_uuid, recoveries, Store};
+use super::{key_text, param_rows, params, parse_uuid, recoveries, Store};
 use crate::domain::buckets::Grain;
 use crate::domain::rollup::{grains_for, Attempts, AttemptsKey, Deltas, Runs, RunsKey};
 use crate::domain::sketch::Sketch;
@@ -197,38 +197,27 @@ pub(crate) fn attempts_from(row: &AnyRow) -> Result<Attempts, ApiError> {
     })
 }
 
-/// `$a, $b, ...` for `n` parameters from `$first` on.
-fn params(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Rows per multi-row statement (13 columns × 300 stays far below SQLite's limit).
 const ROWS: usize = 300;
 
-/// Adds every execution delta of a batch: reads the touched buckets' rows in a few
-/// statements, merges in memory, and writes them back in multi-row upserts.
-async fn add_all_runs(
+/// Every stored row (of the table `select` reads) of the buckets `touched` names, as
+/// (workspace, grain, bucket start), with its grain: all rows of those buckets are read
+/// in a few statements, whatever workflow or node they belong to.
+async fn rows_of_buckets(
     tx: &mut Transaction<'_, Any>,
-    deltas: &BTreeMap<RunsKey, Runs>,
-) -> Result<(), ApiError> {
+    select: &str,
+    touched: impl Iterator<Item = (Uuid, Grain, i64)>,
+) -> Result<Vec<(Grain, AnyRow)>, ApiError> {
     let mut buckets: BTreeMap<(Uuid, Grain), BTreeSet<i64>> = BTreeMap::new();
-    for key in deltas.keys() {
-        buckets
-            .entry((key.workspace, key.grain))
-            .or_default()
-            .insert(key.bucket_start);
+    for (workspace, grain, start) in touched {
+        buckets.entry((workspace, grain)).or_default().insert(start);
     }
-    let mut existing: HashMap<(Grain, String, i64), Runs> = HashMap::new();
+    let mut rows = Vec::new();
     for ((workspace, grain), starts) in &buckets {
         let starts: Vec<i64> = starts.iter().copied().collect();
         for chunk in starts.chunks(ROWS) {
             let sql = format!(
-                "SELECT workflow_id, bucket_start, runs, succeeded, failed, cancelled, timed_out, \
-                 total_duration_ms, durations FROM execution_rollups WHERE workspace_id = $1 \
-                 AND grain = $2 AND bucket_start IN ({})",
+                "{select} WHERE workspace_id = $1 AND grain = $2 AND bucket_start IN ({})",
                 params(3, chunk.len())
             );
             let mut q = sqlx::query(&sql)
@@ -237,15 +226,36 @@ async fn add_all_runs(
             for start in chunk {
                 q = q.bind(*start);
             }
-            for row in q.fetch_all(&mut **tx).await? {
-                let key = (
-                    *grain,
-                    row.try_get("workflow_id")?,
-                    row.try_get("bucket_start")?,
-                );
-                existing.insert(key, runs_from(&row)?);
-            }
+            rows.extend(
+                q.fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .map(|r| (*grain, r)),
+            );
         }
+    }
+    Ok(rows)
+}
+
+/// Adds every execution delta of a batch: reads the touched buckets' rows in a few
+/// statements, merges in memory, and writes them back in multi-row upserts.
+async fn add_all_runs(
+    tx: &mut Transaction<'_, Any>,
+    deltas: &BTreeMap<RunsKey, Runs>,
+) -> Result<(), ApiError> {
+    let touched = deltas
+        .keys()
+        .map(|k| (k.workspace, k.grain, k.bucket_start));
+    let mut existing: HashMap<(Grain, String, i64), Runs> = HashMap::new();
+    let select = "SELECT workflow_id, bucket_start, runs, succeeded, failed, cancelled, \
+                  timed_out, total_duration_ms, durations FROM execution_rollups";
+    for (grain, row) in rows_of_buckets(tx, select, touched).await? {
+        let key = (
+            grain,
+            row.try_get("workflow_id")?,
+            row.try_get("bucket_start")?,
+        );
+        existing.insert(key, runs_from(&row)?);
     }
     let merged: Vec<(&RunsKey, Runs)> = deltas
         .iter()
@@ -257,9 +267,6 @@ async fn add_all_runs(
         })
         .collect();
     for chunk in merged.chunks(ROWS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 11 + 1, 11)))
-            .collect();
         let sql = format!(
             "INSERT INTO execution_rollups (workspace_id, grain, workflow_id, bucket_start, runs, \
              succeeded, failed, cancelled, timed_out, total_duration_ms, durations) VALUES {} \
@@ -267,7 +274,7 @@ async fn add_all_runs(
              runs = excluded.runs, succeeded = excluded.succeeded, failed = excluded.failed, \
              cancelled = excluded.cancelled, timed_out = excluded.timed_out, \
              total_duration_ms = excluded.total_duration_ms, durations = excluded.durations",
-            values.join(", ")
+            param_rows(1, chunk.len(), 11)
         );
         let mut q = sqlx::query(&sql);
         for (key, total) in chunk {
@@ -294,41 +301,23 @@ async fn add_all_attempts(
     tx: &mut Transaction<'_, Any>,
     deltas: &BTreeMap<AttemptsKey, Attempts>,
 ) -> Result<(), ApiError> {
-    let mut buckets: BTreeMap<(Uuid, Grain), BTreeSet<i64>> = BTreeMap::new();
-    for key in deltas.keys() {
-        buckets
-            .entry((key.workspace, key.grain))
-            .or_default()
-            .insert(key.bucket_start);
-    }
     type Stored = (Grain, String, String, String, i64);
+    let touched = deltas
+        .keys()
+        .map(|k| (k.workspace, k.grain, k.bucket_start));
     let mut existing: HashMap<Stored, Attempts> = HashMap::new();
-    for ((workspace, grain), starts) in &buckets {
-        let starts: Vec<i64> = starts.iter().copied().collect();
-        for chunk in starts.chunks(ROWS) {
-            let sql = format!(
-                "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, retries, \
-                 total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits \
-                 FROM step_rollups WHERE workspace_id = $1 AND grain = $2 AND bucket_start IN ({})",
-                params(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql)
-                .bind(workspace.to_string())
-                .bind(grain.as_str());
-            for start in chunk {
-                q = q.bind(*start);
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                let key = (
-                    *grain,
-                    row.try_get("workflow_id")?,
-                    row.try_get("node_id")?,
-                    row.try_get("node_type")?,
-                    row.try_get("bucket_start")?,
-                );
-                existing.insert(key, attempts_from(&row)?);
-            }
-        }
+    let select = "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, \
+                  retries, total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, \
+                  queue_waits FROM step_rollups";
+    for (grain, row) in rows_of_buckets(tx, select, touched).await? {
+        let key = (
+            grain,
+            row.try_get("workflow_id")?,
+            row.try_get("node_id")?,
+            row.try_get("node_type")?,
+            row.try_get("bucket_start")?,
+        );
+        existing.insert(key, attempts_from(&row)?);
     }
     let stored_key = |key: &AttemptsKey| -> Stored {
         let (workflow, node) = match &key.node {
@@ -353,9 +342,6 @@ async fn add_all_attempts(
         })
         .collect();
     for chunk in merged.chunks(ROWS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 14 + 1, 14)))
-            .collect();
         let sql = format!(
             "INSERT INTO step_rollups (workspace_id, grain, workflow_id, node_id, node_type, \
              bucket_start, attempts, failed, retries, total_duration_ms, total_queue_wait_ms, \
@@ -366,7 +352,7 @@ async fn add_all_attempts(
              total_queue_wait_ms = excluded.total_queue_wait_ms, \
              max_duration_ms = excluded.max_duration_ms, durations = excluded.durations, \
              queue_waits = excluded.queue_waits",
-            values.join(", ")
+            param_rows(1, chunk.len(), 14)
         );
         let mut q = sqlx::query(&sql);
         for ((grain, workflow, node, node_type, start), workspace, total) in chunk {
@@ -400,10 +386,9 @@ async fn dequeue(
 ) -> Result<(), ApiError> {
     let unique: BTreeSet<&String> = ids.iter().collect();
     for chunk in unique.into_iter().collect::<Vec<_>>().chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "DELETE FROM {table} WHERE {column} IN ({})",
-            placeholders.join(", ")
+            params(1, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {

@@ -3,6 +3,11 @@
 //! per measure, one column per mode).
 #![allow(dead_code)]
 
+/// Benchmarks run on the allocator the `flowfleet` binary runs on (see `src/main.rs`),
+/// so that they measure what production does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context};
 use flowfleet_host::testing::Backend;
 

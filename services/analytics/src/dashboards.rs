@@ -13,10 +13,9 @@ use flowfleet_security::identity::Role;
 use uuid::Uuid;
 
 use crate::domain::buckets::{self, cover, BucketSize, Grain, Piece, DAY_MS, QUARTER_MS};
-use crate::domain::rollup::{Attempts, Pool, Runs};
-use crate::domain::sketch::RELATIVE_ERROR;
+use crate::domain::rollup::{Attempts, Pool, Runs, RANKED_QUANTILE};
 use crate::domain::NO_WORKFLOW;
-use crate::store::queries::{StepLevel, StepSubject};
+use crate::store::queries::{Sketches, StepLevel, StepSubject};
 use crate::store::Store;
 
 /// How far back minute buckets can be asked for (`analytics.minute_rollup_days`).
@@ -195,6 +194,19 @@ impl Dashboards {
         from: i64,
         to: i64,
     ) -> Result<HashMap<StepSubject, Attempts>, ApiError> {
+        self.steps_with(workspace, level, from, to, Sketches::All)
+            .await
+    }
+
+    /// [`Dashboards::steps`], decoding only the sketches asked for.
+    pub async fn steps_with(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        from: i64,
+        to: i64,
+        sketches: Sketches,
+    ) -> Result<HashMap<StepSubject, Attempts>, ApiError> {
         let (from, to) = match level {
             StepLevel::Workspace => (from, to),
             _ => (
@@ -204,7 +216,11 @@ impl Dashboards {
         };
         let mut out: HashMap<StepSubject, Attempts> = HashMap::new();
         for piece in cover(from, to) {
-            for (subject, _, attempts) in self.store.attempts_in(workspace, level, piece).await? {
+            let rows = self
+                .store
+                .attempts_in(workspace, level, piece, sketches)
+                .await?;
+            for (subject, _, attempts) in rows {
                 out.entry(subject).or_default().merge(&attempts);
             }
         }
@@ -212,13 +228,15 @@ impl Dashboards {
     }
 
     /// The `limit` subjects of `level` (nodes or node types) with the highest p95
-    /// duration over `[from, to)` (widened to whole quarter-hours), slowest first.
+    /// duration over `[from, to)` (widened as [`ranking_span`] says), slowest first, ties
+    /// by workflow, node and type.
     ///
-    /// Exact without reading every subject's sketches: the database adds up counts and
-    /// the longest attempt per subject; sketches are read for the `limit` subjects with
-    /// the highest mean, then for any other whose longest attempt could still beat the
-    /// slowest of the current top (a p95 estimate is never above the maximum by more than
-    /// the sketch's error).
+    /// Exact without reading every subject's sketches: the database finds each subject's
+    /// largest p95 ceiling over the range's rollups, and no p95 over the range is above
+    /// it. Sketches are read in order of ceiling, some subjects at a time, until every
+    /// subject left has a ceiling below the slowest of the current top. When ceilings
+    /// leave most of the level in contention (subjects alike), the whole level is read at
+    /// once instead.
     pub async fn slowest(
         &self,
         workspace: Uuid,
@@ -227,70 +245,89 @@ impl Dashboards {
         to: i64,
         limit: usize,
     ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
-        let (from, to) = (
-            Grain::Quarter.start(from),
-            Grain::Quarter.start(to + QUARTER_MS - 1),
-        );
+        let (from, to) = ranking_span(from, to);
         let pieces = cover(from, to);
-        let mut counts: HashMap<StepSubject, Attempts> = HashMap::new();
+        let ranked = self
+            .rank(workspace, level, from, to, &pieces, limit)
+            .await?;
+        // The ranking read durations only; the winners are read again whole.
+        let winners: Vec<StepSubject> = ranked.iter().map(|(s, _)| s.clone()).collect();
+        let mut whole: HashMap<StepSubject, Attempts> = HashMap::new();
         for piece in &pieces {
-            for (subject, a) in self.store.attempt_counts(workspace, level, *piece).await? {
-                counts.entry(subject).or_default().merge(&a);
+            for (subject, a) in self
+                .store
+                .attempts_of(workspace, *piece, &winners, Sketches::All)
+                .await?
+            {
+                whole.entry(subject).or_default().merge(&a);
             }
         }
-        let mut pending: Vec<(StepSubject, Attempts)> = counts.into_iter().collect();
-        if pending.len() <= SCAN_ALL_BELOW.max(limit * 4) {
+        Ok(ranked
+            .into_iter()
+            .map(|(subject, _)| {
+                let attempts = whole.remove(&subject).unwrap_or_default();
+                (subject, attempts)
+            })
+            .collect())
+    }
+
+    /// [`Dashboards::slowest`]'s ranking, on durations alone.
+    async fn rank(
+        &self,
+        workspace: Uuid,
+        level: StepLevel,
+        from: i64,
+        to: i64,
+        pieces: &[Piece],
+        limit: usize,
+    ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
+        let whole_level = || self.steps_with(workspace, level, from, to, Sketches::DurationsOnly);
+        let mut ceilings: HashMap<StepSubject, i64> = HashMap::new();
+        for piece in pieces {
+            for (subject, ceiling) in self.store.p95_ceilings(workspace, level, *piece).await? {
+                let highest = ceilings.entry(subject).or_insert(ceiling);
+                *highest = (*highest).max(ceiling);
+            }
+        }
+        if limit == 0 || ceilings.len() <= SCAN_ALL_BELOW.max(limit * 4) {
             // Few subjects (node types, a small workspace): one read of them all is
             // cheaper than reading them in rounds.
-            return Ok(rank_by_p95(
-                self.steps(workspace, level, from, to).await?,
-                limit,
-            ));
+            return Ok(rank_by_p95(whole_level().await?, limit));
         }
-        let mean = |a: &Attempts| a.total_duration_ms as f64 / a.attempts.max(1) as f64;
-        pending.sort_by(|a, b| mean(&b.1).total_cmp(&mean(&a.1)));
-        let mut top: Vec<(StepSubject, Attempts, f64)> = Vec::new();
-        let mut batch: Vec<StepSubject> =
-            pending.iter().take(limit).map(|(s, _)| s.clone()).collect();
-        let mut read: std::collections::HashSet<StepSubject> = Default::default();
-        while !batch.is_empty() {
-            let mut full: HashMap<StepSubject, Attempts> = HashMap::new();
-            for piece in &pieces {
-                for (subject, a) in self.store.attempts_of(workspace, *piece, &batch).await? {
-                    full.entry(subject).or_default().merge(&a);
+        let total = ceilings.len();
+        let mut queue: Vec<(StepSubject, i64)> = ceilings.into_iter().collect();
+        queue.sort_by_key(|(_, ceiling)| std::cmp::Reverse(*ceiling));
+        let mut queue = queue.into_iter();
+        let mut read: HashMap<StepSubject, Attempts> = HashMap::new();
+        loop {
+            let take = match bar(&read, limit) {
+                None => limit - read.len(),
+                Some(bar) => {
+                    let contenders = queue.clone().take_while(|(_, c)| *c as f64 >= bar);
+                    match contenders.count() {
+                        0 => break,
+                        // Most of the level is left in contention: one read of it all
+                        // beats reading most of it in rounds.
+                        n if n * 2 > total => return Ok(rank_by_p95(whole_level().await?, limit)),
+                        n => n.min(ROUND.max(limit)),
+                    }
+                }
+            };
+            let batch: Vec<StepSubject> = queue.by_ref().take(take).map(|(s, _)| s).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for piece in pieces {
+                for (subject, a) in self
+                    .store
+                    .attempts_of(workspace, *piece, &batch, Sketches::DurationsOnly)
+                    .await?
+                {
+                    read.entry(subject).or_default().merge(&a);
                 }
             }
-            read.extend(batch.drain(..));
-            for (subject, a) in full {
-                let p95 = a.durations.quantile(0.95).unwrap_or(0.0);
-                top.push((subject, a, p95));
-            }
-            top.sort_by(|a, b| b.2.total_cmp(&a.2));
-            top.truncate(limit);
-            let bar = if top.len() < limit {
-                f64::MIN
-            } else {
-                top[limit - 1].2
-            };
-            let contenders: Vec<StepSubject> = pending
-                .iter()
-                .filter(|(s, a)| {
-                    !read.contains(s)
-                        && a.max_duration_ms as f64 * (1.0 + 2.0 * RELATIVE_ERROR) >= bar
-                })
-                .map(|(s, _)| s.clone())
-                .collect();
-            if contenders.len() > SCAN_ALL_BELOW {
-                // The bound prunes little (durations alike across subjects): reading the
-                // whole level at once beats reading most of it in rounds.
-                return Ok(rank_by_p95(
-                    self.steps(workspace, level, from, to).await?,
-                    limit,
-                ));
-            }
-            batch = contenders;
         }
-        Ok(top.into_iter().map(|(s, a, _)| (s, a)).collect())
+        Ok(rank_by_p95(read, limit))
     }
 
     /// Every step of the workspace per bucket (queue waits, throughput).
@@ -302,7 +339,7 @@ impl Dashboards {
         series(w, |piece| async move {
             let rows = self
                 .store
-                .attempts_in(workspace, StepLevel::Workspace, piece)
+                .attempts_in(workspace, StepLevel::Workspace, piece, Sketches::All)
                 .await?;
             Ok(rows.into_iter().map(|(_, start, a)| (start, a)).collect())
         })
@@ -349,15 +386,49 @@ impl Dashboards {
     }
 }
 
-/// Below this many subjects (or contenders left), a ranking reads a whole level at once.
+/// The span a ranking by p95 reads for `[from, to)`: widened to whole UTC days when it
+/// spans a week or more, to whole quarter-hours otherwise.
+///
+/// Why: a node's rollups over a month are 30 days plus up to 190 quarter-hours at the
+/// edges, so the edges would be most of what a ranking reads; and a quarter-hour holds
+/// too few attempts of one node for its p95 ceiling to rule anything out (the ceiling of
+/// a handful of values is their maximum). A day more or less at the ends of a week or
+/// a month moves no node far in a ranking.
+pub fn ranking_span(from: i64, to: i64) -> (i64, i64) {
+    let grain = if to - from >= 7 * DAY_MS {
+        Grain::Day
+    } else {
+        Grain::Quarter
+    };
+    (grain.start(from), grain.start(to + grain.len_ms() - 1))
+}
+
+/// Below this many subjects, a ranking reads a whole level at once.
 const SCAN_ALL_BELOW: usize = 100;
+
+/// The most subjects a ranking reads in one round once it has a last place to beat.
+const ROUND: usize = 50;
+
+/// The `limit`-th highest p95 among `read`: what a subject must reach to enter the top;
+/// `None` while fewer than `limit` are read.
+fn bar(read: &HashMap<StepSubject, Attempts>, limit: usize) -> Option<f64> {
+    if read.len() < limit {
+        return None;
+    }
+    let mut p95s: Vec<f64> = read
+        .values()
+        .map(|a| a.durations.quantile(RANKED_QUANTILE).unwrap_or(0.0))
+        .collect();
+    p95s.sort_by(|a, b| b.total_cmp(a));
+    Some(p95s[limit - 1])
+}
 
 /// The `limit` subjects with the highest p95 duration, slowest first.
 fn rank_by_p95(all: HashMap<StepSubject, Attempts>, limit: usize) -> Vec<(StepSubject, Attempts)> {
     let mut ranked: Vec<(StepSubject, Attempts, f64)> = all
         .into_iter()
         .map(|(s, a)| {
-            let p95 = a.durations.quantile(0.95).unwrap_or(0.0);
+            let p95 = a.durations.quantile(RANKED_QUANTILE).unwrap_or(0.0);
             (s, a, p95)
         })
         .collect();
@@ -409,4 +480,29 @@ where
             Bucketed { start, end, value }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rankings_read_whole_days_over_a_week_or_more_and_quarters_otherwise() {
+        let day = 20_000 * DAY_MS;
+        let (from, to) = (
+            day + 3 * 3_600_000 + 60_000,
+            day + 7 * DAY_MS + 4 * 3_600_000,
+        );
+        assert_eq!(ranking_span(from, to), (day, day + 8 * DAY_MS));
+        let short = (from, day + 6 * DAY_MS + 1);
+        assert_eq!(
+            ranking_span(short.0, short.1),
+            (day + 3 * 3_600_000, day + 6 * DAY_MS + QUARTER_MS)
+        );
+        // Aligned ends stay where they are.
+        assert_eq!(
+            ranking_span(day, day + 30 * DAY_MS),
+            (day, day + 30 * DAY_MS)
+        );
+    }
 }

@@ -10,9 +10,11 @@ use std::time::Duration;
 use flowfleet_host::testing::{Backend, TestInfra};
 use flowfleet_runtime::config::ServiceName;
 use flowfleet_runtime::db::{is_unique_violation, Db, Migrations};
+use flowfleet_runtime::events::consumer::{Consumer, EventHandler};
 use flowfleet_runtime::events::outbox::{self, Relay};
 use flowfleet_runtime::events::{Delivery, Event, Subscription};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
 static MIGRATIONS: Migrations = Migrations::portable(&MIGRATOR);
@@ -158,6 +160,134 @@ async fn outbox_relays_committed_events_only_and_once() {
         assert_eq!(d.event.payload, json!({"id": "a"}));
         d.ack().await.unwrap();
         nothing_more(&mut sub, &backend).await;
+    }
+}
+
+/// The relay sends a backlog in batches whose confirms it awaits together: every event
+/// arrives once, in the order recorded, and the outbox is left empty.
+#[tokio::test]
+async fn outbox_relays_a_backlog_in_order_and_keeps_nothing_it_sent() {
+    for backend in Backend::all() {
+        let infra = backend.start().await;
+        let db = migrated(&infra, ServiceName::Analytics).await;
+        let bus = infra.infra.bus.clone();
+        let mut sub = bus.subscribe("backlog", &["note.*"]).await.unwrap();
+        let mut tx = db.pool().begin().await.unwrap();
+        for n in 0..250 {
+            outbox::record(&mut tx, &Event::new("note.added", n, json!({"n": n})))
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let relay = Relay::new(db.clone(), bus.clone());
+        let mut batches = Vec::new();
+        loop {
+            let n = relay.publish_batch().await.unwrap();
+            batches.push(n);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(batches, [100, 100, 50, 0], "{}", backend.name());
+        let mut order = Vec::new();
+        for _ in 0..250 {
+            let d = next(&mut sub, &backend).await;
+            order.push(d.event.payload["n"].as_i64().unwrap());
+            d.ack().await.unwrap();
+        }
+        assert_eq!(order, (0..250).collect::<Vec<i64>>(), "{}", backend.name());
+        nothing_more(&mut sub, &backend).await;
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{}", backend.name());
+    }
+}
+
+/// Records what it is given; fails any batch, and any event alone, whose payload says
+/// `poison`.
+struct Picky {
+    handled: std::sync::Mutex<Vec<i64>>,
+    largest_batch: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Picky {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        anyhow::ensure!(event.payload["poison"] != true, "poisoned");
+        self.handled
+            .lock()
+            .unwrap()
+            .push(event.payload["n"].as_i64().unwrap());
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        10
+    }
+
+    async fn handle_all(&self, events: &[Event]) -> anyhow::Result<()> {
+        self.largest_batch
+            .fetch_max(events.len(), std::sync::atomic::Ordering::Relaxed);
+        anyhow::ensure!(
+            events.iter().all(|e| e.payload["poison"] != true),
+            "a poisoned batch"
+        );
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A backlog reaches a batching handler in batches; a batch that fails is handled one
+/// event at a time, so the one bad event holds back nothing else.
+#[tokio::test]
+async fn a_consumer_takes_a_backlog_in_batches_and_isolates_a_bad_event() {
+    for backend in Backend::all() {
+        let infra = backend.start().await;
+        let bus = infra.infra.bus.clone();
+        let consumer = Consumer::bind(&bus, "picky", &["item.*"]).await.unwrap();
+        for n in 0..40 {
+            let payload = json!({"n": n, "poison": n == 5});
+            bus.publish(&Event::new("item.made", n, payload))
+                .await
+                .unwrap();
+        }
+        let picky = Arc::new(Picky {
+            handled: Default::default(),
+            largest_batch: Default::default(),
+        });
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(consumer.run(picky.clone(), shutdown.clone()));
+        let good: Vec<i64> = (0..40).filter(|n| *n != 5).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut seen = picky.handled.lock().unwrap().clone();
+            seen.sort();
+            seen.dedup();
+            if seen == good {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: handled only {seen:?}",
+                backend.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let largest = picky
+            .largest_batch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (2..=10).contains(&largest),
+            "{}: largest batch {largest}",
+            backend.name()
+        );
+        shutdown.cancel();
+        running.await.unwrap();
     }
 }
 

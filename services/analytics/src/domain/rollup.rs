@@ -67,6 +67,10 @@ impl Runs {
     }
 }
 
+/// The quantile rankings of steps order by (slowest nodes and node types): p95 duration.
+/// Rollups store a ceiling of it (see `Sketch::quantile_ceiling`).
+pub const RANKED_QUANTILE: f64 = 0.95;
+
 /// Ended attempts of steps in a bucket.
 #[derive(Debug, Clone, Default)]
 pub struct Attempts {
@@ -77,9 +81,6 @@ pub struct Attempts {
     pub retries: i64,
     pub total_duration_ms: i64,
     pub total_queue_wait_ms: i64,
-    /// The longest attempt: a bound on any quantile, so rankings by p95 can skip
-    /// subjects that cannot make the cut without reading their sketches.
-    pub max_duration_ms: i64,
     pub durations: Sketch,
     pub queue_waits: Sketch,
 }
@@ -95,7 +96,6 @@ impl Attempts {
         }
         self.total_duration_ms += s.duration_ms;
         self.total_queue_wait_ms += s.queue_wait_ms;
-        self.max_duration_ms = self.max_duration_ms.max(s.duration_ms);
         self.durations.add(s.duration_ms);
         self.queue_waits.add(s.queue_wait_ms);
     }
@@ -106,7 +106,6 @@ impl Attempts {
         self.retries += other.retries;
         self.total_duration_ms += other.total_duration_ms;
         self.total_queue_wait_ms += other.total_queue_wait_ms;
-        self.max_duration_ms = self.max_duration_ms.max(other.max_duration_ms);
         self.durations.merge(&other.durations);
         self.queue_waits.merge(&other.queue_waits);
     }

@@ -77,6 +77,33 @@ impl Sketch {
             .map(f64::round)
     }
 
+    /// A ceiling on the estimated `q`-quantile of any merge that contains this sketch:
+    /// the estimate for a union of sketches is never above the largest of their
+    /// ceilings, so a ranking can skip subjects whose ceiling is below its bar without
+    /// reading their sketches. `None` when empty.
+    ///
+    /// Why it holds: the union's estimate is the bin where its cumulative count first
+    /// exceeds rank `⌊q·(n−1)⌋`. The ceiling of each part is its bin at a count of
+    /// `⌈q·nᵢ⌉ + 1` (one more than needed, against rounding in the rank's float
+    /// arithmetic); at the largest of those bins the union has counted at least `q·n + 1`
+    /// values, past the union's rank. When that count is the whole part, its bin is the
+    /// part's largest, whose value the maximum bounds within the relative error.
+    pub fn quantile_ceiling(&self, q: f64) -> Option<i64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let needed = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64 + 1).min(n);
+        if needed == n {
+            let max = self.0.max().unwrap_or(0.0).max(0.0);
+            return Some((max * (1.0 + 2.0 * RELATIVE_ERROR)).ceil() as i64 + 1);
+        }
+        // The crate reads rank ⌊q′·(n−1)⌋; half a rank of slack keeps float error out.
+        let rank = (needed - 1) as f64;
+        let q_prime = (rank + 0.5) / (n - 1) as f64;
+        self.quantile(q_prime).map(|v| v as i64)
+    }
+
     pub fn encode(&self) -> String {
         let bytes = postcard::to_allocvec(&self.0).unwrap_or_default();
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
@@ -143,5 +170,48 @@ mod tests {
         }
         assert!(Sketch::decode("not a sketch").is_err());
         assert_eq!(Sketch::default().quantile(0.5), None);
+    }
+
+    /// The ranking of slowest nodes skips every subject whose ceiling is below its bar:
+    /// wrong if any union of parts estimated a p95 above the largest of their ceilings.
+    #[test]
+    fn no_union_estimates_a_quantile_above_its_parts_ceilings() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(19);
+        let mut tight = 0;
+        for case in 0..3_000 {
+            let parts: Vec<Sketch> = (0..rng.gen_range(1..12))
+                .map(|_| {
+                    let mut part = Sketch::default();
+                    // Parts of a few values and of a few dozen, zeros, scales far apart,
+                    // and tails of about the size of the quantile's complement (where
+                    // the union's rank falls between the parts' own).
+                    let scale = 10f64.powi(rng.gen_range(0..4));
+                    let tail = rng.gen_range(0.0..3.0 * (1.0 - 0.95));
+                    for _ in 0..rng.gen_range(1..if case % 2 == 0 { 25 } else { 120 }) {
+                        let ms = match rng.gen::<f64>() {
+                            r if r < 0.05 => 0.0,
+                            r if r < 0.05 + tail => scale * rng.gen_range(50.0..60.0),
+                            _ => rng.gen::<f64>() * scale,
+                        };
+                        part.add(ms as i64);
+                    }
+                    part
+                })
+                .collect();
+            let mut union = Sketch::default();
+            parts.iter().for_each(|p| union.merge(p));
+            for q in [0.5, 0.95, 0.99] {
+                let ceiling = parts.iter().filter_map(|p| p.quantile_ceiling(q)).max();
+                let estimate = union.quantile(q).unwrap() as i64;
+                assert!(
+                    estimate <= ceiling.unwrap(),
+                    "case {case}, q={q}: {estimate} > {ceiling:?}"
+                );
+                tight += i64::from(estimate == ceiling.unwrap());
+            }
+        }
+        // The ceiling is a useful bound, not just a large number: often reached.
+        assert!(tight > 100, "the ceiling was reached only {tight} times");
     }
 }

@@ -6,7 +6,7 @@ use flowfleet_runtime::clock::to_datetime;
 
 use crate::dashboards::Bucketed;
 use crate::domain::buckets::BucketSize;
-use crate::domain::rollup::{Attempts, Pool, Runs};
+use crate::domain::rollup::{Attempts, Pool, Runs, RANKED_QUANTILE};
 use crate::store::queries::StepSubject;
 
 /// A dashboard's time range. Ends are rounded to the quarter-hour (to the minute with
@@ -135,7 +135,7 @@ impl From<&Attempts> for StepCounts {
             retries: a.retries,
             average_duration_ms: mean(a.total_duration_ms),
             p50_duration_ms: a.durations.quantile(0.5),
-            p95_duration_ms: a.durations.quantile(0.95),
+            p95_duration_ms: a.durations.quantile(RANKED_QUANTILE),
             p99_duration_ms: a.durations.quantile(0.99),
             average_queue_wait_ms: mean(a.total_queue_wait_ms),
             p95_queue_wait_ms: a.queue_waits.quantile(0.95),

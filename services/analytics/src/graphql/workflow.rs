@@ -9,6 +9,7 @@ use flowfleet_runtime::error::parse_id;
 use super::types::*;
 use super::workspace::sort_slowest;
 use super::{now, Ctx};
+use crate::dashboards::ranking_span;
 use crate::domain::rollup::Runs;
 use crate::store::queries::StepLevel;
 
@@ -28,7 +29,8 @@ pub struct WorkflowStats {
     pub last_run_at: Option<DateTime<Utc>>,
     /// With a range: its executions per bucket; null over all time.
     pub over_time: Option<Vec<ExecutionBucket>>,
-    /// With a range: its nodes by p95 duration, slowest first; empty over all time.
+    /// With a range: its nodes by p95 duration, slowest first (over a range of a week
+    /// or more, counted over the whole UTC days it meets); empty over all time.
     pub nodes: Vec<NodeStats>,
 }
 
@@ -80,8 +82,10 @@ impl WorkflowRef {
         };
         let total = d.runs_total(workspace, Some(id), w.from, w.to).await?;
         let series = d.executions(workspace, Some(id), &w).await?;
+        // Nodes by p95 are a ranking: read over the span rankings read.
+        let (from, to) = ranking_span(w.from, w.to);
         let by_node = d
-            .steps(workspace, StepLevel::Node(Some(id)), w.from, w.to)
+            .steps(workspace, StepLevel::Node(Some(id)), from, to)
             .await?;
         let mut nodes: Vec<NodeStats> = by_node
             .iter()

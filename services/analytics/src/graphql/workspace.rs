@@ -156,7 +156,9 @@ impl WorkspaceAnalytics {
             .collect())
     }
 
-    /// Node types by p95 duration, slowest first, with failure rates and retries.
+    /// Node types by p95 duration, slowest first, with failure rates and retries. Over a
+    /// range of a week or more, counted over the whole UTC days it meets; otherwise over
+    /// the whole quarter-hours.
     async fn slowest_node_types(
         &self,
         #[graphql(default = 10)] limit: i32,
@@ -181,7 +183,9 @@ impl WorkspaceAnalytics {
             .collect())
     }
 
-    /// Nodes of the workspace's workflows by p95 duration, slowest first.
+    /// Nodes of the workspace's workflows by p95 duration, slowest first. Over a range of
+    /// a week or more, counted over the whole UTC days it meets; otherwise over the whole
+    /// quarter-hours.
     async fn slowest_nodes(&self, #[graphql(default = 10)] limit: i32) -> Result<Vec<NodeStats>> {
         let limit = self::limit(limit)?;
         let nodes = self

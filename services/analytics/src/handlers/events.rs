@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use flowfleet_runtime::events::consumer::{Consumer, EventHandler};
 use flowfleet_runtime::events::{BusError, Event, EventBus};
 
-use crate::domain::facts_of;
+use crate::domain::{facts_of, Fact};
 use crate::roller::Roller;
 use crate::store::Store;
 
@@ -41,20 +41,42 @@ pub struct Facts {
     pub roller: Roller,
 }
 
+impl Facts {
+    /// The facts `event` carries; none (logged) for a malformed payload, which never
+    /// becomes well-formed: requeueing it would loop forever, so it is acknowledged.
+    fn facts(event: &Event) -> Vec<Fact> {
+        facts_of(&event.kind, event.occurred_at_ms, &event.payload).unwrap_or_else(|e| {
+            tracing::error!(kind = %event.kind, event_id = %event.id, error = %e,
+                "dropping an event with an unreadable payload");
+            Vec::new()
+        })
+    }
+}
+
+/// Events taken together when a backlog has built up: one transaction records them all.
+const BATCH: usize = 200;
+
 #[async_trait]
 impl EventHandler for Facts {
     #[tracing::instrument(skip_all, fields(kind = %event.kind, event_id = %event.id))]
     async fn handle(&self, event: &Event) -> anyhow::Result<()> {
-        let facts = match facts_of(&event.kind, event.occurred_at_ms, &event.payload) {
-            Ok(facts) => facts,
-            Err(e) => {
-                // A malformed payload never becomes well-formed: requeueing it
-                // would loop forever, so it is logged and acknowledged.
-                tracing::error!(error = %e, "dropping an event with an unreadable payload");
-                return Ok(());
-            }
-        };
+        let facts = Self::facts(event);
         let new = self.store.record(&facts).await?;
+        if new > 0 {
+            self.roller.nudge();
+        }
+        tracing::debug!(new, "facts recorded");
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        BATCH
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn handle_all(&self, events: &[Event]) -> anyhow::Result<()> {
+        let facts: Vec<Fact> = events.iter().flat_map(Self::facts).collect();
+        let new = self.store.record_many(&facts).await?;
         if new > 0 {
             self.roller.nudge();
         }

@@ -1,5 +1,6 @@
-//! Recording many facts at once, in multi-row statements: a backfill, or the analytics
-//! benchmark's load. The effect is [`Store::record`]'s on each fact.
+//! Recording many facts at once, in multi-row statements: a backlog of events the
+//! consumer takes together, a backfill, or the analytics benchmark's load. The effect is
+//! [`Store::record`]'s on each fact.
 
 use flowfleet_runtime::error::ApiError;
 use sqlx::any::AnyArguments;
@@ -7,7 +8,6 @@ use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
 use super::{param_rows, Store};
-use crate::domain::buckets::Grain;
 use crate::domain::Fact;
 
 /// Rows per statement: 11 columns × 400 stays far below SQLite's 32 766 parameters.
@@ -86,19 +86,7 @@ impl Store {
                 new += usize::from(super::record_worker(&mut tx, w).await?);
             }
             if let Fact::Activity(a) = fact {
-                let n = sqlx::query(
-                    "INSERT INTO activity (workspace_id, bucket_start, user_id, kind) \
-                     VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (workspace_id, bucket_start, user_id, kind) DO NOTHING",
-                )
-                .bind(a.workspace_id.to_string())
-                .bind(Grain::Quarter.start(a.at_ms))
-                .bind(a.user_id.to_string())
-                .bind(a.kind.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                new += n as usize;
+                new += usize::from(super::record_activity(&mut tx, a).await?);
             }
         }
         tx.commit().await?;

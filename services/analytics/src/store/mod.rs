@@ -57,11 +57,10 @@ impl Store {
     /// The workspaces the workflow's facts belong to (one, unless the execution
     /// service reported inconsistent data; callers must be a member of each).
     pub async fn workspaces_of(&self, workflow: Uuid) -> Result<Vec<Uuid>, ApiError> {
-        let rows =
-            sqlx::query("SELECT DISTINCT workspace_id FROM execution_facts WHERE workflow_id = $1")
-                .bind(workflow.to_string())
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows = sqlx::query("SELECT workspace_id FROM workflow_spans WHERE workflow_id = $1")
+            .bind(workflow.to_string())
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>("workspace_id")?
@@ -132,7 +131,10 @@ async fn record_step(tx: &mut Transaction<'_, Any>, s: &StepOutcome) -> Result<b
     Ok(inserted)
 }
 
-async fn record_activity(tx: &mut Transaction<'_, Any>, a: &Activity) -> Result<bool, ApiError> {
+pub(super) async fn record_activity(
+    tx: &mut Transaction<'_, Any>,
+    a: &Activity,
+) -> Result<bool, ApiError> {
     let inserted = sqlx::query(
         "INSERT INTO activity (workspace_id, bucket_start, user_id, kind) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (workspace_id, bucket_start, user_id, kind) DO NOTHING",
@@ -144,6 +146,18 @@ async fn record_activity(tx: &mut Transaction<'_, Any>, a: &Activity) -> Result<
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if inserted == 1 {
+        sqlx::query(
+            "INSERT INTO activity_days (workspace_id, day, user_id, kind) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (workspace_id, day, user_id, kind) DO NOTHING",
+        )
+        .bind(a.workspace_id.to_string())
+        .bind(Grain::Day.start(a.at_ms))
+        .bind(a.user_id.to_string())
+        .bind(a.kind.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(inserted == 1)
 }
 

@@ -37,6 +37,7 @@ impl UserDataHolder for Store {
             &[
                 "UPDATE execution_facts SET triggered_by = $2 WHERE triggered_by = $1",
                 "DELETE FROM activity WHERE user_id = $1",
+                "DELETE FROM activity_days WHERE user_id = $1",
             ],
             user,
         )
@@ -54,7 +55,10 @@ impl UserDataHolder for Store {
                 "DELETE FROM execution_facts WHERE workspace_id = $1",
                 "DELETE FROM step_facts WHERE workspace_id = $1",
                 "DELETE FROM activity WHERE workspace_id = $1",
+                "DELETE FROM activity_days WHERE workspace_id = $1",
                 "DELETE FROM recoveries WHERE workspace_id = $1",
+                "DELETE FROM recovery_rollups WHERE workspace_id = $1",
+                "DELETE FROM workflow_spans WHERE workspace_id = $1",
                 "DELETE FROM execution_rollups WHERE workspace_id = $1",
                 "DELETE FROM step_rollups WHERE workspace_id = $1",
             ],

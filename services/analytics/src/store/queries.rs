@@ -10,9 +10,10 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use super::rollups::{attempts_from, runs_from};
+pub use super::rollups::Sketches;
+use super::rollups::{attempts_with, runs_from};
 use super::{key_text, param_rows, parse_uuid, Store};
-use crate::domain::buckets::Piece;
+use crate::domain::buckets::{Grain, Piece, DAY_MS};
 use crate::domain::rollup::{Attempts, Pool, Runs};
 
 /// Which step rollups to read.
@@ -106,13 +107,15 @@ impl Store {
         workspace: Uuid,
         level: StepLevel,
         piece: Piece,
+        sketches: Sketches,
     ) -> Result<Vec<(StepSubject, i64, Attempts)>, ApiError> {
         let filter = level_filter(level);
         let sql = format!(
             "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, retries, \
-             total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits FROM step_rollups \
+             total_duration_ms, total_queue_wait_ms, {} FROM step_rollups \
              WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
-             AND {filter} ORDER BY bucket_start"
+             AND {filter} ORDER BY bucket_start",
+            sketches.columns()
         );
         let rows = level_query(&sql, workspace, level, piece)
             .fetch_all(self.db().pool())
@@ -122,7 +125,7 @@ impl Store {
                 Ok((
                     subject_from(r)?,
                     r.try_get("bucket_start")?,
-                    attempts_from(r)?,
+                    attempts_with(r, sketches)?,
                 ))
             })
             .collect()
@@ -157,21 +160,18 @@ impl Store {
             .collect()
     }
 
-    /// Step counts of `level` in `piece` per subject, without sketches (added up by the
-    /// database): the first pass of a ranking.
-    pub async fn attempt_counts(
+    /// The largest p95 ceiling of each subject's rollups of `level` in `piece`, computed
+    /// by the database without reading a sketch: the first pass of a ranking.
+    pub async fn p95_ceilings(
         &self,
         workspace: Uuid,
         level: StepLevel,
         piece: Piece,
-    ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
+    ) -> Result<Vec<(StepSubject, i64)>, ApiError> {
         let filter = level_filter(level);
         let sql = format!(
-            "SELECT workflow_id, node_id, node_type, CAST(SUM(attempts) AS BIGINT) AS attempts, \
-             CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(retries) AS BIGINT) AS retries, \
-             CAST(SUM(total_duration_ms) AS BIGINT) AS total_duration_ms, \
-             CAST(SUM(total_queue_wait_ms) AS BIGINT) AS total_queue_wait_ms, \
-             CAST(MAX(max_duration_ms) AS BIGINT) AS max_duration_ms FROM step_rollups \
+            "SELECT workflow_id, node_id, node_type, \
+             CAST(MAX(p95_ceiling_ms) AS BIGINT) AS p95_ceiling_ms FROM step_rollups \
              WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 AND bucket_start < $4 \
              AND {filter} GROUP BY workflow_id, node_id, node_type"
         );
@@ -179,20 +179,7 @@ impl Store {
             .fetch_all(self.db().pool())
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    subject_from(r)?,
-                    Attempts {
-                        attempts: r.try_get("attempts")?,
-                        failed: r.try_get("failed")?,
-                        retries: r.try_get("retries")?,
-                        total_duration_ms: r.try_get("total_duration_ms")?,
-                        total_queue_wait_ms: r.try_get("total_queue_wait_ms")?,
-                        max_duration_ms: r.try_get("max_duration_ms")?,
-                        ..Attempts::default()
-                    },
-                ))
-            })
+            .map(|r| Ok((subject_from(r)?, r.try_get("p95_ceiling_ms")?)))
             .collect()
     }
 
@@ -202,14 +189,16 @@ impl Store {
         workspace: Uuid,
         piece: Piece,
         subjects: &[StepSubject],
+        sketches: Sketches,
     ) -> Result<Vec<(StepSubject, Attempts)>, ApiError> {
         let mut out = Vec::new();
         for chunk in subjects.chunks(200) {
             let sql = format!(
                 "SELECT workflow_id, node_id, node_type, attempts, failed, retries, \
-                 total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, queue_waits \
+                 total_duration_ms, total_queue_wait_ms, {} \
                  FROM step_rollups WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 \
                  AND bucket_start < $4 AND (workflow_id, node_id, node_type) IN ({})",
+                sketches.columns(),
                 param_rows(5, chunk.len(), 3)
             );
             let mut query = piece_query(&sql, workspace, piece);
@@ -220,7 +209,7 @@ impl Store {
                     .bind(subject.node_type.clone());
             }
             for r in query.fetch_all(self.db().pool()).await? {
-                out.push((subject_from(&r)?, attempts_from(&r)?));
+                out.push((subject_from(&r)?, attempts_with(&r, sketches)?));
             }
         }
         Ok(out)
@@ -250,14 +239,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The people active in the workspace in `[from, to)` (quarter-aligned), and how
-    /// many of them started, edited and published.
+    /// The people active in the workspace in `[from, to)` (quarter-aligned): the distinct
+    /// ones of the whole UTC days in the range and of the quarter-hours at its edges.
     pub async fn active_users(&self, workspace: Uuid, from: i64, to: i64) -> Result<i64, ApiError> {
+        let day_from = Grain::Day.start(from + DAY_MS - 1);
+        let day_to = Grain::Day.start(to).max(day_from);
         let row = sqlx::query(
-            "SELECT COUNT(DISTINCT user_id) AS n FROM activity WHERE workspace_id = $1 \
-             AND bucket_start >= $2 AND bucket_start < $3",
+            "SELECT COUNT(*) AS n FROM (\
+             SELECT user_id FROM activity_days WHERE workspace_id = $1 \
+             AND day >= $2 AND day < $3 \
+             UNION SELECT user_id FROM activity WHERE workspace_id = $1 \
+             AND ((bucket_start >= $4 AND bucket_start < $2) \
+             OR (bucket_start >= $3 AND bucket_start < $5))) AS people",
         )
         .bind(workspace.to_string())
+        .bind(day_from.min(to))
+        .bind(day_to.min(to))
         .bind(from)
         .bind(to)
         .fetch_one(self.db().pool())
@@ -267,19 +264,13 @@ impl Store {
 
     /// When the workflow's latest run finished, if it ever did.
     pub async fn last_run_at(&self, workflow: Uuid) -> Result<Option<i64>, ApiError> {
-        let row = sqlx::query(
-            "SELECT MAX(finished_at) AS last FROM execution_facts WHERE workflow_id = $1",
-        )
-        .bind(workflow.to_string())
-        .fetch_one(self.db().pool())
-        .await?;
-        Ok(row.try_get("last")?)
+        Ok(self.run_span(workflow).await?.map(|(_, last)| last))
     }
 
-    /// The first and last finish time of the workflow's runs (all time).
+    /// The first and last finish time of the workflow's runs (all time, as rolled up).
     pub async fn run_span(&self, workflow: Uuid) -> Result<Option<(i64, i64)>, ApiError> {
         let row = sqlx::query(
-            "SELECT MIN(finished_at) AS first, MAX(finished_at) AS last FROM execution_facts \
+            "SELECT MIN(first_run_at) AS first, MAX(last_run_at) AS last FROM workflow_spans \
              WHERE workflow_id = $1",
         )
         .bind(workflow.to_string())

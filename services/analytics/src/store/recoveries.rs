@@ -14,7 +14,8 @@ use flowfleet_runtime::error::ApiError;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use super::Store;
+use super::{param_rows, Store};
+use crate::domain::buckets::{cover, Grain, QUARTER_MS};
 use crate::domain::rollup::recoveries;
 use crate::domain::RunStatus;
 
@@ -27,6 +28,7 @@ pub(super) async fn refresh(
     tx: &mut Transaction<'_, Any>,
     touched: &Touched,
 ) -> Result<(), ApiError> {
+    let mut sums = RecoverySums::default();
     for (workflow, (workspace, first, last)) in touched {
         let id = workflow.to_string();
         let after: Option<i64> = sqlx::query(
@@ -65,16 +67,31 @@ pub(super) async fn refresh(
                 Ok((r.try_get("finished_at")?, status))
             })
             .collect::<Result<Vec<(i64, RunStatus)>, ApiError>>()?;
-        sqlx::query(
+        let replaced = sqlx::query(
             "DELETE FROM recoveries WHERE workflow_id = $1 AND recovered_at > $2 \
-             AND recovered_at <= $3",
+             AND recovered_at <= $3 RETURNING workspace_id, failed_at, recovered_at",
         )
         .bind(&id)
         .bind(after)
         .bind(until)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-        for (failed_at, recovered_at) in recoveries(&runs) {
+        for row in &replaced {
+            let workspace: String = row.try_get("workspace_id")?;
+            let (failed_at, recovered_at): (i64, i64) =
+                (row.try_get("failed_at")?, row.try_get("recovered_at")?);
+            sums.add(workspace, recovered_at, -1, -(recovered_at - failed_at));
+        }
+        let found = recoveries(&runs);
+        for &(failed_at, recovered_at) in &found {
+            sums.add(
+                workspace.to_string(),
+                recovered_at,
+                1,
+                recovered_at - failed_at,
+            );
+        }
+        for (failed_at, recovered_at) in found {
             sqlx::query(
                 "INSERT INTO recoveries (workflow_id, failed_at, workspace_id, recovered_at) \
                  VALUES ($1, $2, $3, $4)",
@@ -87,7 +104,53 @@ pub(super) async fn refresh(
             .await?;
         }
     }
-    Ok(())
+    sums.write(tx).await
+}
+
+/// How the recoveries a refresh replaced change the recovery rollups: (count, total
+/// milliseconds) per (workspace, grain, bucket), added to the stored rows at the end.
+#[derive(Default)]
+struct RecoverySums(BTreeMap<(String, Grain, i64), (i64, i64)>);
+
+impl RecoverySums {
+    fn add(&mut self, workspace: String, recovered_at: i64, count: i64, total_ms: i64) {
+        for grain in [Grain::Quarter, Grain::Day] {
+            let sum = self
+                .0
+                .entry((workspace.clone(), grain, grain.start(recovered_at)))
+                .or_default();
+            sum.0 += count;
+            sum.1 += total_ms;
+        }
+    }
+
+    async fn write(self, tx: &mut Transaction<'_, Any>) -> Result<(), ApiError> {
+        let changed: Vec<_> = self
+            .0
+            .into_iter()
+            .filter(|(_, (count, total))| *count != 0 || *total != 0)
+            .collect();
+        for chunk in changed.chunks(400) {
+            let sql = format!(
+                "INSERT INTO recovery_rollups (workspace_id, grain, bucket_start, recoveries, \
+                 total_ms) VALUES {} ON CONFLICT (workspace_id, grain, bucket_start) DO UPDATE \
+                 SET recoveries = recovery_rollups.recoveries + excluded.recoveries, \
+                 total_ms = recovery_rollups.total_ms + excluded.total_ms",
+                param_rows(1, chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((workspace, grain, start), (count, total)) in chunk {
+                query = query
+                    .bind(workspace.clone())
+                    .bind(grain.as_str())
+                    .bind(*start)
+                    .bind(*count)
+                    .bind(*total);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -99,16 +162,29 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<(Option<f64>, i64), ApiError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(recovered_at - failed_at), 0) AS BIGINT) AS total \
-             FROM recoveries WHERE workspace_id = $1 AND recovered_at >= $2 AND recovered_at < $3",
-        )
-        .bind(workspace.to_string())
-        .bind(from)
-        .bind(to)
-        .fetch_one(self.db().pool())
-        .await?;
-        let (n, total): (i64, i64) = (row.try_get("n")?, row.try_get("total")?);
+        let (mut n, mut total) = (0_i64, 0_i64);
+        // Recoveries are rolled up per quarter-hour and day: the range is widened to
+        // whole quarter-hours (dashboard ranges already are).
+        let (from, to) = (
+            Grain::Quarter.start(from),
+            Grain::Quarter.start(to + QUARTER_MS - 1),
+        );
+        for piece in cover(from, to) {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(recoveries), 0) AS BIGINT) AS n, \
+                 CAST(COALESCE(SUM(total_ms), 0) AS BIGINT) AS total FROM recovery_rollups \
+                 WHERE workspace_id = $1 AND grain = $2 AND bucket_start >= $3 \
+                 AND bucket_start < $4",
+            )
+            .bind(workspace.to_string())
+            .bind(piece.grain.as_str())
+            .bind(piece.from)
+            .bind(piece.to)
+            .fetch_one(self.db().pool())
+            .await?;
+            n += row.try_get::<i64, _>("n")?;
+            total += row.try_get::<i64, _>("total")?;
+        }
         Ok(((n > 0).then(|| total as f64 / n as f64), n))
     }
 }

@@ -1,5 +1,5 @@
 //! Retention: raw facts are kept `analytics.fact_days`, minute rollups
-//! `analytics.minute_rollup_days`, the other rollups, activity and recoveries
+//! `analytics.minute_rollup_days`, the other rollups, activity, recoveries and workflow spans
 //! `analytics.rollup_days`. The cleanup of a period is claimed by one replica (a row per
 //! period in `cleanup_runs`), so it runs once across replicas.
 
@@ -42,7 +42,7 @@ impl Store {
         let facts_before = now_ms - retention.fact_days * DAY_MS;
         let minutes_before = now_ms - retention.minute_days * DAY_MS;
         let rollups_before = now_ms - retention.rollup_days * DAY_MS;
-        let statements: [(&str, i64); 11] = [
+        let statements: [(&str, i64); 14] = [
             ("DELETE FROM worker_samples WHERE at < $1", facts_before),
             (
                 "DELETE FROM pool_rollups WHERE grain = 'MINUTE' AND bucket_start < $1",
@@ -82,8 +82,17 @@ impl Store {
                 "DELETE FROM activity WHERE bucket_start < $1",
                 rollups_before,
             ),
+            ("DELETE FROM activity_days WHERE day < $1", rollups_before),
             (
                 "DELETE FROM recoveries WHERE recovered_at < $1",
+                rollups_before,
+            ),
+            (
+                "DELETE FROM recovery_rollups WHERE bucket_start < $1",
+                rollups_before,
+            ),
+            (
+                "DELETE FROM workflow_spans WHERE last_run_at < $1",
                 rollups_before,
             ),
         ];

@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::{key_text, param_rows, params, parse_uuid, recoveries, Store};
 use crate::domain::buckets::Grain;
-use crate::domain::rollup::{grains_for, Attempts, AttemptsKey, Deltas, Runs, RunsKey};
+use crate::domain::rollup::{
+    grains_for, Attempts, AttemptsKey, Deltas, Runs, RunsKey, RANKED_QUANTILE,
+};
 use crate::domain::sketch::Sketch;
 use crate::domain::{AttemptStatus, ExecutionOutcome, RunStatus, StepOutcome};
 
@@ -79,6 +81,7 @@ impl Store {
         add_all_runs(&mut tx, &deltas.runs).await?;
         add_all_attempts(&mut tx, &deltas.attempts).await?;
         recoveries::refresh(&mut tx, &touched).await?;
+        extend_spans(&mut tx, &touched).await?;
         dequeue(&mut tx, "unrolled_executions", "execution_id", &run_ids).await?;
         dequeue(&mut tx, "unrolled_steps", "step_id", &step_ids).await?;
         tx.commit().await?;
@@ -182,17 +185,44 @@ pub(crate) fn runs_from(row: &AnyRow) -> Result<Runs, ApiError> {
     })
 }
 
+/// Which sketches of a step rollup a read decodes: a ranking's scan orders by duration
+/// only, and decoding sketches is most of what reading a rollup costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sketches {
+    All,
+    /// Queue waits are left empty (and not selected).
+    DurationsOnly,
+}
+
+impl Sketches {
+    /// The sketch columns to select.
+    pub(crate) fn columns(self) -> &'static str {
+        match self {
+            Sketches::All => "durations, queue_waits",
+            Sketches::DurationsOnly => "durations",
+        }
+    }
+}
+
 pub(crate) fn attempts_from(row: &AnyRow) -> Result<Attempts, ApiError> {
+    attempts_with(row, Sketches::All)
+}
+
+pub(crate) fn attempts_with(row: &AnyRow, sketches: Sketches) -> Result<Attempts, ApiError> {
+    let queue_waits = match sketches {
+        Sketches::All => {
+            Sketch::decode(&row.try_get::<String, _>("queue_waits")?).map_err(ApiError::internal)?
+        }
+        Sketches::DurationsOnly => Sketch::default(),
+    };
     Ok(Attempts {
+        queue_waits,
         attempts: row.try_get("attempts")?,
         failed: row.try_get("failed")?,
         retries: row.try_get("retries")?,
         total_duration_ms: row.try_get("total_duration_ms")?,
         total_queue_wait_ms: row.try_get("total_queue_wait_ms")?,
-        max_duration_ms: row.try_get("max_duration_ms")?,
         durations: Sketch::decode(&row.try_get::<String, _>("durations")?)
-            .map_err(ApiError::internal)?,
-        queue_waits: Sketch::decode(&row.try_get::<String, _>("queue_waits")?)
             .map_err(ApiError::internal)?,
     })
 }
@@ -307,8 +337,8 @@ async fn add_all_attempts(
         .map(|k| (k.workspace, k.grain, k.bucket_start));
     let mut existing: HashMap<Stored, Attempts> = HashMap::new();
     let select = "SELECT workflow_id, node_id, node_type, bucket_start, attempts, failed, \
-                  retries, total_duration_ms, total_queue_wait_ms, max_duration_ms, durations, \
-                  queue_waits FROM step_rollups";
+                  retries, total_duration_ms, total_queue_wait_ms, durations, queue_waits \
+                  FROM step_rollups";
     for (grain, row) in rows_of_buckets(tx, select, touched).await? {
         let key = (
             grain,
@@ -345,12 +375,12 @@ async fn add_all_attempts(
         let sql = format!(
             "INSERT INTO step_rollups (workspace_id, grain, workflow_id, node_id, node_type, \
              bucket_start, attempts, failed, retries, total_duration_ms, total_queue_wait_ms, \
-             max_duration_ms, durations, queue_waits) VALUES {} \
+             p95_ceiling_ms, durations, queue_waits) VALUES {} \
              ON CONFLICT (workspace_id, grain, workflow_id, node_id, node_type, bucket_start) \
              DO UPDATE SET attempts = excluded.attempts, failed = excluded.failed, \
              retries = excluded.retries, total_duration_ms = excluded.total_duration_ms, \
              total_queue_wait_ms = excluded.total_queue_wait_ms, \
-             max_duration_ms = excluded.max_duration_ms, durations = excluded.durations, \
+             p95_ceiling_ms = excluded.p95_ceiling_ms, durations = excluded.durations, \
              queue_waits = excluded.queue_waits",
             param_rows(1, chunk.len(), 14)
         );
@@ -368,11 +398,46 @@ async fn add_all_attempts(
                 .bind(total.retries)
                 .bind(total.total_duration_ms)
                 .bind(total.total_queue_wait_ms)
-                .bind(total.max_duration_ms)
+                .bind(
+                    total
+                        .durations
+                        .quantile_ceiling(RANKED_QUANTILE)
+                        .unwrap_or(0),
+                )
                 .bind(total.durations.encode())
                 .bind(total.queue_waits.encode());
         }
         q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Widens the span of each workflow's runs (and records its workspace) to take in the
+/// runs of a batch.
+async fn extend_spans(
+    tx: &mut Transaction<'_, Any>,
+    touched: &recoveries::Touched,
+) -> Result<(), ApiError> {
+    let spans: Vec<_> = touched.iter().collect();
+    for chunk in spans.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO workflow_spans (workflow_id, workspace_id, first_run_at, last_run_at) \
+             VALUES {} ON CONFLICT (workflow_id, workspace_id) DO UPDATE SET \
+             first_run_at = CASE WHEN excluded.first_run_at < workflow_spans.first_run_at \
+             THEN excluded.first_run_at ELSE workflow_spans.first_run_at END, \
+             last_run_at = CASE WHEN excluded.last_run_at > workflow_spans.last_run_at \
+             THEN excluded.last_run_at ELSE workflow_spans.last_run_at END",
+            param_rows(1, chunk.len(), 4)
+        );
+        let mut query = sqlx::query(&sql);
+        for (workflow, (workspace, first, last)) in chunk {
+            query = query
+                .bind(workflow.to_string())
+                .bind(workspace.to_string())
+                .bind(*first)
+                .bind(*last);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -57,6 +57,36 @@ async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), lapin
         .await
 }
 
+/// The body and properties of `event`'s message: persistent JSON, with the event's id,
+/// kind and trace context.
+fn message(event: &Event) -> Result<(Vec<u8>, BasicProperties), BusError> {
+    let body = serde_json::to_vec(event).map_err(|e| BusError::Codec(e.to_string()))?;
+    let mut headers = FieldTable::default();
+    for (k, v) in &event.trace {
+        headers.insert(
+            ShortString::from(k.clone()),
+            AMQPValue::LongString(LongString::from(v.clone())),
+        );
+    }
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(event.id.to_string()))
+        .with_type(ShortString::from(event.kind.clone()))
+        .with_headers(headers);
+    Ok((body, props))
+}
+
+/// A publisher confirm as a result: a negative one is the broker refusing the message.
+fn accepted(confirm: Confirmation) -> Result<(), BusError> {
+    match confirm {
+        Confirmation::Nack(_) => Err(BusError::Unavailable(
+            "the broker refused the message (negative publisher confirm)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl AmqpBus {
     /// A bus on `client`'s connection; declares the exchange now, so that a broker
     /// that refuses it is reported at start-up.
@@ -77,29 +107,21 @@ impl AmqpBus {
 impl EventBus for AmqpBus {
     #[tracing::instrument(skip_all, fields(kind = %event.kind, event_id = %event.id))]
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        let body = serde_json::to_vec(event).map_err(|e| BusError::Codec(e.to_string()))?;
-        let mut headers = FieldTable::default();
-        for (k, v) in &event.trace {
-            headers.insert(
-                ShortString::from(k.clone()),
-                AMQPValue::LongString(LongString::from(v.clone())),
-            );
-        }
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(event.id.to_string()))
-            .with_type(ShortString::from(event.kind.clone()))
-            .with_headers(headers);
-        let confirm = self
+        self.publish_all(std::slice::from_ref(event)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn publish_all(&self, events: &[Event]) -> Result<(), BusError> {
+        let messages = events.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        let confirms = self
             .publisher
-            .publish(|channel, _| {
-                let (body, props) = (&body, props.clone());
+            .publish_all(events.len(), |i, channel, _| {
+                let (body, props) = (&messages[i].0, messages[i].1.clone());
                 async move {
                     channel
                         .basic_publish(
                             &self.exchange,
-                            &event.kind,
+                            &events[i].kind,
                             BasicPublishOptions::default(),
                             body,
                             props,
@@ -109,12 +131,7 @@ impl EventBus for AmqpBus {
                 }
             })
             .await?;
-        match confirm {
-            Confirmation::Nack(_) => Err(BusError::Unavailable(
-                "the broker refused the message (negative publisher confirm)".into(),
-            )),
-            _ => Ok(()),
-        }
+        confirms.into_iter().try_for_each(accepted)
     }
 
     async fn subscribe(
@@ -227,5 +244,9 @@ struct AmqpSubscription {
 impl Subscription for AmqpSubscription {
     async fn next(&mut self) -> Option<Delivery> {
         self.rx.recv().await
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
     }
 }

@@ -15,6 +15,23 @@ use super::{BusError, Event, EventBus, Subscription};
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event. Must be idempotent: the same event may arrive twice.
     async fn handle(&self, event: &Event) -> anyhow::Result<()>;
+
+    /// The most events [`EventHandler::handle_all`] is given at once. The default, 1,
+    /// handles every event alone.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Handles events that had already arrived together (a backlog), for handlers
+    /// that do better in bulk (one transaction for many). On an error the consumer
+    /// handles each of them again alone, so one bad event holds back only itself.
+    /// Idempotent, like `handle`.
+    async fn handle_all(&self, events: &[Event]) -> anyhow::Result<()> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A subscription bound to its queue, ready to run a handler.
@@ -37,40 +54,78 @@ impl Consumer {
         })
     }
 
+    /// Consumes until `shutdown`. Whatever has already arrived when a delivery comes
+    /// (up to the handler's batch size) is handled together; a quiet queue's events
+    /// are handled as they come, without waiting for company.
     pub async fn run(mut self, handler: Arc<dyn EventHandler>, shutdown: CancellationToken) {
         loop {
-            let delivery = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 d = self.subscription.next() => match d {
                     Some(d) => d,
                     None => return,
                 },
             };
-            let span = tracing::info_span!(
-                "event.consume",
-                queue = %self.queue,
-                kind = %delivery.event.kind,
-                event_id = %delivery.event.id,
-                redelivered = delivery.redelivered,
-            );
-            crate::telemetry::set_parent_from_map(&span, &delivery.event.trace);
-            let result = handler
-                .handle(&delivery.event)
-                .instrument(span.clone())
-                .await;
-            let settle = match result {
-                Ok(()) => delivery.ack().await,
-                Err(e) => {
-                    span.in_scope(
-                        || tracing::warn!(error = %e, "event handler failed; requeueing"),
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    delivery.nack(true).await
+            let mut batch = vec![first];
+            while batch.len() < handler.batch_size() {
+                match self.subscription.try_next() {
+                    Some(d) => batch.push(d),
+                    None => break,
                 }
-            };
-            if let Err(e) = settle {
-                tracing::warn!(queue = %self.queue, error = %e, "could not settle a delivery");
+            }
+            if batch.len() > 1 {
+                let events: Vec<Event> = batch.iter().map(|d| d.event.clone()).collect();
+                let span = tracing::info_span!(
+                    "event.consume_batch",
+                    queue = %self.queue,
+                    events = events.len(),
+                );
+                match handler.handle_all(&events).instrument(span.clone()).await {
+                    Ok(()) => {
+                        for delivery in batch {
+                            settle(&self.queue, delivery.ack().await);
+                        }
+                        continue;
+                    }
+                    Err(e) => span.in_scope(|| {
+                        tracing::warn!(error = %e, "handling a batch failed; handling its events one by one")
+                    }),
+                }
+            }
+            for delivery in batch {
+                consume(&self.queue, &*handler, delivery).await;
             }
         }
+    }
+}
+
+/// Handles one delivery: acknowledged once handled, requeued after a pause if not.
+async fn consume(queue: &str, handler: &dyn EventHandler, delivery: super::Delivery) {
+    let span = tracing::info_span!(
+        "event.consume",
+        queue = %queue,
+        kind = %delivery.event.kind,
+        event_id = %delivery.event.id,
+        redelivered = delivery.redelivered,
+    );
+    crate::telemetry::set_parent_from_map(&span, &delivery.event.trace);
+    let result = handler
+        .handle(&delivery.event)
+        .instrument(span.clone())
+        .await;
+    let settled = match result {
+        Ok(()) => delivery.ack().await,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(error = %e, "event handler failed; requeueing"));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            delivery.nack(true).await
+        }
+    };
+    settle(queue, settled);
+}
+
+fn settle(queue: &str, settled: Result<(), BusError>) {
+    if let Err(e) = settled {
+        tracing::warn!(queue = %queue, error = %e, "could not settle a delivery");
     }
 }

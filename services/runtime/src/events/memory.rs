@@ -111,32 +111,37 @@ struct MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Delivery> {
         loop {
-            let notified = self.queue.notify.notified();
-            let item = self
-                .queue
-                .ready
-                .lock()
-                .expect("queue lock poisoned")
-                .pop_front();
-            if let Some((event, redelivered)) = item {
-                // Wake a competing consumer if more is waiting.
-                if !self
-                    .queue
-                    .ready
-                    .lock()
-                    .expect("queue lock poisoned")
-                    .is_empty()
-                {
-                    self.queue.notify.notify_one();
-                }
-                let acker = MemoryAcker {
-                    queue: self.queue.clone(),
-                    event: Mutex::new(Some(event.clone())),
-                };
-                return Some(Delivery::new(event, redelivered, Box::new(acker)));
+            let queue = self.queue.clone();
+            let notified = queue.notify.notified();
+            if let Some(delivery) = self.try_next() {
+                return Some(delivery);
             }
             notified.await;
         }
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        let (event, redelivered) = self
+            .queue
+            .ready
+            .lock()
+            .expect("queue lock poisoned")
+            .pop_front()?;
+        // Wake a competing consumer if more is waiting.
+        if !self
+            .queue
+            .ready
+            .lock()
+            .expect("queue lock poisoned")
+            .is_empty()
+        {
+            self.queue.notify.notify_one();
+        }
+        let acker = MemoryAcker {
+            queue: self.queue.clone(),
+            event: Mutex::new(Some(event.clone())),
+        };
+        Some(Delivery::new(event, redelivered, Box::new(acker)))
     }
 }
 

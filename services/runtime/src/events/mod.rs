@@ -94,12 +94,22 @@ impl Delivery {
 pub trait Subscription: Send {
     /// The next delivery; `None` when the bus closed.
     async fn next(&mut self) -> Option<Delivery>;
+    /// A delivery that has already arrived, without waiting for one.
+    fn try_next(&mut self) -> Option<Delivery>;
 }
 
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes durably: returns only once the broker has accepted the event.
     async fn publish(&self, event: &Event) -> Result<(), BusError>;
+    /// Publishes `events` in order, durably: returns once the broker has accepted all
+    /// of them. A bus may pipeline them (the outbox relay's batches).
+    async fn publish_all(&self, events: &[Event]) -> Result<(), BusError> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
     /// Declares the durable queue `queue`, binds it with `bindings` (topic
     /// patterns) and starts consuming from it. Several subscribers on one queue
     /// compete for its messages.

@@ -2,8 +2,10 @@
 //!
 //! Each service's migrations create an `outbox` table (same shape on both
 //! backends). [`record`] inserts an event inside the caller's transaction; the
-//! [`Relay`] publishes committed rows in order and marks them published. A crash
-//! between publish and mark republishes the event: consumers are idempotent.
+//! [`Relay`] publishes committed rows in order, up to 100 at a time with their
+//! publisher confirms awaited together, then deletes them. A crash between publish
+//! and delete republishes the batch: consumers are idempotent. (Earlier versions
+//! marked rows `published_at` instead of deleting them; those rows are skipped.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,28 +95,52 @@ impl Relay {
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let mut published = 0;
+        let mut events = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let event = Event {
+            events.push(Event {
                 id: id.parse()?,
                 kind: row.try_get("kind")?,
                 occurred_at_ms: row.try_get("occurred_at")?,
                 payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
                 trace: serde_json::from_str(&row.try_get::<String, _>("trace")?)
                     .unwrap_or_default(),
-            };
-            let span =
-                tracing::info_span!("outbox.publish", kind = %event.kind, event_id = %event.id);
-            crate::telemetry::set_parent_from_map(&span, &event.trace);
-            self.bus.publish(&event).instrument(span).await?;
-            sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2")
-                .bind(chrono::Utc::now().timestamp_millis())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            published += 1;
+            });
         }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        // One span per event, each a child of the trace that recorded it, around the
+        // one publish of the batch (whose confirms are awaited together).
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|event| {
+                let span =
+                    tracing::info_span!("outbox.publish", kind = %event.kind, event_id = %event.id);
+                crate::telemetry::set_parent_from_map(&span, &event.trace);
+                span
+            })
+            .collect();
+        let publishing = tracing::info_span!("outbox.publish_batch", events = events.len());
+        for span in &spans {
+            publishing.follows_from(span.id());
+        }
+        self.bus.publish_all(&events).instrument(publishing).await?;
+        drop(spans);
+        // Published rows go: the outbox holds what is still to send, not a history.
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN ({})",
+            (1..=events.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut delete = sqlx::query(&sql);
+        for event in &events {
+            delete = delete.bind(event.id.to_string());
+        }
+        delete.execute(&mut *tx).await?;
+        let published = events.len();
         tx.commit().await?;
         Ok(published)
     }

@@ -157,9 +157,7 @@ impl Publisher {
             }
         }
     }
-}
 
-impl Publisher {
     /// Hands `n` messages over in order on one channel (`hand_over` is given each one's
     /// index), then waits for their confirms together: one wait for the broker per
     /// batch instead of one per message. If anything fails, the batch is published

@@ -16,6 +16,16 @@ const DASHBOARD: &str = "query($range: AnalyticsRange!) { me { memberships { wor
     slowestNodes { nodeId nodeType attempts } workers { samples stepsPerMinute utilisation averageSlots } \
     kpis { activeWorkflows runs } } } } } }";
 
+/// Hourly buckets from an hour ago to a quarter-hour from now: the runs just made.
+fn last_hour() -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "to": (now + chrono::Duration::minutes(15)).to_rfc3339(),
+        "bucket": "HOUR",
+    })
+}
+
 #[tokio::test]
 async fn runs_steps_and_worker_reports_reach_the_dashboard() {
     for backend in Backend::all() {
@@ -42,12 +52,7 @@ async fn runs_steps_and_worker_reports_reach_the_dashboard() {
             let id = start(&owner, &wf, json!({})).await;
             assert_eq!(finished(&owner, &id).await["status"], "SUCCEEDED", "{name}");
         }
-        let now = chrono::Utc::now();
-        let range = json!({
-            "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
-            "to": (now + chrono::Duration::minutes(15)).to_rfc3339(),
-            "bucket": "HOUR",
-        });
+        let range = last_hour();
         let d: Value = eventually(30, || {
             let (client, range) = (&owner.client, range.clone());
             async move {
@@ -128,12 +133,7 @@ async fn without_step_events_runs_count_but_steps_do_not() {
         .await;
         let id = start(&owner, &wf, json!({})).await;
         assert_eq!(finished(&owner, &id).await["status"], "SUCCEEDED", "{name}");
-        let now = chrono::Utc::now();
-        let range = json!({
-            "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
-            "to": (now + chrono::Duration::minutes(15)).to_rfc3339(),
-            "bucket": "HOUR",
-        });
+        let range = last_hour();
         let a: Value = eventually(30, || {
             let (client, range) = (&owner.client, range.clone());
             async move {

@@ -54,6 +54,13 @@ impl DevApp {
             ),
         };
         let gateway = fleet.gateway(supergraph)?;
+        {
+            let (gateway, stop) = (gateway.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                gateway.close_subscriptions();
+            });
+        }
         let mut router = gateway.router().route(
             "/metrics",
             get(flowfleet_runtime::telemetry::metrics_endpoint),

@@ -21,6 +21,38 @@ use flowfleet_security::identity::{Caller, TokenVerifier};
 
 use crate::client_address::ClientAddresses;
 
+/// How the gateway checks a subscription's credential when it starts, when it expires and
+/// periodically (see `flowfleet_gateway::CredentialCheck`): the same verification as the
+/// edge's, plus the access token's expiry. A token still inside the verifier's leeway but
+/// past its `exp` counts as expired, so a subscription ends at its token's expiry.
+pub fn credential_check(verifier: Arc<TokenVerifier>) -> flowfleet_gateway::CredentialCheck {
+    Arc::new(move |headers: http::HeaderMap| {
+        let verifier = verifier.clone();
+        Box::pin(async move {
+            match verifier.caller(&headers).await {
+                Caller::Rejected(reason) => Err(reason),
+                Caller::Anonymous => Ok(None),
+                Caller::User(_) => {
+                    let Some(exp) = flowfleet_security::identity::access_token_expiry(&headers)
+                    else {
+                        return Ok(None);
+                    };
+                    let at =
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp.max(0) as u64);
+                    if at <= std::time::SystemTime::now() {
+                        return Err(
+                            "the access token expired; sign in again (or refresh it) and \
+                                    subscribe again"
+                                .into(),
+                        );
+                    }
+                    Ok(Some(at))
+                }
+            }
+        })
+    })
+}
+
 #[derive(Clone)]
 struct Edge {
     verifier: Arc<TokenVerifier>,

@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
-    Gateway, GatewayConfig, SubgraphRequest, SubgraphSource, SubgraphTransport, TransportError,
+    Gateway, GatewayConfig, ResponseStream, SubgraphRequest, SubgraphSource, SubgraphTransport,
+    TransportError,
 };
 use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
 use flowfleet_host::{Infra, ServiceParts};
@@ -103,14 +104,18 @@ impl Fleet {
         }
         Ok(Gateway::new(
             &sdl,
-            gateway_config(&self.infra.config)?,
+            gateway_config(&self.infra.config, self.infra.verifier.clone())?,
             transports,
         )?)
     }
 }
 
-/// The gateway's settings from the fleet's configuration (reads `gateway.subgraph_ca_file`).
-pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
+/// The gateway's settings from the fleet's configuration (reads `gateway.subgraph_ca_file`);
+/// `verifier` checks the credentials of subscriptions when they start and expire.
+pub fn gateway_config(
+    config: &Config,
+    verifier: Arc<flowfleet_security::identity::TokenVerifier>,
+) -> anyhow::Result<GatewayConfig> {
     let ca_file = &config.gateway.subgraph_ca_file;
     let subgraph_ca_pem = if ca_file.is_empty() {
         None
@@ -151,6 +156,27 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
             ));
             headers
         },
+        // Sealed with a timestamp, so different on every request; the answers do not
+        // depend on it.
+        dedupe_ignored_headers: vec![http::HeaderName::from_static(
+            flowfleet_security::service_auth::CLIENT_ADDRESS_HEADER,
+        )],
+        subscriptions: flowfleet_gateway::SubscriptionConfig {
+            limits: flowfleet_gateway::SubscriptionLimits {
+                max_connections: config.gateway.subscription_max_connections,
+                max_per_connection: config.gateway.subscription_max_per_connection,
+                max_per_credential: config.gateway.subscription_max_per_credential,
+            },
+            buffer: config.gateway.subscription_buffer,
+            heartbeat: std::time::Duration::from_millis(
+                config.gateway.subscription_heartbeat_ms.max(100),
+            ),
+            recheck_credentials: std::time::Duration::from_millis(
+                config.gateway.subscription_recheck_ms.max(100),
+            ),
+            credentials: Some(crate::edge_auth::credential_check(verifier)),
+            ..Default::default()
+        },
     })
 }
 
@@ -186,5 +212,18 @@ impl SubgraphTransport for InProcess {
             variables: Some(serde_json::Value::Object(request.variables)),
         };
         Ok(self.0.execute(body, &request.headers).await.into())
+    }
+
+    /// The subgraph's own stream, in process: no serialization between events and the
+    /// gateway, and the stream ends when the subgraph completes it.
+    async fn subscribe(&self, request: SubgraphRequest) -> Result<ResponseStream, TransportError> {
+        use futures::StreamExt as _;
+        let body = GraphQLBody {
+            query: request.query,
+            operation_name: request.operation_name,
+            variables: Some(serde_json::Value::Object(request.variables)),
+        };
+        let events = self.0.subscribe(body, &request.headers).await;
+        Ok(events.map(|event| Ok(event.into())).boxed())
     }
 }

@@ -176,11 +176,20 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         flowfleet_gateway::SupergraphSource::File(config.gateway.supergraph.clone().into())
     };
     let supergraph = load_supergraph(&source).await?;
+    let verifier = edge_verifier(&config).await?;
     let gateway = flowfleet_gateway::Gateway::new(
         &supergraph,
-        crate::fleet::gateway_config(&config)?,
+        crate::fleet::gateway_config(&config, verifier.clone())?,
         Default::default(),
     )?;
+    // Open subscriptions complete when the gateway shuts down.
+    {
+        let (gateway, stop) = (gateway.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            gateway.close_subscriptions();
+        });
+    }
     if config.gateway.reload_interval_ms > 0 {
         let every = std::time::Duration::from_millis(config.gateway.reload_interval_ms);
         let stop = shutdown.clone();
@@ -208,7 +217,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
     };
     let router = crate::edge_auth::edge(
         router,
-        edge_verifier(&config).await?,
+        verifier,
         crate::client_address::ClientAddresses::new(&config.gateway.trusted_proxies, ring)?,
     )
     .merge(crate::jwks::route(remote_jwks(&config)))

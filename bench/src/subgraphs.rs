@@ -1,8 +1,10 @@
 //! The four subgraphs of the standard federation benchmark, with async-graphql 7 federation.
 
 use async_graphql::{
-    ComplexObject, Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID,
+    ComplexObject, Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject,
+    Subscription, ID,
 };
+use futures::Stream;
 
 use crate::data;
 
@@ -153,10 +155,26 @@ pub fn inventory() -> InventorySchema {
 #[derive(Clone)]
 pub struct Review {
     row: &'static data::ReviewRow,
+    /// When a subscription emitted this review (microseconds since the Unix epoch).
+    emitted_at_us: Option<f64>,
+}
+
+impl Review {
+    fn stored(row: &'static data::ReviewRow) -> Self {
+        Review {
+            row,
+            emitted_at_us: None,
+        }
+    }
 }
 
 #[Object]
 impl Review {
+    /// When `reviewAdded` emitted this review, in microseconds since the Unix epoch; null
+    /// outside subscriptions. Lets a benchmark measure delivery latency end to end.
+    async fn emitted_at(&self) -> Option<f64> {
+        self.emitted_at_us
+    }
     async fn id(&self) -> ID {
         ID(self.row.id.to_string())
     }
@@ -194,7 +212,7 @@ impl ReviewUser {
             data::REVIEWS
                 .iter()
                 .filter(|r| r.author == self.id.as_str())
-                .map(|row| Some(Review { row }))
+                .map(|row| Some(Review::stored(row)))
                 .collect(),
         )
     }
@@ -214,7 +232,7 @@ impl ReviewProduct {
             data::REVIEWS
                 .iter()
                 .filter(|r| r.product == self.upc)
-                .map(|row| Some(Review { row }))
+                .map(|row| Some(Review::stored(row)))
                 .collect(),
         )
     }
@@ -237,14 +255,48 @@ impl ReviewsQuery {
         data::REVIEWS
             .iter()
             .find(|r| r.id == id.as_str())
-            .map(|row| Review { row })
+            .map(Review::stored)
     }
 }
 
-pub type ReviewsSchema = Schema<ReviewsQuery, EmptyMutation, EmptySubscription>;
+pub struct ReviewsSubscription;
+
+#[Subscription(name = "Subscription")]
+impl ReviewsSubscription {
+    /// A review every `everyMs` milliseconds (cycling through the stored reviews), stamped
+    /// with when it was emitted; `count` ends the stream after that many (none: endless).
+    async fn review_added(
+        &self,
+        #[graphql(default = 1000)] every_ms: i32,
+        count: Option<i32>,
+    ) -> impl Stream<Item = Review> {
+        let every = std::time::Duration::from_millis(every_ms.max(1) as u64);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let limit = count.map_or(u64::MAX, |c| c.max(0) as u64);
+        futures::stream::unfold((ticks, 0u64), move |(mut ticks, n)| async move {
+            if n >= limit {
+                return None;
+            }
+            ticks.tick().await;
+            let row = &data::REVIEWS[(n as usize) % data::REVIEWS.len()];
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let review = Review {
+                row,
+                emitted_at_us: Some(now.as_micros() as f64),
+            };
+            Some((review, (ticks, n + 1)))
+        })
+    }
+}
+
+pub type ReviewsSchema = Schema<ReviewsQuery, EmptyMutation, ReviewsSubscription>;
 
 pub fn reviews() -> ReviewsSchema {
-    Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
+    Schema::build(ReviewsQuery, EmptyMutation, ReviewsSubscription)
         .enable_federation()
+        .enable_subscription_in_federation()
         .finish()
 }

@@ -122,6 +122,10 @@ pub enum RequestError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Refused before execution with this status and this error (a limit, a credential
+    /// that stopped verifying, a gateway shutting down).
+    #[error("{}", .1.message)]
+    Refused(http::StatusCode, GraphQLError),
     /// Our fault; the details were logged where the error was created.
     #[error("Internal server error.")]
     Internal,
@@ -152,11 +156,15 @@ impl RequestError {
             RequestError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             RequestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::Refused(status, _) => *status,
             RequestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn errors(&self) -> Vec<GraphQLError> {
+        if let RequestError::Refused(_, error) = self {
+            return vec![error.clone()];
+        }
         let code = match self {
             RequestError::Parse(_) => codes::PARSE_FAILED,
             RequestError::Validation(_) => codes::VALIDATION_FAILED,
@@ -168,7 +176,7 @@ impl RequestError {
             RequestError::NotAcceptable => codes::NOT_ACCEPTABLE,
             RequestError::UnsupportedMediaType(_) => codes::UNSUPPORTED_MEDIA_TYPE,
             RequestError::PayloadTooLarge(_) => codes::PAYLOAD_TOO_LARGE,
-            RequestError::Internal => codes::INTERNAL,
+            RequestError::Internal | RequestError::Refused(..) => codes::INTERNAL,
         };
         match self {
             RequestError::Validation(messages) => messages

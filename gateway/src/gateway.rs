@@ -17,6 +17,7 @@ use crate::planner::{QueryPlanner, SchemaDocument};
 use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
+use crate::subscription::{SubscriptionConfig, Subscriptions};
 use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
 use crate::upload::{variable_at_mut, UploadLimits, UploadRequest};
 use crate::{introspection, projection::Projector};
@@ -46,8 +47,15 @@ pub struct GatewayConfig {
     pub span_hook: Option<SpanHook>,
     /// Entries of each level of the prepared-operation (query plan) cache.
     pub plan_cache_size: u64,
-    /// Let concurrent query operations share identical in-flight subgraph requests.
+    /// Let concurrent query operations share identical in-flight subgraph requests, and
+    /// identical subscriptions share one upstream stream.
     pub dedupe_subgraph_requests: bool,
+    /// Forwarded headers that vary per request without changing the answer (a sealed,
+    /// timestamped client address, say): left out when deciding whether two subgraph
+    /// requests are identical. Trace context is always left out.
+    pub dedupe_ignored_headers: Vec<http::HeaderName>,
+    /// Subscriptions: limits, buffers, heartbeats, credential checks.
+    pub subscriptions: SubscriptionConfig,
     /// Whether browsers asking for `GET /graphql` (Accept: text/html) get GraphiQL.
     pub graphiql: bool,
     /// Most operations accepted in one batched request (a JSON array); 0 disables batching.
@@ -80,6 +88,8 @@ impl Default for GatewayConfig {
             max_request_bytes: 2 * 1024 * 1024,
             plan_cache_size: 1024,
             dedupe_subgraph_requests: true,
+            dedupe_ignored_headers: Vec::new(),
+            subscriptions: SubscriptionConfig::default(),
         }
     }
 }
@@ -104,6 +114,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("plan_cache_size", &self.plan_cache_size)
             .field("dedupe_subgraph_requests", &self.dedupe_subgraph_requests)
+            .field("dedupe_ignored_headers", &self.dedupe_ignored_headers)
+            .field("subscriptions", &self.subscriptions)
             .finish()
     }
 }
@@ -156,6 +168,7 @@ struct Shared {
     explicit: HashMap<String, Arc<dyn SubgraphTransport>>,
     /// `None` when deduplication is switched off.
     dedupe: Option<SubgraphDedupe>,
+    pub(crate) subscriptions: Subscriptions,
 }
 
 /// A federation gateway over one supergraph, which [`Gateway::reload`] can replace while
@@ -240,7 +253,8 @@ impl Gateway {
                 current: ArcSwap::from_pointee(supergraph),
                 dedupe: config
                     .dedupe_subgraph_requests
-                    .then(SubgraphDedupe::default),
+                    .then(|| SubgraphDedupe::new(config.dedupe_ignored_headers.clone())),
+                subscriptions: Subscriptions::new(&config),
                 config,
                 explicit: transports,
             }),
@@ -256,6 +270,8 @@ impl Gateway {
         }
         let next = Supergraph::load(supergraph_sdl, &self.shared.config, &self.shared.explicit)?;
         self.shared.current.store(Arc::new(next));
+        // Open subscriptions re-check their operation against the new supergraph.
+        self.shared.subscriptions.reloaded();
         tracing::info!(subgraphs = ?self.subgraph_names(), "supergraph reloaded");
         Ok(true)
     }
@@ -316,6 +332,19 @@ impl Gateway {
         &self.shared.config
     }
 
+    pub(crate) fn subscriptions(&self) -> &Subscriptions {
+        &self.shared.subscriptions
+    }
+
+    /// The supergraph being served now.
+    pub(crate) fn current(&self) -> Arc<Supergraph> {
+        self.shared.current.load_full()
+    }
+
+    pub(crate) fn transport(supergraph: &Supergraph, subgraph: &str) -> Arc<dyn SubgraphTransport> {
+        supergraph.transports.get(subgraph)
+    }
+
     pub(crate) fn prepared(
         supergraph: &Supergraph,
         query: &str,
@@ -344,6 +373,13 @@ impl Gateway {
         method: Method,
     ) -> Result<ResponseJson, RequestError> {
         let admitted = self.admit(&req, method)?;
+        if admitted.operation.kind == OperationKind::Subscription {
+            return Err(RequestError::Unsupported(
+                "A subscription needs a streaming transport: a WebSocket (graphql-transport-ws), \
+                 `Accept: text/event-stream` (SSE) or `Accept: multipart/mixed;subscriptionSpec=\"1.0\"`."
+                    .into(),
+            ));
+        }
         Ok(self
             .execute_prepared(
                 &admitted.supergraph,
@@ -452,32 +488,61 @@ impl Gateway {
         headers: &http::HeaderMap,
         uploads: Option<(Vec<String>, SubgraphUploads)>,
     ) -> ResponseJson {
-        let config = &self.shared.config;
+        let execution = self.execution(supergraph, operation, variables, headers, uploads);
+        let subgraph_wait = execution.run(&operation.plan).await;
+        Self::respond(supergraph, operation, variables, execution, subgraph_wait)
+    }
+
+    /// The client headers that go to subgraphs (`GatewayConfig::forward_headers`).
+    pub(crate) fn forwarded(&self, headers: &http::HeaderMap) -> http::HeaderMap {
         let mut forwarded = http::HeaderMap::new();
-        for name in &config.forward_headers {
+        for name in &self.shared.config.forward_headers {
             for value in headers.get_all(name) {
                 forwarded.append(name.clone(), value.clone());
             }
         }
-        let execution = Execution::new(
+        forwarded
+    }
+
+    /// An execution of `operation` for a client who sent `headers`.
+    pub(crate) fn execution<'a>(
+        &'a self,
+        supergraph: &'a Supergraph,
+        operation: &PreparedOperation,
+        variables: &'a Map<String, Value>,
+        headers: &http::HeaderMap,
+        uploads: Option<(Vec<String>, SubgraphUploads)>,
+    ) -> Execution<'a> {
+        let config = &self.shared.config;
+        Execution::new(
             &supergraph.transports,
             &supergraph.model,
             variables,
             FetchOptions {
-                headers: forwarded,
+                headers: self.forwarded(headers),
                 request_hook: config.request_hook.clone(),
                 timeout: config.subgraph_timeout,
+                // A subscription's per-event fetches are queries too.
                 dedupe: self
                     .shared
                     .dedupe
                     .as_ref()
-                    .filter(|_| operation.kind == OperationKind::Query),
+                    .filter(|_| operation.kind != OperationKind::Mutation),
                 uploads,
             },
-        );
-        let subgraph_wait = execution.run(&operation.plan).await;
-        let (mut data, errors) = execution.into_parts();
+        )
+    }
 
+    /// The client's response from what `execution` gathered: introspection, projection,
+    /// errors.
+    pub(crate) fn respond(
+        supergraph: &Supergraph,
+        operation: &PreparedOperation,
+        variables: &Map<String, Value>,
+        execution: Execution<'_>,
+        subgraph_wait: std::time::Duration,
+    ) -> ResponseJson {
+        let (mut data, errors) = execution.into_parts();
         let ctx = CollectContext {
             schema: &supergraph.model,
             fragments: &operation.fragments,

@@ -11,6 +11,7 @@
 //! - `projection`, `introspection`, `selection`: shape the merged data into the client's response.
 //! - `defer`, `incremental`: `@defer` around a planner that does not plan it.
 //! - `upload`: multipart file uploads streamed through to the subgraph that takes them.
+//! - `subscription`: federated subscriptions, shared upstream streams, their limits.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
@@ -31,6 +32,7 @@ pub mod reload;
 pub mod request;
 mod schema;
 mod selection;
+mod subscription;
 pub mod transport;
 mod upload;
 pub mod value;
@@ -42,7 +44,11 @@ pub use gateway::{Gateway, GatewayConfig};
 pub use http::serve;
 pub use reload::{watch, SubgraphEndpoint, SupergraphSource};
 pub use request::GraphQLRequest;
+pub use subscription::{
+    codes as subscription_codes, CredentialCheck, SubscriptionConfig, SubscriptionLimits,
+};
 pub use transport::{
-    HttpTransport, SubgraphRequest, SubgraphTransport, SubgraphUploads, TransportError,
+    HttpTransport, ResponseStream, SubgraphRequest, SubgraphTransport, SubgraphUploads,
+    TransportError,
 };
 pub use upload::UploadLimits;

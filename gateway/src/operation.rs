@@ -112,11 +112,6 @@ impl Preparer {
                 "The schema does not support this operation type.".into()
             ])
         })?;
-        if kind == OperationKind::Subscription {
-            return Err(RequestError::Unsupported(
-                "Subscriptions are not supported over this endpoint.".into(),
-            ));
-        }
 
         let fragments: HashMap<String, FragmentDefinition> = document
             .definitions
@@ -133,6 +128,13 @@ impl Preparer {
         // The planner does not know `@defer`: it plans the operation without it, and the
         // deferred parts are delivered around it (see `defer`).
         let defer = DeferPlan::analyze(&document, operation_name);
+        if kind == OperationKind::Subscription && defer.is_some() {
+            return Err(RequestError::Unsupported(
+                "@defer is not supported in subscriptions: each event is delivered whole; \
+                 remove @defer from the subscription."
+                    .into(),
+            ));
+        }
         let planned = match &defer {
             Some(_) => strip_all(&document),
             None => document,

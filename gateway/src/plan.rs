@@ -9,9 +9,14 @@ use std::sync::Arc;
 
 /// A complete plan for one client operation. `root == None` means nothing has to be fetched
 /// (for example an operation that only asks for `__typename` or introspection).
+///
+/// A subscription's plan has a `subscription`: the fetch that opens the event stream on the
+/// subgraph owning the root field. `root` then runs once per event, on the event's data,
+/// to resolve the rest of the selection from other subgraphs.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub root: Option<PlanNode>,
+    pub subscription: Option<Arc<RootFetch>>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +140,9 @@ impl Plan {
             }
         }
         self.root.as_ref().map_or(0, |root| count(root, variables))
+            + self.subscription.as_ref().map_or(0, |fetch| {
+                fetch.variable_usages.iter().any(|u| variables.contains(u)) as usize
+            })
     }
 
     /// Number of subgraph requests the plan can make at most; handy for tests and logs.

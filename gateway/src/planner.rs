@@ -144,9 +144,10 @@ impl QueryPlanner {
                 )
                 .map_err(|e| PlanError::Internal(e.to_string()))?;
             tracing::trace!(%plan, "query plan");
-            Ok(Plan {
-                root: plan.node.as_ref().map(convert_node).transpose()?,
-            })
+            match plan.node.as_ref() {
+                Some(node) => convert_plan(node),
+                None => Ok(Plan::default()),
+            }
         }));
         outcome.map_err(|panic| PlanError::Internal(panic_message(&panic)))?
     }
@@ -159,6 +160,40 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "planner panicked".to_string()
+    }
+}
+
+/// A plan whose first step opens a subscription becomes `subscription` plus the steps
+/// that follow it (run once per event); any other plan converts node by node.
+fn convert_plan(node: &nodes::PlanNode) -> Result<Plan, PlanError> {
+    match node {
+        nodes::PlanNode::Subscription(subscription) => Ok(Plan {
+            root: None,
+            subscription: Some(Arc::new(root_fetch(&subscription.primary))),
+        }),
+        nodes::PlanNode::Sequence(sequence) => match sequence.nodes.split_first() {
+            Some((nodes::PlanNode::Subscription(subscription), rest)) => {
+                let mut rest: Vec<PlanNode> =
+                    rest.iter().map(convert_node).collect::<Result<_, _>>()?;
+                let root = match rest.len() {
+                    0 => None,
+                    1 => rest.pop(),
+                    _ => Some(PlanNode::Sequence(rest)),
+                };
+                Ok(Plan {
+                    root,
+                    subscription: Some(Arc::new(root_fetch(&subscription.primary))),
+                })
+            }
+            _ => Ok(Plan {
+                root: Some(convert_node(node)?),
+                subscription: None,
+            }),
+        },
+        _ => Ok(Plan {
+            root: Some(convert_node(node)?),
+            subscription: None,
+        }),
     }
 }
 
@@ -247,8 +282,8 @@ fn convert_node(node: &nodes::PlanNode) -> Result<PlanNode, PlanError> {
                 .map(Box::new),
         },
         nodes::PlanNode::Subscription(_) => {
-            return Err(PlanError::Unsupported(
-                "Subscriptions are not supported by this endpoint.",
+            return Err(PlanError::Internal(
+                "a subscription fetch that is not the plan's first step".into(),
             ))
         }
         nodes::PlanNode::Defer(_) => {

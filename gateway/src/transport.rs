@@ -105,7 +105,22 @@ pub trait SubgraphTransport: Send + Sync + 'static {
     fn supports_uploads(&self) -> bool {
         false
     }
+
+    /// Opens a subscription: each item is the GraphQL response of one event. The stream
+    /// ends when the subgraph completes the subscription; an `Err` item means the
+    /// connection broke (the gateway may then open it again). Dropping the stream closes
+    /// the subscription on the subgraph.
+    async fn subscribe(&self, request: SubgraphRequest) -> Result<ResponseStream, TransportError> {
+        let _ = request;
+        Err(TransportError::Other(
+            "this transport does not carry subscriptions".into(),
+        ))
+    }
 }
+
+/// The events of one subgraph subscription (see [`SubgraphTransport::subscribe`]).
+pub type ResponseStream =
+    futures::stream::BoxStream<'static, Result<ResponseValue, TransportError>>;
 
 /// GraphQL over HTTP POST with pooled keep-alive connections.
 ///
@@ -116,6 +131,10 @@ pub trait SubgraphTransport: Send + Sync + 'static {
 pub struct HttpTransport {
     client: reqwest::Client,
     h2c_client: reqwest::Client,
+    /// Clients for subscription streams: no bound on a whole request (a stream lasts as
+    /// long as its subscribers), only on connecting and on silence between chunks.
+    stream_client: reqwest::Client,
+    h2c_stream_client: reqwest::Client,
     /// Subgraph name -> endpoint URL.
     /// Subgraph name -> endpoint URL, parsed once (a request only clones it).
     urls: HashMap<String, SubgraphUrl>,
@@ -142,22 +161,27 @@ impl HttpTransport {
             Some(pem) => reqwest::Certificate::from_pem_bundle(pem)?,
             None => Vec::new(),
         };
-        let builder = || {
+        let base = || {
             authorities
                 .iter()
                 .fold(reqwest::Client::builder(), |b, ca| {
                     b.add_root_certificate(ca.clone())
                 })
-                .timeout(timeout)
                 .connect_timeout(timeout.min(Duration::from_secs(5)))
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(64)
                 .tcp_nodelay(true)
                 .http2_adaptive_window(true)
         };
+        let builder = || base().timeout(timeout);
+        // Subgraphs send a heartbeat at least every `STREAM_HEARTBEAT`; longer silence
+        // means a dead connection.
+        let streaming = || base().read_timeout(STREAM_SILENCE);
         Ok(Self {
             client: builder().build()?,
             h2c_client: builder().http2_prior_knowledge().build()?,
+            stream_client: streaming().build()?,
+            h2c_stream_client: streaming().http2_prior_knowledge().build()?,
             urls: urls
                 .into_iter()
                 .map(|(name, text)| {
@@ -183,6 +207,10 @@ const UPLOAD_CONTENT_TYPE: &str = "multipart/form-data; boundary=flowfleet-uploa
 impl SubgraphTransport for HttpTransport {
     fn supports_uploads(&self) -> bool {
         true
+    }
+
+    async fn subscribe(&self, request: SubgraphRequest) -> Result<ResponseStream, TransportError> {
+        self.open_stream(request).await
     }
 
     async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
@@ -264,6 +292,107 @@ impl SubgraphTransport for HttpTransport {
             )),
             Err(e) => Err(TransportError::InvalidResponse(e.to_string())),
         }
+    }
+}
+
+/// Longest silence accepted on a subscription stream; subgraphs send SSE comments as
+/// heartbeats well within it.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
+impl HttpTransport {
+    /// GraphQL over SSE (distinct connections mode): `POST` the operation with
+    /// `Accept: text/event-stream`; `next` events carry results, `complete` ends the
+    /// stream. A subgraph that answers with a JSON body (a request it refused) gives that
+    /// one response and the stream ends.
+    async fn open_stream(
+        &self,
+        request: SubgraphRequest,
+    ) -> Result<ResponseStream, TransportError> {
+        use eventsource_stream::Eventsource as _;
+        use futures::StreamExt as _;
+        let url = self
+            .urls
+            .get(&request.subgraph)
+            .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
+        let client = if self.h2c.contains(&request.subgraph) {
+            &self.h2c_stream_client
+        } else {
+            &self.stream_client
+        };
+        let mut headers = request.headers.clone();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        let builder = match &url.parsed {
+            Some(parsed) => client.post(parsed.clone()),
+            None => client.post(url.text.as_str()),
+        };
+        let response = builder
+            .headers(headers)
+            .body(reqwest::Body::from(request.encoded()))
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let is_stream = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_stream {
+            let bytes = response.bytes().await.map_err(classify)?;
+            let single = match serde_json::from_slice::<ResponseValue>(&bytes) {
+                Ok(value @ ResponseValue::Object(_))
+                    if value.get("data").is_some() || value.get("errors").is_some() =>
+                {
+                    Ok(value)
+                }
+                _ if !status.is_success() => Err(TransportError::Status {
+                    status: status.as_u16(),
+                }),
+                _ => Err(TransportError::InvalidResponse(
+                    "a subscription answered with neither an event stream nor a GraphQL response"
+                        .into(),
+                )),
+            }?;
+            return Ok(futures::stream::once(async move { Ok(single) }).boxed());
+        }
+        // `Some(item)` per event to deliver, `None` once `complete` arrived; a stream that
+        // ends without `complete` broke.
+        let events = response.bytes_stream().eventsource();
+        let stream = futures::stream::unfold(Some(events), |state| async move {
+            let mut events = state?;
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => match event.event.as_str() {
+                        "next" => {
+                            let item = serde_json::from_str::<ResponseValue>(&event.data)
+                                .map_err(|e| TransportError::InvalidResponse(e.to_string()));
+                            return Some((item, Some(events)));
+                        }
+                        "complete" => return None,
+                        _ => continue,
+                    },
+                    Some(Err(error)) => {
+                        let error =
+                            TransportError::Connect(format!("subscription stream: {error}"));
+                        return Some((Err(error), None));
+                    }
+                    None => {
+                        let error = TransportError::Connect(
+                            "subscription stream ended without `complete`".into(),
+                        );
+                        return Some((Err(error), None));
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
 }
 

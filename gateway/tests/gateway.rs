@@ -328,7 +328,7 @@ async fn null_in_non_null_field_nulls_nearest_nullable_parent() {
     let mut transports = in_process_transports();
     transports.insert(
         "products".into(),
-        Arc::new(NullingSecondUpc(common::InProcess(
+        Arc::new(NullingSecondUpc(common::InProcess::new(
             common::subgraphs::products(),
         ))),
     );
@@ -372,7 +372,7 @@ async fn headers_are_forwarded_and_hook_runs() {
     let seen_headers = Arc::new(Mutex::new(Vec::new()));
     let recording = Recording(
         seen_headers.clone(),
-        common::InProcess(common::subgraphs::accounts()),
+        common::InProcess::new(common::subgraphs::accounts()),
     );
     let mut transports = in_process_transports();
     transports.insert("accounts".into(), Arc::new(recording));
@@ -481,7 +481,7 @@ async fn mutations_run_in_order_and_are_refused_over_get() {
     }])
     .expect("composition");
     let mut transports: HashMap<String, Arc<dyn SubgraphTransport>> = HashMap::new();
-    transports.insert("counter".into(), Arc::new(common::InProcess(schema)));
+    transports.insert("counter".into(), Arc::new(common::InProcess::new(schema)));
     let gateway = Gateway::new(&supergraph, GatewayConfig::default(), transports).expect("gateway");
     let base = start_gateway(&gateway).await;
 

@@ -32,11 +32,14 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    pub fn of(request: &SubgraphRequest) -> Self {
+    /// The key of `request`, leaving out trace context and the headers in `ignored`.
+    pub fn of(request: &SubgraphRequest, ignored: &[http::HeaderName]) -> Self {
         let mut headers: Vec<(String, Vec<u8>)> = request
             .headers
             .iter()
-            .filter(|(name, _)| !IGNORED_HEADERS.contains(&name.as_str()))
+            .filter(|(name, _)| {
+                !IGNORED_HEADERS.contains(&name.as_str()) && !ignored.contains(name)
+            })
             .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
             .collect();
         headers.sort();
@@ -46,6 +49,15 @@ impl Key {
             headers,
         }
     }
+
+    /// A key no other request has (`id` unique among callers): for what must not be shared.
+    pub fn unique(request: &SubgraphRequest, id: u64) -> Self {
+        Self {
+            subgraph: request.subgraph.clone(),
+            body: request.encoded(),
+            headers: vec![(String::new(), id.to_le_bytes().to_vec())],
+        }
+    }
 }
 
 type InFlight<E> = Shared<BoxFuture<'static, SharedResponse<E>>>;
@@ -53,12 +65,21 @@ type InFlight<E> = Shared<BoxFuture<'static, SharedResponse<E>>>;
 /// The in-flight subgraph queries of one gateway.
 pub(crate) struct Dedupe<E: Clone + Send + Sync + 'static> {
     in_flight: Arc<Mutex<HashMap<Key, InFlight<E>>>>,
+    /// Headers that vary per request without changing the answer (see `GatewayConfig`).
+    pub ignored_headers: Vec<http::HeaderName>,
 }
 
 impl<E: Clone + Send + Sync + 'static> Default for Dedupe<E> {
     fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl<E: Clone + Send + Sync + 'static> Dedupe<E> {
+    pub fn new(ignored_headers: Vec<http::HeaderName>) -> Self {
         Self {
             in_flight: Arc::default(),
+            ignored_headers,
         }
     }
 }
@@ -151,15 +172,15 @@ mod tests {
             .boxed()
         };
         let a = dedupe.run(
-            Key::of(&request(serde_json::json!({"first": 5}), "00-a-01")),
+            Key::of(&request(serde_json::json!({"first": 5}), "00-a-01"), &[]),
             fetch(calls.clone(), gate.clone()),
         );
         let b = dedupe.run(
-            Key::of(&request(serde_json::json!({"first": 5}), "00-b-01")),
+            Key::of(&request(serde_json::json!({"first": 5}), "00-b-01"), &[]),
             fetch(calls.clone(), gate.clone()),
         );
         let c = dedupe.run(
-            Key::of(&request(serde_json::json!({"first": 6}), "00-c-01")),
+            Key::of(&request(serde_json::json!({"first": 6}), "00-c-01"), &[]),
             fetch(calls.clone(), gate.clone()),
         );
         let opener = async {
@@ -186,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_finished_request_is_not_reused() {
         let dedupe: Dedupe<()> = Dedupe::default();
-        let key = Key::of(&request(serde_json::json!({}), "00-a-01"));
+        let key = Key::of(&request(serde_json::json!({}), "00-a-01"), &[]);
         let (first, led) = dedupe
             .run(key.clone(), async { Ok(json!(1)) }.boxed())
             .await;
@@ -198,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_leader_is_driven_by_the_next_caller_and_then_removed() {
         let dedupe: Dedupe<()> = Dedupe::default();
-        let key = Key::of(&request(serde_json::json!({}), "00-a-01"));
+        let key = Key::of(&request(serde_json::json!({}), "00-a-01"), &[]);
         let slow = async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             Ok(json!(1))

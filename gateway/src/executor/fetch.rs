@@ -73,13 +73,18 @@ impl Execution<'_> {
         let called = Instant::now();
         let response = self.call(request).instrument(span).await;
         let waited = called.elapsed();
-        let shared = match response {
-            Ok(body) => body,
+        match response {
+            Ok(body) => self.absorb_root(fetch, body),
             Err(failure) => {
                 self.push_errors([self.fetch_failed(&fetch.subgraph, failure, error_path)]);
-                return waited;
             }
-        };
+        }
+        waited
+    }
+
+    /// Takes in a root fetch's response (or, for a subscription, one event): its errors
+    /// are recorded and its data merged at the root.
+    pub(crate) fn absorb_root(&self, fetch: &RootFetch, shared: Arc<Value>) {
         let mut keep = None;
         let mut body = unshare(shared, &mut keep);
         let errors = take_errors(&mut body);
@@ -88,10 +93,10 @@ impl Execution<'_> {
             self.subgraph_error(&fetch.subgraph, e, path)
         }));
         let Some(mut data) = take_field(&mut body, "data") else {
-            return waited;
+            return;
         };
         if !data.is_object() {
-            return waited;
+            return;
         }
         if !fetch.output_rewrites.is_empty() {
             apply_rewrites(data.to_mut(), &fetch.output_rewrites, self.schema);
@@ -101,7 +106,26 @@ impl Execution<'_> {
             Cow::Owned(data) => deep_merge(&mut merged, data),
             Cow::Borrowed(data) => deep_merge_ref(&mut merged, data),
         }
-        waited
+    }
+
+    /// The request that opens a subscription's event stream (its primary fetch).
+    pub(crate) fn subscription_request(&self, fetch: &RootFetch) -> SubgraphRequest {
+        self.request(
+            &fetch.subgraph,
+            &fetch.operation,
+            &fetch.variable_usages,
+            Map::new(),
+        )
+    }
+
+    /// The client-safe error of a subscription whose upstream failed.
+    pub(crate) fn subscription_failed(&self, fetch: &RootFetch) -> GraphQLError {
+        let path = fetch
+            .root_keys
+            .first()
+            .map(|k| vec![k.as_str().into()])
+            .unwrap_or_default();
+        self.fetch_failed(&fetch.subgraph, FetchFailure::Failed, path)
     }
 
     /// Returns how long the subgraph call took (zero when there was nothing to fetch).
@@ -381,7 +405,7 @@ impl Execution<'_> {
             .await
             .map(Arc::new);
         };
-        let key = dedupe::Key::of(&request);
+        let key = dedupe::Key::of(&request, &dedupe.ignored_headers);
         let fetch = call_transport(
             self.transports.get(&request.subgraph),
             request,

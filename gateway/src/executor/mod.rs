@@ -9,7 +9,7 @@
 //! and leaves its part of the data missing; projection later turns that into `null`s.
 
 mod data;
-mod dedupe;
+pub(crate) mod dedupe;
 mod fetch;
 
 use std::collections::HashMap;

@@ -6,7 +6,9 @@
 //!    JSON array for a batch, `application/graphql`, or a multipart upload whose files
 //!    stream on to a subgraph), with 4xx for anything malformed;
 //! 3. execute: [`Gateway::execute_with`] per operation (a batch runs its operations
-//!    concurrently);
+//!    concurrently); operations a client wants streamed (SSE, multipart subscriptions)
+//!    go through [`Gateway::stream`] instead, and a WebSocket upgrade on `GET /graphql`
+//!    goes to `ws` (`graphql-transport-ws`);
 //! 4. respond: the status follows GraphQL-over-HTTP. 200 whenever the operation executed,
 //!    even with errors or partial data. For requests that could not execute,
 //!    `application/graphql-response+json` gets 4xx and `application/json` gets 200 for a
@@ -15,6 +17,8 @@
 mod graphiql;
 mod multipart;
 mod negotiate;
+mod streams;
+mod ws;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,8 +39,8 @@ use crate::upload;
 use negotiate::{accepts, content_type, Accepts, ResponseFormat};
 
 impl Gateway {
-    /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers),
-    /// `GET /health`.
+    /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers;
+    /// WebSocket upgrades), `GET /health`.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/graphql", get(get_graphql).post(post_graphql))
@@ -70,7 +74,9 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let accepted = accepts(&headers);
-    let Some(format) = response_format(&accepted) else {
+    let Some(format) =
+        response_format(&accepted).or(accepted.event_stream.then_some(ResponseFormat::Json))
+    else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
     if let Some(content_type) = content_type(&headers) {
@@ -199,12 +205,27 @@ async fn get_graphql(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
+    request: Request,
 ) -> Response {
+    let wants_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_websocket {
+        use axum::extract::FromRequestParts as _;
+        let (mut parts, _) = request.into_parts();
+        return match axum::extract::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => ws::upgrade(gateway, upgrade, headers),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
     let accepted = accepts(&headers);
     if accepted.html && gateway.config().graphiql && !params.contains_key("query") {
         return Html(graphiql::PAGE).into_response();
     }
-    let Some(format) = response_format(&accepted) else {
+    let Some(format) =
+        response_format(&accepted).or(accepted.event_stream.then_some(ResponseFormat::Json))
+    else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
     match request_from_params(params) {
@@ -233,6 +254,12 @@ async fn execute(
     accepted: &Accepts,
 ) -> Response {
     let format = response_format(accepted).unwrap_or(ResponseFormat::Json);
+    if accepted.event_stream {
+        return streamed(gateway, request, headers, method, Streamed::Sse).await;
+    }
+    if accepted.multipart && is_subscription(gateway, &request, method) {
+        return streamed(gateway, request, headers, method, Streamed::Multipart).await;
+    }
     if !accepted.multipart {
         let started = std::time::Instant::now();
         let result = gateway.execute_with(request, headers, method).await;
@@ -263,6 +290,44 @@ async fn execute(
         }
         Ok(Delivery::Parts(parts)) => multipart::response(parts),
         Err(error) => error_response(format, error),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Streamed {
+    Sse,
+    Multipart,
+}
+
+/// Whether `request` is a subscription (answered with multipart subscription parts rather
+/// than `@defer`'s incremental parts). Admission is cached, so asking costs little.
+fn is_subscription(gateway: &Gateway, request: &GraphQLRequest, method: Method) -> bool {
+    gateway.admit(request, method).is_ok_and(|admitted| {
+        admitted.operation.kind == crate::operation::OperationKind::Subscription
+    })
+}
+
+/// Stage 3 and 4 for a streamed operation. Errors before the stream starts are ordinary
+/// JSON error responses with their status.
+async fn streamed(
+    gateway: &Gateway,
+    request: GraphQLRequest,
+    headers: &HeaderMap,
+    method: Method,
+    how: Streamed,
+) -> Response {
+    let permit = match gateway.subscriptions().limiter().connect() {
+        Ok(permit) => permit,
+        Err(error) => return error_response(ResponseFormat::Json, error),
+    };
+    let responses = match gateway.stream(request, headers, method, None).await {
+        Ok(responses) => responses,
+        Err(error) => return error_response(ResponseFormat::Json, error),
+    };
+    let heartbeat = gateway.config().subscriptions.heartbeat;
+    match how {
+        Streamed::Sse => streams::sse(responses, heartbeat, permit),
+        Streamed::Multipart => streams::multipart(responses, heartbeat, permit),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Accepts {
     pub multipart: bool,
     /// `text/html` named explicitly (a browser: GraphiQL).
     pub html: bool,
+    /// `text/event-stream` named explicitly: GraphQL over SSE.
+    pub event_stream: bool,
 }
 
 /// One media range of an `Accept` header.
@@ -69,6 +71,7 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
             json: Some(ResponseFormat::Json),
             multipart: false,
             html: false,
+            event_stream: false,
         };
     }
     let wanted = |essence: &str| -> bool {
@@ -87,6 +90,7 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
         json,
         multipart: wanted(MULTIPART_MIXED),
         html: wanted("text/html"),
+        event_stream: wanted("text/event-stream"),
     }
 }
 
@@ -152,5 +156,8 @@ mod tests {
         ));
         assert!(a.multipart);
         assert_eq!(a.json, Some(ResponseFormat::Json));
+        assert!(!a.event_stream);
+        assert!(accepts(&with_accept("text/event-stream")).event_stream);
+        assert!(!accepts(&with_accept("*/*")).event_stream);
     }
 }

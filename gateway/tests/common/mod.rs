@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::Executor;
-use async_graphql_axum::GraphQL;
-use axum::routing::post_service;
 use axum::Router;
 use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
-    serve, Gateway, GatewayConfig, SubgraphRequest, SubgraphTransport, TransportError,
+    serve, Gateway, GatewayConfig, ResponseStream, SubgraphRequest, SubgraphTransport,
+    TransportError,
 };
 use serde_json::{json, Value};
 
@@ -28,7 +27,40 @@ pub fn fixture(name: &str) -> String {
 }
 
 async fn serve_schema<E: Executor>(schema: E) -> String {
-    let app = Router::new().route("/graphql", post_service(GraphQL::new(schema)));
+    serve_counted(schema, Arc::default()).await
+}
+
+/// Serves `schema`, counting in `streams` the event streams (SSE responses) it has open:
+/// one from the request until the gateway drops the response.
+async fn serve_counted<E: Executor>(
+    schema: E,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    let app = Router::new()
+        .route("/graphql", flowfleet_bench::endpoint(schema))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let streams = streams.clone();
+                async move {
+                    let is_stream = request
+                        .headers()
+                        .get("accept")
+                        .is_some_and(|v| v.to_str().unwrap_or("").contains("text/event-stream"));
+                    let response = next.run(request).await;
+                    if !is_stream {
+                        return response;
+                    }
+                    let guard = StreamGuard::open(streams);
+                    response.map(|body| {
+                        use futures::StreamExt as _;
+                        axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                            let _ = &guard;
+                            chunk
+                        }))
+                    })
+                }
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -42,6 +74,8 @@ async fn serve_schema<E: Executor>(schema: E) -> String {
 /// Running benchmark subgraphs: name -> URL.
 pub struct Subgraphs {
     pub urls: HashMap<String, String>,
+    /// Event streams the reviews subgraph has open now.
+    pub reviews_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Subgraphs {
@@ -59,11 +93,15 @@ impl Subgraphs {
             "products".to_string(),
             serve_schema(subgraphs::products()).await,
         );
+        let reviews_streams = Arc::<std::sync::atomic::AtomicUsize>::default();
         urls.insert(
             "reviews".to_string(),
-            serve_schema(subgraphs::reviews()).await,
+            serve_counted(subgraphs::reviews(), reviews_streams.clone()).await,
         );
-        Self { urls }
+        Self {
+            urls,
+            reviews_streams,
+        }
     }
 
     /// A gateway over `supergraph` that reaches these subgraphs over HTTP.
@@ -93,8 +131,15 @@ pub async fn subgraph_sdl(url: &str) -> String {
         .to_string()
 }
 
-/// Calls an async-graphql schema in-process (the embedded-mode transport shape).
-pub struct InProcess<E: Executor>(pub E);
+/// Calls an async-graphql schema in-process (the embedded-mode transport shape); the
+/// counter holds how many of its subscription streams are open.
+pub struct InProcess<E: Executor>(pub E, pub Arc<std::sync::atomic::AtomicUsize>);
+
+impl<E: Executor> InProcess<E> {
+    pub fn new(schema: E) -> Self {
+        Self(schema, Arc::default())
+    }
+}
 
 #[async_trait::async_trait]
 impl<E: Executor> SubgraphTransport for InProcess<E> {
@@ -109,6 +154,39 @@ impl<E: Executor> SubgraphTransport for InProcess<E> {
             .map(Into::into)
             .map_err(|e| TransportError::Other(e.to_string()))
     }
+
+    async fn subscribe(&self, request: SubgraphRequest) -> Result<ResponseStream, TransportError> {
+        use futures::StreamExt as _;
+        let variables = async_graphql::Variables::from_json(Value::Object(request.variables));
+        let gql = async_graphql::Request::new(request.query).variables(variables);
+        let guard = StreamGuard::open(self.1.clone());
+        Ok(self
+            .0
+            .execute_stream(gql, None)
+            .map(move |response| {
+                let _ = &guard;
+                serde_json::to_value(response)
+                    .map(Into::into)
+                    .map_err(|e| TransportError::Other(e.to_string()))
+            })
+            .boxed())
+    }
+}
+
+/// Counts a subgraph's open subscription streams: one while its stream exists.
+struct StreamGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamGuard {
+    fn open(count: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// All four subgraphs as in-process transports.
@@ -116,17 +194,20 @@ pub fn in_process_transports() -> HashMap<String, Arc<dyn SubgraphTransport>> {
     let mut map: HashMap<String, Arc<dyn SubgraphTransport>> = HashMap::new();
     map.insert(
         "accounts".into(),
-        Arc::new(InProcess(subgraphs::accounts())),
+        Arc::new(InProcess::new(subgraphs::accounts())),
     );
     map.insert(
         "inventory".into(),
-        Arc::new(InProcess(subgraphs::inventory())),
+        Arc::new(InProcess::new(subgraphs::inventory())),
     );
     map.insert(
         "products".into(),
-        Arc::new(InProcess(subgraphs::products())),
+        Arc::new(InProcess::new(subgraphs::products())),
     );
-    map.insert("reviews".into(), Arc::new(InProcess(subgraphs::reviews())));
+    map.insert(
+        "reviews".into(),
+        Arc::new(InProcess::new(subgraphs::reviews())),
+    );
     map
 }
 

@@ -4,7 +4,9 @@
 //! request with files, see [`crate::uploads`]): it verifies the caller's token
 //! (never trusting an identity it did not verify), refuses the request outright when a
 //! presented credential does not verify, puts the [`Caller`] in the GraphQL context, runs
-//! the schema and returns the response body as JSON.
+//! the schema and returns the response body as JSON. Subscriptions (and any operation a
+//! client asks to stream) go through [`Subgraph::subscribe`], served over HTTP as GraphQL
+//! over SSE (distinct connections mode): the protocol the gateway speaks to subgraphs.
 
 use std::sync::Arc;
 
@@ -26,6 +28,12 @@ use flowfleet_security::service_auth::{open_client_address, CLIENT_ADDRESS_HEADE
 #[async_trait]
 pub trait SubgraphSchema: Send + Sync + 'static {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response;
+    /// Runs an operation as a stream: one response per event of a subscription, one for
+    /// a query or mutation.
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response>;
     /// The Federation v2 SDL (what `_service { sdl }` returns).
     fn federation_sdl(&self) -> String;
 }
@@ -39,6 +47,12 @@ where
 {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
         async_graphql::Schema::execute(self, request).await
+    }
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        async_graphql::Schema::execute_stream(self, request).boxed()
     }
     fn federation_sdl(&self) -> String {
         self.sdl_with_options(
@@ -142,50 +156,95 @@ impl Subgraph {
         flowfleet_runtime::telemetry::set_parent_from_headers(&span, headers);
         async move {
             let started = std::time::Instant::now();
-            let caller = self.verifier.caller(headers).await;
-            // A credential that does not verify ends the request here, whatever it asks
-            // for: nothing runs on behalf of a forged, expired or revoked identity, and
-            // the client learns its credential is bad instead of being served as anonymous.
-            if let Caller::Rejected(reason) = &caller {
-                return ApiError::unauthenticated(reason.clone()).graphql_response();
-            }
-            // gRPC calls the resolvers make carry this caller's (verified) credential.
-            let credential = matches!(caller, Caller::User(_))
-                .then(|| headers.get(http::header::AUTHORIZATION))
-                .flatten()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.get(7..))
-                .map(str::trim);
-            let mut request = async_graphql::Request::new(body.query).data(caller);
-            if let Some(ring) = &self.client_addresses {
-                let address = headers
-                    .get(CLIENT_ADDRESS_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| open_client_address(ring, v));
-                if let Some(address) = address {
-                    request = request.data(address);
-                }
-            }
-            if let Some(name) = body.operation_name {
-                request = request.operation_name(name);
-            }
-            if let Some(vars) = body.variables {
-                request = request.variables(async_graphql::Variables::from_json(vars));
-            }
-            if let Some(uploads) = uploads {
-                request = request.data(uploads);
-            }
-            let response =
-                flowfleet_runtime::grpc::acting_for(credential, self.schema.execute(request)).await;
+            let (request, credential) = match self.request(body, headers).await {
+                Ok(prepared) => prepared,
+                Err(refusal) => return refusal,
+            };
+            let request = match uploads {
+                Some(uploads) => request.data(uploads),
+                None => request,
+            };
+            let response = flowfleet_runtime::grpc::acting_for(
+                credential.as_deref(),
+                self.schema.execute(request),
+            )
+            .await;
             let outcome = if response.errors.is_empty() { "ok" } else { "error" };
             metrics::histogram!("flowfleet_subgraph_request_seconds", "subgraph" => self.name, "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());
-            serde_json::to_value(&response).unwrap_or_else(|e| {
-                serde_json::json!({"errors": [{"message": format!("response encoding failed: {e}"), "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
-            })
+            response_json(&response)
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs an operation as a stream of response bodies: each event of a subscription, or
+    /// the one response of a query or mutation. A credential that does not verify gives
+    /// one error response.
+    pub async fn subscribe(
+        &self,
+        body: GraphQLBody,
+        headers: &http::HeaderMap,
+    ) -> futures::stream::BoxStream<'static, serde_json::Value> {
+        let span = tracing::info_span!(
+            "subgraph.subscription",
+            subgraph = self.name,
+            operation = body.operation_name.as_deref().unwrap_or("")
+        );
+        flowfleet_runtime::telemetry::set_parent_from_headers(&span, headers);
+        let (request, credential) = match self.request(body, headers).instrument(span.clone()).await
+        {
+            Ok(prepared) => prepared,
+            Err(refusal) => return futures::stream::once(async move { refusal }).boxed(),
+        };
+        let mut responses = self
+            .schema
+            .execute_stream(request)
+            .map(|response| response_json(&response));
+        // Every poll (where the resolvers run) inside the subscription's span.
+        let traced =
+            futures::stream::poll_fn(move |cx| span.in_scope(|| responses.poll_next_unpin(cx)));
+        flowfleet_runtime::grpc::acting_for_stream(credential.as_deref(), traced)
+    }
+
+    /// The async-graphql request for `body` from a verified caller, and the caller's
+    /// credential for the gRPC calls its resolvers make; or the response refusing it.
+    async fn request(
+        &self,
+        body: GraphQLBody,
+        headers: &http::HeaderMap,
+    ) -> Result<(async_graphql::Request, Option<String>), serde_json::Value> {
+        let caller = self.verifier.caller(headers).await;
+        // A credential that does not verify ends the request here, whatever it asks
+        // for: nothing runs on behalf of a forged, expired or revoked identity, and
+        // the client learns its credential is bad instead of being served as anonymous.
+        if let Caller::Rejected(reason) = &caller {
+            return Err(ApiError::unauthenticated(reason.clone()).graphql_response());
+        }
+        // gRPC calls the resolvers make carry this caller's (verified) credential.
+        let credential = matches!(caller, Caller::User(_))
+            .then(|| headers.get(http::header::AUTHORIZATION))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.get(7..))
+            .map(|v| v.trim().to_string());
+        let mut request = async_graphql::Request::new(body.query).data(caller);
+        if let Some(ring) = &self.client_addresses {
+            let address = headers
+                .get(CLIENT_ADDRESS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| open_client_address(ring, v));
+            if let Some(address) = address {
+                request = request.data(address);
+            }
+        }
+        if let Some(name) = body.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(vars) = body.variables {
+            request = request.variables(async_graphql::Variables::from_json(vars));
+        }
+        Ok((request, credential))
     }
 
     /// `POST /graphql`, `GET /health`, `GET /metrics`.
@@ -195,6 +254,47 @@ impl Subgraph {
             .merge(flowfleet_runtime::telemetry::ops_routes())
             .with_state(self.clone())
     }
+}
+
+fn response_json(response: &async_graphql::Response) -> serde_json::Value {
+    serde_json::to_value(response).unwrap_or_else(|e| {
+        serde_json::json!({"errors": [{"message": format!("response encoding failed: {e}"), "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+    })
+}
+
+/// How often a quiet event stream sends a keep-alive comment; well within the gateway's
+/// limit on silence.
+const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// GraphQL over SSE: `event: next` per response, then `event: complete` with an empty
+/// `data:` line (SSE parsers drop events without one), and a comment as keep-alive while
+/// quiet.
+fn event_stream(
+    responses: futures::stream::BoxStream<'static, serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let keep_alive =
+        tokio::time::interval_at(tokio::time::Instant::now() + SSE_KEEP_ALIVE, SSE_KEEP_ALIVE);
+    let events = futures::stream::unfold(
+        (Some(responses), keep_alive),
+        |(responses, mut keep_alive)| async move {
+            let mut responses = responses?;
+            let chunk = tokio::select! {
+                response = responses.next() => match response {
+                    Some(body) => format!("event: next\ndata: {body}\n\n"),
+                    None => return Some(("event: complete\ndata:\n\n".to_string(), (None, keep_alive))),
+                },
+                _ = keep_alive.tick() => ":\n\n".to_string(),
+            };
+            Some((chunk, (Some(responses), keep_alive)))
+        },
+    )
+    .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(http::header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(events),
+    )
+        .into_response()
 }
 
 /// Headers only scripts can set: a multipart request must carry one, so that a plain
@@ -245,7 +345,13 @@ async fn graphql_handler(
         Ok(bytes) => bytes,
         Err(e) => return bad_request(format!("the request body could not be read: {e}")),
     };
+    let wants_stream = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
     match serde_json::from_slice::<GraphQLBody>(&bytes) {
+        Ok(body) if wants_stream => event_stream(subgraph.subscribe(body, &headers).await),
         Ok(body) => Json(subgraph.execute(body, &headers).await).into_response(),
         Err(e) => bad_request(format!("the request body is not a GraphQL request: {e}")),
     }

@@ -240,6 +240,20 @@ pub struct GatewayConfig {
     pub subgraph_timeout_ms: u64,
     /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
     pub subgraph_urls: BTreeMap<String, String>,
+    /// Streaming connections (WebSocket, SSE, multipart) open at once in one gateway.
+    pub subscription_max_connections: usize,
+    /// Operations running at once on one WebSocket.
+    pub subscription_max_per_connection: usize,
+    /// Subscriptions one credential holds open at once in one gateway.
+    pub subscription_max_per_credential: usize,
+    /// Events buffered per subscription before it counts as behind (and is told so).
+    pub subscription_buffer: usize,
+    /// Keep-alive interval of streaming connections (WebSocket pings, SSE comments,
+    /// multipart heartbeats).
+    pub subscription_heartbeat_ms: u64,
+    /// How often a running subscription's credential is checked again, besides when it
+    /// expires (a revoked API key or signed-out session ends its subscriptions).
+    pub subscription_recheck_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -536,6 +550,12 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             subgraph_timeout_ms: 10_000,
             subgraph_urls: BTreeMap::new(),
+            subscription_max_connections: 10_000,
+            subscription_max_per_connection: 100,
+            subscription_max_per_credential: 500,
+            subscription_buffer: 64,
+            subscription_heartbeat_ms: 10_000,
+            subscription_recheck_ms: 60_000,
         }
     }
 }

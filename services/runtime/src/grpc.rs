@@ -32,6 +32,26 @@ pub async fn acting_for<F: std::future::Future>(credential: Option<&str>, work: 
     }
 }
 
+/// [`acting_for`] for a stream: each poll of `stream` (where a subscription's resolvers
+/// run) happens on behalf of the caller.
+pub fn acting_for_stream<S>(
+    credential: Option<&str>,
+    stream: S,
+) -> futures::stream::BoxStream<'static, S::Item>
+where
+    S: futures::Stream + Send + 'static,
+{
+    use futures::StreamExt as _;
+    let Some(credential) = credential.map(Arc::<str>::from) else {
+        return stream.boxed();
+    };
+    let mut stream = Box::pin(stream);
+    futures::stream::poll_fn(move |cx| {
+        ACTING_FOR.sync_scope(credential.clone(), || stream.as_mut().poll_next(cx))
+    })
+    .boxed()
+}
+
 /// Runs `work` as this service, even inside a user's request: for the questions a service
 /// asks for itself while serving someone (e.g. the caller's membership, to authorize them),
 /// which the caller's own credential may not ask.

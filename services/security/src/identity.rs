@@ -316,6 +316,29 @@ impl TokenVerifier {
     }
 }
 
+/// When the bearer access token in `headers` expires (its `exp`, Unix seconds), read
+/// without verifying it: only for a token [`TokenVerifier::caller`] has just verified.
+/// `None` for API keys (they end by revocation, which re-verifying notices) and for
+/// requests without a token.
+pub fn access_token_expiry(headers: &http::HeaderMap) -> Option<i64> {
+    use base64::Engine as _;
+    let token = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .get(7..)?
+        .trim();
+    if token.starts_with(API_KEY_PREFIX) {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
 /// Roles in a workspace, ordered from least to most powerful.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, async_graphql::Enum,

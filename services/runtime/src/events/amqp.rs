@@ -139,8 +139,37 @@ impl EventBus for AmqpBus {
         queue: &str,
         bindings: &[&str],
     ) -> Result<Box<dyn Subscription>, BusError> {
+        self.consume(
+            format!("{}.{queue}", self.exchange),
+            bindings,
+            QueueKind::Work,
+        )
+        .await
+    }
+
+    async fn listen(&self, bindings: &[&str]) -> Result<Box<dyn Subscription>, BusError> {
+        let queue = format!("{}.live.{}", self.exchange, uuid::Uuid::new_v4());
+        self.consume(queue, bindings, QueueKind::Live).await
+    }
+}
+
+/// Durable work queues, or a listener's own queue.
+#[derive(Clone, Copy)]
+enum QueueKind {
+    Work,
+    /// Not durable; deleted when its consumer goes (auto-delete) and, should the process
+    /// die without cancelling, after a minute unused (`x-expires`).
+    Live,
+}
+
+impl AmqpBus {
+    async fn consume(
+        &self,
+        queue: String,
+        bindings: &[&str],
+        kind: QueueKind,
+    ) -> Result<Box<dyn Subscription>, BusError> {
         let (tx, rx) = mpsc::channel(self.prefetch as usize);
-        let queue = format!("{}.{queue}", self.exchange);
         let exchange = self.exchange.clone();
         let bindings: Vec<String> = bindings.iter().map(|b| b.to_string()).collect();
         let declare = {
@@ -148,7 +177,7 @@ impl EventBus for AmqpBus {
             move |channel: Channel| {
                 let (exchange, queue, bindings) =
                     (exchange.clone(), queue.clone(), bindings.clone());
-                async move { declare_queue(&channel, &exchange, &queue, &bindings).await }
+                async move { declare_queue(&channel, &exchange, &queue, &bindings, kind).await }
             }
         };
         // Declare once up front so that events published right after `subscribe`
@@ -200,18 +229,31 @@ async fn declare_queue(
     exchange: &str,
     queue: &str,
     bindings: &[String],
+    kind: QueueKind,
 ) -> Result<(), lapin::Error> {
     declare_exchange(channel, exchange).await?;
-    channel
-        .queue_declare(
-            queue,
+    let (options, arguments) = match kind {
+        QueueKind::Work => (
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             },
             FieldTable::default(),
-        )
-        .await?;
+        ),
+        QueueKind::Live => {
+            let mut arguments = FieldTable::default();
+            arguments.insert("x-expires".into(), AMQPValue::LongUInt(60_000));
+            (
+                QueueDeclareOptions {
+                    durable: false,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
+        }
+    };
+    channel.queue_declare(queue, options, arguments).await?;
     for b in bindings {
         channel
             .queue_bind(

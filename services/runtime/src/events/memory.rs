@@ -49,6 +49,16 @@ impl MemoryBus {
     }
 
     /// Messages waiting (not yet delivered) in a queue.
+    /// Listener queues open now ([`EventBus::listen`]).
+    pub fn live_queues(&self) -> usize {
+        let state = self.state.lock().expect("bus lock poisoned");
+        state
+            .queues
+            .keys()
+            .filter(|q| q.starts_with("live."))
+            .count()
+    }
+
     pub fn depth(&self, queue: &str) -> usize {
         let state = self.state.lock().expect("bus lock poisoned");
         state
@@ -100,6 +110,43 @@ impl EventBus for MemoryBus {
             q
         };
         Ok(Box::new(MemorySubscription { queue: q }))
+    }
+
+    async fn listen(&self, bindings: &[&str]) -> Result<Box<dyn Subscription>, BusError> {
+        let name = format!("live.{}", uuid::Uuid::new_v4());
+        let queue = self.subscribe(&name, bindings).await?;
+        Ok(Box::new(Listener {
+            queue,
+            name,
+            bus: self.clone(),
+        }))
+    }
+}
+
+/// A listener's queue; removed with its bindings when the listener is dropped, so nothing
+/// piles up for a listener that is gone.
+struct Listener {
+    queue: Box<dyn Subscription>,
+    name: String,
+    bus: MemoryBus,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut state = self.bus.state.lock().expect("bus lock poisoned");
+        state.queues.remove(&self.name);
+        state.bindings.retain(|(_, queue)| queue != &self.name);
+    }
+}
+
+#[async_trait]
+impl Subscription for Listener {
+    async fn next(&mut self) -> Option<Delivery> {
+        self.queue.next().await
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        self.queue.try_next()
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod amqp;
 pub mod consumer;
+pub mod live;
 pub mod memory;
 pub mod outbox;
 
@@ -118,6 +119,13 @@ pub trait EventBus: Send + Sync + 'static {
         queue: &str,
         bindings: &[&str],
     ) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Listens to every event matching `bindings` from now on, on a queue of this
+    /// listener's own: each listener of each process receives every matching event (where
+    /// [`EventBus::subscribe`]'s consumers compete). For live views (subscriptions), not
+    /// for work: the queue is not durable and goes away with the listener, and what is
+    /// published while no listener exists is not kept. Ack deliveries as usual.
+    async fn listen(&self, bindings: &[&str]) -> Result<Box<dyn Subscription>, BusError>;
 }
 
 /// Topic matching with AMQP semantics: words separated by `.`, `*` matches one

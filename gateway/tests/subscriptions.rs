@@ -560,3 +560,199 @@ async fn limits_refuse_with_clear_errors() {
         "SUBSCRIPTION_LIMIT_REACHED"
     );
 }
+
+/// A credential check for tests: `Bearer good` never expires, `Bearer short` expires
+/// 400 ms after the check is built, anything else is refused.
+fn credentials() -> flowfleet_gateway::CredentialCheck {
+    let expires = std::time::SystemTime::now() + Duration::from_millis(400);
+    Arc::new(move |headers: http::HeaderMap| {
+        let credential = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Box::pin(async move {
+            match credential.as_deref() {
+                None | Some("Bearer good") => Ok(None),
+                Some("Bearer short") if std::time::SystemTime::now() < expires => Ok(Some(expires)),
+                Some("Bearer short") => Err("the access token expired; sign in again".into()),
+                Some(_) => Err("invalid access token".into()),
+            }
+        })
+    })
+}
+
+fn checked_config() -> GatewayConfig {
+    GatewayConfig {
+        subscriptions: SubscriptionConfig {
+            credentials: Some(credentials()),
+            ..SubscriptionConfig::default()
+        },
+        ..GatewayConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_credential_that_does_not_verify_is_refused_at_connection() {
+    let fx = fixture(Runtime::InProcess, checked_config()).await;
+    let mut socket = connect(&fx.base).await;
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": "Bearer forged"}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await, Err(4403));
+
+    let refused = reqwest::Client::new()
+        .post(format!("{}/graphql", fx.base))
+        .header("accept", "text/event-stream")
+        .header("authorization", "Bearer forged")
+        .json(&json!({"query": subscription(50, None)}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_subscription_ends_with_a_clear_error_when_its_credential_expires() {
+    let fx = fixture(Runtime::InProcess, checked_config()).await;
+    // Over a WebSocket (credential in `connection_init`) and over SSE (in the header).
+    let mut socket = connect(&fx.base).await;
+    init(&mut socket, json!({"Authorization": "Bearer short"})).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(50, None)}}),
+    )
+    .await;
+    let sse = reqwest::Client::new()
+        .post(format!("{}/graphql", fx.base))
+        .header("accept", "text/event-stream")
+        .header("authorization", "Bearer short")
+        .json(&json!({"query": subscription(50, None)}))
+        .send()
+        .await
+        .expect("request");
+    let mut events = 0;
+    let last = loop {
+        let message = receive(&mut socket).await.expect("message");
+        assert_eq!(message["id"], "1");
+        if message["type"] == "complete" {
+            break message;
+        }
+        let payload = &message["payload"];
+        if payload.get("data").is_some() {
+            events += 1;
+            continue;
+        }
+        assert_eq!(
+            payload["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{payload}"
+        );
+        assert!(payload["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"));
+    };
+    assert_eq!(last["type"], "complete");
+    assert!(events > 0, "events flowed until the expiry");
+    let sse = sse_events(sse).await;
+    let (kind, data) = &sse[sse.len() - 2];
+    assert_eq!(kind, "next");
+    let last: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(last["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert_eq!(sse.last().expect("complete").0, "complete");
+    settle(&fx).await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_subscriptions_whose_fields_remain_and_ends_the_others() {
+    let fx = fixture(Runtime::Http, GatewayConfig::default()).await;
+    let current = fx.gateway.supergraph();
+    let mut socket = connect(&fx.base).await;
+    init(&mut socket, json!({})).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(30, None)}}),
+    )
+    .await;
+    let first = receive(&mut socket).await.expect("next");
+    assert_review(&first["payload"], 0);
+
+    // A new supergraph that still has `reviewAdded`: the subscription goes on, resolving
+    // its events on the new plan, over the same upstream.
+    assert!(fx
+        .gateway
+        .reload(&format!("{current}\n# reloaded\n"))
+        .expect("reload"));
+    for n in 1..4 {
+        let next = receive(&mut socket).await.expect("next");
+        assert_eq!(next["type"], "next", "{next}");
+        assert_review(&next["payload"], n);
+    }
+    assert_eq!(fx.gateway.open_upstream_subscriptions(), 1);
+
+    // One without subscriptions (the standard benchmark supergraph): it ends, saying why.
+    let standard = flowfleet_bench::SUPERGRAPH.to_string();
+    assert!(fx.gateway.reload(&standard).expect("reload"));
+    let ended = loop {
+        let message = receive(&mut socket).await.expect("message");
+        if message["payload"].get("errors").is_some() {
+            break message;
+        }
+    };
+    assert_eq!(
+        ended["payload"]["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert!(ended["payload"]["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("schema changed"));
+    assert_eq!(
+        receive(&mut socket).await.expect("complete"),
+        json!({"id": "1", "type": "complete"})
+    );
+    settle(&fx).await;
+}
+
+#[tokio::test]
+async fn shutting_down_completes_every_subscription() {
+    let fx = fixture(Runtime::InProcess, GatewayConfig::default()).await;
+    let mut socket = connect(&fx.base).await;
+    init(&mut socket, json!({})).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(5_000, None)}}),
+    )
+    .await;
+    let sse = reqwest::Client::new()
+        .post(format!("{}/graphql", fx.base))
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": subscription(5_000, None)}))
+        .send()
+        .await
+        .expect("request");
+    opened(&fx, 1).await;
+    fx.gateway.close_subscriptions();
+    assert_eq!(
+        receive(&mut socket).await.expect("complete"),
+        json!({"id": "1", "type": "complete"})
+    );
+    assert_eq!(receive(&mut socket).await, Err(1001), "going away");
+    assert_eq!(
+        sse_events(sse).await,
+        vec![("complete".to_string(), String::new())]
+    );
+    settle(&fx).await;
+    // New ones are refused while shutting down.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/graphql", fx.base))
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": subscription(50, None)}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 503);
+}

@@ -335,3 +335,220 @@ async fn retry(
     tokio::time::sleep(wait).await;
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use tokio::sync::mpsc::UnboundedSender;
+
+    use super::*;
+    use crate::transport::ResponseStream;
+
+    type Events = UnboundedSender<Result<Value, TransportError>>;
+
+    /// A subgraph whose streams the test writes: each `subscribe` takes the next scripted
+    /// opening (a stream the test feeds, or a failure to connect).
+    #[derive(Default)]
+    struct Scripted {
+        openings: Mutex<
+            VecDeque<
+                Result<
+                    tokio::sync::mpsc::UnboundedReceiver<Result<Value, TransportError>>,
+                    TransportError,
+                >,
+            >,
+        >,
+        opened: AtomicU64,
+    }
+
+    impl Scripted {
+        fn stream(&self) -> Events {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            self.openings.lock().unwrap().push_back(Ok(receiver));
+            sender
+        }
+        fn refuse(&self) {
+            self.openings
+                .lock()
+                .unwrap()
+                .push_back(Err(TransportError::Connect("refused".into())));
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SubgraphTransport for Scripted {
+        async fn execute(&self, _: SubgraphRequest) -> Result<Value, TransportError> {
+            Err(TransportError::Other("queries are not scripted".into()))
+        }
+        async fn subscribe(&self, _: SubgraphRequest) -> Result<ResponseStream, TransportError> {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let next = self.openings.lock().unwrap().pop_front();
+            match next {
+                Some(Ok(mut receiver)) => {
+                    Ok(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed())
+                }
+                Some(Err(error)) => Err(error),
+                None => Err(TransportError::Connect("nothing scripted".into())),
+            }
+        }
+    }
+
+    fn request() -> SubgraphRequest {
+        SubgraphRequest::new(
+            "reviews",
+            "subscription { reviewAdded { id } }",
+            serde_json::Map::new(),
+            http::HeaderMap::new(),
+        )
+    }
+
+    fn event(n: u64) -> Result<Value, TransportError> {
+        Ok(Value::from(serde_json::json!({"data": {"n": n}})))
+    }
+
+    fn number(item: &Item) -> u64 {
+        match item {
+            Item::Event(value) => value
+                .get("data")
+                .and_then(|d| d.get("n"))
+                .and_then(Value::as_u64)
+                .expect("n"),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn policy(buffer: usize) -> UpstreamPolicy {
+        UpstreamPolicy {
+            buffer,
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            reconnect_attempts: 3,
+        }
+    }
+
+    async fn next(subscriber: &mut Subscriber) -> Item {
+        tokio::time::timeout(Duration::from_secs(5), subscriber.receiver.recv())
+            .await
+            .expect("an item within 5 s")
+            .expect("channel open")
+    }
+
+    /// Lets the driver task take in what was sent.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_is_reported_before_the_next_event_and_nothing_is_lost_silently() {
+        let transport = Arc::new(Scripted::default());
+        let feed = transport.stream();
+        let upstreams = Upstreams::new(policy(2), Vec::new());
+        let mut slow = upstreams.join(transport.clone(), request(), true);
+        let mut fast = upstreams.join(transport.clone(), request(), true);
+        settle().await;
+        assert_eq!(transport.opened.load(Ordering::SeqCst), 1, "shared");
+        let mut fast_seen = Vec::new();
+        for n in 0..10 {
+            feed.send(event(n)).expect("send");
+            // The fast subscriber keeps up; the slow one reads nothing yet.
+            fast_seen.push(number(&next(&mut fast).await));
+        }
+        assert_eq!(
+            fast_seen,
+            (0..10).collect::<Vec<_>>(),
+            "a slow peer costs the fast one nothing"
+        );
+        assert_eq!(number(&next(&mut slow).await), 0);
+        assert_eq!(number(&next(&mut slow).await), 1);
+        feed.send(event(10)).expect("send");
+        settle().await;
+        match next(&mut slow).await {
+            Item::Lagged(dropped) => assert_eq!(dropped, 8, "events 2..=9"),
+            other => panic!("expected the lag first, got {other:?}"),
+        }
+        assert_eq!(number(&next(&mut slow).await), 10);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_is_reopened_and_subscribers_are_told() {
+        let transport = Arc::new(Scripted::default());
+        let first = transport.stream();
+        let second = transport.stream();
+        let upstreams = Upstreams::new(policy(8), Vec::new());
+        let mut subscriber = upstreams.join(transport.clone(), request(), true);
+        first.send(event(1)).expect("send");
+        assert_eq!(number(&next(&mut subscriber).await), 1);
+        first
+            .send(Err(TransportError::Connect("reset".into())))
+            .expect("send");
+        assert!(matches!(next(&mut subscriber).await, Item::Reconnected));
+        second.send(event(2)).expect("send");
+        assert_eq!(number(&next(&mut subscriber).await), 2);
+        assert_eq!(transport.opened.load(Ordering::SeqCst), 2);
+        // The clean end of the stream ends the subscription.
+        drop(second);
+        assert!(matches!(next(&mut subscriber).await, Item::Ended(None)));
+        assert_eq!(upstreams.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_subgraph_that_cannot_be_reached_ends_the_subscription_at_once() {
+        let transport = Arc::new(Scripted::default());
+        transport.refuse();
+        let upstreams = Upstreams::new(policy(8), Vec::new());
+        let mut subscriber = upstreams.join(transport.clone(), request(), true);
+        assert!(matches!(
+            next(&mut subscriber).await,
+            Item::Ended(Some(UpstreamFailure::Unavailable))
+        ));
+        assert_eq!(
+            transport.opened.load(Ordering::SeqCst),
+            1,
+            "no retry before it ever opened"
+        );
+        assert_eq!(upstreams.open(), 0, "a new client starts afresh");
+    }
+
+    #[tokio::test]
+    async fn reopening_gives_up_after_its_attempts() {
+        let transport = Arc::new(Scripted::default());
+        let first = transport.stream();
+        for _ in 0..3 {
+            transport.refuse();
+        }
+        let upstreams = Upstreams::new(policy(8), Vec::new());
+        let mut subscriber = upstreams.join(transport.clone(), request(), true);
+        first
+            .send(Err(TransportError::Connect("reset".into())))
+            .expect("send");
+        assert!(matches!(
+            next(&mut subscriber).await,
+            Item::Ended(Some(UpstreamFailure::Unavailable))
+        ));
+        assert_eq!(transport.opened.load(Ordering::SeqCst), 4, "1 + 3 attempts");
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_leaving_closes_the_stream_without_waiting_for_an_event() {
+        let transport = Arc::new(Scripted::default());
+        let feed = transport.stream();
+        let upstreams = Upstreams::new(policy(8), Vec::new());
+        let a = upstreams.join(transport.clone(), request(), true);
+        let b = upstreams.join(transport.clone(), request(), true);
+        settle().await;
+        drop(a);
+        settle().await;
+        assert!(!feed.is_closed(), "b still listens");
+        drop(b);
+        settle().await;
+        assert!(feed.is_closed(), "the subgraph stream was dropped");
+        assert_eq!(upstreams.open(), 0);
+        // Without deduplication, two identical requests open two streams.
+        let _one = transport.stream();
+        let _two = transport.stream();
+        let _c = upstreams.join(transport.clone(), request(), false);
+        let _d = upstreams.join(transport.clone(), request(), false);
+        assert_eq!(upstreams.open(), 2);
+    }
+}

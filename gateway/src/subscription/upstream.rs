@@ -346,19 +346,13 @@ mod tests {
     use crate::transport::ResponseStream;
 
     type Events = UnboundedSender<Result<Value, TransportError>>;
+    type Feed = tokio::sync::mpsc::UnboundedReceiver<Result<Value, TransportError>>;
 
     /// A subgraph whose streams the test writes: each `subscribe` takes the next scripted
     /// opening (a stream the test feeds, or a failure to connect).
     #[derive(Default)]
     struct Scripted {
-        openings: Mutex<
-            VecDeque<
-                Result<
-                    tokio::sync::mpsc::UnboundedReceiver<Result<Value, TransportError>>,
-                    TransportError,
-                >,
-            >,
-        >,
+        openings: Mutex<VecDeque<Result<Feed, TransportError>>>,
         opened: AtomicU64,
     }
 

@@ -106,6 +106,16 @@ impl Client {
         }
     }
 
+    /// The same credential, sent to another endpoint (another replica's gateway).
+    pub fn clone_for(&self, url: &str) -> Self {
+        Client {
+            http: self.http.clone(),
+            url: url.to_string(),
+            token: self.token.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+
     /// Sends a GraphQL request; returns the HTTP status and the JSON body.
     pub async fn raw(&self, query: &str, variables: Value) -> (u16, Value) {
         let mut req = self
@@ -121,6 +131,63 @@ impl Client {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// Opens a subscription over SSE (GraphQL over SSE, as the gateway serves it): each
+    /// event's response arrives on the receiver, which closes when the stream completes.
+    /// A request refused before streaming gives its status and body.
+    pub async fn subscribe(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Value>, (u16, Value)> {
+        use futures::StreamExt as _;
+        let mut req = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header("accept", "text/event-stream")
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let streaming = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !streaming {
+            let status = resp.status().as_u16();
+            return Err((status, resp.json().await.expect("JSON body")));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = resp.bytes_stream();
+        tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let mut kind = "";
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(k) = line.strip_prefix("event: ") {
+                            kind = if k == "next" { "next" } else { "other" };
+                        } else if let Some(d) = line.strip_prefix("data: ") {
+                            data.push_str(d);
+                        }
+                    }
+                    if kind == "next" {
+                        let value = serde_json::from_str(&data).expect("an event is JSON");
+                        if sender.send(value).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(receiver)
     }
 
     /// Sends a GraphQL request that must succeed without errors; returns `data`.

@@ -1,4 +1,4 @@
-//! The tenancy matrix: every query and mutation of the supergraph, every field of every
+//! The tenancy matrix: every query, mutation and subscription of the supergraph, every field of every
 //! federation entity, every gRPC method of the fleet and every HTTP route that decides by
 //! role, called by each kind of caller, on
 //! both backends (embedded: SQLite and in-process parts; distributed: PostgreSQL, Redis
@@ -21,6 +21,7 @@ mod graphql;
 mod grpc;
 mod http;
 mod notifications;
+mod subscriptions;
 mod world;
 
 use flowfleet_host::testing::Backend;
@@ -122,6 +123,12 @@ async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
     // Rows of their own (events.rs), run even before the supergraph file lists them.
     operations.extend(events::OPERATIONS.map(String::from));
     let entity_fields = entity_fields(&supergraph);
+    let subscription_operations = subscriptions::operations(&supergraph);
+    assert!(
+        subscription_operations.contains(&"executionUpdated".to_string())
+            && subscription_operations.contains(&"notificationReceived".to_string()),
+        "{subscription_operations:?}"
+    );
     let methods = grpc::methods();
     assert!(
         operations.len() >= 20 && operations.contains("startExecution"),
@@ -162,6 +169,16 @@ async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
                 if !matches(&outcome, &expected) {
                     failures.push(format!(
                         "{name}: {operation} as {caller:?}: got {outcome:?}, expected {expected:?}"
+                    ));
+                }
+            }
+        }
+        for operation in &subscription_operations {
+            for (caller, outcome, expected) in subscriptions::rows(operation, &w).await {
+                cells += 1;
+                if !matches(&outcome, &expected) {
+                    failures.push(format!(
+                        "{name}: subscription {operation} as {caller:?}: got {outcome:?}, expected {expected:?}"
                     ));
                 }
             }
@@ -213,8 +230,9 @@ async fn every_operation_entity_field_and_method_as_every_kind_of_caller() {
             }
         }
         eprintln!(
-            "{name}: {cells} cells ({} operations, {} entity fields, {} gRPC methods, {} HTTP routes, {} callers)",
+            "{name}: {cells} cells ({} operations, {} subscriptions, {} entity fields, {} gRPC methods, {} HTTP routes, {} callers)",
             operations.len(),
+            subscription_operations.len(),
             entity_fields.len(),
             methods.len(),
             http::ROUTES.len(),

@@ -19,7 +19,7 @@ use crate::store::list::{Filter, Scope};
 use crate::store::Store;
 use crate::triggers::events::{custom_event, MAX_PAYLOAD_BYTES};
 
-pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+pub type ExecutionSchema = async_graphql::Schema<Query, Mutation, crate::updates::Subscription>;
 
 pub struct Ctx {
     pub store: Store,
@@ -31,10 +31,13 @@ pub struct Ctx {
     pub launcher: Launcher,
 }
 
-pub fn schema(ctx: Ctx) -> ExecutionSchema {
-    async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+/// The schema; `live` feeds its subscriptions ([`crate::updates`]).
+pub fn schema(ctx: Ctx, live: flowfleet_runtime::events::live::LiveEvents) -> ExecutionSchema {
+    async_graphql::Schema::build(Query, Mutation, crate::updates::Subscription)
         .enable_federation()
+        .enable_subscription_in_federation()
         .data(ctx)
+        .data(live)
         .finish()
 }
 
@@ -77,7 +80,12 @@ impl Ctx {
     }
 
     /// The execution, if the caller has at least `min` in its workspace.
-    async fn load_for(&self, ctx: &Context<'_>, id: &ID, min: Role) -> Result<Execution, ApiError> {
+    pub(crate) async fn load_for(
+        &self,
+        ctx: &Context<'_>,
+        id: &ID,
+        min: Role,
+    ) -> Result<Execution, ApiError> {
         let id = parse_id("id", id)?;
         let e = self
             .store
@@ -252,7 +260,7 @@ pub struct Progress {
 }
 
 /// One attempt of one node within an execution.
-pub struct StepRunNode(StepRun);
+pub struct StepRunNode(pub StepRun);
 
 #[Object(name = "StepRun")]
 impl StepRunNode {

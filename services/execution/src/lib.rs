@@ -21,6 +21,7 @@ pub mod pool;
 pub mod retry;
 pub mod store;
 pub mod triggers;
+pub mod updates;
 pub mod worker;
 
 use std::sync::Arc;
@@ -67,19 +68,29 @@ pub async fn build(
         workflows.clone(),
         infra.clock.clone(),
     );
-    let schema = graphql::schema(graphql::Ctx {
-        store: store.clone(),
-        access: access.clone(),
-        clock: infra.clock.clone(),
-        effects: effects::Effects {
+    // Every execution event this process hears, for the subscriptions of its subgraph.
+    let (updates, updates_feed) = flowfleet_runtime::events::live::LiveEvents::start(
+        infra.bus.clone(),
+        updates::BINDINGS,
+        updates::CAPACITY,
+        infra.shutdown.clone(),
+    );
+    let schema = graphql::schema(
+        graphql::Ctx {
             store: store.clone(),
-            dispatcher,
-            relay: relay.clone(),
+            access: access.clone(),
             clock: infra.clock.clone(),
-            storage: StorageServiceClient::new(storage),
+            effects: effects::Effects {
+                store: store.clone(),
+                dispatcher,
+                relay: relay.clone(),
+                clock: infra.clock.clone(),
+                storage: StorageServiceClient::new(storage),
+            },
+            launcher: launcher.clone(),
         },
-        launcher: launcher.clone(),
-    });
+        updates,
+    );
     // Cron schedules, webhooks and events, following the workflow service's trigger feed.
     let live = triggers::Live::default();
     let settings = infra.config.triggers.clone();
@@ -128,6 +139,7 @@ pub async fn build(
         .await;
     tasks.push(Box::pin(relay.run(infra.shutdown.clone())));
     tasks.push(privacy_task);
+    tasks.push(updates_feed);
     Ok(ServiceParts {
         name: ServiceName::Execution,
         subgraph: Subgraph::new("execution", Arc::new(schema), infra.verifier.clone()),

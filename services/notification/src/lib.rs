@@ -91,11 +91,21 @@ pub async fn build(
         clock: infra.clock.clone(),
         app_url: config.app_url.clone(),
     };
-    let schema = graphql::schema(graphql::Ctx {
-        store: store.clone(),
-        clock: infra.clock.clone(),
-        manage,
-    });
+    // Every notification this process hears of, for `notificationReceived`.
+    let (live, live_feed) = flowfleet_runtime::events::live::LiveEvents::start(
+        infra.bus.clone(),
+        graphql::live::BINDINGS,
+        graphql::live::CAPACITY,
+        infra.shutdown.clone(),
+    );
+    let schema = graphql::schema(
+        graphql::Ctx {
+            store: store.clone(),
+            clock: infra.clock.clone(),
+            manage,
+        },
+        live,
+    );
     // Exports what it holds about a user, and erases it on `user.deleted`.
     let (privacy_grpc, privacy_task) =
         flowfleet_host::privacy::wire(infra, ServiceName::Notification, Arc::new(store.clone()))
@@ -126,6 +136,7 @@ pub async fn build(
                 infra.shutdown.clone(),
             )),
             privacy_task,
+            live_feed,
         ],
     })
 }

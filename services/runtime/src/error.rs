@@ -28,6 +28,8 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The request's content is larger than accepted.
     PayloadTooLarge,
+    /// A live subscriber read too slowly and updates were dropped.
+    SubscriptionLagged,
     Internal,
 }
 
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::MfaRequired => "MFA_REQUIRED",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::SubscriptionLagged => "SUBSCRIPTION_LAGGED",
             ErrorCode::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -156,6 +159,7 @@ impl From<ApiError> for tonic::Status {
                 );
                 status
             }
+            ErrorCode::SubscriptionLagged => tonic::Status::data_loss(e.message),
             ErrorCode::Internal => tonic::Status::internal(e.message),
         }
     }

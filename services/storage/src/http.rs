@@ -60,7 +60,7 @@ fn api_error(e: ApiError) -> Response {
         // Retrying the same upload cannot help; 403 is what clients don't retry.
         ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::SubscriptionLagged | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.code.as_str(), e.message)
 }

@@ -306,6 +306,17 @@ impl Store {
         rows.iter().map(step_from).collect()
     }
 
+    /// One attempt of a step, by id.
+    pub async fn step(&self, id: Uuid) -> Result<Option<StepRun>, ApiError> {
+        let row = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(step_from).transpose()
+    }
+
     /// Records an event that changes nothing here (a custom event) in the outbox.
     pub async fn record_event(&self, event: &Event) -> Result<(), ApiError> {
         let mut conn = self.db.pool().acquire().await?;

@@ -1,9 +1,11 @@
 //! The notification subgraph: a user's inbox (`User.notifications`,
 //! `User.unreadNotificationCount`, `markNotificationRead`, each notification's
 //! deliveries) and preferences, here; a workspace's channels, rules, templates and
-//! delivery log in [`workspace`]. A user's inbox is theirs alone.
+//! delivery log in [`workspace`]; new notifications live in [`live`]. A user's inbox is
+//! theirs alone.
 
 mod channels;
+pub mod live;
 mod preferences;
 mod workspace;
 
@@ -22,8 +24,7 @@ use crate::settings::Manage;
 use crate::store::Store;
 pub use workspace::DeliveryNode;
 
-pub type NotificationSchema =
-    async_graphql::Schema<Query, Mutation, async_graphql::EmptySubscription>;
+pub type NotificationSchema = async_graphql::Schema<Query, Mutation, live::Subscription>;
 
 /// What resolvers need, placed in the schema's data.
 pub struct Ctx {
@@ -42,15 +43,14 @@ pub struct Mutation(
     preferences::PreferencesMutation,
 );
 
-pub fn schema(ctx: Ctx) -> NotificationSchema {
-    async_graphql::Schema::build(
-        Query::default(),
-        Mutation::default(),
-        async_graphql::EmptySubscription,
-    )
-    .enable_federation()
-    .data(ctx)
-    .finish()
+/// The schema; `live` feeds `notificationReceived` ([`live`]).
+pub fn schema(ctx: Ctx, live: flowfleet_runtime::events::live::LiveEvents) -> NotificationSchema {
+    async_graphql::Schema::build(Query::default(), Mutation::default(), live::Subscription)
+        .enable_federation()
+        .enable_subscription_in_federation()
+        .data(ctx)
+        .data(live)
+        .finish()
 }
 
 /// Page sizes of notifications.

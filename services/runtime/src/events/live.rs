@@ -24,6 +24,31 @@ pub enum LiveEvent {
     Missed(u64),
 }
 
+/// The ids of the last events seen, to drop repeats.
+#[derive(Default)]
+struct RecentIds {
+    order: std::collections::VecDeque<uuid::Uuid>,
+    seen: std::collections::HashSet<uuid::Uuid>,
+}
+
+impl RecentIds {
+    const KEPT: usize = 4096;
+
+    /// Whether `id` is new (and remembers it).
+    fn first_sighting(&mut self, id: uuid::Uuid) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 /// The process's live event feed.
 #[derive(Clone)]
 pub struct LiveEvents {
@@ -58,6 +83,7 @@ impl LiveEvents {
                     },
                 }
             };
+            let mut recent = RecentIds::default();
             loop {
                 let delivery = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -66,6 +92,11 @@ impl LiveEvents {
                 let Some(delivery) = delivery else { return };
                 let event = Arc::new(delivery.event.clone());
                 let _ = delivery.ack().await;
+                // Delivery is at least once (two relays may both publish a row): a repeat
+                // of a recent event is not news.
+                if !recent.first_sighting(event.id) {
+                    continue;
+                }
                 // No receivers is fine: nobody is watching right now.
                 let _ = feed.send(event);
             }
@@ -113,6 +144,22 @@ mod tests {
             }
         };
         assert!(matches!(first, LiveEvent::Event(e) if e.kind == "execution.probe"));
+        // A repeat delivery of the same event (at-least-once) is dropped.
+        let repeat = Event::new("execution.repeat", 0, serde_json::json!({}));
+        bus.publish(&repeat).await.expect("publish");
+        bus.publish(&repeat).await.expect("publish");
+        let mut probes = 0;
+        loop {
+            match fast.next().await.expect("open") {
+                LiveEvent::Event(e) if e.kind == "execution.probe" => probes += 1,
+                LiveEvent::Event(e) => {
+                    assert_eq!(e.id, repeat.id);
+                    break;
+                }
+                LiveEvent::Missed(n) => panic!("missed {n}"),
+            }
+        }
+        assert!(probes < 100);
         // Not bound: never delivered.
         bus.publish(&Event::new("workflow.updated", 0, serde_json::json!({})))
             .await

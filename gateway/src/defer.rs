@@ -1,17 +1,13 @@
-//! `@defer`: what an operation defers, and the two documents that deliver it.
+//! `@defer`: what an operation defers, and the documents that describe its payloads.
 //!
 //! The query planner does not plan `@defer`, so the gateway does it around the planner:
-//! - the **primary** document is the operation without its active deferred fragments; its
-//!   result is the first payload, sent as soon as it is ready;
-//! - the **full** document is the operation with every `@defer` removed; it runs at the same
-//!   time, and each deferred fragment's payload is read out of its result at the fragment's
-//!   paths in the primary result.
-//!
-//! Both are ordinary operations for the planner, the plan cache and deduplication. The cost is
-//! that subgraph fetches of the primary part are made twice (once per document); in exchange
-//! the first payload arrives as fast as the operation without the deferred parts would.
-//! Invariant relied on: list positions agree between the two executions (subgraphs answer the
-//! same list in the same order within one request's lifetime).
+//! - the **full** document is the operation with every `@defer` removed; it is what is
+//!   planned and executed, once (see `incremental`);
+//! - the **primary** document is the operation without its active deferred fragments; it is
+//!   never executed, only projected over the full execution's data as soon as that data
+//!   holds everything it selects: the first payload;
+//! - each deferred fragment's payload is read out of the full result at the fragment's
+//!   paths.
 
 use std::collections::{HashMap, HashSet};
 

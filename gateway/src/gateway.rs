@@ -543,12 +543,12 @@ impl Gateway {
         subgraph_wait: std::time::Duration,
     ) -> ResponseJson {
         let (mut data, errors) = execution.into_parts();
-        let ctx = CollectContext {
-            schema: &supergraph.model,
-            fragments: &operation.fragments,
-            variables,
-        };
         if operation.uses_introspection {
+            let ctx = CollectContext {
+                schema: &supergraph.model,
+                fragments: &operation.fragments,
+                variables,
+            };
             if let crate::value::Value::Object(map) = &mut data {
                 introspection::resolve_root(
                     &ctx,
@@ -558,13 +558,31 @@ impl Gateway {
                 );
             }
         }
+        ResponseJson {
+            body: Self::project(supergraph, operation, variables, &data, errors),
+            subgraph_wait,
+        }
+    }
+
+    /// `{"data":...,"errors":[...]}`: `operation`'s selection projected over `data`, with
+    /// `errors` and those projection adds. Written without building a value tree.
+    pub(crate) fn project(
+        supergraph: &Supergraph,
+        operation: &PreparedOperation,
+        variables: &Map<String, Value>,
+        data: &crate::value::Value,
+        errors: Vec<GraphQLError>,
+    ) -> Vec<u8> {
+        let ctx = CollectContext {
+            schema: &supergraph.model,
+            fragments: &operation.fragments,
+            variables,
+        };
         let mut projector = Projector::new(&ctx, &errors);
         let projected =
-            projector.project_root_json(&operation.root_type, &operation.selection_set, &data);
-
+            projector.project_root_json(&operation.root_type, &operation.selection_set, data);
         let mut all_errors: Vec<GraphQLError> = errors;
         all_errors.append(&mut projector.errors);
-        // `{"data":...,"errors":[...]}` around the projected text, without a value tree.
         let mut body = Vec::with_capacity(projected.len() + 16);
         body.extend_from_slice(b"{\"data\":");
         body.extend_from_slice(&projected);
@@ -573,10 +591,7 @@ impl Gateway {
             let _ = serde_json::to_writer(&mut body, &all_errors);
         }
         body.push(b'}');
-        ResponseJson {
-            body,
-            subgraph_wait,
-        }
+        body
     }
 
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {

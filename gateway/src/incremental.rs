@@ -1,5 +1,12 @@
-//! Executing an operation that uses `@defer` for a client that accepts incremental delivery:
-//! the primary payload as soon as it is ready, then the deferred payloads (see `defer`).
+//! Executing an operation that uses `@defer` for a client that accepts incremental delivery.
+//!
+//! The whole operation (every `@defer` removed) is planned and executed once, so no
+//! subgraph fetch is made twice. After each fetch merges, the gateway checks whether the
+//! data holds everything the primary document (the operation without its deferred
+//! fragments) selects; as soon as it does, the primary payload goes out, and the deferred
+//! payloads follow from the finished data. The planner orders fetches by their data
+//! dependencies, so the fetches a deferred fragment alone needs run after or beside those
+//! of the primary part, and the primary payload does not wait for them.
 
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -7,9 +14,14 @@ use tracing::Instrument;
 
 use crate::defer::{object_paths, pick, DeferPlan};
 use crate::error::{PathSegment, RequestError};
-use crate::gateway::{Gateway, Method};
+use crate::executor::{typename, Execution};
+use crate::gateway::{Admitted, Gateway, Method};
+use crate::introspection;
+use crate::operation::PreparedOperation;
 use crate::request::GraphQLRequest;
-use crate::selection::CollectContext;
+use crate::schema::{TypeKind, TypeRef};
+use crate::selection::{CollectContext, SelectionSet};
+use crate::value::Value as ResponseValue;
 
 /// How a response is delivered.
 pub(crate) enum Delivery {
@@ -72,34 +84,46 @@ impl Gateway {
         tokio::spawn(
             async move {
                 let a = &admitted;
-                let first =
-                    gateway.execute_prepared(&a.supergraph, &primary, &a.variables, &headers, None);
-                let full = gateway.execute_prepared(
+                // One execution of the whole operation: every subgraph fetch happens once.
+                let execution =
+                    gateway.execution(&a.supergraph, &a.operation, &a.variables, &headers, None);
+                let (waited, primary_sent) = {
+                    let run = execution.run(&a.operation.plan);
+                    tokio::pin!(run);
+                    let mut primary_sent = false;
+                    let waited = loop {
+                        tokio::select! {
+                            biased;
+                            waited = &mut run => break waited,
+                            // After each fetch: is everything the primary part selects there?
+                            _ = execution.fetched.notified(), if !primary_sent => {
+                                if let Some(first) = primary_payload(a, &primary, &execution, false) {
+                                    if sender.send(first).await.is_err() {
+                                        return; // The client went away.
+                                    }
+                                    primary_sent = true;
+                                }
+                            }
+                        }
+                    };
+                    (waited, primary_sent)
+                };
+                if !primary_sent {
+                    // Some of its data never came (a fetch failed): it goes out as it is.
+                    let Some(first) = primary_payload(a, &primary, &execution, true) else {
+                        return;
+                    };
+                    if sender.send(first).await.is_err() {
+                        return;
+                    }
+                }
+                let full = Gateway::respond(
                     &a.supergraph,
                     &a.operation,
                     &a.variables,
-                    &headers,
-                    None,
-                );
-                tokio::pin!(first, full);
-                let mut full_result = None;
-                // Both run concurrently; the primary payload goes out as soon as it is ready.
-                let mut first_result = loop {
-                    tokio::select! {
-                        first = &mut first => break first.into_value(),
-                        done = &mut full, if full_result.is_none() => full_result = Some(done),
-                    }
-                };
-                if let Value::Object(map) = &mut first_result {
-                    map.insert("hasNext".into(), Value::Bool(true));
-                }
-                if sender.send(first_result).await.is_err() {
-                    return; // The client went away.
-                }
-                let full_result = match full_result {
-                    Some(done) => done,
-                    None => full.await,
-                }
+                    execution,
+                    waited,
+                )
                 .into_value();
                 let Some(defer) = a.operation.defer.as_ref() else {
                     return;
@@ -110,12 +134,143 @@ impl Gateway {
                     variables: &a.variables,
                 };
                 let _ = sender
-                    .send(deferred_payload(defer, &active, &full_result, &ctx))
+                    .send(deferred_payload(defer, &active, &full, &ctx))
                     .await;
             }
             .instrument(span),
         );
         Ok(Delivery::Parts(receiver))
+    }
+}
+
+/// The primary payload from the data fetched so far, once it holds everything the
+/// primary document selects (or at once with `force`). Errors are those about what the
+/// payload holds; the rest go with the deferred parts.
+fn primary_payload(
+    a: &Admitted,
+    primary: &PreparedOperation,
+    execution: &Execution<'_>,
+    force: bool,
+) -> Option<Value> {
+    let model = Gateway::supergraph_model(&a.supergraph);
+    let ctx = CollectContext {
+        schema: model,
+        fragments: &primary.fragments,
+        variables: &a.variables,
+    };
+    let data = execution.data.lock().unwrap_or_else(|p| p.into_inner());
+    if !force && !has_all(&ctx, &primary.root_type, &data, &[&primary.selection_set]) {
+        return None;
+    }
+    let errors = execution
+        .errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let body = if primary.uses_introspection {
+        let mut data = data.clone();
+        if let ResponseValue::Object(map) = &mut data {
+            introspection::resolve_root(&ctx, &primary.root_type, &primary.selection_set, map);
+        }
+        Gateway::project(&a.supergraph, primary, &a.variables, &data, errors)
+    } else {
+        Gateway::project(&a.supergraph, primary, &a.variables, &data, errors)
+    };
+    drop(data);
+    let mut payload: Value = serde_json::from_slice(&body).ok()?;
+    if let Some(Value::Array(errors)) = payload.get("errors").cloned() {
+        let kept: Vec<Value> = errors
+            .into_iter()
+            .filter(|e| about_payload(&payload["data"], &e["path"]))
+            .collect();
+        match kept.is_empty() {
+            true => payload.as_object_mut()?.remove("errors"),
+            false => payload
+                .as_object_mut()?
+                .insert("errors".into(), Value::Array(kept)),
+        };
+    }
+    payload
+        .as_object_mut()?
+        .insert("hasNext".into(), Value::Bool(true));
+    Some(payload)
+}
+
+/// Whether an error (by its `path`) concerns `data`: it has no path, or its path leads
+/// into `data` or to a `null` in it. A path through a key `data` does not have is about a
+/// deferred part.
+fn about_payload(data: &Value, path: &Value) -> bool {
+    let Some(path) = path.as_array() else {
+        return true;
+    };
+    let mut at = data;
+    for segment in path {
+        if at.is_null() {
+            return true;
+        }
+        let next = match segment {
+            Value::String(key) => at.get(key.as_str()),
+            Value::Number(i) => i.as_u64().and_then(|i| at.get(i as usize)),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether `value` holds every field that `sets` select on it, all the way down: a key
+/// that is missing means its fetch has not merged yet. `null` counts as there (nothing
+/// under it can arrive), and meta fields (`__typename`, introspection) are the gateway's.
+fn has_all(
+    ctx: &CollectContext<'_>,
+    declared: &str,
+    value: &ResponseValue,
+    sets: &[&SelectionSet],
+) -> bool {
+    match value {
+        ResponseValue::Array(items) => items.iter().all(|item| has_all(ctx, declared, item, sets)),
+        ResponseValue::Object(object) => {
+            let schema = ctx.schema;
+            let concrete = match schema.get(declared).map(|t| t.kind) {
+                Some(TypeKind::Object) | None => declared,
+                Some(_) => typename(value).unwrap_or(declared),
+            };
+            let Some(type_def) = schema.get(concrete).or_else(|| schema.get(declared)) else {
+                return true;
+            };
+            for (key, fields) in ctx.collect(concrete, sets) {
+                let name = fields[0].name.as_str();
+                if name.starts_with("__") {
+                    continue;
+                }
+                let Some(def) = type_def.field(name) else {
+                    continue;
+                };
+                let Some(child) = object.get(key.as_str()) else {
+                    return false;
+                };
+                let below: Vec<&SelectionSet> = fields
+                    .iter()
+                    .map(|f| &f.selection_set)
+                    .filter(|s| !s.items.is_empty())
+                    .collect();
+                if !below.is_empty() && !has_all(ctx, named(&def.ty), child, &below) {
+                    return false;
+                }
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+fn named(ty: &TypeRef) -> &str {
+    match ty {
+        TypeRef::Named(name) => name,
+        TypeRef::List(inner) | TypeRef::NonNull(inner) => named(inner),
     }
 }
 

@@ -246,3 +246,66 @@ async fn defer_is_declared_and_checked_like_any_directive() {
         );
     }
 }
+
+/// Counts the requests each subgraph receives.
+struct Counting(
+    Arc<dyn SubgraphTransport>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+#[async_trait::async_trait]
+impl SubgraphTransport for Counting {
+    async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.execute(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_operation_fetches_from_each_subgraph_once() {
+    let counts: std::collections::HashMap<String, Arc<std::sync::atomic::AtomicUsize>> =
+        common::SUBGRAPHS
+            .iter()
+            .map(|name| (name.to_string(), Arc::default()))
+            .collect();
+    let transports = in_process_transports()
+        .into_iter()
+        .map(|(name, transport)| {
+            let counting: Arc<dyn SubgraphTransport> =
+                Arc::new(Counting(transport, counts[&name].clone()));
+            (name, counting)
+        })
+        .collect();
+    let config = GatewayConfig {
+        // Each request's own fetches, never shared with another's.
+        dedupe_subgraph_requests: false,
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::new(flowfleet_bench::SUPERGRAPH, config, transports).expect("gateway");
+    let base = start_gateway(&gateway).await;
+    let taken = || -> Vec<(String, usize)> {
+        let mut all: Vec<(String, usize)> = counts
+            .iter()
+            .map(|(name, n)| (name.clone(), n.swap(0, std::sync::atomic::Ordering::SeqCst)))
+            .collect();
+        all.sort();
+        all
+    };
+    let deferred = "{ topProducts(first: 3) { upc name \
+                    ... @defer { inStock shippingEstimate } \
+                    ... @defer { reviews { body author { username name } } } } }";
+    let plain = deferred.replace("... @defer", "...");
+    let (_, text) = send(&base, "application/json", json!({"query": plain})).await;
+    let whole: Value = serde_json::from_str(&text).expect("json");
+    let undeferred = taken();
+    let (_, text) = send(&base, MULTIPART, json!({"query": deferred})).await;
+    let parts = parts(&text);
+    assert_eq!(parts.len(), 2, "{text}");
+    assert_eq!(
+        taken(),
+        undeferred,
+        "the deferred operation makes the same subgraph requests as without @defer"
+    );
+    assert!(undeferred.iter().all(|(_, n)| *n <= 1), "{undeferred:?}");
+    assert_eq!(assemble(&parts), whole["data"]);
+}

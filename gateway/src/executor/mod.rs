@@ -88,6 +88,9 @@ pub(crate) struct Execution<'a> {
     pub uploads: Option<(Vec<String>, SubgraphUploads)>,
     pub data: Mutex<Value>,
     pub errors: Mutex<Vec<GraphQLError>>,
+    /// Signalled each time a fetch has merged its result (or recorded its failure): for a
+    /// watcher that acts as soon as part of the data is there (`@defer`'s primary payload).
+    pub fetched: tokio::sync::Notify,
 }
 
 impl<'a> Execution<'a> {
@@ -108,6 +111,7 @@ impl<'a> Execution<'a> {
             uploads: options.uploads,
             data: Mutex::new(Value::Object(Object::new())),
             errors: Mutex::new(Vec::new()),
+            fetched: tokio::sync::Notify::new(),
         }
     }
 
@@ -131,8 +135,16 @@ impl<'a> Execution<'a> {
         Box::pin(async move {
             let started = Instant::now();
             let subgraphs = match node {
-                PlanNode::Root(fetch) => self.root_fetch(fetch).await,
-                PlanNode::Entities(fetch) => self.entity_fetch(fetch).await,
+                PlanNode::Root(fetch) => {
+                    let waited = self.root_fetch(fetch).await;
+                    self.fetched.notify_one();
+                    waited
+                }
+                PlanNode::Entities(fetch) => {
+                    let waited = self.entity_fetch(fetch).await;
+                    self.fetched.notify_one();
+                    waited
+                }
                 PlanNode::Sequence(nodes) => {
                     let mut waited = Duration::ZERO;
                     for node in nodes {

@@ -169,17 +169,20 @@ async fn channels_deliver_on(backend: &Backend) {
         .unwrap();
     let tasks = parts.spawn_tasks();
     let store = Store::new(db.clone());
-    let schema = schema(Ctx {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        manage: Manage {
-            store,
-            access: auth.access(),
-            secrets: infra.secrets.clone(),
+    let schema = schema(
+        Ctx {
+            store: store.clone(),
             clock: Arc::new(SystemClock),
-            app_url: "https://flowfleet.example.com".into(),
+            manage: Manage {
+                store,
+                access: auth.access(),
+                secrets: infra.secrets.clone(),
+                clock: Arc::new(SystemClock),
+                app_url: "https://flowfleet.example.com".into(),
+            },
         },
-    });
+        no_live_events(&env.infra),
+    );
     let ws = owner.workspace;
 
     // ---- channels: configured by admins; secrets go in and never come out ----
@@ -650,4 +653,15 @@ async fn channels_deliver_on(backend: &Backend) {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// A live event feed nobody fills: these tests do not subscribe.
+fn no_live_events(infra: &flowfleet_host::Infra) -> flowfleet_runtime::events::live::LiveEvents {
+    flowfleet_runtime::events::live::LiveEvents::start(
+        infra.bus.clone(),
+        &[],
+        16,
+        infra.shutdown.clone(),
+    )
+    .0
 }

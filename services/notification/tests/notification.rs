@@ -29,17 +29,20 @@ async fn db(env: &TestInfra) -> Db {
 /// The subgraph on `db`; workspace settings ask a real auth service of `env`.
 async fn graphql(db: &Db, env: &TestInfra) -> NotificationSchema {
     let access = RealAuth::start(env).await.access();
-    schema(Ctx {
-        store: Store::new(db.clone()),
-        clock: Arc::new(SystemClock),
-        manage: flowfleet_notification::settings::Manage {
+    schema(
+        Ctx {
             store: Store::new(db.clone()),
-            access,
-            secrets: env.infra.secrets.clone(),
             clock: Arc::new(SystemClock),
-            app_url: String::new(),
+            manage: flowfleet_notification::settings::Manage {
+                store: Store::new(db.clone()),
+                access,
+                secrets: env.infra.secrets.clone(),
+                clock: Arc::new(SystemClock),
+                app_url: String::new(),
+            },
         },
-    })
+        no_live_events(&env.infra),
+    )
 }
 
 fn as_user(user: Uuid) -> Caller {
@@ -454,4 +457,15 @@ async fn the_subgraph_extends_user_with_notifications_on(backend: &Backend) {
         sdl.contains("markNotificationRead(id: ID!): Notification!"),
         "{sdl}"
     );
+}
+
+/// A live event feed nobody fills: these tests do not subscribe.
+fn no_live_events(infra: &flowfleet_host::Infra) -> flowfleet_runtime::events::live::LiveEvents {
+    flowfleet_runtime::events::live::LiveEvents::start(
+        infra.bus.clone(),
+        &[],
+        16,
+        infra.shutdown.clone(),
+    )
+    .0
 }

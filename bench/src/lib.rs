@@ -23,6 +23,9 @@ pub use expected::expected_response;
 
 /// The standard benchmark supergraph; its subgraph URLs point at `http://0.0.0.0:4200/<name>`.
 pub const SUPERGRAPH: &str = include_str!("../supergraph.graphql");
+/// The supergraph of these subgraphs as they are (with the reviews subgraph's
+/// `Subscription`), composed by Flowfleet's gateway; a gateway test keeps it in step.
+pub const SUBSCRIPTION_SUPERGRAPH: &str = include_str!("../supergraph-subscriptions.graphql");
 /// The standard benchmark query.
 pub const QUERY: &str = include_str!("../query.graphql");
 pub const SUBGRAPHS: [&str; 4] = ["accounts", "inventory", "products", "reviews"];
@@ -109,6 +112,11 @@ pub fn router() -> Router {
 /// Serves [`router`] on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, router()).await
+}
+
+/// [`SUBSCRIPTION_SUPERGRAPH`] with its subgraphs at `addr`.
+pub fn subscription_supergraph_at(addr: SocketAddr) -> String {
+    SUBSCRIPTION_SUPERGRAPH.replace("http://0.0.0.0:4200/", &format!("http://{addr}/"))
 }
 
 /// The standard supergraph with its subgraphs at `addr` instead of `0.0.0.0:4200`.

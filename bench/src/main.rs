@@ -8,10 +8,14 @@
 //! load), samples the resident memory of its process tree all along, and stops it. The report
 //! is a Markdown table with ratios to the first gateway.
 //!
+//! `flowfleet-bench subscriptions --gateway NAME=COMMAND ...` measures subscriptions the same
+//! way, side by side (see `subscriptions`).
+//!
 //! `flowfleet-bench subgraphs --port N` only serves the subgraphs (for manual runs).
 
 mod load;
 mod process;
+mod subscriptions;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +56,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Measure gateways on subscriptions (`reviewAdded`).
+    Subscriptions {
+        /// NAME=COMMAND, repeatable (as for `gateway`); each also gets `BENCH_ROUTER_CONFIG`,
+        /// the path of a Hive Router configuration with subscriptions on.
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<String>,
+        /// Subscriptions of each WebSocket step.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        websocket: Vec<usize>,
+        /// Subscriptions of the SSE and multipart steps (0 skips them).
+        #[arg(long, default_value_t = 1000)]
+        http: usize,
+        /// Most WebSocket connections of a step.
+        #[arg(long, default_value_t = 1000)]
+        max_connections: usize,
+        #[arg(long, default_value_t = 20)]
+        duration_secs: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// One gateway's measurements.
@@ -85,14 +109,7 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 out,
             } => {
-                let specs = gateways
-                    .iter()
-                    .map(|g| {
-                        g.split_once('=')
-                            .map(|(n, c)| (n.trim().to_string(), c.trim().to_string()))
-                            .with_context(|| format!("`{g}` is not NAME=COMMAND"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let specs = parse_specs(&gateways)?;
                 let settings = load::Settings {
                     concurrency,
                     duration: Duration::from_secs(duration_secs),
@@ -100,18 +117,91 @@ fn main() -> anyhow::Result<()> {
                     rounds: rounds.max(1),
                 };
                 let report = run(&specs, &settings).await?;
-                println!("{report}");
-                if let Some(out) = out {
-                    if let Some(dir) = out.parent() {
-                        std::fs::create_dir_all(dir)?;
+                write_report(&report, out.as_deref())
+            }
+            Command::Subscriptions {
+                gateways,
+                websocket,
+                http,
+                max_connections,
+                duration_secs,
+                out,
+            } => {
+                let specs = parse_specs(&gateways)?;
+                let mut steps: Vec<subscriptions::Step> = websocket
+                    .iter()
+                    .map(|&n| subscriptions::Step {
+                        protocol: subscriptions::Protocol::WebSocket,
+                        subscriptions: n,
+                    })
+                    .collect();
+                if http > 0 {
+                    for protocol in [
+                        subscriptions::Protocol::Sse,
+                        subscriptions::Protocol::Multipart,
+                    ] {
+                        steps.push(subscriptions::Step {
+                            protocol,
+                            subscriptions: http,
+                        });
                     }
-                    std::fs::write(&out, &report)
-                        .with_context(|| format!("writing {}", out.display()))?;
                 }
-                Ok(())
+                let settings = subscriptions::Settings {
+                    steps,
+                    max_connections,
+                    duration: Duration::from_secs(duration_secs),
+                };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let subgraphs_addr = listener.local_addr()?;
+                tokio::spawn(flowfleet_bench::serve(listener));
+                let dir = std::env::temp_dir().join(format!(
+                    "flowfleet-bench-subscriptions-{}",
+                    std::process::id()
+                ));
+                std::fs::create_dir_all(&dir)?;
+                let supergraph_file = dir.join("supergraph.graphql");
+                std::fs::write(
+                    &supergraph_file,
+                    flowfleet_bench::subscription_supergraph_at(subgraphs_addr),
+                )?;
+                std::fs::write(
+                    dir.join("router.config.yaml"),
+                    subscriptions::HIVE_ROUTER_CONFIG,
+                )?;
+                let mut results = Vec::new();
+                for (name, command) in &specs {
+                    results.extend(
+                        subscriptions::measure(name, command, &supergraph_file, &settings).await,
+                    );
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                write_report(&subscriptions::report(&results, &settings), out.as_deref())
             }
         }
     })
+}
+
+fn parse_specs(gateways: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    gateways
+        .iter()
+        .map(|g| {
+            g.split_once('=')
+                .map(|(n, c)| (n.trim().to_string(), c.trim().to_string()))
+                .with_context(|| format!("`{g}` is not NAME=COMMAND"))
+        })
+        .collect()
+}
+
+/// Prints the report and writes it to `out`, if given.
+fn write_report(report: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!("{report}");
+    if let Some(out) = out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
 }
 
 async fn run(specs: &[(String, String)], settings: &load::Settings) -> anyhow::Result<String> {

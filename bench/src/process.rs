@@ -20,6 +20,16 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Gateway {
     pub fn start(name: &str, command: &str, supergraph: &Path) -> anyhow::Result<Self> {
+        Self::start_with(name, command, supergraph, &[])
+    }
+
+    /// [`Gateway::start`] with more environment variables (a peer's configuration file).
+    pub fn start_with(
+        name: &str,
+        command: &str,
+        supergraph: &Path,
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("flowfleet-bench-{name}.log"));
         let stderr = std::fs::File::create(&log)?;
@@ -31,6 +41,7 @@ impl Gateway {
             .env("SUPERGRAPH_FILE_PATH", supergraph)
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -48,6 +59,11 @@ impl Gateway {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/graphql", self.port)
+    }
+
+    /// The process tree's resident memory now, in bytes.
+    pub fn rss(&self) -> u64 {
+        self.child.id().map_or(0, tree_rss_bytes)
     }
 
     /// Starts sampling the process tree's resident memory every 50 ms.

@@ -756,3 +756,31 @@ async fn shutting_down_completes_every_subscription() {
         .expect("request");
     assert_eq!(refused.status(), 503);
 }
+
+/// `bench/supergraph-subscriptions.graphql` (what `scripts/bench subscriptions` serves) is
+/// the composition of the benchmark subgraphs as they are. `FLOWFLEET_BLESS=1` rewrites it.
+#[tokio::test]
+async fn the_subscription_benchmark_supergraph_is_the_subgraphs_composition() {
+    let subgraphs = common::Subgraphs::start().await;
+    let mut sources = Vec::new();
+    for name in common::SUBGRAPHS {
+        sources.push(SubgraphSource {
+            name: name.to_string(),
+            url: format!("http://0.0.0.0:4200/{name}"),
+            sdl: common::subgraph_sdl(&subgraphs.urls[name]).await,
+        });
+    }
+    let composed = compose(&sources).expect("compose");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bench/supergraph-subscriptions.graphql"
+    );
+    if std::env::var("FLOWFLEET_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &composed).expect("write");
+    }
+    assert_eq!(
+        flowfleet_bench::SUBSCRIPTION_SUPERGRAPH,
+        composed,
+        "run with FLOWFLEET_BLESS=1 to rewrite {path}"
+    );
+}

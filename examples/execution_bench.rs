@@ -11,7 +11,12 @@
 //!   and their per-step overhead (a step's queued time to its recorded result,
 //!   with the node itself doing nothing) p50/p99, one execution at a time;
 //! - start-to-finish p50/p99 of a 3-step workflow, one at a time: from the
-//!   client sending `startExecution` to it seeing the execution SUCCEEDED.
+//!   client sending `startExecution` to it seeing the execution SUCCEEDED;
+//! - live-update latency p50/p99: a client follows each run of a workflow (a 300 ms
+//!   delay, then three passthroughs) with `executionUpdated` over SSE through the
+//!   gateway; for every update of a step that finished after it subscribed, the time
+//!   from the step's recorded finish (the worker's clock, in the transaction that
+//!   commits it) to the client reading the update. Same machine, same clock.
 //!
 //! Usage: `execution_bench [--mode embedded|distributed|both] [--scale N] [--paired] [--out FILE]`.
 //! `--paired` runs each mode four times, with and without the `step.finished` event
@@ -84,6 +89,33 @@ impl Api {
             .context("id")?
             .to_string())
     }
+}
+
+/// A 300 ms delay, then three passthroughs: time for a client to subscribe first.
+fn delayed() -> Value {
+    json!({
+        "nodes": [
+            {"id": "wait", "type": "delay", "config": {"durationMs": 300}},
+            {"id": "a", "type": "passthrough"},
+            {"id": "b", "type": "passthrough"},
+            {"id": "c", "type": "passthrough"}
+        ],
+        "edges": [
+            {"source": "wait", "target": "a"},
+            {"source": "a", "target": "b"},
+            {"source": "b", "target": "c"}
+        ],
+        "triggers": [{"kind": "MANUAL"}]
+    })
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
 }
 
 /// A chain of `n` passthrough nodes.
@@ -227,6 +259,62 @@ impl Bench {
         Ok((sorted(per_step), sorted(per_execution)))
     }
 
+    /// Live-update latency (ms): each run followed with `executionUpdated` over SSE; for
+    /// each update of a step that finished after the subscription began, from its recorded
+    /// finish to the client reading it.
+    async fn live_latency(&self, workflow: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+        use futures::StreamExt;
+        let mut latencies = Vec::new();
+        for _ in 0..runs {
+            let id = self.api.start(workflow, &json!({})).await?;
+            let response = self
+                .api
+                .http
+                .post(&self.api.url)
+                .bearer_auth(&self.api.token)
+                .header("accept", "text/event-stream")
+                .json(&json!({
+                    "query": "subscription($id: ID!) { executionUpdated(id: $id) { kind at } }",
+                    "variables": {"id": id}
+                }))
+                .send()
+                .await?;
+            let listening_since = now_ms();
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            'stream: while let Some(chunk) = tokio::time::timeout_at(deadline.into(), body.next())
+                .await
+                .context("an update within 60 s")?
+            {
+                buffer.push_str(&String::from_utf8_lossy(&chunk?));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let received = now_ms();
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                        continue;
+                    };
+                    let Ok(update) = serde_json::from_str::<Value>(data) else {
+                        continue;
+                    };
+                    let update = &update["data"]["executionUpdated"];
+                    let at = update["at"]
+                        .as_str()
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .map(|at| at.timestamp_millis() as f64)
+                        .context("an update's `at`")?;
+                    if at > listening_since {
+                        latencies.push(received - at);
+                    }
+                    if update["kind"] == "FINISHED" {
+                        break 'stream;
+                    }
+                }
+            }
+        }
+        Ok(sorted(latencies))
+    }
+
     /// Start-to-finish (ms) seen by the client, one execution at a time.
     async fn start_to_finish(&self, workflow: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
         let mut times = Vec::new();
@@ -310,6 +398,7 @@ async fn measure(
     let ten = bench.api.publish(&ws, linear(10)).await?;
     let three = bench.api.publish(&ws, linear(3)).await?;
     let fan = bench.api.publish(&ws, fan_out()).await?;
+    let waits = bench.api.publish(&ws, delayed()).await?;
     let items = json!((0..100).collect::<Vec<i64>>());
     let empty = json!({});
 
@@ -350,6 +439,17 @@ async fn measure(
             "{:.1} / {:.1}",
             percentile(&times, 50.0),
             percentile(&times, 99.0)
+        ),
+    ));
+
+    let live = bench.live_latency(&waits, 20 * scale).await?;
+    rows.push((
+        "executionUpdated latency p50 / p99 ms (step finished → client)".into(),
+        format!(
+            "{:.1} / {:.1} ({} updates)",
+            percentile(&live, 50.0),
+            percentile(&live, 99.0),
+            live.len()
         ),
     ));
 

@@ -80,7 +80,27 @@ impl Consumer {
                     queue = %self.queue,
                     events = events.len(),
                 );
-                match handler.handle_all(&events).instrument(span.clone()).await {
+                // Each event's own trace shows its handling too: a span per event, child of
+                // the change that produced it, open while its batch is handled.
+                let per_event: Vec<tracing::Span> = batch
+                    .iter()
+                    .map(|delivery| {
+                        let own = tracing::info_span!(
+                            "event.consume",
+                            queue = %self.queue,
+                            kind = %delivery.event.kind,
+                            event_id = %delivery.event.id,
+                            redelivered = delivery.redelivered,
+                            batched = true,
+                        );
+                        crate::telemetry::set_parent_from_map(&own, &delivery.event.trace);
+                        own.follows_from(&span);
+                        own
+                    })
+                    .collect();
+                let handled = handler.handle_all(&events).instrument(span.clone()).await;
+                drop(per_event);
+                match handled {
                     Ok(()) => {
                         for delivery in batch {
                             settle(&self.queue, delivery.ack().await);

@@ -187,3 +187,56 @@ async fn a_stranger_subscribing_to_a_run_gets_not_found_and_nothing_else() {
     assert_eq!(events[0]["errors"][0]["extensions"]["code"], "NOT_FOUND");
     assert!(events[0]["data"].is_null());
 }
+
+/// A subscription ends when its access token expires, with an error that says so: the
+/// gateway checks the fleet's real tokens (here living three seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_ends_when_its_access_token_expires() {
+    let fleet = support::in_process::start_with(&Backend::Embedded, |c| {
+        c.security.access_token_ttl_secs = 3;
+    })
+    .await;
+    let owner = fleet.sign_up("brief@example.com").await;
+    let workspace = support::engine::workspace(&owner).await;
+    // A fresh token, so the subscription starts with its three seconds ahead.
+    let mut client = owner.client.clone_for(&fleet.url);
+    let logged_in = client
+        .ok(
+            "mutation($i: LogInInput!) { logIn(input: $i) { accessToken } }",
+            json!({"i": {"email": "brief@example.com", "password": "long enough password"}}),
+        )
+        .await;
+    client.token = Some(
+        logged_in["logIn"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let began = std::time::Instant::now();
+    let runs = client
+        .subscribe(
+            "subscription($w: ID!) { workspaceExecutions(workspaceId: $w) { kind executionId } }",
+            json!({"w": workspace}),
+        )
+        .await
+        .expect("subscribe");
+    let events = until_complete(runs).await;
+    let last = events.last().expect("an event");
+    assert_eq!(
+        last["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{events:?}"
+    );
+    assert!(
+        last["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{last}"
+    );
+    // At the token's expiry, not at the next periodic check (a minute).
+    let lasted = began.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(2) && lasted < Duration::from_secs(30),
+        "ended after {lasted:?}"
+    );
+}

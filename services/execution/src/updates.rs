@@ -186,9 +186,18 @@ impl Subscription {
         id: ID,
     ) -> Result<BoxStream<'static, Result<ExecutionUpdate>>> {
         let c = ctx.data::<Ctx>()?;
-        // Listening first: nothing that happens after the check below is missed.
-        let live = ctx.data::<LiveEvents>()?.subscribe();
         let e = c.load_for(ctx, &id, Role::Viewer).await?;
+        // Listening before the state is read again below: nothing in between is missed.
+        let live = ctx
+            .data::<LiveEvents>()?
+            .subscribe()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let e = c
+            .store
+            .get(e.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no execution with this id"))?;
         if e.status.is_terminal() {
             let done = ExecutionUpdate {
                 kind: ExecutionUpdateKind::Finished,
@@ -231,11 +240,15 @@ impl Subscription {
         let c = ctx.data::<Ctx>()?;
         let workspace = parse_id("workspaceId", &workspace_id)?;
         let narrowing = Narrowing::parse(filter.unwrap_or_default())?;
-        let live = ctx.data::<LiveEvents>()?.subscribe();
         let me = caller(ctx).require()?;
         c.access
             .authorize(me, workspace, Role::Viewer, Target::Workspace)
             .await?;
+        let live = ctx
+            .data::<LiveEvents>()?
+            .subscribe()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let updates = live.filter_map(move |item| {
             let admitted = match item {
                 LiveEvent::Missed(count) => Some(Err(missed(count))),

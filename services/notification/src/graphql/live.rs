@@ -35,7 +35,11 @@ impl Subscription {
     ) -> Result<BoxStream<'static, Result<NotificationNode>>> {
         let me = caller(ctx).require_session()?.user_id;
         let store = ctx.data::<Ctx>()?.store.clone();
-        let live = ctx.data::<LiveEvents>()?.subscribe();
+        let live = ctx
+            .data::<LiveEvents>()?
+            .subscribe()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let notifications = live
             .filter_map(move |item| {
                 let id = match &item {

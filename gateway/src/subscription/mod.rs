@@ -232,6 +232,7 @@ impl Gateway {
             raw_variables: request.variables,
             supergraph: admitted.supergraph,
             operation: admitted.operation,
+            variables_key: variables_key(&admitted.variables),
             variables: admitted.variables,
             headers: headers.clone(),
             fetch,
@@ -287,6 +288,8 @@ struct Live {
     supergraph: Arc<Supergraph>,
     operation: Arc<PreparedOperation>,
     variables: Map<String, Value>,
+    /// `variables` encoded: part of the key under which an event's response is shared.
+    variables_key: Arc<str>,
     headers: http::HeaderMap,
     fetch: Arc<RootFetch>,
     subscriber: Subscriber,
@@ -354,8 +357,22 @@ impl Live {
         Some(errors_body(&[error]))
     }
 
-    /// The response to one event: the rest of the plan runs on the event's data.
-    async fn execute_event(&self, event: Arc<crate::value::Value>) -> Vec<u8> {
+    /// The response to one event: the rest of the plan runs on the event's data, once for
+    /// all the subscribers of the upstream that run the same operation.
+    async fn execute_event(&self, event: Arc<upstream::SharedEvent>) -> Vec<u8> {
+        let key = (
+            Arc::as_ptr(&self.supergraph) as usize,
+            Arc::as_ptr(&self.operation) as usize,
+            self.variables_key.clone(),
+        );
+        let keep: upstream::Keep = [self.supergraph.clone(), self.operation.clone()];
+        let cell = event.response(key, keep);
+        cell.get_or_init(|| self.respond_to(event.value.clone()))
+            .await
+            .clone()
+    }
+
+    async fn respond_to(&self, event: Arc<crate::value::Value>) -> Vec<u8> {
         let execution = self.gateway.execution(
             &self.supergraph,
             &self.operation,
@@ -415,10 +432,15 @@ impl Live {
         );
         self.supergraph = supergraph;
         self.operation = operation;
+        self.variables_key = variables_key(&variables);
         self.variables = variables;
         self.fetch = fetch;
         Ok(())
     }
+}
+
+fn variables_key(variables: &Map<String, Value>) -> Arc<str> {
+    serde_json::to_string(variables).unwrap_or_default().into()
 }
 
 /// `{"errors":[...]}`: a response with no data, the form of notices and final errors.

@@ -32,11 +32,60 @@ use crate::executor::dedupe::Key;
 use crate::transport::{SubgraphRequest, SubgraphTransport, TransportError};
 use crate::value::Value;
 
+/// One event, shared by every subscriber of its upstream, with the client responses made
+/// from it so far: subscribers running the same operation with the same variables on the
+/// same supergraph (and, being on one upstream, with the same credential) would compute the
+/// same response, so it is computed once and copied.
+pub(crate) struct SharedEvent {
+    pub value: Arc<Value>,
+    responses: Mutex<HashMap<ResponseKey, (Response, Keep)>>,
+}
+
+/// A client response to an event, made once.
+pub(crate) type Response = Arc<tokio::sync::OnceCell<Vec<u8>>>;
+
+/// What a key's addresses point at, held while the event lives, so that no address in a
+/// key can be freed and reused by something else meanwhile.
+pub(crate) type Keep = [Arc<dyn std::any::Any + Send + Sync>; 2];
+
+/// Which response of an event: (supergraph, prepared operation, encoded variables), the
+/// first two by address.
+pub(crate) type ResponseKey = (usize, usize, Arc<str>);
+
+impl SharedEvent {
+    fn new(value: Value) -> Self {
+        Self {
+            value: Arc::new(value),
+            responses: Mutex::default(),
+        }
+    }
+
+    /// The cell holding the response for `key`, computed by the first to ask; `keep` holds
+    /// what the key's addresses point at.
+    pub fn response(&self, key: ResponseKey, keep: Keep) -> Response {
+        self.responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert_with(|| (Arc::default(), keep))
+            .0
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for SharedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEvent")
+            .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a subscriber receives from its upstream.
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
     /// One event's GraphQL response from the subgraph.
-    Event(Arc<Value>),
+    Event(Arc<SharedEvent>),
     /// This many events were dropped because the subscriber's buffer was full.
     Lagged(u64),
     /// The subgraph stream broke and was opened again; events in between may be missing.
@@ -284,7 +333,7 @@ async fn drive(
                     let Some(channel) = channel.upgrade() else {
                         return;
                     };
-                    channel.fan_out(&Item::Event(Arc::new(event)));
+                    channel.fan_out(&Item::Event(Arc::new(SharedEvent::new(event))));
                 }
                 Some(Err(error)) => break Some(error),
                 None => break None,
@@ -403,7 +452,8 @@ mod tests {
 
     fn number(item: &Item) -> u64 {
         match item {
-            Item::Event(value) => value
+            Item::Event(event) => event
+                .value
                 .get("data")
                 .and_then(|d| d.get("n"))
                 .and_then(Value::as_u64)

@@ -62,7 +62,7 @@ enum Command {
         /// the path of a Hive Router configuration with subscriptions on.
         #[arg(long = "gateway", required = true)]
         gateways: Vec<String>,
-        /// Subscriptions of each WebSocket step.
+        /// Subscriptions of each WebSocket step (0 alone: none).
         #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
         websocket: Vec<usize>,
         /// Subscriptions of the SSE and multipart steps (0 skips them).
@@ -130,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 let specs = parse_specs(&gateways)?;
                 let mut steps: Vec<subscriptions::Step> = websocket
                     .iter()
+                    .filter(|&&n| n > 0)
                     .map(|&n| subscriptions::Step {
                         protocol: subscriptions::Protocol::WebSocket,
                         subscriptions: n,

@@ -82,7 +82,7 @@ struct Tally {
     /// Subscriptions that have received at least one event.
     started: AtomicU64,
     events: AtomicU64,
-    /// Latencies in µs of the events counted, per client task, merged at the end.
+    /// Latencies in µs of the events counted.
     latencies: Mutex<Vec<u64>>,
     /// The first failure a client met.
     failure: Mutex<Option<String>>,
@@ -95,7 +95,7 @@ impl Tally {
     }
 
     /// Takes in one event's response; `first` says whether it is its subscription's first.
-    fn event(&self, response: &Value, first: bool, local: &mut Vec<u64>) {
+    fn event(&self, response: &Value, first: bool) {
         if first {
             self.started.fetch_add(1, Ordering::Relaxed);
         }
@@ -112,7 +112,10 @@ impl Tally {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros() as f64;
-        local.push((now - emitted).max(0.0) as u64);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((now - emitted).max(0.0) as u64);
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -123,7 +126,9 @@ fn stopped(tally: &Tally) -> bool {
 
 /// The environment variable naming the Hive Router configuration the runner writes next to
 /// the supergraph: subscriptions on, the reviews subgraph over WebSocket (Hive's default,
-/// multipart HTTP, is not something the benchmark subgraphs speak), client WebSockets on.
+/// multipart HTTP, is not something the benchmark subgraphs speak) with its connections
+/// shared between subscriptions, client WebSockets on, and its limit on long-lived clients
+/// (128 by default) out of the way, as ours is.
 pub const PEER_CONFIG_ENV: &str = "BENCH_ROUTER_CONFIG";
 
 pub const HIVE_ROUTER_CONFIG: &str = "\
@@ -134,6 +139,12 @@ subscriptions:
   websocket:
     subgraphs:
       reviews: {}
+traffic_shaping:
+  router:
+    max_long_lived_clients: 100000
+  all:
+    websocket:
+      reuse_connections: true
 ";
 
 /// Runs every step against one gateway started by `command`.
@@ -331,7 +342,6 @@ async fn websocket(url: &str, share: usize, tally: &Tally) -> Result<(), String>
         .await
         .map_err(|e| e.to_string())?;
     let mut first_event = vec![true; share];
-    let mut local = Vec::new();
     let mut acknowledged = false;
     while let Some(message) = socket.next().await {
         if stopped(tally) {
@@ -370,32 +380,14 @@ async fn websocket(url: &str, share: usize, tally: &Tally) -> Result<(), String>
                     .get_mut(id)
                     .map(|f| std::mem::replace(f, false))
                     .unwrap_or(false);
-                tally.event(&message["payload"], first, &mut local);
-                flush(tally, &mut local);
+                tally.event(&message["payload"], first);
             }
             Some("error") => return Err(format!("subscription refused: {}", message["payload"])),
             Some("complete") => return Err("a subscription completed early".into()),
             _ => {}
         }
     }
-    flush_all(tally, &mut local);
     Ok(())
-}
-
-fn flush(tally: &Tally, local: &mut Vec<u64>) {
-    if local.len() >= 256 {
-        flush_all(tally, local);
-    }
-}
-
-fn flush_all(tally: &Tally, local: &mut Vec<u64>) {
-    if !local.is_empty() {
-        tally
-            .latencies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(local);
-    }
 }
 
 /// Reads a streamed HTTP response, handing each complete frame (split on `separator`) to
@@ -404,12 +396,11 @@ async fn read_frames(
     response: reqwest::Response,
     separator: &str,
     tally: &Tally,
-    mut frame: impl FnMut(&str, &mut bool, &mut Vec<u64>),
+    mut frame: impl FnMut(&str, &mut bool),
 ) -> Result<(), String> {
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
     let mut first = true;
-    let mut local = Vec::new();
     while let Some(chunk) = body.next().await {
         if stopped(tally) {
             break;
@@ -418,11 +409,9 @@ async fn read_frames(
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find(separator) {
             let block: String = buffer.drain(..end + separator.len()).collect();
-            frame(&block, &mut first, &mut local);
+            frame(&block, &mut first);
         }
-        flush(tally, &mut local);
     }
-    flush_all(tally, &mut local);
     if stopped(tally) {
         Ok(())
     } else {
@@ -449,7 +438,7 @@ async fn open(url: &str, accept: &str) -> Result<reqwest::Response, String> {
 /// One SSE subscription (GraphQL over SSE, distinct connections mode).
 async fn sse(url: &str, tally: &Tally) -> Result<(), String> {
     let response = open(url, "text/event-stream").await?;
-    read_frames(response, "\n\n", tally, |block, first, local| {
+    read_frames(response, "\n\n", tally, |block, first| {
         let data: String = block
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -458,7 +447,7 @@ async fn sse(url: &str, tally: &Tally) -> Result<(), String> {
         let is_next = block.lines().any(|l| l.trim() == "event: next");
         if is_next {
             if let Ok(response) = serde_json::from_str::<Value>(&data) {
-                tally.event(&response, std::mem::replace(first, false), local);
+                tally.event(&response, std::mem::replace(first, false));
             }
         }
     })
@@ -472,14 +461,14 @@ async fn multipart(url: &str, tally: &Tally) -> Result<(), String> {
         "multipart/mixed;subscriptionSpec=\"1.0\", application/json",
     )
     .await?;
-    read_frames(response, "\r\n--graphql", tally, |block, first, local| {
+    read_frames(response, "\r\n--graphql", tally, |block, first| {
         let Some((_, json)) = block.split_once("\r\n\r\n") else {
             return;
         };
         let json = json.trim_end_matches("\r\n--graphql").trim();
         if let Ok(part) = serde_json::from_str::<Value>(json) {
             if part.get("payload").is_some_and(|p| p.get("data").is_some()) {
-                tally.event(&part["payload"], std::mem::replace(first, false), local);
+                tally.event(&part["payload"], std::mem::replace(first, false));
             }
         }
     })

@@ -53,29 +53,20 @@ pub const MULTIPART_SUBSCRIPTION: &str =
 /// Apollo's multipart subscriptions: each response as `{"payload": …}` in its own part,
 /// `{}` parts as heartbeats, then the closing boundary.
 pub fn multipart(responses: Responses, heartbeat: Duration, permit: ConnectionPermit) -> Response {
-    let part = |json: &[u8]| {
-        let mut bytes = b"\r\n--graphql\r\ncontent-type: application/json\r\n\r\n".to_vec();
-        bytes.extend_from_slice(json);
-        Bytes::from(bytes)
-    };
-    let parts = with_heartbeat(responses, heartbeat)
-        .map(move |item| match item {
-            Some(body) => {
-                let mut payload = b"{\"payload\":".to_vec();
-                payload.extend_from_slice(&body);
-                payload.push(b'}');
-                part(&payload)
-            }
-            None => part(b"{}"),
-        })
-        .chain(stream::once(async {
-            Bytes::from_static(b"\r\n--graphql--\r\n")
-        }))
-        .map(move |bytes| {
-            let _ = &permit;
-            Ok::<_, Infallible>(bytes)
-        });
-    let mut response = (StatusCode::OK, Body::from_stream(parts)).into_response();
+    let parts = with_heartbeat(responses, heartbeat).map(|item| match item {
+        Some(body) => {
+            let mut payload = b"{\"payload\":".to_vec();
+            payload.extend_from_slice(&body);
+            payload.push(b'}');
+            payload
+        }
+        None => b"{}".to_vec(),
+    });
+    let body = super::multipart::framed(parts).map(move |bytes| {
+        let _ = &permit;
+        Ok::<_, Infallible>(bytes)
+    });
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(MULTIPART_SUBSCRIPTION),

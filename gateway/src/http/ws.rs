@@ -53,8 +53,13 @@ pub fn upgrade(gateway: Gateway, upgrade: WebSocketUpgrade, headers: HeaderMap) 
     // No subprotocol at all is accepted as ours; asking only for another one is not.
     let wrong_protocol = !asked_for_protocol.is_empty() && !asked_for_protocol.contains(&PROTOCOL);
     let max_message = gateway.config().max_request_bytes;
+    // Buffers sized for GraphQL messages, not tungstenite's 128 KiB defaults: with
+    // thousands of sockets those are most of the gateway's memory; a larger message
+    // still goes through (the buffers grow), it just does not reserve the room up front.
     upgrade
         .protocols([PROTOCOL])
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .max_message_size(max_message)
         .on_upgrade(move |socket| async move {
             if wrong_protocol {

@@ -1,5 +1,6 @@
 //! The whole fleet in distributed mode: each service, the gateway and a worker
-//! as separate `flowfleet` processes talking HTTP and gRPC, with PostgreSQL,
+//! (then a second gateway and a second worker) as separate `flowfleet` processes
+//! talking HTTP and gRPC, with PostgreSQL,
 //! RabbitMQ and Redis started by `scripts/test` (FLOWFLEET_TEST_DATABASE_URL,
 //! FLOWFLEET_TEST_AMQP_URL, FLOWFLEET_TEST_REDIS_URL).
 
@@ -249,6 +250,73 @@ async fn cross_six_subgraph_query_across_processes() {
     // Files: GraphQL multipart through the gateway's HTTP transport, streaming PUT and
     // ranged downloads through its `/files` pass-through.
     support::files::assert_files_through_the_gateway(&url, &c, ws.as_str().unwrap()).await;
+
+    // A second gateway process and a second worker process: a subscriber on either
+    // gateway hears the outcome of every run, whichever worker ran it.
+    let second_gateway = free_port();
+    let mut env2 = env.clone();
+    env2.retain(|(k, _)| k != "FLOWFLEET_WORKER__METRICS_PORT");
+    env2.push((
+        "FLOWFLEET_WORKER__METRICS_PORT".into(),
+        free_port().to_string(),
+    ));
+    procs.push(spawn(&env2, &["worker", "--concurrency", "2"]));
+    procs.push(spawn(
+        &env2,
+        &["gateway", "--port", &second_gateway.to_string()],
+    ));
+    let url2 = format!("http://127.0.0.1:{second_gateway}/graphql");
+    wait_healthy(&url2.replace("/graphql", ""), 90).await;
+    let mut watchers = Vec::new();
+    for gateway in [&url, &url2] {
+        let watcher = c
+            .clone_for(gateway)
+            .subscribe(
+                "subscription($w: ID!) { workspaceExecutions(workspaceId: $w, filter: {kinds: [FINISHED]}) { executionId execution { status workflow { name } } } }",
+                json!({"w": ws}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("subscribing through {gateway}: {e:?}"));
+        watchers.push((gateway.clone(), watcher));
+    }
+    let mut runs = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let started = c
+            .ok(
+                "mutation($i: StartExecutionInput!) { startExecution(input: $i) { id } }",
+                json!({"i": {"workflowId": wf}}),
+            )
+            .await;
+        runs.insert(
+            started["startExecution"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for (gateway, watcher) in &mut watchers {
+        let mut heard = std::collections::BTreeSet::new();
+        while heard != runs {
+            let update = tokio::time::timeout(std::time::Duration::from_secs(60), watcher.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{gateway}: heard {heard:?} of {runs:?} in 60 s"))
+                .expect("the subscription stays open");
+            let update = &update["data"]["workspaceExecutions"];
+            let id = update["executionId"].as_str().unwrap().to_string();
+            if !runs.contains(&id) {
+                continue; // an earlier run of the scenario
+            }
+            assert_eq!(
+                update["execution"]["status"], "SUCCEEDED",
+                "{gateway}: {update}"
+            );
+            assert!(
+                update["execution"]["workflow"]["name"].is_string(),
+                "{update}"
+            );
+            heard.insert(id);
+        }
+    }
 
     // Each service wrote only its own schema.
     let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();

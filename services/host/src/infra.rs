@@ -179,6 +179,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let tasks = parts.spawn_tasks();
     let router = parts.http_router();
+    // Open event streams break off at shutdown, so the graceful shutdown below ends.
+    let (closing, stopping) = (parts.subgraph.closing(), shutdown.clone());
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        closing.cancel();
+    });
     let s1 = shutdown.clone();
     let http_server = async move {
         axum::serve(http, router)

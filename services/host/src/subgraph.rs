@@ -81,6 +81,9 @@ pub struct Subgraph {
     verifier: Arc<TokenVerifier>,
     /// Opens the gateway's sealed client address, for subgraphs that use it.
     client_addresses: Option<Arc<SecretKeyRing>>,
+    /// Cancelled when the process stops: open event streams then break off (see
+    /// [`Subgraph::closing`]).
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Subgraph {
@@ -94,7 +97,16 @@ impl Subgraph {
             schema,
             verifier,
             client_addresses: None,
+            closing: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Cancel it when the process stops: each open event stream then ends without
+    /// `complete`, which tells the gateway the stream broke (not that the subscription is
+    /// over), so it reopens the subscription on another replica; and the server's graceful
+    /// shutdown is not held up by streams that would never end.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
     }
 
     /// Puts the client's address, as sealed by the gateway, in the GraphQL context
@@ -271,15 +283,20 @@ const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// quiet.
 fn event_stream(
     responses: futures::stream::BoxStream<'static, serde_json::Value>,
+    closing: tokio_util::sync::CancellationToken,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let keep_alive =
         tokio::time::interval_at(tokio::time::Instant::now() + SSE_KEEP_ALIVE, SSE_KEEP_ALIVE);
     let events = futures::stream::unfold(
         (Some(responses), keep_alive),
-        |(responses, mut keep_alive)| async move {
+        move |(responses, mut keep_alive)| {
+            let closing = closing.clone();
+            async move {
             let mut responses = responses?;
             let chunk = tokio::select! {
+                // Broken off, without `complete`: the gateway reopens it elsewhere.
+                _ = closing.cancelled() => return None,
                 response = responses.next() => match response {
                     Some(body) => format!("event: next\ndata: {body}\n\n"),
                     None => return Some(("event: complete\ndata:\n\n".to_string(), (None, keep_alive))),
@@ -287,6 +304,7 @@ fn event_stream(
                 _ = keep_alive.tick() => ":\n\n".to_string(),
             };
             Some((chunk, (Some(responses), keep_alive)))
+            }
         },
     )
     .map(Ok::<_, std::convert::Infallible>);
@@ -351,7 +369,9 @@ async fn graphql_handler(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     match serde_json::from_slice::<GraphQLBody>(&bytes) {
-        Ok(body) if wants_stream => event_stream(subgraph.subscribe(body, &headers).await),
+        Ok(body) if wants_stream => {
+            event_stream(subgraph.subscribe(body, &headers).await, subgraph.closing())
+        }
         Ok(body) => Json(subgraph.execute(body, &headers).await).into_response(),
         Err(e) => bad_request(format!("the request body is not a GraphQL request: {e}")),
     }

@@ -164,8 +164,11 @@ impl Gateway {
 
     /// Runs any operation as a stream of responses: a query or mutation gives one, a
     /// subscription one per event. Errors are those of a request that cannot start.
-    /// `credential_checked` says the caller already ran [`Self::check_credentials`]
-    /// (a WebSocket does at `connection_init`) and got `expires`.
+    /// `credential` is `Some(expires)` when the caller already ran
+    /// [`Self::check_credentials`] for these headers, `None` to check them here (every
+    /// transport passes `None` today: a WebSocket checks at `connection_init` to refuse
+    /// the connection early, and again per subscription, which also catches a credential
+    /// that expired since).
     pub(crate) async fn stream(
         &self,
         request: GraphQLRequest,

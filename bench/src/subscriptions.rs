@@ -197,7 +197,16 @@ async fn run_step(
     settings: &Settings,
 ) -> Result<Figures, String> {
     let url = gateway.url();
-    wait_ready(&url, gateway).await?;
+    // Ready once it answers the standard query correctly (it has loaded the supergraph).
+    let log = gateway.log.clone();
+    crate::load::wait_until_correct(
+        &url,
+        &flowfleet_bench::expected_response(),
+        Duration::from_secs(60),
+        &mut || gateway.alive(),
+    )
+    .await
+    .map_err(|e| format!("not ready within 60 s: {e:#} (see {})", log.display()))?;
     let idle_rss = gateway.rss();
     let tally = Arc::new(Tally::default());
     let connections = match step.protocol {
@@ -293,33 +302,6 @@ async fn run_step(
         delivered: events / (step.subscriptions as f64 * elapsed),
         bytes_per_subscription: rss.saturating_sub(idle_rss) as f64 / step.subscriptions as f64,
     })
-}
-
-/// Waits until the gateway answers a query (it has loaded the supergraph).
-async fn wait_ready(url: &str, gateway: &mut process::Gateway) -> Result<(), String> {
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if !gateway.alive() {
-            return Err(format!(
-                "the gateway exited (see {})",
-                gateway.log.display()
-            ));
-        }
-        let answered = client
-            .post(url)
-            .json(&json!({"query": "{ topProducts(first: 1) { upc } }"}))
-            .send()
-            .await;
-        if let Ok(response) = answered {
-            if let Ok(body) = response.json::<Value>().await {
-                if body["data"]["topProducts"][0]["upc"] == "1" {
-                    return Ok(());
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err("the gateway did not answer a query within 60 s".into())
 }
 
 /// One WebSocket with `share` subscriptions; reads until told to stop.

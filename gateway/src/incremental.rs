@@ -167,15 +167,19 @@ fn primary_payload(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let body = if primary.uses_introspection {
-        let mut data = data.clone();
-        if let ResponseValue::Object(map) = &mut data {
+    // Introspection fields are resolved by the gateway, on a copy of the data so far.
+    let resolved;
+    let projected_from: &ResponseValue = if primary.uses_introspection {
+        let mut copy = data.clone();
+        if let ResponseValue::Object(map) = &mut copy {
             introspection::resolve_root(&ctx, &primary.root_type, &primary.selection_set, map);
         }
-        Gateway::project(&a.supergraph, primary, &a.variables, &data, errors)
+        resolved = copy;
+        &resolved
     } else {
-        Gateway::project(&a.supergraph, primary, &a.variables, &data, errors)
+        &data
     };
+    let body = Gateway::project(&a.supergraph, primary, &a.variables, projected_from, errors);
     drop(data);
     let mut payload: Value = serde_json::from_slice(&body).ok()?;
     if let Some(Value::Array(errors)) = payload.get("errors").cloned() {

@@ -114,6 +114,18 @@ async fn fixture(runtime: Runtime, config: GatewayConfig) -> Fixture {
     }
 }
 
+/// Sends `query` to be answered over SSE, with `authorization` if given.
+async fn open_sse(base: &str, query: &str, authorization: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "query": query }));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    request.send().await.expect("request")
+}
+
 /// Reads an SSE body into `(event, data)` pairs until the stream ends.
 async fn sse_events(response: reqwest::Response) -> Vec<(String, String)> {
     let text = tokio::time::timeout(Duration::from_secs(20), response.text())
@@ -138,13 +150,7 @@ async fn sse_events(response: reqwest::Response) -> Vec<(String, String)> {
 
 async fn sse_subscription_resolves_every_event_across_subgraphs(runtime: Runtime) {
     let fx = fixture(runtime, GatewayConfig::default()).await;
-    let response = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": subscription(10, Some(3))}))
-        .send()
-        .await
-        .expect("request");
+    let response = open_sse(&fx.base, &subscription(10, Some(3)), None).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -160,20 +166,37 @@ async fn sse_subscription_resolves_every_event_across_subgraphs(runtime: Runtime
     settle(&fx).await;
 }
 
-/// Once every client left, no upstream stream is left open, on either side.
+/// Once every client left, no upstream stream is left open, on either side, within 2 s:
+/// less than the 5 s between events of the tests' slow subscriptions, so only leaving can
+/// have closed them (not the upstream noticing at its next event that nobody listens).
 async fn settle(fx: &Fixture) {
-    for _ in 0..100 {
+    upstreams(fx, 0, Duration::from_secs(2)).await;
+}
+
+/// Waits until the gateway has `n` upstreams open and the reviews subgraph as many streams.
+async fn opened(fx: &Fixture, n: usize) {
+    upstreams(fx, n, Duration::from_secs(5)).await;
+}
+
+/// Waits up to `within` until the gateway has `n` upstreams open and the reviews subgraph
+/// (where it counts its streams) as many.
+async fn upstreams(fx: &Fixture, n: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
         let subgraph_open = fx
             .reviews_streams
             .as_ref()
-            .map_or(0, |n| n.load(Ordering::SeqCst));
-        if fx.gateway.open_upstream_subscriptions() == 0 && subgraph_open == 0 {
+            .map_or(n, |open| open.load(Ordering::SeqCst));
+        if fx.gateway.open_upstream_subscriptions() == n && subgraph_open == n {
             return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!(
-        "upstream left open: gateway {}, subgraph {:?}",
+        "expected {n} upstreams open: gateway {}, subgraph {:?}",
         fx.gateway.open_upstream_subscriptions(),
         fx.reviews_streams
             .as_ref()
@@ -244,6 +267,15 @@ async fn receive(socket: &mut Socket) -> Result<Value, u16> {
     }
 }
 
+/// Starts operation `id` on the socket.
+async fn subscribe_on(socket: &mut Socket, id: &str, query: &str) {
+    send(
+        socket,
+        json!({"id": id, "type": "subscribe", "payload": {"query": query}}),
+    )
+    .await;
+}
+
 async fn init(socket: &mut Socket, payload: Value) {
     send(
         socket,
@@ -262,11 +294,7 @@ async fn websocket_runs_subscriptions_queries_and_completes(runtime: Runtime) {
     init(&mut socket, json!({})).await;
 
     // A query over the socket: one `next`, then `complete`.
-    send(
-        &mut socket,
-        json!({"id": "q", "type": "subscribe", "payload": {"query": "{ topProducts(first: 1) { upc } }"}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "q", "{ topProducts(first: 1) { upc } }").await;
     assert_eq!(
         receive(&mut socket).await.expect("next"),
         json!({"id": "q", "type": "next", "payload": {"data": {"topProducts": [{"upc": "1"}]}}})
@@ -277,11 +305,7 @@ async fn websocket_runs_subscriptions_queries_and_completes(runtime: Runtime) {
     );
 
     // An invalid operation: `error` with the validation errors.
-    send(
-        &mut socket,
-        json!({"id": "bad", "type": "subscribe", "payload": {"query": "subscription { nope }"}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "bad", "subscription { nope }").await;
     let error = receive(&mut socket).await.expect("error");
     assert_eq!(error["type"], "error");
     assert_eq!(error["id"], "bad");
@@ -291,11 +315,7 @@ async fn websocket_runs_subscriptions_queries_and_completes(runtime: Runtime) {
     );
 
     // A subscription: events resolved across subgraphs, then `complete` at its end.
-    send(
-        &mut socket,
-        json!({"id": "s", "type": "subscribe", "payload": {"query": subscription(10, Some(2))}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "s", &subscription(10, Some(2))).await;
     for n in 0..2 {
         let next = receive(&mut socket).await.expect("next");
         assert_eq!((&next["type"], &next["id"]), (&json!("next"), &json!("s")));
@@ -308,11 +328,7 @@ async fn websocket_runs_subscriptions_queries_and_completes(runtime: Runtime) {
 
     // A slow endless one, completed by the client before its first event: its upstream
     // goes away at once (not at the next event, 5 s away).
-    send(
-        &mut socket,
-        json!({"id": "e", "type": "subscribe", "payload": {"query": subscription(5_000, None)}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "e", &subscription(5_000, None)).await;
     opened(&fx, 1).await;
     send(&mut socket, json!({"id": "e", "type": "complete"})).await;
     settle(&fx).await;
@@ -322,27 +338,6 @@ async fn websocket_runs_subscriptions_queries_and_completes(runtime: Runtime) {
     assert_eq!(
         receive(&mut socket).await.expect("pong"),
         json!({"type": "pong"})
-    );
-}
-
-/// Waits until the gateway has `n` upstreams open and the reviews subgraph as many streams.
-async fn opened(fx: &Fixture, n: usize) {
-    for _ in 0..250 {
-        let subgraph_open = fx
-            .reviews_streams
-            .as_ref()
-            .map_or(n, |open| open.load(Ordering::SeqCst));
-        if fx.gateway.open_upstream_subscriptions() == n && subgraph_open == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "expected {n} upstreams: gateway {}, subgraph {:?}",
-        fx.gateway.open_upstream_subscriptions(),
-        fx.reviews_streams
-            .as_ref()
-            .map(|n| n.load(Ordering::SeqCst))
     );
 }
 
@@ -463,11 +458,7 @@ async fn identical_subscriptions_share_one_upstream_until_the_last_leaves() {
         for _ in 0..3 {
             let mut socket = connect(&fx.base).await;
             init(&mut socket, json!({})).await;
-            send(
-                &mut socket,
-                json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(5_000, None)}}),
-            )
-            .await;
+            subscribe_on(&mut socket, "1", &subscription(5_000, None)).await;
             sockets.push(socket);
         }
         // Three clients, one upstream on each side.
@@ -496,11 +487,7 @@ async fn a_gateway_without_deduplication_opens_one_upstream_per_subscription() {
     let mut socket = connect(&fx.base).await;
     init(&mut socket, json!({})).await;
     for id in ["a", "b"] {
-        send(
-            &mut socket,
-            json!({"id": id, "type": "subscribe", "payload": {"query": subscription(5_000, None)}}),
-        )
-        .await;
+        subscribe_on(&mut socket, id, &subscription(5_000, None)).await;
     }
     opened(&fx, 2).await;
     drop(socket);
@@ -523,16 +510,8 @@ async fn limits_refuse_with_clear_errors() {
     let fx = fixture(Runtime::InProcess, config).await;
     let mut socket = connect(&fx.base).await;
     init(&mut socket, json!({})).await;
-    send(
-        &mut socket,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(50, None)}}),
-    )
-    .await;
-    send(
-        &mut socket,
-        json!({"id": "2", "type": "subscribe", "payload": {"query": subscription(50, None)}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "1", &subscription(50, None)).await;
+    subscribe_on(&mut socket, "2", &subscription(50, None)).await;
     loop {
         let message = receive(&mut socket).await.expect("message");
         if message["id"] == "2" {
@@ -546,13 +525,7 @@ async fn limits_refuse_with_clear_errors() {
     }
     // A second streaming connection is the last one allowed; a third is refused.
     let _second = connect(&fx.base).await;
-    let refused = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": subscription(50, None)}))
-        .send()
-        .await
-        .expect("request");
+    let refused = open_sse(&fx.base, &subscription(50, None), None).await;
     assert_eq!(refused.status(), 503);
     let body: Value = refused.json().await.expect("json");
     assert_eq!(
@@ -602,14 +575,7 @@ async fn a_credential_that_does_not_verify_is_refused_at_connection() {
     .await;
     assert_eq!(receive(&mut socket).await, Err(4403));
 
-    let refused = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .header("authorization", "Bearer forged")
-        .json(&json!({"query": subscription(50, None)}))
-        .send()
-        .await
-        .expect("request");
+    let refused = open_sse(&fx.base, &subscription(50, None), Some("Bearer forged")).await;
     assert_eq!(refused.status(), 401);
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
@@ -621,19 +587,8 @@ async fn a_subscription_ends_with_a_clear_error_when_its_credential_expires() {
     // Over a WebSocket (credential in `connection_init`) and over SSE (in the header).
     let mut socket = connect(&fx.base).await;
     init(&mut socket, json!({"Authorization": "Bearer short"})).await;
-    send(
-        &mut socket,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(50, None)}}),
-    )
-    .await;
-    let sse = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .header("authorization", "Bearer short")
-        .json(&json!({"query": subscription(50, None)}))
-        .send()
-        .await
-        .expect("request");
+    subscribe_on(&mut socket, "1", &subscription(50, None)).await;
+    let sse = open_sse(&fx.base, &subscription(50, None), Some("Bearer short")).await;
     let mut events = 0;
     let last = loop {
         let message = receive(&mut socket).await.expect("message");
@@ -672,11 +627,7 @@ async fn a_reload_keeps_subscriptions_whose_fields_remain_and_ends_the_others() 
     let current = fx.gateway.supergraph();
     let mut socket = connect(&fx.base).await;
     init(&mut socket, json!({})).await;
-    send(
-        &mut socket,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(30, None)}}),
-    )
-    .await;
+    subscribe_on(&mut socket, "1", &subscription(30, None)).await;
     let first = receive(&mut socket).await.expect("next");
     assert_review(&first["payload"], 0);
 
@@ -722,18 +673,8 @@ async fn shutting_down_completes_every_subscription() {
     let fx = fixture(Runtime::InProcess, GatewayConfig::default()).await;
     let mut socket = connect(&fx.base).await;
     init(&mut socket, json!({})).await;
-    send(
-        &mut socket,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": subscription(5_000, None)}}),
-    )
-    .await;
-    let sse = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": subscription(5_000, None)}))
-        .send()
-        .await
-        .expect("request");
+    subscribe_on(&mut socket, "1", &subscription(5_000, None)).await;
+    let sse = open_sse(&fx.base, &subscription(5_000, None), None).await;
     opened(&fx, 1).await;
     fx.gateway.close_subscriptions();
     assert_eq!(
@@ -747,13 +688,7 @@ async fn shutting_down_completes_every_subscription() {
     );
     settle(&fx).await;
     // New ones are refused while shutting down.
-    let refused = reqwest::Client::new()
-        .post(format!("{}/graphql", fx.base))
-        .header("accept", "text/event-stream")
-        .json(&json!({"query": subscription(50, None)}))
-        .send()
-        .await
-        .expect("request");
+    let refused = open_sse(&fx.base, &subscription(50, None), None).await;
     assert_eq!(refused.status(), 503);
 }
 

@@ -116,18 +116,24 @@ impl Client {
         }
     }
 
-    /// Sends a GraphQL request; returns the HTTP status and the JSON body.
-    pub async fn raw(&self, query: &str, variables: Value) -> (u16, Value) {
-        let mut req = self
+    /// A GraphQL request with this client's headers and credential, accepting `accept`.
+    fn request(&self, accept: &str, query: &str, variables: Value) -> reqwest::RequestBuilder {
+        let req = self
             .http
             .post(&self.url)
             .headers(self.headers.clone())
-            // A current GraphQL-over-HTTP client: request errors come back as 4xx.
-            .header("accept", "application/graphql-response+json")
+            .header("accept", accept)
             .json(&json!({"query": query, "variables": variables}));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
+    }
+
+    /// Sends a GraphQL request; returns the HTTP status and the JSON body.
+    pub async fn raw(&self, query: &str, variables: Value) -> (u16, Value) {
+        // A current GraphQL-over-HTTP client: request errors come back as 4xx.
+        let req = self.request("application/graphql-response+json", query, variables);
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         (status, resp.json().await.expect("JSON body"))
@@ -142,15 +148,7 @@ impl Client {
         variables: Value,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Value>, (u16, Value)> {
         use futures::StreamExt as _;
-        let mut req = self
-            .http
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .header("accept", "text/event-stream")
-            .json(&json!({"query": query, "variables": variables}));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request("text/event-stream", query, variables);
         let resp = req.send().await.expect("request sent");
         let streaming = resp
             .headers()

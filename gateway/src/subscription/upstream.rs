@@ -203,12 +203,7 @@ impl Drop for Subscriber {
         subscribers.remove(&self.id);
         if subscribers.is_empty() {
             // The last one out closes the upstream.
-            if channels
-                .get(&channel.key)
-                .is_some_and(|c| Arc::ptr_eq(c, &channel))
-            {
-                channels.remove(&channel.key);
-            }
+            forget(&mut channels, &channel);
             if let Some(driver) = channel
                 .driver
                 .lock()
@@ -352,16 +347,21 @@ async fn drive(
         return;
     };
     // New clients start a fresh upstream from now on; the current ones hear the end.
-    {
-        let mut map = channels.lock().unwrap_or_else(|p| p.into_inner());
-        if map
-            .get(&channel.key)
-            .is_some_and(|c| Arc::ptr_eq(c, &channel))
-        {
-            map.remove(&channel.key);
-        }
-    }
+    forget(
+        &mut channels.lock().unwrap_or_else(|p| p.into_inner()),
+        &channel,
+    );
     channel.end(Item::Ended(outcome)).await;
+}
+
+/// Removes `channel` from the registry, unless a newer channel took its key meanwhile.
+fn forget(channels: &mut HashMap<Key, Arc<Channel>>, channel: &Arc<Channel>) {
+    if channels
+        .get(&channel.key)
+        .is_some_and(|c| Arc::ptr_eq(c, channel))
+    {
+        channels.remove(&channel.key);
+    }
 }
 
 /// Logs the failure and waits before the next attempt; `false` when attempts ran out.

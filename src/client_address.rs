@@ -94,21 +94,15 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl ClientAddresses {
-    /// Decides `request`'s client address and passes it on sealed, after removing whatever
-    /// the client put in its place.
-    pub fn attribute(&self, request: &mut Request) {
+    /// Decides `request`'s client address, passes it on sealed after removing whatever the
+    /// client put in its place, and returns it (for rate limits).
+    pub fn attribute(&self, request: &mut Request) -> Option<IpAddr> {
         let headers = request.headers_mut();
         headers.remove(CLIENT_ADDRESS_HEADER);
-        let Some(ring) = &self.ring else {
-            return;
-        };
-        let Some(peer) = request
+        let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-        else {
-            return;
-        };
+            .map(|ConnectInfo(addr)| addr.ip())?;
         let forwarded: Vec<&str> = request
             .headers()
             .get_all("x-forwarded-for")
@@ -116,6 +110,9 @@ impl ClientAddresses {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let client = self.resolve(peer, &forwarded);
+        let Some(ring) = &self.ring else {
+            return Some(client);
+        };
         let sealed = self.sealed.get(&client).or_else(|| {
             let sealed = seal_client_address(ring, client)?;
             self.sealed.insert(client, sealed.clone());
@@ -124,6 +121,7 @@ impl ClientAddresses {
         if let Some(value) = sealed.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
             request.headers_mut().insert(CLIENT_ADDRESS_HEADER, value);
         }
+        Some(client)
     }
 }
 

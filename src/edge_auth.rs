@@ -7,7 +7,8 @@
 //! A request without `Authorization` passes: signing up and in are anonymous, and each
 //! resolver decides what an anonymous caller may do.
 //!
-//! The same layer first decides the request's client address ([`ClientAddresses`]): one
+//! The same layer first decides the request's client address ([`ClientAddresses`]) and
+//! hands the gateway's rate limits the verified address and caller (`RateKeys`): one
 //! layer, so the gateway's hot path pays for one.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use flowfleet_gateway::rate_limit::{Principal, RateKeys};
 use flowfleet_runtime::error::ApiError;
 use flowfleet_security::identity::{Caller, TokenVerifier};
 
@@ -72,11 +74,16 @@ pub fn edge(router: Router, verifier: Arc<TokenVerifier>, addresses: ClientAddre
 }
 
 async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
-    edge.addresses.attribute(&mut request);
+    let address = edge.addresses.attribute(&mut request);
     let verifier = &edge.verifier;
-    if request.uri().path() != "/graphql"
-        || !request.headers().contains_key(http::header::AUTHORIZATION)
-    {
+    if request.uri().path() != "/graphql" {
+        return next.run(request).await;
+    }
+    if !request.headers().contains_key(http::header::AUTHORIZATION) {
+        request.extensions_mut().insert(RateKeys {
+            address,
+            principal: None,
+        });
         return next.run(request).await;
     }
     match verifier.caller(request.headers()).await {
@@ -93,6 +100,19 @@ async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Re
             )
                 .into_response()
         }
-        Caller::User(_) | Caller::Anonymous => next.run(request).await,
+        caller => {
+            // Rate limits key on who was verified here, never on what the client claims.
+            let principal = match caller {
+                Caller::User(identity) => Some(match identity.api_key {
+                    Some(key) => Principal::ApiKey(key.key_id.to_string()),
+                    None => Principal::User(identity.user_id.to_string()),
+                }),
+                _ => None,
+            };
+            request
+                .extensions_mut()
+                .insert(RateKeys { address, principal });
+            next.run(request).await
+        }
     }
 }

@@ -177,6 +177,7 @@ pub fn gateway_config(
             credentials: Some(crate::edge_auth::credential_check(verifier)),
             ..Default::default()
         },
+        rate_limiter: crate::rate_limits::limiter(config)?,
     })
 }
 

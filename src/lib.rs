@@ -9,4 +9,5 @@ pub mod fleet;
 pub mod jwks;
 pub mod processes;
 pub mod proxy;
+pub mod rate_limits;
 pub mod services;

@@ -28,6 +28,7 @@ pub mod codes {
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
 
 /// Failure to build a [`crate::Gateway`]; for operators.
@@ -123,7 +124,8 @@ pub enum RequestError {
     #[error("{0}")]
     PayloadTooLarge(String),
     /// Refused before execution with this status and this error (a limit, a credential
-    /// that stopped verifying, a gateway shutting down).
+    /// that stopped verifying, a gateway shutting down). A 429's error carries
+    /// `extensions.retryAfter`, which becomes the `Retry-After` header.
     #[error("{}", .1.message)]
     Refused(http::StatusCode, GraphQLError),
     /// Our fault; the details were logged where the error was created.

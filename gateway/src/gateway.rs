@@ -14,6 +14,7 @@ use crate::executor::{Execution, FetchOptions, RequestHook, SpanHook, SubgraphDe
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
 use crate::operation_cache::OperationCache;
 use crate::planner::{QueryPlanner, SchemaDocument};
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
@@ -64,6 +65,8 @@ pub struct GatewayConfig {
     pub uploads: UploadLimits,
     /// Largest JSON request body, in bytes.
     pub max_request_bytes: usize,
+    /// Rate limits (off by default) and where their buckets live.
+    pub rate_limiter: RateLimiter,
 }
 
 impl Default for GatewayConfig {
@@ -90,6 +93,7 @@ impl Default for GatewayConfig {
             dedupe_subgraph_requests: true,
             dedupe_ignored_headers: Vec::new(),
             subscriptions: SubscriptionConfig::default(),
+            rate_limiter: RateLimiter::local(RateLimitConfig::off()),
         }
     }
 }
@@ -116,6 +120,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("dedupe_subgraph_requests", &self.dedupe_subgraph_requests)
             .field("dedupe_ignored_headers", &self.dedupe_ignored_headers)
             .field("subscriptions", &self.subscriptions)
+            .field("rate_limits", self.rate_limiter.config())
             .finish()
     }
 }
@@ -330,6 +335,10 @@ impl Gateway {
 
     pub(crate) fn config(&self) -> &GatewayConfig {
         &self.shared.config
+    }
+
+    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
+        &self.shared.config.rate_limiter
     }
 
     pub(crate) fn subscriptions(&self) -> &Subscriptions {

@@ -12,6 +12,7 @@
 //! - `defer`, `incremental`: `@defer` around a planner that does not plan it.
 //! - `upload`: multipart file uploads streamed through to the subgraph that takes them.
 //! - `subscription`: federated subscriptions, shared upstream streams, their limits.
+//! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
@@ -28,6 +29,7 @@ mod operation_cache;
 pub mod plan;
 pub mod planner;
 mod projection;
+pub mod rate_limit;
 pub mod reload;
 pub mod request;
 mod schema;

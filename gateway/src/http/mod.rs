@@ -34,6 +34,7 @@ use serde_json::{json, Value};
 use crate::error::RequestError;
 use crate::gateway::{Gateway, Method, ResponseJson};
 use crate::incremental::Delivery;
+use crate::rate_limit::RateKeys;
 use crate::request::{GraphQLRequest, Incoming};
 use crate::upload;
 use negotiate::{accepts, content_type, Accepts, ResponseFormat};
@@ -72,6 +73,7 @@ async fn health() -> Response {
 #[tracing::instrument(name = "http_post", skip_all)]
 async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let keys = rate_keys(&parts.extensions);
     let headers = parts.headers;
     let accepted = accepts(&headers);
     let Some(format) =
@@ -85,6 +87,10 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
+            // The operation's name is inside the stream: an upload weighs 1.
+            if let Err(error) = gateway.rate_limiter().admit(&keys, 1).await {
+                return error_response(format, error);
+            }
             let limits = gateway.config().uploads;
             let result = match upload::read(&headers, raw, body, limits).await {
                 Ok(upload) => gateway.execute_upload(upload, &headers).await,
@@ -109,6 +115,9 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
         Ok(incoming) => incoming,
         Err(error) => return error_response(format, error),
     };
+    if let Err(error) = admit_rate(&gateway, &keys, &incoming).await {
+        return error_response(format, error);
+    }
     match incoming {
         Incoming::Single(request) => match request {
             Ok(request) => execute(&gateway, request, &headers, Method::Post, &accepted).await,
@@ -143,6 +152,39 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
             bytes_response(format, StatusCode::OK, body)
         }
     }
+}
+
+/// Who sent a request, for rate limits: what the edge layer in front of the gateway
+/// verified, or else the peer's address.
+fn rate_keys(extensions: &http::Extensions) -> RateKeys {
+    if let Some(keys) = extensions.get::<RateKeys>() {
+        return keys.clone();
+    }
+    RateKeys {
+        address: extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip()),
+        principal: None,
+    }
+}
+
+/// Stage 2½: rate limits, with the weight of every operation the request carries (a
+/// batch weighs the sum of its operations').
+async fn admit_rate(
+    gateway: &Gateway,
+    keys: &RateKeys,
+    incoming: &Incoming,
+) -> Result<(), RequestError> {
+    let limiter = gateway.rate_limiter();
+    let weight_of = |request: &Result<GraphQLRequest, RequestError>| match request {
+        Ok(request) => limiter.weight(request.operation_name.as_deref()),
+        Err(_) => 1,
+    };
+    let weight = match incoming {
+        Incoming::Single(request) => weight_of(request),
+        Incoming::Batch(requests) => requests.iter().map(weight_of).sum(),
+    };
+    limiter.admit(keys, weight).await
 }
 
 /// Stage 2 for POST: the body as one request or a batch.
@@ -211,11 +253,16 @@ async fn get_graphql(
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let keys = rate_keys(request.extensions());
     if wants_websocket {
         use axum::extract::FromRequestParts as _;
+        // Opening a connection counts as a request; so does each operation sent on it.
+        if let Err(error) = gateway.rate_limiter().admit(&keys, 1).await {
+            return error_response(ResponseFormat::Json, error);
+        }
         let (mut parts, _) = request.into_parts();
         return match axum::extract::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => ws::upgrade(gateway, upgrade, headers),
+            Ok(upgrade) => ws::upgrade(gateway, upgrade, headers, keys),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -228,10 +275,16 @@ async fn get_graphql(
     else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
-    match request_from_params(params) {
-        Ok(request) => execute(&gateway, request, &headers, Method::Get, &accepted).await,
-        Err(error) => error_response(format, error),
+    let request = match request_from_params(params) {
+        Ok(request) => request,
+        Err(error) => return error_response(format, error),
+    };
+    let limiter = gateway.rate_limiter();
+    let weight = limiter.weight(request.operation_name.as_deref());
+    if let Err(error) = limiter.admit(&keys, weight).await {
+        return error_response(format, error);
     }
+    execute(&gateway, request, &headers, Method::Get, &accepted).await
 }
 
 /// The JSON format for single responses and errors. A client that accepts only
@@ -386,6 +439,13 @@ fn error_response(format: ResponseFormat, error: RequestError) -> Response {
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    if let RequestError::Refused(StatusCode::TOO_MANY_REQUESTS, error) = &error {
+        if let Some(seconds) = error.extensions.get("retryAfter").and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
     }
     response
 }

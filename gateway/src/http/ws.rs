@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::error::GraphQLError;
 use crate::gateway::{Gateway, Method};
+use crate::rate_limit::RateKeys;
 use crate::request::GraphQLRequest;
 use crate::subscription::ConnectionPermit;
 
@@ -38,7 +39,12 @@ enum Out {
 }
 
 /// Answers a WebSocket upgrade on `/graphql`.
-pub fn upgrade(gateway: Gateway, upgrade: WebSocketUpgrade, headers: HeaderMap) -> Response {
+pub fn upgrade(
+    gateway: Gateway,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    keys: RateKeys,
+) -> Response {
     let permit = match gateway.subscriptions().limiter().connect() {
         Ok(permit) => permit,
         Err(error) => return super::error_response(super::ResponseFormat::Json, error),
@@ -71,7 +77,9 @@ pub fn upgrade(gateway: Gateway, upgrade: WebSocketUpgrade, headers: HeaderMap) 
                 .await;
                 return;
             }
-            Connection::new(gateway, headers, permit).run(socket).await;
+            Connection::new(gateway, headers, keys, permit)
+                .run(socket)
+                .await;
         })
 }
 
@@ -88,6 +96,8 @@ struct Connection {
     gateway: Gateway,
     /// The upgrade request's headers, with the credential of `connection_init` once it came.
     headers: HeaderMap,
+    /// Rate-limit keys of the upgrade request: each operation is checked against them.
+    keys: RateKeys,
     acknowledged: bool,
     operations: HashMap<String, tokio::task::AbortHandle>,
     _permit: ConnectionPermit,
@@ -97,10 +107,11 @@ struct Connection {
 type Closing = Option<(u16, String)>;
 
 impl Connection {
-    fn new(gateway: Gateway, headers: HeaderMap, permit: ConnectionPermit) -> Self {
+    fn new(gateway: Gateway, headers: HeaderMap, keys: RateKeys, permit: ConnectionPermit) -> Self {
         Self {
             gateway,
             headers,
+            keys,
             acknowledged: false,
             operations: HashMap::new(),
             _permit: permit,
@@ -264,6 +275,7 @@ impl Connection {
                     id.clone(),
                     request,
                     self.headers.clone(),
+                    self.keys.clone(),
                     out.clone(),
                 ));
                 self.operations.insert(id, task.abort_handle());
@@ -289,8 +301,15 @@ async fn operation(
     id: String,
     request: GraphQLRequest,
     headers: HeaderMap,
+    keys: RateKeys,
     out: mpsc::Sender<Out>,
 ) {
+    let limiter = gateway.rate_limiter();
+    let weight = limiter.weight(request.operation_name.as_deref());
+    if let Err(error) = limiter.admit(&keys, weight).await {
+        let _ = out.send(Out::Error(id, error.errors())).await;
+        return;
+    }
     let mut responses = match gateway.stream(request, &headers, Method::Post, None).await {
         Ok(responses) => responses,
         Err(error) => {

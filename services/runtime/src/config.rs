@@ -12,6 +12,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod edge;
+pub use edge::{EffectiveRateLimits, RateLimitsConfig};
+
 /// Which infrastructure backs the fleet. The code path is the same; only the
 /// implementations behind the store, queue, cache and blob traits differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -254,6 +257,8 @@ pub struct GatewayConfig {
     /// How often a running subscription's credential is checked again, besides when it
     /// expires (a revoked API key or signed-out session ends its subscriptions).
     pub subscription_recheck_ms: u64,
+    /// Rate limits per client address, user, API key and overall (`[gateway.rate_limits]`).
+    pub rate_limits: RateLimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -556,6 +561,7 @@ impl Default for GatewayConfig {
             subscription_buffer: 64,
             subscription_heartbeat_ms: 10_000,
             subscription_recheck_ms: 60_000,
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }

@@ -1,0 +1,121 @@
+//! The gateway's protections at the edge, configured under `[gateway.rate_limits]`.
+//!
+//! Limits left unset take their mode's default: a distributed gateway is the public edge
+//! of a fleet (the seed's figures: 10 000 requests/s overall, 100/s per client address,
+//! 1 000/min per user and per API key, each with a burst of twice that), while
+//! `flowfleet dev` serves one person with many tabs behind one address, so its address
+//! and user limits are ten times higher. `0` switches a limit off.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Mode;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RateLimitsConfig {
+    /// `false` switches every rate limit off.
+    pub enabled: bool,
+    /// Requests per second through all of the gateway's replicas together.
+    pub global_per_second: Option<u64>,
+    /// Requests per second from one client address.
+    pub per_address_per_second: Option<u64>,
+    /// Requests per minute from one signed-in person, whatever their address.
+    pub per_user_per_minute: Option<u64>,
+    /// Requests per minute made with one API key.
+    pub per_api_key_per_minute: Option<u64>,
+    /// Each bucket holds this many periods' worth of requests.
+    pub burst: f64,
+    /// Where the buckets live: `auto` (Redis when the gateway runs distributed with
+    /// `redis.url` set, this process otherwise), `local` or `redis`.
+    pub store: String,
+    /// How long Redis may take to answer before a request is checked against this
+    /// process's buckets instead (also the fallback when Redis is unreachable).
+    pub store_timeout_ms: u64,
+    /// Operation name -> how many requests one such operation counts as (default 1).
+    pub operation_weights: BTreeMap<String, u32>,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            enabled: true,
+            global_per_second: None,
+            per_address_per_second: None,
+            per_user_per_minute: None,
+            per_api_key_per_minute: None,
+            burst: 2.0,
+            store: "auto".into(),
+            store_timeout_ms: 50,
+            operation_weights: BTreeMap::new(),
+        }
+    }
+}
+
+/// The limits in force: requests per second, per second, per minute, per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveRateLimits {
+    pub global_per_second: Option<u64>,
+    pub per_address_per_second: Option<u64>,
+    pub per_user_per_minute: Option<u64>,
+    pub per_api_key_per_minute: Option<u64>,
+}
+
+impl RateLimitsConfig {
+    /// The limits in force in `mode`: what is set, the mode's default for what is not,
+    /// and nothing for what is `0` (or everything when `enabled` is false).
+    pub fn effective(&self, mode: Mode) -> EffectiveRateLimits {
+        let scale = match mode {
+            Mode::Embedded => 10,
+            Mode::Distributed => 1,
+        };
+        let pick = |set: Option<u64>, default: u64| {
+            if !self.enabled {
+                return None;
+            }
+            Some(set.unwrap_or(default)).filter(|n| *n > 0)
+        };
+        EffectiveRateLimits {
+            global_per_second: pick(self.global_per_second, 10_000),
+            per_address_per_second: pick(self.per_address_per_second, 100 * scale),
+            per_user_per_minute: pick(self.per_user_per_minute, 1_000 * scale),
+            per_api_key_per_minute: pick(self.per_api_key_per_minute, 1_000 * scale),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_defaults_are_ten_times_the_distributed_ones_per_address_and_user() {
+        let config = RateLimitsConfig::default();
+        let distributed = config.effective(Mode::Distributed);
+        assert_eq!(distributed.global_per_second, Some(10_000));
+        assert_eq!(distributed.per_address_per_second, Some(100));
+        assert_eq!(distributed.per_user_per_minute, Some(1_000));
+        let dev = config.effective(Mode::Embedded);
+        assert_eq!(dev.global_per_second, Some(10_000));
+        assert_eq!(dev.per_address_per_second, Some(1_000));
+        assert_eq!(dev.per_user_per_minute, Some(10_000));
+    }
+
+    #[test]
+    fn zero_switches_one_limit_off_and_enabled_false_all() {
+        let config = RateLimitsConfig {
+            per_address_per_second: Some(0),
+            per_user_per_minute: Some(5),
+            ..RateLimitsConfig::default()
+        };
+        let limits = config.effective(Mode::Distributed);
+        assert_eq!(limits.per_address_per_second, None);
+        assert_eq!(limits.per_user_per_minute, Some(5));
+        let off = RateLimitsConfig {
+            enabled: false,
+            ..config
+        };
+        assert_eq!(off.effective(Mode::Embedded).global_per_second, None);
+    }
+}

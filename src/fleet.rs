@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use flowfleet_gateway::http::CorsConfig;
 use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     Gateway, GatewayConfig, ResponseStream, SubgraphRequest, SubgraphSource, SubgraphTransport,
@@ -178,7 +179,24 @@ pub fn gateway_config(
             ..Default::default()
         },
         rate_limiter: crate::rate_limits::limiter(config)?,
+        cors: cors(&config.gateway.cors)?,
     })
+}
+
+/// The gateway's CORS configuration, checked.
+fn cors(settings: &flowfleet_runtime::config::CorsSettings) -> anyhow::Result<CorsConfig> {
+    let mut cors = CorsConfig {
+        allow_origins: settings.allow_origins.clone(),
+        allow_credentials: settings.allow_credentials,
+        ..CorsConfig::default()
+    };
+    cors.allow_headers
+        .extend(settings.extra_allow_headers.iter().cloned());
+    if settings.max_age_secs > 0 {
+        cors.max_age = std::time::Duration::from_secs(settings.max_age_secs);
+    }
+    cors.validate().context("gateway.cors")?;
+    Ok(cors)
 }
 
 /// The gateway's transport to a subgraph in the same process. A request with files

@@ -89,7 +89,8 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
     if let Some(export_peers) = built.export_peers {
         let _ = export_peers.set(peers.all(&infra)?);
     }
-    let parts = built.parts;
+    let mut parts = built.parts;
+    parts.http = parts.http.merge(infra.readiness.route());
     tracing::info!(%service, http = %endpoint.http_port, grpc = %endpoint.grpc_port, "serving");
     flowfleet_host::serve(parts, http, grpc, shutdown).await
 }
@@ -109,7 +110,8 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         })?;
     let infra = Infra::start(config.clone(), remote_jwks(&config), shutdown.clone()).await?;
     let tasks = services::build_worker(&infra, &Peers::Remote(&config)).await?;
-    let router: axum::Router = flowfleet_runtime::telemetry::ops_routes();
+    let router: axum::Router =
+        flowfleet_runtime::telemetry::ops_routes().merge(infra.readiness.route());
     let stop = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
         axum::serve(listener, router)

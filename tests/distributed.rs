@@ -7,7 +7,7 @@
 mod support;
 
 use flowfleet_host::testing::fresh_database;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::Connection;
 use support::processes::{
     distributed_servers, fleet_env, free_port, migrate, spawn, wait_healthy, SERVICES,
@@ -150,18 +150,57 @@ async fn cross_six_subgraph_query_across_processes() {
             );
             assert!(body["data"].is_null(), "{s}, {attack}: {body}");
         }
+        // Each service is ready: its database, the broker and Redis answer.
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/ready"))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200, "{s}");
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(
+            ready["checks"][format!("database:{s}")],
+            "up",
+            "{s}: {ready}"
+        );
+        assert_eq!(ready["checks"]["broker"], "up", "{s}: {ready}");
+        assert_eq!(ready["checks"]["redis"], "up", "{s}: {ready}");
     }
+    // The gateway is ready when every subgraph answers.
+    let ready: Value = reqwest::get(url.replace("/graphql", "/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["subgraphs"].as_object().unwrap().len(), 6, "{ready}");
 
-    // The gateway process serves Prometheus metrics.
+    // The gateway process serves Prometheus metrics: what it did per operation and per
+    // subgraph.
     let gateway_metrics = reqwest::get(url.replace("/graphql", "/metrics"))
         .await
         .unwrap();
     assert!(gateway_metrics.status().is_success());
+    let gateway_metrics = gateway_metrics.text().await.unwrap();
+    for expected in [
+        "flowfleet_gateway_operations_total{",
+        "flowfleet_gateway_subgraph_requests_total{subgraph=\"workflow\",outcome=\"ok\"}",
+        "flowfleet_gateway_plan_cache_lookups_total{result=\"hit\"}",
+        "flowfleet_gateway_requests_in_flight",
+    ] {
+        assert!(
+            gateway_metrics.lines().any(|l| l.starts_with(expected)),
+            "{expected} missing from\n{gateway_metrics}"
+        );
+    }
     // So does the worker, on its own port, counting the steps it ran.
     let worker_metrics = reqwest::get(format!("http://127.0.0.1:{worker_port}/metrics"))
         .await
         .unwrap();
     assert!(worker_metrics.status().is_success());
+    let worker_ready = reqwest::get(format!("http://127.0.0.1:{worker_port}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(worker_ready.status(), 200);
     let worker_metrics = worker_metrics.text().await.unwrap();
     assert!(
         worker_metrics

@@ -29,6 +29,8 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    pub const CSRF_PREVENTED: &str = "CSRF_PREVENTED";
+    pub const FORBIDDEN_ORIGIN: &str = "FORBIDDEN_ORIGIN";
 }
 
 /// Failure to build a [`crate::Gateway`]; for operators.

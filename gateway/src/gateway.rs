@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::error::{GatewayError, GraphQLError, RequestError};
 use crate::executor::{Execution, FetchOptions, RequestHook, SpanHook, SubgraphDedupe, Transports};
+use crate::measure::{self, OperationLabels, Outcome};
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
 use crate::operation_cache::OperationCache;
 use crate::planner::{QueryPlanner, SchemaDocument};
@@ -67,6 +68,8 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// Rate limits (off by default) and where their buckets live.
     pub rate_limiter: RateLimiter,
+    /// Which other origins' pages may call the gateway (none by default).
+    pub cors: crate::http::CorsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -94,6 +97,7 @@ impl Default for GatewayConfig {
             dedupe_ignored_headers: Vec::new(),
             subscriptions: SubscriptionConfig::default(),
             rate_limiter: RateLimiter::local(RateLimitConfig::off()),
+            cors: Default::default(),
         }
     }
 }
@@ -121,6 +125,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("dedupe_ignored_headers", &self.dedupe_ignored_headers)
             .field("subscriptions", &self.subscriptions)
             .field("rate_limits", self.rate_limiter.config())
+            .field("cors", &self.cors)
             .finish()
     }
 }
@@ -148,6 +153,8 @@ pub(crate) struct Supergraph {
 /// value tree for it.
 pub(crate) struct ResponseJson {
     pub body: Vec<u8>,
+    /// Whether `body` has `errors`.
+    pub has_errors: bool,
     /// How long the execution waited for subgraphs along its critical path.
     pub subgraph_wait: std::time::Duration,
 }
@@ -174,6 +181,8 @@ struct Shared {
     /// `None` when deduplication is switched off.
     dedupe: Option<SubgraphDedupe>,
     pub(crate) subscriptions: Subscriptions,
+    operation_labels: OperationLabels,
+    readiness: crate::http::ready::Readiness,
 }
 
 /// A federation gateway over one supergraph, which [`Gateway::reload`] can replace while
@@ -260,6 +269,8 @@ impl Gateway {
                     .dedupe_subgraph_requests
                     .then(|| SubgraphDedupe::new(config.dedupe_ignored_headers.clone())),
                 subscriptions: Subscriptions::new(&config),
+                operation_labels: OperationLabels::default(),
+                readiness: Default::default(),
                 config,
                 explicit: transports,
             }),
@@ -314,7 +325,23 @@ impl Gateway {
         method: Method,
     ) -> Result<ResponseJson, RequestError> {
         let span = self.request_span(&req, headers);
-        self.run(req, headers, method).instrument(span).await
+        let started = std::time::Instant::now();
+        let name = req.operation_name.clone();
+        let result = self.run(req, headers, method).instrument(span).await;
+        let (label, outcome) = match &result {
+            Ok(json) => (
+                self.shared.operation_labels.label(name.as_deref()),
+                if json.has_errors {
+                    Outcome::Errors
+                } else {
+                    Outcome::Ok
+                },
+            ),
+            // A refused operation's name was not checked against a document.
+            Err(_) => (smol_str::SmolStr::new_static("(refused)"), Outcome::Refused),
+        };
+        measure::operation(&label, outcome, started.elapsed());
+        result
     }
 
     /// The span of one client operation, continuing the client's trace when a hook says how.
@@ -335,6 +362,10 @@ impl Gateway {
 
     pub(crate) fn config(&self) -> &GatewayConfig {
         &self.shared.config
+    }
+
+    pub(crate) fn readiness(&self) -> &crate::http::ready::Readiness {
+        &self.shared.readiness
     }
 
     pub(crate) fn rate_limiter(&self) -> &RateLimiter {
@@ -372,6 +403,7 @@ impl Gateway {
                     )
                 })?;
         tracing::trace!(?lookup, "operation cache");
+        measure::plan_cache(lookup != crate::operation_cache::Lookup::Miss);
         Ok(prepared)
     }
 
@@ -567,8 +599,10 @@ impl Gateway {
                 );
             }
         }
+        let (body, has_errors) = Self::project(supergraph, operation, variables, &data, errors);
         ResponseJson {
-            body: Self::project(supergraph, operation, variables, &data, errors),
+            body,
+            has_errors,
             subgraph_wait,
         }
     }
@@ -581,7 +615,7 @@ impl Gateway {
         variables: &Map<String, Value>,
         data: &crate::value::Value,
         errors: Vec<GraphQLError>,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, bool) {
         let ctx = CollectContext {
             schema: &supergraph.model,
             fragments: &operation.fragments,
@@ -600,7 +634,7 @@ impl Gateway {
             let _ = serde_json::to_writer(&mut body, &all_errors);
         }
         body.push(b'}');
-        body
+        (body, !all_errors.is_empty())
     }
 
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {

@@ -179,7 +179,7 @@ fn primary_payload(
     } else {
         &data
     };
-    let body = Gateway::project(&a.supergraph, primary, &a.variables, projected_from, errors);
+    let (body, _) = Gateway::project(&a.supergraph, primary, &a.variables, projected_from, errors);
     drop(data);
     let mut payload: Value = serde_json::from_slice(&body).ok()?;
     if let Some(Value::Array(errors)) = payload.get("errors").cloned() {

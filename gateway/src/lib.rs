@@ -12,6 +12,7 @@
 //! - `defer`, `incremental`: `@defer` around a planner that does not plan it.
 //! - `upload`: multipart file uploads streamed through to the subgraph that takes them.
 //! - `subscription`: federated subscriptions, shared upstream streams, their limits.
+//! - [`measure`]: what `/metrics` shows of the gateway (RED per operation and subgraph).
 //! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
@@ -24,6 +25,7 @@ mod gateway;
 pub mod http;
 mod incremental;
 mod introspection;
+pub mod measure;
 mod operation;
 mod operation_cache;
 pub mod plan;

@@ -11,8 +11,8 @@
 //! Limits: `max_files` per request and `max_file_bytes` per file (exceeding it fails the
 //! request with `PAYLOAD_TOO_LARGE`, and the subgraph sees a broken body, not a short file).
 //! Multipart is a form encoding browsers send cross-site without a preflight, so a request
-//! must carry a header a form cannot set (`GraphQL-Require-Preflight`,
-//! `Apollo-Require-Preflight` or `X-Apollo-Operation-Name`), as protection against CSRF.
+//! must carry a header a form cannot set (CSRF prevention, checked for every POST by
+//! `http::browsers` before this module reads anything).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,13 +41,6 @@ impl Default for UploadLimits {
         }
     }
 }
-
-/// Headers only scripts can set: their presence shows the request is not a plain form post.
-const PREFLIGHT_HEADERS: [&str; 3] = [
-    "graphql-require-preflight",
-    "apollo-require-preflight",
-    "x-apollo-operation-name",
-];
 
 const OPERATIONS_MAX_BYTES: u64 = 1024 * 1024;
 const MAP_MAX_BYTES: u64 = 64 * 1024;
@@ -206,7 +199,6 @@ async fn forward_files(
 
 /// Reads `operations` and `map` from a multipart request; the files stay in the stream.
 pub(crate) async fn read(
-    headers: &http::HeaderMap,
     content_type: &str,
     body: Body,
     limits: UploadLimits,
@@ -214,16 +206,6 @@ pub(crate) async fn read(
     if limits.max_files == 0 {
         return Err(RequestError::UnsupportedMediaType(
             "File uploads are disabled on this endpoint; send application/json.".into(),
-        ));
-    }
-    if !PREFLIGHT_HEADERS
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
-        return Err(RequestError::BadRequest(
-            "Multipart requests must carry a `GraphQL-Require-Preflight` (or \
-             `Apollo-Require-Preflight`) header, as protection against cross-site requests."
-                .into(),
         ));
     }
     let boundary = multer::parse_boundary(content_type).map_err(|_| {

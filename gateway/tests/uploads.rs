@@ -239,6 +239,10 @@ async fn limits_and_malformed_uploads_are_refused_with_clear_errors() {
     let body = multipart(&one, &map, &[("0", "a.txt", b"a")]);
     let (status, response) = send(&base, body, false).await;
     assert_eq!(status, 400, "{response}");
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "CSRF_PREVENTED"
+    );
     assert!(response["errors"][0]["message"]
         .as_str()
         .unwrap_or("")

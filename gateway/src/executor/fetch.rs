@@ -498,10 +498,17 @@ async fn call_transport(
     timeout: Duration,
 ) -> Result<Value, FetchFailure> {
     let subgraph = request.subgraph.clone();
+    let started = std::time::Instant::now();
     let outcome = match tokio::time::timeout(timeout, transport.execute(request)).await {
         Ok(result) => result,
         Err(_) => Err(TransportError::Timeout),
     };
+    let measured = match &outcome {
+        Ok(Value::Object(_)) => "ok",
+        Err(TransportError::Timeout) => "timeout",
+        _ => "failed",
+    };
+    crate::measure::subgraph_call(&subgraph, measured, started.elapsed());
     match outcome {
         Ok(body @ Value::Object(_)) => Ok(body),
         Ok(_) => {

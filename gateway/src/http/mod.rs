@@ -1,4 +1,5 @@
-//! HTTP surface: `POST /graphql`, `GET /graphql`, `GET /health`, and graceful serving.
+//! HTTP surface: `POST /graphql`, `GET /graphql`, `GET /health`, `GET /ready`, and
+//! graceful serving.
 //!
 //! A request goes through these stages, each a function below:
 //! 1. negotiate: which response media type the client accepts (406 if none we produce);
@@ -14,9 +15,11 @@
 //!    `application/graphql-response+json` gets 4xx and `application/json` gets 200 for a
 //!    well-formed GraphQL request (parse, validation and variable errors) and 4xx otherwise.
 
+pub mod browsers;
 mod graphiql;
 mod multipart;
 mod negotiate;
+pub(crate) mod ready;
 mod streams;
 mod ws;
 
@@ -37,16 +40,23 @@ use crate::incremental::Delivery;
 use crate::rate_limit::RateKeys;
 use crate::request::{GraphQLRequest, Incoming};
 use crate::upload;
+pub use browsers::CorsConfig;
 use negotiate::{accepts, content_type, Accepts, ResponseFormat};
 
 impl Gateway {
     /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers;
-    /// WebSocket upgrades), `GET /health`.
+    /// WebSocket upgrades), `GET /health` (the process is up), `GET /ready` (it can serve:
+    /// every subgraph answers).
     pub fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/graphql", get(get_graphql).post(post_graphql))
             .route("/health", get(health))
-            .with_state(self.clone())
+            .route("/ready", get(ready::ready))
+            .with_state(self.clone());
+        match self.config().cors.layer() {
+            Some(cors) => router.layer(cors),
+            None => router,
+        }
     }
 }
 
@@ -72,6 +82,7 @@ async fn health() -> Response {
 
 #[tracing::instrument(name = "http_post", skip_all)]
 async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Response {
+    let _in_flight = crate::measure::InFlight::requests();
     let (parts, body) = request.into_parts();
     let keys = rate_keys(&parts.extensions);
     let headers = parts.headers;
@@ -81,6 +92,9 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
     else {
         return error_response(ResponseFormat::Json, RequestError::NotAcceptable);
     };
+    if let Err(error) = browsers::check_csrf(&headers) {
+        return error_response(format, error);
+    }
     if let Some(content_type) = content_type(&headers) {
         if content_type.essence == "multipart/form-data" {
             let raw = headers
@@ -92,7 +106,7 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
                 return error_response(format, error);
             }
             let limits = gateway.config().uploads;
-            let result = match upload::read(&headers, raw, body, limits).await {
+            let result = match upload::read(raw, body, limits).await {
                 Ok(upload) => gateway.execute_upload(upload, &headers).await,
                 Err(error) => Err(error),
             };
@@ -249,6 +263,7 @@ async fn get_graphql(
     Query(params): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
+    let _in_flight = crate::measure::InFlight::requests();
     let wants_websocket = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -256,6 +271,9 @@ async fn get_graphql(
     let keys = rate_keys(request.extensions());
     if wants_websocket {
         use axum::extract::FromRequestParts as _;
+        if let Err(error) = browsers::check_websocket_origin(&gateway.config().cors, &headers) {
+            return error_response(ResponseFormat::Json, error);
+        }
         // Opening a connection counts as a request; so does each operation sent on it.
         if let Err(error) = gateway.rate_limiter().admit(&keys, 1).await {
             return error_response(ResponseFormat::Json, error);
@@ -268,7 +286,7 @@ async fn get_graphql(
     }
     let accepted = accepts(&headers);
     if accepted.html && gateway.config().graphiql && !params.contains_key("query") {
-        return Html(graphiql::PAGE).into_response();
+        return (browsers::graphiql_headers(), Html(graphiql::PAGE)).into_response();
     }
     let Some(format) =
         response_format(&accepted).or(accepted.event_stream.then_some(ResponseFormat::Json))

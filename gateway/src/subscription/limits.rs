@@ -49,6 +49,7 @@ pub(crate) struct Limiter {
 /// Held while a streaming connection is open.
 pub(crate) struct ConnectionPermit {
     counts: Arc<Mutex<Counts>>,
+    _measured: crate::measure::InFlight,
 }
 
 /// Held while a subscription of a credential is open.
@@ -84,6 +85,7 @@ impl Limiter {
         counts.connections += 1;
         Ok(ConnectionPermit {
             counts: self.counts.clone(),
+            _measured: crate::measure::InFlight::streaming_connections(),
         })
     }
 

@@ -45,6 +45,9 @@ pub struct Infra {
     /// The fleet's secret key ring: seals stored secrets and service credentials.
     pub secrets: Arc<SecretKeyRing>,
     pub shutdown: CancellationToken,
+    /// What `/ready` checks: the broker, Redis, and each database opened through
+    /// [`Infra::db`].
+    pub readiness: crate::ready::Readiness,
 }
 
 impl Infra {
@@ -55,12 +58,25 @@ impl Infra {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Infra> {
         // One RabbitMQ connection serves the bus and the task queue (a channel each).
+        let readiness = crate::ready::Readiness::default();
         let (bus, queue): (Arc<dyn EventBus>, Arc<dyn TaskQueue>) = match config.mode {
             Mode::Embedded => (Arc::new(MemoryBus::new()), Arc::new(MemoryQueue::new())),
             Mode::Distributed => {
                 let client = AmqpClient::connect(&config.amqp.url)
                     .await
                     .context("connecting to RabbitMQ (amqp.url)")?;
+                let broker = client.clone();
+                readiness.add(
+                    "broker",
+                    Arc::new(move || {
+                        let broker = broker.clone();
+                        Box::pin(async move {
+                            let channel = broker.channel().await.map_err(|e| e.to_string())?;
+                            let _ = channel.close(200, "readiness check").await;
+                            Ok(())
+                        })
+                    }),
+                );
                 let bus = AmqpBus::new(client.clone(), &config.amqp.exchange, config.amqp.prefetch)
                     .await
                     .context("connecting to RabbitMQ (amqp.url)")?;
@@ -81,6 +97,22 @@ impl Infra {
         } else {
             None
         };
+        if let Some(connection) = &redis {
+            let connection = connection.clone();
+            readiness.add(
+                "redis",
+                Arc::new(move || {
+                    let mut connection = connection.clone();
+                    Box::pin(async move {
+                        redis::cmd("PING")
+                            .query_async::<String>(&mut connection)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                }),
+            );
+        }
         let cache: Arc<dyn Cache> = match &redis {
             Some(conn) => Arc::new(RedisCache::new(conn.clone(), &config.redis.key_prefix)),
             None => Arc::new(MemoryCache::default()),
@@ -103,6 +135,7 @@ impl Infra {
             verifier,
             secrets,
             shutdown,
+            readiness,
         })
     }
 
@@ -138,6 +171,19 @@ impl Infra {
             }
         }
         .with_context(|| format!("opening the {service} database"))?;
+        let pinged = db.clone();
+        self.readiness.add(
+            format!("database:{service}"),
+            Arc::new(move || {
+                let db = pinged.clone();
+                Box::pin(async move {
+                    match db.ping().await {
+                        true => Ok(()),
+                        false => Err("the database does not answer".to_string()),
+                    }
+                })
+            }),
+        );
         if self.config.database.migrate_on_start {
             db.migrate(migrations)
                 .await

@@ -8,6 +8,7 @@
 
 pub mod infra;
 pub mod privacy;
+pub mod ready;
 pub mod subgraph;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -273,6 +273,7 @@ pub fn embedded_infra(data_dir: &Path, bus: Arc<dyn EventBus>) -> Infra {
             .expect("a key ring"),
         ),
         shutdown: CancellationToken::new(),
+        readiness: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod edge;
-pub use edge::{EffectiveRateLimits, RateLimitsConfig};
+pub use edge::{CorsSettings, EffectiveRateLimits, RateLimitsConfig};
 
 /// Which infrastructure backs the fleet. The code path is the same; only the
 /// implementations behind the store, queue, cache and blob traits differ.
@@ -259,6 +259,8 @@ pub struct GatewayConfig {
     pub subscription_recheck_ms: u64,
     /// Rate limits per client address, user, API key and overall (`[gateway.rate_limits]`).
     pub rate_limits: RateLimitsConfig,
+    /// Cross-origin access for pages of other origins (`[gateway.cors]`).
+    pub cors: CorsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -562,6 +564,7 @@ impl Default for GatewayConfig {
             subscription_heartbeat_ms: 10_000,
             subscription_recheck_ms: 60_000,
             rate_limits: RateLimitsConfig::default(),
+            cors: CorsSettings::default(),
         }
     }
 }

@@ -85,6 +85,22 @@ impl RateLimitsConfig {
     }
 }
 
+/// Which other origins' pages may call the gateway (`[gateway.cors]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct CorsSettings {
+    /// Origins such as `https://studio.example.com`; `*` for any (not with credentials).
+    /// Empty (the default): only pages served by the gateway itself.
+    pub allow_origins: Vec<String>,
+    /// Whether those pages may send credentials (cookies, `Authorization`).
+    pub allow_credentials: bool,
+    /// Request headers allowed besides the defaults (`content-type`, `authorization`,
+    /// the trace and preflight headers).
+    pub extra_allow_headers: Vec<String>,
+    /// How long browsers keep a preflight answer, in seconds (0: the default, 600).
+    pub max_age_secs: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

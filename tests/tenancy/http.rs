@@ -2,13 +2,15 @@
 //! (`PUT /files`, or `POST`) needs an EDITOR of the workspace named in the query. The other routes
 //! are not role decisions: a download link is its own credential (checked before the
 //! file is looked up), and a webhook call is authenticated by its trigger's secret.
+//! `GET /ready` (like `/health` and `/metrics`) is an operator's probe that tells no
+//! tenant anything: its rows show every caller gets the same answer, credential or not.
 
 use serde_json::Value;
 
 use crate::support::in_process::Fleet;
 use crate::world::{needs, Caller, Outcome, Who, World, FORBIDDEN};
 
-pub const ROUTES: [&str; 2] = ["POST /files", "PUT /files"];
+pub const ROUTES: [&str; 3] = ["POST /files", "PUT /files", "GET /ready"];
 
 /// Calls `route` as `caller`; returns the outcome and what it should be.
 pub async fn row(
@@ -41,6 +43,22 @@ pub async fn row(
                 outcome(response).await,
                 needs(Who::Editor, caller, FORBIDDEN),
             )
+        }
+        "GET /ready" => {
+            let response = reqwest::Client::new()
+                .get(fleet.url.replace("/graphql", "/ready"))
+                .bearer_auth(w.credential_of(caller))
+                .send()
+                .await
+                .expect("the fleet answers");
+            let outcome = outcome(response).await.and_then(|body| {
+                // The same answer for everyone: the subgraphs' states, nothing else.
+                match body["status"] == "ready" && body.as_object().map(|o| o.len()) == Some(2) {
+                    true => Ok(body),
+                    false => Err(format!("unexpected readiness answer {body}")),
+                }
+            });
+            (outcome, None)
         }
         other => panic!("no row for the HTTP route {other}"),
     }

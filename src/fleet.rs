@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use flowfleet_gateway::demand::DemandControl;
 use flowfleet_gateway::http::CorsConfig;
 use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
@@ -180,7 +181,22 @@ pub fn gateway_config(
         },
         rate_limiter: crate::rate_limits::limiter(config)?,
         cors: cors(&config.gateway.cors)?,
+        demand: demand(&config.gateway.demand_control),
     })
+}
+
+/// The gateway's demand control; `0` switches a limit off.
+fn demand(settings: &flowfleet_runtime::config::DemandControlConfig) -> DemandControl {
+    let limit = |n: usize| (n > 0).then_some(n);
+    DemandControl {
+        max_tokens: limit(settings.max_tokens),
+        max_depth: limit(settings.max_depth),
+        max_aliases: limit(settings.max_aliases),
+        max_root_fields: limit(settings.max_root_fields),
+        max_directives: limit(settings.max_directives),
+        max_cost: (settings.max_cost > 0).then_some(settings.max_cost as f64),
+        default_list_size: settings.default_list_size.max(1) as f64,
+    }
 }
 
 /// The gateway's CORS configuration, checked.

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::demand::cost::{CostModel, Costing};
+use crate::demand::DemandControl;
 use crate::error::{GatewayError, GraphQLError, RequestError};
 use crate::executor::{Execution, FetchOptions, RequestHook, SpanHook, SubgraphDedupe, Transports};
 use crate::measure::{self, OperationLabels, Outcome};
@@ -70,6 +72,8 @@ pub struct GatewayConfig {
     pub rate_limiter: RateLimiter,
     /// Which other origins' pages may call the gateway (none by default).
     pub cors: crate::http::CorsConfig,
+    /// Limits on an operation's shape and cost (none by default).
+    pub demand: DemandControl,
 }
 
 impl Default for GatewayConfig {
@@ -98,6 +102,7 @@ impl Default for GatewayConfig {
             subscriptions: SubscriptionConfig::default(),
             rate_limiter: RateLimiter::local(RateLimitConfig::off()),
             cors: Default::default(),
+            demand: DemandControl::default(),
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("subscriptions", &self.subscriptions)
             .field("rate_limits", self.rate_limiter.config())
             .field("cors", &self.cors)
+            .field("demand", &self.demand)
             .finish()
     }
 }
@@ -147,6 +153,8 @@ pub(crate) struct Supergraph {
     transports: Transports,
     preparer: Preparer,
     operations: OperationCache,
+    /// `@cost` and `@listSize` of this supergraph.
+    costs: CostModel,
 }
 
 /// A complete GraphQL response (`data`, `errors`) as JSON text, written without building a
@@ -170,6 +178,8 @@ pub(crate) struct Admitted {
     pub supergraph: Arc<Supergraph>,
     pub operation: Arc<PreparedOperation>,
     pub variables: Map<String, Value>,
+    /// The estimated cost, when a limit or the client asked for it.
+    pub estimated_cost: Option<f64>,
 }
 
 /// What outlives a reload.
@@ -247,8 +257,9 @@ impl Supergraph {
                 explicit: explicit.clone(),
                 http: Arc::new(http),
             },
-            preparer: Preparer::default(),
+            preparer: Preparer::new(config.demand.clone()),
             operations: OperationCache::new(config.plan_cache_size),
+            costs: CostModel::from_sdl(sdl),
         })
     }
 }
@@ -421,7 +432,7 @@ impl Gateway {
                     .into(),
             ));
         }
-        Ok(self
+        let mut response = self
             .execute_prepared(
                 &admitted.supergraph,
                 &admitted.operation,
@@ -429,7 +440,45 @@ impl Gateway {
                 headers,
                 None,
             )
-            .await)
+            .await;
+        if crate::demand::wants_cost(req.extensions.as_ref()) {
+            self.report_cost(&admitted, &mut response);
+        }
+        Ok(response)
+    }
+
+    /// Adds `extensions.cost` (estimated, actual, max) to an executed response.
+    fn report_cost(&self, admitted: &Admitted, response: &mut ResponseJson) {
+        let Ok(body) = serde_json::from_slice::<Value>(&response.body) else {
+            return;
+        };
+        let operation = &admitted.operation;
+        let actual = Self::costing(
+            &admitted.supergraph,
+            operation,
+            &admitted.variables,
+            &self.shared.config,
+        )
+        .actual(
+            &operation.root_type,
+            &operation.selection_set,
+            body.get("data").unwrap_or(&Value::Null),
+            operation.kind == OperationKind::Mutation,
+        );
+        let cost = serde_json::json!({
+            "estimated": admitted.estimated_cost,
+            "actual": actual,
+            "max": self.shared.config.demand.max_cost,
+        });
+        // The body ends with `}`: the extensions go just before it.
+        if response.body.last() == Some(&b'}') {
+            response.body.pop();
+            response
+                .body
+                .extend_from_slice(b",\"extensions\":{\"cost\":");
+            let _ = serde_json::to_writer(&mut response.body, &cost);
+            response.body.extend_from_slice(b"}}");
+        }
     }
 
     /// Executes a multipart upload request: the files stream to the one subgraph request
@@ -512,11 +561,40 @@ impl Gateway {
             return Err(RequestError::IntrospectionDisabled);
         }
         let variables = coerce_variables(&operation.variables, req.variables.as_ref())?;
+        let estimated_cost = if config.demand.max_cost.is_some()
+            || crate::demand::wants_cost(req.extensions.as_ref())
+        {
+            let estimated = Self::costing(&supergraph, &operation, &variables, config).estimate(
+                &operation.root_type,
+                &operation.selection_set,
+                operation.kind == OperationKind::Mutation,
+            );
+            config.demand.check_cost(estimated)?;
+            Some(estimated)
+        } else {
+            None
+        };
         Ok(Admitted {
             supergraph,
             operation,
             variables,
+            estimated_cost,
         })
+    }
+
+    fn costing<'a>(
+        supergraph: &'a Supergraph,
+        operation: &'a PreparedOperation,
+        variables: &'a Map<String, Value>,
+        config: &GatewayConfig,
+    ) -> Costing<'a> {
+        Costing {
+            costs: &supergraph.costs,
+            schema: &supergraph.model,
+            fragments: &operation.fragments,
+            variables,
+            default_list_size: config.demand.default_list_size,
+        }
     }
 
     /// Runs a prepared operation: fetch, merge, introspection, projection. Never fails:

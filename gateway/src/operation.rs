@@ -10,6 +10,7 @@ use graphql_tools::validation::validate::{validate, ValidationPlan};
 use serde_json::{Map, Value};
 
 use crate::defer::{strip_all, DeferPlan};
+use crate::demand::{shape, DemandControl};
 use crate::error::RequestError;
 use crate::introspection::is_introspection_root;
 use crate::plan::Plan;
@@ -70,17 +71,24 @@ impl PreparedOperation {
 
 pub struct Preparer {
     validation: ValidationPlan,
+    /// Shape limits checked before validation and planning.
+    demand: DemandControl,
 }
 
 impl Default for Preparer {
     fn default() -> Self {
-        Self {
-            validation: default_rules_validation_plan(),
-        }
+        Self::new(DemandControl::default())
     }
 }
 
 impl Preparer {
+    pub fn new(demand: DemandControl) -> Self {
+        Self {
+            validation: default_rules_validation_plan(),
+            demand,
+        }
+    }
+
     pub fn prepare(
         &self,
         planner: &QueryPlanner,
@@ -89,9 +97,24 @@ impl Preparer {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedOperation>, RequestError> {
+        self.demand.check_tokens(query)?;
         let document: QueryDocument = graphql_tools::parser::parse_query::<String>(query)
             .map_err(|e| RequestError::Parse(format!("Syntax error: {}", e.to_string().trim())))?
             .into_static();
+        if self.demand.limits_shape() {
+            if let Some((selection, directives)) = operation_for_shape(&document, operation_name) {
+                let fragments: HashMap<String, FragmentDefinition> = document
+                    .definitions
+                    .iter()
+                    .filter_map(|d| match d {
+                        q::Definition::Fragment(f) => Some((f.name.clone(), f.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                self.demand
+                    .check_shape(shape::measure(selection, directives, &fragments))?;
+            }
+        }
 
         let errors = validate(api_schema, &document, &self.validation);
         if !errors.is_empty() {
@@ -173,6 +196,41 @@ impl Preparer {
 }
 
 type VariableDefinitions = Vec<q::VariableDefinition<'static, String>>;
+
+/// The selection and the number of directives of the operation `operation_name` picks
+/// (or the only one), for demand control before validation; `None` when there is no such
+/// operation (selection reports that after validation).
+fn operation_for_shape<'d>(
+    document: &'d QueryDocument,
+    operation_name: Option<&str>,
+) -> Option<(&'d SelectionSet, usize)> {
+    let mut operations = document.definitions.iter().filter_map(|d| match d {
+        q::Definition::Operation(op) => Some(match op {
+            q::OperationDefinition::SelectionSet(s) => (None, s, 0),
+            q::OperationDefinition::Query(o) => {
+                (o.name.as_deref(), &o.selection_set, o.directives.len())
+            }
+            q::OperationDefinition::Mutation(o) => {
+                (o.name.as_deref(), &o.selection_set, o.directives.len())
+            }
+            q::OperationDefinition::Subscription(o) => {
+                (o.name.as_deref(), &o.selection_set, o.directives.len())
+            }
+        }),
+        _ => None,
+    });
+    let (_, selection, directives) = match operation_name {
+        Some(name) => operations.find(|(n, ..)| *n == Some(name))?,
+        None => {
+            let first = operations.next()?;
+            if operations.next().is_some() {
+                return None;
+            }
+            first
+        }
+    };
+    Some((selection, directives))
+}
 
 fn select_operation(
     document: &QueryDocument,

@@ -13,7 +13,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod edge;
-pub use edge::{CorsSettings, EffectiveRateLimits, RateLimitsConfig};
+pub use edge::{CorsSettings, DemandControlConfig, EffectiveRateLimits, RateLimitsConfig};
 
 /// Which infrastructure backs the fleet. The code path is the same; only the
 /// implementations behind the store, queue, cache and blob traits differ.
@@ -261,6 +261,8 @@ pub struct GatewayConfig {
     pub rate_limits: RateLimitsConfig,
     /// Cross-origin access for pages of other origins (`[gateway.cors]`).
     pub cors: CorsSettings,
+    /// Limits on an operation's shape and cost (`[gateway.demand_control]`).
+    pub demand_control: DemandControlConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -565,6 +567,7 @@ impl Default for GatewayConfig {
             subscription_recheck_ms: 60_000,
             rate_limits: RateLimitsConfig::default(),
             cors: CorsSettings::default(),
+            demand_control: DemandControlConfig::default(),
         }
     }
 }

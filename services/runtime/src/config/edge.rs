@@ -101,6 +101,44 @@ pub struct CorsSettings {
     pub max_age_secs: u64,
 }
 
+/// Limits on an operation's shape and cost, checked before planning
+/// (`[gateway.demand_control]`). `0` switches one limit off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DemandControlConfig {
+    /// Lexical tokens in the operation's text (counted before it is parsed).
+    pub max_tokens: usize,
+    /// Levels of nested fields (a root field is level 1).
+    pub max_depth: usize,
+    /// Fields selected under another name.
+    pub max_aliases: usize,
+    /// Fields selected on the root type.
+    pub max_root_fields: usize,
+    /// Directives used in the operation.
+    pub max_directives: usize,
+    /// The most estimated cost (`@cost`, `@listSize`) an operation may have; 0 (the
+    /// default) only reports costs to clients that ask.
+    pub max_cost: u64,
+    /// The size assumed for a list field without `@listSize`.
+    pub default_list_size: u64,
+}
+
+impl Default for DemandControlConfig {
+    fn default() -> Self {
+        // Far above what the fleet's clients send (GraphiQL's introspection query is 13
+        // levels deep), far below what makes planning or validation slow.
+        DemandControlConfig {
+            max_tokens: 15_000,
+            max_depth: 24,
+            max_aliases: 100,
+            max_root_fields: 50,
+            max_directives: 50,
+            max_cost: 0,
+            default_list_size: 10,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

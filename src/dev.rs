@@ -54,6 +54,11 @@ impl DevApp {
             ),
         };
         let gateway = fleet.gateway(supergraph)?;
+        crate::edge_config::watch_trusted_documents(
+            &gateway,
+            &fleet.infra.config,
+            shutdown.clone(),
+        );
         {
             let (gateway, stop) = (gateway.clone(), shutdown.clone());
             tokio::spawn(async move {

@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use flowfleet_gateway::demand::DemandControl;
-use flowfleet_gateway::http::CorsConfig;
 use flowfleet_gateway::value::Value as ResponseValue;
 use flowfleet_gateway::{
     Gateway, GatewayConfig, ResponseStream, SubgraphRequest, SubgraphSource, SubgraphTransport,
@@ -126,6 +124,7 @@ pub fn gateway_config(
             format!("cannot read gateway.subgraph_ca_file `{ca_file}` (a PEM file of certificate authorities)")
         })?)
     };
+    let edge = crate::edge_config::Edge::from_config(config)?;
     Ok(GatewayConfig {
         introspection: config.gateway.introspection,
         graphiql: config.gateway.graphiql,
@@ -179,40 +178,11 @@ pub fn gateway_config(
             credentials: Some(crate::edge_auth::credential_check(verifier)),
             ..Default::default()
         },
-        rate_limiter: crate::rate_limits::limiter(config)?,
-        cors: cors(&config.gateway.cors)?,
-        demand: demand(&config.gateway.demand_control),
+        rate_limiter: edge.rate_limiter,
+        cors: edge.cors,
+        demand: edge.demand,
+        persisted: edge.persisted,
     })
-}
-
-/// The gateway's demand control; `0` switches a limit off.
-fn demand(settings: &flowfleet_runtime::config::DemandControlConfig) -> DemandControl {
-    let limit = |n: usize| (n > 0).then_some(n);
-    DemandControl {
-        max_tokens: limit(settings.max_tokens),
-        max_depth: limit(settings.max_depth),
-        max_aliases: limit(settings.max_aliases),
-        max_root_fields: limit(settings.max_root_fields),
-        max_directives: limit(settings.max_directives),
-        max_cost: (settings.max_cost > 0).then_some(settings.max_cost as f64),
-        default_list_size: settings.default_list_size.max(1) as f64,
-    }
-}
-
-/// The gateway's CORS configuration, checked.
-fn cors(settings: &flowfleet_runtime::config::CorsSettings) -> anyhow::Result<CorsConfig> {
-    let mut cors = CorsConfig {
-        allow_origins: settings.allow_origins.clone(),
-        allow_credentials: settings.allow_credentials,
-        ..CorsConfig::default()
-    };
-    cors.allow_headers
-        .extend(settings.extra_allow_headers.iter().cloned());
-    if settings.max_age_secs > 0 {
-        cors.max_age = std::time::Duration::from_secs(settings.max_age_secs);
-    }
-    cors.validate().context("gateway.cors")?;
-    Ok(cors)
 }
 
 /// The gateway's transport to a subgraph in the same process. A request with files

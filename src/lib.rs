@@ -5,9 +5,10 @@
 pub mod client_address;
 pub mod dev;
 pub mod edge_auth;
+pub mod edge_config;
+pub mod edge_redis;
 pub mod fleet;
 pub mod jwks;
 pub mod processes;
 pub mod proxy;
-pub mod rate_limits;
 pub mod services;

@@ -192,6 +192,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
             gateway.close_subscriptions();
         });
     }
+    crate::edge_config::watch_trusted_documents(&gateway, &config, shutdown.clone());
     if config.gateway.reload_interval_ms > 0 {
         let every = std::time::Duration::from_millis(config.gateway.reload_interval_ms);
         let stop = shutdown.clone();

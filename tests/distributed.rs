@@ -306,6 +306,38 @@ async fn cross_six_subgraph_query_across_processes() {
     ));
     let url2 = format!("http://127.0.0.1:{second_gateway}/graphql");
     wait_healthy(&url2.replace("/graphql", ""), 90).await;
+
+    // An automatic persisted query registered through one gateway runs by its hash alone
+    // through the other: the texts are shared through Redis.
+    let text = "query Mine { me { id email } }";
+    let persisted = json!({"persistedQuery": {
+        "version": 1,
+        "sha256Hash": flowfleet_gateway::persisted::sha256_hex(text),
+    }});
+    let register = c
+        .http
+        .post(&url)
+        .bearer_auth(c.token.as_deref().unwrap())
+        .json(&json!({"query": text, "extensions": persisted}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(register["data"]["me"]["id"].is_string(), "{register}");
+    let by_hash = c
+        .http
+        .post(&url2)
+        .bearer_auth(c.token.as_deref().unwrap())
+        .json(&json!({"extensions": persisted}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(by_hash["data"], register["data"], "{by_hash}");
     let mut watchers = Vec::new();
     for gateway in [&url, &url2] {
         let watcher = c

@@ -7,7 +7,6 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flowfleet::rate_limits::limiter;
 use flowfleet_gateway::rate_limit::{Principal, RateKeys};
 use flowfleet_host::testing::Backend;
 use flowfleet_runtime::config::{Config, Mode};
@@ -142,7 +141,12 @@ async fn replicas_share_buckets_in_redis_and_limit_locally_while_it_is_away() {
     let port = support::processes::free_port();
     let redis = PrivateRedis::start(port);
     let config = replica_config(&redis.url());
-    let (a, b) = (limiter(&config).unwrap(), limiter(&config).unwrap());
+    let limiter = |config: &Config| {
+        flowfleet::edge_config::Edge::from_config(config)
+            .unwrap()
+            .rate_limiter
+    };
+    let (a, b) = (limiter(&config), limiter(&config));
     let ada = person("ada");
     // Both replicas connect in the background; wait until they share a bucket. A new
     // person each time: local buckets start full, so only a shared one refuses b.

@@ -16,6 +16,7 @@ use crate::executor::{Execution, FetchOptions, RequestHook, SpanHook, SubgraphDe
 use crate::measure::{self, OperationLabels, Outcome};
 use crate::operation::{coerce_variables, OperationKind, PreparedOperation, Preparer};
 use crate::operation_cache::OperationCache;
+use crate::persisted::{Persisted, PersistedConfig};
 use crate::planner::{QueryPlanner, SchemaDocument};
 use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::request::GraphQLRequest;
@@ -74,6 +75,8 @@ pub struct GatewayConfig {
     pub cors: crate::http::CorsConfig,
     /// Limits on an operation's shape and cost (none by default).
     pub demand: DemandControl,
+    /// Automatic persisted queries (on by default, in memory) and trusted documents.
+    pub persisted: PersistedConfig,
 }
 
 impl Default for GatewayConfig {
@@ -103,6 +106,7 @@ impl Default for GatewayConfig {
             rate_limiter: RateLimiter::local(RateLimitConfig::off()),
             cors: Default::default(),
             demand: DemandControl::default(),
+            persisted: PersistedConfig::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("rate_limits", self.rate_limiter.config())
             .field("cors", &self.cors)
             .field("demand", &self.demand)
+            .field("persisted", &self.persisted)
             .finish()
     }
 }
@@ -193,6 +198,7 @@ struct Shared {
     pub(crate) subscriptions: Subscriptions,
     operation_labels: OperationLabels,
     readiness: crate::http::ready::Readiness,
+    persisted: Persisted,
 }
 
 /// A federation gateway over one supergraph, which [`Gateway::reload`] can replace while
@@ -282,6 +288,7 @@ impl Gateway {
                 subscriptions: Subscriptions::new(&config),
                 operation_labels: OperationLabels::default(),
                 readiness: Default::default(),
+                persisted: Persisted::new(config.persisted.clone()),
                 config,
                 explicit: transports,
             }),
@@ -373,6 +380,15 @@ impl Gateway {
 
     pub(crate) fn config(&self) -> &GatewayConfig {
         &self.shared.config
+    }
+
+    /// The trusted documents in force, to reload them ([`crate::persisted::watch_manifest`]).
+    pub fn trusted_documents(&self) -> Option<crate::persisted::TrustedDocuments> {
+        self.shared.config.persisted.trusted.clone()
+    }
+
+    pub(crate) fn persisted(&self) -> &Persisted {
+        &self.shared.persisted
     }
 
     pub(crate) fn readiness(&self) -> &crate::http::ready::Readiness {

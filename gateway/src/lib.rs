@@ -14,6 +14,7 @@
 //! - `subscription`: federated subscriptions, shared upstream streams, their limits.
 //! - [`measure`]: what `/metrics` shows of the gateway (RED per operation and subgraph).
 //! - [`demand`]: limits on an operation's shape and cost, checked before planning.
+//! - [`persisted`]: automatic persisted queries and trusted documents.
 //! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
@@ -30,6 +31,7 @@ mod introspection;
 pub mod measure;
 mod operation;
 mod operation_cache;
+pub mod persisted;
 pub mod plan;
 pub mod planner;
 mod projection;

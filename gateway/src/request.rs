@@ -50,8 +50,14 @@ impl GraphQLRequest {
                 "A GraphQL request must be a JSON object with a `query` string.".into(),
             ));
         };
+        let persisted = object
+            .get("extensions")
+            .and_then(|e| e.get("persistedQuery"))
+            .is_some();
         let query = match object.remove("query") {
             Some(Value::String(query)) => query,
+            // A persisted query names its text by hash (see `persisted`).
+            None | Some(Value::Null) if persisted => String::new(),
             None | Some(Value::Null) => {
                 return Err(RequestError::BadRequest(
                     "The request has no `query` parameter.".into(),

@@ -107,7 +107,13 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
             }
             let limits = gateway.config().uploads;
             let result = match upload::read(raw, body, limits).await {
-                Ok(upload) => gateway.execute_upload(upload, &headers).await,
+                Ok(mut upload) => match gateway.persisted().resolve(upload.request).await {
+                    Ok(request) => {
+                        upload.request = request;
+                        gateway.execute_upload(upload, &headers).await
+                    }
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
             return single_response(format, result);
@@ -132,9 +138,13 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
     if let Err(error) = admit_rate(&gateway, &keys, &incoming).await {
         return error_response(format, error);
     }
+    let persisted = gateway.persisted();
     match incoming {
         Incoming::Single(request) => match request {
-            Ok(request) => execute(&gateway, request, &headers, Method::Post, &accepted).await,
+            Ok(request) => match persisted.resolve(request).await {
+                Ok(request) => execute(&gateway, request, &headers, Method::Post, &accepted).await,
+                Err(error) => error_response(format, error),
+            },
             Err(error) => error_response(format, error),
         },
         Incoming::Batch(requests) => {
@@ -142,10 +152,8 @@ async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Respo
                 let gateway = &gateway;
                 let headers = &headers;
                 async move {
-                    match request {
-                        Ok(request) => gateway.execute_with(request, headers, Method::Post).await,
-                        Err(error) => Err(error),
-                    }
+                    let request = persisted.resolve(request?).await?;
+                    gateway.execute_with(request, headers, Method::Post).await
                 }
             }))
             .await;
@@ -302,7 +310,10 @@ async fn get_graphql(
     if let Err(error) = limiter.admit(&keys, weight).await {
         return error_response(format, error);
     }
-    execute(&gateway, request, &headers, Method::Get, &accepted).await
+    match gateway.persisted().resolve(request).await {
+        Ok(request) => execute(&gateway, request, &headers, Method::Get, &accepted).await,
+        Err(error) => error_response(format, error),
+    }
 }
 
 /// The JSON format for single responses and errors. A client that accepts only
@@ -407,9 +418,6 @@ async fn streamed(
 fn request_from_params(
     mut params: HashMap<String, String>,
 ) -> Result<GraphQLRequest, RequestError> {
-    let query = params
-        .remove("query")
-        .ok_or_else(|| RequestError::BadRequest("Missing `query` parameter.".into()))?;
     let json_param = |value: Option<String>,
                       name: &str|
      -> Result<Option<serde_json::Map<String, Value>>, RequestError> {
@@ -420,11 +428,25 @@ fn request_from_params(
             }),
         }
     };
+    let extensions = json_param(params.remove("extensions"), "extensions")?;
+    // A persisted query names its text by hash (see `persisted`).
+    let persisted = extensions
+        .as_ref()
+        .is_some_and(|e| e.contains_key("persistedQuery"));
+    let query = match params.remove("query") {
+        Some(query) => query,
+        None if persisted => String::new(),
+        None => {
+            return Err(RequestError::BadRequest(
+                "Missing `query` parameter.".into(),
+            ))
+        }
+    };
     Ok(GraphQLRequest {
         query,
         operation_name: params.remove("operationName").filter(|n| !n.is_empty()),
         variables: json_param(params.remove("variables"), "variables")?,
-        extensions: json_param(params.remove("extensions"), "extensions")?,
+        extensions,
     })
 }
 

@@ -310,6 +310,13 @@ async fn operation(
         let _ = out.send(Out::Error(id, error.errors())).await;
         return;
     }
+    let request = match gateway.persisted().resolve(request).await {
+        Ok(request) => request,
+        Err(error) => {
+            let _ = out.send(Out::Error(id, error.errors())).await;
+            return;
+        }
+    };
     let mut responses = match gateway.stream(request, &headers, Method::Post, None).await {
         Ok(responses) => responses,
         Err(error) => {

@@ -13,7 +13,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod edge;
-pub use edge::{CorsSettings, DemandControlConfig, EffectiveRateLimits, RateLimitsConfig};
+pub use edge::{
+    CorsSettings, DemandControlConfig, EffectiveRateLimits, PersistedQueriesConfig,
+    RateLimitsConfig,
+};
 
 /// Which infrastructure backs the fleet. The code path is the same; only the
 /// implementations behind the store, queue, cache and blob traits differ.
@@ -263,6 +266,8 @@ pub struct GatewayConfig {
     pub cors: CorsSettings,
     /// Limits on an operation's shape and cost (`[gateway.demand_control]`).
     pub demand_control: DemandControlConfig,
+    /// Automatic persisted queries and trusted documents (`[gateway.persisted_queries]`).
+    pub persisted_queries: PersistedQueriesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -568,6 +573,7 @@ impl Default for GatewayConfig {
             rate_limits: RateLimitsConfig::default(),
             cors: CorsSettings::default(),
             demand_control: DemandControlConfig::default(),
+            persisted_queries: PersistedQueriesConfig::default(),
         }
     }
 }

@@ -139,6 +139,43 @@ impl Default for DemandControlConfig {
     }
 }
 
+/// Automatic persisted queries and trusted documents (`[gateway.persisted_queries]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PersistedQueriesConfig {
+    /// Accept automatic persisted queries (Apollo's `persistedQuery` extension).
+    pub apq: bool,
+    /// APQ texts kept in each gateway process.
+    pub apq_cache_size: u64,
+    /// How long a registered APQ text stays in Redis after it was last registered.
+    pub apq_ttl_secs: u64,
+    /// Where APQ texts are shared: `auto` (Redis when distributed with `redis.url`),
+    /// `local` or `redis`.
+    pub store: String,
+    /// A trusted documents manifest (Apollo's persisted query manifest, or a JSON map of
+    /// SHA-256 to text); empty: none.
+    pub manifest: String,
+    /// `allow`: listed operations may be sent by hash, others run too; `enforce`: only
+    /// listed operations run (needs `manifest`).
+    pub mode: String,
+    /// How often the manifest file is checked for changes; 0 disables reloading.
+    pub manifest_reload_ms: u64,
+}
+
+impl Default for PersistedQueriesConfig {
+    fn default() -> Self {
+        PersistedQueriesConfig {
+            apq: true,
+            apq_cache_size: 10_000,
+            apq_ttl_secs: 86_400,
+            store: "auto".into(),
+            manifest: String::new(),
+            mode: "allow".into(),
+            manifest_reload_ms: 5_000,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
-//! The gateway's rate limits from configuration, and their buckets in Redis so that every
-//! replica of a distributed gateway draws from the same ones.
+//! What gateway replicas share through Redis: rate-limit buckets ([`RedisBuckets`]) and
+//! automatic persisted queries ([`RedisDocuments`]), over one connection that is made in
+//! the background ([`SharedRedis`]), so a gateway starts and serves while Redis is away.
 //!
-//! One request is one round trip: a Lua script checks every bucket the request draws from
+//! Rate limits: one request is one round trip: a Lua script checks every bucket the request draws from
 //! (global, address, user or API key) and takes from all of them or from none, on Redis's
 //! clock, so replicas with skewed clocks still agree. Redis runs scripts one at a time, so
 //! two replicas never both take the last token.
@@ -15,10 +16,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use flowfleet_gateway::rate_limit::{
-    BucketStore, Decision, RateLimitConfig, RateLimiter, StoreError, Take,
-};
-use flowfleet_runtime::config::{Config, Mode};
+use flowfleet_gateway::persisted::{DocumentStore, DocumentStoreError};
+use flowfleet_gateway::rate_limit::{BucketStore, Decision, StoreError, Take};
 use redis::aio::ConnectionManager;
 
 /// Every bucket's rule, for all of a request's buckets at once. KEYS are the buckets;
@@ -56,17 +55,17 @@ end
 return {0, 0}
 "#;
 
-/// Token buckets in Redis, shared by every gateway replica.
-pub struct RedisBuckets {
+/// A Redis connection made in the background: until it is made, and whenever Redis
+/// fails, its users get an error at once and fall back to what this process knows.
+#[derive(Clone)]
+pub struct SharedRedis {
     connection: Arc<ArcSwapOption<ConnectionManager>>,
     prefix: String,
-    script: redis::Script,
 }
 
-impl RedisBuckets {
-    /// Buckets under `prefix` in the Redis at `url`. Connects in the background (retrying
-    /// until it succeeds), so a gateway starts while Redis is away; until then, and
-    /// whenever Redis fails, [`BucketStore::take`] fails and the limiter checks locally.
+impl SharedRedis {
+    /// Connects to the Redis at `url` in the background, retrying until it succeeds; keys
+    /// go under `prefix`.
     pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("redis.url is not a Redis URL: {e}"))?;
@@ -84,32 +83,51 @@ impl RedisBuckets {
                         return;
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "rate limits: Redis unreachable; limiting locally meanwhile");
+                        tracing::warn!(%error, "gateway: Redis unreachable; rate limits and persisted queries stay local meanwhile");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
                 }
             }
         });
-        Ok(RedisBuckets {
+        Ok(SharedRedis {
             connection,
             prefix: prefix.to_string(),
-            script: redis::Script::new(TAKE),
         })
+    }
+
+    /// The connection, if it has been made.
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        match self.connection.load_full() {
+            Some(connection) => Ok((*connection).clone()),
+            None => Err("not connected to Redis yet".into()),
+        }
+    }
+}
+
+/// Token buckets in Redis, shared by every gateway replica.
+pub struct RedisBuckets {
+    redis: SharedRedis,
+    script: redis::Script,
+}
+
+impl RedisBuckets {
+    pub fn new(redis: SharedRedis) -> Self {
+        RedisBuckets {
+            redis,
+            script: redis::Script::new(TAKE),
+        }
     }
 }
 
 #[async_trait]
 impl BucketStore for RedisBuckets {
     async fn take(&self, takes: &[Take]) -> Result<Decision, StoreError> {
-        let Some(connection) = self.connection.load_full() else {
-            return Err(StoreError("not connected to Redis yet".into()));
-        };
-        let mut connection = (*connection).clone();
+        let mut connection = self.redis.connection().map_err(StoreError)?;
         let mut invocation = self.script.prepare_invoke();
         for take in takes {
             invocation
-                .key(format!("{}{}", self.prefix, take.key))
+                .key(format!("{}{}", self.redis.prefix, take.key))
                 .arg(take.limit.rate)
                 .arg(take.limit.capacity)
                 .arg(take.cost);
@@ -128,39 +146,43 @@ impl BucketStore for RedisBuckets {
     }
 }
 
-/// The gateway's rate limiter as `config` asks: its limits for the mode, its buckets in
-/// Redis or in this process.
-pub fn limiter(config: &Config) -> anyhow::Result<RateLimiter> {
-    use flowfleet_gateway::rate_limit::Rate;
-    let settings = &config.gateway.rate_limits;
-    let limits = settings.effective(config.mode);
-    let limit_config = RateLimitConfig {
-        global: limits.global_per_second.map(Rate::per_second),
-        per_address: limits.per_address_per_second.map(Rate::per_second),
-        per_user: limits.per_user_per_minute.map(Rate::per_minute),
-        per_api_key: limits.per_api_key_per_minute.map(Rate::per_minute),
-        burst: settings.burst.max(1.0),
-        operation_weights: settings
-            .operation_weights
-            .iter()
-            .map(|(name, weight)| (name.clone(), *weight))
-            .collect(),
-        store_timeout: Duration::from_millis(settings.store_timeout_ms.max(1)),
-    };
-    let redis = match settings.store.as_str() {
-        "local" => false,
-        "redis" => true,
-        "auto" => config.mode == Mode::Distributed && !config.redis.url.is_empty(),
-        other => {
-            anyhow::bail!("gateway.rate_limits.store is `{other}`; use `auto`, `local` or `redis`")
-        }
-    };
-    if !redis {
-        return Ok(RateLimiter::local(limit_config));
+/// Automatic persisted queries in Redis, so every replica runs a hash one was told about.
+/// Each text expires `ttl` after it was last registered.
+pub struct RedisDocuments {
+    redis: SharedRedis,
+    ttl: Duration,
+}
+
+impl RedisDocuments {
+    pub fn new(redis: SharedRedis, ttl: Duration) -> Self {
+        RedisDocuments { redis, ttl }
     }
-    if config.redis.url.is_empty() {
-        anyhow::bail!("gateway.rate_limits.store is `redis` but redis.url is empty");
+
+    fn key(&self, hash: &str) -> String {
+        format!("{}apq:{hash}", self.redis.prefix)
     }
-    let store = RedisBuckets::connect(&config.redis.url, &config.redis.key_prefix)?;
-    Ok(RateLimiter::shared(limit_config, Arc::new(store)))
+}
+
+#[async_trait]
+impl DocumentStore for RedisDocuments {
+    async fn get(&self, hash: &str) -> Result<Option<String>, DocumentStoreError> {
+        let mut connection = self.redis.connection().map_err(DocumentStoreError)?;
+        redis::cmd("GET")
+            .arg(self.key(hash))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| DocumentStoreError(e.to_string()))
+    }
+
+    async fn put(&self, hash: &str, query: &str) -> Result<(), DocumentStoreError> {
+        let mut connection = self.redis.connection().map_err(DocumentStoreError)?;
+        redis::cmd("SET")
+            .arg(self.key(hash))
+            .arg(query)
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| DocumentStoreError(e.to_string()))
+    }
 }

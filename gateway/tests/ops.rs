@@ -73,7 +73,7 @@ async fn metrics_count_operations_subgraph_requests_plan_cache_and_refusals() {
         &fixture("supergraph.graphql"),
         GatewayConfig {
             rate_limiter: RateLimiter::local(RateLimitConfig {
-                per_address: Some(Rate::per_minute(4)),
+                per_address: Some(Rate::per_minute(6)),
                 burst: 1.0,
                 ..RateLimitConfig::off()
             }),
@@ -87,6 +87,14 @@ async fn metrics_count_operations_subgraph_requests_plan_cache_and_refusals() {
         "query": "query Top { topProducts { upc name } }",
         "operationName": "Top",
     });
+    // Registered once, run by hash once (before the rate limit is met).
+    let text = "{ topProducts { name } }";
+    let persisted = json!({"persistedQuery": {
+        "version": 1,
+        "sha256Hash": flowfleet_gateway::persisted::sha256_hex(text),
+    }});
+    common::post(&base, json!({"query": text, "extensions": persisted})).await;
+    common::post(&base, json!({"extensions": persisted})).await;
     for body in [
         named.clone(),
         named,
@@ -114,27 +122,30 @@ async fn metrics_count_operations_subgraph_requests_plan_cache_and_refusals() {
     );
     expect(
         r#"flowfleet_gateway_operations_total{operation="(anonymous)",outcome="ok"}"#,
-        1.0,
+        3.0,
     );
-    // Two identical operations: planned once, found once; the third shape planned too.
+    expect(r#"flowfleet_gateway_apq_total{result="registered"}"#, 1.0);
+    expect(r#"flowfleet_gateway_apq_total{result="hit"}"#, 1.0);
+    // Identical operations: planned once, found after (the persisted one twice, `Top`
+    // once); the third shape planned too.
     expect(
         r#"flowfleet_gateway_plan_cache_lookups_total{result="miss"}"#,
-        2.0,
+        3.0,
     );
     expect(
         r#"flowfleet_gateway_plan_cache_lookups_total{result="hit"}"#,
-        1.0,
+        2.0,
     );
-    // Three operations fetched from `products` (none shared: they ran one after another).
+    // Five operations fetched from `products` (none shared: they ran one after another).
     expect(
         r#"flowfleet_gateway_subgraph_requests_total{subgraph="products",outcome="ok"}"#,
-        3.0,
+        5.0,
     );
     expect(
         r#"flowfleet_gateway_subgraph_request_duration_seconds_count{subgraph="products"}"#,
-        3.0,
+        5.0,
     );
-    // The fifth request met the limit of four a minute.
+    // The seventh request met the limit of six a minute.
     expect(
         r#"flowfleet_gateway_rate_limited_total{limit="address"}"#,
         1.0,

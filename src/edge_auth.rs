@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use flowfleet_gateway::authorization::Access;
 use flowfleet_gateway::rate_limit::{Principal, RateKeys};
 use flowfleet_runtime::error::ApiError;
 use flowfleet_security::identity::{Caller, TokenVerifier};
@@ -55,6 +56,33 @@ pub fn credential_check(verifier: Arc<TokenVerifier>) -> flowfleet_gateway::Cred
     })
 }
 
+/// What a verified caller holds for the supergraph's authorization directives: a person
+/// signed in holds the `session` scope, an API key the `api_key` scope (the fleet's
+/// schemas mark what only a person may do with `@requiresScopes(scopes: [["session"]])`).
+pub fn access_of(caller: &Caller) -> Access {
+    match caller {
+        Caller::User(identity) => Access {
+            authenticated: true,
+            scopes: [if identity.api_key.is_some() {
+                "api_key"
+            } else {
+                "session"
+            }
+            .to_string()]
+            .into(),
+        },
+        Caller::Anonymous | Caller::Rejected(_) => Access::default(),
+    }
+}
+
+/// What a WebSocket's `connection_init` credential holds (see [`access_of`]).
+pub fn access_check(verifier: Arc<TokenVerifier>) -> flowfleet_gateway::authorization::AccessCheck {
+    Arc::new(move |headers: http::HeaderMap| {
+        let verifier = verifier.clone();
+        Box::pin(async move { access_of(&verifier.caller(&headers).await) })
+    })
+}
+
 #[derive(Clone)]
 struct Edge {
     verifier: Arc<TokenVerifier>,
@@ -84,6 +112,7 @@ async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Re
             address,
             principal: None,
         });
+        request.extensions_mut().insert(Access::default());
         return next.run(request).await;
     }
     match verifier.caller(request.headers()).await {
@@ -101,6 +130,7 @@ async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Re
                 .into_response()
         }
         caller => {
+            request.extensions_mut().insert(access_of(&caller));
             // Rate limits key on who was verified here, never on what the client claims.
             let principal = match caller {
                 Caller::User(identity) => Some(match identity.api_key {

@@ -175,13 +175,15 @@ pub fn gateway_config(
             recheck_credentials: std::time::Duration::from_millis(
                 config.gateway.subscription_recheck_ms.max(100),
             ),
-            credentials: Some(crate::edge_auth::credential_check(verifier)),
+            credentials: Some(crate::edge_auth::credential_check(verifier.clone())),
             ..Default::default()
         },
         rate_limiter: edge.rate_limiter,
         cors: edge.cors,
         demand: edge.demand,
         persisted: edge.persisted,
+        access_check: Some(crate::edge_auth::access_check(verifier.clone())),
+        policy: None,
     })
 }
 

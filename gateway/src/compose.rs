@@ -7,7 +7,10 @@
 //! - the `link`/`join` machinery (directive definitions, `join__FieldSet`, `link__*`) is
 //!   replaced by the canonical definitions of the declared join version (v0.3, or v0.4 when
 //!   `overrideLabel` is used), and Grafbase-only `@join__owner` is dropped;
-//! - the `inaccessible` link is kept (with its directive definition) only when used;
+//! - the `inaccessible` link is kept (with its directive definition) only when used, and so
+//!   are the authorization and demand-control specs (`@requiresScopes`, `@authenticated`,
+//!   `@policy`, `@cost`, `@listSize`), linked without a purpose so that a gateway that
+//!   does not enforce them still loads the supergraph;
 //! - root operation types get a `@join__type` per subgraph that contributes fields;
 //! - custom scalars get a `@join__type` per subgraph that defines them (Grafbase emits none,
 //!   and Apollo's gateway then cannot find the scalar when it extracts each subgraph);
@@ -70,6 +73,36 @@ directive @join__field(graph: join__Graph, requires: join__FieldSet, provides: j
 directive @join__directive(graphs: [join__Graph!], name: String!, args: join__DirectiveArguments) repeatable on SCHEMA | OBJECT | INTERFACE | FIELD_DEFINITION
 scalar join__DirectiveArguments
 "#;
+
+/// Demand-control and authorization specs: linked (without a purpose, so a gateway that
+/// does not implement them still loads the supergraph) and defined when used.
+const EDGE_SPECS: [(&str, &str, &str); 5] = [
+    (
+        "requiresScopes",
+        "https://specs.apollo.dev/requiresScopes/v0.1",
+        "directive @requiresScopes(scopes: [[requiresScopes__Scope!]!]!) on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM\nscalar requiresScopes__Scope\n",
+    ),
+    (
+        "authenticated",
+        "https://specs.apollo.dev/authenticated/v0.1",
+        "directive @authenticated on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM\n",
+    ),
+    (
+        "policy",
+        "https://specs.apollo.dev/policy/v0.1",
+        "directive @policy(policies: [[policy__Policy!]!]!) on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM\nscalar policy__Policy\n",
+    ),
+    (
+        "cost",
+        "https://specs.apollo.dev/cost/v0.1",
+        "directive @cost(weight: Int!) on ARGUMENT_DEFINITION | ENUM | FIELD_DEFINITION | INPUT_FIELD_DEFINITION | OBJECT | SCALAR\n",
+    ),
+    (
+        "listSize",
+        "https://specs.apollo.dev/cost/v0.1",
+        "directive @listSize(assumedSize: Int, slicingArguments: [String!], sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION\n",
+    ),
+];
 
 const INACCESSIBLE_DEF: &str = "directive @inaccessible on FIELD_DEFINITION | OBJECT | INTERFACE | UNION | ARGUMENT_DEFINITION | SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | INPUT_FIELD_DEFINITION\n";
 
@@ -136,6 +169,10 @@ fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, C
             s::Definition::SchemaDefinition(def) => schema_def = Some(def),
             s::Definition::DirectiveDefinition(def) if is_machinery(&def.name) => {}
             s::Definition::DirectiveDefinition(def) if def.name == "inaccessible" => {}
+            s::Definition::DirectiveDefinition(def)
+                if EDGE_SPECS.iter().any(|(name, ..)| *name == def.name) => {}
+            s::Definition::TypeDefinition(def)
+                if matches!(type_name(&def), "requiresScopes__Scope" | "policy__Policy") => {}
             s::Definition::TypeDefinition(def) if is_machinery(type_name(&def)) => {}
             s::Definition::TypeDefinition(def) => types.push(def),
             other => {
@@ -151,10 +188,14 @@ fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, C
     // Usage scan (and removal of Grafbase-only @join__owner).
     let mut uses_inaccessible = false;
     let mut uses_override_label = false;
+    let mut edge_used: BTreeSet<&'static str> = BTreeSet::new();
     for def in &mut types {
         for_each_directive_list(def, &mut |directives| {
             directives.retain(|d| d.name != "join__owner");
             for d in directives.iter() {
+                if let Some((name, ..)) = EDGE_SPECS.iter().find(|(name, ..)| *name == d.name) {
+                    edge_used.insert(name);
+                }
                 uses_inaccessible |= d.name == "inaccessible";
                 uses_override_label |= d.name == "join__field"
                     && d.arguments.iter().any(|(n, _)| n == "overrideLabel");
@@ -198,6 +239,21 @@ fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, C
     if uses_inaccessible {
         links.push(link_directive(INACCESSIBLE_V02, Some("SECURITY")));
     }
+    let mut linked = BTreeSet::new();
+    for (name, url, _) in EDGE_SPECS {
+        if !edge_used.contains(name) || !linked.insert(url) {
+            continue;
+        }
+        let mut link = link_directive(url, None);
+        // `@listSize` is not the cost spec's own name: it is imported.
+        if url.ends_with("/cost/v0.1") && edge_used.contains("listSize") {
+            link.arguments.push((
+                "import".to_string(),
+                s::Value::List(vec![s::Value::String("@listSize".to_string())]),
+            ));
+        }
+        links.push(link);
+    }
     schema_def.directives.retain(|d| d.name != "link");
     links.append(&mut schema_def.directives);
     schema_def.directives = links;
@@ -210,6 +266,11 @@ fn canonicalize(raw: &str, scalar_definers: &ScalarDefiners) -> Result<String, C
     });
     if uses_inaccessible {
         machinery_sdl.push_str(INACCESSIBLE_DEF);
+    }
+    for (name, _, definition) in EDGE_SPECS {
+        if edge_used.contains(name) {
+            machinery_sdl.push_str(definition);
+        }
     }
     let machinery: Document = graphql_tools::parser::parse_schema::<String>(&machinery_sdl)
         .map_err(|e| ComposeError::Render(format!("canonical join definitions: {e}")))?

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::authorization::{self, Access, AccessCheck, AccessModel, Filtered, PolicyHook};
 use crate::demand::cost::{CostModel, Costing};
 use crate::demand::DemandControl;
 use crate::error::{GatewayError, GraphQLError, RequestError};
@@ -77,6 +78,12 @@ pub struct GatewayConfig {
     pub demand: DemandControl,
     /// Automatic persisted queries (on by default, in memory) and trusted documents.
     pub persisted: PersistedConfig,
+    /// Decides the `@policy` names of the supergraph for a caller; without one, no
+    /// policy is granted (fields that need one are left out).
+    pub policy: Option<PolicyHook>,
+    /// What a WebSocket's `connection_init` credential holds; without it, a WebSocket's
+    /// operations get the access of its upgrade request.
+    pub access_check: Option<AccessCheck>,
 }
 
 impl Default for GatewayConfig {
@@ -107,6 +114,8 @@ impl Default for GatewayConfig {
             cors: Default::default(),
             demand: DemandControl::default(),
             persisted: PersistedConfig::default(),
+            policy: None,
+            access_check: None,
         }
     }
 }
@@ -137,6 +146,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors", &self.cors)
             .field("demand", &self.demand)
             .field("persisted", &self.persisted)
+            .field("policy", &self.policy.is_some())
             .finish()
     }
 }
@@ -160,6 +170,10 @@ pub(crate) struct Supergraph {
     operations: OperationCache,
     /// `@cost` and `@listSize` of this supergraph.
     costs: CostModel,
+    /// `@authenticated`, `@requiresScopes` and `@policy` of this supergraph.
+    access: AccessModel,
+    /// Operations with what a caller may not see taken out, per (text, name, access).
+    filtered: moka::sync::Cache<(String, Option<String>, Access), Arc<Filtered>>,
 }
 
 /// A complete GraphQL response (`data`, `errors`) as JSON text, written without building a
@@ -185,6 +199,27 @@ pub(crate) struct Admitted {
     pub variables: Map<String, Value>,
     /// The estimated cost, when a limit or the client asked for it.
     pub estimated_cost: Option<f64>,
+    /// Fields the caller may not see, taken out of `operation`: one error each.
+    pub denied: Vec<GraphQLError>,
+    /// Whether nothing of the operation was left to run.
+    pub nothing_left: bool,
+}
+
+impl Admitted {
+    /// Refuses an operation that cannot leave fields out as it goes (a subscription, an
+    /// incremental delivery) when the caller may not see some of them.
+    pub fn whole_or_refused(&self) -> Result<(), RequestError> {
+        match self.denied.first() {
+            None => Ok(()),
+            Some(error) => {
+                let status = match error.code() {
+                    Some("UNAUTHENTICATED") => http::StatusCode::UNAUTHORIZED,
+                    _ => http::StatusCode::FORBIDDEN,
+                };
+                Err(RequestError::Refused(status, error.clone()))
+            }
+        }
+    }
 }
 
 /// What outlives a reload.
@@ -266,6 +301,8 @@ impl Supergraph {
             preparer: Preparer::new(config.demand.clone()),
             operations: OperationCache::new(config.plan_cache_size),
             costs: CostModel::from_sdl(sdl),
+            access: AccessModel::from_sdl(sdl),
+            filtered: moka::sync::Cache::new(config.plan_cache_size.max(1)),
         })
     }
 }
@@ -441,6 +478,15 @@ impl Gateway {
         method: Method,
     ) -> Result<ResponseJson, RequestError> {
         let admitted = self.admit(&req, method)?;
+        if admitted.nothing_left {
+            let mut body = b"{\"data\":null}".to_vec();
+            append_errors(&mut body, false, &admitted.denied);
+            return Ok(ResponseJson {
+                body,
+                has_errors: true,
+                subgraph_wait: std::time::Duration::ZERO,
+            });
+        }
         if admitted.operation.kind == OperationKind::Subscription {
             return Err(RequestError::Unsupported(
                 "A subscription needs a streaming transport: a WebSocket (graphql-transport-ws), \
@@ -457,6 +503,10 @@ impl Gateway {
                 None,
             )
             .await;
+        if !admitted.denied.is_empty() {
+            append_errors(&mut response.body, response.has_errors, &admitted.denied);
+            response.has_errors = true;
+        }
         if crate::demand::wants_cost(req.extensions.as_ref()) {
             self.report_cost(&admitted, &mut response);
         }
@@ -527,6 +577,7 @@ impl Gateway {
                 *value = Value::Null;
             }
         }
+        admitted.whole_or_refused()?;
         let names = upload.files.variables();
         if admitted.operation.plan.fetches_using(&names) > 1 {
             return Err(RequestError::BadRequest(
@@ -569,7 +620,22 @@ impl Gateway {
         if req.query.trim().is_empty() {
             return Err(RequestError::BadRequest("The request has no query.".into()));
         }
-        let operation = Self::prepared(&supergraph, &req.query, req.operation_name.as_deref())?;
+        let mut operation = Self::prepared(&supergraph, &req.query, req.operation_name.as_deref())?;
+        let mut denied = Vec::new();
+        let mut nothing_left = false;
+        if !supergraph.access.is_empty() {
+            let filtered = self.filter(&supergraph, req, &operation.root_type)?;
+            match &filtered.query {
+                // Nothing to run: the response is the errors alone.
+                _ if filtered.empty => {}
+                Some(query) => {
+                    operation = Self::prepared(&supergraph, query, req.operation_name.as_deref())?;
+                }
+                None => {}
+            }
+            denied = filtered.errors.clone();
+            nothing_left = filtered.empty;
+        }
         if method == Method::Get && operation.kind == OperationKind::Mutation {
             return Err(RequestError::MutationOverGet);
         }
@@ -595,7 +661,38 @@ impl Gateway {
             operation,
             variables,
             estimated_cost,
+            denied,
+            nothing_left,
         })
+    }
+
+    /// The request's operation with what this request's caller may not see taken out.
+    fn filter(
+        &self,
+        supergraph: &Supergraph,
+        req: &GraphQLRequest,
+        root: &str,
+    ) -> Result<Arc<Filtered>, RequestError> {
+        let access = authorization::current();
+        let key = (req.query.clone(), req.operation_name.clone(), access);
+        if let Some(filtered) = supergraph.filtered.get(&key) {
+            return Ok(filtered);
+        }
+        // Parsed again: the operation validated, so this cannot fail.
+        let document = graphql_tools::parser::parse_query::<String>(&req.query)
+            .map_err(|_| RequestError::Internal)?
+            .into_static();
+        let filtered = Arc::new(authorization::filter(
+            &supergraph.access,
+            &supergraph.model,
+            self.shared.config.policy.as_ref(),
+            &key.2,
+            &document,
+            root,
+            req.operation_name.as_deref(),
+        ));
+        supergraph.filtered.insert(key, filtered.clone());
+        Ok(filtered)
     }
 
     fn costing<'a>(
@@ -733,5 +830,25 @@ impl Gateway {
 
     pub(crate) fn supergraph_model(supergraph: &Supergraph) -> &SchemaModel {
         &supergraph.model
+    }
+}
+
+/// Adds `errors` to a response body `{"data":..}` or `{"data":..,"errors":[..]}`.
+pub(crate) fn append_errors(body: &mut Vec<u8>, has_errors: bool, errors: &[GraphQLError]) {
+    if errors.is_empty() || body.last() != Some(&b'}') {
+        return;
+    }
+    body.pop();
+    if has_errors && body.last() == Some(&b']') {
+        body.pop();
+        for error in errors {
+            body.push(b',');
+            let _ = serde_json::to_writer(&mut *body, error);
+        }
+        body.extend_from_slice(b"]}");
+    } else {
+        body.extend_from_slice(b",\"errors\":");
+        let _ = serde_json::to_writer(&mut *body, errors);
+        body.push(b'}');
     }
 }

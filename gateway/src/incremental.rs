@@ -42,6 +42,7 @@ impl Gateway {
     ) -> Result<Delivery, RequestError> {
         let span = self.request_span(&req, headers);
         let admitted = span.in_scope(|| self.admit(&req, method))?;
+        admitted.whole_or_refused()?;
         let active = match &admitted.operation.defer {
             Some(defer) => defer.active(&admitted.variables),
             None => Vec::new(),

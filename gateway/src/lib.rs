@@ -13,12 +13,14 @@
 //! - `upload`: multipart file uploads streamed through to the subgraph that takes them.
 //! - `subscription`: federated subscriptions, shared upstream streams, their limits.
 //! - [`measure`]: what `/metrics` shows of the gateway (RED per operation and subgraph).
+//! - [`authorization`]: `@authenticated`, `@requiresScopes`, `@policy` enforced at the edge.
 //! - [`demand`]: limits on an operation's shape and cost, checked before planning.
 //! - [`persisted`]: automatic persisted queries and trusted documents.
 //! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
+pub mod authorization;
 pub mod compose;
 mod defer;
 pub mod demand;

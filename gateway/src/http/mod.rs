@@ -34,6 +34,7 @@ use axum::Router;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
+use crate::authorization::{Access, ACCESS};
 use crate::error::RequestError;
 use crate::gateway::{Gateway, Method, ResponseJson};
 use crate::incremental::Delivery;
@@ -80,8 +81,19 @@ async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-#[tracing::instrument(name = "http_post", skip_all)]
+/// What the layer in front of the gateway verified of the caller (for `@authenticated`,
+/// `@requiresScopes`, `@policy`); anonymous when nothing was put there.
+fn access(extensions: &http::Extensions) -> Access {
+    extensions.get::<Access>().cloned().unwrap_or_default()
+}
+
 async fn post_graphql(State(gateway): State<Gateway>, request: Request) -> Response {
+    let access = access(request.extensions());
+    ACCESS.scope(access, post_scoped(gateway, request)).await
+}
+
+#[tracing::instrument(name = "http_post", skip_all)]
+async fn post_scoped(gateway: Gateway, request: Request) -> Response {
     let _in_flight = crate::measure::InFlight::requests();
     let (parts, body) = request.into_parts();
     let keys = rate_keys(&parts.extensions);
@@ -264,11 +276,23 @@ fn read_post(headers: &HeaderMap, body: &[u8], max_batch: usize) -> Result<Incom
     }
 }
 
-#[tracing::instrument(name = "http_get", skip_all)]
 async fn get_graphql(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let access = access(request.extensions());
+    ACCESS
+        .scope(access, get_scoped(gateway, headers, params, request))
+        .await
+}
+
+#[tracing::instrument(name = "http_get", skip_all)]
+async fn get_scoped(
+    gateway: Gateway,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
     request: Request,
 ) -> Response {
     let _in_flight = crate::measure::InFlight::requests();
@@ -288,7 +312,7 @@ async fn get_graphql(
         }
         let (mut parts, _) = request.into_parts();
         return match axum::extract::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => ws::upgrade(gateway, upgrade, headers, keys),
+            Ok(upgrade) => ws::upgrade(gateway, upgrade, headers, keys, access(&parts.extensions)),
             Err(rejection) => rejection.into_response(),
         };
     }

@@ -23,6 +23,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::authorization::{Access, ACCESS};
 use crate::error::GraphQLError;
 use crate::gateway::{Gateway, Method};
 use crate::rate_limit::RateKeys;
@@ -44,6 +45,7 @@ pub fn upgrade(
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     keys: RateKeys,
+    access: Access,
 ) -> Response {
     let permit = match gateway.subscriptions().limiter().connect() {
         Ok(permit) => permit,
@@ -77,7 +79,7 @@ pub fn upgrade(
                 .await;
                 return;
             }
-            Connection::new(gateway, headers, keys, permit)
+            Connection::new(gateway, headers, keys, access, permit)
                 .run(socket)
                 .await;
         })
@@ -98,6 +100,9 @@ struct Connection {
     headers: HeaderMap,
     /// Rate-limit keys of the upgrade request: each operation is checked against them.
     keys: RateKeys,
+    /// What the edge verified of the upgrade request's credential (authorization
+    /// directives apply it to every operation of the connection).
+    access: Access,
     acknowledged: bool,
     operations: HashMap<String, tokio::task::AbortHandle>,
     _permit: ConnectionPermit,
@@ -107,11 +112,18 @@ struct Connection {
 type Closing = Option<(u16, String)>;
 
 impl Connection {
-    fn new(gateway: Gateway, headers: HeaderMap, keys: RateKeys, permit: ConnectionPermit) -> Self {
+    fn new(
+        gateway: Gateway,
+        headers: HeaderMap,
+        keys: RateKeys,
+        access: Access,
+        permit: ConnectionPermit,
+    ) -> Self {
         Self {
             gateway,
             headers,
             keys,
+            access,
             acknowledged: false,
             operations: HashMap::new(),
             _permit: permit,
@@ -222,6 +234,11 @@ impl Connection {
                 if let Err(error) = self.gateway.check_credentials(&self.headers).await {
                     return Err(Some((4403, format!("Forbidden: {}", error.message))));
                 }
+                // The credential may have come with the payload: what it holds is what the
+                // connection's operations may see.
+                if let Some(check) = &self.gateway.config().access_check {
+                    self.access = check(self.headers.clone()).await;
+                }
                 self.acknowledged = true;
                 let ack = Message::Text(r#"{"type":"connection_ack"}"#.into());
                 if sink.send(ack).await.is_err() {
@@ -270,13 +287,16 @@ impl Connection {
                     let _ = out.send(Out::Error(id, vec![error])).await;
                     return Ok(());
                 }
-                let task = tokio::spawn(operation(
-                    self.gateway.clone(),
-                    id.clone(),
-                    request,
-                    self.headers.clone(),
-                    self.keys.clone(),
-                    out.clone(),
+                let task = tokio::spawn(ACCESS.scope(
+                    self.access.clone(),
+                    operation(
+                        self.gateway.clone(),
+                        id.clone(),
+                        request,
+                        self.headers.clone(),
+                        self.keys.clone(),
+                        out.clone(),
+                    ),
                 ));
                 self.operations.insert(id, task.abort_handle());
                 Ok(())

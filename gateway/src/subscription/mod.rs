@@ -181,6 +181,7 @@ impl Gateway {
             return Err(shutting_down());
         }
         let admitted = self.admit(&request, method)?;
+        admitted.whole_or_refused()?;
         let fetch = match (
             &admitted.operation.kind,
             &admitted.operation.plan.subscription,

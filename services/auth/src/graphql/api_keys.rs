@@ -65,6 +65,7 @@ impl ApiKeyMutation {
     /// acts as you, within its role, in that workspace only. `expiresInDays` (1 to 3650)
     /// is optional; without it the key lasts until revoked.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
@@ -111,6 +112,7 @@ impl ApiKeyMutation {
 
     /// Revokes an API key; it stops working at once, everywhere.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKeyNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;

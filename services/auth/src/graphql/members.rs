@@ -168,6 +168,7 @@ impl Ctx {
 impl MemberMutation {
     /// Creates a workspace owned by the caller.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn create_workspace(&self, ctx: &Context<'_>, name: String) -> Result<WorkspaceNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
@@ -209,6 +210,7 @@ impl MemberMutation {
     /// Invites an e-mail address to the workspace with a role (ADMIN or above; only an
     /// OWNER invites owners). The answer holds the token, shown once; it expires in 7 days.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn invite_member(
         &self,
         ctx: &Context<'_>,
@@ -264,6 +266,7 @@ impl MemberMutation {
     /// Joins a workspace with an invitation's token. The caller must be signed in with
     /// the invited e-mail address; each invitation works once.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn accept_invitation(&self, ctx: &Context<'_>, token: String) -> Result<MembershipNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
@@ -286,6 +289,7 @@ impl MemberMutation {
 
     /// Revokes an invitation that was not accepted yet.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn revoke_invitation(&self, ctx: &Context<'_>, id: ID) -> Result<InvitationNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
@@ -299,6 +303,7 @@ impl MemberMutation {
     /// Changes a member's role. ADMIN or above, never above the caller's own role, and
     /// only an OWNER changes an owner's. A workspace always keeps an owner (`CONFLICT`).
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn change_member_role(
         &self,
         ctx: &Context<'_>,
@@ -326,6 +331,7 @@ impl MemberMutation {
     /// Removes a member (ADMIN or above, not above the caller's own role), or leaves when
     /// `userId` is the caller. The last owner cannot leave (`CONFLICT`).
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn remove_member(
         &self,
         ctx: &Context<'_>,

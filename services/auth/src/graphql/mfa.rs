@@ -119,6 +119,7 @@ impl MfaMutation {
     /// Starts enrolling an authenticator app. Nothing changes at sign-in until
     /// `confirmTotp` checks a first code; enrolling again replaces an unconfirmed seed.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn enroll_totp(&self, ctx: &Context<'_>) -> Result<TotpEnrollment> {
         let c = ctx.data::<Ctx>()?;
         let user = c.session_user(ctx).await?;
@@ -144,6 +145,7 @@ impl MfaMutation {
     /// Turns the second factor on with a first code from the app, and returns ten recovery
     /// codes, shown once: each signs in once when the device is lost.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> Result<Vec<String>> {
         let c = ctx.data::<Ctx>()?;
         let user = c.session_user(ctx).await?;
@@ -171,6 +173,7 @@ impl MfaMutation {
 
     /// Replaces the recovery codes (the old ones stop working). Needs a current code.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
@@ -190,6 +193,7 @@ impl MfaMutation {
 
     /// Turns the second factor off. Needs the password and a current code.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn disable_totp(
         &self,
         ctx: &Context<'_>,

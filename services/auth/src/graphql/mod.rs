@@ -95,6 +95,7 @@ pub struct UserNode {
 #[ComplexObject]
 impl UserNode {
     /// Visible to the user themself only.
+    #[graphql(requires_scopes = "session")]
     async fn email(&self, ctx: &Context<'_>) -> Result<String> {
         let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
@@ -105,6 +106,7 @@ impl UserNode {
 
     /// The user's IANA time zone, such as `Europe/Paris` (default `UTC`). Visible to the
     /// user themself only.
+    #[graphql(requires_scopes = "session")]
     async fn time_zone(&self, ctx: &Context<'_>) -> Result<String> {
         let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
@@ -117,6 +119,7 @@ impl UserNode {
 
     /// The workspaces the user belongs to, with their role in each. Visible to the
     /// user themself only.
+    #[graphql(requires_scopes = "session")]
     async fn memberships(&self, ctx: &Context<'_>) -> Result<Vec<MembershipNode>> {
         let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
@@ -137,6 +140,7 @@ impl UserNode {
     }
 
     /// Whether sign-in needs a second factor. Visible to the user themself only.
+    #[graphql(requires_scopes = "session")]
     async fn mfa_enabled(&self, ctx: &Context<'_>) -> Result<bool> {
         let me = caller(ctx).require_session()?;
         if me.user_id.to_string() != self.id.as_str() {
@@ -148,6 +152,7 @@ impl UserNode {
 
     /// The account's own security audit entries, newest first. Visible to the user
     /// themself only.
+    #[graphql(requires_scopes = "session")]
     async fn security_events(
         &self,
         ctx: &Context<'_>,
@@ -221,6 +226,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The signed-in user (not available to API keys).
+    #[graphql(requires_scopes = "session")]
     async fn me(&self, ctx: &Context<'_>) -> Result<UserNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
@@ -234,6 +240,7 @@ impl Query {
 
     /// Everything the fleet holds about the signed-in user, from every service, as one JSON
     /// document (`services.<name>`). Not available to API keys.
+    #[graphql(requires_scopes = "session")]
     async fn export_my_data(
         &self,
         ctx: &Context<'_>,

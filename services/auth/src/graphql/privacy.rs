@@ -71,6 +71,7 @@ impl PrivacyMutation {
     /// get another owner first (`CONFLICT`). Every service then erases or anonymises what it
     /// holds about the caller. Sessions end at once.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn delete_my_account(
         &self,
         ctx: &Context<'_>,

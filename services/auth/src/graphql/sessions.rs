@@ -182,6 +182,7 @@ impl SessionMutation {
     /// Changes the caller's own name or time zone (an IANA name such as `Europe/Paris`).
     /// In a session only.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
@@ -206,6 +207,7 @@ impl SessionMutation {
     /// account ends (other devices must sign in again with the new password); the answer
     /// is a new session for this device.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn change_password(
         &self,
         ctx: &Context<'_>,

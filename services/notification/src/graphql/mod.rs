@@ -171,6 +171,7 @@ impl From<domain::Notification> for NotificationNode {
 #[ComplexObject]
 impl NotificationNode {
     /// How it also went out: e-mails to the recipient, each with its log of attempts.
+    #[graphql(requires_scopes = "session")]
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<Vec<DeliveryNode>> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;
@@ -222,6 +223,7 @@ impl InboxMutation {
     /// Marks one of the caller's notifications read (a signed-in user, not an API
     /// key). Another user's notification is `NOT_FOUND`, exactly like a missing one.
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn mark_notification_read(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
         let me = caller(ctx).require_session()?;
         let c = ctx.data::<Ctx>()?;

@@ -62,6 +62,7 @@ pub struct PreferencesMutation;
 impl PreferencesMutation {
     /// Replaces the caller's preferences (a signed-in user, not an API key).
     #[tracing::instrument(skip_all)]
+    #[graphql(requires_scopes = "session")]
     async fn update_notification_preferences(
         &self,
         ctx: &Context<'_>,

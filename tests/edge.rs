@@ -1,6 +1,7 @@
-//! The gateway's rate limits in the fleet: keyed on the caller the edge verified (a person
-//! across addresses, an API key apart from its creator), with buckets in Redis shared by
-//! replicas, and local limits while Redis is away.
+//! The gateway's edge in the fleet: rate limits keyed on the caller the edge verified (a
+//! person across addresses, an API key apart from its creator), with buckets in Redis
+//! shared by replicas and local limits while Redis is away; and the fleet's authorization
+//! directives enforced by the gateway for what the edge verified.
 
 mod support;
 
@@ -180,4 +181,44 @@ async fn replicas_share_buckets_in_redis_and_limit_locally_while_it_is_away() {
     // Redis comes back (empty): the replicas share it again.
     let _redis = PrivateRedis::start(port);
     support::eventually(20, &shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_leaves_session_only_fields_out_for_api_keys() {
+    let fleet = start_with(&Backend::Embedded, |_| {}).await;
+    let ada = fleet.sign_up("ada@example.com").await;
+    let ws = support::engine::workspace(&ada).await;
+    let created = ada
+        .client
+        .ok(
+            "mutation($w: ID!) { createApiKey(workspaceId: $w, name: \"ci\", role: ADMIN) { key } }",
+            json!({"w": ws}),
+        )
+        .await;
+    let mut key = Client::new(&fleet.url);
+    key.token = Some(created["createApiKey"]["key"].as_str().unwrap().into());
+    // `me` is marked @requiresScopes(scopes: [["session"]]): the gateway takes it out for
+    // an API key and serves the rest.
+    let (status, body) = key
+        .raw("{ me { id } nodeTypes { branching } }", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{body}");
+    assert_eq!(error["path"], json!(["me"]), "{body}");
+    assert!(
+        error["message"].as_str().unwrap().contains("left out"),
+        "the gateway's answer, not the subgraph's: {body}"
+    );
+    assert!(body["data"].get("me").is_none(), "{body}");
+    assert!(body["data"]["nodeTypes"].is_array(), "{body}");
+    // A session sees it.
+    let me = ada.client.ok("{ me { id } }", json!({})).await;
+    assert_eq!(me["me"]["id"], ada.id.as_str());
+    // Anonymous: signed out, told to sign in.
+    let (_, body) = Client::new(&fleet.url)
+        .raw("{ me { id } }", json!({}))
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert_eq!(body["data"], Value::Null, "{body}");
 }

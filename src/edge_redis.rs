@@ -2,10 +2,10 @@
 //! automatic persisted queries ([`RedisDocuments`]), over one connection that is made in
 //! the background ([`SharedRedis`]), so a gateway starts and serves while Redis is away.
 //!
-//! Rate limits: one request is one round trip: a Lua script checks every bucket the request draws from
-//! (global, address, user or API key) and takes from all of them or from none, on Redis's
-//! clock, so replicas with skewed clocks still agree. Redis runs scripts one at a time, so
-//! two replicas never both take the last token.
+//! Rate limits: one request is one round trip. A Lua script checks every bucket the
+//! request draws from (global, address, user or API key) and takes from all of them or
+//! from none, on Redis's clock, so replicas with skewed clocks still agree. Redis runs
+//! scripts one at a time, so two replicas never both take the last token.
 //!
 //! If Redis cannot be reached (at start-up or later), [`RedisBuckets::take`] fails fast and
 //! the gateway limits each replica locally until it is back: a Redis outage loosens the

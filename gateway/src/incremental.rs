@@ -12,10 +12,11 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::admission::Admitted;
 use crate::defer::{object_paths, pick, DeferPlan};
 use crate::error::{PathSegment, RequestError};
 use crate::executor::{typename, Execution};
-use crate::gateway::{Admitted, Gateway, Method};
+use crate::gateway::{Gateway, Method};
 use crate::introspection;
 use crate::operation::PreparedOperation;
 use crate::request::GraphQLRequest;

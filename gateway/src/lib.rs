@@ -4,6 +4,7 @@
 //! - [`planner`]: the only module touching the query-planner library; supergraph in, [`plan`] out.
 //! - [`compose`]: subgraph SDLs in, a supergraph SDL accepted by our planner and Apollo's gateway out.
 //! - `operation`, `operation_cache`: parse, validate and plan a request, cached in two levels.
+//! - `admission`: every check before anything is fetched, and what it adds to the response.
 //! - `executor`: runs a plan against subgraphs through a [`SubgraphTransport`], sharing
 //!   identical in-flight subgraph queries.
 //! - [`value`]: the value type of subgraph responses and merged data, built for cheap
@@ -20,6 +21,7 @@
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
+mod admission;
 pub mod authorization;
 pub mod compose;
 mod defer;

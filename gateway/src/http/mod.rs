@@ -3,9 +3,12 @@
 //!
 //! A request goes through these stages, each a function below:
 //! 1. negotiate: which response media type the client accepts (406 if none we produce);
+//!    for a POST, CSRF prevention (`browsers`) before the body is read;
 //! 2. read: the GraphQL request(s) from the query string (GET) or the body (POST: JSON, a
 //!    JSON array for a batch, `application/graphql`, or a multipart upload whose files
-//!    stream on to a subgraph), with 4xx for anything malformed;
+//!    stream on to a subgraph), with 4xx for anything malformed; then rate limits (with
+//!    the weight of every operation read) and persisted operations (a hash becomes its
+//!    text);
 //! 3. execute: [`Gateway::execute_with`] per operation (a batch runs its operations
 //!    concurrently); operations a client wants streamed (SSE, multipart subscriptions)
 //!    go through [`Gateway::stream`] instead, and a WebSocket upgrade on `GET /graphql`

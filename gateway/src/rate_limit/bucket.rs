@@ -82,10 +82,16 @@ pub(crate) fn wait_for(level: f64, cost: f64, limit: Limit) -> Duration {
 /// Buckets in this process: the store of embedded mode, and the fallback of a shared
 /// store that cannot be reached.
 pub struct LocalBuckets {
-    buckets: Mutex<HashMap<String, Level>>,
+    buckets: Mutex<Buckets>,
     /// Above this many buckets, full ones (clients gone quiet) are dropped: a full bucket
-    /// and an absent one mean the same thing.
+    /// and an absent one mean the same thing. At most one sweep a second, so a flood of
+    /// new keys cannot make every request walk the whole map.
     max_idle: usize,
+}
+
+struct Buckets {
+    levels: HashMap<String, Level>,
+    swept: Instant,
 }
 
 impl Default for LocalBuckets {
@@ -97,7 +103,10 @@ impl Default for LocalBuckets {
 impl LocalBuckets {
     pub fn new(max_idle: usize) -> Self {
         Self {
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                levels: HashMap::new(),
+                swept: Instant::now(),
+            }),
             max_idle,
         }
     }
@@ -105,7 +114,11 @@ impl LocalBuckets {
     /// [`BucketStore::take`] without the `async`: it never waits.
     pub fn take_now(&self, takes: &[Take]) -> Decision {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Buckets {
+            levels: buckets,
+            swept,
+        } = &mut *guard;
         let mut levels = Vec::with_capacity(takes.len());
         for (index, take) in takes.iter().enumerate() {
             let level = buckets
@@ -119,18 +132,25 @@ impl LocalBuckets {
             }
             levels.push(level);
         }
-        if buckets.len() >= self.max_idle {
+        if buckets.len() >= self.max_idle
+            && now.saturating_duration_since(*swept) >= Duration::from_secs(1)
+        {
             buckets.retain(|_, level| level.at(now) < level.limit.capacity);
+            *swept = now;
         }
         for (take, level) in takes.iter().zip(levels) {
-            buckets.insert(
-                take.key.clone(),
-                Level {
-                    tokens: level - take.cost,
-                    at: now,
-                    limit: take.limit,
-                },
-            );
+            let level = Level {
+                tokens: level - take.cost,
+                at: now,
+                limit: take.limit,
+            };
+            // Known keys are updated in place: no key allocated per request.
+            match buckets.get_mut(&take.key) {
+                Some(known) => *known = level,
+                None => {
+                    buckets.insert(take.key.clone(), level);
+                }
+            }
         }
         Decision::Allowed
     }
@@ -216,6 +236,11 @@ mod tests {
         for i in 0..100 {
             buckets.take_now(&[take(&format!("k{i}"), 1e9, 1.0, 1.0)]);
         }
-        assert!(buckets.buckets.lock().unwrap().len() <= 9);
+        // No sweep within the first second.
+        assert_eq!(buckets.buckets.lock().unwrap().levels.len(), 100);
+        std::thread::sleep(Duration::from_millis(1100));
+        buckets.take_now(&[take("last", 1e9, 1.0, 1.0)]);
+        // The sweep dropped every full bucket (all refilled at once); "last" is new.
+        assert_eq!(buckets.buckets.lock().unwrap().levels.len(), 1);
     }
 }

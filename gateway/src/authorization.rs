@@ -120,35 +120,22 @@ fn requirement(directives: &[s::Directive<'static, String>]) -> Requirement {
 }
 
 impl AccessModel {
-    pub fn from_sdl(sdl: &str) -> Self {
+    /// Reads the authorization directives of a parsed supergraph.
+    pub fn from_document(document: &crate::planner::SchemaDocument) -> Self {
         let mut model = AccessModel::default();
-        let Ok(document) = crate::planner::parse_schema(sdl) else {
-            return model;
-        };
-        for definition in &document.definitions {
-            let s::Definition::TypeDefinition(definition) = definition else {
-                continue;
-            };
-            let (name, directives, fields) = match definition {
-                s::TypeDefinition::Object(o) => (&o.name, &o.directives, Some(&o.fields)),
-                s::TypeDefinition::Interface(i) => (&i.name, &i.directives, Some(&i.fields)),
-                s::TypeDefinition::Scalar(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::Enum(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::Union(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::InputObject(_) => continue,
-            };
-            let on_type = requirement(directives);
+        for site in crate::schema::directive_sites(document) {
+            let on_type = requirement(site.directives);
             if !on_type.is_empty() {
                 model.remember(&on_type);
-                model.types.insert(name.clone(), on_type);
+                model.types.insert(site.type_name.to_string(), on_type);
             }
-            for field in fields.into_iter().flatten() {
+            for field in site.fields {
                 let on_field = requirement(&field.directives);
                 if !on_field.is_empty() {
                     model.remember(&on_field);
                     model
                         .fields
-                        .insert((name.clone(), field.name.clone()), on_field);
+                        .insert((site.type_name.to_string(), field.name.clone()), on_field);
                 }
             }
         }

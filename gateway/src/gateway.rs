@@ -230,6 +230,14 @@ impl Supergraph {
         explicit: &HashMap<String, Arc<dyn SubgraphTransport>>,
     ) -> Result<Self, GatewayError> {
         let planner = QueryPlanner::new(sdl)?;
+        // The supergraph as written, with its demand-control and authorization directives
+        // (read from it once for both); the planner accepted it, so it parses.
+        let directives = crate::planner::parse_schema(sdl).unwrap_or_else(|error| {
+            tracing::warn!(%error, "the supergraph's directives could not be read");
+            crate::planner::SchemaDocument {
+                definitions: Vec::new(),
+            }
+        });
         let mut urls: HashMap<String, String> = planner
             .subgraphs()
             .iter()
@@ -271,8 +279,8 @@ impl Supergraph {
             },
             preparer: Preparer::new(config.demand.clone()),
             operations: OperationCache::new(config.plan_cache_size),
-            costs: CostModel::from_sdl(sdl),
-            access: AccessModel::from_sdl(sdl),
+            costs: CostModel::from_document(&directives),
+            access: AccessModel::from_document(&directives),
             filtered: moka::sync::Cache::new(config.plan_cache_size.max(1)),
         })
     }

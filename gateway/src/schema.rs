@@ -357,3 +357,36 @@ fn type_def(def: &s::TypeDefinition<'static, String>) -> TypeDef {
     }
     out
 }
+
+/// A type's directives and, for objects and interfaces, its fields: where the supergraph's
+/// demand-control and authorization directives sit.
+pub(crate) struct DirectiveSite<'d> {
+    pub type_name: &'d str,
+    pub directives: &'d [s::Directive<'static, String>],
+    pub fields: &'d [s::Field<'static, String>],
+}
+
+/// Every output type of `document` with its directives and fields (input types carry no
+/// directives the gateway enforces).
+pub(crate) fn directive_sites(
+    document: &SchemaDocument,
+) -> impl Iterator<Item = DirectiveSite<'_>> {
+    document.definitions.iter().filter_map(|definition| {
+        let s::Definition::TypeDefinition(definition) = definition else {
+            return None;
+        };
+        let (type_name, directives, fields): (&String, _, &[_]) = match definition {
+            s::TypeDefinition::Object(o) => (&o.name, &o.directives, &o.fields),
+            s::TypeDefinition::Interface(i) => (&i.name, &i.directives, &i.fields),
+            s::TypeDefinition::Scalar(t) => (&t.name, &t.directives, &[]),
+            s::TypeDefinition::Enum(t) => (&t.name, &t.directives, &[]),
+            s::TypeDefinition::Union(t) => (&t.name, &t.directives, &[]),
+            s::TypeDefinition::InputObject(_) => return None,
+        };
+        Some(DirectiveSite {
+            type_name,
+            directives,
+            fields,
+        })
+    })
+}

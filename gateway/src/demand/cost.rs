@@ -52,29 +52,15 @@ pub(crate) struct CostModel {
 }
 
 impl CostModel {
-    /// Reads `@cost` and `@listSize` from a supergraph's SDL (an SDL without them gives the
+    /// Reads `@cost` and `@listSize` from a parsed supergraph (one without them gives the
     /// default weights everywhere).
-    pub fn from_sdl(sdl: &str) -> Self {
+    pub fn from_document(document: &crate::planner::SchemaDocument) -> Self {
         let mut model = CostModel::default();
-        let Ok(document) = crate::planner::parse_schema(sdl) else {
-            return model;
-        };
-        for definition in &document.definitions {
-            let s::Definition::TypeDefinition(definition) = definition else {
-                continue;
-            };
-            let (name, directives, fields) = match definition {
-                s::TypeDefinition::Object(o) => (&o.name, &o.directives, Some(&o.fields)),
-                s::TypeDefinition::Interface(i) => (&i.name, &i.directives, Some(&i.fields)),
-                s::TypeDefinition::Scalar(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::Enum(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::Union(t) => (&t.name, &t.directives, None),
-                s::TypeDefinition::InputObject(_) => continue,
-            };
-            if let Some(weight) = weight_of(directives) {
-                model.types.insert(name.clone(), weight);
+        for site in crate::schema::directive_sites(document) {
+            if let Some(weight) = weight_of(site.directives) {
+                model.types.insert(site.type_name.to_string(), weight);
             }
-            for field in fields.into_iter().flatten() {
+            for field in site.fields {
                 let cost = FieldCost {
                     weight: weight_of(&field.directives),
                     list_size: list_size_of(&field.directives),
@@ -82,7 +68,7 @@ impl CostModel {
                 if cost.weight.is_some() || cost.list_size.is_some() {
                     model
                         .fields
-                        .insert((name.clone(), field.name.clone()), cost);
+                        .insert((site.type_name.to_string(), field.name.clone()), cost);
                 }
             }
         }
@@ -385,7 +371,7 @@ mod tests {
 
     fn estimate(query: &str, mutation: bool) -> f64 {
         let schema = SchemaModel::from_document(&crate::planner::parse_schema(SDL).unwrap());
-        let costs = CostModel::from_sdl(SDL);
+        let costs = CostModel::from_document(&crate::planner::parse_schema(SDL).unwrap());
         let document = graphql_tools::parser::parse_query::<String>(query)
             .unwrap()
             .into_static();

@@ -125,8 +125,9 @@ pub struct DemandControlConfig {
 
 impl Default for DemandControlConfig {
     fn default() -> Self {
-        // Far above what the fleet's clients send (GraphiQL's introspection query is 13
-        // levels deep), far below what makes planning or validation slow.
+        // Above what the fleet's clients send (graphql-js's introspection query, which
+        // GraphiQL sends, is 15 levels deep); an operation past them is refused before it
+        // is validated or planned.
         DemandControlConfig {
             max_tokens: 15_000,
             max_depth: 24,

@@ -222,3 +222,34 @@ async fn the_gateway_leaves_session_only_fields_out_for_api_keys() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
     assert_eq!(body["data"], Value::Null, "{body}");
 }
+
+/// graphql-js's introspection query (`getIntrospectionQuery` of graphql 16.15, with the
+/// options on, as GraphiQL can send it): 15 levels deep.
+const INTROSPECTION: &str = include_str!("fixtures/graphiql-introspection.graphql");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_demand_limits_let_graphiqls_introspection_through() {
+    // The fleet with its default configuration (only rate limits are off in test fleets).
+    let fleet = start_with(&Backend::Embedded, |_| {}).await;
+    let (status, body) = Client::new(&fleet.url).raw(INTROSPECTION, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(
+        body["data"]["__schema"]["types"].as_array().unwrap().len() > 50,
+        "{body}"
+    );
+    // One level more than allowed is refused, naming the limit.
+    let deep = format!(
+        "{{ __schema {{ types {{ {} name {} }} }} }}",
+        "ofType { ".repeat(22),
+        "} ".repeat(22)
+    );
+    let (status, body) = Client::new(&fleet.url).raw(&deep, json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "MAX_DEPTH_EXCEEDED"
+    );
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 24);
+    assert_eq!(body["errors"][0]["extensions"]["measured"], 25);
+}

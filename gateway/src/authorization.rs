@@ -254,64 +254,14 @@ pub(crate) fn filter(
             empty: false,
         };
     }
-    // Fragments with something taken out were inlined where spread: drop definitions no
-    // longer used (validation refuses unused fragments).
-    drop_unused_fragments(&mut filtered);
+    // Fragments with something taken out were inlined where spread, and variables may now
+    // be used by nothing: drop both (validation refuses them).
+    crate::defer::prune_unused(&mut filtered);
     Filtered {
         query: Some(filtered.to_string()),
         errors: filter.errors,
         empty,
     }
-}
-
-/// Removes fragment definitions that no operation uses any more.
-fn drop_unused_fragments(document: &mut q::Document<'static, String>) {
-    fn spreads<'d>(selection: &'d q::SelectionSet<'static, String>, out: &mut Vec<&'d str>) {
-        for item in &selection.items {
-            match item {
-                q::Selection::Field(field) => spreads(&field.selection_set, out),
-                q::Selection::InlineFragment(inline) => spreads(&inline.selection_set, out),
-                q::Selection::FragmentSpread(spread) => out.push(&spread.fragment_name),
-            }
-        }
-    }
-    let mut used: BTreeSet<String> = BTreeSet::new();
-    let mut pending: Vec<String> = Vec::new();
-    for definition in &document.definitions {
-        if let q::Definition::Operation(operation) = definition {
-            let selection = match operation {
-                q::OperationDefinition::SelectionSet(s) => s,
-                q::OperationDefinition::Query(o) => &o.selection_set,
-                q::OperationDefinition::Mutation(o) => &o.selection_set,
-                q::OperationDefinition::Subscription(o) => &o.selection_set,
-            };
-            let mut found = Vec::new();
-            spreads(selection, &mut found);
-            pending.extend(found.into_iter().map(str::to_string));
-        }
-    }
-    let bodies: HashMap<String, q::SelectionSet<'static, String>> = document
-        .definitions
-        .iter()
-        .filter_map(|d| match d {
-            q::Definition::Fragment(f) => Some((f.name.clone(), f.selection_set.clone())),
-            _ => None,
-        })
-        .collect();
-    while let Some(name) = pending.pop() {
-        if !used.insert(name.clone()) {
-            continue;
-        }
-        if let Some(body) = bodies.get(&name) {
-            let mut found = Vec::new();
-            spreads(body, &mut found);
-            pending.extend(found.into_iter().map(str::to_string));
-        }
-    }
-    document.definitions.retain(|d| match d {
-        q::Definition::Fragment(f) => used.contains(&f.name),
-        _ => true,
-    });
 }
 
 struct Filter<'a> {

@@ -330,8 +330,9 @@ fn without_deferred(document: &QueryDocument, active: &[bool]) -> QueryDocument 
 }
 
 /// Drops fragment definitions no operation reaches and variable definitions an operation no
-/// longer uses, which removing deferred parts can leave behind (validation rejects both).
-fn prune_unused(document: &mut QueryDocument) {
+/// longer uses, which removing deferred parts (or fields a caller may not see, in
+/// `authorization`) can leave behind: validation rejects both.
+pub(crate) fn prune_unused(document: &mut QueryDocument) {
     fn uses(set: &SelectionSet, spreads: &mut HashSet<String>, variables: &mut HashSet<String>) {
         fn value(v: &q::Value<'static, String>, variables: &mut HashSet<String>) {
             match v {

@@ -187,6 +187,30 @@ async fn fragments_are_filtered_where_they_are_spread_and_an_empty_operation_run
 }
 
 #[tokio::test]
+async fn variables_only_a_left_out_field_used_are_left_out_too() {
+    let base = start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header("x-test-access", "")
+        .json(&json!({
+            "query": "query Q($id: ID!) { topProducts { upc } user(id: $id) { birthday } }",
+            "variables": {"id": "1"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    // `user` had nothing left, so `$id` is used by nothing: the rest still runs.
+    assert_eq!(
+        denials(&body),
+        vec![("FORBIDDEN".into(), json!(["user", "birthday"]))],
+        "{body}"
+    );
+    assert!(body["data"]["topProducts"].is_array(), "{body}");
+}
+
+#[tokio::test]
 async fn an_incremental_delivery_is_refused_whole() {
     let base = start().await;
     let response = reqwest::Client::new()

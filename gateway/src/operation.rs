@@ -101,16 +101,16 @@ impl Preparer {
         let document: QueryDocument = graphql_tools::parser::parse_query::<String>(query)
             .map_err(|e| RequestError::Parse(format!("Syntax error: {}", e.to_string().trim())))?
             .into_static();
+        let fragments: HashMap<String, FragmentDefinition> = document
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                q::Definition::Fragment(f) => Some((f.name.clone(), f.clone())),
+                _ => None,
+            })
+            .collect();
         if self.demand.limits_shape() {
             if let Some((selection, directives)) = operation_for_shape(&document, operation_name) {
-                let fragments: HashMap<String, FragmentDefinition> = document
-                    .definitions
-                    .iter()
-                    .filter_map(|d| match d {
-                        q::Definition::Fragment(f) => Some((f.name.clone(), f.clone())),
-                        _ => None,
-                    })
-                    .collect();
                 self.demand
                     .check_shape(shape::measure(selection, directives, &fragments))?;
             }
@@ -136,14 +136,6 @@ impl Preparer {
             ])
         })?;
 
-        let fragments: HashMap<String, FragmentDefinition> = document
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                q::Definition::Fragment(f) => Some((f.name.clone(), f.clone())),
-                _ => None,
-            })
-            .collect();
         let uses_introspection = root_field_names(&operation_selection, &fragments)
             .iter()
             .any(|n| is_introspection_root(n));

@@ -4,28 +4,27 @@
 
 mod common;
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, start_configured};
 use flowfleet_gateway::http::CorsConfig;
-use flowfleet_gateway::{Gateway, GatewayConfig};
+use flowfleet_gateway::GatewayConfig;
 use serde_json::{json, Value};
 
 const STUDIO: &str = "https://studio.example.com";
 
 async fn gateway_allowing(origins: &[&str]) -> String {
-    let gateway = Gateway::new(
+    let cors = CorsConfig {
+        allow_origins: origins.iter().map(|o| o.to_string()).collect(),
+        allow_credentials: true,
+        ..CorsConfig::default()
+    };
+    start_configured(
         &fixture("supergraph.graphql"),
         GatewayConfig {
-            cors: CorsConfig {
-                allow_origins: origins.iter().map(|o| o.to_string()).collect(),
-                allow_credentials: true,
-                ..CorsConfig::default()
-            },
+            cors,
             ..GatewayConfig::default()
         },
-        in_process_transports(),
     )
-    .unwrap();
-    start_gateway(&gateway).await
+    .await
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {

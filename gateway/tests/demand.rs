@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, post_strict, start_configured};
 use flowfleet_gateway::demand::DemandControl;
-use flowfleet_gateway::{Gateway, GatewayConfig};
+use flowfleet_gateway::GatewayConfig;
 use serde_json::{json, Value};
 
 /// The benchmark supergraph with demand-control directives: `topProducts` sliced by
@@ -35,27 +35,11 @@ fn supergraph_with_costs() -> String {
 }
 
 async fn gateway(demand: DemandControl, supergraph: &str) -> String {
-    let gateway = Gateway::new(
-        supergraph,
-        GatewayConfig {
-            demand,
-            ..GatewayConfig::default()
-        },
-        in_process_transports(),
-    )
-    .expect("gateway");
-    start_gateway(&gateway).await
-}
-
-async fn run(base: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .header("accept", "application/graphql-response+json")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    let config = GatewayConfig {
+        demand,
+        ..GatewayConfig::default()
+    };
+    start_configured(supergraph, config).await
 }
 
 /// Asserts a refusal with `code`, `limit` and `measured`.
@@ -80,7 +64,7 @@ async fn each_shape_limit_refuses_with_the_limit_and_the_measured_value() {
     };
     let base = gateway(limits, &fixture("supergraph.graphql")).await;
     // Within every limit.
-    let (status, body) = run(
+    let (status, body) = post_strict(
         &base,
         json!({"query": "{ a: topProducts { reviews @include(if: true) { body } } me { id } }"}),
     )
@@ -90,7 +74,7 @@ async fn each_shape_limit_refuses_with_the_limit_and_the_measured_value() {
 
     let deep = "{ topProducts { reviews { author { name } } } }";
     assert_refused(
-        &run(&base, json!({"query": deep})).await,
+        &post_strict(&base, json!({"query": deep})).await,
         "MAX_DEPTH_EXCEEDED",
         json!(3),
         json!(4),
@@ -99,21 +83,21 @@ async fn each_shape_limit_refuses_with_the_limit_and_the_measured_value() {
     let aliased =
         "{ ...Twice } fragment Twice on Query { a: topProducts { upc } b: topProducts { upc } }";
     assert_refused(
-        &run(&base, json!({"query": aliased})).await,
+        &post_strict(&base, json!({"query": aliased})).await,
         "MAX_ALIASES_EXCEEDED",
         json!(1),
         json!(2),
     );
     let wide = "{ me { id } users { id } topProducts { upc } }";
     assert_refused(
-        &run(&base, json!({"query": wide})).await,
+        &post_strict(&base, json!({"query": wide})).await,
         "MAX_ROOT_FIELDS_EXCEEDED",
         json!(2),
         json!(3),
     );
     let directives = "{ me @include(if: true) { id @skip(if: false) } }";
     assert_refused(
-        &run(&base, json!({"query": directives})).await,
+        &post_strict(&base, json!({"query": directives})).await,
         "MAX_DIRECTIVES_EXCEEDED",
         json!(1),
         json!(2),
@@ -128,11 +112,12 @@ async fn the_token_limit_is_checked_before_parsing() {
     };
     let base = gateway(limits, &fixture("supergraph.graphql")).await;
     // `{ topProducts ( first : 1 ) { upc } }`: 10 tokens.
-    let (status, body) = run(&base, json!({"query": "{ topProducts(first: 1) { upc } }"})).await;
+    let (status, body) =
+        post_strict(&base, json!({"query": "{ topProducts(first: 1) { upc } }"})).await;
     assert_eq!(status, 200, "{body}");
     // The benchmark query has hundreds; counting stops just past the limit. It would not
     // even parse: the limit answers first.
-    let (status, body) = run(
+    let (status, body) = post_strict(
         &base,
         json!({"query": format!("{} {{", fixture("query.graphql"))}),
     )
@@ -158,20 +143,20 @@ async fn the_estimated_cost_follows_cost_and_list_size_and_the_variables() {
     let base = gateway(limits, &supergraph_with_costs()).await;
     // Per product: 1 (an object) + 3 (price) + 2 reviews × 1; two products: 12.
     assert_refused(
-        &run(&base, json!({"query": PRODUCTS, "variables": {"n": 2}})).await,
+        &post_strict(&base, json!({"query": PRODUCTS, "variables": {"n": 2}})).await,
         "COST_ESTIMATED_TOO_EXPENSIVE",
         json!(10.0),
         json!(12.0),
     );
     // No `first`: the assumed five, 30.
     assert_refused(
-        &run(&base, json!({"query": PRODUCTS})).await,
+        &post_strict(&base, json!({"query": PRODUCTS})).await,
         "COST_ESTIMATED_TOO_EXPENSIVE",
         json!(10.0),
         json!(30.0),
     );
     // One product: 6, allowed; asked for, the cost comes back in `extensions`.
-    let (status, body) = run(
+    let (status, body) = post_strict(
         &base,
         json!({"query": PRODUCTS, "variables": {"n": 1}, "extensions": {"cost": true}}),
     )
@@ -193,6 +178,6 @@ async fn the_estimated_cost_follows_cost_and_list_size_and_the_variables() {
         "{body}"
     );
     // Without asking, no extensions.
-    let (_, body) = run(&base, json!({"query": PRODUCTS, "variables": {"n": 1}})).await;
+    let (_, body) = post_strict(&base, json!({"query": PRODUCTS, "variables": {"n": 1}})).await;
     assert!(body.get("extensions").is_none(), "{body}");
 }

@@ -3,20 +3,14 @@
 
 mod common;
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, in_process_transports, start_configured, start_gateway};
 use flowfleet_gateway::{Gateway, GatewayConfig};
 use serde_json::{json, Value};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 async fn gateway_with(config: GatewayConfig) -> String {
-    let gateway = Gateway::new(
-        &fixture("supergraph.graphql"),
-        config,
-        in_process_transports(),
-    )
-    .expect("gateway");
-    start_gateway(&gateway).await
+    start_configured(&fixture("supergraph.graphql"), config).await
 }
 
 /// POSTs `body` (already encoded) with the given headers; returns status, content type, body.

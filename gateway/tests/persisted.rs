@@ -6,38 +6,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, post_strict, start_configured};
 use flowfleet_gateway::persisted::{
     sha256_hex, watch_manifest, PersistedConfig, TrustedDocuments, TrustedMode,
 };
-use flowfleet_gateway::{Gateway, GatewayConfig};
+use flowfleet_gateway::GatewayConfig;
 use serde_json::{json, Value};
 
 const TOP: &str = "{ topProducts { upc } }";
 const ME: &str = "{ me { id } }";
 
 async fn gateway(persisted: PersistedConfig) -> String {
-    let gateway = Gateway::new(
-        &fixture("supergraph.graphql"),
-        GatewayConfig {
-            persisted,
-            ..GatewayConfig::default()
-        },
-        in_process_transports(),
-    )
-    .expect("gateway");
-    start_gateway(&gateway).await
-}
-
-async fn post(base: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .header("accept", "application/graphql-response+json")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    let config = GatewayConfig {
+        persisted,
+        ..GatewayConfig::default()
+    };
+    start_configured(&fixture("supergraph.graphql"), config).await
 }
 
 fn by_hash(query: &str) -> Value {
@@ -60,17 +44,17 @@ fn code(body: &Value) -> &str {
 async fn apq_registers_a_text_by_its_hash_then_runs_it_by_hash() {
     let base = gateway(PersistedConfig::default()).await;
     // Unknown: the client is told to send the text (200, as Apollo clients expect).
-    let (status, body) = post(&base, by_hash(TOP)).await;
+    let (status, body) = post_strict(&base, by_hash(TOP)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
     assert!(body.get("data").is_none());
     // Text and hash: run and remembered.
-    let (status, body) = post(&base, with_text(TOP)).await;
+    let (status, body) = post_strict(&base, with_text(TOP)).await;
     assert_eq!(status, 200, "{body}");
     let expected = body["data"].clone();
     assert!(expected["topProducts"].is_array(), "{body}");
     // The hash alone now runs it, over POST and GET.
-    let (status, body) = post(&base, by_hash(TOP)).await;
+    let (status, body) = post_strict(&base, by_hash(TOP)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"], expected);
     let extensions = by_hash(TOP)["extensions"].to_string();
@@ -91,18 +75,18 @@ async fn a_hash_that_is_not_the_texts_or_malformed_is_refused() {
     let base = gateway(PersistedConfig::default()).await;
     let mut lying = with_text(TOP);
     lying["extensions"]["persistedQuery"]["sha256Hash"] = sha256_hex(ME).into();
-    let (status, body) = post(&base, lying).await;
+    let (status, body) = post_strict(&base, lying).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(code(&body), "PERSISTED_QUERY_HASH_MISMATCH");
     // The lie registered nothing: ME's hash is still unknown.
-    let (_, body) = post(&base, by_hash(ME)).await;
+    let (_, body) = post_strict(&base, by_hash(ME)).await;
     assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
     for bad in [
         json!({"extensions": {"persistedQuery": {"version": 2, "sha256Hash": sha256_hex(TOP)}}}),
         json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "abc"}}}),
         json!({"extensions": {"persistedQuery": "abc"}}),
     ] {
-        let (status, body) = post(&base, bad).await;
+        let (status, body) = post_strict(&base, bad).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(code(&body), "BAD_REQUEST", "{body}");
     }
@@ -115,7 +99,7 @@ async fn apq_can_be_switched_off() {
         ..PersistedConfig::default()
     })
     .await;
-    let (status, body) = post(&base, by_hash(TOP)).await;
+    let (status, body) = post_strict(&base, by_hash(TOP)).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(code(&body), "PERSISTED_QUERY_NOT_SUPPORTED");
 }
@@ -145,10 +129,10 @@ async fn trusted_documents_allow_by_hash_and_enforce_only_their_operations() {
     })
     .await;
     // A listed operation runs by hash without ever being registered; others run too.
-    let (status, body) = post(&allow, by_hash(TOP)).await;
+    let (status, body) = post_strict(&allow, by_hash(TOP)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"]["topProducts"].is_array(), "{body}");
-    let (status, body) = post(&allow, json!({"query": ME})).await;
+    let (status, body) = post_strict(&allow, json!({"query": ME})).await;
     assert_eq!(status, 200, "{body}");
 
     let enforce = gateway(PersistedConfig {
@@ -157,17 +141,17 @@ async fn trusted_documents_allow_by_hash_and_enforce_only_their_operations() {
         ..PersistedConfig::default()
     })
     .await;
-    let (status, body) = post(&enforce, by_hash(TOP)).await;
+    let (status, body) = post_strict(&enforce, by_hash(TOP)).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(&enforce, json!({"query": TOP})).await;
+    let (status, body) = post_strict(&enforce, json!({"query": TOP})).await;
     assert_eq!(status, 200, "the listed text itself: {body}");
     for refused in [json!({"query": ME}), by_hash(ME), with_text(ME)] {
-        let (status, body) = post(&enforce, refused.clone()).await;
+        let (status, body) = post_strict(&enforce, refused.clone()).await;
         assert_eq!(status, 400, "{refused}: {body}");
         assert_eq!(code(&body), "PERSISTED_QUERY_NOT_IN_LIST", "{body}");
     }
     // Registering through APQ did not sneak ME in.
-    let (_, body) = post(&enforce, json!({"query": ME})).await;
+    let (_, body) = post_strict(&enforce, json!({"query": ME})).await;
     assert_eq!(code(&body), "PERSISTED_QUERY_NOT_IN_LIST");
 }
 
@@ -189,13 +173,13 @@ async fn the_manifest_is_reloaded_when_it_changes_and_kept_when_broken() {
         stop.clone().cancelled_owned(),
     ));
     assert_eq!(
-        code(&post(&base, json!({"query": ME})).await.1),
+        code(&post_strict(&base, json!({"query": ME})).await.1),
         "PERSISTED_QUERY_NOT_IN_LIST"
     );
     manifest(&dir, &[TOP, ME]);
     let mut allowed = false;
     for _ in 0..100 {
-        if post(&base, json!({"query": ME})).await.0 == 200 {
+        if post_strict(&base, json!({"query": ME})).await.0 == 200 {
             allowed = true;
             break;
         }
@@ -205,7 +189,7 @@ async fn the_manifest_is_reloaded_when_it_changes_and_kept_when_broken() {
     // A broken file: the last good list stays in force.
     std::fs::write(&path, "{ not json").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(post(&base, json!({"query": ME})).await.0, 200);
-    assert_eq!(post(&base, json!({"query": TOP})).await.0, 200);
+    assert_eq!(post_strict(&base, json!({"query": ME})).await.0, 200);
+    assert_eq!(post_strict(&base, json!({"query": TOP})).await.0, 200);
     stop.cancel();
 }

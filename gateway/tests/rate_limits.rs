@@ -6,24 +6,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, start_configured};
 use flowfleet_gateway::rate_limit::{Rate, RateLimitConfig, RateLimiter};
-use flowfleet_gateway::{Gateway, GatewayConfig};
+use flowfleet_gateway::GatewayConfig;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn limited(config: RateLimitConfig) -> String {
-    let gateway = Gateway::new(
-        &fixture("supergraph.graphql"),
-        GatewayConfig {
-            rate_limiter: RateLimiter::local(config),
-            ..GatewayConfig::default()
-        },
-        in_process_transports(),
-    )
-    .expect("gateway");
-    start_gateway(&gateway).await
+    let config = GatewayConfig {
+        rate_limiter: RateLimiter::local(config),
+        ..GatewayConfig::default()
+    };
+    start_configured(&fixture("supergraph.graphql"), config).await
 }
 
 /// Three requests a minute from one address, no burst beyond that.

@@ -222,6 +222,27 @@ pub async fn start_gateway(gateway: &Gateway) -> String {
     format!("http://{addr}")
 }
 
+/// Serves a gateway over `supergraph` with `config` and the in-process benchmark
+/// subgraphs; returns the base URL.
+pub async fn start_configured(supergraph: &str, config: GatewayConfig) -> String {
+    let gateway = Gateway::new(supergraph, config, in_process_transports()).expect("gateway");
+    start_gateway(&gateway).await
+}
+
+/// POSTs `body` as a current GraphQL-over-HTTP client (accepting
+/// `application/graphql-response+json`, so request errors come back as 4xx).
+pub async fn post_strict(base: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header("accept", "application/graphql-response+json")
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}
+
 pub async fn post(base: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{base}/graphql"))

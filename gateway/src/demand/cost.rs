@@ -127,6 +127,18 @@ pub(crate) struct Costing<'a> {
     pub default_list_size: f64,
 }
 
+/// A field's type and weight.
+struct Weighed<'m> {
+    /// Its innermost named type.
+    named: &'m str,
+    is_list: bool,
+    /// Whether that type is an object, interface or union.
+    composite: bool,
+    /// `@cost` of the field, else of its type, else 1 for composites and 0 otherwise.
+    weight: f64,
+    directives: Option<&'m FieldCost>,
+}
+
 /// The innermost named type of `ty`, and whether it is a list.
 fn unwrap(ty: &TypeRef) -> (&str, bool) {
     match ty {
@@ -207,18 +219,13 @@ impl<'a> Costing<'a> {
         total
     }
 
-    fn field(
-        &self,
-        parent: &str,
-        field: &q::Field<'static, String>,
-        sized: Option<(&[String], f64)>,
-    ) -> f64 {
+    /// What the estimate and the actual cost both read of `field` on `parent`; `None` for
+    /// introspection fields and fields the schema does not have (they cost nothing).
+    fn weighed(&self, parent: &str, field: &q::Field<'static, String>) -> Option<Weighed<'_>> {
         if field.name.starts_with("__") {
-            return 0.0;
+            return None;
         }
-        let Some(definition) = self.schema.get(parent).and_then(|t| t.field(&field.name)) else {
-            return 0.0;
-        };
+        let definition = self.schema.get(parent)?.field(&field.name)?;
         let (named, is_list) = unwrap(&definition.ty);
         let directives = self
             .costs
@@ -232,6 +239,31 @@ impl<'a> Costing<'a> {
             .and_then(|d| d.weight)
             .or_else(|| self.costs.types.get(named).copied())
             .unwrap_or(if composite { 1.0 } else { 0.0 });
+        Some(Weighed {
+            named,
+            is_list,
+            composite,
+            weight,
+            directives,
+        })
+    }
+
+    fn field(
+        &self,
+        parent: &str,
+        field: &q::Field<'static, String>,
+        sized: Option<(&[String], f64)>,
+    ) -> f64 {
+        let Some(Weighed {
+            named,
+            is_list,
+            composite,
+            weight,
+            directives,
+        }) = self.weighed(parent, field)
+        else {
+            return 0.0;
+        };
         let list_size = directives.and_then(|d| d.list_size.as_ref());
         let size = self.list_size(field, list_size);
         // A connection: the size belongs to the fields it names, not to this field.
@@ -299,29 +331,20 @@ impl<'a> Costing<'a> {
     }
 
     fn actual_field(&self, parent: &str, field: &q::Field<'static, String>, object: &Value) -> f64 {
-        if field.name.starts_with("__") {
-            return 0.0;
-        }
-        let Some(definition) = self.schema.get(parent).and_then(|t| t.field(&field.name)) else {
+        let Some(weighed) = self.weighed(parent, field) else {
             return 0.0;
         };
         let key = field.alias.as_deref().unwrap_or(&field.name);
         let Some(value) = object.get(key) else {
             return 0.0;
         };
-        let (named, _) = unwrap(&definition.ty);
-        let composite = self
-            .schema
-            .get(named)
-            .is_some_and(|t| t.kind.is_composite());
-        let weight = self
-            .costs
-            .fields
-            .get(&(parent.to_string(), field.name.clone()))
-            .and_then(|d| d.weight)
-            .or_else(|| self.costs.types.get(named).copied())
-            .unwrap_or(if composite { 1.0 } else { 0.0 });
-        self.actual_value(named, weight, composite, field, value)
+        self.actual_value(
+            weighed.named,
+            weighed.weight,
+            weighed.composite,
+            field,
+            value,
+        )
     }
 
     fn actual_value(

@@ -144,32 +144,28 @@ impl LimitKind {
 #[derive(Clone)]
 pub struct RateLimiter {
     config: Arc<RateLimitConfig>,
-    store: Arc<dyn BucketStore>,
-    /// The fallback when `store` fails; the same object as `store` in embedded mode.
+    /// The store shared with other replicas, if any.
+    shared: Option<Arc<dyn BucketStore>>,
+    /// This process's buckets: the only ones without a shared store, the fallback when it
+    /// fails.
     local: Arc<LocalBuckets>,
-    /// Whether `store` is the local one (no fallback to count).
-    shared: bool,
 }
 
 impl RateLimiter {
     /// Limits kept in this process only.
     pub fn local(config: RateLimitConfig) -> Self {
-        let local = Arc::new(LocalBuckets::default());
         RateLimiter {
             config: Arc::new(config),
-            store: local.clone(),
-            local,
-            shared: false,
+            shared: None,
+            local: Arc::new(LocalBuckets::default()),
         }
     }
 
     /// Limits kept in `store`, shared with other replicas, with local buckets as fallback.
     pub fn shared(config: RateLimitConfig, store: Arc<dyn BucketStore>) -> Self {
         RateLimiter {
-            config: Arc::new(config),
-            store,
-            local: Arc::new(LocalBuckets::default()),
-            shared: true,
+            shared: Some(store),
+            ..Self::local(config)
         }
     }
 
@@ -194,8 +190,8 @@ impl RateLimiter {
         if takes.is_empty() {
             return Ok(());
         }
-        let decision = if self.shared {
-            match tokio::time::timeout(self.config.store_timeout, self.store.take(&takes)).await {
+        let decision = if let Some(store) = &self.shared {
+            match tokio::time::timeout(self.config.store_timeout, store.take(&takes)).await {
                 Ok(Ok(decision)) => decision,
                 failed => {
                     let reason = match failed {

@@ -112,7 +112,7 @@ async fn check(State(edge): State<Edge>, mut request: Request, next: Next) -> Re
             address,
             principal: None,
         });
-        request.extensions_mut().insert(Access::default());
+        // No `Access`: the gateway treats the request as anonymous.
         return next.run(request).await;
     }
     match verifier.caller(request.headers()).await {

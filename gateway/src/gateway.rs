@@ -25,7 +25,8 @@ use crate::request::GraphQLRequest;
 use crate::schema::SchemaModel;
 use crate::selection::CollectContext;
 use crate::subscription::{SubscriptionConfig, Subscriptions};
-use crate::transport::{HttpTransport, SubgraphTransport, SubgraphUploads};
+use crate::traffic::{ReplicaConfig, Upstreams};
+use crate::transport::{HttpSubgraph, HttpTransport, SubgraphTransport, SubgraphUploads};
 use crate::upload::{variable_at_mut, UploadLimits, UploadRequest};
 use crate::{introspection, projection::Projector};
 
@@ -37,6 +38,9 @@ pub struct GatewayConfig {
     pub subgraph_timeout: Duration,
     /// Subgraph name -> URL, replacing the supergraph's `@join__graph(url:)`.
     pub url_overrides: HashMap<String, String>,
+    /// Replicas, balancing, health checks, retries, breakers and bulkheads of HTTP
+    /// subgraphs; a subgraph with replicas here is not reached at its one URL.
+    pub traffic: crate::traffic::TrafficConfig,
     /// Subgraphs reached over cleartext HTTP/2 (h2c, prior knowledge). HTTPS subgraphs get
     /// HTTP/2 by ALPN without being listed.
     pub h2c_subgraphs: HashSet<String>,
@@ -93,6 +97,7 @@ impl Default for GatewayConfig {
             introspection: true,
             subgraph_timeout: Duration::from_secs(30),
             url_overrides: HashMap::new(),
+            traffic: Default::default(),
             h2c_subgraphs: HashSet::new(),
             subgraph_ca_pem: None,
             server_timing: false,
@@ -127,6 +132,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("introspection", &self.introspection)
             .field("subgraph_timeout", &self.subgraph_timeout)
             .field("url_overrides", &self.url_overrides)
+            .field("traffic", &self.traffic)
             .field("h2c_subgraphs", &self.h2c_subgraphs)
             .field(
                 "subgraph_ca_pem",
@@ -201,6 +207,8 @@ struct Shared {
     explicit: HashMap<String, Arc<dyn SubgraphTransport>>,
     /// `None` when deduplication is switched off.
     dedupe: Option<SubgraphDedupe>,
+    /// HTTP subgraphs' replicas and their state, kept across reloads.
+    upstreams: Arc<Upstreams>,
     pub(crate) subscriptions: Subscriptions,
     operation_labels: OperationLabels,
     readiness: crate::http::ready::Readiness,
@@ -228,6 +236,7 @@ impl Supergraph {
         sdl: &str,
         config: &GatewayConfig,
         explicit: &HashMap<String, Arc<dyn SubgraphTransport>>,
+        upstreams: &Upstreams,
     ) -> Result<Self, GatewayError> {
         let planner = QueryPlanner::new(sdl)?;
         // The supergraph as written, with its demand-control and authorization directives
@@ -254,10 +263,45 @@ impl Supergraph {
                 tracing::warn!(subgraph = %name, "transport given for a subgraph the supergraph does not declare");
             }
         }
+        if let Some(name) = config
+            .traffic
+            .subgraphs
+            .keys()
+            .find(|n| !urls.contains_key(*n))
+        {
+            return Err(GatewayError::UnknownSubgraph(name.clone()));
+        }
+        let timeouts: HashMap<String, Duration> = config
+            .traffic
+            .subgraphs
+            .iter()
+            .filter_map(|(name, own)| Some((name.clone(), own.timeout?)))
+            .collect();
+        let http_subgraphs = urls
+            .into_iter()
+            .filter(|(name, _)| !explicit.contains_key(name))
+            .map(|(name, url)| {
+                let replicas = match config.traffic.subgraphs.get(&name) {
+                    Some(own) if !own.replicas.is_empty() => own.replicas.clone(),
+                    _ => vec![ReplicaConfig::new(url)],
+                };
+                HttpSubgraph {
+                    timeout: timeouts
+                        .get(&name)
+                        .copied()
+                        .unwrap_or(config.subgraph_timeout),
+                    h2c: config.h2c_subgraphs.contains(&name),
+                    replicas,
+                    name,
+                }
+            })
+            .collect::<Vec<_>>();
+        upstreams.retain(&http_subgraphs.iter().map(|s| s.name.clone()).collect());
         let http = HttpTransport::new(
-            urls,
+            http_subgraphs,
+            &config.traffic,
+            upstreams,
             config.subgraph_timeout,
-            config.h2c_subgraphs.clone(),
             config.subgraph_ca_pem.as_deref(),
         )
         .map_err(|e| GatewayError::HttpClient(e.to_string()))?;
@@ -276,6 +320,7 @@ impl Supergraph {
             transports: Transports {
                 explicit: explicit.clone(),
                 http: Arc::new(http),
+                timeouts,
             },
             preparer: Preparer::new(config.demand.clone()),
             operations: OperationCache::new(config.plan_cache_size),
@@ -294,9 +339,31 @@ impl Gateway {
         config: GatewayConfig,
         transports: HashMap<String, Arc<dyn SubgraphTransport>>,
     ) -> Result<Self, GatewayError> {
-        let supergraph = Supergraph::load(supergraph_sdl, &config, &transports)?;
+        let mut config = config;
+        // Consistent hashing reads its header from the subgraph request.
+        let hashed = std::iter::once(&config.traffic.balance)
+            .chain(
+                config
+                    .traffic
+                    .subgraphs
+                    .values()
+                    .filter_map(|s| s.balance.as_ref()),
+            )
+            .filter_map(|balance| match balance {
+                crate::traffic::Balance::ConsistentHash { header } => Some(header.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        for header in hashed {
+            if !config.forward_headers.contains(&header) {
+                config.forward_headers.push(header);
+            }
+        }
+        let upstreams = Arc::new(Upstreams::default());
+        let supergraph = Supergraph::load(supergraph_sdl, &config, &transports, &upstreams)?;
         Ok(Self {
             shared: Arc::new(Shared {
+                upstreams,
                 current: ArcSwap::from_pointee(supergraph),
                 dedupe: config
                     .dedupe_subgraph_requests
@@ -318,7 +385,12 @@ impl Gateway {
         if self.shared.current.load().sdl == supergraph_sdl {
             return Ok(false);
         }
-        let next = Supergraph::load(supergraph_sdl, &self.shared.config, &self.shared.explicit)?;
+        let next = Supergraph::load(
+            supergraph_sdl,
+            &self.shared.config,
+            &self.shared.explicit,
+            &self.shared.upstreams,
+        )?;
         self.shared.current.store(Arc::new(next));
         // Open subscriptions re-check their operation against the new supergraph.
         self.shared.subscriptions.reloaded();
@@ -596,6 +668,7 @@ impl Gateway {
                 headers: self.forwarded(headers),
                 request_hook: config.request_hook.clone(),
                 timeout: config.subgraph_timeout,
+                mutation: operation.kind == OperationKind::Mutation,
                 // A subscription's per-event fetches are queries too.
                 dedupe: self
                     .shared

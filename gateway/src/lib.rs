@@ -18,6 +18,7 @@
 //! - [`demand`]: limits on an operation's shape and cost, checked before planning.
 //! - [`persisted`]: automatic persisted queries and trusted documents.
 //! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
+//! - [`traffic`]: subgraph replicas, balancing, health, retries, breakers and bulkheads.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
@@ -45,6 +46,7 @@ pub mod request;
 mod schema;
 mod selection;
 mod subscription;
+pub mod traffic;
 pub mod transport;
 mod upload;
 pub mod value;

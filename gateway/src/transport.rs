@@ -5,11 +5,15 @@
 //! [`SubgraphTransport`]. Transport errors are internal (they may name hosts and URLs); the
 //! executor turns them into client-safe GraphQL errors and logs the details.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::traffic::{
+    ReplicaConfig, SubgraphUrl, TrafficConfig, Upstream, UpstreamSpec, Upstreams,
+};
 pub use crate::upload::SubgraphUploads;
 use crate::value::Value as ResponseValue;
 
@@ -24,6 +28,9 @@ pub struct SubgraphRequest {
     pub headers: http::HeaderMap,
     /// Files for this request (GraphQL multipart request), streamed from the client.
     pub uploads: Option<SubgraphUploads>,
+    /// Whether sending it twice does no harm: true for queries and entity fetches, false
+    /// for a mutation's root fetch (see [`crate::traffic::RetryPolicy`]).
+    pub idempotent: bool,
     /// The JSON body, encoded once (deduplication keys on it, HTTP sends it).
     pub(crate) encoded: std::sync::OnceLock<bytes::Bytes>,
 }
@@ -53,6 +60,7 @@ impl SubgraphRequest {
             variables,
             headers,
             uploads: None,
+            idempotent: true,
             encoded: Default::default(),
         }
     }
@@ -90,8 +98,43 @@ pub enum TransportError {
     Status { status: u16 },
     #[error("invalid response body: {0}")]
     InvalidResponse(String),
+    /// The subgraph's circuit breaker is open: its fetches fail at once for a while.
+    #[error("circuit open for another {retry_after:?}")]
+    CircuitOpen { retry_after: Duration },
+    /// The subgraph's bulkhead is full (fetches in flight and waiting).
+    #[error("too many fetches in flight and waiting")]
+    Overloaded,
     #[error("{0}")]
     Other(String),
+}
+
+impl TransportError {
+    /// Whether this says the subgraph (replica) could not answer, as opposed to the
+    /// gateway refusing to ask it or the subgraph refusing the request.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            TransportError::Timeout
+            | TransportError::Connect(_)
+            | TransportError::InvalidResponse(_)
+            | TransportError::Other(_) => true,
+            TransportError::Status { status } => *status >= 500 || *status == 429,
+            TransportError::UnknownSubgraph(_)
+            | TransportError::CircuitOpen { .. }
+            | TransportError::Overloaded => false,
+        }
+    }
+
+    /// Whether a fetch that failed like this may be sent again: when it never reached the
+    /// subgraph (no connection), or when it is `idempotent` and failed in transit or with
+    /// a status that says "try elsewhere". A timeout is not retried: the fetch's time is up.
+    pub fn retryable(&self, idempotent: bool) -> bool {
+        match self {
+            TransportError::Connect(_) => true,
+            TransportError::Other(_) | TransportError::InvalidResponse(_) => idempotent,
+            TransportError::Status { status } => idempotent && matches!(status, 502..=504),
+            _ => false,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -122,12 +165,13 @@ pub trait SubgraphTransport: Send + Sync + 'static {
 pub type ResponseStream =
     futures::stream::BoxStream<'static, Result<ResponseValue, TransportError>>;
 
-/// GraphQL over HTTP POST with pooled keep-alive connections.
+/// GraphQL over HTTP POST with pooled keep-alive connections, to one of each subgraph's
+/// replicas (see [`crate::traffic`] for balancing, retries, breakers and bulkheads).
 ///
 /// HTTPS subgraphs that offer HTTP/2 (ALPN `h2`) are spoken to in HTTP/2, others in
 /// HTTP/1.1. Cleartext HTTP cannot advertise HTTP/2, so subgraphs known to speak it without
 /// TLS (h2c) are listed in `GatewayConfig::h2c_subgraphs` and get a prior-knowledge client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     h2c_client: reqwest::Client,
@@ -135,26 +179,36 @@ pub struct HttpTransport {
     /// long as its subscribers), only on connecting and on silence between chunks.
     stream_client: reqwest::Client,
     h2c_stream_client: reqwest::Client,
-    /// Subgraph name -> endpoint URL.
-    /// Subgraph name -> endpoint URL, parsed once (a request only clones it).
-    urls: HashMap<String, SubgraphUrl>,
-    h2c: HashSet<String>,
+    /// Subgraph name -> its replicas and their state.
+    upstreams: HashMap<String, Arc<Upstream>>,
 }
 
-#[derive(Debug, Clone)]
-struct SubgraphUrl {
-    text: String,
-    /// `None` when the URL does not parse: each request then fails with the reason.
-    parsed: Option<reqwest::Url>,
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("subgraphs", &self.upstreams.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP subgraph for [`HttpTransport::new`].
+pub(crate) struct HttpSubgraph {
+    pub name: String,
+    pub replicas: Vec<ReplicaConfig>,
+    /// Bound of one fetch, retries included.
+    pub timeout: Duration,
+    pub h2c: bool,
 }
 
 impl HttpTransport {
-    /// `timeout` bounds each whole request (connect, send, receive); `ca_pem` adds trusted
-    /// certificate authorities (PEM, one or more) for HTTPS subgraphs.
-    pub fn new(
-        urls: HashMap<String, String>,
+    /// `timeout` is the default bound of each request (connect, send, receive); `ca_pem`
+    /// adds trusted certificate authorities (PEM, one or more) for HTTPS subgraphs.
+    /// Upstreams come from `registry`, so their state outlives this transport.
+    pub(crate) fn new(
+        subgraphs: Vec<HttpSubgraph>,
+        traffic: &TrafficConfig,
+        registry: &Upstreams,
         timeout: Duration,
-        h2c: HashSet<String>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, reqwest::Error> {
         let authorities = match ca_pem {
@@ -177,24 +231,34 @@ impl HttpTransport {
         // Subgraphs send a heartbeat at least every `STREAM_HEARTBEAT`; longer silence
         // means a dead connection.
         let streaming = || base().read_timeout(STREAM_SILENCE);
+        let client = builder().build()?;
+        let h2c_client = builder().http2_prior_knowledge().build()?;
+        let upstreams = subgraphs
+            .into_iter()
+            .map(|subgraph| {
+                let spec = UpstreamSpec {
+                    subgraph: &subgraph.name,
+                    replicas: subgraph.replicas,
+                    timeout: subgraph.timeout,
+                    h2c: subgraph.h2c,
+                    client: if subgraph.h2c { &h2c_client } else { &client },
+                };
+                (subgraph.name.clone(), registry.get(spec, traffic))
+            })
+            .collect();
         Ok(Self {
-            client: builder().build()?,
-            h2c_client: builder().http2_prior_knowledge().build()?,
+            client,
+            h2c_client,
             stream_client: streaming().build()?,
             h2c_stream_client: streaming().http2_prior_knowledge().build()?,
-            urls: urls
-                .into_iter()
-                .map(|(name, text)| {
-                    let parsed = reqwest::Url::parse(&text).ok();
-                    (name, SubgraphUrl { text, parsed })
-                })
-                .collect(),
-            h2c,
+            upstreams,
         })
     }
 
-    pub fn url(&self, subgraph: &str) -> Option<&str> {
-        self.urls.get(subgraph).map(|url| url.text.as_str())
+    fn upstream(&self, subgraph: &str) -> Result<&Arc<Upstream>, TransportError> {
+        self.upstreams
+            .get(subgraph)
+            .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_string()))
     }
 }
 
@@ -214,13 +278,49 @@ impl SubgraphTransport for HttpTransport {
     }
 
     async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
-        let url = self
-            .urls
-            .get(&request.subgraph)
-            .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
+        let upstream = self.upstream(&request.subgraph)?;
+        let admitted = upstream.admit().await?;
+        // Files are read from the client once: such a request cannot be sent again.
+        let replayable = request.uploads.is_none();
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let attempt = upstream.attempt(&request.headers, &tried);
+            tried.push(attempt.index);
+            let result = self.send(upstream, attempt.url(), &request).await;
+            let failed = matches!(&result, Err(error) if error.is_failure());
+            attempt.settle(failed);
+            match result {
+                Err(error)
+                    if replayable
+                        && upstream.retry(&error, request.idempotent, tried.len() as u32) =>
+                {
+                    tracing::debug!(subgraph = %request.subgraph, %error, "retrying the fetch");
+                    if tried.len() >= upstream.replicas.len() {
+                        // The same replica again: give it a moment.
+                        let pause = 20 * tried.len() as u64 + rand::random::<u64>() % 20;
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                result => {
+                    admitted.settle(failed);
+                    return result;
+                }
+            }
+        }
+    }
+}
+
+impl HttpTransport {
+    /// One try of `request` on the replica at `url`.
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        url: &SubgraphUrl,
+        request: &SubgraphRequest,
+    ) -> Result<ResponseValue, TransportError> {
         let body = request.encoded();
-        let subgraph = request.subgraph;
-        let mut headers = request.headers;
+        let subgraph = &request.subgraph;
+        let mut headers = request.headers.clone();
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -253,7 +353,7 @@ impl SubgraphTransport for HttpTransport {
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/graphql-response+json, application/json"),
         );
-        let client = if self.h2c.contains(&subgraph) {
+        let client = if upstream.h2c {
             &self.h2c_client
         } else {
             &self.client
@@ -264,6 +364,7 @@ impl SubgraphTransport for HttpTransport {
         };
         let response = builder
             .headers(headers)
+            .timeout(upstream.timeout)
             .body(payload)
             .send()
             .await
@@ -310,11 +411,12 @@ impl HttpTransport {
     ) -> Result<ResponseStream, TransportError> {
         use eventsource_stream::Eventsource as _;
         use futures::StreamExt as _;
-        let url = self
-            .urls
-            .get(&request.subgraph)
-            .ok_or_else(|| TransportError::UnknownSubgraph(request.subgraph.clone()))?;
-        let client = if self.h2c.contains(&request.subgraph) {
+        let upstream = self.upstream(&request.subgraph)?;
+        // No breaker or retries here: a subscription that cannot open is reopened by the
+        // subscription layer, with its own backoff. The replica is balanced like a fetch.
+        let attempt = upstream.attempt(&request.headers, &[]);
+        let url = attempt.url();
+        let client = if upstream.h2c {
             &self.h2c_stream_client
         } else {
             &self.stream_client
@@ -337,7 +439,9 @@ impl HttpTransport {
             .body(reqwest::Body::from(request.encoded()))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(classify);
+        attempt.settle(response.is_err());
+        let response = response?;
         let status = response.status();
         let is_stream = response
             .headers()

@@ -154,6 +154,7 @@ mod tests {
             variables: variables.as_object().cloned().unwrap_or_else(Map::new),
             headers,
             uploads: None,
+            idempotent: true,
             encoded: Default::default(),
         }
     }

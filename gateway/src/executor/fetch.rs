@@ -25,6 +25,10 @@ use crate::value::Value;
 pub(crate) enum FetchFailure {
     TimedOut,
     Failed,
+    /// The subgraph's circuit breaker is open for this many more seconds.
+    CircuitOpen(u64),
+    /// The subgraph's bulkhead is full.
+    Overloaded,
 }
 
 /// Per `_entities` field: the deduplicated representations and where each result goes.
@@ -57,7 +61,7 @@ impl Execution<'_> {
     pub(super) async fn root_fetch(&self, fetch: &RootFetch) -> Duration {
         let span = tracing::info_span!("subgraph_fetch", subgraph = %fetch.subgraph, kind = "root");
         // Built inside the span, so a request hook injects this fetch as the parent.
-        let request = span.in_scope(|| {
+        let mut request = span.in_scope(|| {
             self.request(
                 &fetch.subgraph,
                 &fetch.operation,
@@ -65,6 +69,8 @@ impl Execution<'_> {
                 Map::new(),
             )
         });
+        // A mutation's root fetch may have applied even when its answer was lost.
+        request.idempotent = !self.mutation;
         let error_path: Vec<PathSegment> = fetch
             .root_keys
             .first()
@@ -378,6 +384,7 @@ impl Execution<'_> {
             variables,
             headers,
             uploads,
+            idempotent: true,
             encoded: Default::default(),
         }
     }
@@ -385,6 +392,12 @@ impl Execution<'_> {
     /// Calls the subgraph, or joins an identical in-flight call when this execution may;
     /// a failure has already been logged with its internal details.
     async fn call(&self, request: SubgraphRequest) -> Result<Arc<Value>, FetchFailure> {
+        let timeout = self
+            .transports
+            .timeouts
+            .get(&request.subgraph)
+            .copied()
+            .unwrap_or(self.timeout);
         if request.uploads.is_some() {
             let transport = self.transports.get(&request.subgraph);
             if !transport.supports_uploads() {
@@ -392,25 +405,17 @@ impl Execution<'_> {
                 return Err(FetchFailure::Failed);
             }
             // Never shared: the files can be read once.
-            return call_transport(transport, request, self.timeout)
+            return call_transport(transport, request, timeout)
                 .await
                 .map(Arc::new);
         }
         let Some(dedupe) = self.dedupe else {
-            return call_transport(
-                self.transports.get(&request.subgraph),
-                request,
-                self.timeout,
-            )
-            .await
-            .map(Arc::new);
+            return call_transport(self.transports.get(&request.subgraph), request, timeout)
+                .await
+                .map(Arc::new);
         };
         let key = dedupe::Key::of(&request, &dedupe.ignored_headers);
-        let fetch = call_transport(
-            self.transports.get(&request.subgraph),
-            request,
-            self.timeout,
-        );
+        let fetch = call_transport(self.transports.get(&request.subgraph), request, timeout);
         let (result, sent) = dedupe.run(key, fetch.boxed()).await;
         if !sent {
             tracing::debug!("shared an identical in-flight subgraph request");
@@ -433,6 +438,17 @@ impl Execution<'_> {
                 GraphQLError::new(format!("Request to subgraph \"{subgraph}\" failed."))
                     .with_code(codes::SUBGRAPH_REQUEST_FAILED)
             }
+            FetchFailure::CircuitOpen(retry_after) => GraphQLError::new(format!(
+                "Subgraph \"{subgraph}\" is unavailable: too many of its requests failed in a \
+                 row. Try again in {retry_after} s."
+            ))
+            .with_code(codes::SUBGRAPH_CIRCUIT_OPEN)
+            .with_extension("retryAfter", serde_json::Value::from(retry_after)),
+            FetchFailure::Overloaded => GraphQLError::new(format!(
+                "Subgraph \"{subgraph}\" is busy: too many requests are waiting for it. Try \
+                 again shortly."
+            ))
+            .with_code(codes::SUBGRAPH_OVERLOADED),
         }
         .with_extension(
             "serviceName",
@@ -506,6 +522,8 @@ async fn call_transport(
     let measured = match &outcome {
         Ok(Value::Object(_)) => "ok",
         Err(TransportError::Timeout) => "timeout",
+        Err(TransportError::CircuitOpen { .. }) => "circuit_open",
+        Err(TransportError::Overloaded) => "overloaded",
         _ => "failed",
     };
     crate::measure::subgraph_call(&subgraph, measured, started.elapsed());
@@ -518,6 +536,17 @@ async fn call_transport(
         Err(TransportError::Timeout) => {
             tracing::warn!(%subgraph, ?timeout, "subgraph request timed out");
             Err(FetchFailure::TimedOut)
+        }
+        Err(TransportError::CircuitOpen { retry_after }) => {
+            tracing::debug!(%subgraph, "circuit open: fetch refused");
+            // Rounded up: "try again in 0 s" would be a lie.
+            Err(FetchFailure::CircuitOpen(
+                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            ))
+        }
+        Err(TransportError::Overloaded) => {
+            tracing::warn!(%subgraph, "subgraph bulkhead full: fetch refused");
+            Err(FetchFailure::Overloaded)
         }
         Err(error) => {
             tracing::warn!(%subgraph, %error, "subgraph request failed");

@@ -42,6 +42,8 @@ pub type SpanHook = Arc<dyn Fn(&tracing::Span, &http::HeaderMap) + Send + Sync>;
 pub(crate) struct Transports {
     pub explicit: HashMap<String, Arc<dyn SubgraphTransport>>,
     pub http: Arc<HttpTransport>,
+    /// Subgraphs whose fetches have their own bound (the rest: `FetchOptions::timeout`).
+    pub timeouts: HashMap<String, Duration>,
 }
 
 impl Transports {
@@ -59,6 +61,8 @@ pub(crate) struct FetchOptions<'a> {
     pub headers: http::HeaderMap,
     pub request_hook: Option<RequestHook>,
     pub timeout: Duration,
+    /// Whether the operation is a mutation: its root fetches must not be sent twice.
+    pub mutation: bool,
     /// Set when this execution's subgraph queries may be shared with identical in-flight
     /// ones (query operations only: a mutation's fetches must all run).
     pub dedupe: Option<&'a SubgraphDedupe>,
@@ -84,6 +88,7 @@ pub(crate) struct Execution<'a> {
     pub headers: http::HeaderMap,
     pub request_hook: Option<RequestHook>,
     pub timeout: Duration,
+    pub mutation: bool,
     pub dedupe: Option<&'a SubgraphDedupe>,
     pub uploads: Option<(Vec<String>, SubgraphUploads)>,
     pub data: Mutex<Value>,
@@ -107,6 +112,7 @@ impl<'a> Execution<'a> {
             headers: options.headers,
             request_hook: options.request_hook,
             timeout: options.timeout,
+            mutation: options.mutation,
             dedupe: options.dedupe,
             uploads: options.uploads,
             data: Mutex::new(Value::Object(Object::new())),

@@ -87,14 +87,8 @@ impl Fleet {
         };
         let mut transports: HashMap<String, Arc<dyn SubgraphTransport>> = HashMap::new();
         for p in &self.services {
-            // A configured URL override means: reach this subgraph over HTTP.
-            if self
-                .infra
-                .config
-                .gateway
-                .subgraph_urls
-                .contains_key(p.name.as_str())
-            {
+            // A configured URL (or replicas) means: reach this subgraph over HTTP.
+            if crate::subgraph_traffic::configured_url(&self.infra.config, p.name).is_some() {
                 continue;
             }
             transports.insert(
@@ -146,6 +140,7 @@ pub fn gateway_config(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        traffic: crate::subgraph_traffic::traffic_config(config)?,
         request_hook: Some(Arc::new(flowfleet_runtime::telemetry::inject_headers)),
         span_hook: Some(Arc::new(
             flowfleet_runtime::telemetry::set_parent_from_headers,

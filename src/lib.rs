@@ -12,3 +12,4 @@ pub mod jwks;
 pub mod processes;
 pub mod proxy;
 pub mod services;
+pub mod subgraph_traffic;

@@ -165,11 +165,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|s| flowfleet_gateway::SubgraphEndpoint {
                 name: s.as_str().to_string(),
-                url: config
-                    .gateway
-                    .subgraph_urls
-                    .get(s.as_str())
-                    .cloned()
+                url: crate::subgraph_traffic::configured_url(&config, *s)
                     .unwrap_or_else(|| format!("{}/graphql", config.service(*s).http_url)),
             })
             .collect();

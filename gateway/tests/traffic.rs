@@ -460,6 +460,17 @@ async fn retries_stay_within_their_budget() {
 
 #[tokio::test]
 async fn a_subgraph_down_opens_its_breaker_and_probes_close_it_once_it_answers() {
+    // This test's runtime has one thread, so everything the gateway records lands here.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let gauge = |metrics: &metrics_exporter_prometheus::PrometheusHandle| {
+        let series = r#"flowfleet_gateway_subgraph_breaker_state{subgraph="echo"} "#;
+        metrics
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.parse::<f64>().ok())
+    };
     let mut only = Replica::start("only", Duration::ZERO).await;
     let mut config = traffic(&[&only], Balance::RoundRobin);
     config.breaker = BreakerConfig {
@@ -478,6 +489,10 @@ async fn a_subgraph_down_opens_its_breaker_and_probes_close_it_once_it_answers()
     assert_eq!(code(&refused), "SUBGRAPH_CIRCUIT_OPEN", "{refused}");
     assert_eq!(refused["errors"][0]["extensions"]["retryAfter"], 1);
     assert_eq!(refused["errors"][0]["extensions"]["serviceName"], "echo");
+    assert_eq!(gauge(&metrics), Some(2.0), "open, in /metrics");
+    assert!(metrics.render().contains(
+        r#"flowfleet_gateway_subgraph_rejected_total{subgraph="echo",reason="circuit_open"} 1"#
+    ));
 
     // Back up, but the breaker is still open: the replica hears nothing.
     only.restart().await;
@@ -489,6 +504,7 @@ async fn a_subgraph_down_opens_its_breaker_and_probes_close_it_once_it_answers()
     for n in 7..12 {
         assert_eq!(name(&whoami(&base, n).await), "only", "probes, then closed");
     }
+    assert_eq!(gauge(&metrics), Some(0.0), "closed, in /metrics");
 }
 
 #[tokio::test]

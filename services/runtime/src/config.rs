@@ -13,10 +13,12 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod edge;
+mod traffic;
 pub use edge::{
     CorsSettings, DemandControlConfig, EffectiveRateLimits, PersistedQueriesConfig,
     RateLimitsConfig,
 };
+pub use traffic::{SubgraphTrafficSettings, TrafficSettings};
 
 /// Which infrastructure backs the fleet. The code path is the same; only the
 /// implementations behind the store, queue, cache and blob traits differ.
@@ -244,7 +246,8 @@ pub struct GatewayConfig {
     /// other peer, `X-Forwarded-For` is ignored, so clients cannot pick their own address.
     pub trusted_proxies: Vec<String>,
     pub subgraph_timeout_ms: u64,
-    /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint).
+    /// Per-subgraph URL overrides (subgraph name → URL of its GraphQL endpoint). Several
+    /// replicas of one subgraph go in `[gateway.traffic.subgraphs.<name>] urls`.
     pub subgraph_urls: BTreeMap<String, String>,
     /// Streaming connections (WebSocket, SSE, multipart) open at once in one gateway.
     pub subscription_max_connections: usize,
@@ -268,6 +271,9 @@ pub struct GatewayConfig {
     pub demand_control: DemandControlConfig,
     /// Automatic persisted queries and trusted documents (`[gateway.persisted_queries]`).
     pub persisted_queries: PersistedQueriesConfig,
+    /// Subgraph replicas, balancing, health checks, retries, breakers, bulkheads
+    /// (`[gateway.traffic]`).
+    pub traffic: TrafficSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -574,6 +580,7 @@ impl Default for GatewayConfig {
             cors: CorsSettings::default(),
             demand_control: DemandControlConfig::default(),
             persisted_queries: PersistedQueriesConfig::default(),
+            traffic: TrafficSettings::default(),
         }
     }
 }

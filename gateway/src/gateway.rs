@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::admission::append_errors;
 use crate::authorization::{Access, AccessCheck, AccessModel, Filtered, PolicyHook};
+use crate::cache::ResponseCache;
 use crate::demand::cost::CostModel;
 use crate::demand::DemandControl;
 use crate::error::{GatewayError, GraphQLError, RequestError};
@@ -41,6 +42,8 @@ pub struct GatewayConfig {
     /// Replicas, balancing, health checks, retries, breakers and bulkheads of HTTP
     /// subgraphs; a subgraph with replicas here is not reached at its one URL.
     pub traffic: crate::traffic::TrafficConfig,
+    /// Which subgraph answers may be kept, and where (off by default).
+    pub response_cache: crate::cache::CacheConfig,
     /// Subgraphs reached over cleartext HTTP/2 (h2c, prior knowledge). HTTPS subgraphs get
     /// HTTP/2 by ALPN without being listed.
     pub h2c_subgraphs: HashSet<String>,
@@ -98,6 +101,7 @@ impl Default for GatewayConfig {
             subgraph_timeout: Duration::from_secs(30),
             url_overrides: HashMap::new(),
             traffic: Default::default(),
+            response_cache: Default::default(),
             h2c_subgraphs: HashSet::new(),
             subgraph_ca_pem: None,
             server_timing: false,
@@ -133,6 +137,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("subgraph_timeout", &self.subgraph_timeout)
             .field("url_overrides", &self.url_overrides)
             .field("traffic", &self.traffic)
+            .field("response_cache", &self.response_cache)
             .field("h2c_subgraphs", &self.h2c_subgraphs)
             .field(
                 "subgraph_ca_pem",
@@ -209,6 +214,8 @@ struct Shared {
     dedupe: Option<SubgraphDedupe>,
     /// HTTP subgraphs' replicas and their state, kept across reloads.
     upstreams: Arc<Upstreams>,
+    /// Answers of cacheable fetches (kept across reloads; evicted by events).
+    cache: ResponseCache,
     pub(crate) subscriptions: Subscriptions,
     operation_labels: OperationLabels,
     readiness: crate::http::ready::Readiness,
@@ -364,6 +371,7 @@ impl Gateway {
         Ok(Self {
             shared: Arc::new(Shared {
                 upstreams,
+                cache: ResponseCache::new(config.response_cache.clone()),
                 current: ArcSwap::from_pointee(supergraph),
                 dedupe: config
                     .dedupe_subgraph_requests
@@ -392,10 +400,27 @@ impl Gateway {
             &self.shared.upstreams,
         )?;
         self.shared.current.store(Arc::new(next));
+        // Verdicts depend on the schema; kept answers stay until their age or an event.
+        self.shared.cache.reloaded();
         // Open subscriptions re-check their operation against the new supergraph.
         self.shared.subscriptions.reloaded();
         tracing::info!(subgraphs = ?self.subgraph_names(), "supergraph reloaded");
         Ok(true)
+    }
+
+    /// Evicts the cached answers about the entity `typename` with `id` (and those that
+    /// select its type under another one), here and in the shared store. Called for the
+    /// services' events (`workflow.published` evicts that workflow).
+    pub async fn invalidate(&self, typename: &str, id: &str) {
+        let tags = [crate::cache::entity_tag(typename, id), typename.to_string()];
+        self.shared.cache.invalidate(&tags).await;
+    }
+
+    /// Evicts every private cached answer: called when who may see what changes (a member
+    /// removed or given another role, a user deleted).
+    pub async fn invalidate_private(&self) {
+        let tags = [crate::cache::PRIVATE_TAG.to_string()];
+        self.shared.cache.invalidate(&tags).await;
     }
 
     /// The supergraph SDL being served.
@@ -669,6 +694,8 @@ impl Gateway {
                 request_hook: config.request_hook.clone(),
                 timeout: config.subgraph_timeout,
                 mutation: operation.kind == OperationKind::Mutation,
+                cache: (operation.kind == OperationKind::Query && self.shared.cache.is_on())
+                    .then_some(&self.shared.cache),
                 // A subscription's per-event fetches are queries too.
                 dedupe: self
                     .shared

@@ -18,12 +18,14 @@
 //! - [`demand`]: limits on an operation's shape and cost, checked before planning.
 //! - [`persisted`]: automatic persisted queries and trusted documents.
 //! - [`rate_limit`]: token buckets per client, user and API key, local or shared.
+//! - [`cache`]: the response cache (subgraph answers kept by policy, evicted by events).
 //! - [`traffic`]: subgraph replicas, balancing, health, retries, breakers and bulkheads.
 //! - [`http`]: GraphQL over HTTP, stage by stage, and graceful serving.
 //! - [`reload`]: watching the supergraph's source and swapping it in without dropping requests.
 
 mod admission;
 pub mod authorization;
+pub mod cache;
 pub mod compose;
 mod defer;
 pub mod demand;

@@ -22,6 +22,14 @@ impl TypeRef {
         matches!(self, TypeRef::NonNull(_))
     }
 
+    /// The named type inside the list and non-null wrappers.
+    pub fn named(&self) -> &str {
+        match self {
+            TypeRef::Named(name) => name,
+            TypeRef::List(inner) | TypeRef::NonNull(inner) => inner.named(),
+        }
+    }
+
     fn from_ast(ty: &s::Type<'static, String>) -> Self {
         match ty {
             s::Type::NamedType(name) => TypeRef::Named(name.clone()),

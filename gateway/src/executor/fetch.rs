@@ -392,6 +392,25 @@ impl Execution<'_> {
     /// Calls the subgraph, or joins an identical in-flight call when this execution may;
     /// a failure has already been logged with its internal details.
     async fn call(&self, request: SubgraphRequest) -> Result<Arc<Value>, FetchFailure> {
+        let Some(cache) = self.cache else {
+            return self.call_subgraph(request).await;
+        };
+        let caller = self.headers.get(http::header::AUTHORIZATION);
+        let Some(cacheable) = cache.cacheable(&request, self.schema, caller) else {
+            return self.call_subgraph(request).await;
+        };
+        if let Some(kept) = cache.get(&cacheable).await {
+            return Ok(kept);
+        }
+        let answer = self.call_subgraph(request).await;
+        if let Ok(value) = &answer {
+            cache.put(cacheable, value).await;
+        }
+        answer
+    }
+
+    /// [`Self::call`] without the cache.
+    async fn call_subgraph(&self, request: SubgraphRequest) -> Result<Arc<Value>, FetchFailure> {
         let timeout = self
             .transports
             .timeouts

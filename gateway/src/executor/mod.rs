@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, BoxFuture};
 use serde_json::Map;
 
+use crate::cache::ResponseCache;
 use crate::error::GraphQLError;
 use crate::plan::{Plan, PlanNode};
 use crate::schema::SchemaModel;
@@ -68,6 +69,9 @@ pub(crate) struct FetchOptions<'a> {
     pub dedupe: Option<&'a SubgraphDedupe>,
     /// Files of an upload request and the variables holding them.
     pub uploads: Option<(Vec<String>, SubgraphUploads)>,
+    /// Set when this execution's fetches may be answered from the response cache (query
+    /// operations only).
+    pub cache: Option<&'a ResponseCache>,
 }
 
 /// How long a plan node took, and how much of that was spent waiting for subgraphs along
@@ -91,6 +95,7 @@ pub(crate) struct Execution<'a> {
     pub mutation: bool,
     pub dedupe: Option<&'a SubgraphDedupe>,
     pub uploads: Option<(Vec<String>, SubgraphUploads)>,
+    pub cache: Option<&'a ResponseCache>,
     pub data: Mutex<Value>,
     pub errors: Mutex<Vec<GraphQLError>>,
     /// Signalled each time a fetch has merged its result (or recorded its failure): for a
@@ -115,6 +120,7 @@ impl<'a> Execution<'a> {
             mutation: options.mutation,
             dedupe: options.dedupe,
             uploads: options.uploads,
+            cache: options.cache,
             data: Mutex::new(Value::Object(Object::new())),
             errors: Mutex::new(Vec::new()),
             fetched: tokio::sync::Notify::new(),

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use flowfleet_gateway::cache::{CacheConfig, CachePolicy, CacheStore, Scope};
 use flowfleet_gateway::demand::DemandControl;
 use flowfleet_gateway::http::CorsConfig;
 use flowfleet_gateway::persisted::{PersistedConfig, TrustedDocuments, TrustedMode};
 use flowfleet_gateway::rate_limit::{RateLimitConfig, RateLimiter};
 use flowfleet_runtime::config::{Config, Mode};
 
-use crate::edge_redis::{RedisBuckets, RedisDocuments, SharedRedis};
+use crate::edge_redis::{RedisBuckets, RedisDocuments, RedisResponses, SharedRedis};
 
 /// Whether a piece set to `store` (`auto`, `local`, `redis`) keeps its state in Redis.
 fn in_redis(config: &Config, setting: &str, store: &str) -> anyhow::Result<bool> {
@@ -32,6 +33,7 @@ fn in_redis(config: &Config, setting: &str, store: &str) -> anyhow::Result<bool>
 /// pieces that use it.
 pub struct Edge {
     pub rate_limiter: RateLimiter,
+    pub response_cache: CacheConfig,
     pub cors: CorsConfig,
     pub demand: DemandControl,
     pub persisted: PersistedConfig,
@@ -93,7 +95,40 @@ impl Edge {
                 ..PersistedConfig::default()
             }
         };
+        let response_cache = {
+            let settings = &config.gateway.response_cache;
+            let mut policies = std::collections::HashMap::new();
+            if settings.enabled {
+                for (name, policy) in &settings.policies {
+                    let scope = match policy.scope.as_str() {
+                        "public" => Scope::Public,
+                        "private" => Scope::Private,
+                        other => anyhow::bail!(
+                            "gateway.response_cache.policies.\"{name}\".scope is `{other}`; use `public` or `private`"
+                        ),
+                    };
+                    if policy.max_age_secs > 0 {
+                        let max_age = Duration::from_secs(policy.max_age_secs);
+                        policies.insert(name.clone(), CachePolicy { max_age, scope });
+                    }
+                }
+            }
+            let store = if settings.enabled
+                && in_redis(config, "gateway.response_cache.store", &settings.store)?
+            {
+                Some(Arc::new(RedisResponses::new(shared()?)) as Arc<dyn CacheStore>)
+            } else {
+                None
+            };
+            CacheConfig {
+                policies,
+                max_entries: settings.max_entries,
+                store,
+                store_timeout: Duration::from_millis(settings.store_timeout_ms.max(1)),
+            }
+        };
         Ok(Edge {
+            response_cache,
             rate_limiter,
             cors: cors(&config.gateway.cors)?,
             demand: demand(&config.gateway.demand_control),

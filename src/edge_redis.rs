@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use flowfleet_gateway::cache::{CacheStore, CacheStoreError};
 use flowfleet_gateway::persisted::{DocumentStore, DocumentStoreError};
 use flowfleet_gateway::rate_limit::{BucketStore, Decision, StoreError, Take};
 use redis::aio::ConnectionManager;
@@ -184,5 +185,104 @@ impl DocumentStore for RedisDocuments {
             .query_async::<()>(&mut connection)
             .await
             .map_err(|e| DocumentStoreError(e.to_string()))
+    }
+}
+
+/// The response cache's shared level: each answer under `rc:<key>` with its age as TTL,
+/// and per tag a set `rc:tag:<tag>` of the keys carrying it (living as long as the longest
+/// answer added to it). Evicting a tag deletes its keys and the set in one script, so an
+/// answer stored while a tag is evicted is either gone or was stored after the eviction.
+pub struct RedisResponses {
+    redis: SharedRedis,
+    put: redis::Script,
+    evict: redis::Script,
+}
+
+/// KEYS: the answer's key, then its tag sets; ARGV: the value, the TTL in ms.
+const PUT_RESPONSE: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
+return 1
+"#;
+
+/// KEYS: tag sets. Deletes every key they list, then the sets.
+const EVICT_TAGS: &str = r#"
+for i = 1, #KEYS do
+  local keys = redis.call('SMEMBERS', KEYS[i])
+  for _, key in ipairs(keys) do
+    redis.call('DEL', key)
+  end
+  redis.call('DEL', KEYS[i])
+end
+return 1
+"#;
+
+impl RedisResponses {
+    pub fn new(redis: SharedRedis) -> Self {
+        RedisResponses {
+            redis,
+            put: redis::Script::new(PUT_RESPONSE),
+            evict: redis::Script::new(EVICT_TAGS),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}rc:{key}", self.redis.prefix)
+    }
+
+    fn tag(&self, tag: &str) -> String {
+        format!("{}rc:tag:{tag}", self.redis.prefix)
+    }
+}
+
+#[async_trait]
+impl CacheStore for RedisResponses {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheStoreError> {
+        let mut connection = self.redis.connection().map_err(CacheStoreError)?;
+        redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| CacheStoreError(e.to_string()))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), CacheStoreError> {
+        let mut connection = self.redis.connection().map_err(CacheStoreError)?;
+        let mut invocation = self.put.prepare_invoke();
+        invocation.key(self.key(key));
+        for tag in tags {
+            invocation.key(self.tag(tag));
+        }
+        invocation
+            .arg(value)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| CacheStoreError(e.to_string()))
+    }
+
+    async fn invalidate(&self, tags: &[String]) -> Result<(), CacheStoreError> {
+        let mut connection = self.redis.connection().map_err(CacheStoreError)?;
+        let mut invocation = self.evict.prepare_invoke();
+        for tag in tags {
+            invocation.key(self.tag(tag));
+        }
+        invocation
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| CacheStoreError(e.to_string()))
     }
 }

@@ -96,11 +96,18 @@ impl Fleet {
                 Arc::new(InProcess(p.subgraph.clone())),
             );
         }
-        Ok(Gateway::new(
+        let gateway = Gateway::new(
             &sdl,
             gateway_config(&self.infra.config, self.infra.verifier.clone())?,
             transports,
-        )?)
+        )?;
+        // Cached answers are evicted by the fleet's events.
+        crate::cache_events::spawn(
+            gateway.clone(),
+            self.infra.bus.clone(),
+            self.infra.shutdown.clone(),
+        );
+        Ok(gateway)
     }
 }
 
@@ -177,6 +184,7 @@ pub fn gateway_config(
         cors: edge.cors,
         demand: edge.demand,
         persisted: edge.persisted,
+        response_cache: edge.response_cache,
         access_check: Some(crate::edge_auth::access_check(verifier.clone())),
         policy: None,
     })

@@ -2,6 +2,7 @@
 //! their own process: [`fleet`] wires the six services, [`dev`] serves them behind the
 //! gateway, [`processes`] is each subcommand.
 
+pub mod cache_events;
 pub mod client_address;
 pub mod dev;
 pub mod edge_auth;

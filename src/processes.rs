@@ -189,6 +189,17 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         });
     }
     crate::edge_config::watch_trusted_documents(&gateway, &config, shutdown.clone());
+    // Cached answers are evicted by the fleet's events; without a broker, no cache.
+    if config.mode != Mode::Distributed || config.amqp.url.is_empty() {
+        gateway.set_cache_fed(false);
+    } else {
+        crate::cache_events::spawn_amqp(
+            gateway.clone(),
+            config.amqp.url.clone(),
+            config.amqp.exchange.clone(),
+            shutdown.clone(),
+        );
+    }
     if config.gateway.reload_interval_ms > 0 {
         let every = std::time::Duration::from_millis(config.gateway.reload_interval_ms);
         let stop = shutdown.clone();

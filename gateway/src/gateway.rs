@@ -416,6 +416,13 @@ impl Gateway {
         self.shared.cache.invalidate(&tags).await;
     }
 
+    /// Says whether the events that evict cached answers are arriving (see
+    /// [`Gateway::invalidate`]); while they are not, the response cache is bypassed.
+    /// A gateway starts fed.
+    pub fn set_cache_fed(&self, fed: bool) {
+        self.shared.cache.set_fed(fed);
+    }
+
     /// Evicts every private cached answer: called when who may see what changes (a member
     /// removed or given another role, a user deleted).
     pub async fn invalidate_private(&self) {
@@ -661,6 +668,12 @@ impl Gateway {
     ) -> ResponseJson {
         let execution = self.execution(supergraph, operation, variables, headers, uploads);
         let subgraph_wait = execution.run(&operation.plan).await;
+        if operation.kind == OperationKind::Mutation && self.shared.cache.is_on() {
+            // The caller reads their own writes; others once the services' events arrive.
+            let caller = headers.get(http::header::AUTHORIZATION);
+            let tags = [crate::cache::caller_tag(caller)];
+            self.shared.cache.invalidate(&tags).await;
+        }
         Self::respond(supergraph, operation, variables, execution, subgraph_wait)
     }
 

@@ -13,7 +13,8 @@
 //!
 //! Eviction: by age, by L1 capacity, and by tags. An entity fetch is tagged `Type:id` for
 //! each representation with an `id`; every answer is tagged with the object types it
-//! selects (`Type`); every private answer is tagged [`PRIVATE_TAG`].
+//! selects (`Type`); every private answer is tagged [`PRIVATE_TAG`] and with its
+//! credential, which that credential's mutations evict (read your own writes).
 //! [`ResponseCache::invalidate`] evicts tags from both levels: the services' events
 //! (`workflow.published` and the like) call it through [`crate::Gateway::invalidate`] and
 //! [`crate::Gateway::invalidate_private`].
@@ -103,6 +104,9 @@ pub(crate) struct ResponseCache {
     tagged: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     /// Operation text -> its verdict, per supergraph (cleared on reload).
     verdicts: moka::sync::Cache<String, Option<Arc<Verdict>>>,
+    /// Whether the events that evict answers are arriving ([`ResponseCache::set_fed`]):
+    /// without them nothing is served from or kept in the cache.
+    fed: std::sync::atomic::AtomicBool,
 }
 
 impl ResponseCache {
@@ -128,11 +132,25 @@ impl ResponseCache {
             l1,
             tagged,
             verdicts: moka::sync::Cache::new(10_000),
+            fed: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
     pub fn is_on(&self) -> bool {
-        self.config.is_on()
+        self.config.is_on() && self.fed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Says whether eviction events arrive. While they do not, the cache is bypassed; when
+    /// they come back, what this process kept is dropped (events may have been missed).
+    pub fn set_fed(&self, fed: bool) {
+        let was = self.fed.swap(fed, std::sync::atomic::Ordering::AcqRel);
+        if fed && !was {
+            self.l1.invalidate_all();
+            self.tagged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
     }
 
     /// Forgets the verdicts of the previous supergraph.
@@ -165,6 +183,7 @@ impl ResponseCache {
         let mut tags = tags(request, &verdict.types);
         if verdict.scope == Scope::Private {
             tags.push(PRIVATE_TAG.to_string());
+            tags.push(caller_tag(caller));
         }
         Some(Cacheable { key, tags, verdict })
     }
@@ -303,6 +322,13 @@ fn tags(request: &SubgraphRequest, types: &BTreeSet<String>) -> Vec<String> {
 /// Carried by every private answer: a change of who may see what (a member removed, a
 /// user deleted) evicts them all.
 pub const PRIVATE_TAG: &str = "(private)";
+
+/// Carried by the private answers of one credential: its own mutations evict them, so a
+/// person reads their own writes at once (others, once the services' events arrive).
+pub(crate) fn caller_tag(caller: Option<&http::HeaderValue>) -> String {
+    let digest = Sha256::digest(caller.map(|c| c.as_bytes()).unwrap_or(b"(anonymous)"));
+    format!("(caller:{})", hex::encode(&digest[..16]))
+}
 
 pub fn entity_tag(typename: &str, id: &str) -> String {
     format!("{typename}:{id}")

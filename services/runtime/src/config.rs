@@ -12,8 +12,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod cache;
 mod edge;
 mod traffic;
+pub use cache::{CachePolicySettings, ResponseCacheSettings};
 pub use edge::{
     CorsSettings, DemandControlConfig, EffectiveRateLimits, PersistedQueriesConfig,
     RateLimitsConfig,
@@ -274,6 +276,8 @@ pub struct GatewayConfig {
     /// Subgraph replicas, balancing, health checks, retries, breakers, bulkheads
     /// (`[gateway.traffic]`).
     pub traffic: TrafficSettings,
+    /// Which subgraph answers the gateway keeps (`[gateway.response_cache]`).
+    pub response_cache: ResponseCacheSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -581,6 +585,7 @@ impl Default for GatewayConfig {
             demand_control: DemandControlConfig::default(),
             persisted_queries: PersistedQueriesConfig::default(),
             traffic: TrafficSettings::default(),
+            response_cache: ResponseCacheSettings::default(),
         }
     }
 }

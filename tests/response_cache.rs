@@ -1,0 +1,99 @@
+//! The gateway's response cache in the fleet, in both runtimes (distributed: L2 in Redis,
+//! events over RabbitMQ): a workflow read twice is answered from the cache the second
+//! time; its owner reads their own publish at once; another credential sees it as soon as
+//! the `workflow.published` event arrives, not when the answer's 30 s run out.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use flowfleet_host::testing::Backend;
+use serde_json::{json, Value};
+use support::in_process::start;
+use support::Client;
+
+const READ: &str = "query($id: ID!) { workflow(id: $id) { id name status } }";
+
+/// Answers served from the cache so far (either level), from `/metrics`.
+fn hits() -> f64 {
+    let rendered = flowfleet_runtime::telemetry::metrics_handle().render();
+    rendered
+        .lines()
+        .filter(|line| {
+            line.starts_with("flowfleet_gateway_response_cache_lookups_total{")
+                && line.contains("hit_")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn status(client: &Client, workflow: &str) -> Value {
+    let read = client.ok(READ, json!({"id": workflow})).await;
+    read["workflow"]["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_workflows_are_evicted_by_their_owners_writes_and_by_events() {
+    for backend in Backend::all() {
+        hits();
+        let fleet = start(&backend).await;
+        let ada = fleet.sign_up("ada@example.com").await;
+        let ws = support::engine::workspace(&ada).await;
+        let definition = json!({
+            "nodes": [{"id": "greet", "type": "set", "config": {"value": {"greeting": "hello"}}}],
+            "edges": [],
+            "triggers": [{"kind": "MANUAL"}]
+        });
+        let created = ada
+            .client
+            .ok(
+                "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+                json!({"i": {"workspaceId": ws, "name": "Greeter", "definition": definition}}),
+            )
+            .await;
+        let workflow = created["createWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let key = ada
+            .client
+            .ok(
+                "mutation($w: ID!) { createApiKey(workspaceId: $w, name: \"dashboard\", role: VIEWER) { key } }",
+                json!({"w": ws}),
+            )
+            .await;
+        let mut dashboard = Client::new(&fleet.url);
+        dashboard.token = Some(key["createApiKey"]["key"].as_str().unwrap().into());
+
+        let before = hits();
+        assert_eq!(status(&dashboard, &workflow).await, "DRAFT");
+        assert_eq!(status(&dashboard, &workflow).await, "DRAFT");
+        assert_eq!(status(&ada.client, &workflow).await, "DRAFT");
+        assert_eq!(status(&ada.client, &workflow).await, "DRAFT");
+        assert_eq!(
+            hits() - before,
+            2.0,
+            "{backend:?}: second reads from the cache"
+        );
+
+        ada.client
+            .ok(
+                "mutation($id: ID!) { publishWorkflow(id: $id) { version } }",
+                json!({"id": workflow}),
+            )
+            .await;
+        assert_eq!(
+            status(&ada.client, &workflow).await,
+            "ACTIVE",
+            "{backend:?}: the owner reads their own write at once"
+        );
+        let published = Instant::now();
+        while status(&dashboard, &workflow).await != "ACTIVE" {
+            assert!(
+                published.elapsed() < Duration::from_secs(10),
+                "{backend:?}: the event did not evict the dashboard's cached answer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

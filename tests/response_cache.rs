@@ -14,17 +14,20 @@ use support::Client;
 
 const READ: &str = "query($id: ID!) { workflow(id: $id) { id name status } }";
 
-/// Answers served from the cache so far (either level), from `/metrics`.
-fn hits() -> f64 {
+/// Answers served from the cache so far whose lookup result starts with `result`
+/// (`hit_` for either level), from `/metrics`.
+fn lookups(result: &str) -> f64 {
     let rendered = flowfleet_runtime::telemetry::metrics_handle().render();
+    let prefix = format!("flowfleet_gateway_response_cache_lookups_total{{result=\"{result}");
     rendered
         .lines()
-        .filter(|line| {
-            line.starts_with("flowfleet_gateway_response_cache_lookups_total{")
-                && line.contains("hit_")
-        })
+        .filter(|line| line.starts_with(&prefix))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+fn hits() -> f64 {
+    lookups("hit_")
 }
 
 async fn status(client: &Client, workflow: &str) -> Value {
@@ -94,6 +97,53 @@ async fn cached_workflows_are_evicted_by_their_owners_writes_and_by_events() {
                 "{backend:?}: the event did not evict the dashboard's cached answer"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        if matches!(backend, Backend::Distributed { .. }) {
+            // Another gateway replica finds the dashboard's answer in Redis.
+            let replica = fleet.replica().await;
+            let there = dashboard.clone_for(&replica.url);
+            // (Its cache is bypassed until its event listener is bound.)
+            let shared = lookups("hit_shared");
+            let started = Instant::now();
+            loop {
+                assert_eq!(status(&there, &workflow).await, "ACTIVE");
+                if lookups("hit_shared") > shared {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the replica never found the answer in Redis"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // An event evicts it from Redis too: renamed, read through the replica.
+            let revision = ada
+                .client
+                .ok(
+                    "query($id: ID!) { workflow(id: $id) { revision } }",
+                    json!({"id": workflow}),
+                )
+                .await["workflow"]["revision"]
+                .clone();
+            ada.client
+                .ok(
+                    "mutation($id: ID!, $r: Int!, $p: UpdateWorkflowInput!) { updateWorkflow(id: $id, expectedRevision: $r, input: $p) { id } }",
+                    json!({"id": workflow, "r": revision, "p": {"name": "Renamed"}}),
+                )
+                .await;
+            let renamed = Instant::now();
+            loop {
+                let read = there.ok(READ, json!({"id": workflow})).await;
+                if read["workflow"]["name"] == "Renamed" {
+                    break;
+                }
+                assert!(
+                    renamed.elapsed() < Duration::from_secs(10),
+                    "the rename's event did not evict the shared answer"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

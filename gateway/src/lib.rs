@@ -32,6 +32,7 @@ pub mod demand;
 pub mod error;
 mod executor;
 mod gateway;
+mod gateway_config;
 pub mod http;
 mod incremental;
 mod introspection;

@@ -32,6 +32,28 @@ fn replica_env(env: &[(String, String)], http: u16) -> Vec<(String, String)> {
     own
 }
 
+/// A second `workflow` replica, up and healthy. A port found free may be taken by another
+/// test before the replica binds it: then it exits, and another port is tried.
+async fn second_replica(env: &[(String, String)]) -> (Proc, Vec<(String, String)>, u16) {
+    for _ in 0..5 {
+        let own = replica_env(env, free_port());
+        let port = port_of(&own, "FLOWFLEET_SERVICES__WORKFLOW__HTTP_PORT");
+        let mut replica = spawn(&own, &["serve", "workflow"]);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = replica.child.try_wait() {
+                break;
+            }
+            let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return (replica, own, port);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("no second workflow replica could start");
+}
+
 fn port_of(env: &[(String, String)], key: &str) -> u16 {
     env.iter()
         .find(|(k, _)| k == key)
@@ -85,9 +107,7 @@ async fn killing_and_restarting_subgraph_replicas_under_load_loses_no_query() {
         .collect();
     let first_port = port_of(&env, "FLOWFLEET_SERVICES__WORKFLOW__HTTP_PORT");
     let first_env = env.clone();
-    let second_env = replica_env(&env, free_port());
-    let second_port = port_of(&second_env, "FLOWFLEET_SERVICES__WORKFLOW__HTTP_PORT");
-    let mut second = spawn(&second_env, &["serve", "workflow"]);
+    let (mut second, second_env, second_port) = second_replica(&env).await;
 
     let gateway_port = free_port();
     let mut gateway_env = env.clone();
@@ -110,7 +130,6 @@ async fn killing_and_restarting_subgraph_replicas_under_load_loses_no_query() {
     let base = format!("http://127.0.0.1:{gateway_port}");
     let url = format!("{base}/graphql");
     wait_healthy(&base, 90).await;
-    wait_healthy(&format!("http://127.0.0.1:{second_port}"), 30).await;
     wait_available(&base, 2.0).await;
 
     let person = support::processes::sign_up(&url, "ada@example.com").await;

@@ -95,6 +95,8 @@ pub(crate) struct Cacheable {
     key: String,
     verdict: Arc<Verdict>,
     tags: Vec<String>,
+    /// The invalidation epoch when the lookup began (see [`ResponseCache::outdated`]).
+    since: u64,
 }
 
 pub(crate) struct ResponseCache {
@@ -107,6 +109,11 @@ pub(crate) struct ResponseCache {
     /// Whether the events that evict answers are arriving ([`ResponseCache::set_fed`]):
     /// without them nothing is served from or kept in the cache.
     fed: std::sync::atomic::AtomicBool,
+    /// Counts invalidations; `evicted` holds, per tag, the epoch of its last one (for
+    /// longer than any fetch lasts), so an answer fetched or read from the shared store
+    /// while one of its tags was evicted is not kept: it may predate the change.
+    epoch: std::sync::atomic::AtomicU64,
+    evicted: moka::sync::Cache<String, u64>,
 }
 
 impl ResponseCache {
@@ -133,6 +140,26 @@ impl ResponseCache {
             tagged,
             verdicts: moka::sync::Cache::new(10_000),
             fed: std::sync::atomic::AtomicBool::new(true),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            evicted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    /// Whether one of `cacheable`'s tags was evicted since its lookup began.
+    fn outdated(&self, cacheable: &Cacheable) -> bool {
+        cacheable
+            .tags
+            .iter()
+            .any(|tag| self.evicted.get(tag).is_some_and(|at| at > cacheable.since))
+    }
+
+    fn mark_evicted(&self, tags: &[String]) {
+        let at = self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        for tag in tags {
+            self.evicted.insert(tag.clone(), at);
         }
     }
 
@@ -185,7 +212,13 @@ impl ResponseCache {
             tags.push(PRIVATE_TAG.to_string());
             tags.push(caller_tag(caller));
         }
-        Some(Cacheable { key, tags, verdict })
+        let since = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        Some(Cacheable {
+            key,
+            tags,
+            verdict,
+            since,
+        })
     }
 
     /// The kept answer, from this process or the shared store.
@@ -203,6 +236,10 @@ impl ResponseCache {
             match found {
                 Ok(Ok(Some(bytes))) => {
                     if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+                        if self.outdated(cacheable) {
+                            lookup("miss");
+                            return None;
+                        }
                         lookup("hit_shared");
                         let value = Arc::new(value);
                         // The shared store keeps the remaining age; locally it lives for
@@ -227,8 +264,14 @@ impl ResponseCache {
         if value.get("errors").is_some() {
             return;
         }
+        // Locally, `keep_local` drops what an eviction since the lookup made outdated.
         self.keep_local(&cacheable, value.clone());
         if let Some(store) = &self.config.store {
+            // Shared: checked before the write; an eviction racing the write itself (one
+            // Redis round trip) can still leave an outdated answer there until its age.
+            if self.outdated(&cacheable) {
+                return;
+            }
             let Ok(bytes) = serde_json::to_vec(&**value) else {
                 return;
             };
@@ -265,10 +308,26 @@ impl ResponseCache {
             }
         }
         self.l1.insert(cacheable.key.clone(), entry);
+        // Checked after the insert: an eviction either ran before this check (and the
+        // answer goes now) or evicts it itself afterwards.
+        if self.outdated(cacheable) {
+            self.l1.invalidate(&cacheable.key);
+        }
     }
 
     /// Evicts what carries `tags`, here and in the shared store.
     pub async fn invalidate(&self, tags: &[String]) {
+        // Marked before and after the shared store's eviction: a lookup that began before
+        // either mark keeps nothing it found or fetched.
+        self.mark_evicted(tags);
+        if let Some(store) = &self.config.store {
+            match tokio::time::timeout(self.config.store_timeout, store.invalidate(tags)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "response cache store unavailable"),
+                Err(_) => tracing::warn!("response cache store timed out"),
+            }
+        }
+        self.mark_evicted(tags);
         let keys: Vec<String> = {
             let mut index = self.tagged.lock().unwrap_or_else(|p| p.into_inner());
             tags.iter()
@@ -280,13 +339,6 @@ impl ResponseCache {
             self.l1.invalidate(key);
         }
         metrics::counter!("flowfleet_gateway_response_cache_invalidations_total").increment(1);
-        if let Some(store) = &self.config.store {
-            match tokio::time::timeout(self.config.store_timeout, store.invalidate(tags)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "response cache store unavailable"),
-                Err(_) => tracing::warn!("response cache store timed out"),
-            }
-        }
     }
 }
 
@@ -337,4 +389,55 @@ pub fn entity_tag(typename: &str, id: &str) -> String {
 fn lookup(result: &'static str) {
     metrics::counter!("flowfleet_gateway_response_cache_lookups_total", "result" => result)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ResponseCache {
+        let policy = CachePolicy {
+            max_age: Duration::from_secs(60),
+            scope: Scope::Public,
+        };
+        ResponseCache::new(CacheConfig {
+            policies: HashMap::from([("Workflow".to_string(), policy)]),
+            max_entries: 10,
+            store: None,
+            store_timeout: Duration::from_millis(50),
+        })
+    }
+
+    fn lookup_now(cache: &ResponseCache) -> Cacheable {
+        Cacheable {
+            key: "k".into(),
+            verdict: Arc::new(Verdict {
+                max_age: Duration::from_secs(60),
+                scope: Scope::Public,
+                types: BTreeSet::new(),
+            }),
+            tags: vec!["Workflow:w1".into()],
+            since: cache.epoch.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_fetched_while_its_tag_was_evicted_is_not_kept() {
+        let cache = cache();
+        let answer: Arc<Value> =
+            Arc::new(serde_json::from_value(serde_json::json!({"data": {"x": 1}})).unwrap());
+        let during = lookup_now(&cache);
+        cache.invalidate(&["Workflow:w1".to_string()]).await;
+        cache.put(during, &answer).await;
+        assert!(
+            cache.get(&lookup_now(&cache)).await.is_none(),
+            "may predate the change"
+        );
+
+        // Another tag's eviction does not matter; a lookup after the eviction is kept.
+        let after = lookup_now(&cache);
+        cache.invalidate(&["Workflow:w2".to_string()]).await;
+        cache.put(after, &answer).await;
+        assert!(cache.get(&lookup_now(&cache)).await.is_some());
+    }
 }

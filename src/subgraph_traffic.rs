@@ -106,6 +106,38 @@ mod tests {
     use super::*;
     use flowfleet_runtime::config::SubgraphTrafficSettings;
 
+    /// The configuration examples of docs/gateway.md load and mean what they say.
+    #[test]
+    fn the_documented_examples_load() {
+        let docs = include_str!("../docs/gateway.md");
+        let examples: Vec<&str> = docs
+            .split("```toml")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert!(examples.len() >= 2, "the traffic and cache examples");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowfleet.toml");
+        let dedented: Vec<String> = examples
+            .iter()
+            .flat_map(|example| example.lines().map(str::trim))
+            .map(String::from)
+            .collect();
+        std::fs::write(&file, dedented.join("\n")).unwrap();
+        let config = Config::load(Some(&file)).expect("the examples load");
+        let traffic = traffic_config(&config).expect("a valid traffic section");
+        let workflow = &traffic.subgraphs["workflow"];
+        assert_eq!(workflow.replicas.len(), 2);
+        assert_eq!(workflow.replicas[0].weight, 3);
+        assert_eq!(workflow.balance, Some(Balance::Weighted));
+        assert_eq!(workflow.timeout, Some(Duration::from_millis(5000)));
+        let policy = &config.gateway.response_cache.policies["Query.nodeTypes"];
+        assert_eq!(
+            (policy.max_age_secs, policy.scope.as_str()),
+            (300, "public")
+        );
+    }
+
     #[test]
     fn defaults_are_the_seeds_and_mistakes_are_named() {
         let mut config = Config::default();

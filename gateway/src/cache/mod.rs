@@ -203,8 +203,13 @@ impl ResponseCache {
         hasher.update([0]);
         hasher.update(request.encoded());
         if verdict.scope == Scope::Private {
-            hasher.update([1]);
-            hasher.update(caller.map(|c| c.as_bytes()).unwrap_or(b"(anonymous)"));
+            match caller {
+                Some(credential) => {
+                    hasher.update([1]);
+                    hasher.update(credential.as_bytes());
+                }
+                None => hasher.update([2]),
+            }
         }
         let key = hex::encode(hasher.finalize());
         let mut tags = tags(request, &verdict.types);
@@ -378,8 +383,13 @@ pub const PRIVATE_TAG: &str = "(private)";
 /// Carried by the private answers of one credential: its own mutations evict them, so a
 /// person reads their own writes at once (others, once the services' events arrive).
 pub(crate) fn caller_tag(caller: Option<&http::HeaderValue>) -> String {
-    let digest = Sha256::digest(caller.map(|c| c.as_bytes()).unwrap_or(b"(anonymous)"));
-    format!("(caller:{})", hex::encode(&digest[..16]))
+    match caller {
+        Some(credential) => {
+            let digest = Sha256::digest(credential.as_bytes());
+            format!("(caller:{})", hex::encode(&digest[..16]))
+        }
+        None => "(caller:anonymous)".to_string(),
+    }
 }
 
 pub fn entity_tag(typename: &str, id: &str) -> String {

@@ -24,7 +24,7 @@ mod replica;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use config::{
     Balance, BreakerConfig, BulkheadConfig, HealthChecks, OutlierConfig, ReplicaConfig,
@@ -63,13 +63,15 @@ impl Drop for Upstream {
     }
 }
 
-/// A fetch let through the breaker and the bulkhead. Dropped without [`Admitted::settle`]
-/// (the fetch was cancelled, say by its timeout) it counts as failed.
+/// A fetch let through the breaker and the bulkhead. Dropped without [`Admitted::settle`],
+/// it counts as failed when its time was up (the fetch's timeout cancelled it), and as
+/// nothing otherwise (the client went away: not the subgraph's doing).
 pub(crate) struct Admitted<'a> {
     upstream: &'a Upstream,
     ticket: Ticket,
     _seat: Seat,
     settled: bool,
+    started: Instant,
 }
 
 impl Admitted<'_> {
@@ -87,19 +89,26 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if !self.settled {
+        if self.settled {
+            return;
+        }
+        if self.upstream.timed_out(self.started) {
             self.upstream.breaker.failed(self.ticket);
+        } else {
+            self.upstream.breaker.release(self.ticket);
         }
     }
 }
 
 /// One try of a fetch on one replica. Dropped without [`Attempt::settle`] it counts as a
-/// failure of that replica (it did not answer in time).
+/// failure of that replica when the fetch's time was up (it did not answer in time), and
+/// as nothing when the fetch was cancelled sooner.
 pub(crate) struct Attempt<'a> {
     upstream: &'a Upstream,
     pub index: usize,
     _in_flight: InFlight<'a>,
     settled: bool,
+    started: Instant,
 }
 
 impl<'a> Attempt<'a> {
@@ -115,7 +124,7 @@ impl<'a> Attempt<'a> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.settled {
+        if !self.settled && self.upstream.timed_out(self.started) {
             self.upstream.record(self.index, true);
         }
     }
@@ -168,7 +177,14 @@ impl Upstream {
             ticket,
             _seat: seat,
             settled: false,
+            started: Instant::now(),
         })
+    }
+
+    /// Whether something begun at `started` ran into the fetch timeout (a little early
+    /// counts: the executor's timer and this one do not start at the same instant).
+    fn timed_out(&self, started: Instant) -> bool {
+        started.elapsed() >= self.timeout.mul_f64(0.9)
     }
 
     /// A replica for the next try: an available one not `tried` yet, else any not tried,
@@ -191,6 +207,7 @@ impl Upstream {
             index,
             _in_flight: self.replicas[index].start(),
             settled: false,
+            started: Instant::now(),
         }
     }
 
@@ -374,4 +391,54 @@ fn watch(
         }
     });
     Some(task.abort_handle())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(timeout: Duration) -> Upstream {
+        let config = TrafficConfig {
+            outliers: OutlierConfig {
+                consecutive_failures: 1,
+                ..Default::default()
+            },
+            breaker: BreakerConfig {
+                failures: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let replicas = [
+            ReplicaConfig::new("http://a/graphql"),
+            ReplicaConfig::new("http://b/graphql"),
+        ];
+        Upstream::new("test", &replicas, &config, timeout, false)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_fetch_counts_against_no_one_and_a_timed_out_one_does() {
+        let patient = upstream(Duration::from_secs(10));
+        let admitted = patient.admit().await.expect("closed");
+        drop(patient.attempt(&http::HeaderMap::new(), &[]));
+        drop(admitted);
+        assert!(
+            patient.replicas.iter().all(Replica::available),
+            "no ejection"
+        );
+        assert!(patient.breaker.admit().is_ok(), "the breaker stays closed");
+
+        let hasty = upstream(Duration::ZERO);
+        let admitted = hasty.admit().await.expect("closed");
+        let index = hasty.attempt(&http::HeaderMap::new(), &[]).index;
+        drop(admitted);
+        assert!(
+            !hasty.replicas[index].available(),
+            "ejected: it did not answer in time"
+        );
+        assert!(
+            hasty.breaker.admit().is_err(),
+            "the timed-out fetch opened the breaker"
+        );
+    }
 }

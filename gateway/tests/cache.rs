@@ -16,7 +16,7 @@ use flowfleet_gateway::{
 };
 use serde_json::{json, Value};
 
-use common::{fixture, in_process_transports, start_gateway};
+use common::{fixture, in_process_transports, post_with, start_gateway};
 
 /// Counts the requests a subgraph gets, and can be made to answer with an error.
 struct Counted {
@@ -95,13 +95,14 @@ impl Fleet {
     }
 
     async fn query(&self, query: &str, token: Option<&str>) -> Value {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({"query": query}));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap().json().await.unwrap()
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        post_with(&self.base, json!({"query": query}), &headers)
+            .await
+            .1
     }
 }
 

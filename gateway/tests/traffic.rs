@@ -20,7 +20,7 @@ use flowfleet_gateway::{compose, Gateway, GatewayConfig, SubgraphSource};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use common::{post, start_gateway};
+use common::{post, post_with, start_gateway};
 
 /// What one replica is and has done.
 #[derive(Clone, Default)]
@@ -208,14 +208,9 @@ async fn whoami(base: &str, n: i32) -> Value {
 }
 
 async fn whoami_with(base: &str, header: (&str, &str)) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .header(header.0, header.1)
-        .json(&json!({"query": "{ whoami }"}))
-        .send()
+    post_with(base, json!({"query": "{ whoami }"}), &[header])
         .await
-        .expect("request");
-    response.json().await.expect("json")
+        .1
 }
 
 fn name(response: &Value) -> &str {

@@ -232,24 +232,25 @@ pub async fn start_configured(supergraph: &str, config: GatewayConfig) -> String
 /// POSTs `body` as a current GraphQL-over-HTTP client (accepting
 /// `application/graphql-response+json`, so request errors come back as 4xx).
 pub async fn post_strict(base: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .header("accept", "application/graphql-response+json")
-        .json(&body)
-        .send()
-        .await
-        .expect("gateway request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json body"))
+    post_with(
+        base,
+        body,
+        &[("accept", "application/graphql-response+json")],
+    )
+    .await
 }
 
 pub async fn post(base: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .json(&body)
-        .send()
-        .await
-        .expect("gateway request");
+    post_with(base, body, &[]).await
+}
+
+/// POSTs `body` with `headers` besides the JSON content type.
+pub async fn post_with(base: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    let request = headers.iter().fold(
+        reqwest::Client::new().post(format!("{base}/graphql")),
+        |request, (name, value)| request.header(*name, *value),
+    );
+    let response = request.json(&body).send().await.expect("gateway request");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json body"))
 }

@@ -33,7 +33,8 @@ use support::engine::{finished, publish_as, published, start, steps_of, EXECUTIO
 use support::eventually;
 use support::in_process::{start_with, Person};
 use support::processes::{
-    distributed_servers, fleet_env, free_port, migrate, sign_up, spawn, wait_healthy, SERVICES,
+    distributed_servers, fleet_env, free_port, migrate, sign_up, spawn, start_services,
+    wait_healthy,
 };
 
 /// A request to the test server: its `run` and `node` query parameters.
@@ -233,10 +234,7 @@ async fn a_worker_killed_mid_step_loses_nothing_and_records_each_step_once() {
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     migrate(&env);
-    let mut procs: Vec<support::Proc> = SERVICES
-        .iter()
-        .map(|s| spawn(&env, &["serve", s]))
-        .collect();
+    let mut procs = start_services(&mut env).await;
     let gateway_port = free_port();
     procs.push(spawn(
         &env,

@@ -10,7 +10,8 @@ use flowfleet_host::testing::fresh_database;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use support::processes::{
-    distributed_servers, fleet_env, free_port, migrate, spawn, wait_healthy, SERVICES,
+    distributed_servers, fleet_env, free_port, migrate, spawn, start_services, wait_healthy,
+    SERVICES,
 };
 use support::*;
 
@@ -40,10 +41,7 @@ async fn cross_six_subgraph_query_across_processes() {
         format!("http://127.0.0.1:{gateway_port}"),
     ));
     migrate(&env);
-    let mut procs: Vec<Proc> = services
-        .iter()
-        .map(|s| spawn(&env, &["serve", s]))
-        .collect();
+    let mut procs = start_services(&mut env).await;
     let worker_port = free_port();
     env.push((
         "FLOWFLEET_WORKER__METRICS_PORT".into(),

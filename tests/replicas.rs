@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use flowfleet_host::testing::fresh_database;
 use serde_json::{json, Value};
-use support::processes::{distributed_servers, fleet_env, free_port, migrate, spawn, wait_healthy};
+use support::processes::{
+    distributed_servers, fleet_env, free_port, listens, migrate, port_of, spawn, start_services,
+    wait_healthy,
+};
 use support::*;
 
 /// The environment of one more `workflow` replica: the fleet's, on its own ports.
@@ -39,26 +42,11 @@ async fn second_replica(env: &[(String, String)]) -> (Proc, Vec<(String, String)
         let own = replica_env(env, free_port());
         let port = port_of(&own, "FLOWFLEET_SERVICES__WORKFLOW__HTTP_PORT");
         let mut replica = spawn(&own, &["serve", "workflow"]);
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(_)) = replica.child.try_wait() {
-                break;
-            }
-            let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return (replica, own, port);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if listens(&mut replica, &format!("http://127.0.0.1:{port}/health")).await {
+            return (replica, own, port);
         }
     }
     panic!("no second workflow replica could start");
-}
-
-fn port_of(env: &[(String, String)], key: &str) -> u16 {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap()
 }
 
 /// The gateway's `flowfleet_gateway_subgraph_replicas_available` for `subgraph`.
@@ -99,12 +87,9 @@ async fn killing_and_restarting_subgraph_replicas_under_load_loses_no_query() {
     let db_name = format!("ff_{}", uuid::Uuid::now_v7().simple());
     let db_url = fresh_database(&admin_url, &db_name).await;
     let blobs = tempfile::tempdir().unwrap();
-    let env = fleet_env(&db_url, &db_name, &amqp_url, &redis_url, blobs.path());
+    let mut env = fleet_env(&db_url, &db_name, &amqp_url, &redis_url, blobs.path());
     migrate(&env);
-    let mut procs: Vec<Proc> = support::processes::SERVICES
-        .iter()
-        .map(|s| spawn(&env, &["serve", s]))
-        .collect();
+    let mut procs = start_services(&mut env).await;
     let first_port = port_of(&env, "FLOWFLEET_SERVICES__WORKFLOW__HTTP_PORT");
     let first_env = env.clone();
     let (mut second, second_env, second_port) = second_replica(&env).await;

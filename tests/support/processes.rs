@@ -38,12 +38,34 @@ pub fn distributed_servers() -> Option<(String, String, String)> {
         })
 }
 
+/// A port nobody listens on, for a process the test starts next. It is chosen below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), where outgoing connections
+/// take their local ports: a port from that range, found free and then released, is soon
+/// taken by some test's connection to PostgreSQL or Redis before the process binds it.
+/// Below the range only another test's pick can take it, which [`start_services`] and
+/// the callers that retry absorb. A port is handed out once per test process: the
+/// ports of one fleet are all chosen before any of its processes binds them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng as _;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        (ephemeral_low, u16::MAX)
+    };
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(low..high);
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {high}");
 }
 
 /// The environment every process of one fleet shares: distributed mode on the
@@ -117,6 +139,58 @@ pub fn migrate(env: &[(String, String)]) {
         .status()
         .unwrap();
     assert!(migrated.success());
+}
+
+/// Starts `flowfleet serve <name>` for every service and waits until each listens. A
+/// service whose port was taken after [`fleet_env`] chose it exits at once: it is started
+/// again on fresh ports, written into `env` for the gateway and workers started next.
+pub async fn start_services(env: &mut Vec<(String, String)>) -> Vec<Proc> {
+    let mut procs: Vec<Proc> = SERVICES.iter().map(|s| spawn(env, &["serve", s])).collect();
+    for (service, proc) in SERVICES.iter().zip(procs.iter_mut()) {
+        let http = format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", service.to_uppercase());
+        let grpc = format!("FLOWFLEET_SERVICES__{}__GRPC_PORT", service.to_uppercase());
+        let mut attempts = 0;
+        while !listens(
+            proc,
+            &format!("http://127.0.0.1:{}/health", port_of(env, &http)),
+        )
+        .await
+        {
+            attempts += 1;
+            assert!(attempts < 5, "`serve {service}` never started");
+            for key in [&http, &grpc] {
+                env.retain(|(k, _)| k != key);
+                env.push((key.clone(), free_port().to_string()));
+            }
+            *proc = spawn(env, &["serve", service]);
+        }
+    }
+    procs
+}
+
+/// The port in the variable `key` of `env`.
+pub fn port_of(env: &[(String, String)], key: &str) -> u16 {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a port in the environment"))
+}
+
+/// Waits up to 60 s for `GET health` to succeed while `proc` runs: false as soon as it
+/// has exited (its port taken, for one), true once it answers.
+pub async fn listens(proc: &mut Proc, health: &str) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Ok(Some(_)) = proc.child.try_wait() {
+            return false;
+        }
+        let answer = reqwest::get(health).await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("`{}` did not answer {health} within 60 s", proc.name);
 }
 
 /// A `flowfleet` process with the test's environment.

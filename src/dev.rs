@@ -67,7 +67,7 @@ impl DevApp {
             });
         }
         let mut router = gateway.router().route(
-            "/metrics",
+            flowfleet_runtime::telemetry::METRICS_PATH,
             get(flowfleet_runtime::telemetry::metrics_endpoint),
         );
         router = crate::edge_auth::edge(

@@ -48,7 +48,7 @@ impl Fleet {
                 routes.insert(service, built.parts.grpc.clone());
             }
             if service == ServiceName::Auth {
-                peers.verify_api_keys(&infra)?;
+                peers.verify_api_keys(&infra, services::Caller::Service(ServiceName::Auth))?;
             }
             export_peers = export_peers.or(built.export_peers);
             services.push(built.parts);

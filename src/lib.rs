@@ -3,6 +3,7 @@
 //! gateway, [`processes`] is each subcommand.
 
 pub mod cache_events;
+pub mod check;
 pub mod client_address;
 pub mod dev;
 pub mod edge_auth;

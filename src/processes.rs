@@ -84,7 +84,7 @@ pub async fn serve(config: Config, service: ServiceName) -> anyhow::Result<()> {
     };
     let infra = Infra::start(config.clone(), jwks, shutdown.clone()).await?;
     let peers = Peers::Remote(&config);
-    peers.verify_api_keys(&infra)?;
+    peers.verify_api_keys(&infra, services::Caller::Service(service))?;
     let built = services::build(service, &infra, &peers, &deferred).await?;
     if let Some(export_peers) = built.export_peers {
         let _ = export_peers.set(peers.all(&infra)?);
@@ -108,7 +108,13 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
                 "cannot listen on {addr}; set worker.metrics_port (FLOWFLEET_WORKER__METRICS_PORT)"
             )
         })?;
-    let infra = Infra::start(config.clone(), remote_jwks(&config), shutdown.clone()).await?;
+    // A worker verifies no tokens: it has no key set to fetch.
+    let infra = Infra::start(
+        config.clone(),
+        Arc::new(DeferredJwks::default()),
+        shutdown.clone(),
+    )
+    .await?;
     let tasks = services::build_worker(&infra, &Peers::Remote(&config)).await?;
     let router: axum::Router =
         flowfleet_runtime::telemetry::ops_routes().merge(infra.readiness.route());
@@ -211,7 +217,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
         ));
     }
     let router = gateway.router().route(
-        "/metrics",
+        flowfleet_runtime::telemetry::METRICS_PATH,
         get(flowfleet_runtime::telemetry::metrics_endpoint),
     );
     // The fleet's key ring seals client addresses for the services behind; a gateway
@@ -266,6 +272,10 @@ async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
         &config.security.jwt_audience,
     ));
     // The gateway makes no calls of its own: API keys are verified with the key itself.
+    anyhow::ensure!(
+        services::grpc_peers(services::Caller::Gateway).contains(&ServiceName::Auth),
+        "services::grpc_peers lists the gateway's calls to auth"
+    );
     let auth = flowfleet_runtime::grpc::remote(&config.service(ServiceName::Auth).grpc_url, None)
         .context("invalid gRPC URL for the auth service")?;
     verifier.set_api_keys(Arc::new(GrpcApiKeys::new(auth, cache)));
@@ -274,16 +284,13 @@ async fn edge_verifier(config: &Config) -> anyhow::Result<Arc<TokenVerifier>> {
 
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let _telemetry = flowfleet_runtime::telemetry::init("flowfleet-migrate", &config.telemetry);
-    let mut config = config;
-    config.database.migrate_on_start = true;
-    let infra = Infra::start(
-        Arc::new(config),
-        Arc::new(DeferredJwks::default()),
-        CancellationToken::new(),
-    )
-    .await?;
+    // The databases only: no broker, no Redis (the migration Job may reach nothing else).
     for s in services::BUILD_ORDER {
-        infra.db(s, services::migrations(s)).await?.close().await;
+        let db = flowfleet_host::infra::open_database(&config, s).await?;
+        db.migrate(services::migrations(s))
+            .await
+            .with_context(|| format!("migrating the {s} database"))?;
+        db.close().await;
         println!("migrated {s}");
     }
     Ok(())

@@ -47,6 +47,41 @@ pub fn migrations(service: ServiceName) -> &'static Migrations {
     }
 }
 
+/// A process of the fleet that calls services over gRPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Service(ServiceName),
+    /// A worker pool (`flowfleet worker`), which calls as the execution service.
+    Worker,
+    /// The gateway, which asks the auth service about API keys.
+    Gateway,
+}
+
+impl Caller {
+    /// Whose service credentials the caller's own calls carry.
+    fn credentials(self) -> ServiceName {
+        match self {
+            Caller::Service(s) => s,
+            Caller::Worker => ServiceName::Execution,
+            Caller::Gateway => ServiceName::Auth,
+        }
+    }
+}
+
+/// The services each process calls over gRPC. [`Peers::channel`] refuses any other, so
+/// this is what the code does: `flowfleet check` reports it, and the NetworkPolicies of
+/// `deploy/` allow exactly these edges (tests/deploy.rs). Every process that verifies API
+/// keys asks auth; auth also gathers every service's data for a person's export.
+pub fn grpc_peers(caller: Caller) -> &'static [ServiceName] {
+    use ServiceName::*;
+    match caller {
+        Caller::Service(Auth) => &ServiceName::ALL,
+        Caller::Service(Workflow | Notification | Analytics | Storage) | Caller::Gateway => &[Auth],
+        Caller::Service(Execution) => &[Auth, Workflow, Storage],
+        Caller::Worker => &[Storage, Workflow, Notification],
+    }
+}
+
 /// How a service reaches the others over gRPC.
 pub enum Peers<'a> {
     /// In this process: the routes of the services built so far.
@@ -56,14 +91,20 @@ pub enum Peers<'a> {
 }
 
 impl Peers<'_> {
-    /// A channel to `to` whose calls outside a user's request go out as `caller`.
+    /// A channel from `caller` to `to`, whose calls outside a user's request carry the
+    /// caller's service credentials. Only the peers [`grpc_peers`] lists for the caller.
     pub fn channel(
         &self,
         infra: &Infra,
         to: ServiceName,
-        caller: ServiceName,
+        caller: Caller,
     ) -> anyhow::Result<GrpcChannel> {
-        let credentials = Some(infra.service_credentials(caller));
+        anyhow::ensure!(
+            grpc_peers(caller).contains(&to),
+            "{caller:?} calls the {to} service, which services::grpc_peers does not list for it \
+             (add it there, and to the NetworkPolicies in deploy/)"
+        );
+        let credentials = Some(infra.service_credentials(caller.credentials()));
         match self {
             Peers::InProcess(routes) => {
                 let routes = routes.get(&to).with_context(|| {
@@ -80,21 +121,26 @@ impl Peers<'_> {
     pub fn all(&self, infra: &Infra) -> anyhow::Result<Vec<(ServiceName, GrpcChannel)>> {
         ServiceName::ALL
             .into_iter()
-            .map(|s| Ok((s, self.channel(infra, s, ServiceName::Auth)?)))
+            .map(|s| {
+                Ok((
+                    s,
+                    self.channel(infra, s, Caller::Service(ServiceName::Auth))?,
+                ))
+            })
             .collect()
     }
 
     /// The access checks of a service other than auth (auth answers its own), asking the
     /// auth service as `caller`.
     pub fn access(&self, infra: &Infra, caller: ServiceName) -> anyhow::Result<Access> {
-        let auth = self.channel(infra, ServiceName::Auth, caller)?;
+        let auth = self.channel(infra, ServiceName::Auth, Caller::Service(caller))?;
         Ok(Access::new(auth, infra.cache.clone()))
     }
 
     /// Lets this process's token verifier look API keys up at the auth service; to be
     /// called once the auth service is reachable through these peers.
-    pub fn verify_api_keys(&self, infra: &Infra) -> anyhow::Result<()> {
-        let auth = self.channel(infra, ServiceName::Auth, ServiceName::Auth)?;
+    pub fn verify_api_keys(&self, infra: &Infra, caller: Caller) -> anyhow::Result<()> {
+        let auth = self.channel(infra, ServiceName::Auth, caller)?;
         infra
             .verifier
             .set_api_keys(Arc::new(GrpcApiKeys::new(auth, infra.cache.clone())));
@@ -136,8 +182,8 @@ pub async fn build(
                 infra,
                 db,
                 peers.access(infra, service)?,
-                peers.channel(infra, ServiceName::Workflow, service)?,
-                peers.channel(infra, ServiceName::Storage, service)?,
+                peers.channel(infra, ServiceName::Workflow, Caller::Service(service))?,
+                peers.channel(infra, ServiceName::Storage, Caller::Service(service))?,
             )
             .await?
         }
@@ -146,7 +192,7 @@ pub async fn build(
                 infra,
                 db,
                 peers.access(infra, service)?,
-                peers.channel(infra, ServiceName::Auth, service)?,
+                peers.channel(infra, ServiceName::Auth, Caller::Service(service))?,
             )
             .await?
         }
@@ -180,9 +226,9 @@ pub async fn build_worker(
     flowfleet_execution::build_worker(
         infra,
         db,
-        peers.channel(infra, ServiceName::Storage, ServiceName::Execution)?,
-        peers.channel(infra, ServiceName::Workflow, ServiceName::Execution)?,
-        peers.channel(infra, ServiceName::Notification, ServiceName::Execution)?,
+        peers.channel(infra, ServiceName::Storage, Caller::Worker)?,
+        peers.channel(infra, ServiceName::Workflow, Caller::Worker)?,
+        peers.channel(infra, ServiceName::Notification, Caller::Worker)?,
     )
     .await
 }

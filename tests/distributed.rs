@@ -10,8 +10,8 @@ use flowfleet_host::testing::fresh_database;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use support::processes::{
-    distributed_servers, fleet_env, free_port, migrate, spawn, start_services, wait_healthy,
-    SERVICES,
+    distributed_servers, fleet_env, free_port, migrate_watched, port_of, spawn, start_services,
+    wait_healthy, SERVICES,
 };
 use support::*;
 
@@ -40,7 +40,10 @@ async fn cross_six_subgraph_query_across_processes() {
         "FLOWFLEET_STORAGE__PUBLIC_URL".into(),
         format!("http://127.0.0.1:{gateway_port}"),
     ));
-    migrate(&env);
+    // Which process reaches which port while the fleet works, to compare with the
+    // NetworkPolicies of deploy/ at the end.
+    let network = support::network::Watcher::start();
+    network.record("migrate", migrate_watched(&env));
     let mut procs = start_services(&mut env).await;
     let worker_port = free_port();
     env.push((
@@ -52,6 +55,9 @@ async fn cross_six_subgraph_query_across_processes() {
         &env,
         &["gateway", "--port", &gateway_port.to_string()],
     ));
+    for proc in &procs {
+        network.watch(proc.child.id(), kind_of(proc));
+    }
     let url = format!("http://127.0.0.1:{gateway_port}/graphql");
     // The gateway composes from the subgraphs' SDL once they all answer.
     wait_healthy(&url.replace("/graphql", ""), 90).await;
@@ -85,6 +91,7 @@ async fn cross_six_subgraph_query_across_processes() {
             &file_gateway_port.to_string(),
         ],
     );
+    network.watch(file_gateway.child.id(), "gateway");
     let file_url = format!("http://127.0.0.1:{file_gateway_port}/graphql");
     wait_healthy(&file_url.replace("/graphql", ""), 30).await;
     let mut via_file = Client::new(&file_url);
@@ -302,6 +309,9 @@ async fn cross_six_subgraph_query_across_processes() {
         &env2,
         &["gateway", "--port", &second_gateway.to_string()],
     ));
+    for proc in &procs[procs.len() - 2..] {
+        network.watch(proc.child.id(), kind_of(proc));
+    }
     let url2 = format!("http://127.0.0.1:{second_gateway}/graphql");
     wait_healthy(&url2.replace("/graphql", ""), 90).await;
 
@@ -470,9 +480,113 @@ async fn cross_six_subgraph_query_across_processes() {
             );
         }
     }
+
+    // The processes reached exactly what the dev overlay's NetworkPolicies let them reach.
+    let reached = network.stop();
+    let mut ports: std::collections::BTreeMap<u16, (&str, &str)> = [
+        (port_of(&env, "FLOWFLEET_WORKER__METRICS_PORT"), ("worker", "metrics")),
+        (gateway_port, ("gateway", "http")),
+        (second_gateway, ("gateway", "http")),
+        (file_gateway_port, ("gateway", "http")),
+        (url_port(&db_url), ("postgres", "main")),
+        (url_port(&redis_url), ("redis", "main")),
+        (url_port(&amqp_url), ("rabbitmq", "main")),
+        (url_port(&collector.endpoint()), ("otel-collector", "4318")),
+    ]
+    .into_iter()
+    .collect();
+    if let Ok(s3) = std::env::var("FLOWFLEET_TEST_S3_URL") {
+        ports.insert(url_port(&s3), ("s3", "main"));
+    }
+    for s in SERVICES {
+        let upper = s.to_uppercase();
+        ports.insert(port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT")), (s, "http"));
+        ports.insert(port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT")), (s, "grpc"));
+    }
+    let observed: std::collections::BTreeSet<support::network::Edge> = reached
+        .into_iter()
+        .map(|(kind, port)| {
+            let (to, name) = ports.get(&port).copied().unwrap_or(("internet", "any"));
+            (kind, to.to_string(), name.to_string())
+        })
+        .collect();
+    assert_network_policies_allow_exactly(&observed);
+
     drop(conn);
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     let _ = sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
+}
+
+/// A process's kind from its command line: the service of `serve <service>`, else the
+/// command (`gateway`, `worker`).
+fn kind_of(proc: &Proc) -> &str {
+    let mut words = proc.name.split_whitespace();
+    match words.next() {
+        Some("serve") => words.next().unwrap(),
+        Some(command) => command,
+        None => unreachable!("a flowfleet process has a command"),
+    }
+}
+
+fn url_port(url: &str) -> u16 {
+    url::Url::parse(url).unwrap().port().expect("a URL with a port")
+}
+
+/// The edges the dev overlay's NetworkPolicies allow from the fleet's processes (to its
+/// pods, its stores, the OTLP collector and the internet; DNS aside) are exactly those the
+/// processes made. Each overlay allows the same edges between the fleet's own pods.
+fn assert_network_policies_allow_exactly(observed: &std::collections::BTreeSet<support::network::Edge>) {
+    use support::network::{allowed_edges, pods, Peer};
+    let Some(objects) = support::deploy::render("dev") else {
+        return;
+    };
+    let policies: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy")
+        .cloned()
+        .collect();
+    let fleet = pods_of_fleet(&objects);
+    let mut targets = pods(&objects);
+    targets.push(Peer {
+        name: "otel-collector".into(),
+        labels: [("app.kubernetes.io/name".to_string(), "opentelemetry-collector".to_string())].into(),
+        namespace: Some([("kubernetes.io/metadata.name".to_string(), "observability".to_string())].into()),
+        address: None,
+        ports: vec![(String::new(), 4318)],
+    });
+    targets.push(Peer {
+        name: "internet".into(),
+        labels: Default::default(),
+        namespace: None,
+        address: Some(std::net::Ipv4Addr::new(93, 184, 215, 14)),
+        ports: vec![("any".into(), 443)],
+    });
+    let allowed = allowed_edges(&policies, &fleet, &targets);
+    let missing: Vec<_> = observed.difference(&allowed).collect();
+    let unused: Vec<_> = allowed.difference(observed).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "the NetworkPolicies of deploy/overlays/dev differ from the fleet's edges:\n\
+         made but not allowed: {missing:?}\nallowed but never made: {unused:?}"
+    );
+    // Between the fleet's own pods, every overlay allows the same.
+    let internal = |objects: &[Value]| {
+        let policies: Vec<Value> = objects.iter().filter(|o| o["kind"] == "NetworkPolicy").cloned().collect();
+        let fleet: Vec<Peer> = pods_of_fleet(objects);
+        allowed_edges(&policies, &fleet, &fleet)
+    };
+    let dev = internal(&objects);
+    for overlay in ["staging", "prod"] {
+        let objects = support::deploy::render(overlay).unwrap();
+        assert_eq!(internal(&objects), dev, "{overlay} allows other edges between the fleet's pods than dev");
+    }
+}
+
+fn pods_of_fleet(objects: &[Value]) -> Vec<support::network::Peer> {
+    support::network::pods(objects)
+        .into_iter()
+        .filter(|p| p.labels.get("app.kubernetes.io/name").map(String::as_str) == Some("flowfleet"))
+        .collect()
 }

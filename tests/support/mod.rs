@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod engine;
 pub mod files;
 pub mod in_process;
+pub mod network;
 pub mod otlp;
 pub mod processes;
 

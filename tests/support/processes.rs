@@ -141,6 +141,25 @@ pub fn migrate(env: &[(String, String)]) {
     assert!(migrated.success());
 }
 
+/// [`migrate`], watching its connections: the remote ports it reached.
+pub fn migrate_watched(env: &[(String, String)]) -> Vec<u16> {
+    let mut child = Command::new(BIN)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .spawn()
+        .unwrap();
+    let mut reached = Vec::new();
+    let status = loop {
+        reached.extend(super::network::remote_ports(child.id()));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(status.success());
+    reached
+}
+
 /// Starts `flowfleet serve <name>` for every service and waits until each listens. A
 /// service whose port was taken after [`fleet_env`] chose it exits at once: it is started
 /// again on fresh ports, written into `env` for the gateway and workers started next.

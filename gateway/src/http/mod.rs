@@ -47,15 +47,22 @@ use crate::upload;
 pub use browsers::CorsConfig;
 use negotiate::{accepts, content_type, Accepts, ResponseFormat};
 
+/// The GraphQL endpoint.
+pub const GRAPHQL_PATH: &str = "/graphql";
+/// The gateway is up (liveness probes).
+pub const HEALTH_PATH: &str = "/health";
+/// The gateway can serve: every subgraph answers (readiness probes).
+pub const READY_PATH: &str = "/ready";
+
 impl Gateway {
     /// Routes: `POST /graphql`, `GET /graphql` (queries only; GraphiQL for browsers;
     /// WebSocket upgrades), `GET /health` (the process is up), `GET /ready` (it can serve:
     /// every subgraph answers).
     pub fn router(&self) -> Router {
         let router = Router::new()
-            .route("/graphql", get(get_graphql).post(post_graphql))
-            .route("/health", get(health))
-            .route("/ready", get(ready::ready))
+            .route(GRAPHQL_PATH, get(get_graphql).post(post_graphql))
+            .route(HEALTH_PATH, get(health))
+            .route(READY_PATH, get(ready::ready))
             .with_state(self.clone());
         match self.config().cors.layer() {
             Some(cors) => router.layer(cors),

@@ -159,18 +159,7 @@ impl Infra {
         service: ServiceName,
         migrations: &flowfleet_runtime::db::Migrations,
     ) -> anyhow::Result<Db> {
-        let db = match self.config.mode {
-            Mode::Embedded => Db::sqlite(&self.config.data_dir, service.as_str()).await,
-            Mode::Distributed => {
-                Db::postgres(
-                    &self.config.database_url_for(service),
-                    service.as_str(),
-                    self.config.database.max_connections,
-                )
-                .await
-            }
-        }
-        .with_context(|| format!("opening the {service} database"))?;
+        let db = open_database(&self.config, service).await?;
         let pinged = db.clone();
         self.readiness.add(
             format!("database:{service}"),
@@ -250,4 +239,21 @@ pub async fn serve(
         let _ = t.await;
     }
     result.map(|_| ())
+}
+
+/// A service's database as the configuration names it: its SQLite file (embedded) or its
+/// schema in PostgreSQL (distributed). Not migrated.
+pub async fn open_database(config: &Config, service: ServiceName) -> anyhow::Result<Db> {
+    match config.mode {
+        Mode::Embedded => Db::sqlite(&config.data_dir, service.as_str()).await,
+        Mode::Distributed => {
+            Db::postgres(
+                &config.database_url_for(service),
+                service.as_str(),
+                config.database.max_connections,
+            )
+            .await
+        }
+    }
+    .with_context(|| format!("opening the {service} database"))
 }

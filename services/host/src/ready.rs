@@ -21,6 +21,10 @@ pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send +
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Where a service or worker answers whether it can serve (readiness probes): its
+/// databases, broker and Redis answer.
+pub const READY_PATH: &str = "/ready";
+
 /// The dependencies of one process. Cheap to clone; checks added later are seen by every
 /// clone (services register their databases as they open them).
 #[derive(Clone, Default)]
@@ -70,7 +74,7 @@ impl Readiness {
     pub fn route<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         let readiness = self.clone();
         axum::Router::new().route(
-            "/ready",
+            READY_PATH,
             axum::routing::get(move || {
                 let readiness = readiness.clone();
                 async move { readiness.respond().await }

@@ -63,6 +63,9 @@ where
     }
 }
 
+/// Where a service serves its GraphQL subgraph (to the gateway).
+pub const GRAPHQL_PATH: &str = "/graphql";
+
 /// The body of a GraphQL-over-HTTP request.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -262,7 +265,7 @@ impl Subgraph {
     /// `POST /graphql`, `GET /health`, `GET /metrics`.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/graphql", post(graphql_handler))
+            .route(GRAPHQL_PATH, post(graphql_handler))
             .merge(flowfleet_runtime::telemetry::ops_routes())
             .with_state(self.clone())
     }

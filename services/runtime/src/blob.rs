@@ -2,8 +2,8 @@
 //! S3-compatible bucket in distributed mode.
 //!
 //! Large content never sits in memory whole: [`BlobWriter`] sends it as a multipart
-//! upload in [`PART_BYTES`] parts (at most [`PARTS_IN_FLIGHT`] at a time, so a writer
-//! holds a bounded amount whatever the size), and [`Blobs::read`] returns a stream of a
+//! upload in parts ([`PART_BYTES`] on S3, [`LOCAL_PART_BYTES`] on a local disk; at most
+//! [`PARTS_IN_FLIGHT`] at a time, so a writer holds a bounded amount whatever the size), and [`Blobs::read`] returns a stream of a
 //! blob or of a byte range of it.
 
 use std::ops::Range;
@@ -18,6 +18,9 @@ use object_store::{
 
 /// Size of a multipart upload's parts (S3's minimum for all but the last part).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Size of the parts written to a local directory, which takes parts of any size: a
+/// smaller part keeps less of an upload in memory (`flowfleet dev` holds every service).
+pub const LOCAL_PART_BYTES: usize = 1024 * 1024;
 /// Parts uploaded at once by one writer.
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// The chunks a local file is read in (`object_store` reads 8 KiB at a time, which
@@ -32,6 +35,8 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The size of a [`BlobWriter`]'s parts in this store.
+    part_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +54,10 @@ pub enum BlobError {
 impl Blobs {
     /// Blobs in `store` (tests wrap a real store, e.g. to slow one operation down).
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
-        Blobs { store }
+        Blobs {
+            store,
+            part_bytes: PART_BYTES,
+        }
     }
 
     /// The store behind (tests wrap it).
@@ -72,6 +80,7 @@ impl Blobs {
                     .map_err(|e| BlobError::Config(e.to_string()))?;
                 Ok(Blobs {
                     store: Arc::new(store),
+                    part_bytes: LOCAL_PART_BYTES,
                 })
             }
             "s3" => {
@@ -94,6 +103,7 @@ impl Blobs {
                 }
                 let store = b.build().map_err(|e| BlobError::Config(e.to_string()))?;
                 Ok(Blobs {
+                    part_bytes: PART_BYTES,
                     store: if s3.s3_prefix.is_empty() {
                         Arc::new(store)
                     } else {
@@ -138,8 +148,9 @@ impl Blobs {
     pub async fn writer(&self, key: &str) -> Result<BlobWriter, BlobError> {
         let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
         Ok(BlobWriter {
-            inner: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            inner: WriteMultipart::new_with_chunk_size(upload, self.part_bytes),
             part: BytesMut::new(),
+            part_bytes: self.part_bytes,
         })
     }
 
@@ -216,15 +227,16 @@ impl Blobs {
 /// `object_store` as they come: a received chunk is usually a slice of a larger network
 /// buffer, and keeping hundreds of them alive per part pinned those buffers and left the
 /// allocator with scattered, half-used pages (the storage service's memory grew by tens of
-/// MiB during a large upload). One buffer of at most [`PART_BYTES`] per part is freed
+/// MiB during a large upload). One buffer of at most a part's size is freed
 /// whole once the part is sent.
 pub struct BlobWriter {
     inner: WriteMultipart,
     part: BytesMut,
+    part_bytes: usize,
 }
 
 /// The first capacity of a part buffer: small files stay small, large ones double up
-/// to [`PART_BYTES`].
+/// to the part size.
 const FIRST_PART_CAPACITY: usize = 64 * 1024;
 
 impl BlobWriter {
@@ -232,20 +244,21 @@ impl BlobWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let take = rest.len().min(PART_BYTES - self.part.len());
+            let take = rest.len().min(self.part_bytes - self.part.len());
             let needed = self.part.len() + take;
             if needed > self.part.capacity() {
                 let grown = (self.part.capacity() * 2)
                     .max(FIRST_PART_CAPACITY)
                     .max(needed)
-                    .min(PART_BYTES);
+                    .min(self.part_bytes);
                 self.part.reserve(grown - self.part.len());
             }
             self.part.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if self.part.len() == PART_BYTES {
+            if self.part.len() == self.part_bytes {
                 self.inner.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                let full = std::mem::replace(&mut self.part, BytesMut::with_capacity(PART_BYTES));
+                let full =
+                    std::mem::replace(&mut self.part, BytesMut::with_capacity(self.part_bytes));
                 self.inner.put(full.freeze());
             }
         }

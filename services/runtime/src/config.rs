@@ -673,6 +673,30 @@ impl Config {
         figment.extract().map_err(|e| ConfigError(e.to_string()))
     }
 
+    /// The `FLOWFLEET_*` variables among `vars` that name no configuration key: a typo, or a
+    /// key from another version. They are ignored when loading (as unknown keys are), so
+    /// `flowfleet check` reports them. `FLOWFLEET_CONFIG` (the file's path) is the command
+    /// line's, not a key.
+    pub fn unknown_variables(&self, vars: impl IntoIterator<Item = String>) -> Vec<String> {
+        let loaded = serde_json::to_value(self).expect("the configuration serializes");
+        vars.into_iter()
+            .filter(|name| name != "FLOWFLEET_CONFIG")
+            .filter(|name| {
+                let Some(key) = name.strip_prefix("FLOWFLEET_") else {
+                    return false;
+                };
+                let mut at = &loaded;
+                for part in key.to_lowercase().split("__") {
+                    match at.get(part) {
+                        Some(next) => at = next,
+                        None => return true,
+                    }
+                }
+                false
+            })
+            .collect()
+    }
+
     /// Where a service listens and is reached. An endpoint overridden only partly
     /// (say, just its ports) derives its URLs from its host and ports.
     pub fn service(&self, s: ServiceName) -> ServiceEndpoint {
@@ -733,6 +757,36 @@ mod tests {
             assert_eq!(
                 c.service(ServiceName::Auth).http_url,
                 "http://127.0.0.1:9999"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn variables_that_name_no_key_are_reported() {
+        figment::Jail::expect_with(|jail| {
+            let vars = [
+                ("FLOWFLEET_GATEWAY__PORT", "6000"),
+                ("FLOWFLEET_SERVICES__AUTH__HOST", "0.0.0.0"),
+                ("FLOWFLEET_GATEWAY__TRAFFIC__RETRY_ATTEMPTS", "2"),
+                ("FLOWFLEET_GATEWAY__PROT", "6001"),
+                ("FLOWFLEET_SERVICES__AUTH__HOSTNAME", "x"),
+                ("FLOWFLEET_NOPE", "1"),
+                ("FLOWFLEET_CONFIG", "/etc/flowfleet.toml"),
+            ];
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.unknown_variables(vars.iter().map(|(name, _)| name.to_string())),
+                [
+                    "FLOWFLEET_GATEWAY__PROT",
+                    "FLOWFLEET_SERVICES__AUTH__HOSTNAME",
+                    "FLOWFLEET_NOPE"
+                ]
             );
             Ok(())
         });

@@ -136,15 +136,20 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Where every long-running process answers that it is up (liveness probes).
+pub const HEALTH_PATH: &str = "/health";
+/// Where every long-running process serves its Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// `GET /health` (the process is up) and `GET /metrics`: what every long-running
 /// process serves beside its own routes.
 pub fn ops_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     axum::Router::new()
         .route(
-            "/health",
+            HEALTH_PATH,
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/metrics", axum::routing::get(metrics_endpoint))
+        .route(METRICS_PATH, axum::routing::get(metrics_endpoint))
 }
 
 /// An axum handler body for `GET /metrics`.

@@ -10,7 +10,7 @@
 //! `deploy/tests/.venv`). Without them the tests say so and pass, except under
 //! `scripts/test` (`FLOWFLEET_TEST_REQUIRE_INFRA=1`), where they fail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,6 +19,7 @@ mod support;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use support::deploy::{render_with as render, root, tools};
+use support::network::{self, Edge};
 
 const OVERLAYS: [&str; 3] = ["dev", "staging", "prod"];
 const BIN: &str = env!("CARGO_BIN_EXE_flowfleet");
@@ -133,7 +134,9 @@ fn container_env(container: &Value, objects: &[Value], dev: &[Value]) -> Vec<(St
         let named = |o: &&Value| {
             o["kind"] == kind
                 && o["metadata"]["name"].as_str().is_some_and(|n| {
-                    n == name || n.strip_prefix(name).is_some_and(|rest| rest.starts_with('-'))
+                    n == name
+                        || n.strip_prefix(name)
+                            .is_some_and(|rest| rest.starts_with('-'))
                 })
         };
         objects
@@ -304,16 +307,30 @@ fn containers_run_what_the_binary_has_on_its_ports_and_paths() {
                         .all(|(k, v)| t["metadata"]["labels"][k] == *v)
                 })
                 .collect();
-            assert!(!pods.is_empty(), "{overlay}: Service {} selects no pod", service["metadata"]["name"]);
+            assert!(
+                !pods.is_empty(),
+                "{overlay}: Service {} selects no pod",
+                service["metadata"]["name"]
+            );
             for port in service["spec"]["ports"].as_array().unwrap() {
                 let target = &port["targetPort"];
                 for pod in &pods {
-                    let has = pod["spec"]["containers"].as_array().unwrap().iter().any(|c| {
-                        c["ports"].as_array().into_iter().flatten().any(|p| {
-                            p["name"] == *target || p["containerPort"] == *target
-                        })
-                    });
-                    assert!(has, "{overlay}: Service {} targets {target}, which its pods lack", service["metadata"]["name"]);
+                    let has = pod["spec"]["containers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| {
+                            c["ports"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|p| p["name"] == *target || p["containerPort"] == *target)
+                        });
+                    assert!(
+                        has,
+                        "{overlay}: Service {} targets {target}, which its pods lack",
+                        service["metadata"]["name"]
+                    );
                 }
             }
         }
@@ -325,9 +342,107 @@ fn containers_run_what_the_binary_has_on_its_ports_and_paths() {
             .1;
         let scaled = objects
             .iter()
-            .find(|o| o["kind"] == "ScaledObject" && o["spec"]["scaleTargetRef"]["name"] == "flowfleet-worker")
+            .find(|o| {
+                o["kind"] == "ScaledObject"
+                    && o["spec"]["scaleTargetRef"]["name"] == "flowfleet-worker"
+            })
             .expect("the workers' ScaledObject");
-        assert_eq!(scaled["spec"]["triggers"][0]["metadata"]["queueName"], queue.as_str());
+        assert_eq!(
+            scaled["spec"]["triggers"][0]["metadata"]["queueName"],
+            queue.as_str(),
+            "{overlay}: the workers scale on another queue than the one they consume"
+        );
     }
     assert!(checked >= 3 * 9, "only {checked} containers checked");
+}
+
+/// The edges `flowfleet check` says a container makes, named as [`network`] names them.
+fn declared_edges(component: &str, report: &Value, s3_outside: bool) -> BTreeSet<Edge> {
+    let mut edges = BTreeSet::new();
+    for reach in report["reaches"].as_array().unwrap() {
+        let to = reach["to"].as_str().unwrap();
+        let port = match (to, reach["port"].as_str()) {
+            (_, Some(port)) => port,
+            ("otel-collector", None) => "4318",
+            ("internet", None) => "any",
+            (_, None) => "main",
+        };
+        edges.insert((component.to_string(), to.to_string(), port.to_string()));
+        if to == "internet" && s3_outside {
+            // The bucket is on the internet too.
+            edges.insert((component.to_string(), "s3".into(), "main".into()));
+        }
+    }
+    edges
+}
+
+/// The NetworkPolicies allow the fleet's pods exactly the edges the code makes (as
+/// `flowfleet check` derives them from the code and each container's configuration), and
+/// let in from the rest of the cluster only Prometheus, at the ports it scrapes, and the
+/// ingress controller, at the gateway. tests/distributed.rs checks the other way round:
+/// every connection the running processes open is among these.
+#[test]
+fn network_policies_allow_exactly_the_edges_the_code_makes() {
+    let Some(python) = tools() else { return };
+    let dev = render(&python, "dev");
+    for overlay in OVERLAYS {
+        let objects = render(&python, overlay);
+        let policies: Vec<Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .cloned()
+            .collect();
+        let fleet = network::fleet_pods(&objects);
+        let targets = network::targets(&objects);
+        let s3_outside = !objects.iter().any(|o| o["kind"] == "StatefulSet");
+        let mut declared = BTreeSet::new();
+        let mut scraped = BTreeSet::new();
+        for workload in objects.iter().filter(|o| {
+            ["Deployment", "Job"].contains(&o["kind"].as_str().unwrap())
+                && o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                    == "flowfleet"
+        }) {
+            let pod = &workload["spec"]["template"];
+            let component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap();
+            let container = &pod["spec"]["containers"][0];
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            let report = check(&args, &container_env(container, &objects, &dev));
+            declared.extend(declared_edges(component, &report, s3_outside));
+            if let Some(port) = pod["metadata"]["annotations"]["prometheus.io/port"].as_str() {
+                let name = container["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| {
+                        p["containerPort"]
+                            .as_u64()
+                            .map(|n| n.to_string())
+                            .as_deref()
+                            == Some(port)
+                    })
+                    .map(|p| p["name"].as_str().unwrap().to_string())
+                    .unwrap();
+                scraped.insert(("prometheus".to_string(), component.to_string(), name));
+            }
+        }
+        let allowed = network::allowed_edges(&policies, &fleet, &targets);
+        let missing: Vec<_> = declared.difference(&allowed).collect();
+        let extra: Vec<_> = allowed.difference(&declared).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "deploy/overlays/{overlay}: the NetworkPolicies differ from the edges the code makes\n\
+             made but not allowed: {missing:?}\nallowed but never made: {extra:?}"
+        );
+        let mut inbound = scraped;
+        inbound.insert(("ingress-nginx".into(), "gateway".into(), "http".into()));
+        let allowed_in = network::allowed_edges(&policies, &network::cluster_callers(), &fleet);
+        assert_eq!(allowed_in, inbound, "{overlay}: what the cluster may reach");
+    }
 }

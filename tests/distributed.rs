@@ -484,7 +484,10 @@ async fn cross_six_subgraph_query_across_processes() {
     // The processes reached exactly what the dev overlay's NetworkPolicies let them reach.
     let reached = network.stop();
     let mut ports: std::collections::BTreeMap<u16, (&str, &str)> = [
-        (port_of(&env, "FLOWFLEET_WORKER__METRICS_PORT"), ("worker", "metrics")),
+        (
+            port_of(&env, "FLOWFLEET_WORKER__METRICS_PORT"),
+            ("worker", "metrics"),
+        ),
         (gateway_port, ("gateway", "http")),
         (second_gateway, ("gateway", "http")),
         (file_gateway_port, ("gateway", "http")),
@@ -500,8 +503,14 @@ async fn cross_six_subgraph_query_across_processes() {
     }
     for s in SERVICES {
         let upper = s.to_uppercase();
-        ports.insert(port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT")), (s, "http"));
-        ports.insert(port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT")), (s, "grpc"));
+        ports.insert(
+            port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__HTTP_PORT")),
+            (s, "http"),
+        );
+        ports.insert(
+            port_of(&env, &format!("FLOWFLEET_SERVICES__{upper}__GRPC_PORT")),
+            (s, "grpc"),
+        );
     }
     let observed: std::collections::BTreeSet<support::network::Edge> = reached
         .into_iter()
@@ -510,7 +519,7 @@ async fn cross_six_subgraph_query_across_processes() {
             (kind, to.to_string(), name.to_string())
         })
         .collect();
-    assert_network_policies_allow_exactly(&observed);
+    assert_network_policies_allow(&observed);
 
     drop(conn);
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
@@ -531,14 +540,16 @@ fn kind_of(proc: &Proc) -> &str {
 }
 
 fn url_port(url: &str) -> u16 {
-    url::Url::parse(url).unwrap().port().expect("a URL with a port")
+    url::Url::parse(url)
+        .unwrap()
+        .port()
+        .expect("a URL with a port")
 }
 
-/// The edges the dev overlay's NetworkPolicies allow from the fleet's processes (to its
-/// pods, its stores, the OTLP collector and the internet; DNS aside) are exactly those the
-/// processes made. Each overlay allows the same edges between the fleet's own pods.
-fn assert_network_policies_allow_exactly(observed: &std::collections::BTreeSet<support::network::Edge>) {
-    use support::network::{allowed_edges, pods, Peer};
+/// Every connection the processes opened is an edge the dev overlay's NetworkPolicies
+/// allow (tests/deploy.rs checks that the policies allow no more than the code declares).
+fn assert_network_policies_allow(observed: &std::collections::BTreeSet<support::network::Edge>) {
+    use support::network::{allowed_edges, fleet_pods, targets};
     let Some(objects) = support::deploy::render("dev") else {
         return;
     };
@@ -547,46 +558,24 @@ fn assert_network_policies_allow_exactly(observed: &std::collections::BTreeSet<s
         .filter(|o| o["kind"] == "NetworkPolicy")
         .cloned()
         .collect();
-    let fleet = pods_of_fleet(&objects);
-    let mut targets = pods(&objects);
-    targets.push(Peer {
-        name: "otel-collector".into(),
-        labels: [("app.kubernetes.io/name".to_string(), "opentelemetry-collector".to_string())].into(),
-        namespace: Some([("kubernetes.io/metadata.name".to_string(), "observability".to_string())].into()),
-        address: None,
-        ports: vec![(String::new(), 4318)],
-    });
-    targets.push(Peer {
-        name: "internet".into(),
-        labels: Default::default(),
-        namespace: None,
-        address: Some(std::net::Ipv4Addr::new(93, 184, 215, 14)),
-        ports: vec![("any".into(), 443)],
-    });
-    let allowed = allowed_edges(&policies, &fleet, &targets);
-    let missing: Vec<_> = observed.difference(&allowed).collect();
-    let unused: Vec<_> = allowed.difference(observed).collect();
+    let allowed = allowed_edges(&policies, &fleet_pods(&objects), &targets(&objects));
+    let refused: Vec<_> = observed.difference(&allowed).collect();
     assert!(
-        missing.is_empty() && unused.is_empty(),
-        "the NetworkPolicies of deploy/overlays/dev differ from the fleet's edges:\n\
-         made but not allowed: {missing:?}\nallowed but never made: {unused:?}"
+        refused.is_empty(),
+        "the processes made connections the NetworkPolicies of deploy/overlays/dev refuse: \
+         {refused:?} (all they made: {observed:?})"
     );
-    // Between the fleet's own pods, every overlay allows the same.
-    let internal = |objects: &[Value]| {
-        let policies: Vec<Value> = objects.iter().filter(|o| o["kind"] == "NetworkPolicy").cloned().collect();
-        let fleet: Vec<Peer> = pods_of_fleet(objects);
-        allowed_edges(&policies, &fleet, &fleet)
-    };
-    let dev = internal(&objects);
-    for overlay in ["staging", "prod"] {
-        let objects = support::deploy::render(overlay).unwrap();
-        assert_eq!(internal(&objects), dev, "{overlay} allows other edges between the fleet's pods than dev");
+    // Enough was watched for the comparison to mean something.
+    for edge in [
+        ("gateway", "workflow", "http"),
+        ("execution", "workflow", "grpc"),
+        ("worker", "storage", "grpc"),
+        ("migrate", "postgres", "main"),
+    ] {
+        let edge = (edge.0.to_string(), edge.1.to_string(), edge.2.to_string());
+        assert!(
+            observed.contains(&edge),
+            "{edge:?} was never seen: {observed:?}"
+        );
     }
-}
-
-fn pods_of_fleet(objects: &[Value]) -> Vec<support::network::Peer> {
-    support::network::pods(objects)
-        .into_iter()
-        .filter(|p| p.labels.get("app.kubernetes.io/name").map(String::as_str) == Some("flowfleet"))
-        .collect()
 }

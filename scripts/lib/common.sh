@@ -205,6 +205,25 @@ ff_show_logs() {
     printf '%s\n' "-----" >&2
 }
 
+# ff_pip_install DIR: a Python virtual environment in DIR/.venv with the pinned
+# packages of DIR/requirements.txt. Skipped when it was made by this function from
+# the same requirements and Python.
+ff_pip_install() {
+    local dir=$1 stamp t0
+    [[ -f $dir/requirements.txt ]] || return 0
+    command -v python3 >/dev/null 2>&1 || ff_die "python3 not found (needed for $dir)"
+    stamp="$(cksum <"$dir/requirements.txt") $(python3 --version 2>&1)"
+    if [[ -f $dir/.venv/.flowfleet-stamp && $(<"$dir/.venv/.flowfleet-stamp") == "$stamp" ]]; then
+        return 0
+    fi
+    t0=$(ff_now_ms)
+    rm -rf "$dir/.venv"
+    python3 -m venv "$dir/.venv" >&2 || ff_die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    "$dir/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt" >&2
+    printf '%s\n' "$stamp" >"$dir/.venv/.flowfleet-stamp"
+    ff_log "Python packages of $dir installed ($(ff_since "$t0"))"
+}
+
 # ff_npm_install DIR: `npm ci` in DIR if it has a package.json (npm install
 # without a lockfile). Skipped when node_modules was installed by this function
 # from the same package.json, lockfile and node version (never the case in CI's

@@ -53,10 +53,13 @@ pub fn render_with(python: &Path, overlay: &str) -> Vec<Value> {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
     serde_json::from_slice(&json.stdout).unwrap()
 }
-
 
 /// An overlay's objects, or None (said why) when the tools are missing outside
 /// `scripts/test`.

@@ -12,8 +12,9 @@ use serde_json::Value;
 /// on a port known by its name (`http`, `grpc`, `metrics`, `main`, or the number).
 pub type Edge = (String, String, String);
 
-/// The remote ports of `pid`'s established TCP connections (IPv4 and IPv6), or nothing
-/// when the process is gone.
+/// The remote ports of the TCP connections `pid` opened (established, IPv4 and IPv6; not
+/// those it accepted, whose local port is one it listens on), or nothing when the process
+/// is gone.
 pub fn remote_ports(pid: u32) -> Vec<u16> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
@@ -22,29 +23,44 @@ pub fn remote_ports(pid: u32) -> Vec<u16> {
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy().to_string();
-            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
         })
         .collect();
-    let mut ports = Vec::new();
+    let port = |address: &str| {
+        address
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+    let mut rows: Vec<(u16, u16, String)> = Vec::new();
     for table in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            if fields.len() < 10 || fields[3] != "01" || !sockets.contains(fields[9]) {
+            if fields.len() < 10 || !sockets.contains(fields[9]) {
                 continue;
             }
-            if let Some(port) = fields[2]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-            {
-                ports.push(port);
+            if let (Some(local), Some(remote)) = (port(fields[1]), port(fields[2])) {
+                rows.push((local, remote, fields[3].to_string()));
             }
         }
     }
-    ports
+    let listening: HashSet<u16> = rows
+        .iter()
+        .filter(|(_, _, state)| state == "0A")
+        .map(|(local, _, _)| *local)
+        .collect();
+    rows.into_iter()
+        .filter(|(local, _, state)| state == "01" && !listening.contains(local))
+        .map(|(_, remote, _)| remote)
+        .collect()
 }
 
 /// A pod (or a stand-in for something outside the namespace) the policies are evaluated
@@ -217,22 +233,30 @@ pub fn allows(policies: &[Value], from: &Peer, to: &Peer, port: &(String, u16)) 
     let egress = selecting(from, "Egress");
     let egress_ok = egress.is_empty()
         || egress.iter().any(|p| {
-            p["spec"]["egress"].as_array().into_iter().flatten().any(|rule| {
-                rule.get("to")
-                    .and_then(Value::as_array)
-                    .is_none_or(|to_list| to_list.iter().any(|e| peer_matches(e, to)))
-                    && port_matches(rule.get("ports"), port)
-            })
+            p["spec"]["egress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    rule.get("to")
+                        .and_then(Value::as_array)
+                        .is_none_or(|to_list| to_list.iter().any(|e| peer_matches(e, to)))
+                        && port_matches(rule.get("ports"), port)
+                })
         });
     let ingress = selecting(to, "Ingress");
     let ingress_ok = ingress.is_empty()
         || ingress.iter().any(|p| {
-            p["spec"]["ingress"].as_array().into_iter().flatten().any(|rule| {
-                rule.get("from")
-                    .and_then(Value::as_array)
-                    .is_none_or(|from_list| from_list.iter().any(|e| peer_matches(e, from)))
-                    && port_matches(rule.get("ports"), port)
-            })
+            p["spec"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    rule.get("from")
+                        .and_then(Value::as_array)
+                        .is_none_or(|from_list| from_list.iter().any(|e| peer_matches(e, from)))
+                        && port_matches(rule.get("ports"), port)
+                })
         });
     egress_ok && ingress_ok
 }
@@ -313,4 +337,89 @@ impl Watcher {
         }
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The fleet's pods in an overlay (`app.kubernetes.io/name: flowfleet`).
+pub fn fleet_pods(objects: &[Value]) -> Vec<Peer> {
+    pods(objects)
+        .into_iter()
+        .filter(|p| p.labels.get("app.kubernetes.io/name").map(String::as_str) == Some("flowfleet"))
+        .collect()
+}
+
+fn outside(name: &str, address: std::net::Ipv4Addr, port: (&str, u16)) -> Peer {
+    Peer {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        namespace: None,
+        address: Some(address),
+        ports: vec![(port.0.into(), port.1)],
+    }
+}
+
+fn in_namespace(name: &str, namespace: &str, app: &str, ports: Vec<(String, u16)>) -> Peer {
+    Peer {
+        name: name.into(),
+        labels: [("app.kubernetes.io/name".to_string(), app.to_string())].into(),
+        namespace: Some(
+            [(
+                "kubernetes.io/metadata.name".to_string(),
+                namespace.to_string(),
+            )]
+            .into(),
+        ),
+        address: None,
+        ports,
+    }
+}
+
+/// Everything the fleet's pods may reach in an overlay, named as the edges name them: the
+/// overlay's pods (the dev overlay's stores among them, port `main`), the OTLP collector
+/// (`otel-collector`, port `4318`), the internet (`internet`, port `any`) and, where the
+/// stores are managed services outside the cluster (staging, prod), `postgres`, `redis`
+/// and `rabbitmq` at an address of the range the overlay's policies name and `s3` on the
+/// internet, each on port `main`.
+pub fn targets(objects: &[Value]) -> Vec<Peer> {
+    let mut targets = pods(objects);
+    targets.push(in_namespace(
+        "otel-collector",
+        "observability",
+        "opentelemetry-collector",
+        vec![(String::new(), 4318)],
+    ));
+    let public = std::net::Ipv4Addr::new(93, 184, 215, 14);
+    // A port other than HTTPS: in staging and prod the storage service may reach HTTPS
+    // anywhere (its bucket's endpoint, which no policy can name by address), nothing else.
+    targets.push(outside("internet", public, ("any", 8443)));
+    if !targets.iter().any(|t| t.name == "postgres") {
+        let managed: ipnet::Ipv4Net = objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .flat_map(|p| p["spec"]["egress"].as_array().cloned().unwrap_or_default())
+            .flat_map(|rule| rule["to"].as_array().cloned().unwrap_or_default())
+            .filter_map(|to| to["ipBlock"]["cidr"].as_str().map(str::to_string))
+            .filter_map(|cidr| cidr.parse::<ipnet::Ipv4Net>().ok())
+            .find(|net| net.prefix_len() > 0)
+            .expect("an overlay without its own stores names the managed stores' range");
+        let address = managed.hosts().next().unwrap();
+        targets.push(outside("postgres", address, ("main", 5432)));
+        targets.push(outside("redis", address, ("main", 6379)));
+        targets.push(outside("rabbitmq", address, ("main", 5671)));
+        targets.push(outside("s3", public, ("main", 443)));
+    }
+    targets
+}
+
+/// Who reaches the fleet from the rest of the cluster: Prometheus (namespace `monitoring`)
+/// and the ingress controller (namespace `ingress-nginx`).
+pub fn cluster_callers() -> Vec<Peer> {
+    vec![
+        in_namespace("prometheus", "monitoring", "prometheus", Vec::new()),
+        in_namespace(
+            "ingress-nginx",
+            "ingress-nginx",
+            "ingress-nginx",
+            Vec::new(),
+        ),
+    ]
 }

@@ -20,7 +20,7 @@ use object_store::{
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Size of the parts written to a local directory, which takes parts of any size: a
 /// smaller part keeps less of an upload in memory (`flowfleet dev` holds every service).
-pub const LOCAL_PART_BYTES: usize = 1024 * 1024;
+pub const LOCAL_PART_BYTES: usize = 512 * 1024;
 /// Parts uploaded at once by one writer.
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// The chunks a local file is read in (`object_store` reads 8 KiB at a time, which

@@ -481,7 +481,7 @@ async fn cross_six_subgraph_query_across_processes() {
         }
     }
 
-    // The processes reached exactly what the dev overlay's NetworkPolicies let them reach.
+    // Every connection the processes opened is one the dev overlay's NetworkPolicies allow.
     let reached = network.stop();
     let mut ports: std::collections::BTreeMap<u16, (&str, &str)> = [
         (

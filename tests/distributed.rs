@@ -512,14 +512,19 @@ async fn cross_six_subgraph_query_across_processes() {
             (s, "grpc"),
         );
     }
+    // A port of none of these is somewhere else: the internet, as far as policies go.
+    let unknown: Vec<&(String, u16)> = reached
+        .iter()
+        .filter(|(_, p)| !ports.contains_key(p))
+        .collect();
     let observed: std::collections::BTreeSet<support::network::Edge> = reached
-        .into_iter()
+        .iter()
         .map(|(kind, port)| {
-            let (to, name) = ports.get(&port).copied().unwrap_or(("internet", "any"));
-            (kind, to.to_string(), name.to_string())
+            let (to, name) = ports.get(port).copied().unwrap_or(("internet", "any"));
+            (kind.clone(), to.to_string(), name.to_string())
         })
         .collect();
-    assert_network_policies_allow(&observed);
+    assert_network_policies_allow(&observed, &format!("{unknown:?}"));
 
     drop(conn);
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
@@ -548,7 +553,10 @@ fn url_port(url: &str) -> u16 {
 
 /// Every connection the processes opened is an edge the dev overlay's NetworkPolicies
 /// allow (tests/deploy.rs checks that the policies allow no more than the code declares).
-fn assert_network_policies_allow(observed: &std::collections::BTreeSet<support::network::Edge>) {
+fn assert_network_policies_allow(
+    observed: &std::collections::BTreeSet<support::network::Edge>,
+    elsewhere: &str,
+) {
     use support::network::{allowed_edges, fleet_pods, targets};
     let Some(objects) = support::deploy::render("dev") else {
         return;
@@ -563,7 +571,7 @@ fn assert_network_policies_allow(observed: &std::collections::BTreeSet<support::
     assert!(
         refused.is_empty(),
         "the processes made connections the NetworkPolicies of deploy/overlays/dev refuse: \
-         {refused:?} (all they made: {observed:?})"
+         {refused:?} (all they made: {observed:?}; the ports taken for the internet: {elsewhere})"
     );
     // Enough was watched for the comparison to mean something.
     for edge in [

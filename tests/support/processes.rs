@@ -161,30 +161,36 @@ pub fn migrate_watched(env: &[(String, String)]) -> Vec<u16> {
 }
 
 /// Starts `flowfleet serve <name>` for every service and waits until each listens. A
-/// service whose port was taken after [`fleet_env`] chose it exits at once: it is started
-/// again on fresh ports, written into `env` for the gateway and workers started next.
+/// service whose port was taken after [`fleet_env`] chose it exits at once: then it gets
+/// fresh ports, written into `env`, and every service starts again (the others were told
+/// its old ports), as do the gateway and workers started next from `env`.
 pub async fn start_services(env: &mut Vec<(String, String)>) -> Vec<Proc> {
-    let mut procs: Vec<Proc> = SERVICES.iter().map(|s| spawn(env, &["serve", s])).collect();
-    for (service, proc) in SERVICES.iter().zip(procs.iter_mut()) {
-        let http = format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", service.to_uppercase());
-        let grpc = format!("FLOWFLEET_SERVICES__{}__GRPC_PORT", service.to_uppercase());
-        let mut attempts = 0;
-        while !listens(
-            proc,
-            &format!("http://127.0.0.1:{}/health", port_of(env, &http)),
-        )
-        .await
-        {
-            attempts += 1;
-            assert!(attempts < 5, "`serve {service}` never started");
-            for key in [&http, &grpc] {
-                env.retain(|(k, _)| k != key);
-                env.push((key.clone(), free_port().to_string()));
+    for _ in 0..5 {
+        let mut procs: Vec<Proc> = SERVICES.iter().map(|s| spawn(env, &["serve", s])).collect();
+        let mut taken = Vec::new();
+        for (service, proc) in SERVICES.iter().zip(procs.iter_mut()) {
+            let http = format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", service.to_uppercase());
+            let health = format!("http://127.0.0.1:{}/health", port_of(env, &http));
+            if !listens(proc, &health).await {
+                taken.push(service);
             }
-            *proc = spawn(env, &["serve", service]);
+        }
+        if taken.is_empty() {
+            return procs;
+        }
+        drop(procs); // Stops them all.
+        for service in taken {
+            for kind in ["HTTP", "GRPC"] {
+                let key = format!(
+                    "FLOWFLEET_SERVICES__{}__{kind}_PORT",
+                    service.to_uppercase()
+                );
+                env.retain(|(k, _)| *k != key);
+                env.push((key, free_port().to_string()));
+            }
         }
     }
-    procs
+    panic!("the services never started on free ports");
 }
 
 /// The port in the variable `key` of `env`.

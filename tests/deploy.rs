@@ -190,6 +190,18 @@ fn check(args: &[String], env: &[(String, String)]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// What `flowfleet check` says of `container` (of an overlay's `objects`) run with its
+/// arguments and environment.
+fn report_of(container: &Value, objects: &[Value], dev: &[Value]) -> Value {
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap_or_else(|| panic!("container {} has no args", container["name"]))
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    check(&args, &container_env(container, objects, dev))
+}
+
 /// The listener of `report` a manifest's port (a name or a number) means, given the
 /// container's named ports.
 fn listener<'a>(report: &'a Value, port: &Value, named: &BTreeMap<String, u64>) -> &'a Value {
@@ -227,14 +239,7 @@ fn containers_run_what_the_binary_has_on_its_ports_and_paths() {
                 if !repository.ends_with("flowfleet") {
                     continue; // PostgreSQL, Redis, RabbitMQ, MinIO: not ours to check.
                 }
-                let args: Vec<String> = container["args"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{overlay}/{name}: no args"))
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_string())
-                    .collect();
-                let env = container_env(container, &objects, &dev);
-                let report = check(&args, &env);
+                let report = report_of(container, &objects, &dev);
                 checked += 1;
                 let named: BTreeMap<String, u64> = container["ports"]
                     .as_array()
@@ -407,13 +412,7 @@ fn network_policies_allow_exactly_the_edges_the_code_makes() {
                 .as_str()
                 .unwrap();
             let container = &pod["spec"]["containers"][0];
-            let args: Vec<String> = container["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_string())
-                .collect();
-            let report = check(&args, &container_env(container, &objects, &dev));
+            let report = report_of(container, &objects, &dev);
             declared.extend(declared_edges(component, &report, s3_outside));
             if let Some(port) = pod["metadata"]["annotations"]["prometheus.io/port"].as_str() {
                 let name = container["ports"]

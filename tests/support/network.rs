@@ -230,35 +230,25 @@ pub fn allows(policies: &[Value], from: &Peer, to: &Peer, port: &(String, u16)) 
             })
             .collect()
     };
-    let egress = selecting(from, "Egress");
-    let egress_ok = egress.is_empty()
-        || egress.iter().any(|p| {
-            p["spec"]["egress"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|rule| {
-                    rule.get("to")
-                        .and_then(Value::as_array)
-                        .is_none_or(|to_list| to_list.iter().any(|e| peer_matches(e, to)))
-                        && port_matches(rule.get("ports"), port)
-                })
-        });
-    let ingress = selecting(to, "Ingress");
-    let ingress_ok = ingress.is_empty()
-        || ingress.iter().any(|p| {
-            p["spec"]["ingress"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|rule| {
-                    rule.get("from")
-                        .and_then(Value::as_array)
-                        .is_none_or(|from_list| from_list.iter().any(|e| peer_matches(e, from)))
-                        && port_matches(rule.get("ports"), port)
-                })
-        });
-    egress_ok && ingress_ok
+    // A direction is open when no policy governs it for that pod, or a rule of one that does
+    // names the peer on the other end (`to` for egress, `from` for ingress) and the port.
+    let admits = |pod: &Peer, kind: &str, rules: &str, peers: &str, other: &Peer| {
+        let governing = selecting(pod, kind);
+        governing.is_empty()
+            || governing.iter().any(|p| {
+                p["spec"][rules]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|rule| {
+                        rule.get(peers)
+                            .and_then(Value::as_array)
+                            .is_none_or(|list| list.iter().any(|e| peer_matches(e, other)))
+                            && port_matches(rule.get("ports"), port)
+                    })
+            })
+    };
+    admits(from, "Egress", "egress", "to", to) && admits(to, "Ingress", "ingress", "from", from)
 }
 
 /// Every edge the policies allow from each of `sources` to each of `targets`, by port

@@ -133,21 +133,20 @@ pub fn fleet_env(
 
 /// Runs the migrations first, as the Kubernetes Job does, so services don't race.
 pub fn migrate(env: &[(String, String)]) {
-    let migrated = Command::new(BIN)
+    assert!(migrate_command(env).status().unwrap().success());
+}
+
+fn migrate_command(env: &[(String, String)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .status()
-        .unwrap();
-    assert!(migrated.success());
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
 }
 
 /// [`migrate`], watching its connections: the remote ports it reached.
 pub fn migrate_watched(env: &[(String, String)]) -> Vec<u16> {
-    let mut child = Command::new(BIN)
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .spawn()
-        .unwrap();
+    let mut child = migrate_command(env).spawn().unwrap();
     let mut reached = Vec::new();
     let status = loop {
         reached.extend(super::network::remote_ports(child.id()));

@@ -127,6 +127,7 @@ impl Supergraph {
             .iter()
             .map(|s| (s.name.clone(), s.url.clone()))
             .collect();
+        crate::measure::register(urls.keys().map(String::as_str));
         for (name, url) in &config.url_overrides {
             if !urls.contains_key(name) {
                 return Err(GatewayError::UnknownSubgraph(name.clone()));

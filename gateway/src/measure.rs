@@ -66,6 +66,50 @@ impl Outcome {
     }
 }
 
+/// Outcomes of a subgraph request as `flowfleet_gateway_subgraph_requests_total` labels them.
+pub(crate) const SUBGRAPH_OUTCOMES: &[&str] =
+    &["ok", "timeout", "circuit_open", "overloaded", "failed"];
+
+/// Registers the gateway's series at zero, per subgraph of the supergraph where they
+/// have one, so that an idle gateway shows them (a dashboard is not blank, and an
+/// `increase()` alert sees the first event). Operation series appear with their first
+/// operation: their labels are the operations' names.
+pub(crate) fn register<'s>(subgraphs: impl Iterator<Item = &'s str>) {
+    for name in [
+        "flowfleet_gateway_requests_in_flight",
+        "flowfleet_gateway_streaming_connections",
+    ] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for limit in crate::rate_limit::LimitKind::ALL {
+        metrics::counter!("flowfleet_gateway_rate_limited_total", "limit" => limit.as_str())
+            .increment(0);
+    }
+    metrics::counter!("flowfleet_gateway_rate_limit_fallbacks_total").increment(0);
+    for result in ["registered", "hit"] {
+        metrics::counter!("flowfleet_gateway_apq_total", "result" => result).increment(0);
+    }
+    for result in ["hit_local", "hit_shared", "miss"] {
+        metrics::counter!("flowfleet_gateway_response_cache_lookups_total", "result" => result)
+            .increment(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!("flowfleet_gateway_plan_cache_lookups_total", "result" => result)
+            .increment(0);
+    }
+    metrics::counter!("flowfleet_gateway_response_cache_invalidations_total").increment(0);
+    for subgraph in subgraphs {
+        for outcome in SUBGRAPH_OUTCOMES {
+            metrics::counter!(
+                "flowfleet_gateway_subgraph_requests_total",
+                "subgraph" => subgraph.to_string(),
+                "outcome" => *outcome
+            )
+            .increment(0);
+        }
+    }
+}
+
 /// One client operation, executed or refused.
 pub(crate) fn operation(label: &SmolStr, outcome: Outcome, elapsed: Duration) {
     let operation = label.to_string();

@@ -130,6 +130,13 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::Global,
+        LimitKind::Address,
+        LimitKind::User,
+        LimitKind::ApiKey,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LimitKind::Global => "global",

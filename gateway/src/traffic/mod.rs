@@ -139,6 +139,7 @@ impl Upstream {
         h2c: bool,
     ) -> Self {
         let own = config.subgraphs.get(subgraph);
+        register(subgraph);
         let built: Vec<Replica> = replicas.iter().map(Replica::new).collect();
         let balance = own
             .and_then(|s| s.balance.clone())
@@ -257,6 +258,7 @@ impl Upstream {
     }
 
     fn rejected(&self, reason: &'static str) {
+        debug_assert!(REJECTIONS.contains(&reason));
         metrics::counter!(
             "flowfleet_gateway_subgraph_rejected_total",
             "subgraph" => self.subgraph.clone(),
@@ -391,6 +393,28 @@ fn watch(
         }
     });
     Some(task.abort_handle())
+}
+
+/// Why an upstream refuses a fetch before sending it (`..._subgraph_rejected_total{reason}`).
+const REJECTIONS: [&str; 2] = ["circuit_open", "bulkhead"];
+
+/// Registers an upstream's counters at zero (see `measure::register`).
+fn register(subgraph: &str) {
+    for name in [
+        "flowfleet_gateway_subgraph_retries_total",
+        "flowfleet_gateway_subgraph_retry_budget_exhausted_total",
+        "flowfleet_gateway_subgraph_ejections_total",
+    ] {
+        metrics::counter!(name, "subgraph" => subgraph.to_string()).increment(0);
+    }
+    for reason in REJECTIONS {
+        metrics::counter!(
+            "flowfleet_gateway_subgraph_rejected_total",
+            "subgraph" => subgraph.to_string(),
+            "reason" => reason
+        )
+        .increment(0);
+    }
 }
 
 #[cfg(test)]

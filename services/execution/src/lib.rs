@@ -19,6 +19,7 @@ pub mod nodes;
 pub mod plan;
 pub mod pool;
 pub mod retry;
+pub mod series;
 pub mod store;
 pub mod triggers;
 pub mod updates;
@@ -117,11 +118,18 @@ pub async fn build(
         )),
         Box::pin(event_triggers.run(event_handler, infra.shutdown.clone())),
     ];
+    let holder = instance_name();
+    series::register_service(settings.cron.then_some(holder.as_str()));
+    tasks.push(Box::pin(series::sample_queued_steps(
+        store.clone(),
+        flowfleet_runtime::series::SAMPLE_EVERY,
+        infra.shutdown.clone(),
+    )));
     if settings.cron {
         let scheduler = triggers::cron::Scheduler {
             launcher,
             live,
-            holder: instance_name(),
+            holder,
             settings,
         };
         tasks.push(Box::pin(scheduler.run(infra.shutdown.clone())));

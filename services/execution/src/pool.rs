@@ -83,6 +83,7 @@ pub async fn run(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) {
+    crate::series::register_worker();
     let settings = worker.settings.clone();
     let max = settings.max_concurrency.max(1);
     let min = settings.min_concurrency.clamp(1, max);

@@ -237,6 +237,13 @@ impl Worker {
         logs.append(&mut node_logs);
         let now = self.clock.now_ms();
         logs.push(format!("finished after {} ms", now - started));
+        if matches!(
+            ending,
+            Ending::Done(_) | Ending::Failed(_) | Ending::TimedOut(_)
+        ) {
+            metrics::histogram!("flowfleet_step_duration_seconds", "node_type" => step.node_type.clone())
+                .record((now - started).max(0) as f64 / 1000.0);
+        }
         match ending {
             Ending::GivenBack => {
                 // Shutting down: release the step so the requeued task can be
@@ -322,6 +329,8 @@ impl Worker {
                 // The next attempt is recorded: its task is this one, redelivered later.
                 Some(t) if !t.queued.is_empty() => {
                     delivery.retry(delay, &message).await?;
+                    metrics::counter!("flowfleet_step_retries_total", "node_type" => step.node_type.clone())
+                        .increment(1);
                     self.dispatcher.mark(&t.queued).await;
                 }
                 // Not ours any more, or the execution ended meanwhile (cancelled):

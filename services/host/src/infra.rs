@@ -173,6 +173,10 @@ impl Infra {
                 })
             }),
         );
+        tokio::spawn(flowfleet_runtime::series::sample_pool(
+            db.clone(),
+            self.shutdown.clone(),
+        ));
         if self.config.database.migrate_on_start {
             db.migrate(migrations)
                 .await

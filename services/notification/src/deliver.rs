@@ -25,6 +25,7 @@ use crate::domain::delivery::{
     delivery_key, Attempt, Delivery, DeliveryStatus, Next, RetryPolicy, SendOutcome,
 };
 use crate::domain::templates::default_template;
+use crate::domain::Channel;
 use crate::senders::Senders;
 
 pub struct Worker {
@@ -42,6 +43,7 @@ impl Worker {
         concurrency: u16,
         shutdown: CancellationToken,
     ) {
+        register_deliveries();
         let mut backoff = std::time::Duration::from_millis(200);
         loop {
             let mut consumer = match queue.consume(QUEUE, concurrency).await {
@@ -141,7 +143,10 @@ impl Worker {
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()));
         }
+        let sending = std::time::Instant::now();
         let outcome = self.send(&d).await;
+        metrics::histogram!("flowfleet_notification_delivery_seconds", "channel" => d.channel.as_str())
+            .record(sending.elapsed().as_secs_f64());
         let now = self.dispatcher.clock.now_ms();
         let (ok, detail) = match &outcome {
             SendOutcome::Sent { detail } => (true, detail.clone()),
@@ -155,7 +160,9 @@ impl Worker {
             ok,
             detail: detail.clone(),
         };
-        match self.policy.next(task.task.attempt, &outcome) {
+        let next = self.policy.next(task.task.attempt, &outcome);
+        delivered(d.channel, &next);
+        match next {
             Next::Done => {
                 store
                     .record_attempt(id, &log, DeliveryStatus::Sent, None)
@@ -308,4 +315,52 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// What an attempt led to, as `flowfleet_notification_deliveries_total` labels it.
+fn outcome_label(next: &Next) -> &'static str {
+    match next {
+        Next::Done => "delivered",
+        Next::RetryAfter(_) => "retried",
+        Next::GiveUp => "failed",
+    }
+}
+
+const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
+
+/// Registers the delivery series, at zero, for every channel and outcome.
+fn register_deliveries() {
+    metrics::describe_counter!(
+        "flowfleet_notification_deliveries_total",
+        "Delivery attempts by channel and outcome (delivered, retried, failed for good)"
+    );
+    metrics::describe_histogram!(
+        "flowfleet_notification_delivery_seconds",
+        metrics::Unit::Seconds,
+        "How long sending one delivery attempt took, by channel"
+    );
+    for channel in Channel::ALL {
+        // Registered without a sample: rendered with empty buckets until the first send.
+        let _ = metrics::histogram!(
+            "flowfleet_notification_delivery_seconds",
+            "channel" => channel.as_str()
+        );
+        for outcome in OUTCOMES {
+            metrics::counter!(
+                "flowfleet_notification_deliveries_total",
+                "channel" => channel.as_str(),
+                "outcome" => outcome
+            )
+            .increment(0);
+        }
+    }
+}
+
+fn delivered(channel: Channel, next: &Next) {
+    metrics::counter!(
+        "flowfleet_notification_deliveries_total",
+        "channel" => channel.as_str(),
+        "outcome" => outcome_label(next)
+    )
+    .increment(1);
 }

@@ -20,4 +20,5 @@ pub mod files;
 pub mod grpc;
 pub mod proto;
 pub mod queue;
+pub mod series;
 pub mod telemetry;

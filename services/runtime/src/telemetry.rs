@@ -131,6 +131,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (an embedding program's);
             // ours still renders what it records through its handle.
             let _ = metrics::set_global_recorder(recorder);
+            crate::series::register_process();
             handle
         })
         .clone()
@@ -154,6 +155,7 @@ pub fn ops_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
 
 /// An axum handler body for `GET /metrics`.
 pub async fn metrics_endpoint() -> impl axum::response::IntoResponse {
+    crate::series::collect_process();
     (
         [(
             http::header::CONTENT_TYPE,

@@ -38,6 +38,9 @@ use flowfleet_runtime::proto::auth::v1::{
 
 const TTL: Duration = Duration::from_secs(5);
 
+/// The membership cache's name in `flowfleet_cache_lookups_total`.
+const MEMBERSHIP_CACHE: &str = "memberships";
+
 /// Where a membership answer is cached. The auth service deletes it when the membership
 /// changes, so a removal or demotion takes effect at once rather than after [`TTL`].
 pub fn membership_cache_key(user: Uuid, workspace: Uuid) -> String {
@@ -101,8 +104,10 @@ impl Memberships for AuthOverGrpc {
     async fn role(&self, user: Uuid, workspace: Uuid) -> Result<Option<Role>, ApiError> {
         let key = membership_cache_key(user, workspace);
         if let Ok(Some(v)) = self.cache.get(&key).await {
+            flowfleet_runtime::series::cache_lookup(MEMBERSHIP_CACHE, true, 1);
             return Ok(Role::parse(&String::from_utf8_lossy(&v)));
         }
+        flowfleet_runtime::series::cache_lookup(MEMBERSHIP_CACHE, false, 1);
         // Asked as this service: authorizing the caller is the service's question, not
         // one the caller's credential (an API key, say) may ask itself.
         let mut client = self.client.clone();
@@ -136,6 +141,7 @@ pub struct Access {
 impl Access {
     /// Asks the auth service reached through `auth`, caching answers in `cache`.
     pub fn new(auth: GrpcChannel, cache: Arc<dyn Cache>) -> Self {
+        flowfleet_runtime::series::register_cache(MEMBERSHIP_CACHE);
         Access::from_source(Arc::new(AuthOverGrpc {
             client: AuthServiceClient::new(auth),
             cache,

@@ -427,6 +427,19 @@ impl Store {
         Ok(())
     }
 
+    /// How many steps wait for a worker, per priority (read through `step_runs_queued`).
+    pub async fn queued_by_priority(&self) -> Result<Vec<(i64, i64)>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT priority, COUNT(*) AS queued FROM step_runs WHERE status = 'QUEUED' \
+             GROUP BY priority",
+        )
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("priority")?, row.try_get("queued")?)))
+            .collect()
+    }
+
     /// Queued steps whose task never reached the queue (their dispatcher died
     /// between commit and enqueue), queued before `before`.
     pub async fn undispatched(&self, before: i64, limit: i64) -> Result<Vec<QueuedStep>, ApiError> {

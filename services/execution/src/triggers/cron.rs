@@ -92,15 +92,20 @@ impl Scheduler {
                 .await
             {
                 Ok(true) => {
+                    metrics::gauge!("flowfleet_cron_leader").set(1.0);
                     if !leading {
                         tracing::info!(holder = %self.holder, "this replica runs the cron scheduler");
                     }
                     leading = true;
                     self.fire_due(now).await;
                 }
-                Ok(false) => leading = false,
+                Ok(false) => {
+                    metrics::gauge!("flowfleet_cron_leader").set(0.0);
+                    leading = false;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e.message, "could not renew the cron lease");
+                    metrics::gauge!("flowfleet_cron_leader").set(0.0);
                     leading = false;
                 }
             }
@@ -108,6 +113,7 @@ impl Scheduler {
         if leading {
             let _ = self.launcher.store.release_lease(LEASE, &self.holder).await;
         }
+        metrics::gauge!("flowfleet_cron_leader").set(0.0);
     }
 
     #[tracing::instrument(name = "cron tick", skip(self))]

@@ -22,6 +22,13 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 4] = [
+        Channel::InApp,
+        Channel::Email,
+        Channel::Webhook,
+        Channel::Sms,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::InApp => "IN_APP",

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{BusError, Event, EventBus, Subscription};
+use crate::series::Handled;
 
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
@@ -48,6 +49,7 @@ impl Consumer {
         queue: &str,
         bindings: &[&str],
     ) -> Result<Self, BusError> {
+        crate::series::register_consumer(queue);
         Ok(Consumer {
             queue: queue.to_string(),
             subscription: bus.subscribe(queue, bindings).await?,
@@ -102,6 +104,7 @@ impl Consumer {
                 drop(per_event);
                 match handled {
                     Ok(()) => {
+                        crate::series::consumed(&self.queue, Handled::Handled, batch.len() as u64);
                         for delivery in batch {
                             settle(&self.queue, delivery.ack().await);
                         }
@@ -134,8 +137,12 @@ async fn consume(queue: &str, handler: &dyn EventHandler, delivery: super::Deliv
         .instrument(span.clone())
         .await;
     let settled = match result {
-        Ok(()) => delivery.ack().await,
+        Ok(()) => {
+            crate::series::consumed(queue, Handled::Handled, 1);
+            delivery.ack().await
+        }
         Err(e) => {
+            crate::series::consumed(queue, Handled::Failed, 1);
             span.in_scope(|| tracing::warn!(error = %e, "event handler failed; requeueing"));
             tokio::time::sleep(Duration::from_millis(500)).await;
             delivery.nack(true).await

@@ -44,6 +44,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(db: Db, bus: Arc<dyn EventBus>) -> Self {
+        crate::series::register_outbox(db.schema());
         Relay {
             db,
             bus,
@@ -61,7 +62,14 @@ impl Relay {
     /// processes write outbox rows too).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut sampled = tokio::time::Instant::now() - crate::series::SAMPLE_EVERY;
         loop {
+            if sampled.elapsed() >= crate::series::SAMPLE_EVERY {
+                sampled = tokio::time::Instant::now();
+                if let Err(e) = self.sample().await {
+                    tracing::debug!(schema = %self.db.schema(), error = %e, "could not sample the outbox");
+                }
+            }
             match self.publish_batch().await {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(100);
@@ -79,6 +87,23 @@ impl Relay {
                 _ = tokio::time::sleep(backoff.max(Duration::from_millis(500)).min(Duration::from_secs(5))) => {}
             }
         }
+    }
+
+    /// Sets `flowfleet_outbox_pending_events` and `flowfleet_outbox_lag_seconds`: what
+    /// waits, and for how long the oldest has (the outbox holds only what waits).
+    async fn sample(&self) -> Result<(), sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS pending, MIN(occurred_at) AS oldest FROM outbox")
+            .fetch_one(self.db.pool())
+            .await?;
+        let pending: i64 = row.try_get("pending")?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        let lag_ms = oldest.map_or(0, |t| (crate::queue::now_ms() - t).max(0));
+        let schema = self.db.schema().to_string();
+        metrics::gauge!("flowfleet_outbox_pending_events", "schema" => schema.clone())
+            .set(pending as f64);
+        metrics::gauge!("flowfleet_outbox_lag_seconds", "schema" => schema)
+            .set(lag_ms as f64 / 1000.0);
+        Ok(())
     }
 
     /// Publishes up to 100 pending events; returns how many went out.
@@ -142,6 +167,8 @@ impl Relay {
         delete.execute(&mut *tx).await?;
         let published = events.len();
         tx.commit().await?;
+        metrics::counter!("flowfleet_outbox_published_total", "schema" => self.db.schema().to_string())
+            .increment(published as u64);
         Ok(published)
     }
 }

@@ -208,6 +208,7 @@ impl TaskQueue for AmqpQueue {
         queue: &str,
         prefetch: u16,
     ) -> Result<Box<dyn TaskConsumer>, QueueError> {
+        crate::series::register_queue(queue);
         let prefetch = prefetch.max(1);
         let (tx, rx) = mpsc::channel(prefetch as usize);
         let target = self.full_name(queue);

@@ -117,6 +117,7 @@ impl TaskQueue for MemoryQueue {
         queue: &str,
         prefetch: u16,
     ) -> Result<Box<dyn TaskConsumer>, QueueError> {
+        crate::series::register_queue(queue);
         Ok(Box::new(MemoryConsumer {
             name: queue.to_string(),
             queue: self.queue(queue),

@@ -206,7 +206,9 @@ impl TaskDelivery {
             ..self.task.clone()
         };
         let queue = self.queue.clone();
-        self.replace_with(&queue, next).await
+        self.replace_with(&queue, next).await?;
+        metrics::counter!("flowfleet_tasks_retried_total", "queue" => queue).increment(1);
+        Ok(())
     }
 
     /// Puts the same attempt back, not to be delivered before `not_before_ms` (it
@@ -229,8 +231,10 @@ impl TaskDelivery {
             last_error: Some(error.to_string()),
             ..self.task.clone()
         };
-        let queue = dead_letter_queue(&self.queue);
-        self.replace_with(&queue, dead).await
+        let (from, queue) = (self.queue.clone(), dead_letter_queue(&self.queue));
+        self.replace_with(&queue, dead).await?;
+        metrics::counter!("flowfleet_tasks_dead_lettered_total", "queue" => from).increment(1);
+        Ok(())
     }
 
     /// Enqueues `task` on `queue`, then acknowledges this delivery. The order

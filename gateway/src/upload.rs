@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use axum::body::{Body, Bytes};
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
 use crate::error::RequestError;
 use crate::request::GraphQLRequest;
@@ -121,80 +120,93 @@ impl SubgraphUploads {
              content-type: application/json\r\n\r\n{}\r\n",
             Value::Object(map)
         );
-        let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-        let boundary = boundary.to_string();
-        tokio::spawn(forward_files(files, boundary, sender));
-        let body = stream::once(async move { Ok(Bytes::from(head)) })
-            .chain(stream::unfold(receiver, |mut receiver| async move {
-                receiver.recv().await.map(|item| (item, receiver))
-            }));
+        let forward = Forward {
+            files,
+            boundary: boundary.to_string(),
+            field: None,
+            done: false,
+        };
+        // Pulled by the subgraph request itself: each file chunk is read from the client
+        // only when the subgraph's side asks for the next one, in the same task, so a
+        // chunk is allocated and freed by one thread and at most one is in hand.
+        let body = stream::once(async move { Ok(Bytes::from(head)) }).chain(stream::unfold(
+            forward,
+            |mut forward| async move {
+                let item = forward.next().await?;
+                Some((item, forward))
+            },
+        ));
         Some(body)
     }
 }
 
-/// Copies the mapped file fields from the client's multipart stream into `sender`.
-async fn forward_files(
-    mut files: Files,
+/// The mapped file fields of the client's multipart stream, re-framed for the subgraph.
+struct Forward {
+    files: Files,
     boundary: String,
-    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    let fail = |error: multer::Error, too_large: &AtomicBool| {
+    /// The file being copied, between its header and its closing line.
+    field: Option<multer::Field<'static>>,
+    done: bool,
+}
+
+impl Forward {
+    /// The next piece of the subgraph's body: a file's header, a chunk of it, the line
+    /// ending it, or the closing boundary; `None` after that or after an error.
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        if let Some(field) = self.field.as_mut() {
+            return match field.chunk().await {
+                Ok(Some(chunk)) => Some(Ok(chunk)),
+                Ok(None) => {
+                    self.field = None;
+                    Some(Ok(Bytes::from_static(b"\r\n")))
+                }
+                Err(error) => Some(Err(self.fail(error))),
+            };
+        }
+        loop {
+            let field = match self.files.multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(Ok(Bytes::from(format!("--{}--\r\n", self.boundary))));
+                }
+                Err(error) => return Some(Err(self.fail(error))),
+            };
+            let name = field.name().unwrap_or_default().to_string();
+            if !self.files.map.iter().any(|(key, _)| *key == name) {
+                continue; // Not mapped: not forwarded (and skipped by the parser).
+            }
+            let file_name = field
+                .file_name()
+                .unwrap_or("file")
+                .replace(['"', '\r', '\n'], "_");
+            let content_type = field
+                .content_type()
+                .map_or_else(|| "application/octet-stream".to_string(), |m| m.to_string());
+            let header = format!(
+                "--{}\r\ncontent-disposition: form-data; name=\"{name}\"; \
+                 filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n",
+                self.boundary
+            );
+            self.field = Some(field);
+            return Some(Ok(Bytes::from(header)));
+        }
+    }
+
+    /// Ends the body with `error`, remembering when it was a size limit.
+    fn fail(&mut self, error: multer::Error) -> std::io::Error {
+        self.done = true;
         if matches!(
             error,
             multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }
         ) {
-            too_large.store(true, Ordering::SeqCst);
+            self.files.too_large.store(true, Ordering::SeqCst);
         }
         std::io::Error::other(error.to_string())
-    };
-    loop {
-        let mut field = match files.multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(error) => {
-                let _ = sender.send(Err(fail(error, &files.too_large))).await;
-                return;
-            }
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        if !files.map.iter().any(|(key, _)| *key == name) {
-            continue; // Not mapped: not forwarded (and skipped by the parser).
-        }
-        let file_name = field
-            .file_name()
-            .unwrap_or("file")
-            .replace(['"', '\r', '\n'], "_");
-        let content_type = field
-            .content_type()
-            .map_or_else(|| "application/octet-stream".to_string(), |m| m.to_string());
-        let header = format!(
-            "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"; \
-             filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n"
-        );
-        if sender.send(Ok(Bytes::from(header))).await.is_err() {
-            return;
-        }
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    if sender.send(Ok(chunk)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    let _ = sender.send(Err(fail(error, &files.too_large))).await;
-                    return;
-                }
-            }
-        }
-        if sender.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
-            return;
-        }
     }
-    let _ = sender
-        .send(Ok(Bytes::from(format!("--{boundary}--\r\n"))))
-        .await;
 }
 
 /// Reads `operations` and `map` from a multipart request; the files stay in the stream.

@@ -29,14 +29,17 @@ ff_pg_bindir() {
 
 ff_rabbit_bindir() { echo "${FLOWFLEET_TEST_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}"; }
 
-# Installs with apt-get whatever server is missing. Never starts a system
-# service (policy-rc.d), never prompts.
+# Installs with apt-get whatever server is missing, and promtool (Debian's
+# prometheus package: tests/observability/ checks the alert rules with it; the
+# server it also ships is never run). Never starts a system service
+# (policy-rc.d), never prompts.
 ff_install_servers() {
     local -a pkgs=()
     ff_pg_bindir >/dev/null || pkgs+=(postgresql postgresql-client)
     { command -v psql && command -v pg_isready; } >/dev/null 2>&1 || pkgs+=(postgresql-client)
     { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || pkgs+=(redis-server)
     [[ -x $(ff_rabbit_bindir)/rabbitmq-server ]] && command -v erl >/dev/null 2>&1 || pkgs+=(rabbitmq-server)
+    command -v promtool >/dev/null 2>&1 || pkgs+=(prometheus)
     ((${#pkgs[@]})) || return 0
 
     local sudo=()
@@ -70,6 +73,13 @@ ff_install_servers() {
     if ((!ok)); then
         tail -n 40 "$FF_TMP/apt.log" >&2
         ff_die "could not install ${pkgs[*]}"
+    fi
+    # Only promtool was wanted: should a policy-rc.d that was already there have let the
+    # package start its Prometheus server (systemd), stop it and keep it from booting.
+    if [[ " ${pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 &&
+        systemctl is-active --quiet prometheus 2>/dev/null; then
+        ff_log "stopping the prometheus service the package started"
+        "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
     ff_log "installed ${pkgs[*]} in $(ff_since "$t0")"
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod files;
 pub mod in_process;
 pub mod network;
+pub mod observability;
 pub mod otlp;
 pub mod processes;
 

@@ -66,3 +66,42 @@ pub fn render_with(python: &Path, overlay: &str) -> Vec<Value> {
 pub fn render(overlay: &str) -> Option<Vec<Value>> {
     tools().map(|python| render_with(&python, overlay))
 }
+
+/// The Python of `deploy/tests/.venv` (with PyYAML, and check-jsonschema beside it) for
+/// the checks that need no kubectl (tests/delivery/), when it is there: like [`tools`],
+/// the test says why it is skipped, and fails instead under `scripts/test`.
+pub fn venv() -> Option<PathBuf> {
+    let python = root().join("deploy/tests/.venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    let why = "the delivery checks need deploy/tests/.venv (scripts/test installs it)";
+    assert!(
+        std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
+        "{why}"
+    );
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// The documents of a YAML file as JSON, read by PyYAML's `loader`: `SafeLoader`
+/// (anchors and merge keys resolved, YAML 1.1 types) or `BaseLoader` (every scalar a
+/// string: GitHub's `on:` stays a key instead of becoming `true`).
+pub fn yaml_documents(python: &Path, file: &Path, loader: &str) -> Vec<Value> {
+    let json = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.load_all(open(sys.argv[1]), Loader=getattr(yaml, sys.argv[2])) if d is not None], sys.stdout)",
+        ])
+        .arg(file)
+        .arg(loader)
+        .output()
+        .unwrap();
+    assert!(
+        json.status.success(),
+        "reading {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&json.stderr)
+    );
+    serde_json::from_slice(&json.stdout).unwrap()
+}

@@ -22,7 +22,6 @@ use support::deploy::{render_with as render, root, tools};
 use support::network::{self, Edge};
 
 const OVERLAYS: [&str; 3] = ["dev", "staging", "prod"];
-const BIN: &str = env!("CARGO_BIN_EXE_flowfleet");
 
 fn is_keda(object: &Value) -> bool {
     object["apiVersion"]
@@ -173,13 +172,7 @@ fn container_env(container: &Value, objects: &[Value], dev: &[Value]) -> Vec<(St
 
 /// `flowfleet check <args>` with exactly `env`: its report, or the test fails with why.
 fn check(args: &[String], env: &[(String, String)]) -> Value {
-    let out = Command::new(BIN)
-        .arg("check")
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = support::deploy::flowfleet_check(args, env);
     assert!(
         out.status.success(),
         "flowfleet check {} refused: {}{}",

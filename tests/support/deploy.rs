@@ -21,13 +21,29 @@ pub fn tools() -> Option<PathBuf> {
     if python.exists() && kubectl {
         return Some(python);
     }
-    let why = "the deploy checks need kubectl and deploy/tests/.venv (scripts/test installs it)";
+    skip("the deploy checks need kubectl and deploy/tests/.venv (scripts/test installs it)")
+}
+
+/// A check whose tool is missing: skipped, saying `why`, outside `scripts/test`; under it
+/// (`FLOWFLEET_TEST_REQUIRE_INFRA`) the test fails instead.
+pub fn skip<T>(why: &str) -> Option<T> {
     assert!(
         std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
         "{why}"
     );
     eprintln!("skipped: {why}");
     None
+}
+
+/// `flowfleet check <args>` run with exactly `env` (nothing inherited).
+pub fn flowfleet_check(args: &[String], env: &[(String, String)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowfleet"))
+        .arg("check")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("running flowfleet check")
 }
 
 /// An overlay as `kubectl kustomize` renders it: its objects, in order.
@@ -75,13 +91,7 @@ pub fn venv() -> Option<PathBuf> {
     if python.exists() {
         return Some(python);
     }
-    let why = "the delivery checks need deploy/tests/.venv (scripts/test installs it)";
-    assert!(
-        std::env::var("FLOWFLEET_TEST_REQUIRE_INFRA").is_err(),
-        "{why}"
-    );
-    eprintln!("skipped: {why}");
-    None
+    skip("the delivery checks need deploy/tests/.venv (scripts/test installs it)")
 }
 
 /// The documents of a YAML file as JSON, read by PyYAML's `loader`: `SafeLoader`

@@ -5,14 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::compose_file;
 use crate::support::deploy::{root, yaml_documents};
-
-const BIN: &str = env!("CARGO_BIN_EXE_flowfleet");
 
 /// What a user exports before `docker compose up` (compose demands it:
 /// `${FLOWFLEET_SECRET_KEYS:?...}`): the dev overlay's key ring.
@@ -165,13 +162,7 @@ pub(super) struct Process {
 /// `flowfleet check <args>` with exactly `env`: its report. The test fails naming the
 /// variables no configuration key has, or why the binary refused.
 pub(super) fn check(service: &str, args: &[String], env: &[(String, String)]) -> Value {
-    let out = Command::new(BIN)
-        .arg("check")
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = crate::support::deploy::flowfleet_check(args, env);
     let report: Option<Value> = serde_json::from_slice(&out.stdout).ok();
     if let Some(unknown) = report.as_ref().map(|r| &r["unknown_variables"]) {
         assert!(

@@ -62,10 +62,10 @@ impl Relay {
     /// processes write outbox rows too).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
-        let mut sampled = tokio::time::Instant::now() - crate::series::SAMPLE_EVERY;
+        let mut sampled: Option<tokio::time::Instant> = None;
         loop {
-            if sampled.elapsed() >= crate::series::SAMPLE_EVERY {
-                sampled = tokio::time::Instant::now();
+            if sampled.is_none_or(|at| at.elapsed() >= crate::series::SAMPLE_EVERY) {
+                sampled = Some(tokio::time::Instant::now());
                 if let Err(e) = self.sample().await {
                     tracing::debug!(schema = %self.db.schema(), error = %e, "could not sample the outbox");
                 }

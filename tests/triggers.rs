@@ -423,5 +423,7 @@ fn cron_fires(exposition: &str) -> std::collections::BTreeMap<String, u64> {
                 value.trim().parse::<f64>().ok()? as u64,
             ))
         })
+        // Every replica's series is registered at zero when it starts: only firing counts.
+        .filter(|(_, fires)| *fires > 0)
         .collect()
 }

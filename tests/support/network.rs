@@ -3,7 +3,7 @@
 //! NetworkPolicies of `deploy/` allow them (evaluated here for the pods the manifests
 //! define). `tests/distributed.rs` compares the two.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -13,9 +13,10 @@ use serde_json::Value;
 pub type Edge = (String, String, String);
 
 /// The remote ports of the TCP connections `pid` opened (established, IPv4 and IPv6; not
-/// those it accepted, whose local port is one it listens on), or nothing when the process
-/// is gone.
-pub fn remote_ports(pid: u32) -> Vec<u16> {
+/// those it accepted, whose local port is one it listens on or listened on when an
+/// earlier call saw it: `listened` keeps them, since a process shutting down closes its
+/// listener before the connections it accepted), or nothing when the process is gone.
+pub fn remote_ports(pid: u32, listened: &mut HashSet<u16>) -> Vec<u16> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
@@ -52,13 +53,13 @@ pub fn remote_ports(pid: u32) -> Vec<u16> {
             }
         }
     }
-    let listening: HashSet<u16> = rows
-        .iter()
-        .filter(|(_, _, state)| state == "0A")
-        .map(|(local, _, _)| *local)
-        .collect();
+    listened.extend(
+        rows.iter()
+            .filter(|(_, _, state)| state == "0A")
+            .map(|(local, _, _)| *local),
+    );
     rows.into_iter()
-        .filter(|(local, _, state)| state == "01" && !listening.contains(local))
+        .filter(|(local, _, state)| state == "01" && !listened.contains(local))
         .map(|(_, remote, _)| remote)
         .collect()
 }
@@ -289,10 +290,12 @@ impl Watcher {
         let thread = {
             let (watched, seen, stop) = (watched.clone(), seen.clone(), stop.clone());
             std::thread::spawn(move || {
+                // Per process: the ports it has listened on (see `remote_ports`).
+                let mut listened: HashMap<u32, HashSet<u16>> = HashMap::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let processes = watched.lock().unwrap().clone();
                     for (pid, kind) in processes {
-                        let ports = remote_ports(pid);
+                        let ports = remote_ports(pid, listened.entry(pid).or_default());
                         let mut seen = seen.lock().unwrap();
                         seen.extend(ports.into_iter().map(|p| (kind.clone(), p)));
                     }

@@ -147,9 +147,9 @@ fn migrate_command(env: &[(String, String)]) -> Command {
 /// [`migrate`], watching its connections: the remote ports it reached.
 pub fn migrate_watched(env: &[(String, String)]) -> Vec<u16> {
     let mut child = migrate_command(env).spawn().unwrap();
-    let mut reached = Vec::new();
+    let (mut reached, mut listened) = (Vec::new(), Default::default());
     let status = loop {
-        reached.extend(super::network::remote_ports(child.id()));
+        reached.extend(super::network::remote_ports(child.id(), &mut listened));
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }

@@ -35,6 +35,11 @@ async fn uploads_and_downloads_go_through_the_gateway() {
         )
         .await;
         assert!(body["data"]["uploadFile"].is_null(), "{status} {body}");
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",
+            "{body}"
+        );
         assert_eq!(file_count(&owner.client).await, before, "{body}");
 
         // Someone outside the workspace may not upload to it.

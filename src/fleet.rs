@@ -16,12 +16,10 @@ use flowfleet_gateway::{
     TransportError,
 };
 use flowfleet_host::subgraph::{GraphQLBody, Subgraph};
-use flowfleet_host::uploads::{FilePart, UploadedFile};
 use flowfleet_host::{Infra, ServiceParts};
 use flowfleet_runtime::config::{Config, ServiceName};
 use flowfleet_security::identity::DeferredJwks;
 use futures::future::BoxFuture;
-use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::services::{self, Peers};
@@ -193,10 +191,12 @@ pub fn gateway_config(
 }
 
 /// The gateway's transport to a subgraph in the same process. A request with files
-/// hands the subgraph the files the gateway has parsed from its client's request, as
-/// they arrive, so files stream from the client to the resolver in both runtimes
-/// (without being framed and parsed a second time in one process).
+/// hands the subgraph the gateway's multipart stream, as HTTP would carry it, so files
+/// stream from the client to the resolver in both runtimes.
 struct InProcess(Subgraph);
+
+/// The multipart boundary of in-process requests with files.
+const UPLOAD_BOUNDARY: &str = "flowfleet-in-process-upload-5d1e8c";
 
 #[async_trait]
 impl SubgraphTransport for InProcess {
@@ -206,31 +206,12 @@ impl SubgraphTransport for InProcess {
 
     async fn execute(&self, request: SubgraphRequest) -> Result<ResponseValue, TransportError> {
         if let Some(uploads) = &request.uploads {
-            if let Some((map, fields)) = uploads.take_files() {
-                let operations = request.body();
-                let files = futures::stream::unfold(fields, |mut fields| async move {
-                    let next =
-                        fields
-                            .next()
-                            .await?
-                            .map_err(|e| e.to_string())
-                            .map(|file| FilePart {
-                                name: file.name,
-                                file: UploadedFile {
-                                    file_name: file.file_name,
-                                    content_type: file.content_type,
-                                    content: file
-                                        .content
-                                        .map(|c| c.map_err(|e| e.to_string()))
-                                        .boxed(),
-                                },
-                            });
-                    Some((next, fields))
-                })
-                .boxed();
+            let operations = String::from_utf8_lossy(&request.encoded()).into_owned();
+            if let Some(body) = uploads.take_body(&operations, UPLOAD_BOUNDARY) {
+                let content_type = format!("multipart/form-data; boundary={UPLOAD_BOUNDARY}");
                 return Ok(self
                     .0
-                    .execute_with_files(operations, map, files, &request.headers)
+                    .execute_multipart(&content_type, body, &request.headers)
                     .await
                     .into());
             }

@@ -68,4 +68,4 @@ pub use transport::{
     HttpTransport, ResponseStream, SubgraphRequest, SubgraphTransport, SubgraphUploads,
     TransportError,
 };
-pub use upload::{FileField, FileFields, UploadLimits};
+pub use upload::UploadLimits;

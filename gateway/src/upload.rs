@@ -102,7 +102,17 @@ impl SubgraphUploads {
         operations: &str,
         boundary: &str,
     ) -> Option<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static> {
-        let (map, fields) = self.take_files()?;
+        let files = self.inner.lock().ok()?.take()?;
+        let map: serde_json::Map<String, Value> = files
+            .map
+            .iter()
+            .map(|(name, paths)| {
+                (
+                    name.clone(),
+                    Value::Array(paths.iter().cloned().map(Value::String).collect()),
+                )
+            })
+            .collect();
         let head = format!(
             "--{boundary}\r\ncontent-disposition: form-data; name=\"operations\"\r\n\
              content-type: application/json\r\n\r\n{operations}\r\n\
@@ -111,9 +121,9 @@ impl SubgraphUploads {
             Value::Object(map)
         );
         let forward = Forward {
-            fields,
+            files,
             boundary: boundary.to_string(),
-            current: None,
+            field: None,
             done: false,
         };
         // Pulled by the subgraph request itself: each file chunk is read from the client
@@ -128,90 +138,14 @@ impl SubgraphUploads {
         ));
         Some(body)
     }
-
-    /// The `map` (file field name → placeholder paths) and the mapped files as they come,
-    /// already parsed: for a subgraph in the same process, which takes them as they are
-    /// rather than from a multipart body made again. `None` if already taken.
-    pub fn take_files(&self) -> Option<(Map<String, Value>, FileFields)> {
-        let files = self.inner.lock().ok()?.take()?;
-        let map = files
-            .map
-            .iter()
-            .map(|(name, paths)| {
-                (
-                    name.clone(),
-                    Value::Array(paths.iter().cloned().map(Value::String).collect()),
-                )
-            })
-            .collect();
-        Some((map, FileFields { files }))
-    }
 }
 
-/// The mapped files of a client's multipart request, one after another (the fields the
-/// `map` does not name are skipped). A file's content is read as it arrives; taking the
-/// next file skips what is left of the one before.
-pub struct FileFields {
-    files: Files,
-}
-
-/// One file of the request.
-pub struct FileField {
-    /// Its field name, as `map` names it.
-    pub name: String,
-    /// The `filename` the client gave, if any.
-    pub file_name: Option<String>,
-    /// The `Content-Type` the client declared, if any.
-    pub content_type: Option<String>,
-    /// Its bytes as they arrive. A file past `max_file_bytes` ends in an error, and the
-    /// gateway answers the request `PAYLOAD_TOO_LARGE`.
-    pub content: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
-}
-
-impl FileFields {
-    /// The next mapped file; `None` after the last, an error when the body is malformed
-    /// or too large.
-    pub async fn next(&mut self) -> Option<Result<FileField, std::io::Error>> {
-        loop {
-            let field = match self.files.multipart.next_field().await {
-                Ok(Some(field)) => field,
-                Ok(None) => return None,
-                Err(error) => return Some(Err(refused(error, &self.files.too_large))),
-            };
-            let name = field.name().unwrap_or_default().to_string();
-            if !self.files.map.iter().any(|(key, _)| *key == name) {
-                continue; // Not mapped: not forwarded (and skipped by the parser).
-            }
-            let too_large = self.files.too_large.clone();
-            return Some(Ok(FileField {
-                file_name: field.file_name().map(str::to_string),
-                content_type: field.content_type().map(|m| m.to_string()),
-                name,
-                content: field
-                    .map(move |chunk| chunk.map_err(|error| refused(error, &too_large)))
-                    .boxed(),
-            }));
-        }
-    }
-}
-
-/// `error` for the subgraph, remembering in `too_large` when it was a size limit.
-fn refused(error: multer::Error, too_large: &AtomicBool) -> std::io::Error {
-    if matches!(
-        error,
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }
-    ) {
-        too_large.store(true, Ordering::SeqCst);
-    }
-    std::io::Error::other(error.to_string())
-}
-
-/// The mapped files re-framed as the multipart body of the subgraph request.
+/// The mapped file fields of the client's multipart stream, re-framed for the subgraph.
 struct Forward {
-    fields: FileFields,
+    files: Files,
     boundary: String,
     /// The file being copied, between its header and its closing line.
-    current: Option<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>,
+    field: Option<multer::Field<'static>>,
     done: bool,
 }
 
@@ -222,46 +156,56 @@ impl Forward {
         if self.done {
             return None;
         }
-        if let Some(content) = self.current.as_mut() {
-            return match content.next().await {
-                Some(Ok(chunk)) => Some(Ok(chunk)),
-                None => {
-                    self.current = None;
+        if let Some(field) = self.field.as_mut() {
+            return match field.chunk().await {
+                Ok(Some(chunk)) => Some(Ok(chunk)),
+                Ok(None) => {
+                    self.field = None;
                     Some(Ok(Bytes::from_static(b"\r\n")))
                 }
-                Some(Err(error)) => {
-                    self.done = true;
-                    Some(Err(error))
-                }
+                Err(error) => Some(Err(self.fail(error))),
             };
         }
-        match self.fields.next().await {
-            Some(Ok(file)) => {
-                let file_name = file
-                    .file_name
-                    .as_deref()
-                    .unwrap_or("file")
-                    .replace(['"', '\r', '\n'], "_");
-                let content_type = file
-                    .content_type
-                    .unwrap_or_else(|| "application/octet-stream".to_string());
-                let header = format!(
-                    "--{}\r\ncontent-disposition: form-data; name=\"{}\"; \
-                     filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n",
-                    self.boundary, file.name
-                );
-                self.current = Some(file.content);
-                Some(Ok(Bytes::from(header)))
+        loop {
+            let field = match self.files.multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(Ok(Bytes::from(format!("--{}--\r\n", self.boundary))));
+                }
+                Err(error) => return Some(Err(self.fail(error))),
+            };
+            let name = field.name().unwrap_or_default().to_string();
+            if !self.files.map.iter().any(|(key, _)| *key == name) {
+                continue; // Not mapped: not forwarded (and skipped by the parser).
             }
-            None => {
-                self.done = true;
-                Some(Ok(Bytes::from(format!("--{}--\r\n", self.boundary))))
-            }
-            Some(Err(error)) => {
-                self.done = true;
-                Some(Err(error))
-            }
+            let file_name = field
+                .file_name()
+                .unwrap_or("file")
+                .replace(['"', '\r', '\n'], "_");
+            let content_type = field
+                .content_type()
+                .map_or_else(|| "application/octet-stream".to_string(), |m| m.to_string());
+            let header = format!(
+                "--{}\r\ncontent-disposition: form-data; name=\"{name}\"; \
+                 filename=\"{file_name}\"\r\ncontent-type: {content_type}\r\n\r\n",
+                self.boundary
+            );
+            self.field = Some(field);
+            return Some(Ok(Bytes::from(header)));
         }
+    }
+
+    /// Ends the body with `error`, remembering when it was a size limit.
+    fn fail(&mut self, error: multer::Error) -> std::io::Error {
+        self.done = true;
+        if matches!(
+            error,
+            multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }
+        ) {
+            self.files.too_large.store(true, Ordering::SeqCst);
+        }
+        std::io::Error::other(error.to_string())
     }
 }
 

@@ -157,30 +157,6 @@ impl Subgraph {
         self.run(body, headers, Some(uploads)).await
     }
 
-    /// Runs a GraphQL request whose files the gateway of this process has already read:
-    /// `operations` (file variables `null`), the `map` of file field names to their
-    /// placeholders, and the files in order (see [`crate::uploads::with_parts`]).
-    pub async fn execute_with_files(
-        &self,
-        operations: serde_json::Value,
-        map: serde_json::Map<String, serde_json::Value>,
-        files: futures::stream::BoxStream<'static, Result<crate::uploads::FilePart, String>>,
-        headers: &http::HeaderMap,
-    ) -> serde_json::Value {
-        let (operations, uploads) = match crate::uploads::with_parts(operations, map, files) {
-            Ok(read) => read,
-            Err(e) => return e.graphql_response(),
-        };
-        let body: GraphQLBody = match serde_json::from_value(operations) {
-            Ok(body) => body,
-            Err(e) => {
-                return ApiError::bad_input(format!("`operations` is not a GraphQL request: {e}"))
-                    .graphql_response()
-            }
-        };
-        self.run(body, headers, Some(uploads)).await
-    }
-
     async fn run(
         &self,
         body: GraphQLBody,

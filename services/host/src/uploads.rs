@@ -7,9 +7,8 @@
 //! token: the string `upload:<field name>`, which the [`Upload`] scalar parses. The
 //! files are left in the stream, in [`Uploads`] (request data): a resolver
 //! [`take`](Uploads::take)s its file and reads it as it arrives, so a file is never held
-//! in memory or written to disk here. Over HTTP the stream is the request body. In
-//! process the gateway has parsed its client's request already and hands the files over
-//! as they come ([`with_parts`]): the resolvers take them the same way.
+//! in memory or written to disk here. Over HTTP the stream is the request body; in
+//! process it is the gateway's multipart stream (one code path either way).
 //!
 //! Files are read in the order they were sent: taking one skips those before it, which
 //! then can no longer be taken. (Mutations run one after another, so a request whose
@@ -63,78 +62,35 @@ pub struct UploadedFile {
 
 /// The files still to come in a multipart request (request data).
 pub struct Uploads {
-    files: Mutex<Files>,
-}
-
-/// Where a request's files come from.
-enum Files {
-    /// The multipart body, read here (a request over HTTP).
-    Multipart(multer::Multipart<'static>),
-    /// Files the gateway of this process already read from its client's request, in
-    /// order: parsing them twice in one process would only copy each chunk once more.
-    Parts(BoxStream<'static, Result<FilePart, String>>),
-}
-
-/// A file handed over already parsed, with its field name (see [`with_parts`]).
-pub struct FilePart {
-    pub name: String,
-    pub file: UploadedFile,
+    multipart: Mutex<multer::Multipart<'static>>,
 }
 
 impl Uploads {
     /// The file `upload` names, streaming. A file already skipped (or taken) is a
     /// `BAD_USER_INPUT` error.
     pub async fn take(&self, upload: &Upload) -> Result<UploadedFile, ApiError> {
-        let mut files = self.files.lock().await;
-        let malformed = |e: &dyn std::fmt::Display| {
-            ApiError::bad_input(format!("the multipart request is malformed: {e}"))
-        };
+        let mut multipart = self.multipart.lock().await;
         loop {
-            let next = match &mut *files {
-                Files::Multipart(multipart) => multipart
-                    .next_field()
-                    .await
-                    .map_err(|e| malformed(&e))?
-                    .map(|field| FilePart {
-                        name: field.name().unwrap_or_default().to_string(),
-                        file: UploadedFile {
-                            file_name: field.file_name().map(str::to_string),
-                            content_type: field.content_type().map(|m| m.to_string()),
-                            content: field.map(|c| c.map_err(|e| e.to_string())).boxed(),
-                        },
-                    }),
-                Files::Parts(parts) => parts.next().await.transpose().map_err(|e| malformed(&e))?,
-            };
-            let Some(part) = next else {
+            let field = multipart.next_field().await.map_err(|e| {
+                ApiError::bad_input(format!("the multipart request is malformed: {e}"))
+            })?;
+            let Some(field) = field else {
                 return Err(ApiError::bad_input(format!(
                     "the file `{}` is not in the request (files are read in the order \
                      they were sent)",
                     upload.0
                 )));
             };
-            if part.name != upload.0 {
-                continue; // Dropping a file skips the rest of it.
+            if field.name() != Some(upload.0.as_str()) {
+                continue; // Dropping a field skips the rest of it.
             }
-            return Ok(part.file);
+            return Ok(UploadedFile {
+                file_name: field.file_name().map(str::to_string),
+                content_type: field.content_type().map(|m| m.to_string()),
+                content: field.map(|c| c.map_err(|e| e.to_string())).boxed(),
+            });
         }
     }
-}
-
-/// A GraphQL request whose files are already parsed (by the gateway of this process):
-/// `operations`, the `map` of file field names to placeholder paths, and the files in
-/// the order they come. The same checks and tokens as [`read`].
-pub fn with_parts(
-    mut operations: Value,
-    map: Map<String, Value>,
-    parts: BoxStream<'static, Result<FilePart, String>>,
-) -> Result<(Value, Uploads), ApiError> {
-    tokenize(&mut operations, map)?;
-    Ok((
-        operations,
-        Uploads {
-            files: Mutex::new(Files::Parts(parts)),
-        },
-    ))
 }
 
 /// Reads a multipart GraphQL request's `operations` and `map`: the request (with file
@@ -158,17 +114,6 @@ where
         .map_err(|_| {
             ApiError::bad_input("the `map` field must be a JSON object of file names to paths")
         })?;
-    tokenize(&mut operations, map)?;
-    Ok((
-        operations,
-        Uploads {
-            files: Mutex::new(Files::Multipart(multipart)),
-        },
-    ))
-}
-
-/// Puts each file's token at the placeholders `map` names in `operations`.
-fn tokenize(operations: &mut Value, map: Map<String, Value>) -> Result<(), ApiError> {
     for (name, paths) in map {
         for path in paths.as_array().into_iter().flatten() {
             let placeholder = path
@@ -185,7 +130,12 @@ fn tokenize(operations: &mut Value, map: Map<String, Value>) -> Result<(), ApiEr
             *placeholder = Value::String(format!("{TOKEN_PREFIX}{name}"));
         }
     }
-    Ok(())
+    Ok((
+        operations,
+        Uploads {
+            multipart: Mutex::new(multipart),
+        },
+    ))
 }
 
 /// Hands multer one chunk per poll. Multer reads everything its stream has ready into

@@ -170,19 +170,6 @@ fn container_env(container: &Value, objects: &[Value], dev: &[Value]) -> Vec<(St
     env
 }
 
-/// `flowfleet check <args>` with exactly `env`: its report, or the test fails with why.
-fn check(args: &[String], env: &[(String, String)]) -> Value {
-    let out = support::deploy::flowfleet_check(args, env);
-    assert!(
-        out.status.success(),
-        "flowfleet check {} refused: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// What `flowfleet check` says of `container` (of an overlay's `objects`) run with its
 /// arguments and environment.
 fn report_of(container: &Value, objects: &[Value], dev: &[Value]) -> Value {
@@ -192,7 +179,8 @@ fn report_of(container: &Value, objects: &[Value], dev: &[Value]) -> Value {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
-    check(&args, &container_env(container, objects, dev))
+    let what = format!("container {}", container["name"]);
+    support::deploy::flowfleet_check(&what, &args, &container_env(container, objects, dev))
 }
 
 /// The listener of `report` a manifest's port (a name or a number) means, given the

@@ -71,11 +71,10 @@ async fn cross_six_subgraph_query_across_processes() {
     let file_gateway_port = free_port();
     let mut file_env = env.clone();
     for s in services {
-        let port = &env
-            .iter()
-            .find(|(k, _)| *k == format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()))
-            .unwrap()
-            .1;
+        let port = port_of(
+            &env,
+            &format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()),
+        );
         file_env.push((
             format!("FLOWFLEET_GATEWAY__SUBGRAPH_URLS__{}", s.to_uppercase()),
             format!("http://127.0.0.1:{port}/graphql"),
@@ -140,11 +139,10 @@ async fn cross_six_subgraph_query_across_processes() {
     assert_api_key_lifecycle(&url, &c, &wf).await;
     let forgeries = forged_credentials(&url, token).await;
     for s in services {
-        let port = env
-            .iter()
-            .find(|(k, _)| *k == format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()))
-            .map(|(_, v)| v.clone())
-            .unwrap();
+        let port = port_of(
+            &env,
+            &format!("FLOWFLEET_SERVICES__{}__HTTP_PORT", s.to_uppercase()),
+        );
         for (attack, credential) in &forgeries {
             let mut direct = Client::new(&format!("http://127.0.0.1:{port}/graphql"));
             direct.token = Some(credential.clone());
@@ -231,7 +229,11 @@ async fn cross_six_subgraph_query_across_processes() {
             .unwrap();
         scraped.push((s.to_string(), text));
     }
-    assert_dashboards_and_alerts_see_their_metrics(&scraped);
+    let exposed = assert_processes_register_their_series(&scraped);
+    // The dashboards and rules are read with the Python tools of deploy/tests/.venv.
+    if let Some(python) = support::deploy::venv() {
+        assert_dashboards_and_alerts_see_their_metrics(&python, &exposed);
+    }
 
     // A client's W3C trace continues through every hop of a run: gateway → execution
     // subgraph (HTTP) → workflow (gRPC) → outbox → RabbitMQ → worker → storage (gRPC) →
@@ -616,9 +618,10 @@ fn series_names(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// Each process shows its own series from start-up, and together they expose every metric
-/// a dashboard or alert uses, except the documented exporters' ones.
-fn assert_dashboards_and_alerts_see_their_metrics(scraped: &[(String, String)]) {
+/// Each process shows its own series from start-up: what they expose together.
+fn assert_processes_register_their_series(
+    scraped: &[(String, String)],
+) -> std::collections::BTreeSet<String> {
     let mut exposed = std::collections::BTreeSet::new();
     for (process, text) in scraped {
         let names = series_names(text);
@@ -669,12 +672,21 @@ fn assert_dashboards_and_alerts_see_their_metrics(scraped: &[(String, String)]) 
         }
         exposed.extend(names);
     }
-    let used = support::observability::metrics_used();
+    exposed
+}
+
+/// Together the processes expose every metric a dashboard or alert uses, except the
+/// documented exporters' ones.
+fn assert_dashboards_and_alerts_see_their_metrics(
+    python: &std::path::Path,
+    exposed: &std::collections::BTreeSet<String>,
+) {
+    let used = support::observability::metrics_used(python);
     assert!(
         used.len() > 20,
         "the dashboards and alerts use too few metrics: {used:?}"
     );
-    let unknown = support::observability::unknown(&exposed);
+    let unknown = support::observability::unknown(python, exposed);
     assert!(
         unknown.is_empty(),
         "dashboards or alerts use metrics no process exposes and no documented exporter \

@@ -16,7 +16,7 @@ use crate::dockerfile::dockerfile;
 use crate::strings;
 use crate::support::deploy::{root, venv, yaml_documents};
 use services::{
-    address, address_variable, bind_variable, check, compose, environment, healthcheck_defaults,
+    address, address_variable, bind_variable, compose, environment, healthcheck_defaults,
     port_entries, repository, Listening, Process,
 };
 
@@ -110,7 +110,8 @@ fn compose_runs_what_the_binary_has_on_its_ports_and_paths() {
         let mut env: BTreeMap<String, String> = docker.env.iter().cloned().collect();
         env.extend(environment(service));
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let report = check(name, &args, &env);
+        let what = format!("docker/compose.yaml: {name}");
+        let report = crate::support::deploy::flowfleet_check(&what, &args, &env);
         listens.insert(
             name,
             report["listens"]

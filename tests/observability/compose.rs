@@ -3,37 +3,43 @@
 //! scrapes would never fire.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::support::deploy::root;
+use crate::support::deploy::{root, venv, yaml_documents};
 use crate::support::observability::expressions;
 
 /// The jobs of the compose Prometheus (docker/prometheus/prometheus.yml) and their static
 /// targets.
-fn compose_jobs() -> BTreeMap<String, Vec<String>> {
-    let text = std::fs::read_to_string(root().join("docker/prometheus/prometheus.yml")).unwrap();
-    let mut jobs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix("- job_name:") {
-            current = Some(name.trim().to_string());
-            jobs.insert(name.trim().to_string(), Vec::new());
-        } else if let (Some(job), Some(list)) = (&current, line.strip_prefix("- targets:")) {
-            let list = list.trim().trim_start_matches('[').trim_end_matches(']');
-            jobs.get_mut(job).unwrap().extend(
-                list.split(',')
-                    .map(|t| t.trim().trim_matches('"').to_string())
-                    .filter(|t| !t.is_empty()),
-            );
-        }
-    }
-    jobs
+fn compose_jobs(python: &Path) -> BTreeMap<String, Vec<String>> {
+    let file = root().join("docker/prometheus/prometheus.yml");
+    let documents = yaml_documents(python, &file, "SafeLoader");
+    let config = documents.first().expect("a Prometheus configuration");
+    config["scrape_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| {
+            let targets = job["static_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["targets"].as_array().cloned().unwrap_or_default())
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            (
+                job["job_name"].as_str().unwrap_or_default().to_string(),
+                targets,
+            )
+        })
+        .collect()
 }
 
 /// The compose Prometheus scrapes the exporters docker/compose.yaml runs, under the job
 /// names the rules use; every job an alert names exactly is one it scrapes.
 #[test]
 fn the_compose_prometheus_scrapes_the_exporters_under_the_jobs_the_rules_name() {
-    let jobs = compose_jobs();
+    let Some(python) = venv() else { return };
+    let jobs = compose_jobs(&python);
     for (job, target) in [
         ("postgres", "postgres-exporter:9187"),
         ("redis", "redis-exporter:9121"),
@@ -45,7 +51,7 @@ fn the_compose_prometheus_scrapes_the_exporters_under_the_jobs_the_rules_name() 
             "job {job}"
         );
     }
-    for (place, expr) in expressions() {
+    for (place, expr) in expressions(&python) {
         for (i, _) in expr.match_indices("job=\"") {
             let name: String = expr[i + 5..].chars().take_while(|c| *c != '"').collect();
             assert!(

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::support::deploy::venv;
 use crate::support::observability::{
     exporter_of, expressions, metric_names, metrics_used, unknown, EXPORTER_METRICS,
 };
@@ -140,7 +141,8 @@ fn the_tokenizer_finds_the_metric_names_of_an_expression() {
 /// a standard exporter provides; and every exporter listed is used (the list stays exact).
 #[test]
 fn every_metric_used_is_catalogued_or_comes_from_an_exporter() {
-    let unknown = unknown(&catalogue());
+    let Some(python) = venv() else { return };
+    let unknown = unknown(&python, &catalogue());
     assert!(
         unknown.is_empty(),
         "metrics that no Flowfleet process exposes and no exporter provides (a typo, or a \
@@ -151,14 +153,14 @@ fn every_metric_used_is_catalogued_or_comes_from_an_exporter() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let used = metrics_used();
+    let used = metrics_used(&python);
     for (prefix, exporter) in EXPORTER_METRICS {
         assert!(
             used.keys().any(|name| exporter_of(name) == Some(exporter)),
             "nothing uses {prefix} ({exporter}): drop it from EXPORTER_METRICS"
         );
     }
-    for (place, expr) in expressions() {
+    for (place, expr) in expressions(&python) {
         assert!(
             !metric_names(&expr).is_empty(),
             "{place} selects no metric: {expr}"

@@ -2,13 +2,12 @@
 //! rules`, promtool refuses a broken rule and a wrong expectation (so a promtool that
 //! passed everything would be caught), and the test suite's rule reader agrees with it.
 
-use crate::support::deploy::root;
-use crate::support::observability::{
-    parse_rules, promtool, rules, run_promtool, RULES, RULE_TESTS,
-};
+use crate::support::deploy::{root, venv};
+use crate::support::observability::{promtool, rules, rules_in, run_promtool, RULES, RULE_TESTS};
 
 #[test]
 fn the_rule_reader_reads_what_promtool_reads() {
+    let Some(python) = venv() else { return };
     let text = r#"
 groups:
   - name: g
@@ -26,7 +25,10 @@ groups:
           summary: "It is {{ $value }} \"high\""
           runbook_url: 'https://example.com/a#it''s'
 "#;
-    let parsed = parse_rules(text);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, text).unwrap();
+    let parsed = rules_in(&python, &file);
     assert_eq!(parsed.len(), 2);
     assert_eq!(parsed[0].record.as_deref(), Some("job:x:rate5m"));
     assert_eq!(parsed[0].expr, "sum by (job) (rate(x_total[5m]))");
@@ -44,7 +46,9 @@ groups:
 
 #[test]
 fn the_rules_pass_promtool_and_their_unit_tests() {
-    let Some(promtool) = promtool() else { return };
+    let (Some(promtool), Some(python)) = (promtool(), venv()) else {
+        return;
+    };
     let (ok, said) = run_promtool(&promtool, root(), &["check", "rules", RULES]);
     assert!(ok, "promtool check rules {RULES}:\n{said}");
     let found: usize = said
@@ -55,7 +59,7 @@ fn the_rules_pass_promtool_and_their_unit_tests() {
         .unwrap_or_else(|| panic!("promtool did not say how many rules: {said}"));
     assert_eq!(
         found,
-        rules().len(),
+        rules(&python).len(),
         "promtool and tests/support/observability.rs read a different number of rules"
     );
     let (ok, said) = run_promtool(&promtool, root(), &["test", "rules", RULE_TESTS]);

@@ -35,15 +35,32 @@ pub fn skip<T>(why: &str) -> Option<T> {
     None
 }
 
-/// `flowfleet check <args>` run with exactly `env` (nothing inherited).
-pub fn flowfleet_check(args: &[String], env: &[(String, String)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_flowfleet"))
+/// What `flowfleet check <args>` reports when run with exactly `env` (nothing inherited).
+/// The test fails, naming `what` runs it, when a variable names no configuration key or
+/// the binary refuses the command.
+pub fn flowfleet_check(what: &str, args: &[String], env: &[(String, String)]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowfleet"))
         .arg("check")
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
-        .expect("running flowfleet check")
+        .expect("running flowfleet check");
+    let report: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+    if let Some(unknown) = report.as_ref().map(|r| &r["unknown_variables"]) {
+        assert!(
+            unknown.as_array().is_some_and(Vec::is_empty),
+            "{what} sets variables that name no configuration key: {unknown}"
+        );
+    }
+    assert!(
+        out.status.success(),
+        "flowfleet check {} ({what}) refused: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report.expect("flowfleet check prints its report as JSON")
 }
 
 /// An overlay as `kubectl kustomize` renders it: its objects, in order.
@@ -61,20 +78,7 @@ pub fn render_with(python: &Path, overlay: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered.stdout).unwrap();
-    let json = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        json.status.success(),
-        "{}",
-        String::from_utf8_lossy(&json.stderr)
-    );
-    serde_json::from_slice(&json.stdout).unwrap()
+    yaml_documents(python, &file, "SafeLoader")
 }
 
 /// An overlay's objects, or None (said why) when the tools are missing outside

@@ -7,9 +7,9 @@
 //! nor a standard exporter provides ([`EXPORTER_METRICS`]). `tests/observability/`
 //! checks the files themselves (promtool, the dashboards' shape).
 //!
-//! The rule file is read line by line (the test dependencies have no YAML parser): it keeps
-//! to one style, which its header states, and the tests cross-check the count of rules
-//! read here with promtool's.
+//! The YAML files (the rules, Grafana's datasources) are read by PyYAML in
+//! `deploy/tests/.venv` ([`yaml_documents`]), so the functions reading them take its
+//! Python; the tests cross-check the count of rules read here with promtool's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::deploy::root;
+use super::deploy::{root, yaml_documents};
 
 /// The alert rules, relative to the repository's root.
 pub const RULES: &str = "docker/prometheus/rules/flowfleet.yml";
@@ -83,130 +83,68 @@ impl Rule {
     }
 }
 
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
+/// The keys a rule of [`RULES`] may have.
+const RULE_KEYS: &[&str] = &[
+    "alert",
+    "record",
+    "expr",
+    "for",
+    "keep_firing_for",
+    "labels",
+    "annotations",
+];
 
-/// A scalar as YAML writes it: plain, "double-quoted" or 'single-quoted'.
-fn scalar(text: &str) -> String {
-    let text = text.trim();
-    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        inner.replace("\\\"", "\"").replace("\\\\", "\\")
-    } else if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
-        inner.replace("''", "'")
-    } else {
-        text.to_string()
-    }
-}
-
-/// The rules of a rule file's text, in order.
-pub fn parse_rules(text: &str) -> Vec<Rule> {
-    let lines: Vec<&str> = text.lines().collect();
+/// The rules of a rule file, in order, as PyYAML (through `python`) reads it.
+pub fn rules_in(python: &Path, file: &Path) -> Vec<Rule> {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let map = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), text(v).unwrap_or_else(|| v.to_string())))
+            .collect()
+    };
     let mut rules = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let trimmed = line.trim_start();
-        let (kind, name) = match trimmed.strip_prefix("- alert:") {
-            Some(name) => ("alert", name),
-            None => match trimmed.strip_prefix("- record:") {
-                Some(name) => ("record", name),
-                None => {
-                    i += 1;
-                    continue;
+    // BaseLoader: every scalar a string, as Prometheus reads labels and annotations.
+    for document in yaml_documents(python, file, "BaseLoader") {
+        for group in document["groups"].as_array().into_iter().flatten() {
+            for entry in group["rules"].as_array().into_iter().flatten() {
+                let rule = Rule {
+                    alert: text(&entry["alert"]),
+                    record: text(&entry["record"]),
+                    // A block scalar ends in a line break that is no part of the query.
+                    expr: text(&entry["expr"])
+                        .unwrap_or_default()
+                        .trim_end_matches('\n')
+                        .to_string(),
+                    duration: text(&entry["for"]).or_else(|| text(&entry["keep_firing_for"])),
+                    labels: map(&entry["labels"]),
+                    annotations: map(&entry["annotations"]),
+                };
+                for key in entry.as_object().into_iter().flatten().map(|(k, _)| k) {
+                    assert!(
+                        RULE_KEYS.contains(&key.as_str()),
+                        "{}: rule {} has a key this reader does not know: {key}",
+                        file.display(),
+                        rule.name()
+                    );
                 }
-            },
-        };
-        let mut rule = Rule::default();
-        if kind == "alert" {
-            rule.alert = Some(scalar(name));
-        } else {
-            rule.record = Some(scalar(name));
-        }
-        // The rule's keys sit where its first key (after "- ") does.
-        let key_indent = indent(line) + 2;
-        i += 1;
-        while i < lines.len() {
-            let line = lines[i];
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                i += 1;
-                continue;
-            }
-            if indent(line) < key_indent {
-                break;
-            }
-            assert_eq!(
-                indent(line),
-                key_indent,
-                "{RULES}: unexpected indentation in rule {}: {line:?}",
-                rule.name()
-            );
-            let (key, value) = line
-                .trim()
-                .split_once(':')
-                .unwrap_or_else(|| panic!("{RULES}: not a key: {line:?}"));
-            let value = value.trim();
-            i += 1;
-            // The lines below the key, more indented: a block scalar or a mapping.
-            let mut block = Vec::new();
-            while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > key_indent) {
-                block.push(lines[i]);
-                i += 1;
-            }
-            while block.last().is_some_and(|l| l.trim().is_empty()) {
-                block.pop();
-            }
-            match key {
-                "expr" if value.starts_with('|') || value.starts_with('>') => {
-                    let strip = block
-                        .iter()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(|l| indent(l))
-                        .min()
-                        .unwrap_or(0);
-                    let joined: Vec<&str> = block
-                        .iter()
-                        .map(|l| if l.len() >= strip { &l[strip..] } else { "" })
-                        .collect();
-                    rule.expr = joined.join("\n");
-                }
-                "expr" => rule.expr = scalar(value),
-                "for" | "keep_firing_for" => rule.duration = Some(scalar(value)),
-                "labels" | "annotations" => {
-                    let map = if key == "labels" {
-                        &mut rule.labels
-                    } else {
-                        &mut rule.annotations
-                    };
-                    for entry in block.iter().filter(|l| !l.trim().is_empty()) {
-                        let (k, v) = entry
-                            .trim()
-                            .split_once(':')
-                            .unwrap_or_else(|| panic!("{RULES}: not a key: {entry:?}"));
-                        map.insert(k.trim().to_string(), scalar(v));
-                    }
-                }
-                other => panic!(
-                    "{RULES}: rule {} has a key this reader does not know: {other}",
+                assert!(
+                    !rule.expr.trim().is_empty(),
+                    "{}: rule {} has no expr",
+                    file.display(),
                     rule.name()
-                ),
+                );
+                rules.push(rule);
             }
         }
-        assert!(
-            !rule.expr.trim().is_empty(),
-            "{RULES}: rule {} has no expr",
-            rule.name()
-        );
-        rules.push(rule);
     }
     rules
 }
 
 /// The rules of [`RULES`].
-pub fn rules() -> Vec<Rule> {
-    let path = root().join(RULES);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{RULES}: {e}"));
-    parse_rules(&text)
+pub fn rules(python: &Path) -> Vec<Rule> {
+    rules_in(python, &root().join(RULES))
 }
 
 /// Every dashboard: its file name and its JSON, by file name.
@@ -240,7 +178,7 @@ pub fn panels(dashboard: &Value) -> Vec<&Value> {
 
 /// Every PromQL expression of the dashboards and the rules, with where it is used:
 /// "dashboard queue.json: panel 'Step backlog'", "alert FlowfleetOutboxLag".
-pub fn expressions() -> Vec<(String, String)> {
+pub fn expressions(python: &Path) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for (file, dashboard) in dashboards() {
         for panel in panels(&dashboard) {
@@ -255,7 +193,7 @@ pub fn expressions() -> Vec<(String, String)> {
             }
         }
     }
-    for rule in rules() {
+    for rule in rules(python) {
         let place = match (&rule.alert, &rule.record) {
             (Some(alert), _) => format!("alert {alert}"),
             (None, Some(record)) => format!("recording rule {record}"),
@@ -432,9 +370,9 @@ pub fn metric_names(expr: &str) -> Vec<String> {
 }
 
 /// Every metric name any dashboard or alert uses, with where it is used.
-pub fn metrics_used() -> BTreeMap<String, Vec<String>> {
+pub fn metrics_used(python: &Path) -> BTreeMap<String, Vec<String>> {
     let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (place, expr) in expressions() {
+    for (place, expr) in expressions(python) {
         for name in metric_names(&expr) {
             let places = used.entry(name).or_default();
             if !places.contains(&place) {
@@ -448,9 +386,9 @@ pub fn metrics_used() -> BTreeMap<String, Vec<String>> {
 /// The used metrics that are neither in `exposed` (what the fleet's processes expose),
 /// nor provided by an exporter ([`EXPORTER_METRICS`]), nor recorded by a recording rule of
 /// [`RULES`]: with where each is used.
-pub fn unknown(exposed: &BTreeSet<String>) -> Vec<(String, Vec<String>)> {
-    let recorded: BTreeSet<String> = rules().into_iter().filter_map(|r| r.record).collect();
-    metrics_used()
+pub fn unknown(python: &Path, exposed: &BTreeSet<String>) -> Vec<(String, Vec<String>)> {
+    let recorded: BTreeSet<String> = rules(python).into_iter().filter_map(|r| r.record).collect();
+    metrics_used(python)
         .into_iter()
         .filter(|(name, _)| {
             !exposed.contains(name) && exporter_of(name).is_none() && !recorded.contains(name)
@@ -459,28 +397,17 @@ pub fn unknown(exposed: &BTreeSet<String>) -> Vec<(String, Vec<String>)> {
 }
 
 /// The uid of the provisioned Prometheus datasource (docker/grafana/provisioning).
-pub fn prometheus_datasource_uid() -> String {
-    let text = std::fs::read_to_string(root().join(DATASOURCES)).unwrap();
-    // Entries start with "- name:"; each has a type and a uid.
-    let mut entries: Vec<BTreeMap<String, String>> = Vec::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if let Some(rest) = trimmed.strip_prefix("- ") {
-            entries.push(BTreeMap::new());
-            if let Some((k, v)) = rest.split_once(':') {
-                entries
-                    .last_mut()
-                    .unwrap()
-                    .insert(k.trim().into(), scalar(v));
-            }
-        } else if let (Some(entry), Some((k, v))) = (entries.last_mut(), trimmed.split_once(':')) {
-            entry.insert(k.trim().into(), scalar(v));
-        }
-    }
-    entries
-        .into_iter()
-        .find(|e| e.get("type").map(String::as_str) == Some("prometheus"))
-        .and_then(|e| e.get("uid").cloned())
+pub fn prometheus_datasource_uid(python: &Path) -> String {
+    yaml_documents(python, &root().join(DATASOURCES), "BaseLoader")
+        .iter()
+        .flat_map(|document| {
+            document["datasources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|source| source["type"] == "prometheus")
+        .and_then(|source| source["uid"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("{DATASOURCES} provisions no Prometheus datasource with a uid"))
 }
 

@@ -159,27 +159,6 @@ pub(super) struct Process {
     pub(super) report: Value,
 }
 
-/// `flowfleet check <args>` with exactly `env`: its report. The test fails naming the
-/// variables no configuration key has, or why the binary refused.
-pub(super) fn check(service: &str, args: &[String], env: &[(String, String)]) -> Value {
-    let out = crate::support::deploy::flowfleet_check(args, env);
-    let report: Option<Value> = serde_json::from_slice(&out.stdout).ok();
-    if let Some(unknown) = report.as_ref().map(|r| &r["unknown_variables"]) {
-        assert!(
-            unknown.as_array().is_some_and(Vec::is_empty),
-            "docker/compose.yaml: {service} sets variables that name no configuration key: {unknown}"
-        );
-    }
-    assert!(
-        out.status.success(),
-        "docker/compose.yaml: flowfleet check {} ({service}) refused: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report.unwrap()
-}
-
 /// The host and port a URL names (the scheme's port when it names none), if it names a
 /// host at all.
 pub(super) fn address(value: &str) -> Option<(String, u16)> {

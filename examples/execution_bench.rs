@@ -8,8 +8,10 @@
 //! Measured, per mode:
 //! - executions per second of a 1-step workflow (a burst, until all finished);
 //! - steps per second of a 10-step linear workflow and of a 100-way foreach,
-//!   and their per-step overhead (a step's queued time to its recorded result,
-//!   with the node itself doing nothing) p50/p99, one execution at a time;
+//!   the CPU time this process spent per step on each (the burst and, for two seconds
+//!   after it, the work its steps set off: events relayed, facts rolled up), and their
+//!   per-step overhead (a step's queued time to its recorded result, with the node
+//!   itself doing nothing) p50/p99, one execution at a time;
 //! - start-to-finish p50/p99 of a 3-step workflow, one at a time: from the
 //!   client sending `startExecution` to it seeing the execution SUCCEEDED;
 //! - live-update latency p50/p99: a client follows each run of a workflow (a 300 ms
@@ -20,7 +22,8 @@
 //!
 //! Usage: `execution_bench [--mode embedded|distributed|both] [--scale N] [--paired] [--out FILE]`.
 //! `--paired` runs each mode four times, with and without the `step.finished` event
-//! (`worker.step_events`), alternating, to show what the event costs the engine.
+//! (`worker.step_events`), alternating, after an unreported warm-up run, to show what
+//! the event costs the engine.
 
 mod common;
 
@@ -353,6 +356,40 @@ fn overhead_row(workflow: &str, step: &[f64], mean: &[f64]) -> (String, String) 
     )
 }
 
+/// CPU time (user and system, all threads) this process has used, in milliseconds.
+///
+/// The fleet runs inside the benchmark's process, so this is the engine's cost together
+/// with everything a step sets off in process (outbox relay, event consumers, analytics
+/// roll-ups), and the client's requests, which are the same in both arms of `--paired`:
+/// what an event costs in work, where throughput shows what it costs in time.
+/// (PostgreSQL and RabbitMQ run in processes of their own: in distributed mode their
+/// share is not counted.)
+fn cpu_ms() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at the state (3rd);
+    // utime and stime are the 14th and 15th, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = stat.rsplit_once(')').context("reading /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks * 10.0)
+}
+
+/// How long the fleet is left to finish what a burst set off (relaying its events,
+/// consuming them, rolling up their facts): the roller alone waits a quarter of a second.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// CPU milliseconds per step since `since` (from [`cpu_ms`]) over `steps` steps,
+/// counted after [`SETTLE`] so that work the steps set off after they finished is
+/// included.
+async fn cpu_row(what: &str, since: f64, steps: usize) -> anyhow::Result<(String, String)> {
+    tokio::time::sleep(SETTLE).await;
+    let used = cpu_ms()? - since;
+    Ok((
+        format!("{what} CPU ms per step (this process, work set off included)"),
+        format!("{:.3}", used / steps as f64),
+    ))
+}
+
 async fn measure(
     backend: &Backend,
     scale: usize,
@@ -407,6 +444,7 @@ async fn measure(
     bench.wait_all(&warm).await?;
 
     let mut rows = Vec::new();
+    tokio::time::sleep(SETTLE).await;
     let ids = bench.burst(&one, &empty, 200 * scale, 32).await?;
     bench.wait_all(&ids).await?;
     rows.push((
@@ -414,21 +452,29 @@ async fn measure(
         format!("{:.0}", bench.rate(&ids, 1.0).await?),
     ));
 
+    // Each burst starts on a quiet fleet: the work the last one set off (its events
+    // relayed and consumed, its facts rolled up) would otherwise run during this one.
+    tokio::time::sleep(SETTLE).await;
+    let cpu = cpu_ms()?;
     let ids = bench.burst(&ten, &empty, 50 * scale, 32).await?;
     bench.wait_all(&ids).await?;
     rows.push((
         "10-step linear steps/s".into(),
         format!("{:.0}", bench.rate(&ids, 10.0).await?),
     ));
+    rows.push(cpu_row("10-step linear", cpu, ids.len() * 10).await?);
     let (step, mean) = bench.overhead(&ten, &empty, 10 * scale, 10.0).await?;
     rows.push(overhead_row("10-step linear", &step, &mean));
 
+    tokio::time::sleep(SETTLE).await;
+    let cpu = cpu_ms()?;
     let ids = bench.burst(&fan, &items, 5 * scale, 8).await?;
     bench.wait_all(&ids).await?;
     rows.push((
         "100-way foreach steps/s".into(),
         format!("{:.0}", bench.rate(&ids, 102.0).await?),
     ));
+    rows.push(cpu_row("100-way foreach", cpu, ids.len() * 102).await?);
     let (step, mean) = bench.overhead(&fan, &items, 3 * scale, 102.0).await?;
     rows.push(overhead_row("100-way foreach", &step, &mean));
 
@@ -471,7 +517,14 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         // Paired runs: with and without `step.finished`, alternating, twice, each on a
-        // fresh fleet, so drift on the machine hits both alike.
+        // fresh fleet, so drift on the machine hits both alike. A first fleet runs
+        // unreported: the process's first run pays for warming up (the binary's pages,
+        // the allocator), which would otherwise count against whichever arm came first.
+        eprintln!(
+            "[execution bench] warming up ({}, not reported)",
+            backend.name()
+        );
+        measure(&backend, scale, true).await?;
         for (round, on) in [(1, true), (1, false), (2, false), (2, true)] {
             let label = format!(
                 "{} {} #{round}",
@@ -480,6 +533,12 @@ async fn main() -> anyhow::Result<()> {
             );
             eprintln!("[execution bench] measuring {label}");
             let rows = measure(&backend, scale, on).await?;
+            let before = cpu_ms()?;
+            tokio::time::sleep(SETTLE).await;
+            eprintln!(
+                "[execution bench] CPU after the fleet stopped: {:.0} ms in {SETTLE:?}",
+                cpu_ms()? - before
+            );
             columns.push((&*Box::leak(label.into_boxed_str()), rows));
         }
     }

@@ -107,36 +107,47 @@ impl Relay {
     }
 
     /// Publishes up to 100 pending events; returns how many went out.
+    ///
+    /// On PostgreSQL the rows are read `FOR UPDATE SKIP LOCKED` and deleted in one
+    /// transaction, so replicas relaying the same outbox never send a row twice at once.
+    /// On SQLite only this process writes the file and one relay runs per outbox, so the
+    /// read, the publish and the delete are separate statements: a transaction held across
+    /// them would keep a read snapshot open while waiting to upgrade to the write lock,
+    /// which is what the engine's own writes wait behind (and which keeps checkpoints
+    /// from shrinking the write-ahead log). A crash between publish and delete
+    /// republishes, as on PostgreSQL.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
-        let mut tx = self.db.pool().begin().await?;
-        // In PostgreSQL, replicas relaying the same outbox skip each other's rows.
-        let lock = match self.db.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        let published = match self.db.backend() {
+            Backend::Postgres => {
+                let mut tx = self.db.pool().begin().await?;
+                let events = pending(&mut *tx, " FOR UPDATE SKIP LOCKED").await?;
+                if !events.is_empty() {
+                    self.publish(&events).await?;
+                    delete(&mut *tx, &events).await?;
+                }
+                tx.commit().await?;
+                events.len()
+            }
+            Backend::Sqlite => {
+                let mut conn = self.db.pool().acquire().await?;
+                let events = pending(&mut *conn, "").await?;
+                if !events.is_empty() {
+                    self.publish(&events).await?;
+                    delete(&mut *conn, &events).await?;
+                }
+                events.len()
+            }
         };
-        let rows = sqlx::query(&format!(
-            "SELECT id, kind, payload, trace, occurred_at FROM outbox \
-             WHERE published_at IS NULL ORDER BY occurred_at, id LIMIT 100{lock}"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            events.push(Event {
-                id: id.parse()?,
-                kind: row.try_get("kind")?,
-                occurred_at_ms: row.try_get("occurred_at")?,
-                payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
-                trace: serde_json::from_str(&row.try_get::<String, _>("trace")?)
-                    .unwrap_or_default(),
-            });
+        if published > 0 {
+            metrics::counter!("flowfleet_outbox_published_total", "schema" => self.db.schema().to_string())
+                .increment(published as u64);
         }
-        if events.is_empty() {
-            return Ok(0);
-        }
-        // One span per event, each a child of the trace that recorded it, around the
-        // one publish of the batch (whose confirms are awaited together).
+        Ok(published)
+    }
+
+    /// Publishes `events` as one batch, each in a span that is a child of the trace that
+    /// recorded it (the batch's confirms are awaited together).
+    async fn publish(&self, events: &[Event]) -> Result<(), super::BusError> {
         let spans: Vec<tracing::Span> = events
             .iter()
             .map(|event| {
@@ -150,25 +161,45 @@ impl Relay {
         for span in &spans {
             publishing.follows_from(span.id());
         }
-        self.bus.publish_all(&events).instrument(publishing).await?;
-        drop(spans);
-        // Published rows go: the outbox holds what is still to send, not a history.
-        let sql = format!(
-            "DELETE FROM outbox WHERE id IN ({})",
-            (1..=events.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut delete = sqlx::query(&sql);
-        for event in &events {
-            delete = delete.bind(event.id.to_string());
-        }
-        delete.execute(&mut *tx).await?;
-        let published = events.len();
-        tx.commit().await?;
-        metrics::counter!("flowfleet_outbox_published_total", "schema" => self.db.schema().to_string())
-            .increment(published as u64);
-        Ok(published)
+        self.bus.publish_all(events).instrument(publishing).await
     }
+}
+
+/// Up to 100 events waiting, oldest first (`lock` is appended to the query).
+async fn pending(conn: &mut AnyConnection, lock: &str) -> anyhow::Result<Vec<Event>> {
+    let rows = sqlx::query(&format!(
+        "SELECT id, kind, payload, trace, occurred_at FROM outbox \
+         WHERE published_at IS NULL ORDER BY occurred_at, id LIMIT 100{lock}"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        events.push(Event {
+            id: id.parse()?,
+            kind: row.try_get("kind")?,
+            occurred_at_ms: row.try_get("occurred_at")?,
+            payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
+            trace: serde_json::from_str(&row.try_get::<String, _>("trace")?).unwrap_or_default(),
+        });
+    }
+    Ok(events)
+}
+
+/// Deletes published rows: the outbox holds what is still to send, not a history.
+async fn delete(conn: &mut AnyConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM outbox WHERE id IN ({})",
+        (1..=events.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut delete = sqlx::query(&sql);
+    for event in events {
+        delete = delete.bind(event.id.to_string());
+    }
+    delete.execute(&mut *conn).await?;
+    Ok(())
 }

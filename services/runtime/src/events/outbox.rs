@@ -110,12 +110,15 @@ impl Relay {
     ///
     /// On PostgreSQL the rows are read `FOR UPDATE SKIP LOCKED` and deleted in one
     /// transaction, so replicas relaying the same outbox never send a row twice at once.
-    /// On SQLite only this process writes the file and one relay runs per outbox, so the
-    /// read, the publish and the delete are separate statements: a transaction held across
-    /// them would keep a read snapshot open while waiting to upgrade to the write lock,
-    /// which is what the engine's own writes wait behind (and which keeps checkpoints
-    /// from shrinking the write-ahead log). A crash between publish and delete
-    /// republishes, as on PostgreSQL.
+    /// On SQLite (one process owns the file) the read, the publish and the delete are
+    /// separate statements: a transaction held across them would keep a read snapshot
+    /// open while waiting to upgrade to the write lock, which is what the engine's own
+    /// writes wait behind (and which keeps checkpoints from shrinking the write-ahead
+    /// log). Two relays of the process on one file (the execution service's and the
+    /// worker pool's) may both send a row before either deletes it, as they could with
+    /// the transaction (a deferred SQLite transaction locks nothing when it reads):
+    /// consumers are idempotent. A crash between publish and delete republishes, as on
+    /// PostgreSQL.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
         let published = match self.db.backend() {
             Backend::Postgres => {

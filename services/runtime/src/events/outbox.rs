@@ -123,22 +123,13 @@ impl Relay {
         let published = match self.db.backend() {
             Backend::Postgres => {
                 let mut tx = self.db.pool().begin().await?;
-                let events = pending(&mut *tx, " FOR UPDATE SKIP LOCKED").await?;
-                if !events.is_empty() {
-                    self.publish(&events).await?;
-                    delete(&mut *tx, &events).await?;
-                }
+                let published = self.relay(&mut tx, " FOR UPDATE SKIP LOCKED").await?;
                 tx.commit().await?;
-                events.len()
+                published
             }
             Backend::Sqlite => {
                 let mut conn = self.db.pool().acquire().await?;
-                let events = pending(&mut *conn, "").await?;
-                if !events.is_empty() {
-                    self.publish(&events).await?;
-                    delete(&mut *conn, &events).await?;
-                }
-                events.len()
+                self.relay(&mut conn, "").await?
             }
         };
         if published > 0 {
@@ -146,6 +137,17 @@ impl Relay {
                 .increment(published as u64);
         }
         Ok(published)
+    }
+
+    /// Reads the pending rows on `conn` (`lock` appended to the query), publishes them and
+    /// deletes them; returns how many.
+    async fn relay(&self, conn: &mut AnyConnection, lock: &str) -> anyhow::Result<usize> {
+        let events = pending(conn, lock).await?;
+        if !events.is_empty() {
+            self.publish(&events).await?;
+            delete(conn, &events).await?;
+        }
+        Ok(events.len())
     }
 
     /// Publishes `events` as one batch, each in a span that is a child of the trace that

@@ -113,8 +113,8 @@ impl Relay {
     /// On SQLite (one process owns the file) the read, the publish and the delete are
     /// separate statements: a transaction held across them would keep a read snapshot
     /// open while waiting to upgrade to the write lock, which is what the engine's own
-    /// writes wait behind (and which keeps checkpoints from shrinking the write-ahead
-    /// log). Two relays of the process on one file (the execution service's and the
+    /// writes wait behind (and while a snapshot is open, SQLite cannot restart its
+    /// write-ahead log). Two relays of the process on one file (the execution service's and the
     /// worker pool's) may both send a row before either deletes it, as they could with
     /// the transaction (a deferred SQLite transaction locks nothing when it reads):
     /// consumers are idempotent. A crash between publish and delete republishes, as on
